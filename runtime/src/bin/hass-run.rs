@@ -1,0 +1,74 @@
+//! `hass-run`: execute a hassc artifact on the CPU.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use hass_runtime::{load_file, npy, run, Plan, Tensor};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Run a compiled `.hass` artifact on the CPU exactly as the accelerator computes it.
+#[derive(Parser)]
+#[command(version, about, after_help = "Examples:\n  hass-run model.hass --input images.npy --output logits.npy\n  hass-run model.hass --bench 50")]
+struct Args {
+    /// The artifact written by `hassc`.
+    artifact: PathBuf,
+    /// Input batch: float32 `.npy` of shape [N, ...] matching the model's input.
+    #[arg(long, required_unless_present = "bench")]
+    input: Option<PathBuf>,
+    /// Where to write the outputs (`.npy`, float32). Needs --input.
+    #[arg(long, requires = "input")]
+    output: Option<PathBuf>,
+    /// Time N runs at batch 1 and at batch 8 on generated inputs and print images/s.
+    #[arg(long, value_name = "N")]
+    bench: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    match real_main(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> Result<()> {
+    let plan = load_file(&args.artifact).with_context(|| format!("loading {}", args.artifact.display()))?;
+    if let Some(input_path) = &args.input {
+        let input = npy::read_f32(input_path)?;
+        let outputs = run(&plan, &input)?;
+        let [output] = <[Tensor; 1]>::try_from(outputs).map_err(|o| anyhow::anyhow!("model has {} outputs; only single-output models can be written", o.len()))?;
+        match &args.output {
+            Some(path) => npy::write_atomic(path, &npy::to_npy_bytes(&output))
+                .with_context(|| format!("writing {}", path.display()))?,
+            None => println!("ran {} image(s); output shape {:?}", input.batch(), output.shape()),
+        }
+    }
+    if let Some(runs) = args.bench {
+        if runs == 0 {
+            bail!("--bench needs at least 1 run");
+        }
+        for batch in [1, 8] {
+            let fps = bench(&plan, batch, runs)?;
+            println!("{}: batch {batch}: {fps:.1} images/s ({runs} runs)", plan.model);
+        }
+    }
+    Ok(())
+}
+
+/// Images per second over `runs` timed runs after one warm-up, on a fixed pseudo-random input.
+fn bench(plan: &Plan, batch: usize, runs: u32) -> Result<f64> {
+    let mut shape = vec![batch];
+    shape.extend_from_slice(&plan.input_shape);
+    let len: usize = shape.iter().product();
+    let data = (0..len).map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
+    let input = Tensor::new(shape, data)?;
+    run(plan, &input)?;
+    let start = Instant::now();
+    for _ in 0..runs {
+        run(plan, &input)?;
+    }
+    Ok(f64::from(runs) * batch as f64 / start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,106 @@
+//! Executes a [`Plan`] on a batch: layers in order, one buffer per live value, images of a
+//! batch in parallel.
+
+use crate::kernels::{conv::conv_image, dense::dense_batch, eltwise, pool};
+use crate::plan::{Layer, Op, Plan};
+use crate::{RuntimeError, Tensor};
+use rayon::prelude::*;
+
+/// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
+pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
+    let (batch, image_shape) = input.shape().split_first().ok_or_else(|| RuntimeError::Input("input has no batch dimension".into()))?;
+    if image_shape != plan.input_shape.as_slice() || *batch == 0 {
+        return Err(RuntimeError::Input(format!(
+            "model {} expects input of shape [N, {}], got {:?}",
+            plan.model,
+            plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            input.shape()
+        )));
+    }
+    let batch = *batch;
+    let last_use = last_uses(plan);
+    let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
+    values[0] = Some(input.data().to_vec());
+    for (i, layer) in plan.layers.iter().enumerate() {
+        let out = run_layer(plan, layer, &values, batch);
+        values[i + 1] = Some(out);
+        for &v in &layer.inputs {
+            if last_use[v] == i {
+                values[v] = None;
+            }
+        }
+    }
+    plan.outputs
+        .iter()
+        .map(|&o| {
+            let mut shape = vec![batch];
+            shape.extend_from_slice(plan.value_shape(o));
+            let data = values[o].clone().expect("outputs are never freed");
+            Tensor::new(shape, data)
+        })
+        .collect()
+}
+
+/// For each value, the index of the last layer that reads it (`usize::MAX` for outputs).
+fn last_uses(plan: &Plan) -> Vec<usize> {
+    let mut last = vec![0; plan.layers.len() + 1];
+    for (i, layer) in plan.layers.iter().enumerate() {
+        for &v in &layer.inputs {
+            last[v] = i;
+        }
+    }
+    for &o in &plan.outputs {
+        last[o] = usize::MAX;
+    }
+    last
+}
+
+fn run_layer(plan: &Plan, layer: &Layer, values: &[Option<Vec<f32>>], batch: usize) -> Vec<f32> {
+    let input = |k: usize| values[layer.inputs[k]].as_deref().expect("value is live until its last use");
+    let in_shape = |k: usize| plan.value_shape(layer.inputs[k]);
+    let out_len: usize = layer.output_shape.iter().product();
+    let in_len = |k: usize| in_shape(k).iter().product::<usize>();
+    let out_shape = &layer.output_shape;
+    let mut out = vec![0.0f32; out_len * batch];
+    let per_image = |out: &mut Vec<f32>, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
+        out.par_chunks_mut(out_len).enumerate().for_each(|(n, o)| f(n, o));
+    };
+    let hw = |s: &[usize]| [s[1], s[2]];
+    match &layer.op {
+        Op::Conv(conv) => per_image(&mut out, &|n, o| {
+            conv_image(conv, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
+        }),
+        Op::Dense(dense) => dense_batch(dense, input(0), batch, &mut out),
+        Op::Pool(p) => per_image(&mut out, &|n, o| {
+            pool::pool_image(p, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
+        }),
+        Op::GlobalAveragePool => per_image(&mut out, &|n, o| {
+            pool::global_average_image(&input(0)[n * in_len(0)..][..in_len(0)], out_shape[0], o)
+        }),
+        Op::Eltwise { kind, activation } => per_image(&mut out, &|n, o| {
+            let (a, b) = (&input(0)[n * in_len(0)..][..in_len(0)], &input(1)[n * in_len(1)..][..in_len(1)]);
+            eltwise::eltwise_image(*kind, a, in_shape(0), b, in_shape(1), o, out_shape);
+            if let Some(act) = activation {
+                act.apply_slice(o);
+            }
+        }),
+        Op::ScaleShift { scale, shift, activation } => per_image(&mut out, &|n, o| {
+            o.copy_from_slice(&input(0)[n * out_len..][..out_len]);
+            eltwise::scale_shift_image(o, scale, shift, *activation);
+        }),
+        Op::Activation(act) => per_image(&mut out, &|n, o| {
+            o.copy_from_slice(&input(0)[n * out_len..][..out_len]);
+            act.apply_slice(o);
+        }),
+        Op::Concat => per_image(&mut out, &|n, o| {
+            let mut at = 0;
+            for k in 0..layer.inputs.len() {
+                let len = in_len(k);
+                o[at..at + len].copy_from_slice(&input(k)[n * len..][..len]);
+                at += len;
+            }
+        }),
+        Op::Reshape => out.copy_from_slice(input(0)),
+    }
+    out
+}

@@ -1,0 +1,107 @@
+//! Broadcasting element-wise Add/Mul, per-channel scale-shift, and channel concatenation.
+
+use crate::plan::{Activation, EltwiseKind};
+
+/// `out = a (op) b` for one image, with numpy broadcasting of the per-image shapes.
+pub fn eltwise_image(kind: EltwiseKind, a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], out: &mut [f32], out_shape: &[usize]) {
+    let op = |x: f32, y: f32| match kind {
+        EltwiseKind::Add => x + y,
+        EltwiseKind::Mul => x * y,
+    };
+    if a.len() == out.len() && b.len() == out.len() {
+        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = op(*x, *y));
+        return;
+    }
+    // Fast path for the squeeze-excite gate: [C, H, W] (op) [C, 1, 1] in either order.
+    if let Some(channels) = per_channel(a_shape, b_shape, out_shape) {
+        let (map, gate) = if a.len() == out.len() { (a, b) } else { (b, a) };
+        let pixels = out.len() / channels;
+        for ((o, m), g) in out.chunks_exact_mut(pixels).zip(map.chunks_exact(pixels)).zip(gate) {
+            o.iter_mut().zip(m).for_each(|(o, x)| *o = op(*x, *g));
+        }
+        return;
+    }
+    let a_strides = broadcast_strides(a_shape, out_shape);
+    let b_strides = broadcast_strides(b_shape, out_shape);
+    let mut index = vec![0usize; out_shape.len()];
+    for o in out.iter_mut() {
+        let ia: usize = index.iter().zip(&a_strides).map(|(i, s)| i * s).sum();
+        let ib: usize = index.iter().zip(&b_strides).map(|(i, s)| i * s).sum();
+        *o = op(a[ia], b[ib]);
+        for axis in (0..index.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < out_shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
+/// Channel count when one operand is the full map and the other a [C, 1, 1] gate.
+fn per_channel(a: &[usize], b: &[usize], out: &[usize]) -> Option<usize> {
+    let gate = |s: &[usize]| s.len() == out.len() && s[0] == out[0] && s[1..].iter().all(|&d| d == 1);
+    ((a == out && gate(b)) || (b == out && gate(a))).then(|| out[0])
+}
+
+/// Strides of `shape` read as `out` (right-aligned), 0 along broadcast axes.
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let offset = out.len() - shape.len();
+    let mut strides = vec![0; out.len()];
+    let mut stride = 1;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        strides[i + offset] = if d == 1 { 0 } else { stride };
+        stride *= d;
+    }
+    strides
+}
+
+/// `x[c] * scale[c] + shift[c]`, then the activation, in place, for one image.
+pub fn scale_shift_image(data: &mut [f32], scale: &[f32], shift: &[f32], activation: Option<Activation>) {
+    let per_channel = data.len() / scale.len();
+    for ((plane, s), t) in data.chunks_exact_mut(per_channel).zip(scale).zip(shift) {
+        for v in plane.iter_mut() {
+            let y = *v * s + t;
+            *v = activation.map_or(y, |a| a.apply(y));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_shape_add() {
+        let mut out = vec![0.0; 3];
+        eltwise_image(EltwiseKind::Add, &[1.0, 2.0, 3.0], &[3], &[10.0, 20.0, 30.0], &[3], &mut out, &[3]);
+        assert_eq!(out, vec![11.0, 22.0, 33.0]);
+    }
+
+    #[test]
+    fn squeeze_excite_gate_in_either_order() {
+        let map = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let gate = [10.0, 0.5];
+        let mut out = vec![0.0; 8];
+        eltwise_image(EltwiseKind::Mul, &map, &[2, 2, 2], &gate, &[2, 1, 1], &mut out, &[2, 2, 2]);
+        assert_eq!(out, vec![10.0, 20.0, 30.0, 40.0, 2.5, 3.0, 3.5, 4.0]);
+        let mut swapped = vec![0.0; 8];
+        eltwise_image(EltwiseKind::Mul, &gate, &[2, 1, 1], &map, &[2, 2, 2], &mut swapped, &[2, 2, 2]);
+        assert_eq!(swapped, out);
+    }
+
+    #[test]
+    fn general_broadcast_along_last_axis() {
+        // [2, 3] + [3]: the row vector is added to each row.
+        let mut out = vec![0.0; 6];
+        eltwise_image(EltwiseKind::Add, &[0.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[2, 3], &[1.0, 2.0, 3.0], &[3], &mut out, &[2, 3]);
+        assert_eq!(out, vec![1.0, 2.0, 3.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn scale_shift_then_relu() {
+        let mut data = vec![1.0, -1.0, 2.0, 3.0];
+        scale_shift_image(&mut data, &[2.0, -1.0], &[0.0, 1.0], Some(Activation::Relu));
+        assert_eq!(data, vec![2.0, 0.0, 0.0, 0.0]);
+    }
+}

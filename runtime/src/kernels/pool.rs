@@ -1,0 +1,85 @@
+//! Max and average pooling, and global average pooling, over one image.
+
+use crate::plan::{Pool, PoolKind};
+
+/// Pool one image `input` ([C, H, W]) into `out` ([C, OH, OW]).
+pub fn pool_image(pool: &Pool, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [oh, ow]: [usize; 2]) {
+    let [kh, kw] = pool.kernel;
+    let [sh, sw] = pool.stride;
+    let [dh, dw] = pool.dilation;
+    let (top, left) = (pool.pads[0] as isize, pool.pads[1] as isize);
+    // The padded extent ends here; windows are clipped to it for the average's divisor.
+    let (bottom_edge, right_edge) = ((h + pool.pads[2]) as isize, (w + pool.pads[3]) as isize);
+    for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (y0, x0) = ((oy * sh) as isize - top, (ox * sw) as isize - left);
+                let mut max = f32::NEG_INFINITY;
+                let (mut sum, mut inside, mut padded) = (0.0f32, 0usize, 0usize);
+                for ky in 0..kh {
+                    let y = y0 + (ky * dh) as isize;
+                    for kx in 0..kw {
+                        let x = x0 + (kx * dw) as isize;
+                        if y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w {
+                            let v = plane[y as usize * w + x as usize];
+                            max = max.max(v);
+                            sum += v;
+                            inside += 1;
+                        }
+                        if y < bottom_edge && x < right_edge {
+                            padded += 1;
+                        }
+                    }
+                }
+                dst[oy * ow + ox] = match pool.kind {
+                    PoolKind::Max => max,
+                    PoolKind::Average if pool.count_include_pad => sum / padded.max(1) as f32,
+                    PoolKind::Average => sum / inside.max(1) as f32,
+                };
+            }
+        }
+    }
+}
+
+/// Mean over H x W of each channel of one image.
+pub fn global_average_image(input: &[f32], channels: usize, out: &mut [f32]) {
+    let pixels = input.len() / channels;
+    for (plane, o) in input.chunks_exact(pixels).zip(out.iter_mut()) {
+        *o = plane.iter().sum::<f32>() / pixels as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(kind: PoolKind, pads: [usize; 4], ceil_mode: bool, count_include_pad: bool) -> Pool {
+        Pool { kind, kernel: [2, 2], stride: [2, 2], dilation: [1, 1], pads, ceil_mode, count_include_pad }
+    }
+
+    #[test]
+    fn max_pool_2x2() {
+        let input: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let mut out = vec![0.0; 4];
+        pool_image(&pool(PoolKind::Max, [0; 4], false, false), &input, [4, 4], &mut out, [2, 2]);
+        assert_eq!(out, vec![5.0, 7.0, 13.0, 15.0]);
+    }
+
+    #[test]
+    fn average_with_and_without_padding_in_divisor() {
+        // 3x3 input of ones, pad 1 on top/left: the corner window holds 1 real value.
+        let input = vec![1.0; 9];
+        let mut out = vec![0.0; 4];
+        pool_image(&pool(PoolKind::Average, [1, 1, 0, 0], false, false), &input, [3, 3], &mut out, [2, 2]);
+        assert_eq!(out, vec![1.0; 4]);
+        pool_image(&pool(PoolKind::Average, [1, 1, 0, 0], false, true), &input, [3, 3], &mut out, [2, 2]);
+        assert_eq!(out, vec![0.25, 0.5, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn global_average() {
+        let mut out = vec![0.0; 2];
+        global_average_image(&[1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0], 2, &mut out);
+        assert_eq!(out, vec![2.5, 10.0]);
+    }
+}

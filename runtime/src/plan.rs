@@ -1,0 +1,214 @@
+//! The executable form of an artifact: layers in order, weights decoded, shapes checked.
+//!
+//! Every `Plan` comes out of [`crate::load`], which validates it, so the kernels can rely
+//! on shapes and lengths being consistent.
+
+use crate::geometry::Pads;
+
+/// An element-wise activation, fused into a layer or standing alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, min), max)` (ReLU6 is `Clip { min: 0, max: 6 }`).
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// `clamp(alpha * x + beta, 0, 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * clamp(x / 6 + 1/2, 0, 1)`.
+    HardSwish,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+}
+
+impl Activation {
+    /// Apply to one value.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Self::Relu => x.max(0.0),
+            Self::Clip { min, max } => x.max(min).min(max),
+            Self::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Self::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Self::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// Apply in place to a slice.
+    pub fn apply_slice(self, xs: &mut [f32]) {
+        for x in xs {
+            *x = self.apply(*x);
+        }
+    }
+
+    /// Short lower-case name, as in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Relu => "relu",
+            Self::Clip { .. } => "clip",
+            Self::HardSigmoid { .. } => "hardsigmoid",
+            Self::HardSwish => "hardswish",
+            Self::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+/// A 2-D convolution's geometry and weights.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    /// `[C_out, C_in / groups, K_h, K_w]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[C_out]` (zeros when the model had no bias).
+    pub bias: Vec<f32>,
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// `[K_h, K_w]`.
+    pub kernel: [usize; 2],
+    /// `[S_h, S_w]`.
+    pub stride: [usize; 2],
+    /// `[D_h, D_w]`.
+    pub dilation: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: Pads,
+    /// Channel groups (C_in for depthwise).
+    pub groups: usize,
+    /// Fused activation.
+    pub activation: Option<Activation>,
+}
+
+/// A fully connected layer: `y = x W^T + b`.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    /// `[out, in]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[out]`.
+    pub bias: Vec<f32>,
+    /// Input features.
+    pub inputs: usize,
+    /// Output features.
+    pub outputs: usize,
+    /// Fused activation.
+    pub activation: Option<Activation>,
+}
+
+/// Max or average pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Maximum over the window (padding ignored).
+    Max,
+    /// Mean over the window.
+    Average,
+}
+
+/// A pooling layer's geometry.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// `[K_h, K_w]`.
+    pub kernel: [usize; 2],
+    /// `[S_h, S_w]`.
+    pub stride: [usize; 2],
+    /// `[D_h, D_w]`.
+    pub dilation: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: Pads,
+    /// Whether partial windows at the end count.
+    pub ceil_mode: bool,
+    /// Whether padding counts in the average's divisor.
+    pub count_include_pad: bool,
+}
+
+/// Binary element-wise operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EltwiseKind {
+    /// `a + b`.
+    Add,
+    /// `a * b`.
+    Mul,
+}
+
+/// What a layer computes.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// 2-D convolution.
+    Conv(Conv),
+    /// Fully connected.
+    Dense(Dense),
+    /// Pooling.
+    Pool(Pool),
+    /// Mean over H and W.
+    GlobalAveragePool,
+    /// Broadcasting binary op, optionally followed by an activation.
+    Eltwise {
+        /// Add or Mul.
+        kind: EltwiseKind,
+        /// Fused activation.
+        activation: Option<Activation>,
+    },
+    /// Per-channel `x * scale + shift`.
+    ScaleShift {
+        /// `[C]`.
+        scale: Vec<f32>,
+        /// `[C]`.
+        shift: Vec<f32>,
+        /// Fused activation.
+        activation: Option<Activation>,
+    },
+    /// A stand-alone activation.
+    Activation(Activation),
+    /// Concatenation along channels.
+    Concat,
+    /// Same values, new shape.
+    Reshape,
+}
+
+/// One executable layer.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// Name, as in the compiler's reports.
+    pub name: String,
+    /// Value ids read: 0 is the graph input, `i + 1` the output of layer `i`.
+    pub inputs: Vec<usize>,
+    /// Per-image output shape.
+    pub output_shape: Vec<usize>,
+    /// What to compute.
+    pub op: Op,
+}
+
+/// A validated, executable schedule.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Model name recorded by the compiler.
+    pub model: String,
+    /// Board the schedule was compiled for.
+    pub board: String,
+    /// Per-image input shape.
+    pub input_shape: Vec<usize>,
+    /// Layers in execution order.
+    pub layers: Vec<Layer>,
+    /// Value ids of the outputs.
+    pub outputs: Vec<usize>,
+}
+
+impl Plan {
+    /// Per-image shape of value `id`.
+    pub fn value_shape(&self, id: usize) -> &[usize] {
+        if id == 0 {
+            &self.input_shape
+        } else {
+            &self.layers[id - 1].output_shape
+        }
+    }
+}
