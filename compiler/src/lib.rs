@@ -1,1 +1,67 @@
-//! x
+//! hassc: compiles ONNX CNNs into schedules for dataflow FPGA accelerators.
+//!
+//! The flow is `frontend` (ONNX -> [`ir::Graph`]) -> [`passes`] (fold, fuse, infer shapes;
+//! verified after each) -> [`backend`] (artifact bytes). [`board`] reads target boards,
+//! [`report`] renders what users read. The runtime crate executes what `backend` writes.
+//!
+//! ```no_run
+//! let board = hassc::board::Board::resolve("u250")?;
+//! let graph = hassc::load_model(std::path::Path::new("model.onnx"))?;
+//! let artifact: Vec<u8> = hassc::backend::emit(&graph, &board);
+//! # Ok::<(), hassc::CompileError>(())
+//! ```
+
+pub mod backend;
+pub mod board;
+mod error;
+pub mod frontend;
+pub mod ir;
+pub mod passes;
+pub mod report;
+
+pub use error::{CompileError, Result, UnsupportedNode};
+
+/// Import an ONNX model and run the pass pipeline: the graph the backend and reports see.
+pub fn load_model(path: &std::path::Path) -> Result<ir::Graph> {
+    let mut graph = {
+        let _span = tracing::info_span!("import", model = %path.display()).entered();
+        frontend::import_file(path)?
+    };
+    passes::run_pipeline(&mut graph)?;
+    Ok(graph)
+}
+
+/// Compile `model` for `board` into artifact bytes.
+pub fn compile(model: &std::path::Path, board: &board::Board) -> Result<Vec<u8>> {
+    let graph = load_model(model)?;
+    let _span = tracing::info_span!("backend").entered();
+    Ok(backend::emit(&graph, board))
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for unit tests: execute a small IR graph through the real backend and runtime.
+    use crate::ir::Graph;
+
+    /// Emit `graph`, load it in the runtime and run it on a deterministic input.
+    pub fn run_graph(graph: &Graph, seed: u32) -> Vec<f32> {
+        let board = crate::board::Board::resolve("u250").unwrap();
+        let bytes = crate::backend::emit(graph, &board);
+        let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
+        let mut shape = vec![2];
+        shape.extend_from_slice(graph.shape(graph.input));
+        let len: usize = shape.iter().product();
+        let data = (0..len as u32).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 250.0 - 2.0).collect();
+        let input = hass_runtime::Tensor::new(shape, data).unwrap();
+        hass_runtime::run(&plan, &input).unwrap().remove(0).into_parts().1
+    }
+
+    /// Element-wise closeness relative to the largest magnitude.
+    pub fn assert_close(a: &[f32], b: &[f32], tolerance: f32) {
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tolerance * scale, "element {i}: {x} vs {y}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! IR -> artifact bytes. The only writer of artifacts.
+//!
+//! Layers are emitted in the graph's deterministic topological order; weights in the
+//! order layers reference them. Value ids: 0 is the input, `i + 1` the output of layer `i`.
+
+use crate::board::Board;
+use crate::ir::{Activation, EltwiseKind, Graph, Op, Padding, PoolKind, WeightId};
+use hass_proto as pb;
+use std::collections::HashMap;
+
+/// The artifact bytes for `graph`, compiled for `board`. Same inputs, same bytes.
+pub fn emit(graph: &Graph, board: &Board) -> Vec<u8> {
+    let (schedule, weights) = lower(graph, board);
+    pb::encode(&schedule, &weights)
+}
+
+/// The schedule and weights section for `graph`.
+pub fn lower(graph: &Graph, board: &Board) -> (pb::Schedule, Vec<u8>) {
+    let mut writer = pb::WeightsWriter::default();
+    let layers_in_order = graph.layers();
+    let mut value_of: HashMap<_, u32> = HashMap::from([(graph.input, 0)]);
+    let mut layers = Vec::with_capacity(layers_in_order.len());
+    for (i, &id) in layers_in_order.iter().enumerate() {
+        let node = graph.node(id);
+        let inputs = graph.inputs_of(id).iter().map(|n| value_of[n]).collect();
+        let op = lower_op(graph, &node.op, graph.shape(id), &mut writer);
+        layers.push(pb::Layer {
+            name: node.name.clone(),
+            inputs,
+            output: Some(tensor_type(graph.shape(id))),
+            folding: Some(pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1 }),
+            op: Some(op),
+        });
+        value_of.insert(id, i as u32 + 1);
+    }
+    let schedule = pb::Schedule {
+        model: graph.name.clone(),
+        producer: format!("hassc {}", env!("CARGO_PKG_VERSION")),
+        board: Some(board.to_proto()),
+        input: Some(tensor_type(graph.shape(graph.input))),
+        layers,
+        outputs: graph.outputs.iter().map(|o| value_of[o]).collect(),
+    };
+    (schedule, writer.into_bytes())
+}
+
+fn tensor_type(shape: &[usize]) -> pb::TensorType {
+    pb::TensorType { shape: shape.iter().map(|&d| d as u32).collect(), dtype: pb::DataType::F32 as i32 }
+}
+
+fn activation(a: Option<Activation>) -> Option<pb::Activation> {
+    use pb::activation::Kind;
+    a.map(|a| pb::Activation {
+        kind: Some(match a {
+            Activation::Relu => Kind::Relu(pb::Relu {}),
+            Activation::Clip { min, max } => Kind::Clip(pb::Clip { min, max }),
+            Activation::HardSigmoid { alpha, beta } => Kind::HardSigmoid(pb::HardSigmoid { alpha, beta }),
+            Activation::HardSwish => Kind::HardSwish(pb::HardSwish {}),
+            Activation::Sigmoid => Kind::Sigmoid(pb::Sigmoid {}),
+        }),
+    })
+}
+
+fn pads(p: &Padding) -> Vec<u32> {
+    match p {
+        Padding::Explicit(p) => p.iter().map(|&v| v as u32).collect(),
+        _ => unreachable!("infer_shapes resolves auto padding"),
+    }
+}
+
+fn pair(v: [usize; 2]) -> Vec<u32> {
+    v.iter().map(|&d| d as u32).collect()
+}
+
+fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) -> pb::layer::Op {
+    use pb::layer::Op as P;
+    let mut weight = |id: WeightId| {
+        let t = graph.weights.tensor(id);
+        w.push_f32(&t.shape, &t.data)
+    };
+    let channels = shape[0];
+    match op {
+        Op::Conv(c) => {
+            let wt = graph.weights.tensor(c.weight);
+            let kernel = vec![wt.shape[2] as u32, wt.shape[3] as u32];
+            let weight_ref = weight(c.weight);
+            let bias = match c.bias {
+                Some(b) => weight(b),
+                None => w.push_f32(&[channels], &vec![0.0; channels]),
+            };
+            P::Conv(pb::Conv {
+                weight: Some(weight_ref),
+                bias: Some(bias),
+                kernel,
+                stride: pair(c.stride),
+                dilation: pair(c.dilation),
+                pads: pads(&c.padding),
+                groups: c.groups as u32,
+                activation: activation(c.activation),
+            })
+        }
+        Op::Dense(d) => {
+            let weight_ref = weight(d.weight);
+            let bias = match d.bias {
+                Some(b) => weight(b),
+                None => w.push_f32(&[channels], &vec![0.0; channels]),
+            };
+            P::Dense(pb::Dense { weight: Some(weight_ref), bias: Some(bias), activation: activation(d.activation) })
+        }
+        Op::Pool(p) => P::Pool(pb::Pool {
+            kind: match p.kind {
+                PoolKind::Max => pb::PoolKind::Max,
+                PoolKind::Average => pb::PoolKind::Average,
+            } as i32,
+            kernel: pair(p.kernel),
+            stride: pair(p.stride),
+            dilation: pair(p.dilation),
+            pads: pads(&p.padding),
+            ceil_mode: p.ceil_mode,
+            count_include_pad: p.count_include_pad,
+        }),
+        Op::GlobalAveragePool { .. } => P::GlobalAveragePool(pb::GlobalAveragePool {}),
+        Op::Eltwise { kind, activation: a } => P::Eltwise(pb::Eltwise {
+            kind: match kind {
+                EltwiseKind::Add => pb::EltwiseKind::Add,
+                EltwiseKind::Mul => pb::EltwiseKind::Mul,
+            } as i32,
+            activation: activation(*a),
+        }),
+        Op::ScaleShift(s) => P::ScaleShift(pb::ScaleShift {
+            scale: Some(weight(s.scale)),
+            shift: Some(weight(s.shift)),
+            activation: activation(s.activation),
+        }),
+        Op::Activation(a) => P::Activation(activation(Some(*a)).expect("Some in, Some out")),
+        Op::Concat { .. } => P::Concat(pb::Concat {}),
+        Op::Reshape(_) => P::Reshape(pb::Reshape {}),
+        Op::Input { .. } | Op::Identity | Op::BroadcastConst { .. } => unreachable!("not a layer after the pipeline"),
+    }
+}

@@ -1,0 +1,7 @@
+//! What users read: the per-layer inspect table and its JSON form, and a Graphviz view.
+
+mod dot;
+mod inspect;
+
+pub use dot::to_dot;
+pub use inspect::{summarize, LayerSummary, ModelSummary};
