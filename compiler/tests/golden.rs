@@ -53,8 +53,13 @@ fn tract_top1(model: &Path, images: &Tensor) -> Vec<usize> {
 type Tensor_ = tract_onnx::prelude::Tensor;
 
 fn check(name: &str) {
+    check_file(name, &format!("models/{name}.onnx"));
+}
+
+/// `model` (relative to testdata/) against the golden outputs of `name`.
+fn check_file(name: &str, model: &str) {
     let data = testdata();
-    let model = data.join(format!("models/{name}.onnx"));
+    let model = data.join(model);
     let images = npy::read_f32(&data.join("inputs/fmnist_test_1000.npy")).unwrap();
     let golden = npy::read_f32(&data.join(format!("golden/{name}.npy"))).unwrap();
 
@@ -103,4 +108,9 @@ fn mobilenet_opset13() {
 #[test]
 fn mobilenet_opset18() {
     check(MODELS[5]);
+}
+
+#[test]
+fn weights_in_an_external_data_file() {
+    check_file("fmnist_cnn_op18", "models/external/fmnist_cnn_op18_ext.onnx");
 }

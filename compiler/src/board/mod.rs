@@ -157,7 +157,7 @@ impl Board {
 
     /// Parse and validate board TOML; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Board, BoardError> {
-        let board: Board = toml::from_str(text).map_err(|e| BoardError::Parse { file: file.to_string(), message: one_line(&e) })?;
+        let board: Board = toml::from_str(text).map_err(|e| BoardError::Parse { file: file.to_string(), message: one_line(&e, text) })?;
         board.validate(file)?;
         Ok(board)
     }
@@ -203,13 +203,18 @@ impl Board {
     }
 }
 
-/// toml's messages span several lines (a source excerpt); keep the key and the reason.
-fn one_line(e: &toml::de::Error) -> String {
-    let mut msg = e.message().trim().to_string();
-    if let Some(span) = e.span() {
-        msg.push_str(&format!(" (at byte {})", span.start));
+/// toml's messages span several lines (a source excerpt); keep the reason and point at
+/// the offending line, which names the key.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("line {line_no} (`{line}`): {msg}")
+        }
+        None => msg,
     }
-    msg
 }
 
 #[cfg(test)]
@@ -245,7 +250,7 @@ mod tests {
     fn negative_dsp_is_refused() {
         let text = U250.replace("dsp = 12288", "dsp = -4");
         let err = Board::parse(&text, "b.toml").unwrap_err().to_string();
-        assert!(err.contains("-4") && err.contains("b.toml"), "{err}");
+        assert!(err.contains("`dsp = -4`") && err.contains("b.toml"), "{err}");
     }
 
     #[test]
