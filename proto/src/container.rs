@@ -128,7 +128,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
     let available = bytes.len() as u64;
     let need = |what, needed: usize| {
         if bytes.len() < needed {
-            Err(ContainerError::Truncated { what, needed: needed as u64, available })
+            Err(ContainerError::Truncated {
+                what,
+                needed: needed as u64,
+                available,
+            })
         } else {
             Ok(())
         }
@@ -140,7 +144,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
     need("the header", FIXED_HEADER_BYTES)?;
     let version = read_u32(bytes, 8);
     if version != FORMAT_VERSION {
-        return Err(ContainerError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(ContainerError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     let count = read_u32(bytes, 12);
     if count > MAX_SECTIONS {
@@ -174,18 +181,27 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
             ContainerError::BadTable(format!("{} section length overflows", kind.name()))
         })?;
         if end > available {
-            return Err(ContainerError::Truncated { what: kind.name(), needed: end, available });
+            return Err(ContainerError::Truncated {
+                what: kind.name(),
+                needed: end,
+                available,
+            });
         }
         let payload = &bytes[offset as usize..end as usize];
         if crc32fast::hash(payload) != crc {
-            return Err(ContainerError::SectionChecksum { section: kind.name() });
+            return Err(ContainerError::SectionChecksum {
+                section: kind.name(),
+            });
         }
         let slot = match kind {
             SectionKind::Schedule => &mut schedule,
             SectionKind::Weights => &mut weights,
         };
         if slot.replace(payload).is_some() {
-            return Err(ContainerError::BadTable(format!("{} section appears twice", kind.name())));
+            return Err(ContainerError::BadTable(format!(
+                "{} section appears twice",
+                kind.name()
+            )));
         }
         expected_offset = end;
     }
@@ -195,17 +211,26 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
             available - expected_offset
         )));
     }
-    let schedule = schedule.ok_or_else(|| ContainerError::BadTable("no schedule section".into()))?;
+    let schedule =
+        schedule.ok_or_else(|| ContainerError::BadTable("no schedule section".into()))?;
     let weights = weights.ok_or_else(|| ContainerError::BadTable("no weights section".into()))?;
     Ok((Schedule::decode(schedule)?, weights))
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("caller checked the length"))
+    u32::from_le_bytes(
+        bytes[at..at + 4]
+            .try_into()
+            .expect("caller checked the length"),
+    )
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("caller checked the length"))
+    u64::from_le_bytes(
+        bytes[at..at + 8]
+            .try_into()
+            .expect("caller checked the length"),
+    )
 }
 
 #[cfg(test)]
@@ -213,7 +238,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let schedule = Schedule { model: "m".into(), producer: "test".into(), ..Default::default() };
+        let schedule = Schedule {
+            model: "m".into(),
+            producer: "test".into(),
+            ..Default::default()
+        };
         encode(&schedule, &[1, 2, 3, 4, 5, 6, 7, 8])
     }
 
@@ -237,7 +266,10 @@ mod tests {
             for bit in 0..8 {
                 let mut corrupt = bytes.clone();
                 corrupt[i] ^= 1 << bit;
-                assert!(decode(&corrupt).is_err(), "flip of bit {bit} in byte {i} went unnoticed");
+                assert!(
+                    decode(&corrupt).is_err(),
+                    "flip of bit {bit} in byte {i} went unnoticed"
+                );
             }
         }
     }
@@ -246,7 +278,10 @@ mod tests {
     fn every_truncation_is_an_error() {
         let bytes = sample();
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "truncation to {len} bytes accepted");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncation to {len} bytes accepted"
+            );
         }
     }
 
@@ -255,6 +290,15 @@ mod tests {
         let mut bytes = sample();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, ContainerError::UnsupportedVersion { found: 2, supported: 1 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ContainerError::UnsupportedVersion {
+                    found: 2,
+                    supported: 1
+                }
+            ),
+            "{err}"
+        );
     }
 }

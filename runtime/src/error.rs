@@ -23,5 +23,8 @@ pub enum RuntimeError {
 }
 
 pub(crate) fn invalid(layer: &str, reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::InvalidSchedule { layer: layer.to_string(), reason: reason.into() }
+    RuntimeError::InvalidSchedule {
+        layer: layer.to_string(),
+        reason: reason.into(),
+    }
 }

@@ -22,11 +22,24 @@ enum BoardsCommand {
 pub fn run(args: BoardsArgs) -> Result<()> {
     match args.command {
         None => {
-            println!("{:<8}  {:<22}  {:>6}  {:>6}  {:>5}  {:>8}  {:>6}  {:>8}", "name", "part", "DSP", "BRAM18", "URAM", "LUT", "MHz", "DDR Gbps");
+            println!(
+                "{:<8}  {:<22}  {:>6}  {:>6}  {:>5}  {:>8}  {:>6}  {:>8}",
+                "name", "part", "DSP", "BRAM18", "URAM", "LUT", "MHz", "DDR Gbps"
+            );
             for (name, text) in BUILTIN {
                 let b = Board::parse(text, name)?;
                 let (r, s) = (&b.resources, &b.system);
-                println!("{:<8}  {:<22}  {:>6}  {:>6}  {:>5}  {:>8}  {:>6}  {:>8}", name, b.device.part, r.dsp, r.bram18, r.uram, r.lut, s.clock_mhz, s.memory_bandwidth_gbps);
+                println!(
+                    "{:<8}  {:<22}  {:>6}  {:>6}  {:>5}  {:>8}  {:>6}  {:>8}",
+                    name,
+                    b.device.part,
+                    r.dsp,
+                    r.bram18,
+                    r.uram,
+                    r.lut,
+                    s.clock_mhz,
+                    s.memory_bandwidth_gbps
+                );
             }
         }
         Some(BoardsCommand::Show { name }) => match BUILTIN.iter().find(|(n, _)| *n == name) {

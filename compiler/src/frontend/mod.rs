@@ -17,9 +17,27 @@ use tract_onnx::pb;
 
 /// Op types hassc lowers (default ONNX domain).
 pub const SUPPORTED_OPS: &[&str] = &[
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Dropout",
-    "Flatten", "Gemm", "GlobalAveragePool", "HardSigmoid", "HardSwish", "Identity", "MatMul",
-    "MaxPool", "Mul", "ReduceMean", "Relu", "Reshape", "Sigmoid",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Dropout",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Sigmoid",
 ];
 
 /// Default-domain opsets hassc reads.
@@ -27,20 +45,45 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=18;
 
 /// Read an ONNX file (and its external data files, if any) into an IR graph.
 pub fn import_file(path: &Path) -> Result<Graph> {
-    let bytes = std::fs::read(path).map_err(|source| CompileError::Io { path: path.to_path_buf(), source })?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let bytes = std::fs::read(path).map_err(|source| CompileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     import_bytes(&bytes, dir, &name).map_err(|e| match e {
-        CompileError::InvalidModel { reason, .. } => CompileError::InvalidModel { path: path.to_path_buf(), reason },
+        CompileError::InvalidModel { reason, .. } => CompileError::InvalidModel {
+            path: path.to_path_buf(),
+            reason,
+        },
         other => other,
     })
 }
 
 /// Import ONNX bytes; `model_dir` resolves external data. `name` names the model.
 pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Result<Graph> {
-    let invalid = |reason: String| CompileError::InvalidModel { path: name.into(), reason };
-    let model = pb::ModelProto::decode(bytes).map_err(|e| invalid(format!("protobuf decoding failed ({e}); is the file complete?")))?;
-    let graph = model.graph.as_ref().ok_or_else(|| invalid("it has no graph".into()))?;
+    let invalid = |reason: String| CompileError::InvalidModel {
+        path: name.into(),
+        reason,
+    };
+    let model = pb::ModelProto::decode(bytes).map_err(|e| {
+        invalid(format!(
+            "protobuf decoding failed ({e}); is the file complete?"
+        ))
+    })?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| invalid("it has no graph".into()))?;
     let opset = model
         .opset_import
         .iter()
@@ -49,12 +92,26 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Resul
         .ok_or_else(|| invalid("it declares no default-domain opset".into()))?;
     check_supported(graph)?;
     if !OPSETS.contains(&opset) {
-        return Err(invalid(format!("opset {opset} is not supported (hassc reads opsets {} to {}); re-export the model", OPSETS.start(), OPSETS.end())));
+        return Err(invalid(format!(
+            "opset {opset} is not supported (hassc reads opsets {} to {}); re-export the model",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
     }
-    let mut importer = Importer { graph: Graph { name: name.to_string(), ..Graph::default() }, values: HashMap::new(), names: HashSet::new(), opset };
+    let mut importer = Importer {
+        graph: Graph {
+            name: name.to_string(),
+            ..Graph::default()
+        },
+        values: HashMap::new(),
+        names: HashSet::new(),
+        opset,
+    };
     for init in &graph.initializer {
         let value = tensor::decode(init, model_dir).map_err(invalid)?;
-        importer.values.insert(init.name.clone(), Value::Const(value));
+        importer
+            .values
+            .insert(init.name.clone(), Value::Const(value));
     }
     importer.import_input(graph).map_err(invalid)?;
     for (index, node) in graph.node.iter().enumerate() {
@@ -63,8 +120,15 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Resul
     for out in &graph.output {
         match importer.values.get(&out.name) {
             Some(Value::Node(id)) => importer.graph.outputs.push(*id),
-            Some(Value::Const(_)) => return Err(invalid(format!("output {} is a constant", out.name))),
-            None => return Err(invalid(format!("output {} is not produced by any node", out.name))),
+            Some(Value::Const(_)) => {
+                return Err(invalid(format!("output {} is a constant", out.name)))
+            }
+            None => {
+                return Err(invalid(format!(
+                    "output {} is not produced by any node",
+                    out.name
+                )))
+            }
         }
     }
     Ok(importer.graph)
@@ -76,10 +140,21 @@ fn check_supported(graph: &pb::GraphProto) -> Result<()> {
         .node
         .iter()
         .enumerate()
-        .filter(|(_, n)| !(n.domain.is_empty() || n.domain == "ai.onnx") || !SUPPORTED_OPS.contains(&n.op_type.as_str()))
+        .filter(|(_, n)| {
+            !(n.domain.is_empty() || n.domain == "ai.onnx")
+                || !SUPPORTED_OPS.contains(&n.op_type.as_str())
+        })
         .map(|(i, n)| UnsupportedNode {
-            name: if n.name.is_empty() { format!("#{i}") } else { n.name.clone() },
-            op_type: if n.domain.is_empty() { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) },
+            name: if n.name.is_empty() {
+                format!("#{i}")
+            } else {
+                n.name.clone()
+            },
+            op_type: if n.domain.is_empty() {
+                n.op_type.clone()
+            } else {
+                format!("{}:{}", n.domain, n.op_type)
+            },
         })
         .collect();
     if nodes.is_empty() {
@@ -105,10 +180,17 @@ struct Importer {
 
 impl Importer {
     fn import_input(&mut self, graph: &pb::GraphProto) -> Result<(), String> {
-        let inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !self.values.contains_key(&i.name)).collect();
+        let inputs: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !self.values.contains_key(&i.name))
+            .collect();
         let [input] = inputs.as_slice() else {
             let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(format!("hassc compiles models with exactly one input, this one has {}: {names:?}", names.len()));
+            return Err(format!(
+                "hassc compiles models with exactly one input, this one has {}: {names:?}",
+                names.len()
+            ));
         };
         let shape = input_shape(input)?;
         let id = self.graph.add_node(input.name.clone(), Op::Input { shape });
@@ -120,10 +202,16 @@ impl Importer {
 
     fn import_node(&mut self, node: &pb::NodeProto, index: usize) -> Result<()> {
         let name = self.unique_name(node, index);
-        let ctx = NodeCtx { node, name: name.clone(), values: &self.values, opset: self.opset };
+        let ctx = NodeCtx {
+            node,
+            name: name.clone(),
+            values: &self.values,
+            opset: self.opset,
+        };
         match ops::lower(&ctx, &mut self.graph.weights)? {
             Lowered::Const(c) => {
-                self.values.insert(ctx.output(0)?.to_string(), Value::Const(c));
+                self.values
+                    .insert(ctx.output(0)?.to_string(), Value::Const(c));
             }
             Lowered::Op(op, inputs) => {
                 let out = ctx.output(0)?.to_string();
@@ -138,7 +226,11 @@ impl Importer {
     }
 
     fn unique_name(&mut self, node: &pb::NodeProto, index: usize) -> String {
-        let base = if node.name.is_empty() { format!("{}_{index}", node.op_type) } else { node.name.clone() };
+        let base = if node.name.is_empty() {
+            format!("{}_{index}", node.op_type)
+        } else {
+            node.name.clone()
+        };
         let mut name = base.clone();
         let mut k = 1;
         while !self.names.insert(name.clone()) {
@@ -156,15 +248,28 @@ fn input_shape(input: &pb::ValueInfoProto) -> Result<Vec<usize>, String> {
         return Err(format!("input {} is not a tensor", input.name));
     };
     if t.elem_type != 1 {
-        return Err(format!("input {} has element type {}; hassc compiles float32 models", input.name, t.elem_type));
+        return Err(format!(
+            "input {} has element type {}; hassc compiles float32 models",
+            input.name, t.elem_type
+        ));
     }
-    let dims = t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
+    let dims = t
+        .shape
+        .as_ref()
+        .map(|s| s.dim.as_slice())
+        .unwrap_or_default();
     let Some((batch, rest)) = dims.split_first() else {
-        return Err(format!("input {} has no shape; export the model with a static input shape", input.name));
+        return Err(format!(
+            "input {} has no shape; export the model with a static input shape",
+            input.name
+        ));
     };
     if let Some(Dim::DimValue(b)) = &batch.value {
         if *b != 1 {
-            return Err(format!("input {} has batch dimension {b}; export with batch 1 or a symbolic batch", input.name));
+            return Err(format!(
+                "input {} has batch dimension {b}; export with batch 1 or a symbolic batch",
+                input.name
+            ));
         }
     }
     rest.iter()
@@ -194,7 +299,11 @@ pub(crate) struct NodeCtx<'a> {
 impl NodeCtx<'_> {
     /// An error about this node.
     pub fn err(&self, reason: impl Into<String>) -> CompileError {
-        CompileError::Node { node: self.name.clone(), op_type: self.node.op_type.clone(), reason: reason.into() }
+        CompileError::Node {
+            node: self.name.clone(),
+            op_type: self.node.op_type.clone(),
+            reason: reason.into(),
+        }
     }
 
     pub fn op_type(&self) -> &str {
@@ -206,13 +315,21 @@ impl NodeCtx<'_> {
     }
 
     fn output(&self, i: usize) -> Result<&str> {
-        self.node.output.get(i).map(|s| s.as_str()).ok_or_else(|| self.err(format!("has no output {i}")))
+        self.node
+            .output
+            .get(i)
+            .map(|s| s.as_str())
+            .ok_or_else(|| self.err(format!("has no output {i}")))
     }
 
     fn value(&self, i: usize) -> Result<Option<&Value>> {
         match self.node.input.get(i).map(|s| s.as_str()) {
             None | Some("") => Ok(None),
-            Some(name) => self.values.get(name).map(Some).ok_or_else(|| self.err(format!("input {name:?} is not produced by any earlier node"))),
+            Some(name) => self.values.get(name).map(Some).ok_or_else(|| {
+                self.err(format!(
+                    "input {name:?} is not produced by any earlier node"
+                ))
+            }),
         }
     }
 
@@ -225,7 +342,9 @@ impl NodeCtx<'_> {
     pub fn input_node(&self, i: usize) -> Result<NodeId> {
         match self.value(i)? {
             Some(Value::Node(id)) => Ok(*id),
-            Some(Value::Const(_)) => Err(self.err(format!("input {i} is a constant; hassc expects a computed value there"))),
+            Some(Value::Const(_)) => Err(self.err(format!(
+                "input {i} is a constant; hassc expects a computed value there"
+            ))),
             None => Err(self.err(format!("input {i} is missing"))),
         }
     }
@@ -234,7 +353,9 @@ impl NodeCtx<'_> {
     pub fn input_const(&self, i: usize) -> Result<Option<&Const>> {
         match self.value(i)? {
             Some(Value::Const(c)) => Ok(Some(c)),
-            Some(Value::Node(_)) => Err(self.err(format!("input {i} must be a constant (an initializer or a Constant node)"))),
+            Some(Value::Node(_)) => Err(self.err(format!(
+                "input {i} must be a constant (an initializer or a Constant node)"
+            ))),
             None => Ok(None),
         }
     }
@@ -265,7 +386,8 @@ impl NodeCtx<'_> {
     }
 
     pub fn attr_string(&self, name: &str) -> Option<String> {
-        self.attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.attr(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 
     pub fn attr_tensor(&self, name: &str) -> Option<&pb::TensorProto> {

@@ -34,21 +34,52 @@ pub struct Pass {
 
 /// The pipeline, in order.
 pub const PIPELINE: &[Pass] = &[
-    Pass { name: "infer_shapes", description: "compute static shapes, resolve auto_pad, normalise per-channel constants", phase: Phase::Shaped, run: infer_shapes::run },
-    Pass { name: "remove_plumbing", description: "drop Identity/Dropout and nodes that reach no output", phase: Phase::Canonical, run: remove_plumbing::run },
-    Pass { name: "fold_batchnorm", description: "fold BatchNorm and constant Add/Mul into the producing Conv or Dense", phase: Phase::Canonical, run: fold_batchnorm::run },
-    Pass { name: "fuse_activation", description: "fuse activations into the stage that produces their input", phase: Phase::Canonical, run: fuse_activation::run },
+    Pass {
+        name: "infer_shapes",
+        description: "compute static shapes, resolve auto_pad, normalise per-channel constants",
+        phase: Phase::Shaped,
+        run: infer_shapes::run,
+    },
+    Pass {
+        name: "remove_plumbing",
+        description: "drop Identity/Dropout and nodes that reach no output",
+        phase: Phase::Canonical,
+        run: remove_plumbing::run,
+    },
+    Pass {
+        name: "fold_batchnorm",
+        description: "fold BatchNorm and constant Add/Mul into the producing Conv or Dense",
+        phase: Phase::Canonical,
+        run: fold_batchnorm::run,
+    },
+    Pass {
+        name: "fuse_activation",
+        description: "fuse activations into the stage that produces their input",
+        phase: Phase::Canonical,
+        run: fuse_activation::run,
+    },
 ];
 
 /// Verify the imported graph, then run every pass, verifying after each.
 pub fn run_pipeline(graph: &mut Graph) -> Result<()> {
-    verify(graph, Phase::Imported).map_err(|problems| CompileError::Verify { pass: "import", problems })?;
+    verify(graph, Phase::Imported).map_err(|problems| CompileError::Verify {
+        pass: "import",
+        problems,
+    })?;
     for pass in PIPELINE {
         let _span = tracing::info_span!("pass", name = pass.name).entered();
         let before = graph.nodes.node_count();
         (pass.run)(graph)?;
-        verify(graph, pass.phase).map_err(|problems| CompileError::Verify { pass: pass.name, problems })?;
-        tracing::debug!(nodes_before = before, nodes_after = graph.nodes.node_count(), "{}", pass.description);
+        verify(graph, pass.phase).map_err(|problems| CompileError::Verify {
+            pass: pass.name,
+            problems,
+        })?;
+        tracing::debug!(
+            nodes_before = before,
+            nodes_after = graph.nodes.node_count(),
+            "{}",
+            pass.description
+        );
     }
     Ok(())
 }
@@ -61,10 +92,31 @@ pub(crate) mod testing {
     /// Input `[c_in, hw, hw]` -> 3x3 conv (padding 1) with `c_out` filters and a bias.
     pub fn input_conv(c_in: usize, c_out: usize, hw: usize) -> (Graph, NodeId) {
         let mut g = Graph::default();
-        g.input = g.add_node("x".into(), Op::Input { shape: vec![c_in, hw, hw] });
-        let weight = g.weights.add(vec![c_out, c_in, 3, 3], (0..c_out * c_in * 9).map(|i| (i % 7) as f32 - 3.0).collect());
-        let bias = Some(g.weights.add(vec![c_out], (0..c_out).map(|i| i as f32).collect()));
-        let conv = Conv { weight, bias, stride: [1, 1], dilation: [1, 1], padding: Padding::Explicit([1; 4]), groups: 1, activation: None };
+        g.input = g.add_node(
+            "x".into(),
+            Op::Input {
+                shape: vec![c_in, hw, hw],
+            },
+        );
+        let weight = g.weights.add(
+            vec![c_out, c_in, 3, 3],
+            (0..c_out * c_in * 9)
+                .map(|i| (i % 7) as f32 - 3.0)
+                .collect(),
+        );
+        let bias = Some(
+            g.weights
+                .add(vec![c_out], (0..c_out).map(|i| i as f32).collect()),
+        );
+        let conv = Conv {
+            weight,
+            bias,
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: Padding::Explicit([1; 4]),
+            groups: 1,
+            activation: None,
+        };
         let id = g.add_node("conv".into(), Op::Conv(conv));
         g.connect(g.input, id, 0);
         (g, id)
