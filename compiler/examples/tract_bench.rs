@@ -21,11 +21,7 @@ fn main() -> TractResult<()> {
         .shape
         .dims()
         .skip(1)
-        .map(|d| {
-            d.concretize()
-                .and_then(|d| d.to_i64().ok().map(|v| v as usize))
-                .expect("static image shape")
-        })
+        .map(|d| d.concretize().and_then(|d| d.to_i64().ok().map(|v| v as usize)).expect("static image shape"))
         .collect();
     for batch in [1usize, 8] {
         let mut shape = vec![batch];
@@ -36,9 +32,8 @@ fn main() -> TractResult<()> {
             .into_optimized()?
             .into_runnable()?;
         let len: usize = shape.iter().product();
-        let data: Vec<f32> = (0..len)
-            .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0)
-            .collect();
+        let data: Vec<f32> =
+            (0..len).map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
         let input: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), data)?.into();
         plan.run(tvec!(input.clone().into()))?;
         let start = Instant::now();

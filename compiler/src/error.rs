@@ -71,11 +71,7 @@ pub enum CompileError {
 }
 
 fn list_nodes(nodes: &[UnsupportedNode]) -> String {
-    nodes
-        .iter()
-        .map(|n| format!("{} ({})", n.name, n.op_type))
-        .collect::<Vec<_>>()
-        .join(", ")
+    nodes.iter().map(|n| format!("{} ({})", n.name, n.op_type)).collect::<Vec<_>>().join(", ")
 }
 
 /// Shorthand for results in this crate.

@@ -52,16 +52,10 @@ pub(crate) mod testing {
         shape.extend_from_slice(graph.shape(graph.input));
         let len: usize = shape.iter().product();
         let data = (0..len as u32)
-            .map(|i| {
-                ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 250.0 - 2.0
-            })
+            .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let input = hass_runtime::Tensor::new(shape, data).unwrap();
-        hass_runtime::run(&plan, &input)
-            .unwrap()
-            .remove(0)
-            .into_parts()
-            .1
+        hass_runtime::run(&plan, &input).unwrap().remove(0).into_parts().1
     }
 
     /// Element-wise closeness relative to the largest magnitude.
@@ -69,10 +63,7 @@ pub(crate) mod testing {
         assert_eq!(a.len(), b.len());
         let scale = a.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tolerance * scale,
-                "element {i}: {x} vs {y}"
-            );
+            assert!((x - y).abs() <= tolerance * scale, "element {i}: {x} vs {y}");
         }
     }
 }

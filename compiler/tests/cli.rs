@@ -5,27 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
 }
 
 fn hassc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hassc"))
-        .args(args)
-        .output()
-        .expect("hassc runs")
+    Command::new(env!("CARGO_BIN_EXE_hassc")).args(args).output().expect("hassc runs")
 }
 
 /// Assert a failure with a single-line message containing every `needle`.
 fn assert_fails(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "error should be one line: {err}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "error should be one line: {err}");
     assert!(!err.contains("panicked"), "{err}");
     for n in needles {
         assert!(err.contains(n), "missing {n:?} in: {err}");
@@ -33,10 +24,8 @@ fn assert_fails(out: &Output, needles: &[&str]) {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -47,27 +36,12 @@ fn compiles_next_to_the_model_by_default_and_deterministically() {
     let model = dir.path().join("cnn.onnx");
     std::fs::copy(testdata("models/fmnist_cnn_op13.onnx"), &model).unwrap();
     let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let first = std::fs::read(dir.path().join("cnn.hass")).unwrap();
     let explicit = dir.path().join("again.hass");
-    let out = hassc(&[
-        model.to_str().unwrap(),
-        "--target",
-        "zcu102",
-        "-o",
-        explicit.to_str().unwrap(),
-        "-q",
-    ]);
+    let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "-o", explicit.to_str().unwrap(), "-q"]);
     assert!(out.status.success() && out.stdout.is_empty());
-    assert_eq!(
-        first,
-        std::fs::read(&explicit).unwrap(),
-        "same inputs must give the same bytes"
-    );
+    assert_eq!(first, std::fs::read(&explicit).unwrap(), "same inputs must give the same bytes");
     assert_eq!(files_in(dir.path()), ["again.hass", "cnn.hass", "cnn.onnx"]);
 }
 
@@ -76,25 +50,11 @@ fn board_file_path_works_like_a_builtin_name() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.hass"), dir.path().join("b.hass"));
     let model = testdata("models/fmnist_cnn_op13.onnx");
-    assert!(hassc(&[
-        model.to_str().unwrap(),
-        "--target",
-        "zcu102",
-        "-o",
-        a.to_str().unwrap()
-    ])
-    .status
-    .success());
+    assert!(hassc(&[model.to_str().unwrap(), "--target", "zcu102", "-o", a.to_str().unwrap()]).status.success());
     let board = testdata("boards/zcu102.toml");
-    assert!(hassc(&[
-        model.to_str().unwrap(),
-        "--target",
-        board.to_str().unwrap(),
-        "-o",
-        b.to_str().unwrap()
-    ])
-    .status
-    .success());
+    assert!(hassc(&[model.to_str().unwrap(), "--target", board.to_str().unwrap(), "-o", b.to_str().unwrap()])
+        .status
+        .success());
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
 }
 
@@ -109,14 +69,7 @@ fn unsupported_ops_are_all_listed_and_nothing_is_written() {
         "-o",
         out_file.to_str().unwrap(),
     ]);
-    assert_fails(
-        &out,
-        &[
-            "2 unsupported node(s)",
-            "encoder_lstm (LSTM)",
-            "squeeze_dirs (Squeeze)",
-        ],
-    );
+    assert_fails(&out, &["2 unsupported node(s)", "encoder_lstm (LSTM)", "squeeze_dirs (Squeeze)"]);
     assert!(files_in(dir.path()).is_empty());
 }
 
@@ -143,21 +96,9 @@ fn bad_boards_name_the_problem() {
     let model = testdata("models/fmnist_cnn_op13.onnx");
     let good = std::fs::read_to_string(testdata("boards/zcu102.toml")).unwrap();
     let cases = [
-        (
-            "missing.toml",
-            good.replace("lut = 274080\n", ""),
-            "missing field `lut`",
-        ),
-        (
-            "unknown.toml",
-            good.replace("[system]", "[system]\nclock_ghz = 1.0"),
-            "unknown field `clock_ghz`",
-        ),
-        (
-            "negative.toml",
-            good.replace("dsp = 2520", "dsp = -1"),
-            "`dsp = -1`",
-        ),
+        ("missing.toml", good.replace("lut = 274080\n", ""), "missing field `lut`"),
+        ("unknown.toml", good.replace("[system]", "[system]\nclock_ghz = 1.0"), "unknown field `clock_ghz`"),
+        ("negative.toml", good.replace("dsp = 2520", "dsp = -1"), "`dsp = -1`"),
     ];
     for (file, text, needle) in cases {
         let path = dir.path().join(file);
@@ -171,52 +112,25 @@ fn bad_boards_name_the_problem() {
         ]);
         assert_fails(&out, &[file, needle]);
     }
-    assert_fails(
-        &hassc(&[model.to_str().unwrap(), "--target", "u999"]),
-        &["unknown board \"u999\"", "u250"],
-    );
+    assert_fails(&hassc(&[model.to_str().unwrap(), "--target", "u999"]), &["unknown board \"u999\"", "u250"]);
     assert!(!dir.path().join("x.hass").exists());
 }
 
 #[test]
 fn inspect_json_has_the_documented_fields() {
-    let out = hassc(&[
-        "inspect",
-        testdata("models/fmnist_cnn_op13.onnx").to_str().unwrap(),
-        "--json",
-    ]);
+    let out = hassc(&["inspect", testdata("models/fmnist_cnn_op13.onnx").to_str().unwrap(), "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers = v["layers"].as_array().unwrap();
     // Conv+BN+ReLU twice, MaxPool twice, Flatten, Gemm: BN and ReLU fold and fuse away.
     let ops: Vec<&str> = layers.iter().map(|l| l["op"].as_str().unwrap()).collect();
-    assert_eq!(
-        ops,
-        [
-            "Conv+relu",
-            "MaxPool",
-            "Conv+relu",
-            "MaxPool",
-            "Reshape",
-            "Dense"
-        ]
-    );
+    assert_eq!(ops, ["Conv+relu", "MaxPool", "Conv+relu", "MaxPool", "Reshape", "Dense"]);
     // 28*28*16*9 + 14*14*32*16*9 + 1568*10 MACs.
-    assert_eq!(
-        v["total_macs"],
-        28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9 + 1568 * 10
-    );
+    assert_eq!(v["total_macs"], 28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9 + 1568 * 10);
     let params: u64 = layers.iter().map(|l| l["params"].as_u64().unwrap()).sum();
     assert_eq!(v["total_params"].as_u64().unwrap(), params);
     for l in layers {
-        for key in [
-            "name",
-            "op",
-            "input_shape",
-            "output_shape",
-            "params",
-            "macs",
-        ] {
+        for key in ["name", "op", "input_shape", "output_shape", "params", "macs"] {
             assert!(l.get(key).is_some(), "layer lacks {key}: {l}");
         }
     }
@@ -234,15 +148,9 @@ fn inspect_writes_a_dot_graph_and_prints_a_table() {
     ]);
     assert!(out.status.success());
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        table.lines().last().unwrap().starts_with("total: "),
-        "{table}"
-    );
+    assert!(table.lines().last().unwrap().starts_with("total: "), "{table}");
     let text = std::fs::read_to_string(dot).unwrap();
-    assert!(
-        text.starts_with("digraph") && text.matches("->").count() >= 10,
-        "{text}"
-    );
+    assert!(text.starts_with("digraph") && text.matches("->").count() >= 10, "{text}");
 }
 
 #[test]

@@ -21,9 +21,7 @@ fn testdata() -> PathBuf {
 }
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
 /// Top-1 class of every image, by tract on the ONNX file, one image at a time.
@@ -45,16 +43,9 @@ fn tract_top1(model: &Path, images: &Tensor) -> Vec<usize> {
         .data()
         .chunks_exact(per_image)
         .map(|image| {
-            let input =
-                tract_ndarray::ArrayD::from_shape_vec(shape.clone(), image.to_vec()).unwrap();
+            let input = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), image.to_vec()).unwrap();
             let out = plan.run(tvec!(Tensor_::from(input).into())).unwrap();
-            argmax(
-                out[0]
-                    .to_plain_array_view::<f32>()
-                    .unwrap()
-                    .as_slice()
-                    .unwrap(),
-            )
+            argmax(out[0].to_plain_array_view::<f32>().unwrap().as_slice().unwrap())
         })
         .collect()
 }
@@ -79,26 +70,14 @@ fn check_file(name: &str, model: &str) {
     assert_eq!(outputs.shape(), golden.shape(), "{name}: output shape");
 
     let scale = golden.data().iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = outputs
-        .data()
-        .iter()
-        .zip(golden.data())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= 1e-4 * scale,
-        "{name}: max |hassc - onnxruntime| = {worst}, allowed {}",
-        1e-4 * scale
-    );
+    let worst = outputs.data().iter().zip(golden.data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{name}: max |hassc - onnxruntime| = {worst}, allowed {}", 1e-4 * scale);
 
     let classes = golden.shape()[1];
     let ours: Vec<usize> = outputs.data().chunks_exact(classes).map(argmax).collect();
     let tract = tract_top1(&model, &images);
     let differing: Vec<usize> = (0..ours.len()).filter(|&i| ours[i] != tract[i]).collect();
-    assert!(
-        differing.is_empty(),
-        "{name}: top-1 differs from tract on images {differing:?}"
-    );
+    assert!(differing.is_empty(), "{name}: top-1 differs from tract on images {differing:?}");
 }
 
 #[test]
@@ -133,8 +112,5 @@ fn mobilenet_opset18() {
 
 #[test]
 fn weights_in_an_external_data_file() {
-    check_file(
-        "fmnist_cnn_op18",
-        "models/external/fmnist_cnn_op18_ext.onnx",
-    );
+    check_file("fmnist_cnn_op18", "models/external/fmnist_cnn_op18_ext.onnx");
 }

@@ -98,10 +98,8 @@ pub enum ContainerError {
 /// Serialise a schedule and its weights into container bytes. Deterministic.
 pub fn encode(schedule: &Schedule, weights: &[u8]) -> Vec<u8> {
     let schedule_bytes = schedule.encode_to_vec();
-    let sections: [(SectionKind, &[u8]); 2] = [
-        (SectionKind::Schedule, &schedule_bytes),
-        (SectionKind::Weights, weights),
-    ];
+    let sections: [(SectionKind, &[u8]); 2] =
+        [(SectionKind::Schedule, &schedule_bytes), (SectionKind::Weights, weights)];
     let header_len = FIXED_HEADER_BYTES + TABLE_ENTRY_BYTES * sections.len();
     let mut out = Vec::with_capacity(header_len + 4 + schedule_bytes.len() + weights.len());
     out.extend_from_slice(&MAGIC);
@@ -128,11 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
     let available = bytes.len() as u64;
     let need = |what, needed: usize| {
         if bytes.len() < needed {
-            Err(ContainerError::Truncated {
-                what,
-                needed: needed as u64,
-                available,
-            })
+            Err(ContainerError::Truncated { what, needed: needed as u64, available })
         } else {
             Ok(())
         }
@@ -144,10 +138,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
     need("the header", FIXED_HEADER_BYTES)?;
     let version = read_u32(bytes, 8);
     if version != FORMAT_VERSION {
-        return Err(ContainerError::UnsupportedVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(ContainerError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     let count = read_u32(bytes, 12);
     if count > MAX_SECTIONS {
@@ -177,31 +168,22 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
                 kind.name()
             )));
         }
-        let end = offset.checked_add(length).ok_or_else(|| {
-            ContainerError::BadTable(format!("{} section length overflows", kind.name()))
-        })?;
+        let end = offset
+            .checked_add(length)
+            .ok_or_else(|| ContainerError::BadTable(format!("{} section length overflows", kind.name())))?;
         if end > available {
-            return Err(ContainerError::Truncated {
-                what: kind.name(),
-                needed: end,
-                available,
-            });
+            return Err(ContainerError::Truncated { what: kind.name(), needed: end, available });
         }
         let payload = &bytes[offset as usize..end as usize];
         if crc32fast::hash(payload) != crc {
-            return Err(ContainerError::SectionChecksum {
-                section: kind.name(),
-            });
+            return Err(ContainerError::SectionChecksum { section: kind.name() });
         }
         let slot = match kind {
             SectionKind::Schedule => &mut schedule,
             SectionKind::Weights => &mut weights,
         };
         if slot.replace(payload).is_some() {
-            return Err(ContainerError::BadTable(format!(
-                "{} section appears twice",
-                kind.name()
-            )));
+            return Err(ContainerError::BadTable(format!("{} section appears twice", kind.name())));
         }
         expected_offset = end;
     }
@@ -211,26 +193,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
             available - expected_offset
         )));
     }
-    let schedule =
-        schedule.ok_or_else(|| ContainerError::BadTable("no schedule section".into()))?;
+    let schedule = schedule.ok_or_else(|| ContainerError::BadTable("no schedule section".into()))?;
     let weights = weights.ok_or_else(|| ContainerError::BadTable("no weights section".into()))?;
     Ok((Schedule::decode(schedule)?, weights))
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(
-        bytes[at..at + 4]
-            .try_into()
-            .expect("caller checked the length"),
-    )
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("caller checked the length"))
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(
-        bytes[at..at + 8]
-            .try_into()
-            .expect("caller checked the length"),
-    )
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("caller checked the length"))
 }
 
 #[cfg(test)]
@@ -238,11 +211,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let schedule = Schedule {
-            model: "m".into(),
-            producer: "test".into(),
-            ..Default::default()
-        };
+        let schedule = Schedule { model: "m".into(), producer: "test".into(), ..Default::default() };
         encode(&schedule, &[1, 2, 3, 4, 5, 6, 7, 8])
     }
 
@@ -266,10 +235,7 @@ mod tests {
             for bit in 0..8 {
                 let mut corrupt = bytes.clone();
                 corrupt[i] ^= 1 << bit;
-                assert!(
-                    decode(&corrupt).is_err(),
-                    "flip of bit {bit} in byte {i} went unnoticed"
-                );
+                assert!(decode(&corrupt).is_err(), "flip of bit {bit} in byte {i} went unnoticed");
             }
         }
     }
@@ -278,10 +244,7 @@ mod tests {
     fn every_truncation_is_an_error() {
         let bytes = sample();
         for len in 0..bytes.len() {
-            assert!(
-                decode(&bytes[..len]).is_err(),
-                "truncation to {len} bytes accepted"
-            );
+            assert!(decode(&bytes[..len]).is_err(), "truncation to {len} bytes accepted");
         }
     }
 
@@ -290,15 +253,6 @@ mod tests {
         let mut bytes = sample();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ContainerError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, ContainerError::UnsupportedVersion { found: 2, supported: 1 }), "{err}");
     }
 }

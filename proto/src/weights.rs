@@ -17,11 +17,7 @@ impl WeightsWriter {
         for v in values {
             self.bytes.extend_from_slice(&v.to_le_bytes());
         }
-        WeightRef {
-            byte_offset,
-            shape: shape.iter().map(|&d| d as u32).collect(),
-            dtype: DataType::F32 as i32,
-        }
+        WeightRef { byte_offset, shape: shape.iter().map(|&d| d as u32).collect(), dtype: DataType::F32 as i32 }
     }
 
     /// The finished section.

@@ -23,8 +23,5 @@ pub enum RuntimeError {
 }
 
 pub(crate) fn invalid(layer: &str, reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::InvalidSchedule {
-        layer: layer.to_string(),
-        reason: reason.into(),
-    }
+    RuntimeError::InvalidSchedule { layer: layer.to_string(), reason: reason.into() }
 }

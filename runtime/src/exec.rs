@@ -8,19 +8,13 @@ use rayon::prelude::*;
 
 /// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
-    let (batch, image_shape) = input
-        .shape()
-        .split_first()
-        .ok_or_else(|| RuntimeError::Input("input has no batch dimension".into()))?;
+    let (batch, image_shape) =
+        input.shape().split_first().ok_or_else(|| RuntimeError::Input("input has no batch dimension".into()))?;
     if image_shape != plan.input_shape.as_slice() || *batch == 0 {
         return Err(RuntimeError::Input(format!(
             "model {} expects input of shape [N, {}], got {:?}",
             plan.model,
-            plan.input_shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
             input.shape()
         )));
     }
@@ -63,60 +57,35 @@ fn last_uses(plan: &Plan) -> Vec<usize> {
 }
 
 fn run_layer(plan: &Plan, layer: &Layer, values: &[Option<Vec<f32>>], batch: usize) -> Vec<f32> {
-    let input = |k: usize| {
-        values[layer.inputs[k]]
-            .as_deref()
-            .expect("value is live until its last use")
-    };
+    let input = |k: usize| values[layer.inputs[k]].as_deref().expect("value is live until its last use");
     let in_shape = |k: usize| plan.value_shape(layer.inputs[k]);
     let out_len: usize = layer.output_shape.iter().product();
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();
     let out_shape = &layer.output_shape;
     let mut out = vec![0.0f32; out_len * batch];
     let per_image = |out: &mut Vec<f32>, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
-        out.par_chunks_mut(out_len)
-            .enumerate()
-            .for_each(|(n, o)| f(n, o));
+        out.par_chunks_mut(out_len).enumerate().for_each(|(n, o)| f(n, o));
     };
     let hw = |s: &[usize]| [s[1], s[2]];
     match &layer.op {
         Op::Conv(conv) => per_image(&mut out, &|n, o| {
-            conv_image(
-                conv,
-                &input(0)[n * in_len(0)..][..in_len(0)],
-                hw(in_shape(0)),
-                o,
-                hw(out_shape),
-            )
+            conv_image(conv, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
         }),
         Op::Dense(dense) => dense_batch(dense, input(0), batch, &mut out),
         Op::Pool(p) => per_image(&mut out, &|n, o| {
-            pool::pool_image(
-                p,
-                &input(0)[n * in_len(0)..][..in_len(0)],
-                hw(in_shape(0)),
-                o,
-                hw(out_shape),
-            )
+            pool::pool_image(p, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
         }),
         Op::GlobalAveragePool => per_image(&mut out, &|n, o| {
             pool::global_average_image(&input(0)[n * in_len(0)..][..in_len(0)], out_shape[0], o)
         }),
         Op::Eltwise { kind, activation } => per_image(&mut out, &|n, o| {
-            let (a, b) = (
-                &input(0)[n * in_len(0)..][..in_len(0)],
-                &input(1)[n * in_len(1)..][..in_len(1)],
-            );
+            let (a, b) = (&input(0)[n * in_len(0)..][..in_len(0)], &input(1)[n * in_len(1)..][..in_len(1)]);
             eltwise::eltwise_image(*kind, a, in_shape(0), b, in_shape(1), o, out_shape);
             if let Some(act) = activation {
                 act.apply_slice(o);
             }
         }),
-        Op::ScaleShift {
-            scale,
-            shift,
-            activation,
-        } => per_image(&mut out, &|n, o| {
+        Op::ScaleShift { scale, shift, activation } => per_image(&mut out, &|n, o| {
             o.copy_from_slice(&input(0)[n * out_len..][..out_len]);
             eltwise::scale_shift_image(o, scale, shift, *activation);
         }),

@@ -27,11 +27,7 @@ pub fn window_output_len(
         return None;
     }
     let steps = padded - span;
-    let mut out = if ceil_mode {
-        steps.div_ceil(stride)
-    } else {
-        steps / stride
-    } + 1;
+    let mut out = if ceil_mode { steps.div_ceil(stride) } else { steps / stride } + 1;
     if ceil_mode && (out - 1) * stride >= input + pad_begin {
         out -= 1;
     }
@@ -41,13 +37,7 @@ pub fn window_output_len(
 /// Begin and end padding for ONNX `auto_pad = SAME_UPPER | SAME_LOWER` on one axis:
 /// the output length is `ceil(input / stride)`; the odd pixel goes to the end (upper)
 /// or the beginning (lower).
-pub fn same_padding(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    upper: bool,
-) -> (usize, usize) {
+pub fn same_padding(input: usize, kernel: usize, stride: usize, dilation: usize, upper: bool) -> (usize, usize) {
     let out = input.div_ceil(stride.max(1));
     let span = dilation * (kernel.max(1) - 1) + 1;
     let total = ((out.max(1) - 1) * stride + span).saturating_sub(input);
@@ -119,10 +109,7 @@ mod broadcast_tests {
 
     #[test]
     fn broadcasts_like_numpy() {
-        assert_eq!(
-            broadcast_shapes(&[16, 7, 7], &[16, 1, 1]),
-            Some(vec![16, 7, 7])
-        );
+        assert_eq!(broadcast_shapes(&[16, 7, 7], &[16, 1, 1]), Some(vec![16, 7, 7]));
         assert_eq!(broadcast_shapes(&[16, 7, 7], &[7]), Some(vec![16, 7, 7]));
         assert_eq!(broadcast_shapes(&[10], &[]), Some(vec![10]));
         assert_eq!(broadcast_shapes(&[16, 7, 7], &[8, 1, 1]), None);

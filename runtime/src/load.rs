@@ -12,89 +12,51 @@ const MAX_VALUES_PER_IMAGE: usize = 1 << 30;
 
 /// Read and validate an artifact file.
 pub fn load_file(path: &std::path::Path) -> Result<Plan, RuntimeError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        RuntimeError::Input(format!("cannot read artifact {}: {e}", path.display()))
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| RuntimeError::Input(format!("cannot read artifact {}: {e}", path.display())))?;
     load_bytes(&bytes)
 }
 
 /// Validate artifact bytes and build the executable plan.
 pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
     let (schedule, weights) = hass_proto::decode(bytes)?;
-    let input = schedule
-        .input
-        .as_ref()
-        .ok_or_else(|| invalid("<schedule>", "no input type"))?;
+    let input = schedule.input.as_ref().ok_or_else(|| invalid("<schedule>", "no input type"))?;
     let input_shape = tensor_shape("<input>", input)?;
     let mut shapes: Vec<Vec<usize>> = vec![input_shape.clone()];
     let mut layers = Vec::with_capacity(schedule.layers.len());
     for layer in &schedule.layers {
         let inputs: Vec<usize> = layer.inputs.iter().map(|&i| i as usize).collect();
         if let Some(&bad) = inputs.iter().find(|&&i| i >= shapes.len()) {
-            return Err(invalid(
-                &layer.name,
-                format!("reads value {bad}, which is not computed before it"),
-            ));
+            return Err(invalid(&layer.name, format!("reads value {bad}, which is not computed before it")));
         }
         let in_shapes: Vec<&[usize]> = inputs.iter().map(|&i| shapes[i].as_slice()).collect();
-        let declared = tensor_shape(
-            &layer.name,
-            layer
-                .output
-                .as_ref()
-                .ok_or_else(|| invalid(&layer.name, "no output type"))?,
-        )?;
-        let op = layer
-            .op
-            .as_ref()
-            .ok_or_else(|| invalid(&layer.name, "no operation (written by a newer hassc?)"))?;
+        let declared =
+            tensor_shape(&layer.name, layer.output.as_ref().ok_or_else(|| invalid(&layer.name, "no output type"))?)?;
+        let op = layer.op.as_ref().ok_or_else(|| invalid(&layer.name, "no operation (written by a newer hassc?)"))?;
         let (op, computed) = lower_op(&layer.name, op, &in_shapes, &declared, weights)?;
         if computed != declared {
-            return Err(invalid(
-                &layer.name,
-                format!("declares output {declared:?} but its inputs give {computed:?}"),
-            ));
+            return Err(invalid(&layer.name, format!("declares output {declared:?} but its inputs give {computed:?}")));
         }
         shapes.push(declared.clone());
-        layers.push(Layer {
-            name: layer.name.clone(),
-            inputs,
-            output_shape: declared,
-            op,
-        });
+        layers.push(Layer { name: layer.name.clone(), inputs, output_shape: declared, op });
     }
     let outputs: Vec<usize> = schedule.outputs.iter().map(|&i| i as usize).collect();
     if outputs.is_empty() || outputs.iter().any(|&o| o >= shapes.len()) {
-        return Err(invalid(
-            "<schedule>",
-            format!("outputs {outputs:?} do not name computed values"),
-        ));
+        return Err(invalid("<schedule>", format!("outputs {outputs:?} do not name computed values")));
     }
     let board = schedule.board.map(|b| b.name).unwrap_or_default();
-    Ok(Plan {
-        model: schedule.model,
-        board,
-        input_shape,
-        layers,
-        outputs,
-    })
+    Ok(Plan { model: schedule.model, board, input_shape, layers, outputs })
 }
 
 fn tensor_shape(layer: &str, t: &pb::TensorType) -> Result<Vec<usize>, RuntimeError> {
     if t.dtype != pb::DataType::F32 as i32 {
-        return Err(invalid(
-            layer,
-            format!("data type {} is not supported by this runtime", t.dtype),
-        ));
+        return Err(invalid(layer, format!("data type {} is not supported by this runtime", t.dtype)));
     }
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     match count {
         Some(n) if n > 0 && n <= MAX_VALUES_PER_IMAGE => Ok(shape),
-        _ => Err(invalid(
-            layer,
-            format!("shape {shape:?} is empty or too large"),
-        )),
+        _ => Err(invalid(layer, format!("shape {shape:?} is empty or too large"))),
     }
 }
 
@@ -108,85 +70,50 @@ fn weights_f32(
     let r = r.ok_or_else(|| invalid(layer, format!("missing {what}")))?;
     let shape: Vec<usize> = r.shape.iter().map(|&d| d as usize).collect();
     if shape != expected {
-        return Err(invalid(
-            layer,
-            format!("{what} has shape {shape:?}, expected {expected:?}"),
-        ));
+        return Err(invalid(layer, format!("{what} has shape {shape:?}, expected {expected:?}")));
     }
     if r.dtype != pb::DataType::F32 as i32 {
-        return Err(invalid(
-            layer,
-            format!("{what} has unsupported data type {}", r.dtype),
-        ));
+        return Err(invalid(layer, format!("{what} has unsupported data type {}", r.dtype)));
     }
     let count: usize = expected.iter().product();
     let start = usize::try_from(r.byte_offset).ok();
     let end = start.and_then(|s| s.checked_add(count * 4));
     let bytes = match (start, end) {
         (Some(s), Some(e)) if e <= section.len() => &section[s..e],
-        _ => {
-            return Err(invalid(
-                layer,
-                format!("{what} lies outside the weights section"),
-            ))
-        }
+        _ => return Err(invalid(layer, format!("{what} lies outside the weights section"))),
     };
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activation>, RuntimeError> {
     use pb::activation::Kind;
     let Some(a) = a else { return Ok(None) };
-    Ok(Some(
-        match a
-            .kind
-            .as_ref()
-            .ok_or_else(|| invalid(layer, "activation of unknown kind"))?
-        {
-            Kind::Relu(_) => Activation::Relu,
-            Kind::Clip(c) => Activation::Clip {
-                min: c.min,
-                max: c.max,
-            },
-            Kind::HardSigmoid(h) => Activation::HardSigmoid {
-                alpha: h.alpha,
-                beta: h.beta,
-            },
-            Kind::HardSwish(_) => Activation::HardSwish,
-            Kind::Sigmoid(_) => Activation::Sigmoid,
-        },
-    ))
+    Ok(Some(match a.kind.as_ref().ok_or_else(|| invalid(layer, "activation of unknown kind"))? {
+        Kind::Relu(_) => Activation::Relu,
+        Kind::Clip(c) => Activation::Clip { min: c.min, max: c.max },
+        Kind::HardSigmoid(h) => Activation::HardSigmoid { alpha: h.alpha, beta: h.beta },
+        Kind::HardSwish(_) => Activation::HardSwish,
+        Kind::Sigmoid(_) => Activation::Sigmoid,
+    }))
 }
 
 fn pair(layer: &str, what: &str, v: &[u32]) -> Result<[usize; 2], RuntimeError> {
     match v {
         [a, b] if *a > 0 && *b > 0 => Ok([*a as usize, *b as usize]),
-        _ => Err(invalid(
-            layer,
-            format!("{what} must be two positive values, got {v:?}"),
-        )),
+        _ => Err(invalid(layer, format!("{what} must be two positive values, got {v:?}"))),
     }
 }
 
 fn pads(layer: &str, v: &[u32]) -> Result<[usize; 4], RuntimeError> {
     match v {
         [a, b, c, d] => Ok([*a as usize, *b as usize, *c as usize, *d as usize]),
-        _ => Err(invalid(
-            layer,
-            format!("pads must be four values, got {v:?}"),
-        )),
+        _ => Err(invalid(layer, format!("pads must be four values, got {v:?}"))),
     }
 }
 
 fn arity(layer: &str, inputs: &[&[usize]], n: usize) -> Result<(), RuntimeError> {
     if inputs.len() != n {
-        return Err(invalid(
-            layer,
-            format!("takes {n} input(s), has {}", inputs.len()),
-        ));
+        return Err(invalid(layer, format!("takes {n} input(s), has {}", inputs.len())));
     }
     Ok(())
 }
@@ -194,10 +121,7 @@ fn arity(layer: &str, inputs: &[&[usize]], n: usize) -> Result<(), RuntimeError>
 fn chw(layer: &str, s: &[usize]) -> Result<[usize; 3], RuntimeError> {
     match s {
         [c, h, w] => Ok([*c, *h, *w]),
-        _ => Err(invalid(
-            layer,
-            format!("needs a C x H x W input, got {s:?}"),
-        )),
+        _ => Err(invalid(layer, format!("needs a C x H x W input, got {s:?}"))),
     }
 }
 
@@ -214,10 +138,7 @@ fn window(
     let ow = window_output_len(hw[1], kernel[1], stride[1], dilation[1], p[1], p[3], ceil);
     match (oh, ow) {
         (Some(h), Some(w)) => Ok([h, w]),
-        _ => Err(invalid(
-            layer,
-            format!("window {kernel:?} does not fit input {hw:?}"),
-        )),
+        _ => Err(invalid(layer, format!("window {kernel:?} does not fit input {hw:?}"))),
     }
 }
 
@@ -240,65 +161,28 @@ fn lower_op(
             let groups = c.groups as usize;
             let c_out = *declared.first().unwrap_or(&0);
             if groups == 0 || c_in % groups != 0 || !c_out.is_multiple_of(groups) {
-                return Err(invalid(
-                    name,
-                    format!("groups {groups} must divide C_in {c_in} and C_out {c_out}"),
-                ));
+                return Err(invalid(name, format!("groups {groups} must divide C_in {c_in} and C_out {c_out}")));
             }
-            let weight = weights_f32(
-                name,
-                "weight",
-                c.weight.as_ref(),
-                &[c_out, c_in / groups, kernel[0], kernel[1]],
-                weights,
-            )?;
+            let weight =
+                weights_f32(name, "weight", c.weight.as_ref(), &[c_out, c_in / groups, kernel[0], kernel[1]], weights)?;
             let bias = weights_f32(name, "bias", c.bias.as_ref(), &[c_out], weights)?;
             let [oh, ow] = window(name, [h, w], kernel, stride, dilation, pads, false)?;
             let activation = activation(name, c.activation.as_ref())?;
             (
-                Op::Conv(Conv {
-                    weight,
-                    bias,
-                    c_in,
-                    c_out,
-                    kernel,
-                    stride,
-                    dilation,
-                    pads,
-                    groups,
-                    activation,
-                }),
+                Op::Conv(Conv { weight, bias, c_in, c_out, kernel, stride, dilation, pads, groups, activation }),
                 vec![c_out, oh, ow],
             )
         }
         P::Dense(d) => {
             arity(name, ins, 1)?;
             let &[inputs] = ins[0] else {
-                return Err(invalid(
-                    name,
-                    format!("needs a flat input, got {:?}", ins[0]),
-                ));
+                return Err(invalid(name, format!("needs a flat input, got {:?}", ins[0])));
             };
             let outputs = *declared.first().unwrap_or(&0);
-            let weight = weights_f32(
-                name,
-                "weight",
-                d.weight.as_ref(),
-                &[outputs, inputs],
-                weights,
-            )?;
+            let weight = weights_f32(name, "weight", d.weight.as_ref(), &[outputs, inputs], weights)?;
             let bias = weights_f32(name, "bias", d.bias.as_ref(), &[outputs], weights)?;
             let activation = activation(name, d.activation.as_ref())?;
-            (
-                Op::Dense(Dense {
-                    weight,
-                    bias,
-                    inputs,
-                    outputs,
-                    activation,
-                }),
-                vec![outputs],
-            )
+            (Op::Dense(Dense { weight, bias, inputs, outputs, activation }), vec![outputs])
         }
         P::Pool(p) => {
             arity(name, ins, 1)?;
@@ -317,25 +201,13 @@ fn lower_op(
                 ceil_mode: p.ceil_mode,
                 count_include_pad: p.count_include_pad,
             };
-            let [oh, ow] = window(
-                name,
-                [h, w],
-                pool.kernel,
-                pool.stride,
-                pool.dilation,
-                pool.pads,
-                pool.ceil_mode,
-            )?;
+            let [oh, ow] = window(name, [h, w], pool.kernel, pool.stride, pool.dilation, pool.pads, pool.ceil_mode)?;
             (Op::Pool(pool), vec![c, oh, ow])
         }
         P::GlobalAveragePool(_) => {
             arity(name, ins, 1)?;
             let [c, _, _] = chw(name, ins[0])?;
-            let out = if declared.len() == 1 {
-                vec![c]
-            } else {
-                vec![c, 1, 1]
-            };
+            let out = if declared.len() == 1 { vec![c] } else { vec![c, 1, 1] };
             (Op::GlobalAveragePool, out)
         }
         P::Eltwise(e) => {
@@ -343,43 +215,19 @@ fn lower_op(
             let kind = match pb::EltwiseKind::try_from(e.kind) {
                 Ok(pb::EltwiseKind::Add) => EltwiseKind::Add,
                 Ok(pb::EltwiseKind::Mul) => EltwiseKind::Mul,
-                _ => {
-                    return Err(invalid(
-                        name,
-                        format!("unknown element-wise kind {}", e.kind),
-                    ))
-                }
+                _ => return Err(invalid(name, format!("unknown element-wise kind {}", e.kind))),
             };
-            let out = broadcast_shapes(ins[0], ins[1]).ok_or_else(|| {
-                invalid(
-                    name,
-                    format!("cannot broadcast {:?} with {:?}", ins[0], ins[1]),
-                )
-            })?;
-            (
-                Op::Eltwise {
-                    kind,
-                    activation: activation(name, e.activation.as_ref())?,
-                },
-                out,
-            )
+            let out = broadcast_shapes(ins[0], ins[1])
+                .ok_or_else(|| invalid(name, format!("cannot broadcast {:?} with {:?}", ins[0], ins[1])))?;
+            (Op::Eltwise { kind, activation: activation(name, e.activation.as_ref())? }, out)
         }
         P::ScaleShift(s) => {
             arity(name, ins, 1)?;
-            let c = *ins[0]
-                .first()
-                .ok_or_else(|| invalid(name, "needs a channel axis"))?;
+            let c = *ins[0].first().ok_or_else(|| invalid(name, "needs a channel axis"))?;
             let scale = weights_f32(name, "scale", s.scale.as_ref(), &[c], weights)?;
             let shift = weights_f32(name, "shift", s.shift.as_ref(), &[c], weights)?;
             let activation = activation(name, s.activation.as_ref())?;
-            (
-                Op::ScaleShift {
-                    scale,
-                    shift,
-                    activation,
-                },
-                ins[0].to_vec(),
-            )
+            (Op::ScaleShift { scale, shift, activation }, ins[0].to_vec())
         }
         P::Activation(a) => {
             arity(name, ins, 1)?;
@@ -408,10 +256,7 @@ fn lower_op(
             if from != to {
                 return Err(invalid(
                     name,
-                    format!(
-                        "reshapes {:?} ({from} values) to {declared:?} ({to} values)",
-                        ins[0]
-                    ),
+                    format!("reshapes {:?} ({from} values) to {declared:?} ({to} values)", ins[0]),
                 ));
             }
             (Op::Reshape, declared.to_vec())

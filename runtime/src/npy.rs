@@ -10,13 +10,10 @@ use std::path::Path;
 pub fn read_f32(path: &Path) -> Result<Tensor, RuntimeError> {
     let fail = |why: String| RuntimeError::Input(format!("cannot read {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let npy =
-        npyz::NpyFile::new(&bytes[..]).map_err(|e| fail(format!("not a valid .npy file ({e})")))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| fail(format!("not a valid .npy file ({e})")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == npyz::Order::Fortran {
-        return Err(fail(
-            "Fortran-ordered arrays are not supported; save a C-ordered array".into(),
-        ));
+        return Err(fail("Fortran-ordered arrays are not supported; save a C-ordered array".into()));
     }
     let dtype = npy.dtype();
     let data = match npy.into_vec::<f32>() {
@@ -24,12 +21,7 @@ pub fn read_f32(path: &Path) -> Result<Tensor, RuntimeError> {
         Err(_) => npyz::NpyFile::new(&bytes[..])
             .and_then(|f| f.into_vec::<f64>())
             .map(|v| v.into_iter().map(|x| x as f32).collect())
-            .map_err(|_| {
-                fail(format!(
-                    "expected float32 values, found dtype {}",
-                    dtype.descr()
-                ))
-            })?,
+            .map_err(|_| fail(format!("expected float32 values, found dtype {}", dtype.descr())))?,
     };
     Tensor::new(shape, data).map_err(|e| fail(e.to_string()))
 }
@@ -44,9 +36,7 @@ pub fn to_npy_bytes(tensor: &Tensor) -> Vec<u8> {
         .writer(&mut out)
         .begin_nd()
         .expect("writing to memory cannot fail");
-    writer
-        .extend(tensor.data().iter().copied())
-        .expect("writing to memory cannot fail");
+    writer.extend(tensor.data().iter().copied()).expect("writing to memory cannot fail");
     writer.finish().expect("writing to memory cannot fail");
     out
 }
@@ -90,12 +80,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.npy");
         let mut bytes = Vec::new();
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[2])
-            .writer(&mut bytes)
-            .begin_nd()
-            .unwrap();
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[2]).writer(&mut bytes).begin_nd().unwrap();
         w.extend([1i64, 2]).unwrap();
         w.finish().unwrap();
         std::fs::write(&path, bytes).unwrap();

@@ -6,33 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
 }
 
 fn artifact() -> PathBuf {
-    testdata(&format!(
-        "artifacts/fmnist_cnn_op13.v{}.hass",
-        hass_proto::FORMAT_VERSION
-    ))
+    testdata(&format!("artifacts/fmnist_cnn_op13.v{}.hass", hass_proto::FORMAT_VERSION))
 }
 
 fn hass_run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hass-run"))
-        .args(args)
-        .output()
-        .expect("hass-run runs")
+    Command::new(env!("CARGO_BIN_EXE_hass-run")).args(args).output().expect("hass-run runs")
 }
 
 fn assert_fails(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "error should be one line: {err}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "error should be one line: {err}");
     assert!(!err.contains("panicked"), "{err}");
     for n in needles {
         assert!(err.contains(n), "missing {n:?} in: {err}");
@@ -51,11 +39,7 @@ fn runs_the_artifact_and_matches_onnxruntime() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let ours = hass_runtime::npy::read_f32(&out).unwrap();
     let golden = hass_runtime::npy::read_f32(&testdata("golden/fmnist_cnn_op13.npy")).unwrap();
     assert_eq!(ours.shape(), golden.shape());
@@ -77,18 +61,10 @@ fn every_flipped_byte_is_a_clean_error_without_output() {
         corrupt[at] ^= 0x10;
         let path = dir.path().join("corrupt.hass");
         std::fs::write(&path, &corrupt).unwrap();
-        let res = hass_run(&[
-            path.to_str().unwrap(),
-            "--input",
-            images.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let res =
+            hass_run(&[path.to_str().unwrap(), "--input", images.to_str().unwrap(), "--output", out.to_str().unwrap()]);
         assert_fails(&res, &["corrupt.hass"]);
-        assert!(
-            !out.exists(),
-            "output written for a corrupt artifact (byte {at})"
-        );
+        assert!(!out.exists(), "output written for a corrupt artifact (byte {at})");
     }
 }
 
@@ -98,18 +74,12 @@ fn truncated_artifact_and_unknown_version_are_named() {
     let bytes = std::fs::read(artifact()).unwrap();
     let cut = dir.path().join("cut.hass");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
-    assert_fails(
-        &hass_run(&[cut.to_str().unwrap(), "--bench", "1"]),
-        &["truncated"],
-    );
+    assert_fails(&hass_run(&[cut.to_str().unwrap(), "--bench", "1"]), &["truncated"]);
     let mut newer = bytes.clone();
     newer[8..12].copy_from_slice(&99u32.to_le_bytes());
     let path = dir.path().join("v99.hass");
     std::fs::write(&path, &newer).unwrap();
-    assert_fails(
-        &hass_run(&[path.to_str().unwrap(), "--bench", "1"]),
-        &["version 99"],
-    );
+    assert_fails(&hass_run(&[path.to_str().unwrap(), "--bench", "1"]), &["version 99"]);
 }
 
 #[test]
@@ -119,13 +89,8 @@ fn wrong_input_shape_names_the_expected_one() {
     let wrong = hass_runtime::Tensor::new(vec![2, 3, 28, 28], vec![0.0; 2 * 3 * 28 * 28]).unwrap();
     std::fs::write(&x, hass_runtime::npy::to_npy_bytes(&wrong)).unwrap();
     let out = dir.path().join("y.npy");
-    let res = hass_run(&[
-        artifact().to_str().unwrap(),
-        "--input",
-        x.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let res =
+        hass_run(&[artifact().to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", out.to_str().unwrap()]);
     assert_fails(&res, &["[N, 1, 28, 28]", "[2, 3, 28, 28]"]);
     assert!(!out.exists());
 }
@@ -135,9 +100,7 @@ fn labels_are_not_images() {
     let res = hass_run(&[
         artifact().to_str().unwrap(),
         "--input",
-        testdata("inputs/fmnist_test_1000_labels.npy")
-            .to_str()
-            .unwrap(),
+        testdata("inputs/fmnist_test_1000_labels.npy").to_str().unwrap(),
     ]);
     assert_fails(&res, &["float32"]);
 }
@@ -147,8 +110,5 @@ fn bench_prints_batch_1_and_batch_8() {
     let res = hass_run(&[artifact().to_str().unwrap(), "--bench", "2"]);
     assert!(res.status.success());
     let text = String::from_utf8(res.stdout).unwrap();
-    assert!(
-        text.contains("batch 1: ") && text.contains("batch 8: ") && text.contains("images/s"),
-        "{text}"
-    );
+    assert!(text.contains("batch 1: ") && text.contains("batch 8: ") && text.contains("images/s"), "{text}");
 }

@@ -28,12 +28,7 @@ pub fn lower(graph: &Graph, board: &Board) -> (pb::Schedule, Vec<u8>) {
             name: node.name.clone(),
             inputs,
             output: Some(tensor_type(graph.shape(id))),
-            folding: Some(pb::Folding {
-                coarse_in: 1,
-                coarse_out: 1,
-                coarse_group: 1,
-                fine: 1,
-            }),
+            folding: Some(pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1 }),
             op: Some(op),
         });
         value_of.insert(id, i as u32 + 1);
@@ -50,10 +45,7 @@ pub fn lower(graph: &Graph, board: &Board) -> (pb::Schedule, Vec<u8>) {
 }
 
 fn tensor_type(shape: &[usize]) -> pb::TensorType {
-    pb::TensorType {
-        shape: shape.iter().map(|&d| d as u32).collect(),
-        dtype: pb::DataType::F32 as i32,
-    }
+    pb::TensorType { shape: shape.iter().map(|&d| d as u32).collect(), dtype: pb::DataType::F32 as i32 }
 }
 
 fn activation(a: Option<Activation>) -> Option<pb::Activation> {
@@ -62,9 +54,7 @@ fn activation(a: Option<Activation>) -> Option<pb::Activation> {
         kind: Some(match a {
             Activation::Relu => Kind::Relu(pb::Relu {}),
             Activation::Clip { min, max } => Kind::Clip(pb::Clip { min, max }),
-            Activation::HardSigmoid { alpha, beta } => {
-                Kind::HardSigmoid(pb::HardSigmoid { alpha, beta })
-            }
+            Activation::HardSigmoid { alpha, beta } => Kind::HardSigmoid(pb::HardSigmoid { alpha, beta }),
             Activation::HardSwish => Kind::HardSwish(pb::HardSwish {}),
             Activation::Sigmoid => Kind::Sigmoid(pb::Sigmoid {}),
         }),
@@ -115,11 +105,7 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
                 Some(b) => weight(b),
                 None => w.push_f32(&[channels], &vec![0.0; channels]),
             };
-            P::Dense(pb::Dense {
-                weight: Some(weight_ref),
-                bias: Some(bias),
-                activation: activation(d.activation),
-            })
+            P::Dense(pb::Dense { weight: Some(weight_ref), bias: Some(bias), activation: activation(d.activation) })
         }
         Op::Pool(p) => P::Pool(pb::Pool {
             kind: match p.kind {
@@ -134,10 +120,7 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
             count_include_pad: p.count_include_pad,
         }),
         Op::GlobalAveragePool { .. } => P::GlobalAveragePool(pb::GlobalAveragePool {}),
-        Op::Eltwise {
-            kind,
-            activation: a,
-        } => P::Eltwise(pb::Eltwise {
+        Op::Eltwise { kind, activation: a } => P::Eltwise(pb::Eltwise {
             kind: match kind {
                 EltwiseKind::Add => pb::EltwiseKind::Add,
                 EltwiseKind::Mul => pb::EltwiseKind::Mul,

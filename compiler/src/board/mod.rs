@@ -140,13 +140,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            dsp: 0.8,
-            bram18: 0.8,
-            uram: 0.8,
-            lut: 0.8,
-            ff: 0.8,
-        }
+        Self { dsp: 0.8, bram18: 0.8, uram: 0.8, lut: 0.8, ff: 0.8 }
     }
 }
 
@@ -157,37 +151,27 @@ impl Board {
             return Board::parse(text, name);
         }
         let path = Path::new(target);
-        let text = std::fs::read_to_string(path).map_err(|e| BoardError::Unknown {
-            name: target.to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BoardError::Unknown { name: target.to_string(), reason: e.to_string() })?;
         Board::parse(&text, &path.display().to_string())
     }
 
     /// Parse and validate board TOML; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Board, BoardError> {
-        let board: Board = toml::from_str(text).map_err(|e| BoardError::Parse {
-            file: file.to_string(),
-            message: one_line(&e, text),
-        })?;
+        let board: Board = toml::from_str(text)
+            .map_err(|e| BoardError::Parse { file: file.to_string(), message: one_line(&e, text) })?;
         board.validate(file)?;
         Ok(board)
     }
 
     fn validate(&self, file: &str) -> Result<(), BoardError> {
         let invalid = |key, value: f64, reason| {
-            Err(BoardError::Invalid {
-                file: file.to_string(),
-                key,
-                value: value.to_string(),
-                reason,
-            })
+            Err(BoardError::Invalid { file: file.to_string(), key, value: value.to_string(), reason })
         };
         let s = &self.system;
-        for (key, value) in [
-            ("system.clock_mhz", s.clock_mhz),
-            ("system.memory_bandwidth_gbps", s.memory_bandwidth_gbps),
-        ] {
+        for (key, value) in
+            [("system.clock_mhz", s.clock_mhz), ("system.memory_bandwidth_gbps", s.memory_bandwidth_gbps)]
+        {
             if !(value.is_finite() && value > 0.0) {
                 return invalid(key, value, "must be a positive number");
             }
@@ -196,11 +180,7 @@ impl Board {
             return invalid("system.port_width_bits", 0.0, "must be positive");
         }
         if !(s.reconfiguration_s.is_finite() && s.reconfiguration_s >= 0.0) {
-            return invalid(
-                "system.reconfiguration_s",
-                s.reconfiguration_s,
-                "must be zero or positive",
-            );
+            return invalid("system.reconfiguration_s", s.reconfiguration_s, "must be zero or positive");
         }
         let l = &self.limits;
         for (key, value) in [
@@ -282,10 +262,7 @@ mod tests {
     fn negative_dsp_is_refused() {
         let text = U250.replace("dsp = 12288", "dsp = -4");
         let err = Board::parse(&text, "b.toml").unwrap_err().to_string();
-        assert!(
-            err.contains("`dsp = -4`") && err.contains("b.toml"),
-            "{err}"
-        );
+        assert!(err.contains("`dsp = -4`") && err.contains("b.toml"), "{err}");
     }
 
     #[test]

@@ -31,14 +31,7 @@ pub fn run(args: BoardsArgs) -> Result<()> {
                 let (r, s) = (&b.resources, &b.system);
                 println!(
                     "{:<8}  {:<22}  {:>6}  {:>6}  {:>5}  {:>8}  {:>6}  {:>8}",
-                    name,
-                    b.device.part,
-                    r.dsp,
-                    r.bram18,
-                    r.uram,
-                    r.lut,
-                    s.clock_mhz,
-                    s.memory_bandwidth_gbps
+                    name, b.device.part, r.dsp, r.bram18, r.uram, r.lut, s.clock_mhz, s.memory_bandwidth_gbps
                 );
             }
         }

@@ -23,15 +23,9 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     let board = Board::resolve(&args.target.expect("clap requires it"))?;
     let bytes = hassc::compile(&model, &board)?;
     let out = args.output.unwrap_or_else(|| model.with_extension("hass"));
-    hass_runtime::npy::write_atomic(&out, &bytes)
-        .with_context(|| format!("writing {}", out.display()))?;
+    hass_runtime::npy::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     if !quiet {
-        println!(
-            "wrote {} ({} bytes) for {}",
-            out.display(),
-            bytes.len(),
-            board.device.name
-        );
+        println!("wrote {} ({} bytes) for {}", out.display(), bytes.len(), board.device.name);
     }
     Ok(())
 }

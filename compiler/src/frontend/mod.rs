@@ -40,50 +40,27 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Sigmoid",
 ];
 
-/// Default-domain opsets hassc reads.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=18;
+/// Default-domain opsets hassc reads. 11 to 18 are what current exporters write and are
+/// tested with them; 9 and 10 are accepted for older files (Clip bounds as attributes).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 9..=18;
 
 /// Read an ONNX file (and its external data files, if any) into an IR graph.
 pub fn import_file(path: &Path) -> Result<Graph> {
-    let bytes = std::fs::read(path).map_err(|source| CompileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = path.parent().map(|p| {
-        if p.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            p
-        }
-    });
+    let bytes = std::fs::read(path).map_err(|source| CompileError::Io { path: path.to_path_buf(), source })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
     import_bytes(&bytes, dir, &name).map_err(|e| match e {
-        CompileError::InvalidModel { reason, .. } => CompileError::InvalidModel {
-            path: path.to_path_buf(),
-            reason,
-        },
+        CompileError::InvalidModel { reason, .. } => CompileError::InvalidModel { path: path.to_path_buf(), reason },
         other => other,
     })
 }
 
 /// Import ONNX bytes; `model_dir` resolves external data. `name` names the model.
 pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Result<Graph> {
-    let invalid = |reason: String| CompileError::InvalidModel {
-        path: name.into(),
-        reason,
-    };
-    let model = pb::ModelProto::decode(bytes).map_err(|e| {
-        invalid(format!(
-            "protobuf decoding failed ({e}); is the file complete?"
-        ))
-    })?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| invalid("it has no graph".into()))?;
+    let invalid = |reason: String| CompileError::InvalidModel { path: name.into(), reason };
+    let model = pb::ModelProto::decode(bytes)
+        .map_err(|e| invalid(format!("protobuf decoding failed ({e}); is the file complete?")))?;
+    let graph = model.graph.as_ref().ok_or_else(|| invalid("it has no graph".into()))?;
     let opset = model
         .opset_import
         .iter()
@@ -99,19 +76,15 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Resul
         )));
     }
     let mut importer = Importer {
-        graph: Graph {
-            name: name.to_string(),
-            ..Graph::default()
-        },
+        graph: Graph { name: name.to_string(), ..Graph::default() },
         values: HashMap::new(),
         names: HashSet::new(),
         opset,
+        batch: 1,
     };
     for init in &graph.initializer {
         let value = tensor::decode(init, model_dir).map_err(invalid)?;
-        importer
-            .values
-            .insert(init.name.clone(), Value::Const(value));
+        importer.values.insert(init.name.clone(), Value::Const(value));
     }
     importer.import_input(graph).map_err(invalid)?;
     for (index, node) in graph.node.iter().enumerate() {
@@ -120,15 +93,8 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Resul
     for out in &graph.output {
         match importer.values.get(&out.name) {
             Some(Value::Node(id)) => importer.graph.outputs.push(*id),
-            Some(Value::Const(_)) => {
-                return Err(invalid(format!("output {} is a constant", out.name)))
-            }
-            None => {
-                return Err(invalid(format!(
-                    "output {} is not produced by any node",
-                    out.name
-                )))
-            }
+            Some(Value::Const(_)) => return Err(invalid(format!("output {} is a constant", out.name))),
+            None => return Err(invalid(format!("output {} is not produced by any node", out.name))),
         }
     }
     Ok(importer.graph)
@@ -141,20 +107,11 @@ fn check_supported(graph: &pb::GraphProto) -> Result<()> {
         .iter()
         .enumerate()
         .filter(|(_, n)| {
-            !(n.domain.is_empty() || n.domain == "ai.onnx")
-                || !SUPPORTED_OPS.contains(&n.op_type.as_str())
+            !(n.domain.is_empty() || n.domain == "ai.onnx") || !SUPPORTED_OPS.contains(&n.op_type.as_str())
         })
         .map(|(i, n)| UnsupportedNode {
-            name: if n.name.is_empty() {
-                format!("#{i}")
-            } else {
-                n.name.clone()
-            },
-            op_type: if n.domain.is_empty() {
-                n.op_type.clone()
-            } else {
-                format!("{}:{}", n.domain, n.op_type)
-            },
+            name: if n.name.is_empty() { format!("#{i}") } else { n.name.clone() },
+            op_type: if n.domain.is_empty() { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) },
         })
         .collect();
     if nodes.is_empty() {
@@ -176,15 +133,14 @@ struct Importer {
     values: HashMap<String, Value>,
     names: HashSet<String>,
     opset: i64,
+    /// The input's declared batch size (1 when symbolic).
+    batch: usize,
 }
 
 impl Importer {
     fn import_input(&mut self, graph: &pb::GraphProto) -> Result<(), String> {
-        let inputs: Vec<&pb::ValueInfoProto> = graph
-            .input
-            .iter()
-            .filter(|i| !self.values.contains_key(&i.name))
-            .collect();
+        let inputs: Vec<&pb::ValueInfoProto> =
+            graph.input.iter().filter(|i| !self.values.contains_key(&i.name)).collect();
         let [input] = inputs.as_slice() else {
             let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
             return Err(format!(
@@ -192,7 +148,8 @@ impl Importer {
                 names.len()
             ));
         };
-        let shape = input_shape(input)?;
+        let (batch, shape) = input_shape(input)?;
+        self.batch = batch;
         let id = self.graph.add_node(input.name.clone(), Op::Input { shape });
         self.names.insert(input.name.clone());
         self.graph.input = id;
@@ -202,16 +159,10 @@ impl Importer {
 
     fn import_node(&mut self, node: &pb::NodeProto, index: usize) -> Result<()> {
         let name = self.unique_name(node, index);
-        let ctx = NodeCtx {
-            node,
-            name: name.clone(),
-            values: &self.values,
-            opset: self.opset,
-        };
+        let ctx = NodeCtx { node, name: name.clone(), values: &self.values, opset: self.opset, batch: self.batch };
         match ops::lower(&ctx, &mut self.graph.weights)? {
             Lowered::Const(c) => {
-                self.values
-                    .insert(ctx.output(0)?.to_string(), Value::Const(c));
+                self.values.insert(ctx.output(0)?.to_string(), Value::Const(c));
             }
             Lowered::Op(op, inputs) => {
                 let out = ctx.output(0)?.to_string();
@@ -226,11 +177,7 @@ impl Importer {
     }
 
     fn unique_name(&mut self, node: &pb::NodeProto, index: usize) -> String {
-        let base = if node.name.is_empty() {
-            format!("{}_{index}", node.op_type)
-        } else {
-            node.name.clone()
-        };
+        let base = if node.name.is_empty() { format!("{}_{index}", node.op_type) } else { node.name.clone() };
         let mut name = base.clone();
         let mut k = 1;
         while !self.names.insert(name.clone()) {
@@ -241,43 +188,37 @@ impl Importer {
     }
 }
 
-fn input_shape(input: &pb::ValueInfoProto) -> Result<Vec<usize>, String> {
+/// The declared batch (1 when symbolic) and the per-image shape. The batch is only a
+/// default for running: the runtime takes any batch size.
+fn input_shape(input: &pb::ValueInfoProto) -> Result<(usize, Vec<usize>), String> {
     use pb::tensor_shape_proto::dimension::Value as Dim;
     use pb::type_proto::Value as Ty;
     let Some(Ty::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(format!("input {} is not a tensor", input.name));
     };
     if t.elem_type != 1 {
-        return Err(format!(
-            "input {} has element type {}; hassc compiles float32 models",
-            input.name, t.elem_type
-        ));
+        return Err(format!("input {} has element type {}; hassc compiles float32 models", input.name, t.elem_type));
     }
-    let dims = t
-        .shape
-        .as_ref()
-        .map(|s| s.dim.as_slice())
-        .unwrap_or_default();
+    let dims = t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
     let Some((batch, rest)) = dims.split_first() else {
-        return Err(format!(
-            "input {} has no shape; export the model with a static input shape",
-            input.name
-        ));
+        return Err(format!("input {} has no shape; export the model with a static input shape", input.name));
     };
-    if let Some(Dim::DimValue(b)) = &batch.value {
-        if *b != 1 {
-            return Err(format!(
-                "input {} has batch dimension {b}; export with batch 1 or a symbolic batch",
-                input.name
-            ));
-        }
-    }
-    rest.iter()
+    let batch = match &batch.value {
+        Some(Dim::DimValue(b)) if *b >= 1 => *b as usize,
+        Some(Dim::DimValue(b)) => return Err(format!("input {} has batch dimension {b}", input.name)),
+        _ => 1,
+    };
+    let shape = rest
+        .iter()
         .map(|d| match d.value {
             Some(Dim::DimValue(v)) if v > 0 => Ok(v as usize),
-            _ => Err(format!("input {} has a symbolic or unknown dimension besides the batch; hassc needs static shapes", input.name)),
+            _ => Err(format!(
+                "input {} has a symbolic or unknown dimension besides the batch; hassc needs static shapes",
+                input.name
+            )),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((batch, shape))
 }
 
 /// What a builder makes of one ONNX node.
@@ -294,16 +235,13 @@ pub(crate) struct NodeCtx<'a> {
     name: String,
     values: &'a HashMap<String, Value>,
     opset: i64,
+    batch: usize,
 }
 
 impl NodeCtx<'_> {
     /// An error about this node.
     pub fn err(&self, reason: impl Into<String>) -> CompileError {
-        CompileError::Node {
-            node: self.name.clone(),
-            op_type: self.node.op_type.clone(),
-            reason: reason.into(),
-        }
+        CompileError::Node { node: self.name.clone(), op_type: self.node.op_type.clone(), reason: reason.into() }
     }
 
     pub fn op_type(&self) -> &str {
@@ -314,22 +252,23 @@ impl NodeCtx<'_> {
         self.opset
     }
 
+    /// The model input's declared batch size (1 when symbolic).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     fn output(&self, i: usize) -> Result<&str> {
-        self.node
-            .output
-            .get(i)
-            .map(|s| s.as_str())
-            .ok_or_else(|| self.err(format!("has no output {i}")))
+        self.node.output.get(i).map(|s| s.as_str()).ok_or_else(|| self.err(format!("has no output {i}")))
     }
 
     fn value(&self, i: usize) -> Result<Option<&Value>> {
         match self.node.input.get(i).map(|s| s.as_str()) {
             None | Some("") => Ok(None),
-            Some(name) => self.values.get(name).map(Some).ok_or_else(|| {
-                self.err(format!(
-                    "input {name:?} is not produced by any earlier node"
-                ))
-            }),
+            Some(name) => self
+                .values
+                .get(name)
+                .map(Some)
+                .ok_or_else(|| self.err(format!("input {name:?} is not produced by any earlier node"))),
         }
     }
 
@@ -342,9 +281,9 @@ impl NodeCtx<'_> {
     pub fn input_node(&self, i: usize) -> Result<NodeId> {
         match self.value(i)? {
             Some(Value::Node(id)) => Ok(*id),
-            Some(Value::Const(_)) => Err(self.err(format!(
-                "input {i} is a constant; hassc expects a computed value there"
-            ))),
+            Some(Value::Const(_)) => {
+                Err(self.err(format!("input {i} is a constant; hassc expects a computed value there")))
+            }
             None => Err(self.err(format!("input {i} is missing"))),
         }
     }
@@ -353,9 +292,9 @@ impl NodeCtx<'_> {
     pub fn input_const(&self, i: usize) -> Result<Option<&Const>> {
         match self.value(i)? {
             Some(Value::Const(c)) => Ok(Some(c)),
-            Some(Value::Node(_)) => Err(self.err(format!(
-                "input {i} must be a constant (an initializer or a Constant node)"
-            ))),
+            Some(Value::Node(_)) => {
+                Err(self.err(format!("input {i} must be a constant (an initializer or a Constant node)")))
+            }
             None => Ok(None),
         }
     }
@@ -386,8 +325,7 @@ impl NodeCtx<'_> {
     }
 
     pub fn attr_string(&self, name: &str) -> Option<String> {
-        self.attr(name)
-            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 
     pub fn attr_tensor(&self, name: &str) -> Option<&pb::TensorProto> {

@@ -56,10 +56,7 @@ pub fn decode(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Const, St
     let dims = t
         .dims
         .iter()
-        .map(|&d| {
-            usize::try_from(d)
-                .map_err(|_| format!("tensor {} has a negative dimension {d}", t.name))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| format!("tensor {} has a negative dimension {d}", t.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let count: usize = dims.iter().product();
     let external;
@@ -71,15 +68,32 @@ pub fn decode(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Const, St
     };
     let wrong_len = |n: usize| format!("tensor {} has {n} values for dims {dims:?}", t.name);
     let data = match t.data_type {
-        FLOAT if !raw.is_empty() => ConstData::F32(le_values(raw, 4, count, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(|| wrong_len(raw.len() / 4))?),
+        FLOAT if !raw.is_empty() => ConstData::F32(
+            le_values(raw, 4, count, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| wrong_len(raw.len() / 4))?,
+        ),
         FLOAT => ConstData::F32(t.float_data.clone()),
-        DOUBLE if !raw.is_empty() => ConstData::F32(le_values(raw, 8, count, |b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).ok_or_else(|| wrong_len(raw.len() / 8))?),
+        DOUBLE if !raw.is_empty() => ConstData::F32(
+            le_values(raw, 8, count, |b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .ok_or_else(|| wrong_len(raw.len() / 8))?,
+        ),
         DOUBLE => ConstData::F32(t.double_data.iter().map(|&x| x as f32).collect()),
-        INT64 if !raw.is_empty() => ConstData::I64(le_values(raw, 8, count, |b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).ok_or_else(|| wrong_len(raw.len() / 8))?),
+        INT64 if !raw.is_empty() => ConstData::I64(
+            le_values(raw, 8, count, |b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or_else(|| wrong_len(raw.len() / 8))?,
+        ),
         INT64 => ConstData::I64(t.int64_data.clone()),
-        INT32 if !raw.is_empty() => ConstData::I64(le_values(raw, 4, count, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).ok_or_else(|| wrong_len(raw.len() / 4))?),
+        INT32 if !raw.is_empty() => ConstData::I64(
+            le_values(raw, 4, count, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+                .ok_or_else(|| wrong_len(raw.len() / 4))?,
+        ),
         INT32 => ConstData::I64(t.int32_data.iter().map(|&x| x as i64).collect()),
-        other => return Err(format!("tensor {} has ONNX data type {other}, which hassc does not read (float32, float64, int32, int64 only)", t.name)),
+        other => {
+            return Err(format!(
+                "tensor {} has ONNX data type {other}, which hassc does not read (float32, float64, int32, int64 only)",
+                t.name
+            ))
+        }
     };
     let len = match &data {
         ConstData::F32(v) => v.len(),
@@ -96,44 +110,30 @@ fn le_values<T>(raw: &[u8], width: usize, count: usize, f: impl Fn(&[u8]) -> T) 
 }
 
 fn read_external(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Vec<u8>, String> {
-    let field = |key: &str| {
-        t.external_data
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.value.as_str())
-    };
-    let location = field("location")
-        .ok_or_else(|| format!("tensor {} is external but names no location", t.name))?;
-    let dir = model_dir.ok_or_else(|| format!("tensor {} is stored in external file {location}, but the model was not loaded from a file", t.name))?;
-    let path = dir.join(location);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "tensor {}: cannot read external data {}: {e}",
-            t.name,
-            path.display()
-        )
+    let field = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+    let location = field("location").ok_or_else(|| format!("tensor {} is external but names no location", t.name))?;
+    let dir = model_dir.ok_or_else(|| {
+        format!("tensor {} is stored in external file {location}, but the model was not loaded from a file", t.name)
     })?;
+    let path = dir.join(location);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("tensor {}: cannot read external data {}: {e}", t.name, path.display()))?;
     let parse = |key: &str| {
         field(key)
-            .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| format!("tensor {}: bad external {key} {v:?}", t.name))
-            })
+            .map(|v| v.parse::<usize>().map_err(|_| format!("tensor {}: bad external {key} {v:?}", t.name)))
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
     let length = parse("length")?.unwrap_or(bytes.len().saturating_sub(offset));
-    offset
-        .checked_add(length)
-        .filter(|&end| end <= bytes.len())
-        .map(|end| bytes[offset..end].to_vec())
-        .ok_or_else(|| {
+    offset.checked_add(length).filter(|&end| end <= bytes.len()).map(|end| bytes[offset..end].to_vec()).ok_or_else(
+        || {
             format!(
                 "tensor {}: external data {} is shorter than offset {offset} + length {length}",
                 t.name,
                 path.display()
             )
-        })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -145,22 +145,12 @@ mod tests {
         let raw = pb::TensorProto {
             dims: vec![2],
             data_type: FLOAT,
-            raw_data: [1.5f32, -2.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            raw_data: [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
             ..Default::default()
         };
-        assert_eq!(
-            decode(&raw, None).unwrap().data,
-            ConstData::F32(vec![1.5, -2.0])
-        );
-        let ints = pb::TensorProto {
-            dims: vec![3],
-            data_type: INT64,
-            int64_data: vec![1, -1, 0],
-            ..Default::default()
-        };
+        assert_eq!(decode(&raw, None).unwrap().data, ConstData::F32(vec![1.5, -2.0]));
+        let ints =
+            pb::TensorProto { dims: vec![3], data_type: INT64, int64_data: vec![1, -1, 0], ..Default::default() };
         assert_eq!(decode(&ints, None).unwrap().as_i64(), Some(&[1, -1, 0][..]));
     }
 
@@ -170,37 +160,21 @@ mod tests {
         let mut blob = vec![0u8; 8];
         blob.extend([3.0f32, 4.0].iter().flat_map(|v| v.to_le_bytes()));
         std::fs::write(dir.path().join("w.bin"), &blob).unwrap();
-        let entry = |k: &str, v: &str| pb::StringStringEntryProto {
-            key: k.into(),
-            value: v.into(),
-        };
+        let entry = |k: &str, v: &str| pb::StringStringEntryProto { key: k.into(), value: v.into() };
         let t = pb::TensorProto {
             name: "w".into(),
             dims: vec![2],
             data_type: FLOAT,
             data_location: Some(EXTERNAL),
-            external_data: vec![
-                entry("location", "w.bin"),
-                entry("offset", "8"),
-                entry("length", "8"),
-            ],
+            external_data: vec![entry("location", "w.bin"), entry("offset", "8"), entry("length", "8")],
             ..Default::default()
         };
-        assert_eq!(
-            decode(&t, Some(dir.path())).unwrap().data,
-            ConstData::F32(vec![3.0, 4.0])
-        );
+        assert_eq!(decode(&t, Some(dir.path())).unwrap().data, ConstData::F32(vec![3.0, 4.0]));
         let short = pb::TensorProto {
-            external_data: vec![
-                entry("location", "w.bin"),
-                entry("offset", "12"),
-                entry("length", "8"),
-            ],
+            external_data: vec![entry("location", "w.bin"), entry("offset", "12"), entry("length", "8")],
             ..t
         };
-        assert!(decode(&short, Some(dir.path()))
-            .unwrap_err()
-            .contains("shorter"));
+        assert!(decode(&short, Some(dir.path())).unwrap_err().contains("shorter"));
     }
 
     #[test]
@@ -212,8 +186,6 @@ mod tests {
             float_data: vec![1.0],
             ..Default::default()
         };
-        assert!(decode(&t, None)
-            .unwrap_err()
-            .contains("1 values for dims [3]"));
+        assert!(decode(&t, None).unwrap_err().contains("1 values for dims [3]"));
     }
 }

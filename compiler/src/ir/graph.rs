@@ -40,11 +40,7 @@ pub struct Graph {
 impl Graph {
     /// Add a node with no edges yet.
     pub fn add_node(&mut self, name: String, op: Op) -> NodeId {
-        self.nodes.add_node(Node {
-            name,
-            op,
-            shape: None,
-        })
+        self.nodes.add_node(Node { name, op, shape: None })
     }
 
     /// Feed `from`'s output into input `port` of `to`.
@@ -64,21 +60,15 @@ impl Graph {
 
     /// Producers of `id`'s inputs, in port order.
     pub fn inputs_of(&self, id: NodeId) -> Vec<NodeId> {
-        let mut edges: Vec<(usize, NodeId)> = self
-            .nodes
-            .edges_directed(id, Direction::Incoming)
-            .map(|e| (*e.weight(), e.source()))
-            .collect();
+        let mut edges: Vec<(usize, NodeId)> =
+            self.nodes.edges_directed(id, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
         edges.sort_unstable();
         edges.into_iter().map(|(_, n)| n).collect()
     }
 
     /// Nodes that read `id`'s output (each once, in id order).
     pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
-        let mut c: Vec<NodeId> = self
-            .nodes
-            .neighbors_directed(id, Direction::Outgoing)
-            .collect();
+        let mut c: Vec<NodeId> = self.nodes.neighbors_directed(id, Direction::Outgoing).collect();
         c.sort_unstable();
         c.dedup();
         c
@@ -88,27 +78,18 @@ impl Graph {
     /// pass may merge the two.
     pub fn feeds_only(&self, id: NodeId, consumer: NodeId) -> bool {
         !self.outputs.contains(&id)
-            && self
-                .nodes
-                .edges_directed(id, Direction::Outgoing)
-                .all(|e| e.target() == consumer)
+            && self.nodes.edges_directed(id, Direction::Outgoing).all(|e| e.target() == consumer)
     }
 
     /// Per-image output shape of `id`; panics before shape inference (a compiler bug).
     pub fn shape(&self, id: NodeId) -> &Shape {
-        self.nodes[id]
-            .shape
-            .as_ref()
-            .expect("shapes are inferred before this point")
+        self.nodes[id].shape.as_ref().expect("shapes are inferred before this point")
     }
 
     /// Make every reader of `old` (and the output list) read `new` instead, then remove `old`.
     pub fn bypass(&mut self, old: NodeId, new: NodeId) {
-        let readers: Vec<(NodeId, usize)> = self
-            .nodes
-            .edges_directed(old, Direction::Outgoing)
-            .map(|e| (e.target(), *e.weight()))
-            .collect();
+        let readers: Vec<(NodeId, usize)> =
+            self.nodes.edges_directed(old, Direction::Outgoing).map(|e| (e.target(), *e.weight())).collect();
         for (reader, port) in readers {
             self.nodes.add_edge(new, reader, port);
         }
@@ -123,16 +104,10 @@ impl Graph {
     /// Nodes in a topological order, ties broken by node id so the order is deterministic.
     /// Returns `None` if the graph has a cycle.
     pub fn topo_order(&self) -> Option<Vec<NodeId>> {
-        let mut pending: std::collections::HashMap<NodeId, usize> = self
-            .nodes
-            .node_indices()
-            .map(|n| (n, self.nodes.edges_directed(n, Direction::Incoming).count()))
-            .collect();
-        let mut ready: BinaryHeap<Reverse<NodeId>> = pending
-            .iter()
-            .filter(|(_, &d)| d == 0)
-            .map(|(&n, _)| Reverse(n))
-            .collect();
+        let mut pending: std::collections::HashMap<NodeId, usize> =
+            self.nodes.node_indices().map(|n| (n, self.nodes.edges_directed(n, Direction::Incoming).count())).collect();
+        let mut ready: BinaryHeap<Reverse<NodeId>> =
+            pending.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| Reverse(n)).collect();
         let mut order = Vec::with_capacity(pending.len());
         while let Some(Reverse(n)) = ready.pop() {
             order.push(n);
@@ -149,10 +124,6 @@ impl Graph {
 
     /// Compute layers in execution order: the topological order without the input node.
     pub fn layers(&self) -> Vec<NodeId> {
-        self.topo_order()
-            .expect("verified graphs are acyclic")
-            .into_iter()
-            .filter(|&n| n != self.input)
-            .collect()
+        self.topo_order().expect("verified graphs are acyclic").into_iter().filter(|&n| n != self.input).collect()
     }
 }

@@ -11,9 +11,7 @@ pub mod verify;
 
 pub use graph::{Graph, Node, NodeId};
 pub use hass_runtime::plan::{Activation, EltwiseKind};
-pub use op::{
-    per_channel_len, Conv, Dense, Op, Padding, Pool, PoolKind, ReshapeTarget, ScaleShift,
-};
+pub use op::{per_channel_len, Conv, Dense, Op, Padding, Pool, PoolKind, ReshapeTarget, ScaleShift};
 
 /// A per-image shape: the batch dimension is implicit and leading.
 pub type Shape = Vec<usize>;

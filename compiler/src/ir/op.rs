@@ -162,14 +162,8 @@ impl Op {
                 activation,
             ),
             Op::ScaleShift(s) => with("ScaleShift", &s.activation),
-            Op::BroadcastConst {
-                kind: EltwiseKind::Add,
-                ..
-            } => "AddConst".into(),
-            Op::BroadcastConst {
-                kind: EltwiseKind::Mul,
-                ..
-            } => "MulConst".into(),
+            Op::BroadcastConst { kind: EltwiseKind::Add, .. } => "AddConst".into(),
+            Op::BroadcastConst { kind: EltwiseKind::Mul, .. } => "MulConst".into(),
             Op::Activation(a) => a.name().to_string(),
             Op::Concat { .. } => "Concat".into(),
             Op::Reshape(_) => "Reshape".into(),
@@ -210,11 +204,7 @@ impl Op {
             Padding::Explicit(p) => Ok(*p),
             _ => Err("auto_pad is not resolved".to_string()),
         };
-        let tensor = |id: WeightId| {
-            weights
-                .get(id)
-                .ok_or_else(|| format!("weight {} does not exist", id.0))
-        };
+        let tensor = |id: WeightId| weights.get(id).ok_or_else(|| format!("weight {} does not exist", id.0));
         match self {
             Op::Input { shape } => Ok(shape.clone()),
             Op::Conv(c) => {
@@ -223,11 +213,7 @@ impl Op {
                 let &[c_out, per_group, kh, kw] = wt.shape.as_slice() else {
                     return Err(format!("weight must be 4-D, is {:?}", wt.shape));
                 };
-                if c.groups == 0
-                    || c_in % c.groups != 0
-                    || c_out % c.groups != 0
-                    || per_group * c.groups != c_in
-                {
+                if c.groups == 0 || c_in % c.groups != 0 || c_out % c.groups != 0 || per_group * c.groups != c_in {
                     return Err(format!(
                         "weight {:?} with {} groups does not fit {c_in} input channels",
                         wt.shape, c.groups
@@ -235,39 +221,22 @@ impl Op {
                 }
                 if let Some(b) = c.bias {
                     if tensor(b)?.shape != [c_out] {
-                        return Err(format!(
-                            "bias shape {:?} is not [{c_out}]",
-                            tensor(b)?.shape
-                        ));
+                        return Err(format!("bias shape {:?} is not [{c_out}]", tensor(b)?.shape));
                     }
                 }
-                let [oh, ow] = window(
-                    h,
-                    w,
-                    [kh, kw],
-                    c.stride,
-                    c.dilation,
-                    explicit(&c.padding)?,
-                    false,
-                )?;
+                let [oh, ow] = window(h, w, [kh, kw], c.stride, c.dilation, explicit(&c.padding)?, false)?;
                 Ok(vec![c_out, oh, ow])
             }
             Op::Dense(d) => {
                 let &[features] = inputs[0] else {
-                    return Err(format!(
-                        "needs a flat input, got {:?} (flatten first)",
-                        inputs[0]
-                    ));
+                    return Err(format!("needs a flat input, got {:?} (flatten first)", inputs[0]));
                 };
                 let wt = tensor(d.weight)?;
                 let &[out, inp] = wt.shape.as_slice() else {
                     return Err(format!("weight must be 2-D, is {:?}", wt.shape));
                 };
                 if inp != features {
-                    return Err(format!(
-                        "weight {:?} expects {inp} features, input has {features}",
-                        wt.shape
-                    ));
+                    return Err(format!("weight {:?} expects {inp} features, input has {features}", wt.shape));
                 }
                 if let Some(b) = d.bias {
                     if tensor(b)?.shape != [out] {
@@ -278,15 +247,7 @@ impl Op {
             }
             Op::Pool(p) => {
                 let [c, h, w] = chw(inputs[0])?;
-                let [oh, ow] = window(
-                    h,
-                    w,
-                    p.kernel,
-                    p.stride,
-                    p.dilation,
-                    explicit(&p.padding)?,
-                    p.ceil_mode,
-                )?;
+                let [oh, ow] = window(h, w, p.kernel, p.stride, p.dilation, explicit(&p.padding)?, p.ceil_mode)?;
                 Ok(vec![c, oh, ow])
             }
             Op::GlobalAveragePool { keep_dims } => {
@@ -299,10 +260,7 @@ impl Op {
                 let channels = *inputs[0].first().ok_or("needs a channel axis")?;
                 for id in [s.scale, s.shift] {
                     if tensor(id)?.shape != [channels] {
-                        return Err(format!(
-                            "factor of shape {:?} is not [{channels}]",
-                            tensor(id)?.shape
-                        ));
+                        return Err(format!("factor of shape {:?} is not [{channels}]", tensor(id)?.shape));
                     }
                 }
                 Ok(inputs[0].to_vec())
@@ -318,7 +276,9 @@ impl Op {
             Op::Concat { axis } => {
                 let rank = inputs[0].len() as i64 + 1;
                 if *axis != 1 && *axis != 1 - rank {
-                    return Err(format!("concatenation along axis {axis} is not supported, only along channels (axis 1)"));
+                    return Err(format!(
+                        "concatenation along axis {axis} is not supported, only along channels (axis 1)"
+                    ));
                 }
                 let mut out = inputs[0].to_vec();
                 out[0] = 0;
@@ -368,7 +328,9 @@ fn window(
     let ow = window_output_len(w, kernel[1], stride[1], dilation[1], p[1], p[3], ceil);
     match (oh, ow) {
         (Some(a), Some(b)) => Ok([a, b]),
-        _ => Err(format!("window {kernel:?} (stride {stride:?}, dilation {dilation:?}, pads {p:?}) does not fit a {h} x {w} input")),
+        _ => Err(format!(
+            "window {kernel:?} (stride {stride:?}, dilation {dilation:?}, pads {p:?}) does not fit a {h} x {w} input"
+        )),
     }
 }
 
@@ -384,9 +346,7 @@ fn reshape(input: &[usize], target: &ReshapeTarget) -> Result<Shape, String> {
     let mut infer_at = None;
     for (i, &d) in dims.iter().enumerate() {
         out.push(match d {
-            0 => *full
-                .get(i)
-                .ok_or_else(|| format!("dim 0 at position {i} copies a missing input dim"))?,
+            0 => *full.get(i).ok_or_else(|| format!("dim 0 at position {i} copies a missing input dim"))?,
             -1 if infer_at.is_none() => {
                 infer_at = Some(i);
                 1
@@ -403,9 +363,7 @@ fn reshape(input: &[usize], target: &ReshapeTarget) -> Result<Shape, String> {
         out[i] = count / known;
     }
     if out.first() != Some(&1) || out.iter().product::<usize>() != count {
-        return Err(format!(
-            "reshape of {input:?} to {dims:?} must keep the batch axis and the value count"
-        ));
+        return Err(format!("reshape of {input:?} to {dims:?} must keep the batch axis and the value count"));
     }
     Ok(out[1..].to_vec())
 }
@@ -420,10 +378,7 @@ mod tests {
         assert_eq!(t(&[1, -1]), Ok(vec![1568]));
         assert_eq!(t(&[-1, 1568]), Ok(vec![1568]));
         assert_eq!(t(&[0, 32, 49]), Ok(vec![32, 49]));
-        assert!(
-            t(&[2, -1]).is_err(),
-            "moving values into the batch axis must be refused"
-        );
+        assert!(t(&[2, -1]).is_err(), "moving values into the batch axis must be refused");
         assert!(t(&[1, 1000]).is_err());
     }
 

@@ -48,26 +48,16 @@ pub fn verify(graph: &Graph, phase: Phase) -> Result<(), Vec<String>> {
         if matches!(node.op, Op::Input { .. }) && id != graph.input {
             problems.push(format!("{name}: a second Input node"));
         }
-        let mut ports: Vec<usize> = g
-            .edges_directed(id, Direction::Incoming)
-            .map(|e| *e.weight())
-            .collect();
+        let mut ports: Vec<usize> = g.edges_directed(id, Direction::Incoming).map(|e| *e.weight()).collect();
         ports.sort_unstable();
         if ports.iter().enumerate().any(|(i, &p)| i != p) {
-            problems.push(format!(
-                "{name}: input ports {ports:?} are not 0..{}",
-                ports.len()
-            ));
+            problems.push(format!("{name}: input ports {ports:?} are not 0..{}", ports.len()));
         }
         match node.op.arity() {
-            Some(n) if n != ports.len() => problems.push(format!(
-                "{name}: {} takes {n} input(s), has {}",
-                node.op.kind_name(),
-                ports.len()
-            )),
-            None if ports.is_empty() => {
-                problems.push(format!("{name}: {} has no inputs", node.op.kind_name()))
+            Some(n) if n != ports.len() => {
+                problems.push(format!("{name}: {} takes {n} input(s), has {}", node.op.kind_name(), ports.len()))
             }
+            None if ports.is_empty() => problems.push(format!("{name}: {} has no inputs", node.op.kind_name())),
             _ => {}
         }
         for w in node.op.weight_ids() {
@@ -79,9 +69,7 @@ pub fn verify(graph: &Graph, phase: Phase) -> Result<(), Vec<String>> {
             check_shape(graph, id, &mut problems);
         }
         if phase >= Phase::Canonical && matches!(node.op, Op::Identity) {
-            problems.push(format!(
-                "{name}: Identity should be gone after remove_plumbing"
-            ));
+            problems.push(format!("{name}: Identity should be gone after remove_plumbing"));
         }
     }
     if problems.is_empty() {
@@ -98,26 +86,18 @@ fn check_shape(graph: &Graph, id: super::NodeId, problems: &mut Vec<String>) {
         return;
     };
     let inputs = graph.inputs_of(id);
-    let Some(in_shapes) = inputs
-        .iter()
-        .map(|&i| graph.nodes[i].shape.as_deref())
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some(in_shapes) = inputs.iter().map(|&i| graph.nodes[i].shape.as_deref()).collect::<Option<Vec<_>>>() else {
         return; // reported on the input node
     };
     match node.op.output_shape(&in_shapes, &graph.weights) {
-        Ok(expected) if &expected != shape => problems.push(format!(
-            "{}: shape {shape:?} but its inputs give {expected:?}",
-            node.name
-        )),
+        Ok(expected) if &expected != shape => {
+            problems.push(format!("{}: shape {shape:?} but its inputs give {expected:?}", node.name))
+        }
         Err(e) => problems.push(format!("{}: {e}", node.name)),
         Ok(_) => {}
     }
     if matches!(node.op, Op::BroadcastConst { .. }) {
-        problems.push(format!(
-            "{}: BroadcastConst should be a ScaleShift after infer_shapes",
-            node.name
-        ));
+        problems.push(format!("{}: BroadcastConst should be a ScaleShift after infer_shapes", node.name));
     }
 }
 
@@ -128,12 +108,7 @@ mod tests {
 
     fn chain() -> Graph {
         let mut g = Graph::default();
-        g.input = g.add_node(
-            "x".into(),
-            Op::Input {
-                shape: vec![4, 8, 8],
-            },
-        );
+        g.input = g.add_node("x".into(), Op::Input { shape: vec![4, 8, 8] });
         let relu = g.add_node("relu".into(), Op::Activation(Activation::Relu));
         g.connect(g.input, relu, 0);
         g.outputs = vec![relu];
@@ -151,13 +126,7 @@ mod tests {
     #[test]
     fn reports_every_problem_at_once() {
         let mut g = chain();
-        let add = g.add_node(
-            "add".into(),
-            Op::Eltwise {
-                kind: EltwiseKind::Add,
-                activation: None,
-            },
-        );
+        let add = g.add_node("add".into(), Op::Eltwise { kind: EltwiseKind::Add, activation: None });
         g.connect(g.input, add, 1); // port 0 missing, and only one input
         let idn = g.add_node("id".into(), Op::Identity);
         g.connect(g.input, idn, 0);
@@ -167,10 +136,7 @@ mod tests {
         assert!(text.contains("add: input ports [1]"), "{text}");
         assert!(text.contains("add: Add takes 2 input(s), has 1"), "{text}");
         assert!(text.contains("add: no shape"), "{text}");
-        assert!(
-            text.contains("id: shape [4, 8, 9] but its inputs give [4, 8, 8]"),
-            "{text}"
-        );
+        assert!(text.contains("id: shape [4, 8, 9] but its inputs give [4, 8, 8]"), "{text}");
         assert!(text.contains("id: Identity should be gone"), "{text}");
     }
 

@@ -29,24 +29,11 @@ pub fn run(graph: &mut Graph) -> Result<()> {
             Op::Dense(d) => (d.weight, d.bias),
             _ => unreachable!("foldable checked the kind"),
         };
-        let old_bias = bias.map_or_else(
-            || vec![0.0; scale.len()],
-            |b| graph.weights.tensor(b).data.clone(),
-        );
-        let new_bias: Vec<f32> = old_bias
-            .iter()
-            .zip(&scale)
-            .zip(&shift)
-            .map(|((b, s), t)| b * s + t)
-            .collect();
+        let old_bias = bias.map_or_else(|| vec![0.0; scale.len()], |b| graph.weights.tensor(b).data.clone());
+        let new_bias: Vec<f32> = old_bias.iter().zip(&scale).zip(&shift).map(|((b, s), t)| b * s + t).collect();
         let w = graph.weights.tensor(weight);
         let per_output = w.data.len() / scale.len();
-        let new_weight: Vec<f32> = w
-            .data
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * scale[i / per_output])
-            .collect();
+        let new_weight: Vec<f32> = w.data.iter().enumerate().map(|(i, v)| v * scale[i / per_output]).collect();
         let weight = graph.weights.add(w.shape.clone(), new_weight);
         let bias = Some(graph.weights.add(vec![scale.len()], new_bias));
         match &mut graph.node_mut(producer).op {
@@ -75,17 +62,9 @@ mod tests {
     use hass_runtime::geometry::window_output_len;
 
     fn bn(g: &mut Graph, c: usize) -> Op {
-        let scale = g
-            .weights
-            .add(vec![c], (0..c).map(|i| 0.5 + i as f32).collect());
-        let shift = g
-            .weights
-            .add(vec![c], (0..c).map(|i| -(i as f32)).collect());
-        Op::ScaleShift(ScaleShift {
-            scale,
-            shift,
-            activation: None,
-        })
+        let scale = g.weights.add(vec![c], (0..c).map(|i| 0.5 + i as f32).collect());
+        let shift = g.weights.add(vec![c], (0..c).map(|i| -(i as f32)).collect());
+        Op::ScaleShift(ScaleShift { scale, shift, activation: None })
     }
 
     #[test]

@@ -39,13 +39,7 @@ pub fn run(graph: &mut Graph) -> Result<()> {
 
 /// `Mul(x, HardSigmoid(x))` with HardSwish's constants -> `HardSwish(x)` at the Mul.
 fn fuse_hardswish(graph: &mut Graph, mul: NodeId) {
-    if !matches!(
-        graph.node(mul).op,
-        Op::Eltwise {
-            kind: EltwiseKind::Mul,
-            activation: None
-        }
-    ) {
+    if !matches!(graph.node(mul).op, Op::Eltwise { kind: EltwiseKind::Mul, activation: None }) {
         return;
     }
     let inputs = graph.inputs_of(mul);
@@ -56,11 +50,8 @@ fn fuse_hardswish(graph: &mut Graph, mul: NodeId) {
         let is_hardswish = (alpha - 1.0 / 6.0).abs() < 1e-6 && (beta - 0.5).abs() < 1e-6;
         if is_hardswish && graph.inputs_of(gate) == [x] && graph.feeds_only(gate, mul) {
             graph.nodes.remove_node(gate);
-            let edges: Vec<_> = graph
-                .nodes
-                .edges_connecting(x, mul)
-                .map(|e| petgraph::visit::EdgeRef::id(&e))
-                .collect();
+            let edges: Vec<_> =
+                graph.nodes.edges_connecting(x, mul).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
             for e in edges {
                 graph.nodes.remove_edge(e);
             }
@@ -86,9 +77,7 @@ mod tests {
         run(&mut g).unwrap();
         assert_eq!(g.layers(), vec![conv]);
         assert_eq!(g.outputs, vec![conv]);
-        let Op::Conv(c) = &g.node(conv).op else {
-            unreachable!()
-        };
+        let Op::Conv(c) = &g.node(conv).op else { unreachable!() };
         assert_eq!(c.activation, Some(Activation::Relu));
         crate::testing::assert_close(&before, &crate::testing::run_graph(&g, 3), 0.0);
     }
@@ -97,12 +86,7 @@ mod tests {
     fn a_second_activation_stays_standalone() {
         let (mut g, conv) = input_conv(1, 2, 4);
         let relu = then(&mut g, conv, "relu", Op::Activation(Activation::Relu));
-        let clip = then(
-            &mut g,
-            relu,
-            "clip",
-            Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }),
-        );
+        let clip = then(&mut g, relu, "clip", Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }));
         g.outputs = vec![clip];
         crate::passes::infer_shapes::run(&mut g).unwrap();
         run(&mut g).unwrap();
@@ -112,22 +96,8 @@ mod tests {
     #[test]
     fn x_times_hardsigmoid_x_becomes_one_fused_hardswish() {
         let (mut g, conv) = input_conv(1, 2, 4);
-        let hs = then(
-            &mut g,
-            conv,
-            "hsig",
-            Op::Activation(Activation::HardSigmoid {
-                alpha: 1.0 / 6.0,
-                beta: 0.5,
-            }),
-        );
-        let mul = g.add_node(
-            "mul".into(),
-            Op::Eltwise {
-                kind: EltwiseKind::Mul,
-                activation: None,
-            },
-        );
+        let hs = then(&mut g, conv, "hsig", Op::Activation(Activation::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 }));
+        let mul = g.add_node("mul".into(), Op::Eltwise { kind: EltwiseKind::Mul, activation: None });
         g.connect(conv, mul, 0);
         g.connect(hs, mul, 1);
         g.outputs = vec![mul];
@@ -135,9 +105,7 @@ mod tests {
         let before = crate::testing::run_graph(&g, 5);
         run(&mut g).unwrap();
         assert_eq!(g.layers(), vec![conv]);
-        let Op::Conv(c) = &g.node(conv).op else {
-            unreachable!()
-        };
+        let Op::Conv(c) = &g.node(conv).op else { unreachable!() };
         assert_eq!(c.activation, Some(Activation::HardSwish));
         crate::testing::assert_close(&before, &crate::testing::run_graph(&g, 5), 1e-6);
     }

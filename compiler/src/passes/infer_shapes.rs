@@ -10,32 +10,20 @@ use hass_runtime::geometry::same_padding;
 
 /// Run the pass.
 pub fn run(graph: &mut Graph) -> Result<()> {
-    let order = graph.topo_order().ok_or_else(|| CompileError::Shape {
-        node: graph.name.clone(),
-        reason: "the graph has a cycle".into(),
-    })?;
+    let order = graph
+        .topo_order()
+        .ok_or_else(|| CompileError::Shape { node: graph.name.clone(), reason: "the graph has a cycle".into() })?;
     for id in order {
-        let in_shapes: Vec<Vec<usize>> = graph
-            .inputs_of(id)
-            .iter()
-            .map(|&i| graph.shape(i).clone())
-            .collect();
+        let in_shapes: Vec<Vec<usize>> = graph.inputs_of(id).iter().map(|&i| graph.shape(i).clone()).collect();
         let name = graph.node(id).name.clone();
-        let fail = |reason: String| CompileError::Shape {
-            node: name.clone(),
-            reason,
-        };
+        let fail = |reason: String| CompileError::Shape { node: name.clone(), reason };
         resolve_padding(graph, id, in_shapes.first().map(|s| s.as_slice()));
         if let Op::BroadcastConst { kind, constant } = graph.node(id).op {
             let affine = to_scale_shift(graph, kind, constant, &in_shapes[0]).map_err(fail)?;
             graph.node_mut(id).op = Op::ScaleShift(affine);
         }
         let refs: Vec<&[usize]> = in_shapes.iter().map(|s| s.as_slice()).collect();
-        let shape = graph
-            .node(id)
-            .op
-            .output_shape(&refs, &graph.weights)
-            .map_err(fail)?;
+        let shape = graph.node(id).op.output_shape(&refs, &graph.weights).map_err(fail)?;
         graph.node_mut(id).shape = Some(shape);
     }
     Ok(())
@@ -108,9 +96,7 @@ mod tests {
         g.outputs = vec![conv];
         run(&mut g).unwrap();
         assert_eq!(g.shape(conv), &vec![4, 5, 5]);
-        let Op::Conv(c) = &g.node(conv).op else {
-            unreachable!()
-        };
+        let Op::Conv(c) = &g.node(conv).op else { unreachable!() };
         // ceil(9 / 2) = 5 outputs need (5 - 1) * 2 + 3 - 9 = 2 pixels of padding.
         assert_eq!(c.padding, Padding::Explicit([1, 1, 1, 1]));
     }
@@ -120,44 +106,15 @@ mod tests {
         let (mut g, conv) = input_conv(1, 3, 4);
         let scalar = g.weights.add(vec![], vec![2.0]);
         let shift = g.weights.add(vec![1, 3, 1, 1], vec![1.0, 2.0, 3.0]);
-        let mul = then(
-            &mut g,
-            conv,
-            "mul",
-            Op::BroadcastConst {
-                kind: EltwiseKind::Mul,
-                constant: scalar,
-            },
-        );
-        let add = then(
-            &mut g,
-            mul,
-            "add",
-            Op::BroadcastConst {
-                kind: EltwiseKind::Add,
-                constant: shift,
-            },
-        );
+        let mul = then(&mut g, conv, "mul", Op::BroadcastConst { kind: EltwiseKind::Mul, constant: scalar });
+        let add = then(&mut g, mul, "add", Op::BroadcastConst { kind: EltwiseKind::Add, constant: shift });
         g.outputs = vec![add];
         run(&mut g).unwrap();
-        let Op::ScaleShift(m) = &g.node(mul).op else {
-            panic!("Mul became {:?}", g.node(mul).op)
-        };
+        let Op::ScaleShift(m) = &g.node(mul).op else { panic!("Mul became {:?}", g.node(mul).op) };
+        assert_eq!((&g.weights.tensor(m.scale).data, &g.weights.tensor(m.shift).data), (&vec![2.0; 3], &vec![0.0; 3]));
+        let Op::ScaleShift(a) = &g.node(add).op else { panic!("Add became {:?}", g.node(add).op) };
         assert_eq!(
-            (
-                &g.weights.tensor(m.scale).data,
-                &g.weights.tensor(m.shift).data
-            ),
-            (&vec![2.0; 3], &vec![0.0; 3])
-        );
-        let Op::ScaleShift(a) = &g.node(add).op else {
-            panic!("Add became {:?}", g.node(add).op)
-        };
-        assert_eq!(
-            (
-                &g.weights.tensor(a.scale).data,
-                &g.weights.tensor(a.shift).data
-            ),
+            (&g.weights.tensor(a.scale).data, &g.weights.tensor(a.shift).data),
             (&vec![1.0; 3], &vec![1.0, 2.0, 3.0])
         );
     }
@@ -166,49 +123,22 @@ mod tests {
     fn a_vector_along_the_last_axis_is_not_per_channel() {
         // ONNX broadcasting aligns a [3] constant with W, not C, of a [3, 4, 3] map.
         let mut g = Graph::default();
-        g.input = g.add_node(
-            "x".into(),
-            Op::Input {
-                shape: vec![3, 4, 3],
-            },
-        );
+        g.input = g.add_node("x".into(), Op::Input { shape: vec![3, 4, 3] });
         let c = g.weights.add(vec![3], vec![1.0, 2.0, 3.0]);
         let x = g.input;
-        let add = then(
-            &mut g,
-            x,
-            "add_w",
-            Op::BroadcastConst {
-                kind: EltwiseKind::Add,
-                constant: c,
-            },
-        );
+        let add = then(&mut g, x, "add_w", Op::BroadcastConst { kind: EltwiseKind::Add, constant: c });
         g.outputs = vec![add];
         let err = run(&mut g).unwrap_err().to_string();
-        assert!(
-            err.contains("add_w") && err.contains("neither a scalar nor per-channel"),
-            "{err}"
-        );
+        assert!(err.contains("add_w") && err.contains("neither a scalar nor per-channel"), "{err}");
     }
 
     #[test]
     fn spatial_constant_is_refused_with_the_node_name() {
         let (mut g, conv) = input_conv(1, 3, 4);
         let map = g.weights.add(vec![4, 4], vec![1.0; 16]);
-        let ss = then(
-            &mut g,
-            conv,
-            "bias_map",
-            Op::BroadcastConst {
-                kind: EltwiseKind::Add,
-                constant: map,
-            },
-        );
+        let ss = then(&mut g, conv, "bias_map", Op::BroadcastConst { kind: EltwiseKind::Add, constant: map });
         g.outputs = vec![ss];
         let err = run(&mut g).unwrap_err().to_string();
-        assert!(
-            err.contains("bias_map") && err.contains("neither a scalar nor per-channel"),
-            "{err}"
-        );
+        assert!(err.contains("bias_map") && err.contains("neither a scalar nor per-channel"), "{err}");
     }
 }

@@ -62,24 +62,13 @@ pub const PIPELINE: &[Pass] = &[
 
 /// Verify the imported graph, then run every pass, verifying after each.
 pub fn run_pipeline(graph: &mut Graph) -> Result<()> {
-    verify(graph, Phase::Imported).map_err(|problems| CompileError::Verify {
-        pass: "import",
-        problems,
-    })?;
+    verify(graph, Phase::Imported).map_err(|problems| CompileError::Verify { pass: "import", problems })?;
     for pass in PIPELINE {
         let _span = tracing::info_span!("pass", name = pass.name).entered();
         let before = graph.nodes.node_count();
         (pass.run)(graph)?;
-        verify(graph, pass.phase).map_err(|problems| CompileError::Verify {
-            pass: pass.name,
-            problems,
-        })?;
-        tracing::debug!(
-            nodes_before = before,
-            nodes_after = graph.nodes.node_count(),
-            "{}",
-            pass.description
-        );
+        verify(graph, pass.phase).map_err(|problems| CompileError::Verify { pass: pass.name, problems })?;
+        tracing::debug!(nodes_before = before, nodes_after = graph.nodes.node_count(), "{}", pass.description);
     }
     Ok(())
 }
@@ -92,22 +81,10 @@ pub(crate) mod testing {
     /// Input `[c_in, hw, hw]` -> 3x3 conv (padding 1) with `c_out` filters and a bias.
     pub fn input_conv(c_in: usize, c_out: usize, hw: usize) -> (Graph, NodeId) {
         let mut g = Graph::default();
-        g.input = g.add_node(
-            "x".into(),
-            Op::Input {
-                shape: vec![c_in, hw, hw],
-            },
-        );
-        let weight = g.weights.add(
-            vec![c_out, c_in, 3, 3],
-            (0..c_out * c_in * 9)
-                .map(|i| (i % 7) as f32 - 3.0)
-                .collect(),
-        );
-        let bias = Some(
-            g.weights
-                .add(vec![c_out], (0..c_out).map(|i| i as f32).collect()),
-        );
+        g.input = g.add_node("x".into(), Op::Input { shape: vec![c_in, hw, hw] });
+        let weight =
+            g.weights.add(vec![c_out, c_in, 3, 3], (0..c_out * c_in * 9).map(|i| (i % 7) as f32 - 3.0).collect());
+        let bias = Some(g.weights.add(vec![c_out], (0..c_out).map(|i| i as f32).collect()));
         let conv = Conv {
             weight,
             bias,

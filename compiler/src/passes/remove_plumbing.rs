@@ -8,11 +8,7 @@ use petgraph::visit::{Reversed, Walker};
 
 /// Run the pass.
 pub fn run(graph: &mut Graph) -> Result<()> {
-    let identities: Vec<_> = graph
-        .nodes
-        .node_indices()
-        .filter(|&n| matches!(graph.node(n).op, Op::Identity))
-        .collect();
+    let identities: Vec<_> = graph.nodes.node_indices().filter(|&n| matches!(graph.node(n).op, Op::Identity)).collect();
     for id in identities {
         let source = graph.inputs_of(id)[0];
         graph.bypass(id, source);
@@ -21,11 +17,7 @@ pub fn run(graph: &mut Graph) -> Result<()> {
     for &out in &graph.outputs {
         live.extend(Bfs::new(Reversed(&graph.nodes), out).iter(Reversed(&graph.nodes)));
     }
-    let dead: Vec<_> = graph
-        .nodes
-        .node_indices()
-        .filter(|n| !live.contains(n) && *n != graph.input)
-        .collect();
+    let dead: Vec<_> = graph.nodes.node_indices().filter(|n| !live.contains(n) && *n != graph.input).collect();
     for id in dead {
         graph.nodes.remove_node(id);
     }

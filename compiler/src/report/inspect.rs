@@ -43,17 +43,8 @@ pub fn summarize(graph: &Graph) -> ModelSummary {
         .map(|id| {
             let node = graph.node(id);
             let out = graph.shape(id).clone();
-            let input_shape = graph
-                .inputs_of(id)
-                .first()
-                .map(|&i| graph.shape(i).clone())
-                .unwrap_or_default();
-            let params: usize = node
-                .op
-                .weight_ids()
-                .iter()
-                .map(|&w| graph.weights.tensor(w).data.len())
-                .sum();
+            let input_shape = graph.inputs_of(id).first().map(|&i| graph.shape(i).clone()).unwrap_or_default();
+            let params: usize = node.op.weight_ids().iter().map(|&w| graph.weights.tensor(w).data.len()).sum();
             let macs = match &node.op {
                 // Each output value takes one MAC per weight of its filter.
                 Op::Conv(c) => {
@@ -85,31 +76,10 @@ pub fn summarize(graph: &Graph) -> ModelSummary {
 impl ModelSummary {
     /// A plain-text table with a totals line.
     pub fn to_table(&self) -> String {
-        let shape = |s: &[usize]| {
-            s.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x")
-        };
-        let name_w = self
-            .layers
-            .iter()
-            .map(|l| l.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(5);
-        let op_w = self
-            .layers
-            .iter()
-            .map(|l| l.op.len())
-            .max()
-            .unwrap_or(2)
-            .max(2);
-        let mut out = format!(
-            "model {} (input {})\n",
-            self.model,
-            shape(&self.input_shape)
-        );
+        let shape = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).max(5);
+        let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+        let mut out = format!("model {} (input {})\n", self.model, shape(&self.input_shape));
         out += &format!(
             "{:<name_w$}  {:<op_w$}  {:>12}  {:>12}  {:>10}  {:>14}\n",
             "layer", "op", "input", "output", "params", "MACs"

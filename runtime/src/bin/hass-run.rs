@@ -39,26 +39,20 @@ fn main() -> ExitCode {
 }
 
 fn real_main(args: Args) -> Result<()> {
-    let plan = load_file(&args.artifact)
-        .with_context(|| format!("loading {}", args.artifact.display()))?;
+    let plan = load_file(&args.artifact).with_context(|| format!("loading {}", args.artifact.display()))?;
     if let Some(input_path) = &args.input {
         let input = npy::read_f32(input_path)?;
+        let start = Instant::now();
         let outputs = run(&plan, &input)?;
-        let [output] = <[Tensor; 1]>::try_from(outputs).map_err(|o| {
-            anyhow::anyhow!(
-                "model has {} outputs; only single-output models can be written",
-                o.len()
-            )
-        })?;
-        match &args.output {
-            Some(path) => npy::write_atomic(path, &npy::to_npy_bytes(&output))
-                .with_context(|| format!("writing {}", path.display()))?,
-            None => println!(
-                "ran {} image(s); output shape {:?}",
-                input.batch(),
-                output.shape()
-            ),
+        let seconds = start.elapsed().as_secs_f64();
+        let [output] = <[Tensor; 1]>::try_from(outputs)
+            .map_err(|o| anyhow::anyhow!("model has {} outputs; only single-output models can be written", o.len()))?;
+        if let Some(path) = &args.output {
+            npy::write_atomic(path, &npy::to_npy_bytes(&output))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
+        let written = args.output.as_ref().map(|p| format!(", wrote {}", p.display())).unwrap_or_default();
+        println!("{}: {} image(s) in {seconds:.3} s, output {:?}{written}", plan.model, input.batch(), output.shape());
     }
     if let Some(runs) = args.bench {
         if runs == 0 {
@@ -66,10 +60,7 @@ fn real_main(args: Args) -> Result<()> {
         }
         for batch in [1, 8] {
             let fps = bench(&plan, batch, runs)?;
-            println!(
-                "{}: batch {batch}: {fps:.1} images/s ({runs} runs)",
-                plan.model
-            );
+            println!("{}: batch {batch}: {fps:.1} images/s ({runs} runs)", plan.model);
         }
     }
     Ok(())
@@ -80,9 +71,7 @@ fn bench(plan: &Plan, batch: usize, runs: u32) -> Result<f64> {
     let mut shape = vec![batch];
     shape.extend_from_slice(&plan.input_shape);
     let len: usize = shape.iter().product();
-    let data = (0..len)
-        .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0)
-        .collect();
+    let data = (0..len).map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
     let input = Tensor::new(shape, data)?;
     run(plan, &input)?;
     let start = Instant::now();

@@ -10,13 +10,7 @@ use rayon::prelude::*;
 const GEMM_COLUMNS_PER_TASK: usize = 512;
 
 /// Convolve one image `input` ([C_in, H, W]) into `out` ([C_out, OH, OW]).
-pub fn conv_image(
-    conv: &Conv,
-    input: &[f32],
-    in_hw: [usize; 2],
-    out: &mut [f32],
-    out_hw: [usize; 2],
-) {
+pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
     let in_per_group = conv.c_in / conv.groups;
     let out_per_group = conv.c_out / conv.groups;
     if in_per_group == 1 && out_per_group == 1 {
@@ -25,25 +19,18 @@ pub fn conv_image(
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];
         let pointwise = conv.kernel == [1, 1] && conv.stride == [1, 1] && conv.pads == [0; 4];
-        let mut cols = if pointwise {
-            Vec::new()
-        } else {
-            vec![0.0; k * pixels]
-        };
+        let mut cols = if pointwise { Vec::new() } else { vec![0.0; k * pixels] };
         for g in 0..conv.groups {
-            let group_in = &input[g * in_per_group * in_hw[0] * in_hw[1]..]
-                [..in_per_group * in_hw[0] * in_hw[1]];
+            let group_in = &input[g * in_per_group * in_hw[0] * in_hw[1]..][..in_per_group * in_hw[0] * in_hw[1]];
             let b = if pointwise {
                 group_in
             } else {
                 im2col(conv, group_in, in_hw, out_hw, &mut cols);
                 &cols[..]
             };
-            let a = ArrayView2::from_shape(
-                (out_per_group, k),
-                &conv.weight[g * out_per_group * k..][..out_per_group * k],
-            )
-            .expect("validated weight shape");
+            let a =
+                ArrayView2::from_shape((out_per_group, k), &conv.weight[g * out_per_group * k..][..out_per_group * k])
+                    .expect("validated weight shape");
             let b = ArrayView2::from_shape((k, pixels), b).expect("validated input shape");
             let c = ArrayViewMut2::from_shape(
                 (out_per_group, pixels),
@@ -54,12 +41,10 @@ pub fn conv_image(
         }
     }
     let pixels = out_hw[0] * out_hw[1];
-    out.par_chunks_mut(pixels)
-        .zip(conv.bias.par_iter())
-        .for_each(|(channel, &bias)| match conv.activation {
-            Some(act) => channel.iter_mut().for_each(|v| *v = act.apply(*v + bias)),
-            None => channel.iter_mut().for_each(|v| *v += bias),
-        });
+    out.par_chunks_mut(pixels).zip(conv.bias.par_iter()).for_each(|(channel, &bias)| match conv.activation {
+        Some(act) => channel.iter_mut().for_each(|v| *v = act.apply(*v + bias)),
+        None => channel.iter_mut().for_each(|v| *v += bias),
+    });
 }
 
 /// `c = a * b`, split over column blocks of `b` and `c` across threads.
@@ -72,25 +57,15 @@ pub(crate) fn parallel_gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: Array
         .axis_chunks_iter(Axis(1), GEMM_COLUMNS_PER_TASK)
         .zip(c.axis_chunks_iter_mut(Axis(1), GEMM_COLUMNS_PER_TASK))
         .collect();
-    tasks
-        .into_par_iter()
-        .for_each(|(b, mut c)| general_mat_mul(1.0, &a, &b, 0.0, &mut c));
+    tasks.into_par_iter().for_each(|(b, mut c)| general_mat_mul(1.0, &a, &b, 0.0, &mut c));
 }
 
 /// Output positions `[lo, hi)` whose input coordinate `o * stride + offset` lies inside
 /// `[0, len)`; outside it the window reads padding.
 fn valid_range(outputs: usize, stride: usize, offset: isize, len: usize) -> (usize, usize) {
-    let lo = if offset >= 0 {
-        0
-    } else {
-        (offset.unsigned_abs()).div_ceil(stride)
-    };
+    let lo = if offset >= 0 { 0 } else { (offset.unsigned_abs()).div_ceil(stride) };
     let end = len as isize - offset; // o * stride < end
-    let hi = if end <= 0 {
-        0
-    } else {
-        (end as usize).div_ceil(stride)
-    };
+    let hi = if end <= 0 { 0 } else { (end as usize).div_ceil(stride) };
     let hi = hi.min(outputs);
     (lo.min(hi), hi)
 }
@@ -101,80 +76,66 @@ fn im2col(conv: &Conv, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], 
     let [sh, sw] = conv.stride;
     let [dh, dw] = conv.dilation;
     let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
-    cols.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(row, col)| {
-            let c = row / (kh * kw);
-            let (ky, kx) = ((row / kw) % kh, row % kw);
-            let plane = &input[c * h * w..][..h * w];
-            let x_offset = (kx * dw) as isize - left;
-            let (lo, hi) = valid_range(ow, sw, x_offset, w);
-            for oy in 0..oh {
-                let y = (oy * sh + ky * dh) as isize - top;
-                let dst = &mut col[oy * ow..][..ow];
-                if y < 0 || y >= h as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &plane[y as usize * w..][..w];
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let first = (lo * sw) as isize + x_offset;
-                if sw == 1 {
-                    dst[lo..hi].copy_from_slice(&src[first as usize..][..hi - lo]);
-                } else {
-                    for (d, x) in dst[lo..hi].iter_mut().zip((first as usize..).step_by(sw)) {
-                        *d = src[x];
-                    }
+    cols.par_chunks_mut(oh * ow).enumerate().for_each(|(row, col)| {
+        let c = row / (kh * kw);
+        let (ky, kx) = ((row / kw) % kh, row % kw);
+        let plane = &input[c * h * w..][..h * w];
+        let x_offset = (kx * dw) as isize - left;
+        let (lo, hi) = valid_range(ow, sw, x_offset, w);
+        for oy in 0..oh {
+            let y = (oy * sh + ky * dh) as isize - top;
+            let dst = &mut col[oy * ow..][..ow];
+            if y < 0 || y >= h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[y as usize * w..][..w];
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            let first = (lo * sw) as isize + x_offset;
+            if sw == 1 {
+                dst[lo..hi].copy_from_slice(&src[first as usize..][..hi - lo]);
+            } else {
+                for (d, x) in dst[lo..hi].iter_mut().zip((first as usize..).step_by(sw)) {
+                    *d = src[x];
                 }
             }
-        });
+        }
+    });
 }
 
 /// One filter per channel: a direct loop, parallel over channels.
-fn depthwise(
-    conv: &Conv,
-    input: &[f32],
-    [h, w]: [usize; 2],
-    out: &mut [f32],
-    [oh, ow]: [usize; 2],
-) {
+fn depthwise(conv: &Conv, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [oh, ow]: [usize; 2]) {
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
     let [dh, dw] = conv.dilation;
     let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            let plane = &input[c * h * w..][..h * w];
-            let taps = &conv.weight[c * kh * kw..][..kh * kw];
-            dst.fill(0.0);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let tap = taps[ky * kw + kx];
-                    let x_offset = (kx * dw) as isize - left;
-                    let (lo, hi) = valid_range(ow, sw, x_offset, w);
-                    let first = ((lo * sw) as isize + x_offset) as usize;
-                    for oy in 0..oh {
-                        let y = (oy * sh + ky * dh) as isize - top;
-                        if y < 0 || y >= h as isize || lo == hi {
-                            continue;
-                        }
-                        let src = &plane[y as usize * w..][..w];
-                        let row = &mut dst[oy * ow..][lo..hi];
-                        if sw == 1 {
-                            row.iter_mut()
-                                .zip(&src[first..])
-                                .for_each(|(d, s)| *d += tap * s);
-                        } else {
-                            row.iter_mut()
-                                .zip(src[first..].iter().step_by(sw))
-                                .for_each(|(d, s)| *d += tap * s);
-                        }
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
+        let plane = &input[c * h * w..][..h * w];
+        let taps = &conv.weight[c * kh * kw..][..kh * kw];
+        dst.fill(0.0);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let tap = taps[ky * kw + kx];
+                let x_offset = (kx * dw) as isize - left;
+                let (lo, hi) = valid_range(ow, sw, x_offset, w);
+                let first = ((lo * sw) as isize + x_offset) as usize;
+                for oy in 0..oh {
+                    let y = (oy * sh + ky * dh) as isize - top;
+                    if y < 0 || y >= h as isize || lo == hi {
+                        continue;
+                    }
+                    let src = &plane[y as usize * w..][..w];
+                    let row = &mut dst[oy * ow..][lo..hi];
+                    if sw == 1 {
+                        row.iter_mut().zip(&src[first..]).for_each(|(d, s)| *d += tap * s);
+                    } else {
+                        row.iter_mut().zip(src[first..].iter().step_by(sw)).for_each(|(d, s)| *d += tap * s);
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 #[cfg(test)]
@@ -195,13 +156,10 @@ mod tests {
                     for ci in 0..ipg {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let y = (oy * conv.stride[0] + ky * conv.dilation[0]) as isize
-                                    - conv.pads[0] as isize;
-                                let x = (ox * conv.stride[1] + kx * conv.dilation[1]) as isize
-                                    - conv.pads[1] as isize;
+                                let y = (oy * conv.stride[0] + ky * conv.dilation[0]) as isize - conv.pads[0] as isize;
+                                let x = (ox * conv.stride[1] + kx * conv.dilation[1]) as isize - conv.pads[1] as isize;
                                 if y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w {
-                                    let v =
-                                        input[((g * ipg + ci) * h + y as usize) * w + x as usize];
+                                    let v = input[((g * ipg + ci) * h + y as usize) * w + x as usize];
                                     acc += v * conv.weight[((co * ipg + ci) * kh + ky) * kw + kx];
                                 }
                             }
@@ -225,9 +183,8 @@ mod tests {
         pads: [usize; 4],
         hw: usize,
     ) {
-        let weight: Vec<f32> = (0..c_out * c_in / groups * kernel * kernel)
-            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
-            .collect();
+        let weight: Vec<f32> =
+            (0..c_out * c_in / groups * kernel * kernel).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
         let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.1 - 0.2).collect();
         let conv = Conv {
             weight,
@@ -239,30 +196,16 @@ mod tests {
             dilation: [dilation; 2],
             pads,
             groups,
-            activation: Some(Activation::Clip {
-                min: -1.0,
-                max: 3.0,
-            }),
+            activation: Some(Activation::Clip { min: -1.0, max: 3.0 }),
         };
-        let input: Vec<f32> = (0..c_in * hw * hw)
-            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0)
-            .collect();
-        let oh = crate::geometry::window_output_len(
-            hw, kernel, stride, dilation, pads[0], pads[2], false,
-        )
-        .unwrap();
-        let ow = crate::geometry::window_output_len(
-            hw, kernel, stride, dilation, pads[1], pads[3], false,
-        )
-        .unwrap();
+        let input: Vec<f32> = (0..c_in * hw * hw).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
+        let oh = crate::geometry::window_output_len(hw, kernel, stride, dilation, pads[0], pads[2], false).unwrap();
+        let ow = crate::geometry::window_output_len(hw, kernel, stride, dilation, pads[1], pads[3], false).unwrap();
         let mut out = vec![f32::NAN; c_out * oh * ow];
         conv_image(&conv, &input, [hw, hw], &mut out, [oh, ow]);
         let expected = reference(&conv, &input, [hw, hw], [oh, ow]);
         for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                "element {i}: {a} vs {b}"
-            );
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "element {i}: {a} vs {b}");
         }
     }
 

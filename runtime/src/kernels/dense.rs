@@ -6,10 +6,8 @@ use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2};
 /// `input` is [batch, inputs], `out` is [batch, outputs].
 pub fn dense_batch(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) {
     let x = ArrayView2::from_shape((batch, dense.inputs), input).expect("validated input shape");
-    let w = ArrayView2::from_shape((dense.outputs, dense.inputs), &dense.weight)
-        .expect("validated weight shape");
-    let mut y = ArrayViewMut2::from_shape((batch, dense.outputs), &mut *out)
-        .expect("validated output shape");
+    let w = ArrayView2::from_shape((dense.outputs, dense.inputs), &dense.weight).expect("validated weight shape");
+    let mut y = ArrayViewMut2::from_shape((batch, dense.outputs), &mut *out).expect("validated output shape");
     general_mat_mul(1.0, &x, &w.t(), 0.0, &mut y);
     for row in out.chunks_exact_mut(dense.outputs) {
         for (v, b) in row.iter_mut().zip(&dense.bias) {
@@ -33,10 +31,7 @@ mod tests {
             bias: vec![0.5, -10.0],
             inputs: 3,
             outputs: 2,
-            activation: Some(Activation::Clip {
-                min: -1.0,
-                max: 5.0,
-            }),
+            activation: Some(Activation::Clip { min: -1.0, max: 5.0 }),
         };
         let mut out = vec![0.0; 4];
         dense_batch(&dense, &[1.0, 1.0, 1.0, 2.0, 0.0, -1.0], 2, &mut out);

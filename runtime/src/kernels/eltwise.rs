@@ -17,20 +17,14 @@ pub fn eltwise_image(
         EltwiseKind::Mul => x * y,
     };
     if a.len() == out.len() && b.len() == out.len() {
-        out.iter_mut()
-            .zip(a.iter().zip(b))
-            .for_each(|(o, (x, y))| *o = op(*x, *y));
+        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = op(*x, *y));
         return;
     }
     // Fast path for the squeeze-excite gate: [C, H, W] (op) [C, 1, 1] in either order.
     if let Some(channels) = per_channel(a_shape, b_shape, out_shape) {
         let (map, gate) = if a.len() == out.len() { (a, b) } else { (b, a) };
         let pixels = out.len() / channels;
-        for ((o, m), g) in out
-            .chunks_exact_mut(pixels)
-            .zip(map.chunks_exact(pixels))
-            .zip(gate)
-        {
+        for ((o, m), g) in out.chunks_exact_mut(pixels).zip(map.chunks_exact(pixels)).zip(gate) {
             o.iter_mut().zip(m).for_each(|(o, x)| *o = op(*x, *g));
         }
         return;
@@ -54,8 +48,7 @@ pub fn eltwise_image(
 
 /// Channel count when one operand is the full map and the other a [C, 1, 1] gate.
 fn per_channel(a: &[usize], b: &[usize], out: &[usize]) -> Option<usize> {
-    let gate =
-        |s: &[usize]| s.len() == out.len() && s[0] == out[0] && s[1..].iter().all(|&d| d == 1);
+    let gate = |s: &[usize]| s.len() == out.len() && s[0] == out[0] && s[1..].iter().all(|&d| d == 1);
     ((a == out && gate(b)) || (b == out && gate(a))).then(|| out[0])
 }
 
@@ -72,12 +65,7 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// `x[c] * scale[c] + shift[c]`, then the activation, in place, for one image.
-pub fn scale_shift_image(
-    data: &mut [f32],
-    scale: &[f32],
-    shift: &[f32],
-    activation: Option<Activation>,
-) {
+pub fn scale_shift_image(data: &mut [f32], scale: &[f32], shift: &[f32], activation: Option<Activation>) {
     let per_channel = data.len() / scale.len();
     for ((plane, s), t) in data.chunks_exact_mut(per_channel).zip(scale).zip(shift) {
         for v in plane.iter_mut() {
@@ -94,15 +82,7 @@ mod tests {
     #[test]
     fn same_shape_add() {
         let mut out = vec![0.0; 3];
-        eltwise_image(
-            EltwiseKind::Add,
-            &[1.0, 2.0, 3.0],
-            &[3],
-            &[10.0, 20.0, 30.0],
-            &[3],
-            &mut out,
-            &[3],
-        );
+        eltwise_image(EltwiseKind::Add, &[1.0, 2.0, 3.0], &[3], &[10.0, 20.0, 30.0], &[3], &mut out, &[3]);
         assert_eq!(out, vec![11.0, 22.0, 33.0]);
     }
 
@@ -111,26 +91,10 @@ mod tests {
         let map = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         let gate = [10.0, 0.5];
         let mut out = vec![0.0; 8];
-        eltwise_image(
-            EltwiseKind::Mul,
-            &map,
-            &[2, 2, 2],
-            &gate,
-            &[2, 1, 1],
-            &mut out,
-            &[2, 2, 2],
-        );
+        eltwise_image(EltwiseKind::Mul, &map, &[2, 2, 2], &gate, &[2, 1, 1], &mut out, &[2, 2, 2]);
         assert_eq!(out, vec![10.0, 20.0, 30.0, 40.0, 2.5, 3.0, 3.5, 4.0]);
         let mut swapped = vec![0.0; 8];
-        eltwise_image(
-            EltwiseKind::Mul,
-            &gate,
-            &[2, 1, 1],
-            &map,
-            &[2, 2, 2],
-            &mut swapped,
-            &[2, 2, 2],
-        );
+        eltwise_image(EltwiseKind::Mul, &gate, &[2, 1, 1], &map, &[2, 2, 2], &mut swapped, &[2, 2, 2]);
         assert_eq!(swapped, out);
     }
 

@@ -3,13 +3,7 @@
 use crate::plan::{Pool, PoolKind};
 
 /// Pool one image `input` ([C, H, W]) into `out` ([C, OH, OW]).
-pub fn pool_image(
-    pool: &Pool,
-    input: &[f32],
-    [h, w]: [usize; 2],
-    out: &mut [f32],
-    [oh, ow]: [usize; 2],
-) {
+pub fn pool_image(pool: &Pool, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [oh, ow]: [usize; 2]) {
     let [kh, kw] = pool.kernel;
     let [sh, sw] = pool.stride;
     let [dh, dw] = pool.dilation;
@@ -60,28 +54,14 @@ mod tests {
     use super::*;
 
     fn pool(kind: PoolKind, pads: [usize; 4], ceil_mode: bool, count_include_pad: bool) -> Pool {
-        Pool {
-            kind,
-            kernel: [2, 2],
-            stride: [2, 2],
-            dilation: [1, 1],
-            pads,
-            ceil_mode,
-            count_include_pad,
-        }
+        Pool { kind, kernel: [2, 2], stride: [2, 2], dilation: [1, 1], pads, ceil_mode, count_include_pad }
     }
 
     #[test]
     fn max_pool_2x2() {
         let input: Vec<f32> = (0..16).map(|v| v as f32).collect();
         let mut out = vec![0.0; 4];
-        pool_image(
-            &pool(PoolKind::Max, [0; 4], false, false),
-            &input,
-            [4, 4],
-            &mut out,
-            [2, 2],
-        );
+        pool_image(&pool(PoolKind::Max, [0; 4], false, false), &input, [4, 4], &mut out, [2, 2]);
         assert_eq!(out, vec![5.0, 7.0, 13.0, 15.0]);
     }
 
@@ -90,21 +70,9 @@ mod tests {
         // 3x3 input of ones, pad 1 on top/left: the corner window holds 1 real value.
         let input = vec![1.0; 9];
         let mut out = vec![0.0; 4];
-        pool_image(
-            &pool(PoolKind::Average, [1, 1, 0, 0], false, false),
-            &input,
-            [3, 3],
-            &mut out,
-            [2, 2],
-        );
+        pool_image(&pool(PoolKind::Average, [1, 1, 0, 0], false, false), &input, [3, 3], &mut out, [2, 2]);
         assert_eq!(out, vec![1.0; 4]);
-        pool_image(
-            &pool(PoolKind::Average, [1, 1, 0, 0], false, true),
-            &input,
-            [3, 3],
-            &mut out,
-            [2, 2],
-        );
+        pool_image(&pool(PoolKind::Average, [1, 1, 0, 0], false, true), &input, [3, 3], &mut out, [2, 2]);
         assert_eq!(out, vec![0.25, 0.5, 0.5, 1.0]);
     }
 

@@ -10,9 +10,7 @@ fn pair(ctx: &NodeCtx, name: &str, default: [usize; 2]) -> Result<[usize; 2]> {
     match ctx.attr_ints(name).as_deref() {
         None => Ok(default),
         Some(&[a, b]) if a > 0 && b > 0 => Ok([a as usize, b as usize]),
-        Some(v) => Err(ctx.err(format!(
-            "{name} {v:?} must be two positive values (only 2-D windows are supported)"
-        ))),
+        Some(v) => Err(ctx.err(format!("{name} {v:?} must be two positive values (only 2-D windows are supported)"))),
     }
 }
 
@@ -20,9 +18,9 @@ fn padding(ctx: &NodeCtx) -> Result<Padding> {
     match ctx.attr_string("auto_pad").as_deref().unwrap_or("NOTSET") {
         "NOTSET" | "" => match ctx.attr_ints("pads").as_deref() {
             None => Ok(Padding::Explicit([0; 4])),
-            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => Ok(Padding::Explicit([
-                t as usize, l as usize, b as usize, r as usize,
-            ])),
+            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
+                Ok(Padding::Explicit([t as usize, l as usize, b as usize, r as usize]))
+            }
             Some(v) => Err(ctx.err(format!("pads {v:?} must be four non-negative values"))),
         },
         "VALID" => Ok(Padding::Explicit([0; 4])),
@@ -34,24 +32,18 @@ fn padding(ctx: &NodeCtx) -> Result<Padding> {
 
 pub(super) fn conv(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
     let x = ctx.input_node(0)?;
-    let w = ctx
-        .input_const(1)?
-        .ok_or_else(|| ctx.err("has no weight input"))?;
+    let w = ctx.input_const(1)?.ok_or_else(|| ctx.err("has no weight input"))?;
     let &[_, _, kh, kw] = w.dims.as_slice() else {
-        return Err(ctx.err(format!(
-            "weight has shape {:?}; only 2-D convolutions (4-D weights) are supported",
-            w.dims
-        )));
+        return Err(
+            ctx.err(format!("weight has shape {:?}; only 2-D convolutions (4-D weights) are supported", w.dims))
+        );
     };
     if matches!(w.data, ConstData::I64(_)) {
         return Err(ctx.err("integer weights are not supported"));
     }
     if let Some(k) = ctx.attr_ints("kernel_shape") {
         if k != [kh as i64, kw as i64] {
-            return Err(ctx.err(format!(
-                "kernel_shape {k:?} disagrees with the weight shape {:?}",
-                w.dims
-            )));
+            return Err(ctx.err(format!("kernel_shape {k:?} disagrees with the weight shape {:?}", w.dims)));
         }
     }
     let groups = ctx.attr_int("group", 1);
@@ -59,9 +51,7 @@ pub(super) fn conv(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
         return Err(ctx.err(format!("group {groups} must be positive")));
     }
     let weight = weights.add(w.dims.clone(), w.to_f32());
-    let bias = ctx
-        .input_const(2)?
-        .map(|b| weights.add(b.dims.clone(), b.to_f32()));
+    let bias = ctx.input_const(2)?.map(|b| weights.add(b.dims.clone(), b.to_f32()));
     let op = Conv {
         weight,
         bias,
@@ -79,17 +69,13 @@ pub(super) fn pool(ctx: &NodeCtx) -> Result<Lowered> {
     if ctx.has_output(1) {
         return Err(ctx.err("the Indices output is not supported"));
     }
-    let kind = if ctx.op_type() == "MaxPool" {
-        PoolKind::Max
-    } else {
-        PoolKind::Average
-    };
+    let kind = if ctx.op_type() == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
     let kernel = match ctx.attr_ints("kernel_shape").as_deref() {
         Some(&[a, b]) if a > 0 && b > 0 => [a as usize, b as usize],
         other => {
-            return Err(ctx.err(format!(
-            "kernel_shape {other:?} must be two positive values (only 2-D pooling is supported)"
-        )))
+            return Err(
+                ctx.err(format!("kernel_shape {other:?} must be two positive values (only 2-D pooling is supported)"))
+            )
         }
     };
     let op = Pool {

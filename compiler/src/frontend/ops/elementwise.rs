@@ -12,26 +12,12 @@ pub(super) fn binary(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered>
     let is_add = ctx.op_type() == "Add";
     match (ctx.input_either(0)?, ctx.input_either(1)?) {
         (Ok(a), Ok(b)) => {
-            let kind = if is_add {
-                EltwiseKind::Add
-            } else {
-                EltwiseKind::Mul
-            };
-            Ok(Lowered::Op(
-                Op::Eltwise {
-                    kind,
-                    activation: None,
-                },
-                vec![a, b],
-            ))
+            let kind = if is_add { EltwiseKind::Add } else { EltwiseKind::Mul };
+            Ok(Lowered::Op(Op::Eltwise { kind, activation: None }, vec![a, b]))
         }
         (Ok(x), Err(c)) | (Err(c), Ok(x)) => {
             let constant = weights.add(c.dims.clone(), c.to_f32());
-            let kind = if is_add {
-                EltwiseKind::Add
-            } else {
-                EltwiseKind::Mul
-            };
+            let kind = if is_add { EltwiseKind::Add } else { EltwiseKind::Mul };
             Ok(Lowered::Op(Op::BroadcastConst { kind, constant }, vec![x]))
         }
         (Err(_), Err(_)) => Err(ctx.err("both operands are constants; fold them before export")),
@@ -44,38 +30,17 @@ pub(super) fn batch_norm(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowe
         return Err(ctx.err("training-mode outputs (running mean/var) are not supported"));
     }
     let param = |i: usize, what: &str| -> Result<Vec<f32>> {
-        Ok(ctx
-            .input_const(i)?
-            .ok_or_else(|| ctx.err(format!("has no {what} input")))?
-            .to_f32())
+        Ok(ctx.input_const(i)?.ok_or_else(|| ctx.err(format!("has no {what} input")))?.to_f32())
     };
-    let (gamma, beta, mean, var) = (
-        param(1, "scale")?,
-        param(2, "bias")?,
-        param(3, "mean")?,
-        param(4, "var")?,
-    );
+    let (gamma, beta, mean, var) = (param(1, "scale")?, param(2, "bias")?, param(3, "mean")?, param(4, "var")?);
     let c = gamma.len();
     if [beta.len(), mean.len(), var.len()] != [c; 3] {
         return Err(ctx.err("scale, bias, mean and var must have the same length"));
     }
     let eps = ctx.attr_float("epsilon", 1e-5);
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(g, v)| g / (v + eps).sqrt())
-        .collect();
-    let shift: Vec<f32> = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((b, m), s)| b - m * s)
-        .collect();
-    let op = ScaleShift {
-        scale: weights.add(vec![c], scale),
-        shift: weights.add(vec![c], shift),
-        activation: None,
-    };
+    let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+    let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    let op = ScaleShift { scale: weights.add(vec![c], scale), shift: weights.add(vec![c], shift), activation: None };
     Ok(Lowered::Op(Op::ScaleShift(op), vec![x]))
 }
 
@@ -85,10 +50,9 @@ pub(super) fn activation(ctx: &NodeCtx) -> Result<Lowered> {
         "Relu" => Activation::Relu,
         "Sigmoid" => Activation::Sigmoid,
         "HardSwish" => Activation::HardSwish,
-        "HardSigmoid" => Activation::HardSigmoid {
-            alpha: ctx.attr_float("alpha", 0.2),
-            beta: ctx.attr_float("beta", 0.5),
-        },
+        "HardSigmoid" => {
+            Activation::HardSigmoid { alpha: ctx.attr_float("alpha", 0.2), beta: ctx.attr_float("beta", 0.5) }
+        }
         "Clip" => clip(ctx)?,
         other => return Err(ctx.err(format!("{other} is not an activation"))),
     };
@@ -98,17 +62,12 @@ pub(super) fn activation(ctx: &NodeCtx) -> Result<Lowered> {
 /// Clip bounds: attributes before opset 11, optional constant inputs from 11 on.
 fn clip(ctx: &NodeCtx) -> Result<Activation> {
     let (min, max) = if ctx.opset() < 11 {
-        (
-            ctx.attr_float("min", f32::MIN),
-            ctx.attr_float("max", f32::MAX),
-        )
+        (ctx.attr_float("min", f32::MIN), ctx.attr_float("max", f32::MAX))
     } else {
         let bound = |i: usize, default: f32| -> Result<f32> {
             match ctx.input_const(i)? {
                 None => Ok(default),
-                Some(c) => c
-                    .scalar_f32()
-                    .ok_or_else(|| ctx.err(format!("bound {i} must be a scalar"))),
+                Some(c) => c.scalar_f32().ok_or_else(|| ctx.err(format!("bound {i} must be a scalar"))),
             }
         };
         (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)

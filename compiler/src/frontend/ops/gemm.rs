@@ -21,9 +21,7 @@ pub(super) fn gemm(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
     if ctx.attr_int("transA", 0) != 0 {
         return Err(ctx.err("transA = 1 is not supported (the batch must stay the first axis)"));
     }
-    let b = ctx
-        .input_const(1)?
-        .ok_or_else(|| ctx.err("has no B input"))?;
+    let b = ctx.input_const(1)?.ok_or_else(|| ctx.err("has no B input"))?;
     let &[rows, cols] = b.dims.as_slice() else {
         return Err(ctx.err(format!("B has shape {:?}; it must be 2-D", b.dims)));
     };
@@ -44,56 +42,30 @@ pub(super) fn gemm(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
                 [] | [1] | [1, 1] => vec![values[0]; out],
                 [n] | [1, n] if *n == out => values,
                 other => {
-                    return Err(ctx.err(format!(
-                    "C has shape {other:?}; only a bias of shape [{out}] or a scalar is supported"
-                )))
+                    return Err(ctx
+                        .err(format!("C has shape {other:?}; only a bias of shape [{out}] or a scalar is supported")))
                 }
             };
-            Some(weights.add(
-                vec![out],
-                per_output.into_iter().map(|v| v * beta).collect(),
-            ))
+            Some(weights.add(vec![out], per_output.into_iter().map(|v| v * beta).collect()))
         }
     };
-    Ok(Lowered::Op(
-        Op::Dense(Dense {
-            weight,
-            bias,
-            activation: None,
-        }),
-        vec![x],
-    ))
+    Ok(Lowered::Op(Op::Dense(Dense { weight, bias, activation: None }), vec![x]))
 }
 
 pub(super) fn matmul(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
     let x = ctx.input_node(0)?;
-    let b = ctx
-        .input_const(1)?
-        .ok_or_else(|| ctx.err("has no B input"))?;
+    let b = ctx.input_const(1)?.ok_or_else(|| ctx.err("has no B input"))?;
     let &[rows, cols] = b.dims.as_slice() else {
-        return Err(ctx.err(format!(
-            "B has shape {:?}; only a constant 2-D B is supported",
-            b.dims
-        )));
+        return Err(ctx.err(format!("B has shape {:?}; only a constant 2-D B is supported", b.dims)));
     };
     let weight = weights.add(vec![cols, rows], transpose(&b.to_f32(), rows, cols));
-    Ok(Lowered::Op(
-        Op::Dense(Dense {
-            weight,
-            bias: None,
-            activation: None,
-        }),
-        vec![x],
-    ))
+    Ok(Lowered::Op(Op::Dense(Dense { weight, bias: None, activation: None }), vec![x]))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn transpose_swaps_axes() {
-        assert_eq!(
-            super::transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
-            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
-        );
+        assert_eq!(super::transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 }

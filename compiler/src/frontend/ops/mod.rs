@@ -24,8 +24,6 @@ pub(crate) fn lower(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> 
         "Concat" => shape::concat(ctx),
         "Identity" | "Dropout" => shape::identity(ctx),
         "Constant" => shape::constant(ctx),
-        other => Err(ctx.err(format!(
-            "no builder for {other} (listed as supported: a hassc bug)"
-        ))),
+        other => Err(ctx.err(format!("no builder for {other} (listed as supported: a hassc bug)"))),
     }
 }
