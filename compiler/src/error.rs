@@ -68,6 +68,12 @@ pub enum CompileError {
     /// The board file is invalid.
     #[error(transparent)]
     Board(#[from] BoardError),
+    /// No design fits the board.
+    #[error(transparent)]
+    Allocation(#[from] crate::search::AllocationError),
+    /// A command-line or configuration value is invalid.
+    #[error("{0}")]
+    Options(String),
 }
 
 fn list_nodes(nodes: &[UnsupportedNode]) -> String {

@@ -6,18 +6,22 @@
 //!
 //! ```no_run
 //! let board = hassc::board::Board::resolve("u250")?;
-//! let graph = hassc::load_model(std::path::Path::new("model.onnx"))?;
-//! let artifact: Vec<u8> = hassc::backend::emit(&graph, &board);
-//! # Ok::<(), hassc::CompileError>(())
+//! let compiled = hassc::compile(std::path::Path::new("model.onnx"), &board, &Default::default())?;
+//! println!("{:.0} images/s", compiled.design.throughput_fps());
+//! std::fs::write("model.hass", &compiled.artifact)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod backend;
 pub mod board;
+pub mod design;
 mod error;
 pub mod frontend;
+pub mod hw;
 pub mod ir;
 pub mod passes;
 pub mod report;
+pub mod search;
 
 pub use error::{CompileError, Result, UnsupportedNode};
 
@@ -31,11 +35,23 @@ pub fn load_model(path: &std::path::Path) -> Result<ir::Graph> {
     Ok(graph)
 }
 
-/// Compile `model` for `board` into artifact bytes.
-pub fn compile(model: &std::path::Path, board: &board::Board) -> Result<Vec<u8>> {
+/// A compiled model: its graph, its hardware design and the artifact bytes.
+pub struct Compiled {
+    /// The graph after the pass pipeline.
+    pub graph: ir::Graph,
+    /// The allocated design.
+    pub design: design::Design,
+    /// The `.hass` bytes.
+    pub artifact: Vec<u8>,
+}
+
+/// Compile `model` for `board`: import, passes, allocation, artifact.
+pub fn compile(model: &std::path::Path, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {
     let graph = load_model(model)?;
+    let design = design::design(&graph, board, options)?;
     let _span = tracing::info_span!("backend").entered();
-    Ok(backend::emit(&graph, board))
+    let artifact = backend::emit(&graph, board, &design.layers);
+    Ok(Compiled { graph, design, artifact })
 }
 
 #[cfg(test)]
@@ -46,7 +62,7 @@ pub(crate) mod testing {
     /// Emit `graph`, load it in the runtime and run it on a deterministic input.
     pub fn run_graph(graph: &Graph, seed: u32) -> Vec<f32> {
         let board = crate::board::Board::resolve("u250").unwrap();
-        let bytes = crate::backend::emit(graph, &board);
+        let bytes = crate::backend::emit(graph, &board, &Default::default());
         let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
         let mut shape = vec![2];
         shape.extend_from_slice(graph.shape(graph.input));

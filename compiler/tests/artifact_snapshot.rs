@@ -10,7 +10,8 @@ use std::path::Path;
 fn compiler_reproduces_the_checked_in_artifact() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
     let board = hassc::board::Board::resolve("zcu102").unwrap();
-    let bytes = hassc::compile(&data.join("models/fmnist_cnn_op13.onnx"), &board).unwrap();
+    let bytes =
+        hassc::compile(&data.join("models/fmnist_cnn_op13.onnx"), &board, &Default::default()).unwrap().artifact;
     let snapshot = data.join(format!("artifacts/fmnist_cnn_op13.v{}.hass", hass_proto::FORMAT_VERSION));
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::write(&snapshot, &bytes).unwrap();

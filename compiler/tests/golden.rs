@@ -64,7 +64,7 @@ fn check_file(name: &str, model: &str) {
     let golden = npy::read_f32(&data.join(format!("golden/{name}.npy"))).unwrap();
 
     let board = hassc::board::Board::resolve("zcu102").unwrap();
-    let bytes = hassc::compile(&model, &board).unwrap();
+    let bytes = hassc::compile(&model, &board, &Default::default()).unwrap().artifact;
     let plan = hass_runtime::load_bytes(&bytes).unwrap();
     let outputs = hass_runtime::run(&plan, &images).unwrap().remove(0);
     assert_eq!(outputs.shape(), golden.shape(), "{name}: output shape");

@@ -124,7 +124,7 @@ impl Model {
         let graph = hassc::load_model(&path).unwrap_or_else(|e| panic!("hassc: {e}"));
         let ops = hassc::report::summarize(&graph).layers.into_iter().map(|l| l.op).collect();
         let board = hassc::board::Board::resolve("u250").unwrap();
-        let plan = hass_runtime::load_bytes(&hassc::backend::emit(&graph, &board)).unwrap();
+        let plan = hass_runtime::load_bytes(&hassc::backend::emit(&graph, &board, &Default::default())).unwrap();
 
         let shape: Vec<usize> = self.input.iter().map(|&d| d as usize).collect();
         let n: usize = shape.iter().product();

@@ -4,18 +4,42 @@
 //! order layers reference them. Value ids: 0 is the input, `i + 1` the output of layer `i`.
 
 use crate::board::Board;
-use crate::ir::{Activation, EltwiseKind, Graph, Op, Padding, PoolKind, WeightId};
+use crate::design::LayerHardware;
+use crate::hw::cost::Placement;
+use crate::ir::{Activation, EltwiseKind, Graph, NodeId, Op, Padding, PoolKind, WeightId};
 use hass_proto as pb;
 use std::collections::HashMap;
 
-/// The artifact bytes for `graph`, compiled for `board`. Same inputs, same bytes.
-pub fn emit(graph: &Graph, board: &Board) -> Vec<u8> {
-    let (schedule, weights) = lower(graph, board);
+/// The artifact bytes for `graph`, compiled for `board`, with each layer's hardware from
+/// `hardware` (layers it does not name get no parallelism). Same inputs, same bytes.
+pub fn emit(graph: &Graph, board: &Board, hardware: &HashMap<NodeId, LayerHardware>) -> Vec<u8> {
+    let (schedule, weights) = lower(graph, board, hardware);
     pb::encode(&schedule, &weights)
 }
 
+fn folding(hw: Option<&LayerHardware>) -> pb::Folding {
+    let Some(hw) = hw else {
+        return pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1, spatial: 1, ..Default::default() };
+    };
+    let f = hw.folding;
+    pb::Folding {
+        coarse_in: f.coarse_in as u32,
+        coarse_out: f.coarse_out as u32,
+        coarse_group: f.coarse_group as u32,
+        fine: f.fine as u32,
+        spatial: f.spatial as u32,
+        channel_stream: hw.channel_stream.clone(),
+        placement: match hw.placement {
+            Placement::Bram => pb::WeightPlacement::Bram,
+            Placement::Uram => pb::WeightPlacement::Uram,
+            Placement::OffChip => pb::WeightPlacement::OffChip,
+        } as i32,
+        partition: hw.partition,
+    }
+}
+
 /// The schedule and weights section for `graph`.
-pub fn lower(graph: &Graph, board: &Board) -> (pb::Schedule, Vec<u8>) {
+pub fn lower(graph: &Graph, board: &Board, hardware: &HashMap<NodeId, LayerHardware>) -> (pb::Schedule, Vec<u8>) {
     let mut writer = pb::WeightsWriter::default();
     let layers_in_order = graph.layers();
     let mut value_of: HashMap<_, u32> = HashMap::from([(graph.input, 0)]);
@@ -28,7 +52,7 @@ pub fn lower(graph: &Graph, board: &Board) -> (pb::Schedule, Vec<u8>) {
             name: node.name.clone(),
             inputs,
             output: Some(tensor_type(graph.shape(id))),
-            folding: Some(pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1 }),
+            folding: Some(folding(hardware.get(&id))),
             op: Some(op),
         });
         value_of.insert(id, i as u32 + 1);

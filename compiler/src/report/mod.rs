@@ -1,7 +1,9 @@
 //! What users read: the per-layer inspect table and its JSON form, and a Graphviz view.
 
+mod design;
 mod dot;
 mod inspect;
 
+pub use design::{report, DesignReport};
 pub use dot::to_dot;
 pub use inspect::{summarize, LayerSummary, ModelSummary};

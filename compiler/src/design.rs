@@ -1,0 +1,221 @@
+//! From a compiled graph to a hardware design: the stages, their sparsity statistics, the
+//! allocation, and what the design achieves. The glue between `hw`, `search` and `backend`.
+
+use crate::board::Board;
+use crate::error::{CompileError, Result};
+use crate::hw::cost::{stage_cost, Folding, Placement};
+use crate::hw::pipeline::Network;
+use crate::hw::sparse::{deal_snake, LayerSparsity};
+use crate::hw::stage::{stages, StageKind};
+use crate::hw::{Budget, Precision};
+use crate::ir::{Graph, NodeId};
+use crate::search::{allocate, Allocation, Allocator};
+use std::collections::{BTreeMap, HashMap};
+
+/// Where the sparsity statistics of the cost model come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum SparsitySource {
+    /// None: every stage dense.
+    #[default]
+    Dense,
+    /// The same product sparsity for every conv and fully connected stage (binomial
+    /// histograms): a "what if" before pruning anything.
+    Uniform(f64),
+    /// Product sparsity per layer name; layers not named are dense.
+    PerLayer(BTreeMap<String, f64>),
+}
+
+/// Everything that shapes a design besides the model and the board.
+#[derive(Clone, Debug)]
+pub struct DesignOptions {
+    /// Allocator.
+    pub allocator: Allocator,
+    /// Operand widths.
+    pub precision: Precision,
+    /// Sparsity statistics.
+    pub sparsity: SparsitySource,
+    /// Images per batch, for the batched throughput (pipeline fill, reconfiguration).
+    pub batch: usize,
+}
+
+impl Default for DesignOptions {
+    fn default() -> Self {
+        DesignOptions {
+            allocator: Allocator::Exact,
+            precision: Precision::default(),
+            sparsity: SparsitySource::Dense,
+            batch: 256,
+        }
+    }
+}
+
+/// The hardware of one layer, as the backend records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerHardware {
+    /// Folding factors.
+    pub folding: Folding,
+    /// Weight placement.
+    pub placement: Placement,
+    /// Stream of each input channel (conv stages), in channel order.
+    pub channel_stream: Vec<u32>,
+    /// Partition the layer runs in.
+    pub partition: u32,
+}
+
+/// An allocated design.
+#[derive(Clone, Debug)]
+pub struct Design {
+    /// One allocation per partition, in execution order.
+    pub partitions: Vec<Allocation>,
+    /// The capped budget it was made for.
+    pub budget: Budget,
+    /// The options it was made with.
+    pub options: DesignOptions,
+    /// The whole network (all partitions).
+    pub network: Network,
+    /// Per layer, by node.
+    pub layers: HashMap<NodeId, LayerHardware>,
+    /// Board reconfiguration time, seconds.
+    pub reconfiguration_s: f64,
+}
+
+impl Design {
+    /// Images per second: steady state for one partition; for several, a batch through
+    /// each partition in turn, paying every reconfiguration.
+    pub fn throughput_fps(&self) -> f64 {
+        if self.partitions.len() == 1 {
+            self.partitions[0].eval.throughput_fps
+        } else {
+            self.batch_fps()
+        }
+    }
+
+    /// Images per second over one batch of `options.batch`, pipeline fill included (and
+    /// reconfigurations when partitioned).
+    pub fn batch_fps(&self) -> f64 {
+        let b = self.options.batch.max(1) as f64;
+        let f = self.budget.clock_hz;
+        let reconf = if self.partitions.len() > 1 { self.reconfiguration_s } else { 0.0 };
+        let seconds: f64 =
+            self.partitions.iter().map(|p| (p.eval.latency_s * f + (b - 1.0) * p.eval.ii) / f + reconf).sum();
+        b / seconds
+    }
+
+    /// First image's latency, seconds (partitions run one after another).
+    pub fn latency_s(&self) -> f64 {
+        let reconf =
+            if self.partitions.len() > 1 { self.reconfiguration_s * self.partitions.len() as f64 } else { 0.0 };
+        self.partitions.iter().map(|p| p.eval.latency_s).sum::<f64>() + reconf
+    }
+}
+
+fn sparsity_for(graph: &Graph, source: &SparsitySource) -> Result<Vec<Option<LayerSparsity>>> {
+    let stages = stages(graph);
+    if let SparsitySource::PerLayer(map) = source {
+        let valid: Vec<&str> = stages.iter().filter(|s| s.is_conv()).map(|s| s.name.as_str()).collect();
+        for (name, &s) in map {
+            if !valid.contains(&name.as_str()) {
+                return Err(CompileError::Options(format!(
+                    "sparsity file names layer {name:?}, which is not a conv or fully connected layer of this model; valid names: {}",
+                    valid.join(", ")
+                )));
+            }
+            check_fraction(&format!("sparsity of {name}"), s)?;
+        }
+    }
+    Ok(stages
+        .iter()
+        .map(|s| {
+            let window = s.window_size();
+            let value = match source {
+                _ if !s.is_conv() => None,
+                SparsitySource::Dense => None,
+                SparsitySource::Uniform(v) => Some(*v),
+                SparsitySource::PerLayer(map) => map.get(&s.name).copied(),
+            };
+            value.map(|v| LayerSparsity::uniform(v, window))
+        })
+        .collect())
+}
+
+/// A value in [0, 1).
+pub fn check_fraction(what: &str, v: f64) -> Result<()> {
+    if (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(CompileError::Options(format!("{what} must be in [0, 1), got {v}")))
+    }
+}
+
+/// The network model of `graph` under `options`.
+pub fn network(graph: &Graph, options: &DesignOptions) -> Result<Network> {
+    let sparsity = sparsity_for(graph, &options.sparsity)?;
+    let words = |id: NodeId| graph.shape(id).iter().product::<usize>();
+    let output_words = graph.outputs.iter().map(|&o| words(o)).sum();
+    Ok(Network::new(stages(graph), sparsity, options.precision, words(graph.input), output_words))
+}
+
+/// Allocate `graph` on `board`.
+pub fn design(graph: &Graph, board: &Board, options: &DesignOptions) -> Result<Design> {
+    let network = network(graph, options)?;
+    let budget = Budget::of(board);
+    let partitions = allocate(&network, &budget, options.allocator)?;
+    let mut layers = HashMap::new();
+    for (p, part) in partitions.iter().enumerate() {
+        for (k, choice) in part.choices.iter().enumerate() {
+            let stage = &network.stages[part.offset + k];
+            let channel_stream = match &stage.kind {
+                StageKind::Conv { c_in, .. } => {
+                    let streams = choice.folding.coarse_in * choice.folding.coarse_group;
+                    let loads: Vec<f64> = match &network.sparsity[part.offset + k] {
+                        Some(s) if s.histograms.len() == *c_in => {
+                            s.window_cycles(stage.window_size(), choice.folding.fine)
+                        }
+                        _ => vec![1.0; *c_in],
+                    };
+                    deal_snake(&loads, streams).into_iter().map(|s| s as u32).collect()
+                }
+                _ => Vec::new(),
+            };
+            layers.insert(
+                stage.node,
+                LayerHardware {
+                    folding: choice.folding,
+                    placement: choice.placement,
+                    channel_stream,
+                    partition: p as u32,
+                },
+            );
+        }
+    }
+    Ok(Design {
+        partitions,
+        budget,
+        options: options.clone(),
+        network,
+        layers,
+        reconfiguration_s: board.system.reconfiguration_s,
+    })
+}
+
+/// Cost of stage `global` (index in the whole network) as chosen in `design`.
+pub fn chosen_cost(design: &Design, global: usize) -> (crate::hw::cost::StageCost, usize) {
+    let (p, part) = design
+        .partitions
+        .iter()
+        .enumerate()
+        .find(|(_, a)| (a.offset..a.offset + a.choices.len()).contains(&global))
+        .expect("every stage is in a partition");
+    let choice = part.choices[global - part.offset];
+    let s = &design.network.stages[global];
+    (
+        stage_cost(
+            s,
+            choice.folding,
+            choice.placement,
+            design.network.precision,
+            design.network.sparsity[global].as_ref(),
+        ),
+        p,
+    )
+}

@@ -1,0 +1,380 @@
+//! Cycles and resources of one stage at one folding (REFERENCE §2.1-2.7).
+//!
+//! Where this model departs from fpgaConvNet's, and why:
+//! - Folding factors need not divide the channel counts: a stage with `coarse_out = 3` on 64
+//!   channels runs `ceil(64 / 3) = 22` passes with one lane idle on the last. Divisor-only
+//!   factors quantise parallelism so coarsely (64 channels: 1, 2, 4, 8, ...) that a balanced
+//!   pipeline sits far below the DSP roofline; the idle lanes are charged all the same.
+//! - `spatial` (pixels per cycle, FINN's multi-pixel mode, HPIPE) lets the stages on large
+//!   early maps take several pixels per cycle. It multiplies multipliers, window logic and
+//!   line-buffer width, not weight memory (the pixels share the weights).
+//! - Activations are fused into the stage that produces their input and charged per output
+//!   lane; stand-alone element-wise stages get as many lanes as the pipeline needs, charged
+//!   per lane.
+//!
+//! LUT/FF model (linear in the folding, like fpgaConvNet's regressions). Calibration: its
+//! designs measured here (REFERENCE §8) spend about 150 LUTs per DSP in use over the whole
+//! design; the per-multiplier, per-window-tap and per-lane constants below are set so a
+//! dense 16-bit design of conv stages lands at that ratio once its window, accumulation and
+//! element-wise logic is included (see `tests::dense_conv_costs_about_150_luts_per_dsp`).
+//! FFs follow LUTs at 1.3 per LUT (pipelined datapaths register most LUT outputs).
+//! Widths scale the per-bit terms linearly.
+
+use super::memory::{self, MemoryCost};
+use super::sparse::{deal_snake, max_stream_mean, LayerSparsity};
+use super::stage::{LaneOp, Stage, StageKind};
+use super::{Precision, Usage};
+use crate::ir::{Activation, EltwiseKind, PoolKind};
+
+/// Control, FIFOs and glue of a conv stage.
+pub const CONV_BASE_LUT: f64 = 1200.0;
+/// Control and FIFOs of an element-wise stage.
+pub const LANES_BASE_LUT: f64 = 150.0;
+/// Per multiplier at 16 bit: adder-tree slice, weight read mux, accumulation share, pipeline.
+pub const LUT_PER_MULT_16: f64 = 130.0;
+/// Per window tap per input lane at 16 bit: sliding-window shift register and tap mux.
+pub const LUT_PER_TAP_16: f64 = 16.0;
+/// Per output lane at 16 bit: accumulator, bias add, output formatting (32-bit accumulate).
+pub const LUT_PER_ACC_16: f64 = 64.0;
+/// Sparse crossbar per input lane, per (tap x multiplier) pair at 16 bit, plus zero detect.
+pub const LUT_PER_XBAR_16: f64 = 6.0;
+/// FFs per LUT.
+pub const FF_PER_LUT: f64 = 1.3;
+
+/// How many ways a stage is unrolled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Folding {
+    /// Input channels in parallel (per group); channel lanes for element-wise stages.
+    pub coarse_in: usize,
+    /// Output channels in parallel (per group).
+    pub coarse_out: usize,
+    /// Groups in parallel.
+    pub coarse_group: usize,
+    /// Multipliers per window.
+    pub fine: usize,
+    /// Output pixels per cycle.
+    pub spatial: usize,
+}
+
+impl Folding {
+    /// No parallelism at all.
+    pub const ONE: Folding = Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1, spatial: 1 };
+}
+
+/// Where a conv stage keeps its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Placement {
+    /// Block RAM (or LUTRAM when tiny).
+    Bram,
+    /// UltraRAM.
+    Uram,
+    /// Streamed from off-chip memory once per image, through a small on-chip FIFO.
+    OffChip,
+}
+
+impl Placement {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Bram => "bram",
+            Placement::Uram => "uram",
+            Placement::OffChip => "off-chip",
+        }
+    }
+}
+
+/// A stage's cost at one folding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageCost {
+    /// Cycles per image.
+    pub cycles: f64,
+    /// Resources.
+    pub usage: Usage,
+}
+
+/// Cost of `stage` at `folding`, weights at `placement`, with `sparsity` (conv stages only).
+pub fn stage_cost(
+    stage: &Stage,
+    folding: Folding,
+    placement: Placement,
+    precision: Precision,
+    sparsity: Option<&LayerSparsity>,
+) -> StageCost {
+    match &stage.kind {
+        StageKind::Conv { .. } => conv_cost(stage, folding, placement, precision, sparsity),
+        StageKind::Lanes { .. } => lanes_cost(stage, folding, precision),
+        StageKind::Free => StageCost { cycles: 0.0, usage: Usage::default() },
+    }
+}
+
+/// Cycles of a conv stage (REFERENCE §2.2-2.4, with ceilings for non-divisor factors).
+pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) -> f64 {
+    let StageKind::Conv { c_in, c_out, groups, kernel, in_hw, out_hw, .. } = stage.kind else {
+        unreachable!("conv stage")
+    };
+    let window = kernel[0] * kernel[1];
+    let (cin_g, cout_g) = (c_in / groups, c_out / groups);
+    let pixels = (out_hw[0] * out_hw[1].div_ceil(f.spatial)) as f64;
+    let channel_passes = cin_g.div_ceil(f.coarse_in) * groups.div_ceil(f.coarse_group);
+    let filter_passes = cout_g.div_ceil(f.coarse_out) as f64;
+    let compute = match sparsity.filter(|s| s.is_sparse()) {
+        None => pixels * channel_passes as f64 * window.div_ceil(f.fine) as f64 * filter_passes,
+        Some(s) => {
+            let streams = f.coarse_in * f.coarse_group;
+            let loads = s.window_cycles(window, f.fine);
+            let worst = if loads.len() == 1 {
+                loads[0]
+            } else {
+                max_stream_mean(&loads, &deal_snake(&loads, streams), streams)
+            };
+            // A 1x1 window holds one product: skipping needs compaction across the input
+            // streams, so the speed-up is capped at coarse_in (none with one stream).
+            let worst = if window == 1 { worst.max(1.0 / f.coarse_in as f64) } else { worst };
+            pixels * channel_passes as f64 * filter_passes * worst
+        }
+    };
+    let words_in = (c_in * in_hw[0] * in_hw[1]) as f64 / (f.coarse_in * f.coarse_group * f.spatial) as f64;
+    let words_out = (c_out * out_hw[0] * out_hw[1]) as f64 / (f.coarse_out * f.coarse_group * f.spatial) as f64;
+    compute.max(words_in).max(words_out)
+}
+
+fn bits_scale(bits: u32) -> f64 {
+    bits as f64 / 16.0
+}
+
+/// LUTs, DSPs and BRAMs of an activation applied on `lanes` parallel words.
+fn activation_usage(act: Option<Activation>, lanes: f64, precision: Precision) -> Usage {
+    let b = precision.activation_bits as f64;
+    let (lut, dsp, bram18) = match act {
+        None => (0.0, 0.0, 0.0),
+        Some(Activation::Relu) => (0.5 * b, 0.0, 0.0),
+        Some(Activation::Clip { .. }) => (1.0 * b, 0.0, 0.0),
+        // A multiply by a constant and a clamp: shift-add logic.
+        Some(Activation::HardSigmoid { .. }) => (3.0 * b, 0.0, 0.0),
+        // x * relu6(x + 3) / 6: one real multiplier.
+        Some(Activation::HardSwish) => (3.0 * b, precision.dsp_per_mult(), 0.0),
+        // A 1024-entry lookup table shared by two lanes (one BRAM18 port each).
+        Some(Activation::Sigmoid) => (1.0 * b, 0.0, 0.5),
+    };
+    Usage {
+        lut: lut * lanes,
+        ff: lut * lanes * FF_PER_LUT,
+        dsp: (dsp * lanes).ceil(),
+        bram18: (bram18 * lanes).ceil(),
+        ..Usage::default()
+    }
+}
+
+fn memory_usage(m: MemoryCost) -> Usage {
+    Usage { bram18: m.bram18 as f64, lut: m.lutram as f64, ..Usage::default() }
+}
+
+/// Resources and cycles of a conv stage.
+pub fn conv_cost(
+    stage: &Stage,
+    f: Folding,
+    placement: Placement,
+    precision: Precision,
+    sparsity: Option<&LayerSparsity>,
+) -> StageCost {
+    let StageKind::Conv { c_in, c_out, groups, kernel, in_hw, activation, .. } = stage.kind else {
+        unreachable!("conv stage")
+    };
+    let window = kernel[0] * kernel[1];
+    let (cin_g, cout_g) = (c_in / groups, c_out / groups);
+    let (wb, ab) = (precision.weight_bits as u64, precision.activation_bits as u64);
+    let mults = (f.fine * f.coarse_in * f.coarse_out * f.coarse_group * f.spatial) as f64;
+    let in_lanes = (f.coarse_in * f.coarse_group * f.spatial) as f64;
+    let out_lanes = (f.coarse_out * f.coarse_group * f.spatial) as f64;
+    let sparse = sparsity.is_some_and(|s| s.is_sparse());
+
+    let mut lut = CONV_BASE_LUT
+        + mults * LUT_PER_MULT_16 * bits_scale(precision.weight_bits.max(precision.activation_bits))
+        + in_lanes * window as f64 * LUT_PER_TAP_16 * bits_scale(precision.activation_bits)
+        + out_lanes * LUT_PER_ACC_16 * bits_scale(precision.activation_bits);
+    if sparse {
+        lut += in_lanes * (window * f.fine) as f64 * LUT_PER_XBAR_16 * bits_scale(precision.activation_bits);
+    }
+    let mut usage =
+        Usage { dsp: (mults * precision.dsp_per_mult()).ceil(), lut, ff: lut * FF_PER_LUT, ..Usage::default() };
+
+    // Weights: f * ci * co * cg banks, each holding its share of the filters.
+    let banks = (f.fine * f.coarse_in * f.coarse_out * f.coarse_group) as u64;
+    let depth = (cout_g.div_ceil(f.coarse_out)
+        * cin_g.div_ceil(f.coarse_in)
+        * groups.div_ceil(f.coarse_group)
+        * window.div_ceil(f.fine)) as u64;
+    usage += match placement {
+        Placement::Bram => memory_usage(memory::bram(banks, wb, depth)),
+        Placement::Uram => Usage { uram: memory::uram(banks, wb, depth) as f64, ..Usage::default() },
+        Placement::OffChip => Usage {
+            // A 512-deep FIFO per 36 bits of bank width, refilled from memory.
+            bram18: ((banks * wb) as f64 / 36.0).ceil(),
+            offchip_bits: (stage.weights * wb) as f64,
+            ..Usage::default()
+        },
+    };
+    // Line buffer: K_h - 1 rows of the input map per input stream, p pixels wide.
+    if kernel[0] > 1 {
+        let streams = (f.coarse_in * f.coarse_group) as u64;
+        let line_depth =
+            ((kernel[0] - 1) * in_hw[1].div_ceil(f.spatial) * c_in.div_ceil(f.coarse_in * f.coarse_group)) as u64;
+        usage += memory_usage(memory::bram(streams, ab * f.spatial as u64, line_depth));
+    }
+    usage += activation_usage(activation, out_lanes, precision);
+    StageCost { cycles: conv_cycles(stage, f, sparsity), usage }
+}
+
+/// Resources and cycles of an element-wise, pooling or concatenation stage with
+/// `coarse_in` channel lanes times `spatial` pixels.
+pub fn lanes_cost(stage: &Stage, f: Folding, precision: Precision) -> StageCost {
+    let StageKind::Lanes { op, channels, rows, cols, window, activation, .. } = stage.kind else {
+        unreachable!("lanes stage")
+    };
+    let lanes = (f.coarse_in * f.spatial) as f64;
+    let cycles = (channels.div_ceil(f.coarse_in) * rows * cols.div_ceil(f.spatial)) as f64;
+    let b = precision.activation_bits as f64;
+    let mut usage = match op {
+        LaneOp::Pool(kind) => {
+            let k = window.map_or(1, |w| w[0] * w[1]) as f64;
+            let per_lane = match kind {
+                PoolKind::Max => k * b * 1.5,
+                PoolKind::Average => k * b * 1.5 + 3.0 * b,
+            };
+            Usage { lut: per_lane * lanes, ..Usage::default() }
+        }
+        LaneOp::GlobalPool => Usage { lut: 4.0 * b * lanes, ..Usage::default() },
+        LaneOp::Eltwise(EltwiseKind::Add) => Usage { lut: 1.5 * b * lanes, ..Usage::default() },
+        LaneOp::Eltwise(EltwiseKind::Mul) | LaneOp::ScaleShift => {
+            Usage { lut: 1.5 * b * lanes, dsp: (lanes * precision.dsp_per_mult()).ceil(), ..Usage::default() }
+        }
+        LaneOp::Activation(a) => activation_usage(Some(a), lanes, precision),
+        LaneOp::Concat => Usage { lut: 1.0 * b * lanes, ..Usage::default() },
+    };
+    usage.lut += LANES_BASE_LUT;
+    usage.ff = usage.lut * FF_PER_LUT;
+    if let (LaneOp::Pool(_), Some([kh, _])) = (op, window) {
+        if kh > 1 {
+            let depth = ((kh - 1) * cols.div_ceil(f.spatial) * channels.div_ceil(f.coarse_in)) as u64;
+            usage += memory_usage(memory::bram(
+                f.coarse_in as u64,
+                precision.activation_bits as u64 * f.spatial as u64,
+                depth,
+            ));
+        }
+    }
+    usage += activation_usage(activation, lanes, precision);
+    StageCost { cycles, usage }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hw::sparse::LayerSparsity;
+
+    fn conv(c_in: usize, c_out: usize, groups: usize, k: usize, hw: usize, stride: usize) -> Stage {
+        let out = hw / stride;
+        Stage {
+            node: Default::default(),
+            name: "c".into(),
+            op: "Conv".into(),
+            kind: StageKind::Conv {
+                c_in,
+                c_out,
+                groups,
+                kernel: [k, k],
+                in_hw: [hw, hw],
+                out_hw: [out, out],
+                activation: None,
+            },
+            macs: (c_out * out * out * c_in / groups * k * k) as u64,
+            weights: (c_out * c_in / groups * k * k) as u64,
+            words_out: c_out * out * out,
+            inputs: vec![None],
+        }
+    }
+
+    fn fold(ci: usize, co: usize, cg: usize, fine: usize, p: usize) -> Folding {
+        Folding { coarse_in: ci, coarse_out: co, coarse_group: cg, fine, spatial: p }
+    }
+
+    #[test]
+    fn dense_3x3_conv_cycles() {
+        // 64 -> 64, 3x3, 56x56, ci 4, co 8, fine 3: 3136 px * (64 * 9 / 12) * (64 / 8) = 1,204,224.
+        let s = conv(64, 64, 1, 3, 56, 1);
+        assert_eq!(conv_cycles(&s, fold(4, 8, 1, 3, 1), None), 3136.0 * 48.0 * 8.0);
+        // Fully unrolled it is bound by streaming the output, 64 words over 64 lanes per pixel.
+        assert_eq!(conv_cycles(&s, fold(64, 64, 1, 9, 1), None), 3136.0);
+        // Two pixels per cycle halve it.
+        assert_eq!(conv_cycles(&s, fold(64, 64, 1, 9, 2), None), 1568.0);
+    }
+
+    #[test]
+    fn non_divisor_factors_round_up() {
+        // 64 output channels over 3 lanes: 22 passes.
+        let s = conv(8, 64, 1, 1, 4, 1);
+        assert_eq!(conv_cycles(&s, fold(8, 3, 1, 1, 1), None), 16.0 * 22.0);
+    }
+
+    #[test]
+    fn reference_sparse_example_two_cycles_per_window() {
+        // Every window has 5 non-zero products: at fine 3, 2 cycles per window, not 3.
+        let s = conv(16, 16, 1, 3, 8, 1);
+        let mut h = vec![0.0; 10];
+        h[4] = 1.0;
+        let sp = LayerSparsity { weight: None, activation: None, product: 4.0 / 9.0, histograms: vec![h] };
+        let dense = conv_cycles(&s, fold(4, 4, 1, 3, 1), None);
+        let sparse = conv_cycles(&s, fold(4, 4, 1, 3, 1), Some(&sp));
+        assert_eq!(dense, 64.0 * 4.0 * 3.0 * 4.0);
+        assert_eq!(sparse, 64.0 * 4.0 * 2.0 * 4.0);
+    }
+
+    #[test]
+    fn pointwise_with_one_input_stream_gets_no_sparse_speedup() {
+        let s = conv(64, 64, 1, 1, 8, 1);
+        let sp = LayerSparsity::uniform(0.6, 1);
+        let f1 = fold(1, 8, 1, 1, 1);
+        assert_eq!(conv_cycles(&s, f1, Some(&sp)), conv_cycles(&s, f1, None));
+        // With 4 input streams the 40 % non-zeros are compacted: 0.4 of dense.
+        let f4 = fold(4, 8, 1, 1, 1);
+        let ratio = conv_cycles(&s, f4, Some(&sp)) / conv_cycles(&s, f4, None);
+        assert!((ratio - 0.4).abs() < 1e-9, "{ratio}");
+        // ... but never faster than coarse_in allows: at 90 % sparsity, 1/4.
+        let very = LayerSparsity::uniform(0.9, 1);
+        assert!((conv_cycles(&s, f4, Some(&very)) / conv_cycles(&s, f4, None) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weight_memory_in_bram_for_a_given_shape() {
+        // 512 -> 512, 3x3 at ci 8, co 8, fine 9: 576 banks of 512/8 * 512/8 = 4096 words of
+        // 16 bit: 4 BRAM18 (4x4096 shape) ... the 18x1024 shape needs 4 too; 576 * 4.
+        let s = conv(512, 512, 1, 3, 7, 1);
+        let f = fold(8, 8, 1, 9, 1);
+        let bram = conv_cost(&s, f, Placement::Bram, Precision::default(), None).usage.bram18;
+        let line = memory::bram(8, 16, (2 * 7 * 64) as u64).bram18 as f64;
+        assert_eq!(bram, 576.0 * 4.0 + line);
+        let uram = conv_cost(&s, f, Placement::Uram, Precision::default(), None).usage.uram;
+        assert_eq!(uram, 144.0);
+        let off = conv_cost(&s, f, Placement::OffChip, Precision::default(), None).usage;
+        assert_eq!(off.offchip_bits, (512 * 512 * 9 * 16) as f64);
+    }
+
+    #[test]
+    fn precision_sets_dsps_per_multiplier() {
+        let s = conv(16, 16, 1, 3, 8, 1);
+        let f = fold(4, 4, 1, 3, 1);
+        let at = |bits| {
+            conv_cost(&s, f, Placement::Bram, Precision { weight_bits: bits, activation_bits: bits }, None).usage.dsp
+        };
+        assert_eq!((at(16), at(8), at(4)), (48.0, 24.0, 12.0));
+    }
+
+    #[test]
+    fn dense_conv_costs_about_150_luts_per_dsp() {
+        // A typical mid-network stage at a typical folding, with its window and accumulators.
+        let s = conv(128, 128, 1, 3, 28, 1);
+        let u = conv_cost(&s, fold(8, 16, 1, 3, 1), Placement::Bram, Precision::default(), None).usage;
+        let ratio = u.lut / u.dsp;
+        assert!((120.0..=160.0).contains(&ratio), "{ratio} LUT per DSP");
+    }
+}

@@ -1,0 +1,127 @@
+//! Sparse stages (REFERENCE §2.3-2.4): a window's K*K products go through a crossbar to the
+//! `fine` multipliers, so a window with n non-zero products takes `ceil(n / fine)` cycles and an
+//! all-zero window none. The statistic is, per input channel c, the histogram `h_c[j]`: the
+//! fraction of (window, filter) pairs whose K*K products hold exactly j zeros.
+
+/// Sparsity of one conv stage's products.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerSparsity {
+    /// Fraction of zero weights (`None` when not known).
+    pub weight: Option<f64>,
+    /// Fraction of zero input activations (`None` when not measured).
+    pub activation: Option<f64>,
+    /// Fraction of zero products.
+    pub product: f64,
+    /// Per input channel, `K*K + 1` bins summing to 1. A single histogram stands for every
+    /// channel.
+    pub histograms: Vec<Vec<f64>>,
+}
+
+/// Below this product sparsity a stage stays dense: the crossbar would cost more than the
+/// skipped cycles save (fpgaConvNet's threshold).
+pub const SPARSE_THRESHOLD: f64 = 0.1;
+
+impl LayerSparsity {
+    /// Every product zero with probability `s`, independently: binomial histograms.
+    pub fn uniform(s: f64, window: usize) -> Self {
+        LayerSparsity { weight: None, activation: None, product: s, histograms: vec![binomial(window, s)] }
+    }
+
+    /// Whether the stage is built sparse.
+    pub fn is_sparse(&self) -> bool {
+        self.product >= SPARSE_THRESHOLD
+    }
+
+    /// Expected cycles per window of each input channel at `fine` multipliers (one entry if
+    /// all channels share a histogram).
+    pub fn window_cycles(&self, window: usize, fine: usize) -> Vec<f64> {
+        self.histograms.iter().map(|h| expected_window_cycles(h, window, fine)).collect()
+    }
+}
+
+/// `P(j zeros among n products)` for independent zeros of probability `s`.
+pub fn binomial(n: usize, s: f64) -> Vec<f64> {
+    let mut coeff = 1.0f64;
+    (0..=n)
+        .map(|j| {
+            if j > 0 {
+                coeff = coeff * (n - j + 1) as f64 / j as f64;
+            }
+            coeff * s.powi(j as i32) * (1.0 - s).powi((n - j) as i32)
+        })
+        .collect()
+}
+
+/// `E = sum_j ceil((K*K - j) / fine) * h[j]`: expected cycles of one window.
+pub fn expected_window_cycles(hist: &[f64], window: usize, fine: usize) -> f64 {
+    hist.iter().enumerate().take(window).map(|(j, h)| (window - j).div_ceil(fine) as f64 * h).sum()
+}
+
+/// Deal channels to `streams` so that their loads balance: sort by load, then deal in a
+/// snake order (0, 1, .., s-1, s-1, .., 0, ...), as fpgaConvNet does. Returns the stream of
+/// each channel. Ties keep channel order, so the result is deterministic.
+pub fn deal_snake(loads: &[f64], streams: usize) -> Vec<usize> {
+    let streams = streams.max(1);
+    let mut order: Vec<usize> = (0..loads.len()).collect();
+    order.sort_by(|&a, &b| loads[b].total_cmp(&loads[a]).then(a.cmp(&b)));
+    let mut assignment = vec![0; loads.len()];
+    for (rank, &c) in order.iter().enumerate() {
+        let (lap, pos) = (rank / streams, rank % streams);
+        assignment[c] = if lap % 2 == 0 { pos } else { streams - 1 - pos };
+    }
+    assignment
+}
+
+/// The largest mean load over streams for this assignment.
+pub fn max_stream_mean(loads: &[f64], assignment: &[usize], streams: usize) -> f64 {
+    let mut sum = vec![0.0; streams.max(1)];
+    let mut count = vec![0usize; streams.max(1)];
+    for (l, &s) in loads.iter().zip(assignment) {
+        sum[s] += l;
+        count[s] += 1;
+    }
+    sum.iter().zip(&count).filter(|(_, &n)| n > 0).map(|(s, &n)| s / n as f64).fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_example_five_nonzeros_per_window() {
+        // 3x3, every window has 5 non-zero products (4 zeros): ceil(5 / 3) = 2 cycles at
+        // fine 3 instead of 3, and 5 instead of 9 at fine 1.
+        let mut h = vec![0.0; 10];
+        h[4] = 1.0;
+        assert_eq!(expected_window_cycles(&h, 9, 3), 2.0);
+        assert_eq!(expected_window_cycles(&h, 9, 1), 5.0);
+        assert_eq!(expected_window_cycles(&h, 9, 9), 1.0);
+    }
+
+    #[test]
+    fn all_zero_windows_are_skipped_and_dense_ones_take_k2_over_f() {
+        let mut h = vec![0.0; 10];
+        h[9] = 0.25; // all nine products zero: 0 cycles
+        h[0] = 0.75; // dense: 9 / 3 = 3 cycles
+        assert_eq!(expected_window_cycles(&h, 9, 3), 2.25);
+    }
+
+    #[test]
+    fn binomial_sums_to_one_with_the_right_mean() {
+        let h = binomial(9, 0.5);
+        assert!((h.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        let mean: f64 = h.iter().enumerate().map(|(j, p)| j as f64 * p).sum();
+        assert!((mean - 4.5).abs() < 1e-12);
+        assert_eq!(binomial(1, 0.3).iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(), vec![0.7, 0.3]);
+    }
+
+    #[test]
+    fn snake_dealing_balances_streams() {
+        let loads = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0];
+        let a = deal_snake(&loads, 2);
+        // Sorted 9, 8, 7, 3, 2, 1 (channels 0, 2, 4, 5, 3, 1) dealt to 0, 1, 1, 0, 0, 1.
+        assert_eq!(a, vec![0, 1, 1, 0, 1, 0]);
+        assert_eq!(max_stream_mean(&loads, &a, 2), 16.0 / 3.0);
+        assert_eq!(deal_snake(&loads, 1), vec![0; 6]);
+    }
+}

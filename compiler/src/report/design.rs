@@ -1,0 +1,333 @@
+//! The compile report: what the design achieves (`--report FILE.json` and the stdout table).
+
+use crate::board::Board;
+use crate::design::{chosen_cost, Design};
+use crate::hw::cost::Placement;
+use serde::Serialize;
+
+/// One resource: used, the board's count, the utilisation cap.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResourceLine {
+    /// Used by the design (the largest partition's use when partitioned).
+    pub used: f64,
+    /// The board's count.
+    pub available: f64,
+    /// The fraction of `available` a design may use.
+    pub cap: f64,
+}
+
+/// Per-resource usage.
+#[derive(Clone, Debug, Serialize)]
+pub struct Resources {
+    /// DSP slices.
+    pub dsp: ResourceLine,
+    /// BRAM18s.
+    pub bram18: ResourceLine,
+    /// URAMs.
+    pub uram: ResourceLine,
+    /// LUTs.
+    pub lut: ResourceLine,
+    /// FFs.
+    pub ff: ResourceLine,
+    /// Off-chip bandwidth, Gbit/s.
+    pub bandwidth_gbps: ResourceLine,
+}
+
+/// One layer's line.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerLine {
+    /// Layer name (as in `hassc inspect`).
+    pub name: String,
+    /// Op (as in `hassc inspect`).
+    pub op: String,
+    /// Dense MACs per image.
+    pub macs: u64,
+    /// Folding.
+    pub coarse_in: usize,
+    /// Folding.
+    pub coarse_out: usize,
+    /// Folding.
+    pub coarse_group: usize,
+    /// Folding.
+    pub fine: usize,
+    /// Output pixels per cycle.
+    pub spatial: usize,
+    /// Cycles per image.
+    pub cycles: f64,
+    /// DSPs.
+    pub dsp: f64,
+    /// BRAM18s.
+    pub bram18: f64,
+    /// URAMs.
+    pub uram: f64,
+    /// LUTs.
+    pub lut: f64,
+    /// Where the weights live ("bram", "uram", "off-chip"; null without weights).
+    pub weights: Option<&'static str>,
+    /// Partition index.
+    pub partition: usize,
+    /// Fraction of zero weights (null when unknown).
+    pub weight_sparsity: Option<f64>,
+    /// Fraction of zero input activations (null when unknown).
+    pub activation_sparsity: Option<f64>,
+    /// Fraction of zero products (null when unknown).
+    pub product_sparsity: Option<f64>,
+    /// Whether this stage sets its partition's interval.
+    pub bottleneck: bool,
+}
+
+/// How the weights are stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct Memory {
+    /// "on-chip", "off-chip weights" or "partitioned".
+    pub strategy: String,
+    /// Weight bits kept on chip.
+    pub weight_bits_on_chip: f64,
+    /// Weight bits streamed from off-chip memory per image.
+    pub weight_bits_off_chip: f64,
+    /// What the strategy costs, in words.
+    pub cost: String,
+}
+
+/// The compile report.
+#[derive(Clone, Debug, Serialize)]
+pub struct DesignReport {
+    /// Model name.
+    pub model: String,
+    /// Board name.
+    pub board: String,
+    /// Accelerator clock.
+    pub clock_mhz: f64,
+    /// Images per second (steady state; for several partitions, over one batch).
+    pub throughput_fps: f64,
+    /// Images per second over a batch of `batch`, pipeline fill included.
+    pub batch_fps: f64,
+    /// Batch size of `batch_fps`.
+    pub batch: usize,
+    /// First image's latency.
+    pub latency_ms: f64,
+    /// Initiation interval (the largest over partitions).
+    pub ii_cycles: f64,
+    /// 2 * dense MACs * throughput / 1e9 / DSPs used.
+    pub gops_per_dsp: f64,
+    /// clock * capped DSPs * MACs per DSP / dense MACs per image.
+    pub roofline_fps: f64,
+    /// The same limit over non-zero products, when sparsity is known.
+    pub sparse_roofline_fps: Option<f64>,
+    /// Number of device configurations.
+    pub partitions: usize,
+    /// Allocator used.
+    pub allocator: &'static str,
+    /// What kept the interval from going lower ("dsp", "lut", "bram18", "uram", "ff",
+    /// "bandwidth", or "folding": the bottleneck stage is fully unrolled).
+    pub binding: String,
+    /// The slowest stage (of the slowest partition).
+    pub bottleneck: String,
+    /// Weight and activation widths.
+    pub weight_bits: u32,
+    /// Activation width.
+    pub activation_bits: u32,
+    /// Where the sparsity statistics came from.
+    pub sparsity_source: String,
+    /// Weight storage.
+    pub memory: Memory,
+    /// Resources.
+    pub resources: Resources,
+    /// Dense MACs per image.
+    pub total_macs: u64,
+    /// Layers in execution order.
+    pub layers: Vec<LayerLine>,
+}
+
+/// Build the report of `design` for `board`.
+pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
+    let net = &design.network;
+    let budget = &design.budget;
+    let precision = net.precision;
+    let slowest =
+        design.partitions.iter().max_by(|a, b| a.eval.ii.total_cmp(&b.eval.ii)).expect("at least one partition");
+    let mut layers = Vec::with_capacity(net.stages.len());
+    let (mut on_bits, mut off_bits) = (0.0, 0.0);
+    for (i, s) in net.stages.iter().enumerate() {
+        let (cost, p) = chosen_cost(design, i);
+        let part = &design.partitions[p];
+        let choice = part.choices[i - part.offset];
+        let wbits = (s.weights * precision.weight_bits as u64) as f64;
+        if choice.placement == Placement::OffChip {
+            off_bits += wbits;
+        } else {
+            on_bits += wbits;
+        }
+        let sp = net.sparsity[i].as_ref();
+        let f = choice.folding;
+        layers.push(LayerLine {
+            name: s.name.clone(),
+            op: s.op.clone(),
+            macs: s.macs,
+            coarse_in: f.coarse_in,
+            coarse_out: f.coarse_out,
+            coarse_group: f.coarse_group,
+            fine: f.fine,
+            spatial: f.spatial,
+            cycles: cost.cycles,
+            dsp: cost.usage.dsp,
+            bram18: cost.usage.bram18,
+            uram: cost.usage.uram,
+            lut: cost.usage.lut.round(),
+            weights: s.is_conv().then(|| choice.placement.name()),
+            partition: p,
+            weight_sparsity: sp.and_then(|s| s.weight),
+            activation_sparsity: sp.and_then(|s| s.activation),
+            product_sparsity: sp.map(|s| s.product),
+            bottleneck: part.eval.bottleneck + part.offset == i && !part.eval.memory_bound,
+        });
+    }
+    let max_usage =
+        |get: fn(&crate::hw::Usage) -> f64| design.partitions.iter().map(|p| get(&p.eval.usage)).fold(0.0, f64::max);
+    let used_dsp = max_usage(|u| u.dsp);
+    let line = |used: f64, available: f64, cap: f64| ResourceLine { used, available, cap };
+    let (r, l) = (&board.resources, &board.limits);
+    let bandwidth = design.partitions.iter().map(|p| p.eval.bandwidth_gbps).fold(0.0, f64::max);
+    let throughput = design.throughput_fps();
+    let nonzero: f64 = net
+        .stages
+        .iter()
+        .zip(&net.sparsity)
+        .map(|(s, sp)| s.macs as f64 * (1.0 - sp.as_ref().map_or(0.0, |x| x.product)))
+        .sum();
+    let roofline = budget.clock_hz * budget.dsp * precision.macs_per_dsp() / net.macs.max(1) as f64;
+    let strategy = if design.partitions.len() > 1 {
+        "partitioned"
+    } else if off_bits > 0.0 {
+        "off-chip weights"
+    } else {
+        "on-chip"
+    };
+    let cost = match strategy {
+        "partitioned" => format!(
+            "{} device configurations, {:.1} ms of reconfiguration per batch of {}",
+            design.partitions.len(),
+            design.reconfiguration_s * 1e3 * design.partitions.len() as f64,
+            design.options.batch
+        ),
+        "off-chip weights" => format!(
+            "{:.1} Mbit of weights streamed per image: {:.1} of {:.1} Gbit/s",
+            off_bits / 1e6,
+            bandwidth,
+            budget.bandwidth_gbps
+        ),
+        _ => "none: every weight stays on chip".to_string(),
+    };
+    DesignReport {
+        model: model.to_string(),
+        board: board.device.name.clone(),
+        clock_mhz: board.system.clock_mhz,
+        throughput_fps: throughput,
+        batch_fps: design.batch_fps(),
+        batch: design.options.batch,
+        latency_ms: design.latency_s() * 1e3,
+        ii_cycles: slowest.eval.ii,
+        gops_per_dsp: 2.0 * net.macs as f64 * throughput / 1e9 / used_dsp.max(1.0),
+        roofline_fps: roofline,
+        sparse_roofline_fps: (nonzero < net.macs as f64)
+            .then(|| budget.clock_hz * budget.dsp * precision.macs_per_dsp() / nonzero.max(1.0)),
+        partitions: design.partitions.len(),
+        allocator: design.options.allocator.name(),
+        binding: slowest.binding.clone(),
+        bottleneck: net.stages[slowest.offset + slowest.eval.bottleneck].name.clone(),
+        weight_bits: precision.weight_bits,
+        activation_bits: precision.activation_bits,
+        sparsity_source: match &design.options.sparsity {
+            crate::design::SparsitySource::Dense => "none (dense)".into(),
+            crate::design::SparsitySource::Uniform(s) => format!("assumed uniform product sparsity {s}"),
+            crate::design::SparsitySource::PerLayer(_) => "assumed per layer (file)".into(),
+        },
+        memory: Memory {
+            strategy: strategy.into(),
+            weight_bits_on_chip: on_bits,
+            weight_bits_off_chip: off_bits,
+            cost,
+        },
+        resources: Resources {
+            dsp: line(used_dsp, r.dsp as f64, l.dsp),
+            bram18: line(max_usage(|u| u.bram18), r.bram18 as f64, l.bram18),
+            uram: line(max_usage(|u| u.uram), r.uram as f64, l.uram),
+            lut: line(max_usage(|u| u.lut).round(), r.lut as f64, l.lut),
+            ff: line(max_usage(|u| u.ff).round(), r.ff as f64, l.ff),
+            bandwidth_gbps: line(bandwidth, board.system.memory_bandwidth_gbps, 1.0),
+        },
+        total_macs: net.macs,
+        layers,
+    }
+}
+
+impl DesignReport {
+    /// The per-layer table and the summary block.
+    pub fn to_table(&self) -> String {
+        let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).clamp(5, 48);
+        let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+        let ii = self.ii_cycles.max(1.0);
+        let mut out = format!(
+            "{:<name_w$}  {:<op_w$}  {:>5} {:>5} {:>4} {:>4} {:>3}  {:>10}  {:>6}  {:>6}  {:>6}  {:>5}  {:>8}\n",
+            "layer", "op", "c_in", "c_out", "grp", "fine", "px", "cycles", "% II", "DSP", "BRAM", "URAM", "weights"
+        );
+        for l in &self.layers {
+            let name: String = if l.name.len() > name_w {
+                format!("…{}", &l.name[l.name.len() - name_w + 1..])
+            } else {
+                l.name.clone()
+            };
+            out += &format!(
+                "{:<name_w$}  {:<op_w$}  {:>5} {:>5} {:>4} {:>4} {:>3}  {:>10.0}  {:>5.1}%  {:>6.0}  {:>6.0}  {:>5.0}  {:>8}{}\n",
+                name,
+                l.op,
+                l.coarse_in,
+                l.coarse_out,
+                l.coarse_group,
+                l.fine,
+                l.spatial,
+                l.cycles,
+                100.0 * l.cycles / ii,
+                l.dsp,
+                l.bram18,
+                l.uram,
+                l.weights.unwrap_or("-"),
+                if l.bottleneck { "  <- bottleneck" } else { "" }
+            );
+        }
+        let r = &self.resources;
+        let pct = |x: &ResourceLine| 100.0 * x.used / x.available.max(1e-9);
+        out += &format!(
+            "\n{} on {} at {} MHz ({} allocator, {}-bit weights, {}-bit activations)\n",
+            self.model, self.board, self.clock_mhz, self.allocator, self.weight_bits, self.activation_bits
+        );
+        out += &format!(
+            "throughput  {:.1} images/s steady state, {:.1} images/s over a batch of {}\n",
+            self.throughput_fps, self.batch_fps, self.batch
+        );
+        out += &format!(
+            "latency     {:.3} ms    II {:.0} cycles    partitions {}\n",
+            self.latency_ms, self.ii_cycles, self.partitions
+        );
+        out += &format!(
+            "efficiency  {:.3} GOP/s per DSP; {:.1} % of the DSP roofline ({:.1} images/s){}\n",
+            self.gops_per_dsp,
+            100.0 * self.throughput_fps / self.roofline_fps,
+            self.roofline_fps,
+            self.sparse_roofline_fps.map(|s| format!(", sparse roofline {s:.1} images/s")).unwrap_or_default()
+        );
+        out += &format!("bound by    {} (bottleneck stage {})\n", self.binding, self.bottleneck);
+        out += &format!("memory      {}: {}\n", self.memory.strategy, self.memory.cost);
+        out += &format!(
+            "resources   DSP {:.0}/{:.0} ({:.1} %)  BRAM18 {:.0}/{:.0} ({:.1} %)  URAM {:.0}/{:.0} ({:.1} %)  LUT {:.0}/{:.0} ({:.1} %)  FF {:.0}/{:.0} ({:.1} %)  bandwidth {:.1}/{:.1} Gbit/s\n",
+            r.dsp.used, r.dsp.available, pct(&r.dsp),
+            r.bram18.used, r.bram18.available, pct(&r.bram18),
+            r.uram.used, r.uram.available, pct(&r.uram),
+            r.lut.used, r.lut.available, pct(&r.lut),
+            r.ff.used, r.ff.available, pct(&r.ff),
+            r.bandwidth_gbps.used, r.bandwidth_gbps.available,
+        );
+        out += &format!("caps        {:.0} % of each resource (board [limits])\n", 100.0 * r.dsp.cap);
+        out
+    }
+}

@@ -1,0 +1,191 @@
+//! The foldings worth considering for each stage, costed once per run.
+//!
+//! For a loop of n iterations only the factors `ceil(n / t)` matter (any other factor costs
+//! more lanes for the same number of passes), so each coarse factor ranges over those
+//! "efficient" values: about 2 sqrt(n) of them. Spatial parallelism is considered only once
+//! the channels are fully parallel (before that, channel lanes are cheaper: no extra line
+//! buffer width or window logic).
+
+use crate::hw::cost::{stage_cost, Folding, Placement};
+use crate::hw::pipeline::{Choice, Network};
+use crate::hw::stage::StageKind;
+use crate::hw::{Budget, Usage};
+
+/// Largest spatial parallelism considered (pixels per cycle).
+pub const MAX_SPATIAL: usize = 64;
+
+/// A costed choice.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    /// The choice.
+    pub choice: Choice,
+    /// Cycles per image.
+    pub cycles: f64,
+    /// Resources.
+    pub usage: Usage,
+}
+
+/// The distinct minimal factors of a loop of `n` iterations, ascending.
+pub fn efficient_factors(n: usize) -> Vec<usize> {
+    let mut f: Vec<usize> = (1..=n.max(1)).map(|t| n.max(1).div_ceil(t)).collect();
+    f.sort_unstable();
+    f.dedup();
+    f
+}
+
+/// Every choice of stage `i` worth considering that could fit `budget` on its own.
+pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
+    let stage = &network.stages[i];
+    let sparsity = network.sparsity[i].as_ref();
+    let mut out = Vec::new();
+    let mut push = |folding: Folding, placement: Placement| {
+        let c = stage_cost(stage, folding, placement, network.precision, sparsity);
+        let u = &c.usage;
+        if u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram {
+            out.push(Entry { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage });
+        }
+    };
+    match &stage.kind {
+        StageKind::Conv { c_in, c_out, groups, kernel, out_hw, .. } => {
+            let window = kernel[0] * kernel[1];
+            let sparse = sparsity.is_some_and(|s| s.is_sparse());
+            let fines: Vec<usize> = if sparse { (1..=window).collect() } else { efficient_factors(window) };
+            let (cin_g, cout_g) = (c_in / groups, c_out / groups);
+            let placements: &[Placement] = if budget.uram > 0.0 {
+                &[Placement::Bram, Placement::Uram, Placement::OffChip]
+            } else {
+                &[Placement::Bram, Placement::OffChip]
+            };
+            let spatials: Vec<usize> = efficient_factors(out_hw[1]).into_iter().filter(|&p| p <= MAX_SPATIAL).collect();
+            for &cg in &efficient_factors(*groups) {
+                for &ci in &efficient_factors(cin_g) {
+                    for &co in &efficient_factors(cout_g) {
+                        for &fine in &fines {
+                            let full = ci == cin_g && cg == *groups;
+                            for &spatial in if full { &spatials[..] } else { &[1][..] } {
+                                let folding =
+                                    Folding { coarse_in: ci, coarse_out: co, coarse_group: cg, fine, spatial };
+                                for &p in placements {
+                                    push(folding, p);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        StageKind::Lanes { channels, cols, .. } => {
+            for &l in &efficient_factors(*channels) {
+                let spatials = if l == *channels { efficient_factors(*cols) } else { vec![1] };
+                for &p in spatials.iter().filter(|&&p| p <= MAX_SPATIAL) {
+                    push(
+                        Folding { coarse_in: l, coarse_out: 1, coarse_group: 1, fine: 1, spatial: p },
+                        Placement::Bram,
+                    );
+                }
+            }
+        }
+        StageKind::Free => push(Folding::ONE, Placement::Bram),
+    }
+    out
+}
+
+/// A stage's entries arranged to answer "the cheapest choice with at most II cycles" under
+/// per-resource weights, in O(log n).
+#[derive(Clone, Debug)]
+pub struct Front {
+    /// Entries whose weights stay on chip, by ascending cycles.
+    on_chip: Vec<Entry>,
+    /// Off-chip entries, by ascending cycles.
+    off_chip: Vec<Entry>,
+    /// `best_on[k]`: index of the cheapest on-chip entry among `on_chip[..=k]`.
+    best_on: Vec<usize>,
+    best_off: Vec<usize>,
+    /// Weights the prefix minima were computed with.
+    weights: [f64; 5],
+}
+
+/// Scalar cost of the on-chip resources of `u` under `w` (dsp, bram18, uram, lut, ff).
+pub fn scalar(u: &Usage, w: &[f64; 5]) -> f64 {
+    u.dsp * w[0] + u.bram18 * w[1] + u.uram * w[2] + u.lut * w[3] + u.ff * w[4]
+}
+
+fn prefix_best(entries: &[Entry], w: &[f64; 5]) -> Vec<usize> {
+    let mut best = Vec::with_capacity(entries.len());
+    let mut at = 0;
+    for (k, e) in entries.iter().enumerate() {
+        if scalar(&e.usage, w) < scalar(&entries[at].usage, w) {
+            at = k;
+        }
+        best.push(at);
+    }
+    best
+}
+
+impl Front {
+    /// Arrange `entries` for queries under `weights`.
+    pub fn new(mut entries: Vec<Entry>, weights: [f64; 5]) -> Front {
+        entries.sort_by(|a, b| a.cycles.total_cmp(&b.cycles));
+        let (off_chip, on_chip): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.choice.placement == Placement::OffChip);
+        let best_on = prefix_best(&on_chip, &weights);
+        let best_off = prefix_best(&off_chip, &weights);
+        Front { on_chip, off_chip, best_on, best_off, weights }
+    }
+
+    /// Recompute the prefix minima for new weights.
+    pub fn reweight(&mut self, weights: [f64; 5]) {
+        self.best_on = prefix_best(&self.on_chip, &weights);
+        self.best_off = prefix_best(&self.off_chip, &weights);
+        self.weights = weights;
+    }
+
+    /// All entries (for the greedy allocator and reports).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.on_chip.iter().chain(&self.off_chip)
+    }
+
+    /// The fewest cycles any entry reaches.
+    pub fn min_cycles(&self) -> f64 {
+        let first = |v: &[Entry]| v.first().map_or(f64::INFINITY, |e| e.cycles);
+        first(&self.on_chip).min(first(&self.off_chip))
+    }
+
+    /// The cheapest entry with at most `ii` cycles, counting off-chip weight bits against
+    /// `offchip_weight` per bit.
+    pub fn cheapest(&self, ii: f64, offchip_weight: f64) -> Option<&Entry> {
+        fn pick<'e>(entries: &'e [Entry], best: &[usize], ii: f64) -> Option<&'e Entry> {
+            let k = entries.partition_point(|e| e.cycles <= ii);
+            (k > 0).then(|| &entries[best[k - 1]])
+        }
+        let on = pick(&self.on_chip, &self.best_on, ii);
+        let off = pick(&self.off_chip, &self.best_off, ii);
+        match (on, off) {
+            (Some(a), Some(b)) => {
+                let cost_b = scalar(&b.usage, &self.weights) + b.usage.offchip_bits * offchip_weight;
+                Some(if scalar(&a.usage, &self.weights) <= cost_b { a } else { b })
+            }
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn efficient_factors_are_the_minimal_ones_per_pass_count() {
+        assert_eq!(efficient_factors(9), vec![1, 2, 3, 5, 9]);
+        assert_eq!(efficient_factors(1), vec![1]);
+        let f64s = efficient_factors(64);
+        assert!(f64s.contains(&22) && f64s.contains(&32) && !f64s.contains(&31));
+        for n in [3usize, 64, 96, 512, 2048] {
+            let f = efficient_factors(n);
+            // Every pass count 1..=n is reached by exactly one factor, the smallest.
+            let passes: std::collections::BTreeSet<usize> = f.iter().map(|x| n.div_ceil(*x)).collect();
+            assert_eq!(passes.len(), f.len());
+            assert!(f.len() <= 2 * (n as f64).sqrt() as usize + 2);
+        }
+    }
+}
