@@ -177,6 +177,43 @@ pub fn conv_cost(
     precision: Precision,
     sparsity: Option<&LayerSparsity>,
 ) -> StageCost {
+    let (core, weights) = conv_cost_parts(stage, f, precision, sparsity);
+    StageCost { cycles: core.cycles, usage: core.usage + weights.at(placement) }
+}
+
+/// The weight memory of a conv stage under each placement.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightMemory {
+    banks: u64,
+    depth: u64,
+    width: u64,
+    bits: f64,
+}
+
+impl WeightMemory {
+    /// Resources of the weights at `placement`.
+    pub fn at(&self, placement: Placement) -> Usage {
+        match placement {
+            Placement::Bram => memory_usage(memory::bram(self.banks, self.width, self.depth)),
+            Placement::Uram => Usage { uram: memory::uram(self.banks, self.width, self.depth) as f64, ..Usage::default() },
+            Placement::OffChip => Usage {
+                // A 512-deep FIFO per 36 bits of bank width, refilled from memory.
+                bram18: ((self.banks * self.width) as f64 / 36.0).ceil(),
+                offchip_bits: self.bits,
+                ..Usage::default()
+            },
+        }
+    }
+}
+
+/// A conv stage's cost without its weight memory, and that memory's shape: the
+/// allocator prices every placement of one folding from a single evaluation.
+pub fn conv_cost_parts(
+    stage: &Stage,
+    f: Folding,
+    precision: Precision,
+    sparsity: Option<&LayerSparsity>,
+) -> (StageCost, WeightMemory) {
     let StageKind::Conv { c_in, c_out, groups, kernel, in_hw, activation, .. } = stage.kind else {
         unreachable!("conv stage")
     };
@@ -199,20 +236,14 @@ pub fn conv_cost(
         Usage { dsp: (mults * precision.dsp_per_mult()).ceil(), lut, ff: lut * FF_PER_LUT, ..Usage::default() };
 
     // Weights: f * ci * co * cg banks, each holding its share of the filters.
-    let banks = (f.fine * f.coarse_in * f.coarse_out * f.coarse_group) as u64;
-    let depth = (cout_g.div_ceil(f.coarse_out)
-        * cin_g.div_ceil(f.coarse_in)
-        * groups.div_ceil(f.coarse_group)
-        * window.div_ceil(f.fine)) as u64;
-    usage += match placement {
-        Placement::Bram => memory_usage(memory::bram(banks, wb, depth)),
-        Placement::Uram => Usage { uram: memory::uram(banks, wb, depth) as f64, ..Usage::default() },
-        Placement::OffChip => Usage {
-            // A 512-deep FIFO per 36 bits of bank width, refilled from memory.
-            bram18: ((banks * wb) as f64 / 36.0).ceil(),
-            offchip_bits: (stage.weights * wb) as f64,
-            ..Usage::default()
-        },
+    let weights = WeightMemory {
+        banks: (f.fine * f.coarse_in * f.coarse_out * f.coarse_group) as u64,
+        depth: (cout_g.div_ceil(f.coarse_out)
+            * cin_g.div_ceil(f.coarse_in)
+            * groups.div_ceil(f.coarse_group)
+            * window.div_ceil(f.fine)) as u64,
+        width: wb,
+        bits: (stage.weights * wb) as f64,
     };
     // Line buffer: K_h - 1 rows of the input map per input stream, p pixels wide.
     if kernel[0] > 1 {
@@ -222,7 +253,7 @@ pub fn conv_cost(
         usage += memory_usage(memory::bram(streams, ab * f.spatial as u64, line_depth));
     }
     usage += activation_usage(activation, out_lanes, precision);
-    StageCost { cycles: conv_cycles(stage, f, sparsity), usage }
+    (StageCost { cycles: conv_cycles(stage, f, sparsity), usage }, weights)
 }
 
 /// Resources and cycles of an element-wise, pooling or concatenation stage with

@@ -2,18 +2,20 @@
 //!
 //! For one partition the problem is min-max: for a target interval II each stage
 //! independently takes its cheapest choice with at most II cycles, and II is feasible when
-//! the summed resources fit. Feasibility only gets easier as II grows, so a binary search
-//! over the distinct stage-cycle values finds the smallest feasible II. That is exact when
+//! the summed resources fit. Feasibility only gets easier as II grows, so a bisection on II
+//! (snapping to the interval the picked design really needs, always one of the stages'
+//! cycle counts) finds the smallest feasible II. That is exact when
 //! one resource binds. When several do, "cheapest" is a weighted sum of resources
 //! normalised by the budget; after each search the weights of the resources that blocked
 //! the next-lower II are raised and the search repeats, keeping the best design (a few
-//! rounds, each a binary search of a few dozen steps over O(log n) per-stage queries).
+//! rounds, each a bisection of a few dozen steps over O(log n) per-stage queries).
 //! Finally the remaining headroom is spent to lower the scarcest resource at the same II.
 
 use super::options::{enumerate, Front};
 use super::{fits, total_usage, Allocation};
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::{Budget, Usage};
+use rayon::prelude::*;
 
 /// Re-weighting rounds after the first search.
 const ROUNDS: usize = 6;
@@ -25,36 +27,40 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// Per stage, the cheapest choice within `ii` cycles; `None` if a stage cannot reach it.
-    fn pick(&self, ii: f64) -> Option<(Vec<Choice>, Usage)> {
+    /// Per stage, the cheapest choice within `ii` cycles, their total usage and the
+    /// interval they need (their slowest stage); `None` if a stage cannot reach `ii`.
+    fn pick(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
         let offchip_weight = 1.0 / self.budget.offchip_bits_at(ii).max(1.0);
         let mut choices = Vec::with_capacity(self.fronts.len());
         let mut usages = Vec::with_capacity(self.fronts.len());
+        let mut interval = 1.0f64;
         for front in &self.fronts {
             let e = front.cheapest(ii, offchip_weight)?;
             choices.push(e.choice);
             usages.push(e.usage);
+            interval = interval.max(e.cycles);
         }
-        Some((choices, total_usage(self.network, usages.into_iter())))
+        Some((choices, total_usage(self.network, usages.into_iter()), interval))
     }
 
-    fn feasible(&self, ii: f64) -> Option<(Vec<Choice>, Usage)> {
-        self.pick(ii).filter(|(_, u)| fits(self.budget, u, ii))
+    fn feasible(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
+        self.pick(ii).filter(|(_, u, _)| fits(self.budget, u, ii))
     }
 
-    /// Smallest feasible candidate, by binary search.
-    fn smallest_feasible(&self, candidates: &[f64]) -> Option<usize> {
-        let (mut lo, mut hi) = (0, candidates.len());
-        // Invariant: candidates[hi] feasible (or hi == len), candidates[..lo] infeasible.
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.feasible(candidates[mid]).is_some() {
-                hi = mid;
-            } else {
-                lo = mid + 1;
+    /// The smallest feasible interval in `(lo, hi]`, `hi` feasible, by bisection on the
+    /// value. The answer is always some stage's cycle count, so once the bracket is tighter
+    /// than any two distinct counts the design picked at `hi` is the optimum; its own
+    /// interval (the slowest picked stage) is returned.
+    fn smallest_feasible(&self, mut lo: f64, mut hi: f64) -> f64 {
+        while hi - lo > 1e-6 * hi.max(1.0) {
+            let mid = 0.5 * (lo + hi);
+            match self.feasible(mid) {
+                // Jump to what the picked design actually needs: at most mid.
+                Some((_, _, interval)) => hi = interval.min(mid),
+                None => lo = mid,
             }
         }
-        (hi < candidates.len()).then_some(hi)
+        hi
     }
 
     /// What blocks interval `ii`: the resources over budget, or "folding" if some stage
@@ -62,7 +68,7 @@ impl Search<'_> {
     fn blockers(&self, ii: f64) -> Vec<&'static str> {
         match self.pick(ii) {
             None => vec!["folding"],
-            Some((_, u)) => {
+            Some((_, u, _)) => {
                 let mut over = self.budget.exceeded(&u);
                 if u.offchip_bits > self.budget.offchip_bits_at(ii) {
                     over.push("bandwidth");
@@ -86,36 +92,33 @@ fn resource_index(name: &str) -> Option<usize> {
 pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
     let mut weights = base_weights(budget);
     let fronts: Vec<Front> =
-        (0..network.stages.len()).map(|i| Front::new(enumerate(network, i, budget), weights)).collect();
+        (0..network.stages.len()).into_par_iter().map(|i| Front::new(enumerate(network, i, budget), weights)).collect();
     if fronts.iter().any(|f| f.entries().next().is_none()) {
         return None;
     }
-    let mut candidates: Vec<f64> = fronts.iter().flat_map(|f| f.entries().map(|e| e.cycles)).collect();
-    let floor = fronts.iter().map(Front::min_cycles).fold(0.0, f64::max);
-    candidates.retain(|&c| c >= floor);
-    candidates.sort_by(f64::total_cmp);
-    candidates.dedup();
-    // Intervals set by memory traffic lie beyond every stage's slowest choice.
-    let slowest = *candidates.last().unwrap_or(&1.0);
-    for k in 1..=8 {
-        candidates.push(slowest * f64::powi(2.0, k));
-    }
-    tracing::info!(stages = fronts.len(), candidates = candidates.len(), "searching the initiation interval");
+    // Every stage can reach `floor`; at `ceiling` every stage is at its slowest, and
+    // intervals beyond it are set by memory traffic.
+    let floor = fronts.iter().map(Front::min_cycles).fold(1.0, f64::max);
+    let slowest = fronts.iter().map(|f| f.entries().map(|e| e.cycles).fold(0.0, f64::max)).fold(1.0, f64::max);
+    let ceiling = slowest * 256.0;
+    tracing::info!(stages = fronts.len(), floor, ceiling, "searching the initiation interval");
 
     let mut search = Search { network, budget, fronts };
-    let mut best: Option<(usize, [f64; 5])> = None;
+    let mut best: Option<(f64, [f64; 5])> = None;
     for round in 0..=ROUNDS {
-        let found = search.smallest_feasible(&candidates);
-        tracing::debug!(round, ii = found.map(|k| candidates[k]), "binary search done");
-        if let Some(k) = found {
-            if best.is_none_or(|(b, _)| k < b) {
-                best = Some((k, weights));
+        let found = search.feasible(ceiling).map(|_| search.smallest_feasible(floor * (1.0 - 1e-9), ceiling));
+        tracing::debug!(round, ii = found, "bisection done");
+        if let Some(ii) = found {
+            if best.is_none_or(|(b, _)| ii < b) {
+                best = Some((ii, weights));
             }
         }
-        let probe = best.map_or(candidates.len() - 1, |(k, _)| k.saturating_sub(1));
-        let blockers = search.blockers(candidates[probe]);
-        let raised: Vec<usize> = blockers.iter().filter_map(|b| resource_index(b)).collect();
-        if raised.is_empty() || best.is_some_and(|(k, _)| k == 0) {
+        let probe = best.map_or(ceiling, |(ii, _)| ii * (1.0 - 1e-9));
+        if probe < floor {
+            break;
+        }
+        let raised: Vec<usize> = search.blockers(probe).iter().filter_map(|b| resource_index(b)).collect();
+        if raised.is_empty() {
             break;
         }
         for r in raised {
@@ -123,15 +126,12 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         }
         search.fronts.iter_mut().for_each(|f| f.reweight(weights));
     }
-    let (k, w) = best?;
+    let (ii, w) = best?;
     search.fronts.iter_mut().for_each(|f| f.reweight(w));
-    let ii = candidates[k];
-    let (mut choices, mut usage) = search.feasible(ii).expect("found feasible");
-    let binding = if k == 0 {
-        "folding".to_string()
-    } else {
-        search.blockers(candidates[k - 1]).first().copied().unwrap_or("folding").to_string()
-    };
+    let (mut choices, mut usage, _) = search.feasible(ii).expect("found feasible");
+    let below = ii * (1.0 - 1e-9);
+    let binding =
+        if below < floor { "folding".to_string() } else { search.blockers(below).first().copied().unwrap_or("folding").to_string() };
 
     // Spend the headroom: at the same II, re-pick with weights that favour the scarcest
     // resource, as long as the result still fits.
@@ -147,7 +147,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         let tilted: [f64; 5] = std::array::from_fn(|r| base[r] * (0.05 + utilisation[r]).powi(4));
         search.fronts.iter_mut().for_each(|f| f.reweight(tilted));
         match search.feasible(ii) {
-            Some((c, u)) if peak(&u, budget) < peak(&usage, budget) => (choices, usage) = (c, u),
+            Some((c, u, _)) if peak(&u, budget) < peak(&usage, budget) => (choices, usage) = (c, u),
             _ => break,
         }
     }

@@ -6,7 +6,7 @@
 //! the channels are fully parallel (before that, channel lanes are cheaper: no extra line
 //! buffer width or window logic).
 
-use crate::hw::cost::{stage_cost, Folding, Placement};
+use crate::hw::cost::{conv_cost_parts, stage_cost, Folding, Placement};
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::stage::StageKind;
 use crate::hw::{Budget, Usage};
@@ -38,10 +38,10 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
     let stage = &network.stages[i];
     let sparsity = network.sparsity[i].as_ref();
     let mut out = Vec::new();
+    let fits = |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
     let mut push = |folding: Folding, placement: Placement| {
         let c = stage_cost(stage, folding, placement, network.precision, sparsity);
-        let u = &c.usage;
-        if u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram {
+        if fits(&c.usage) {
             out.push(Entry { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage });
         }
     };
@@ -57,6 +57,7 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
                 &[Placement::Bram, Placement::OffChip]
             };
             let spatials: Vec<usize> = efficient_factors(out_hw[1]).into_iter().filter(|&p| p <= MAX_SPATIAL).collect();
+            let mut conv_entries = Vec::new();
             for &cg in &efficient_factors(*groups) {
                 for &ci in &efficient_factors(cin_g) {
                     for &co in &efficient_factors(cout_g) {
@@ -65,14 +66,23 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
                             for &spatial in if full { &spatials[..] } else { &[1][..] } {
                                 let folding =
                                     Folding { coarse_in: ci, coarse_out: co, coarse_group: cg, fine, spatial };
-                                for &p in placements {
-                                    push(folding, p);
+                                let (core, weights) = conv_cost_parts(stage, folding, network.precision, sparsity);
+                                if core.usage.dsp > budget.dsp || core.usage.lut > budget.lut {
+                                    continue; // wider spatial parallelism only costs more
+                                }
+                                for &placement in placements {
+                                    let usage = core.usage + weights.at(placement);
+                                    if fits(&usage) {
+                                        let choice = Choice { folding, placement };
+                                        conv_entries.push(Entry { choice, cycles: core.cycles, usage });
+                                    }
                                 }
                             }
                         }
                     }
                 }
             }
+            out.extend(conv_entries);
         }
         StageKind::Lanes { channels, cols, .. } => {
             for &l in &efficient_factors(*channels) {
@@ -112,10 +122,11 @@ pub fn scalar(u: &Usage, w: &[f64; 5]) -> f64 {
 
 fn prefix_best(entries: &[Entry], w: &[f64; 5]) -> Vec<usize> {
     let mut best = Vec::with_capacity(entries.len());
-    let mut at = 0;
+    let (mut at, mut lowest) = (0, f64::INFINITY);
     for (k, e) in entries.iter().enumerate() {
-        if scalar(&e.usage, w) < scalar(&entries[at].usage, w) {
-            at = k;
+        let cost = scalar(&e.usage, w);
+        if cost < lowest {
+            (at, lowest) = (k, cost);
         }
         best.push(at);
     }
@@ -124,8 +135,31 @@ fn prefix_best(entries: &[Entry], w: &[f64; 5]) -> Vec<usize> {
 
 impl Front {
     /// Arrange `entries` for queries under `weights`.
-    pub fn new(mut entries: Vec<Entry>, weights: [f64; 5]) -> Front {
-        entries.sort_by(|a, b| a.cycles.total_cmp(&b.cycles));
+    pub fn new(entries: Vec<Entry>, weights: [f64; 5]) -> Front {
+        // Sort small keys, not the entries themselves.
+        let mut order: Vec<(f64, Placement, f64, u32)> =
+            entries.iter().enumerate().map(|(i, e)| (e.cycles, e.choice.placement, e.usage.dsp, i as u32)).collect();
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3)));
+        // Among entries of equal cycles and placement keep only those not dominated in
+        // DSP, BRAM, URAM and LUT by an earlier (cheaper-in-DSP) one: no weighting can
+        // prefer a dominated entry. Different factor splits (2 x 4 vs 4 x 2 passes) often
+        // tie on cycles, so this removes most of a conv stage's entries.
+        let mut kept: Vec<Entry> = Vec::with_capacity(entries.len() / 4);
+        let mut group_start = 0;
+        for &(_, _, _, i) in &order {
+            let e = entries[i as usize];
+            let same_group = |k: &Entry| k.cycles == e.cycles && k.choice.placement == e.choice.placement;
+            if kept.last().is_none_or(|k| !same_group(k)) {
+                group_start = kept.len();
+            }
+            let dominated = kept[group_start..].iter().any(|k| {
+                k.usage.dsp <= e.usage.dsp && k.usage.bram18 <= e.usage.bram18 && k.usage.uram <= e.usage.uram && k.usage.lut <= e.usage.lut
+            });
+            if !dominated {
+                kept.push(e);
+            }
+        }
+        let entries = kept;
         let (off_chip, on_chip): (Vec<Entry>, Vec<Entry>) =
             entries.into_iter().partition(|e| e.choice.placement == Placement::OffChip);
         let best_on = prefix_best(&on_chip, &weights);
