@@ -195,7 +195,9 @@ impl WeightMemory {
     pub fn at(&self, placement: Placement) -> Usage {
         match placement {
             Placement::Bram => memory_usage(memory::bram(self.banks, self.width, self.depth)),
-            Placement::Uram => Usage { uram: memory::uram(self.banks, self.width, self.depth) as f64, ..Usage::default() },
+            Placement::Uram => {
+                Usage { uram: memory::uram(self.banks, self.width, self.depth) as f64, ..Usage::default() }
+            }
             Placement::OffChip => Usage {
                 // A 512-deep FIFO per 36 bits of bank width, refilled from memory.
                 bram18: ((self.banks * self.width) as f64 / 36.0).ceil(),

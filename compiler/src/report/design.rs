@@ -267,9 +267,23 @@ impl DesignReport {
         let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).clamp(5, 48);
         let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
         let ii = self.ii_cycles.max(1.0);
+        let parted = self.partitions > 1;
         let mut out = format!(
-            "{:<name_w$}  {:<op_w$}  {:>5} {:>5} {:>4} {:>4} {:>3}  {:>10}  {:>6}  {:>6}  {:>6}  {:>5}  {:>8}\n",
-            "layer", "op", "c_in", "c_out", "grp", "fine", "px", "cycles", "% II", "DSP", "BRAM", "URAM", "weights"
+            "{:<name_w$}  {:<op_w$}  {:>5} {:>5} {:>4} {:>4} {:>3}  {:>10}  {:>6}  {:>6}  {:>6}  {:>5}  {:>8}{}\n",
+            "layer",
+            "op",
+            "c_in",
+            "c_out",
+            "grp",
+            "fine",
+            "px",
+            "cycles",
+            "% II",
+            "DSP",
+            "BRAM",
+            "URAM",
+            "weights",
+            if parted { "  part" } else { "" }
         );
         for l in &self.layers {
             let name: String = if l.name.len() > name_w {
@@ -278,7 +292,7 @@ impl DesignReport {
                 l.name.clone()
             };
             out += &format!(
-                "{:<name_w$}  {:<op_w$}  {:>5} {:>5} {:>4} {:>4} {:>3}  {:>10.0}  {:>5.1}%  {:>6.0}  {:>6.0}  {:>5.0}  {:>8}{}\n",
+                "{:<name_w$}  {:<op_w$}  {:>5} {:>5} {:>4} {:>4} {:>3}  {:>10.0}  {:>5.1}%  {:>6.0}  {:>6.0}  {:>5.0}  {:>8}{}{}\n",
                 name,
                 l.op,
                 l.coarse_in,
@@ -292,6 +306,7 @@ impl DesignReport {
                 l.bram18,
                 l.uram,
                 l.weights.unwrap_or("-"),
+                if parted { format!("  {:>4}", l.partition) } else { String::new() },
                 if l.bottleneck { "  <- bottleneck" } else { "" }
             );
         }

@@ -13,6 +13,7 @@
 
 use super::options::{enumerate, Front};
 use super::{fits, total_usage, Allocation};
+use crate::hw::cost::Placement;
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::{Budget, Usage};
 use rayon::prelude::*;
@@ -24,13 +25,15 @@ struct Search<'a> {
     network: &'a Network,
     budget: &'a Budget,
     fronts: Vec<Front>,
+    /// Multiplier on the price of off-chip bits (raised when bandwidth is scarce).
+    offchip_tilt: f64,
 }
 
 impl Search<'_> {
     /// Per stage, the cheapest choice within `ii` cycles, their total usage and the
     /// interval they need (their slowest stage); `None` if a stage cannot reach `ii`.
     fn pick(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
-        let offchip_weight = 1.0 / self.budget.offchip_bits_at(ii).max(1.0);
+        let offchip_weight = self.offchip_tilt / self.budget.offchip_bits_at(ii).max(1.0);
         let mut choices = Vec::with_capacity(self.fronts.len());
         let mut usages = Vec::with_capacity(self.fronts.len());
         let mut interval = 1.0f64;
@@ -103,7 +106,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
     let ceiling = slowest * 256.0;
     tracing::info!(stages = fronts.len(), floor, ceiling, "searching the initiation interval");
 
-    let mut search = Search { network, budget, fronts };
+    let mut search = Search { network, budget, fronts, offchip_tilt: 1.0 };
     let mut best: Option<(f64, [f64; 5])> = None;
     for round in 0..=ROUNDS {
         let found = search.feasible(ceiling).map(|_| search.smallest_feasible(floor * (1.0 - 1e-9), ceiling));
@@ -130,25 +133,50 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
     search.fronts.iter_mut().for_each(|f| f.reweight(w));
     let (mut choices, mut usage, _) = search.feasible(ii).expect("found feasible");
     let below = ii * (1.0 - 1e-9);
-    let binding =
-        if below < floor { "folding".to_string() } else { search.blockers(below).first().copied().unwrap_or("folding").to_string() };
+    let binding = if below < floor {
+        "folding".to_string()
+    } else {
+        search.blockers(below).first().copied().unwrap_or("folding").to_string()
+    };
 
-    // Spend the headroom: at the same II, re-pick with weights that favour the scarcest
-    // resource, as long as the result still fits.
-    for _ in 0..3 {
-        let utilisation = [
-            usage.dsp / budget.dsp.max(1.0),
-            usage.bram18 / budget.bram18.max(1.0),
-            usage.uram / budget.uram.max(1.0),
-            usage.lut / budget.lut.max(1.0),
-            usage.ff / budget.ff.max(1.0),
-        ];
+    // Spend the headroom: at the same II, re-pick with each resource's weight raised by
+    // how full it is (off-chip bandwidth included), keeping a re-pick when its utilisations,
+    // sorted from the fullest down, are lexicographically lower.
+    for _ in 0..4 {
+        let u = utilisation(&usage, budget, ii);
         let base = base_weights(budget);
-        let tilted: [f64; 5] = std::array::from_fn(|r| base[r] * (0.05 + utilisation[r]).powi(4));
+        let tilted: [f64; 5] = std::array::from_fn(|r| base[r] * (0.05 + u[r]).powi(4));
+        search.offchip_tilt = (0.05 + u[5]).powi(4);
         search.fronts.iter_mut().for_each(|f| f.reweight(tilted));
         match search.feasible(ii) {
-            Some((c, u, _)) if peak(&u, budget) < peak(&usage, budget) => (choices, usage) = (c, u),
+            Some((c, new, _)) if lower_profile(&new, &usage, budget, ii) => (choices, usage) = (c, new),
             _ => break,
+        }
+    }
+    // Bring streamed weights back on chip where the memory is free: same folding, so the
+    // interval stays, and off-chip traffic (and its energy) drops. Largest layers first.
+    let mut order: Vec<usize> = (0..choices.len()).filter(|&i| choices[i].placement == Placement::OffChip).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(network.stages[i].weights));
+    for i in order {
+        for placement in [Placement::Uram, Placement::Bram] {
+            let Some(e) = search.fronts[i]
+                .entries()
+                .find(|e| e.choice.folding == choices[i].folding && e.choice.placement == placement)
+            else {
+                continue;
+            };
+            let old = search.fronts[i].entries().find(|e| e.choice == choices[i]).expect("chosen entry").usage;
+            let mut trial = usage + e.usage;
+            trial.dsp -= old.dsp;
+            trial.bram18 -= old.bram18;
+            trial.uram -= old.uram;
+            trial.lut -= old.lut;
+            trial.ff -= old.ff;
+            trial.offchip_bits -= old.offchip_bits;
+            if fits(budget, &trial, ii) {
+                (choices[i], usage) = (e.choice, trial);
+                break;
+            }
         }
     }
     let eval = network.evaluate(&choices, budget);
@@ -156,15 +184,30 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
     Some(Allocation { network: network.clone(), offset: 0, choices, eval, binding })
 }
 
-/// Highest utilisation over the on-chip resources.
-fn peak(u: &Usage, b: &Budget) -> f64 {
+/// Utilisation of dsp, bram18, uram, lut, ff and off-chip bandwidth at interval `ii`.
+fn utilisation(u: &Usage, b: &Budget, ii: f64) -> [f64; 6] {
+    let frac = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
     [
-        u.dsp / b.dsp,
-        u.bram18 / b.bram18,
-        u.uram / b.uram.max(1e-9) * (u.uram > 0.0) as u8 as f64,
-        u.lut / b.lut,
-        u.ff / b.ff,
+        frac(u.dsp, b.dsp),
+        frac(u.bram18, b.bram18),
+        frac(u.uram, b.uram),
+        frac(u.lut, b.lut),
+        frac(u.ff, b.ff),
+        frac(u.offchip_bits, b.offchip_bits_at(ii)),
     ]
-    .into_iter()
-    .fold(0.0, f64::max)
+}
+
+/// Whether `new`'s utilisations, fullest first, are below `old`'s (beyond rounding).
+fn lower_profile(new: &Usage, old: &Usage, b: &Budget, ii: f64) -> bool {
+    let sorted = |u: &Usage| {
+        let mut v = utilisation(u, b, ii);
+        v.sort_by(|x, y| y.total_cmp(x));
+        v
+    };
+    for (n, o) in sorted(new).iter().zip(sorted(old)) {
+        if (n - o).abs() > 1e-6 {
+            return *n < o;
+        }
+    }
+    false
 }

@@ -38,7 +38,8 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
     let stage = &network.stages[i];
     let sparsity = network.sparsity[i].as_ref();
     let mut out = Vec::new();
-    let fits = |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
+    let fits =
+        |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
     let mut push = |folding: Folding, placement: Placement| {
         let c = stage_cost(stage, folding, placement, network.precision, sparsity);
         if fits(&c.usage) {
@@ -139,7 +140,9 @@ impl Front {
         // Sort small keys, not the entries themselves.
         let mut order: Vec<(f64, Placement, f64, u32)> =
             entries.iter().enumerate().map(|(i, e)| (e.cycles, e.choice.placement, e.usage.dsp, i as u32)).collect();
-        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3)));
+        order.sort_unstable_by(|a, b| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3))
+        });
         // Among entries of equal cycles and placement keep only those not dominated in
         // DSP, BRAM, URAM and LUT by an earlier (cheaper-in-DSP) one: no weighting can
         // prefer a dominated entry. Different factor splits (2 x 4 vs 4 x 2 passes) often
@@ -153,7 +156,10 @@ impl Front {
                 group_start = kept.len();
             }
             let dominated = kept[group_start..].iter().any(|k| {
-                k.usage.dsp <= e.usage.dsp && k.usage.bram18 <= e.usage.bram18 && k.usage.uram <= e.usage.uram && k.usage.lut <= e.usage.lut
+                k.usage.dsp <= e.usage.dsp
+                    && k.usage.bram18 <= e.usage.bram18
+                    && k.usage.uram <= e.usage.uram
+                    && k.usage.lut <= e.usage.lut
             });
             if !dominated {
                 kept.push(e);
