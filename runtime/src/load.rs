@@ -34,6 +34,7 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
             tensor_shape(&layer.name, layer.output.as_ref().ok_or_else(|| invalid(&layer.name, "no output type"))?)?;
         let op = layer.op.as_ref().ok_or_else(|| invalid(&layer.name, "no operation (written by a newer hassc?)"))?;
         let (op, computed) = lower_op(&layer.name, op, &in_shapes, &declared, weights)?;
+        check_folding(&layer.name, layer.folding.as_ref(), &op, &in_shapes)?;
         if computed != declared {
             return Err(invalid(&layer.name, format!("declares output {declared:?} but its inputs give {computed:?}")));
         }
@@ -46,6 +47,22 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
     }
     let board = schedule.board.map(|b| b.name).unwrap_or_default();
     Ok(Plan { model: schedule.model, board, input_shape, layers, outputs })
+}
+
+/// The hardware record is not used to compute, but a corrupt one must not pass: factors
+/// are positive and a conv's channel-to-stream map names a stream for every input channel.
+fn check_folding(layer: &str, folding: Option<&pb::Folding>, op: &Op, inputs: &[&[usize]]) -> Result<(), RuntimeError> {
+    let f = folding.ok_or_else(|| invalid(layer, "no folding record"))?;
+    if [f.coarse_in, f.coarse_out, f.coarse_group, f.fine, f.spatial].contains(&0) {
+        return Err(invalid(layer, "folding factors must be positive"));
+    }
+    if let (Op::Conv(_), false) = (op, f.channel_stream.is_empty()) {
+        let streams = f.coarse_in.saturating_mul(f.coarse_group);
+        if f.channel_stream.len() != inputs[0][0] || f.channel_stream.iter().any(|&s| s >= streams) {
+            return Err(invalid(layer, "channel-to-stream map does not fit the folding"));
+        }
+    }
+    Ok(())
 }
 
 fn tensor_shape(layer: &str, t: &pb::TensorType) -> Result<Vec<usize>, RuntimeError> {
