@@ -21,8 +21,11 @@ use prost::Message;
 
 /// First eight bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"HASSART\0";
-/// The artifact format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The artifact format version this crate writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads. Version 1 lacks activation thresholds;
+/// its files read as version 2 files without them.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 
 const FIXED_HEADER_BYTES: usize = 16;
 const TABLE_ENTRY_BYTES: usize = 24;
@@ -61,7 +64,7 @@ pub enum ContainerError {
     #[error("not a hassc artifact (bad magic bytes); was it written by `hassc`?")]
     BadMagic,
     /// The file was written by a different format version.
-    #[error("artifact format version {found} is not supported (this build reads version {supported}); recompile the model with this hassc")]
+    #[error("artifact format version {found} is not supported (this build reads versions 1 to {supported}); recompile the model with this hassc")]
     UnsupportedVersion {
         /// Version in the file.
         found: u32,
@@ -137,7 +140,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
     }
     need("the header", FIXED_HEADER_BYTES)?;
     let version = read_u32(bytes, 8);
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(ContainerError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     let count = read_u32(bytes, 12);
@@ -251,8 +254,8 @@ mod tests {
     #[test]
     fn newer_version_is_named() {
         let mut bytes = sample();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, ContainerError::UnsupportedVersion { found: 2, supported: 1 }), "{err}");
+        assert!(matches!(err, ContainerError::UnsupportedVersion { found: 3, supported: 2 }), "{err}");
     }
 }

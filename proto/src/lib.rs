@@ -15,6 +15,6 @@ mod generated {
 pub mod container;
 pub mod weights;
 
-pub use container::{decode, encode, ContainerError, FORMAT_VERSION, MAGIC};
+pub use container::{decode, encode, ContainerError, FORMAT_VERSION, MAGIC, MIN_FORMAT_VERSION};
 pub use generated::*;
 pub use weights::WeightsWriter;

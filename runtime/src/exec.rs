@@ -1,7 +1,7 @@
 //! Executes a [`Plan`] on a batch: layers in order, one buffer per live value, images of a
 //! batch in parallel.
 
-use crate::kernels::{conv::conv_image, dense::dense_batch, eltwise, pool};
+use crate::kernels::{conv::conv_image, dense::dense_batch, eltwise, pool, thresholded};
 use crate::plan::{Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
@@ -69,9 +69,10 @@ fn run_layer(plan: &Plan, layer: &Layer, values: &[Option<Vec<f32>>], batch: usi
     let hw = |s: &[usize]| [s[1], s[2]];
     match &layer.op {
         Op::Conv(conv) => per_image(&mut out, &|n, o| {
-            conv_image(conv, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
+            let x = thresholded(&input(0)[n * in_len(0)..][..in_len(0)], conv.input_threshold);
+            conv_image(conv, &x, hw(in_shape(0)), o, hw(out_shape))
         }),
-        Op::Dense(dense) => dense_batch(dense, input(0), batch, &mut out),
+        Op::Dense(dense) => dense_batch(dense, &thresholded(input(0), dense.input_threshold), batch, &mut out),
         Op::Pool(p) => per_image(&mut out, &|n, o| {
             pool::pool_image(p, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
         }),

@@ -114,6 +114,13 @@ fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activati
     }))
 }
 
+fn finite_threshold(layer: &str, t: Option<f32>) -> Result<Option<f32>, RuntimeError> {
+    match t {
+        Some(v) if !v.is_finite() => Err(invalid(layer, format!("input threshold {v} is not finite"))),
+        t => Ok(t),
+    }
+}
+
 fn pair(layer: &str, what: &str, v: &[u32]) -> Result<[usize; 2], RuntimeError> {
     match v {
         [a, b] if *a > 0 && *b > 0 => Ok([*a as usize, *b as usize]),
@@ -185,8 +192,9 @@ fn lower_op(
             let bias = weights_f32(name, "bias", c.bias.as_ref(), &[c_out], weights)?;
             let [oh, ow] = window(name, [h, w], kernel, stride, dilation, pads, false)?;
             let activation = activation(name, c.activation.as_ref())?;
+            let input_threshold = finite_threshold(name, c.input_threshold)?;
             (
-                Op::Conv(Conv { weight, bias, c_in, c_out, kernel, stride, dilation, pads, groups, activation }),
+                Op::Conv(Conv { weight, bias, c_in, c_out, kernel, stride, dilation, pads, groups, activation, input_threshold }),
                 vec![c_out, oh, ow],
             )
         }
@@ -199,7 +207,8 @@ fn lower_op(
             let weight = weights_f32(name, "weight", d.weight.as_ref(), &[outputs, inputs], weights)?;
             let bias = weights_f32(name, "bias", d.bias.as_ref(), &[outputs], weights)?;
             let activation = activation(name, d.activation.as_ref())?;
-            (Op::Dense(Dense { weight, bias, inputs, outputs, activation }), vec![outputs])
+            let input_threshold = finite_threshold(name, d.input_threshold)?;
+            (Op::Dense(Dense { weight, bias, inputs, outputs, activation, input_threshold }), vec![outputs])
         }
         P::Pool(p) => {
             arity(name, ins, 1)?;

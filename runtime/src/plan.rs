@@ -85,6 +85,8 @@ pub struct Conv {
     pub groups: usize,
     /// Fused activation.
     pub activation: Option<Activation>,
+    /// Input values at or below this read as zero (the activation threshold).
+    pub input_threshold: Option<f32>,
 }
 
 /// A fully connected layer: `y = x W^T + b`.
@@ -100,6 +102,8 @@ pub struct Dense {
     pub outputs: usize,
     /// Fused activation.
     pub activation: Option<Activation>,
+    /// Input values at or below this read as zero (the activation threshold).
+    pub input_threshold: Option<f32>,
 }
 
 /// Max or average pooling.

@@ -29,11 +29,22 @@ fn assert_fails(out: &Output, needles: &[&str]) {
 
 #[test]
 fn runs_the_artifact_and_matches_onnxruntime() {
+    matches_onnxruntime(&artifact());
+}
+
+#[test]
+fn every_older_format_version_still_runs() {
+    for version in hass_proto::MIN_FORMAT_VERSION..hass_proto::FORMAT_VERSION {
+        matches_onnxruntime(&testdata(&format!("artifacts/fmnist_cnn_op13.v{version}.hass")));
+    }
+}
+
+fn matches_onnxruntime(artifact: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.npy");
     let images = testdata("inputs/fmnist_test_1000.npy");
     let res = hass_run(&[
-        artifact().to_str().unwrap(),
+        artifact.to_str().unwrap(),
         "--input",
         images.to_str().unwrap(),
         "--output",

@@ -121,6 +121,7 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
                 pads: pads(&c.padding),
                 groups: c.groups as u32,
                 activation: activation(c.activation),
+                input_threshold: c.input_threshold,
             })
         }
         Op::Dense(d) => {
@@ -129,7 +130,12 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
                 Some(b) => weight(b),
                 None => w.push_f32(&[channels], &vec![0.0; channels]),
             };
-            P::Dense(pb::Dense { weight: Some(weight_ref), bias: Some(bias), activation: activation(d.activation) })
+            P::Dense(pb::Dense {
+                weight: Some(weight_ref),
+                bias: Some(bias),
+                activation: activation(d.activation),
+                input_threshold: d.input_threshold,
+            })
         }
         Op::Pool(p) => P::Pool(pb::Pool {
             kind: match p.kind {

@@ -34,6 +34,9 @@ pub struct Conv {
     pub groups: usize,
     /// Fused activation.
     pub activation: Option<Activation>,
+    /// Activation threshold on the input: values at or below it read as zero (set by
+    /// `sparsity`, never by the frontend).
+    pub input_threshold: Option<f32>,
 }
 
 /// Fully connected: weight `[out, in]`, bias `[out]`.
@@ -45,6 +48,8 @@ pub struct Dense {
     pub bias: Option<WeightId>,
     /// Fused activation.
     pub activation: Option<Activation>,
+    /// Activation threshold on the input, as for [`Conv`].
+    pub input_threshold: Option<f32>,
 }
 
 pub use hass_runtime::plan::PoolKind;

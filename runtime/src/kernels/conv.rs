@@ -197,6 +197,7 @@ mod tests {
             pads,
             groups,
             activation: Some(Activation::Clip { min: -1.0, max: 3.0 }),
+            input_threshold: None,
         };
         let input: Vec<f32> = (0..c_in * hw * hw).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
         let oh = crate::geometry::window_output_len(hw, kernel, stride, dilation, pads[0], pads[2], false).unwrap();

@@ -32,6 +32,7 @@ mod tests {
             inputs: 3,
             outputs: 2,
             activation: Some(Activation::Clip { min: -1.0, max: 5.0 }),
+            input_threshold: None,
         };
         let mut out = vec![0.0; 4];
         dense_batch(&dense, &[1.0, 1.0, 1.0, 2.0, 0.0, -1.0], 2, &mut out);

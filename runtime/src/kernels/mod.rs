@@ -5,3 +5,14 @@ pub mod conv;
 pub mod dense;
 pub mod eltwise;
 pub mod pool;
+
+use std::borrow::Cow;
+
+/// `x` with every value at or below `threshold` read as zero (an activation threshold);
+/// borrowed unchanged without one.
+pub fn thresholded(x: &[f32], threshold: Option<f32>) -> Cow<'_, [f32]> {
+    match threshold {
+        None => Cow::Borrowed(x),
+        Some(t) => Cow::Owned(x.iter().map(|&v| if v <= t { 0.0 } else { v }).collect()),
+    }
+}

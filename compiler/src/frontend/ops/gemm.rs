@@ -49,7 +49,7 @@ pub(super) fn gemm(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
             Some(weights.add(vec![out], per_output.into_iter().map(|v| v * beta).collect()))
         }
     };
-    Ok(Lowered::Op(Op::Dense(Dense { weight, bias, activation: None }), vec![x]))
+    Ok(Lowered::Op(Op::Dense(Dense { weight, bias, activation: None, input_threshold: None }), vec![x]))
 }
 
 pub(super) fn matmul(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
@@ -59,7 +59,7 @@ pub(super) fn matmul(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered>
         return Err(ctx.err(format!("B has shape {:?}; only a constant 2-D B is supported", b.dims)));
     };
     let weight = weights.add(vec![cols, rows], transpose(&b.to_f32(), rows, cols));
-    Ok(Lowered::Op(Op::Dense(Dense { weight, bias: None, activation: None }), vec![x]))
+    Ok(Lowered::Op(Op::Dense(Dense { weight, bias: None, activation: None, input_threshold: None }), vec![x]))
 }
 
 #[cfg(test)]
