@@ -23,6 +23,14 @@ pub enum SparsitySource {
     Uniform(f64),
     /// Product sparsity per layer name; layers not named are dense.
     PerLayer(BTreeMap<String, f64>),
+    /// Histograms per layer name, from the pruned weights or measured on calibration
+    /// images; `source` says which, for reports.
+    Measured {
+        /// Statistics by layer name.
+        layers: BTreeMap<String, LayerSparsity>,
+        /// Where they come from.
+        source: String,
+    },
 }
 
 /// Everything that shapes a design besides the model and the board.
@@ -36,6 +44,11 @@ pub struct DesignOptions {
     pub sparsity: SparsitySource,
     /// Images per batch, for the batched throughput (pipeline fill, reconfiguration).
     pub batch: usize,
+    /// Weight pruning and activation thresholds to apply before anything else.
+    pub pruning: crate::sparsity::SparsityConfig,
+    /// Calibration images (float32 NCHW, normalised as the model expects): when given, the
+    /// sparsity statistics are measured on them.
+    pub calibration: Option<std::sync::Arc<hass_runtime::Tensor>>,
 }
 
 impl Default for DesignOptions {
@@ -45,6 +58,8 @@ impl Default for DesignOptions {
             precision: Precision::default(),
             sparsity: SparsitySource::Dense,
             batch: 256,
+            pruning: Default::default(),
+            calibration: None,
         }
     }
 }
@@ -132,6 +147,7 @@ fn sparsity_for(graph: &Graph, source: &SparsitySource) -> Result<Vec<Option<Lay
                 SparsitySource::Dense => None,
                 SparsitySource::Uniform(v) => Some(*v),
                 SparsitySource::PerLayer(map) => map.get(&s.name).copied(),
+                SparsitySource::Measured { layers, .. } => return layers.get(&s.name).cloned(),
             };
             value.map(|v| LayerSparsity::uniform(v, window))
         })

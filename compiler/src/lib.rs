@@ -22,6 +22,7 @@ pub mod ir;
 pub mod passes;
 pub mod report;
 pub mod search;
+pub mod sparsity;
 
 pub use error::{CompileError, Result, UnsupportedNode};
 
@@ -45,10 +46,25 @@ pub struct Compiled {
     pub artifact: Vec<u8>,
 }
 
-/// Compile `model` for `board`: import, passes, allocation, artifact.
+/// Compile `model` for `board`: import, passes, pruning and thresholds, calibration,
+/// allocation, artifact.
 pub fn compile(model: &std::path::Path, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {
-    let graph = load_model(model)?;
-    let design = design::design(&graph, board, options)?;
+    let mut graph = load_model(model)?;
+    let mut options = options.clone();
+    if options.pruning.any() {
+        let _span = tracing::info_span!("prune").entered();
+        sparsity::prune::apply(&mut graph, &options.pruning)?;
+    }
+    if let Some(images) = &options.calibration {
+        let layers = sparsity::statistics::measured(&graph, board, images)?;
+        let source = format!("measured on {} calibration images", images.batch());
+        options.sparsity = design::SparsitySource::Measured { layers, source };
+    } else if options.pruning.any() && options.sparsity == design::SparsitySource::Dense {
+        let layers = sparsity::statistics::from_weights(&graph);
+        let source = "pruned weights only (no --calib): activation sparsity not measured".to_string();
+        options.sparsity = design::SparsitySource::Measured { layers, source };
+    }
+    let design = design::design(&graph, board, &options)?;
     let _span = tracing::info_span!("backend").entered();
     let artifact = backend::emit(&graph, board, &design.layers);
     Ok(Compiled { graph, design, artifact })

@@ -31,11 +31,17 @@ fn designs_fit_their_capped_budget_and_name_what_binds() {
         for board in ["u250", "zcu102", "zcu104"] {
             let (r, _) = compile(name, board, DesignOptions::default());
             let res = &r.resources;
-            for (what, line) in [("dsp", &res.dsp), ("bram18", &res.bram18), ("uram", &res.uram), ("lut", &res.lut), ("ff", &res.ff)] {
+            for (what, line) in
+                [("dsp", &res.dsp), ("bram18", &res.bram18), ("uram", &res.uram), ("lut", &res.lut), ("ff", &res.ff)]
+            {
                 assert!(line.used <= (line.available * line.cap).floor() + 1e-9, "{name} on {board}: {what} {line:?}");
             }
             assert!(res.bandwidth_gbps.used <= res.bandwidth_gbps.available * (1.0 + 1e-9));
-            assert!(["dsp", "bram18", "uram", "lut", "ff", "bandwidth", "folding"].contains(&r.binding.as_str()), "{}", r.binding);
+            assert!(
+                ["dsp", "bram18", "uram", "lut", "ff", "bandwidth", "folding"].contains(&r.binding.as_str()),
+                "{}",
+                r.binding
+            );
             // The interval is the slowest stage, and throughput follows from it.
             let slowest = r.layers.iter().map(|l| l.cycles).fold(0.0, f64::max);
             assert!(r.ii_cycles >= slowest - 1e-6);
@@ -56,7 +62,12 @@ fn exact_allocator_is_never_slower_than_greedy() {
             let (exact, _) = compile(name, board, with(Allocator::Exact, SparsitySource::Dense));
             let (greedy, _) = compile(name, board, with(Allocator::Greedy, SparsitySource::Dense));
             assert_eq!((exact.allocator, greedy.allocator), ("exact", "greedy"));
-            assert!(exact.throughput_fps >= greedy.throughput_fps * (1.0 - 1e-9), "{name} on {board}: {} < {}", exact.throughput_fps, greedy.throughput_fps);
+            assert!(
+                exact.throughput_fps >= greedy.throughput_fps * (1.0 - 1e-9),
+                "{name} on {board}: {} < {}",
+                exact.throughput_fps,
+                greedy.throughput_fps
+            );
         }
     }
 }
@@ -65,7 +76,12 @@ fn exact_allocator_is_never_slower_than_greedy() {
 fn assumed_sparsity_raises_throughput_and_shows_per_layer() {
     let (dense, _) = compile("fmnist_resnet_op13", "zcu102", DesignOptions::default());
     let (sparse, _) = compile("fmnist_resnet_op13", "zcu102", with(Allocator::Exact, SparsitySource::Uniform(0.5)));
-    assert!(sparse.throughput_fps > dense.throughput_fps * 1.2, "{} vs {}", sparse.throughput_fps, dense.throughput_fps);
+    assert!(
+        sparse.throughput_fps > dense.throughput_fps * 1.2,
+        "{} vs {}",
+        sparse.throughput_fps,
+        dense.throughput_fps
+    );
     for l in &sparse.layers {
         let is_conv = l.op.starts_with("Conv") || l.op.starts_with("Dense");
         assert_eq!(l.product_sparsity, is_conv.then_some(0.5), "{}", l.name);
@@ -101,7 +117,8 @@ fn artifact_records_each_stage_folding_and_stream_assignment() {
 
 #[test]
 fn every_stage_in_a_small_lut_budget_runs_as_partitions() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/boards/zcu102.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/boards/zcu102.toml")).unwrap();
     let board = Board::parse(&text.replace("lut = 274080", "lut = 4000"), "small").unwrap();
     let c = hassc::compile(&model("fmnist_cnn_op13"), &board, &DesignOptions::default()).unwrap();
     let r = report("cnn", &board, &c.design);
@@ -119,7 +136,8 @@ fn hassc(args: &[&str]) -> std::process::Output {
 #[test]
 fn budgets_too_small_for_any_design_say_what_is_needed() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/boards/zcu102.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/boards/zcu102.toml")).unwrap();
     for (file, edited, needle) in [
         ("nodsp.toml", text.replace("dsp = 2520", "dsp = 0"), "needs 1 DSP"),
         ("nobram.toml", text.replace("bram18 = 1824", "bram18 = 1"), "BRAM18"),
@@ -127,7 +145,13 @@ fn budgets_too_small_for_any_design_say_what_is_needed() {
         let path = dir.path().join(file);
         std::fs::write(&path, edited).unwrap();
         let out_file = dir.path().join("x.hass");
-        let out = hassc(&[model("fmnist_resnet_op13").to_str().unwrap(), "--target", path.to_str().unwrap(), "-o", out_file.to_str().unwrap()]);
+        let out = hassc(&[
+            model("fmnist_resnet_op13").to_str().unwrap(),
+            "--target",
+            path.to_str().unwrap(),
+            "-o",
+            out_file.to_str().unwrap(),
+        ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("too small") && err.contains(needle), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -139,7 +163,8 @@ fn budgets_too_small_for_any_design_say_what_is_needed() {
 fn report_json_is_written_deterministically_and_verbose_shows_the_search() {
     let dir = tempfile::tempdir().unwrap();
     let run = |report: &Path, extra: &[&str]| {
-        let mut args = vec![model("fmnist_mobilenet_op13").to_str().unwrap().to_string(), "--target".into(), "u250".into()];
+        let mut args =
+            vec![model("fmnist_mobilenet_op13").to_str().unwrap().to_string(), "--target".into(), "u250".into()];
         args.extend(["-o".into(), dir.path().join("m.hass").to_str().unwrap().to_string()]);
         args.extend(["--report".into(), report.to_str().unwrap().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -155,7 +180,20 @@ fn report_json_is_written_deterministically_and_verbose_shows_the_search() {
     assert!(run(&b, &["-q"]).stdout.is_empty());
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&a).unwrap()).unwrap();
-    for key in ["model", "board", "clock_mhz", "throughput_fps", "latency_ms", "ii_cycles", "gops_per_dsp", "roofline_fps", "partitions", "allocator", "resources", "layers"] {
+    for key in [
+        "model",
+        "board",
+        "clock_mhz",
+        "throughput_fps",
+        "latency_ms",
+        "ii_cycles",
+        "gops_per_dsp",
+        "roofline_fps",
+        "partitions",
+        "allocator",
+        "resources",
+        "layers",
+    ] {
         assert!(v.get(key).is_some(), "report lacks {key}");
     }
     for r in ["dsp", "bram18", "uram", "lut", "ff", "bandwidth_gbps"] {
@@ -163,7 +201,23 @@ fn report_json_is_written_deterministically_and_verbose_shows_the_search() {
             assert!(v["resources"][r].get(k).is_some(), "resources.{r}.{k}");
         }
     }
-    for k in ["name", "op", "macs", "coarse_in", "coarse_out", "coarse_group", "fine", "cycles", "dsp", "bram18", "lut", "weight_sparsity", "activation_sparsity", "product_sparsity", "bottleneck"] {
+    for k in [
+        "name",
+        "op",
+        "macs",
+        "coarse_in",
+        "coarse_out",
+        "coarse_group",
+        "fine",
+        "cycles",
+        "dsp",
+        "bram18",
+        "lut",
+        "weight_sparsity",
+        "activation_sparsity",
+        "product_sparsity",
+        "bottleneck",
+    ] {
         assert!(v["layers"][0].get(k).is_some(), "layers[].{k}");
     }
 }
@@ -173,7 +227,15 @@ fn sparsity_file_naming_an_unknown_layer_lists_the_valid_ones() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
     std::fs::write(&file, "\"/conv_that_is_not_there\" = 0.5\n").unwrap();
-    let out = hassc(&[model("fmnist_cnn_op13").to_str().unwrap(), "--target", "u250", "--assume-sparsity-file", file.to_str().unwrap(), "-o", dir.path().join("x.hass").to_str().unwrap()]);
+    let out = hassc(&[
+        model("fmnist_cnn_op13").to_str().unwrap(),
+        "--target",
+        "u250",
+        "--assume-sparsity-file",
+        file.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.hass").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("/conv_that_is_not_there") && err.contains("valid names"), "{err}");
     let good = dir.path().join("g.json");
@@ -181,7 +243,18 @@ fn sparsity_file_naming_an_unknown_layer_lists_the_valid_ones() {
     let first_conv = hassc::report::summarize(&graph).layers[0].name.clone();
     std::fs::write(&good, format!("{{\"{first_conv}\": 0.6}}")).unwrap();
     let report = dir.path().join("r.json");
-    let out = hassc(&[model("fmnist_cnn_op13").to_str().unwrap(), "--target", "u250", "-q", "--assume-sparsity-file", good.to_str().unwrap(), "--report", report.to_str().unwrap(), "-o", dir.path().join("x.hass").to_str().unwrap()]);
+    let out = hassc(&[
+        model("fmnist_cnn_op13").to_str().unwrap(),
+        "--target",
+        "u250",
+        "-q",
+        "--assume-sparsity-file",
+        good.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.hass").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
     assert_eq!(v["layers"][0]["product_sparsity"], 0.6);

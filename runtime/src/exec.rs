@@ -8,6 +8,14 @@ use rayon::prelude::*;
 
 /// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
+    run_observed(plan, input, &mut |_, _, _| {})
+}
+
+/// Called before each layer with its index, the layer and its input batches.
+pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + 'a;
+
+/// [`run`], calling `observe` before each layer.
+pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
     let (batch, image_shape) =
         input.shape().split_first().ok_or_else(|| RuntimeError::Input("input has no batch dimension".into()))?;
     if image_shape != plan.input_shape.as_slice() || *batch == 0 {
@@ -23,6 +31,8 @@ pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
     let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
     values[0] = Some(input.data().to_vec());
     for (i, layer) in plan.layers.iter().enumerate() {
+        let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| values[v].as_deref().expect("live value")).collect();
+        observe(i, layer, &inputs);
         let out = run_layer(plan, layer, &values, batch);
         values[i + 1] = Some(out);
         for &v in &layer.inputs {

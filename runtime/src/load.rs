@@ -194,7 +194,19 @@ fn lower_op(
             let activation = activation(name, c.activation.as_ref())?;
             let input_threshold = finite_threshold(name, c.input_threshold)?;
             (
-                Op::Conv(Conv { weight, bias, c_in, c_out, kernel, stride, dilation, pads, groups, activation, input_threshold }),
+                Op::Conv(Conv {
+                    weight,
+                    bias,
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                    dilation,
+                    pads,
+                    groups,
+                    activation,
+                    input_threshold,
+                }),
                 vec![c_out, oh, ow],
             )
         }

@@ -43,13 +43,8 @@ fn matches_onnxruntime(artifact: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.npy");
     let images = testdata("inputs/fmnist_test_1000.npy");
-    let res = hass_run(&[
-        artifact.to_str().unwrap(),
-        "--input",
-        images.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let res =
+        hass_run(&[artifact.to_str().unwrap(), "--input", images.to_str().unwrap(), "--output", out.to_str().unwrap()]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let ours = hass_runtime::npy::read_f32(&out).unwrap();
     let golden = hass_runtime::npy::read_f32(&testdata("golden/fmnist_cnn_op13.npy")).unwrap();

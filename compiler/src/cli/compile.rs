@@ -7,6 +7,7 @@ use hassc::board::Board;
 use hassc::design::{check_fraction, DesignOptions, SparsitySource};
 use hassc::hw::Precision;
 use hassc::search::Allocator;
+use hassc::sparsity::{Knobs, SparsityConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,42 @@ pub struct CompileArgs {
     /// Batch size for the batched throughput (pipeline fill, reconfiguration).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
+    /// Prune every conv and fully connected weight with |w| below T.
+    #[arg(long, value_name = "T", conflicts_with = "weight_sparsity")]
+    weight_threshold: Option<f32>,
+    /// Prune this fraction (0 to <1) of each conv and fully connected layer's weights, the
+    /// smallest in magnitude.
+    #[arg(long, value_name = "S")]
+    weight_sparsity: Option<f64>,
+    /// Zero each conv's input where it is at or below T (not the network input).
+    #[arg(long, value_name = "T")]
+    activation_threshold: Option<f32>,
+    /// Per-layer knobs (TOML or JSON): `[layers."NAME"] weight_sparsity = 0.8`, ...;
+    /// they override the global flags.
+    #[arg(long, value_name = "FILE")]
+    sparsity_config: Option<PathBuf>,
+    /// Calibration images (float32 NCHW `.npy`, normalised as the model expects): measure
+    /// the sparsity that actually occurs and feed it to the hardware model.
+    #[arg(long, value_name = "X.npy", conflicts_with_all = ["assume_sparsity", "assume_sparsity_file"])]
+    calib: Option<PathBuf>,
+}
+
+fn pruning(args: &CompileArgs) -> Result<SparsityConfig> {
+    let mut config = match &args.sparsity_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            SparsityConfig::parse(&text, path.extension().is_some_and(|e| e == "json"))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => SparsityConfig::default(),
+    };
+    let flags = Knobs {
+        weight_threshold: args.weight_threshold,
+        weight_sparsity: args.weight_sparsity,
+        activation_threshold: args.activation_threshold,
+    };
+    config.global = flags.or(config.global);
+    Ok(config)
 }
 
 fn sparsity_file(path: &Path) -> Result<BTreeMap<String, f64>> {
@@ -55,6 +92,7 @@ fn sparsity_file(path: &Path) -> Result<BTreeMap<String, f64>> {
 }
 
 pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
+    let pruning = pruning(&args)?;
     let model = args.model.expect("clap requires it");
     let board = Board::resolve(&args.target.expect("clap requires it"))?;
     let sparsity = match (args.assume_sparsity, &args.assume_sparsity_file) {
@@ -65,11 +103,17 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
         (None, Some(path)) => SparsitySource::PerLayer(sparsity_file(path)?),
         (None, None) => SparsitySource::Dense,
     };
+    let calibration = match &args.calib {
+        Some(path) => Some(std::sync::Arc::new(hass_runtime::npy::read_f32(path)?)),
+        None => None,
+    };
     let options = DesignOptions {
         allocator: args.allocator,
         precision: Precision { weight_bits: args.weight_bits, activation_bits: args.activation_bits },
         sparsity,
         batch: args.batch as usize,
+        pruning,
+        calibration,
     };
     let compiled = hassc::compile(&model, &board, &options)?;
     let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

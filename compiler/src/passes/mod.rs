@@ -92,7 +92,8 @@ pub(crate) mod testing {
             dilation: [1, 1],
             padding: Padding::Explicit([1; 4]),
             groups: 1,
-            activation: None, input_threshold: None,
+            activation: None,
+            input_threshold: None,
         };
         let id = g.add_node("conv".into(), Op::Conv(conv));
         g.connect(g.input, id, 0);

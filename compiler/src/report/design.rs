@@ -241,6 +241,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
             crate::design::SparsitySource::Dense => "none (dense)".into(),
             crate::design::SparsitySource::Uniform(s) => format!("assumed uniform product sparsity {s}"),
             crate::design::SparsitySource::PerLayer(_) => "assumed per layer (file)".into(),
+            crate::design::SparsitySource::Measured { source, .. } => source.clone(),
         },
         memory: Memory {
             strategy: strategy.into(),

@@ -59,7 +59,8 @@ pub(super) fn conv(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
         dilation: pair(ctx, "dilations", [1, 1])?,
         padding: padding(ctx)?,
         groups: groups as usize,
-        activation: None, input_threshold: None,
+        activation: None,
+        input_threshold: None,
     };
     Ok(Lowered::Op(Op::Conv(op), vec![x]))
 }

@@ -1,0 +1,78 @@
+//! Sparsity knobs (REFERENCE §4): weight pruning and activation thresholds per layer, and
+//! the statistics the cost model takes from them.
+//!
+//! - [`prune`]: applies the knobs to the graph (weights zeroed, thresholds set on conv and
+//!   fully connected inputs).
+//! - [`statistics`]: window histograms from the weights alone, or measured by the runtime on
+//!   calibration images.
+//!
+//! What an activation threshold means: the input of the layer reads as zero wherever it is
+//! at or below T. After a ReLU this is ONNX `ThresholdedRelu` (small positives dropped).
+//! After HardSwish, or on a residual sum, the input can be negative: a threshold T >= 0 then
+//! also zeroes every negative value, which changes the function more than after a ReLU; use
+//! per-layer values (`--sparsity-config`) to leave such layers alone. The network input is
+//! never thresholded by the global value (it is an image, not an activation).
+
+pub mod prune;
+pub mod statistics;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The knobs of one layer (or the global defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    /// Weights with |w| below this become 0.
+    pub weight_threshold: Option<f32>,
+    /// This fraction of the layer's weights, the smallest in magnitude, become 0.
+    pub weight_sparsity: Option<f64>,
+    /// Inputs at or below this read as 0.
+    pub activation_threshold: Option<f32>,
+}
+
+impl Knobs {
+    /// `self` where set, else `fallback`.
+    pub fn or(self, fallback: Knobs) -> Knobs {
+        // A layer that sets one weight knob overrides both global weight knobs.
+        let own_weight = self.weight_threshold.is_some() || self.weight_sparsity.is_some();
+        Knobs {
+            weight_threshold: if own_weight { self.weight_threshold } else { fallback.weight_threshold },
+            weight_sparsity: if own_weight { self.weight_sparsity } else { fallback.weight_sparsity },
+            activation_threshold: self.activation_threshold.or(fallback.activation_threshold),
+        }
+    }
+
+    /// Whether any knob is set.
+    pub fn any(&self) -> bool {
+        self.weight_threshold.is_some() || self.weight_sparsity.is_some() || self.activation_threshold.is_some()
+    }
+}
+
+/// Global knobs and per-layer overrides by layer name.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparsityConfig {
+    /// Defaults for every conv and fully connected layer.
+    #[serde(flatten)]
+    pub global: Knobs,
+    /// Overrides by layer name (as in `hassc inspect`).
+    #[serde(default)]
+    pub layers: BTreeMap<String, Knobs>,
+}
+
+impl SparsityConfig {
+    /// Whether anything is pruned or thresholded.
+    pub fn any(&self) -> bool {
+        self.global.any() || self.layers.values().any(Knobs::any)
+    }
+
+    /// Parse a TOML or JSON config (`json` picks the format).
+    pub fn parse(text: &str, json: bool) -> Result<SparsityConfig, String> {
+        if json {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(text).map_err(|e: toml::de::Error| e.message().trim().to_string())
+        }
+    }
+}

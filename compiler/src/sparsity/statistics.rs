@@ -1,0 +1,81 @@
+//! Window histograms for the cost model: from the weights alone (no calibration images:
+//! activations are taken as non-zero, so the product sparsity is a lower bound), or
+//! measured by running the pruned, thresholded artifact on calibration images.
+
+use crate::board::Board;
+use crate::error::{CompileError, Result};
+use crate::hw::sparse::LayerSparsity;
+use crate::ir::{Graph, Op};
+use std::collections::BTreeMap;
+
+/// Per conv and fully connected layer, histograms of zero weights per window and filter.
+pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
+    let mut out = BTreeMap::new();
+    for id in graph.layers() {
+        let node = graph.node(id);
+        let (weight, groups) = match &node.op {
+            Op::Conv(c) => (graph.weights.tensor(c.weight), c.groups),
+            Op::Dense(d) => (graph.weights.tensor(d.weight), 1),
+            _ => continue,
+        };
+        let (c_out, per_group_in) = (weight.shape[0], weight.shape[1]);
+        let window: usize = weight.shape[2..].iter().product();
+        let per_group_out = c_out / groups;
+        let c_in = per_group_in * groups;
+        let mut histograms = vec![vec![0.0; window + 1]; c_in];
+        for co in 0..c_out {
+            let g = co / per_group_out;
+            for local in 0..per_group_in {
+                let taps = &weight.data[(co * per_group_in + local) * window..][..window];
+                let zeros = taps.iter().filter(|&&w| w == 0.0).count();
+                histograms[g * per_group_in + local][zeros] += 1.0 / per_group_out as f64;
+            }
+        }
+        let zero = weight.data.iter().filter(|&&w| w == 0.0).count() as f64 / weight.data.len() as f64;
+        out.insert(
+            node.name.clone(),
+            LayerSparsity { weight: Some(zero), activation: None, product: zero, histograms },
+        );
+    }
+    out
+}
+
+/// Run `graph` (already pruned and thresholded) on `images` and measure every conv and
+/// fully connected layer.
+pub fn measured(
+    graph: &Graph,
+    board: &Board,
+    images: &hass_runtime::Tensor,
+) -> Result<BTreeMap<String, LayerSparsity>> {
+    let _span = tracing::info_span!("calibrate", images = images.batch()).entered();
+    let bytes = crate::backend::emit(graph, board, &Default::default());
+    let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
+    if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {
+        return Err(CompileError::Options(format!(
+            "calibration images have shape {:?}; the model takes [N, {}]",
+            images.shape(),
+            plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let counts = hass_runtime::stats::calibrate(&plan, images).map_err(|e| CompileError::Options(e.to_string()))?;
+    Ok(counts
+        .into_iter()
+        .map(|c| {
+            let histograms = c
+                .histograms
+                .iter()
+                .map(|h| {
+                    let total = h.iter().sum::<u64>().max(1) as f64;
+                    h.iter().map(|&n| n as f64 / total).collect()
+                })
+                .collect();
+            let sparsity = LayerSparsity {
+                weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
+                activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
+                product: c.product_sparsity(),
+                histograms,
+            };
+            (c.name, sparsity)
+        })
+        .collect())
+}

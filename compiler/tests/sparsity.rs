@@ -1,0 +1,102 @@
+//! Pruning, activation thresholds and calibration on the bundled models: the knobs do what
+//! they say, the measured statistics are well formed, and they reach the hardware model.
+
+use hassc::board::Board;
+use hassc::design::DesignOptions;
+use hassc::report::{report, DesignReport};
+use hassc::sparsity::{Knobs, SparsityConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+}
+
+/// The first `n` bundled test images (the tests' calibration set).
+fn images(n: usize) -> Arc<hass_runtime::Tensor> {
+    let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_test_1000.npy")).unwrap();
+    let per: usize = all.shape()[1..].iter().product();
+    let mut shape = all.shape().to_vec();
+    shape[0] = n;
+    Arc::new(hass_runtime::Tensor::new(shape, all.data()[..n * per].to_vec()).unwrap())
+}
+
+fn compile(model: &str, options: DesignOptions) -> (DesignReport, hassc::Compiled) {
+    let board = Board::resolve("zcu102").unwrap();
+    let c = hassc::compile(&testdata(&format!("models/{model}.onnx")), &board, &options).unwrap();
+    (report(model, &board, &c.design), c)
+}
+
+fn knobs(weight_sparsity: f64, activation_threshold: Option<f32>) -> SparsityConfig {
+    SparsityConfig {
+        global: Knobs { weight_sparsity: Some(weight_sparsity), activation_threshold, ..Knobs::default() },
+        ..SparsityConfig::default()
+    }
+}
+
+#[test]
+fn weight_sparsity_prunes_that_fraction_of_every_layer() {
+    let (r, _) = compile("fmnist_resnet_op13", DesignOptions { pruning: knobs(0.7, None), ..Default::default() });
+    assert!(r.sparsity_source.contains("no --calib"), "{}", r.sparsity_source);
+    for l in r.layers.iter().filter(|l| l.product_sparsity.is_some()) {
+        let w = l.weight_sparsity.unwrap();
+        assert!((w - 0.7).abs() < 0.01, "{}: {w}", l.name);
+        assert!(l.activation_sparsity.is_none());
+    }
+}
+
+#[test]
+fn calibration_measures_well_formed_statistics_that_raise_throughput() {
+    let (dense, _) = compile("fmnist_mobilenet_op13", DesignOptions::default());
+    let options = DesignOptions { pruning: knobs(0.7, None), calibration: Some(images(64)), ..Default::default() };
+    let (r, c) = compile("fmnist_mobilenet_op13", options);
+    assert_eq!(r.sparsity_source, "measured on 64 calibration images");
+    assert!(r.throughput_fps > 1.5 * dense.throughput_fps, "{} vs {}", r.throughput_fps, dense.throughput_fps);
+    for (stage, sp) in c.design.network.stages.iter().zip(&c.design.network.sparsity) {
+        let Some(sp) = sp else { continue };
+        assert_eq!(
+            sp.histograms.len(),
+            match &stage.kind {
+                hassc::hw::stage::StageKind::Conv { c_in, .. } => *c_in,
+                _ => unreachable!(),
+            }
+        );
+        for h in &sp.histograms {
+            assert_eq!(h.len(), stage.window_size() + 1);
+            assert!((h.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{}: {h:?}", stage.name);
+        }
+        // A product is zero if its weight is: never sparser in weights than in products.
+        assert!(sp.product + 1e-9 >= sp.weight.unwrap(), "{}", stage.name);
+    }
+}
+
+#[test]
+fn activation_thresholds_zero_more_inputs_but_not_the_image() {
+    let run = |t: Option<f32>| {
+        let options = DesignOptions { pruning: knobs(0.0, t), calibration: Some(images(16)), ..Default::default() };
+        compile("fmnist_cnn_op13", options).0
+    };
+    let (plain, thresholded) = (run(None), run(Some(0.5)));
+    let act = |r: &DesignReport, i: usize| r.layers[i].activation_sparsity.unwrap();
+    // Layer 0 reads the image: untouched. Layer 2 reads a ReLU output: more zeros.
+    assert_eq!(act(&plain, 0), act(&thresholded, 0));
+    assert!(act(&thresholded, 2) > act(&plain, 2) + 0.05, "{} vs {}", act(&thresholded, 2), act(&plain, 2));
+}
+
+#[test]
+fn config_file_layers_must_exist_and_override_the_flags() {
+    let graph = hassc::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
+    let first = hassc::report::summarize(&graph).layers[0].name.clone();
+    let text = format!("weight_sparsity = 0.5\n[layers.\"{first}\"]\nweight_sparsity = 0.9\n");
+    let config = SparsityConfig::parse(&text, false).unwrap();
+    let (r, _) = compile("fmnist_cnn_op13", DesignOptions { pruning: config, ..Default::default() });
+    assert!((r.layers[0].weight_sparsity.unwrap() - 0.9).abs() < 0.01);
+    assert!((r.layers[2].weight_sparsity.unwrap() - 0.5).abs() < 0.01);
+
+    let bad = SparsityConfig::parse("[layers.\"nope\"]\nweight_sparsity = 0.5\n", false).unwrap();
+    let board = Board::resolve("zcu102").unwrap();
+    let options = DesignOptions { pruning: bad, ..Default::default() };
+    let err = hassc::compile(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options).err().unwrap().to_string();
+    assert!(err.contains("\"nope\"") && err.contains(&first), "{err}");
+    assert!(SparsityConfig::parse("weight_sparsity = 0.5\nunknown = 1\n", false).is_err());
+}
