@@ -46,6 +46,13 @@ pub struct Compiled {
     pub artifact: Vec<u8>,
 }
 
+impl Compiled {
+    /// The compiled model (pruned and thresholded, if asked) as standard ONNX.
+    pub fn to_onnx(&self) -> Result<Vec<u8>> {
+        frontend::export::to_onnx(&self.graph).map_err(CompileError::Options)
+    }
+}
+
 /// Compile `model` for `board`: import, passes, pruning and thresholds, calibration,
 /// allocation, artifact.
 pub fn compile(model: &std::path::Path, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {

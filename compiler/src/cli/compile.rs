@@ -61,6 +61,10 @@ pub struct CompileArgs {
     /// the sparsity that actually occurs and feed it to the hardware model.
     #[arg(long, value_name = "X.npy", conflicts_with_all = ["assume_sparsity", "assume_sparsity_file"])]
     calib: Option<PathBuf>,
+    /// Also write the compiled (pruned, thresholded) model as standard ONNX, to check its
+    /// accuracy with onnxruntime or tract.
+    #[arg(long, value_name = "FILE")]
+    emit_onnx: Option<PathBuf>,
 }
 
 fn pruning(args: &CompileArgs) -> Result<SparsityConfig> {
@@ -124,7 +128,11 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
         hass_runtime::npy::write_atomic(path, json.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    let onnx = args.emit_onnx.as_ref().map(|_| compiled.to_onnx()).transpose()?;
     hass_runtime::npy::write_atomic(&out, &compiled.artifact).with_context(|| format!("writing {}", out.display()))?;
+    if let (Some(path), Some(bytes)) = (&args.emit_onnx, onnx) {
+        hass_runtime::npy::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
     if !quiet {
         print!("{}", report.to_table());
         println!("wrote {} ({} bytes)", out.display(), compiled.artifact.len());

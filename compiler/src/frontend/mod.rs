@@ -1,9 +1,11 @@
-//! ONNX -> IR. The only module that reads ONNX (through `tract_onnx::pb`).
+//! ONNX -> IR, and back (`export`). The only module that reads or writes ONNX (through
+//! `tract_onnx::pb`).
 //!
 //! The whole model is scanned first and every unsupported node is reported at once; only
 //! then are nodes lowered, in file order (ONNX requires topological order), one builder
 //! per op family in [`ops`].
 
+pub mod export;
 mod ops;
 pub mod tensor;
 
