@@ -13,6 +13,7 @@ mod generated {
 }
 
 pub mod container;
+pub mod encoding;
 pub mod weights;
 
 pub use container::{decode, encode, ContainerError, FORMAT_VERSION, MAGIC, MIN_FORMAT_VERSION};

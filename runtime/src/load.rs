@@ -93,13 +93,18 @@ fn weights_f32(
         return Err(invalid(layer, format!("{what} has unsupported data type {}", r.dtype)));
     }
     let count: usize = expected.iter().product();
+    let encoding = pb::WeightEncoding::try_from(r.encoding)
+        .map_err(|_| invalid(layer, format!("{what} has unknown encoding {}", r.encoding)))?;
+    // Format 1 wrote dense tensors without a length.
+    let length = if r.byte_length == 0 && encoding == pb::WeightEncoding::Dense { (count * 4) as u64 } else { r.byte_length };
     let start = usize::try_from(r.byte_offset).ok();
-    let end = start.and_then(|s| s.checked_add(count * 4));
+    let end = start.zip(usize::try_from(length).ok()).and_then(|(s, l)| s.checked_add(l));
     let bytes = match (start, end) {
         (Some(s), Some(e)) if e <= section.len() => &section[s..e],
         _ => return Err(invalid(layer, format!("{what} lies outside the weights section"))),
     };
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    hass_proto::encoding::decode(encoding, bytes, count, expected.first().copied().unwrap_or(1))
+        .map_err(|e| invalid(layer, format!("{what}: {e}")))
 }
 
 fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activation>, RuntimeError> {

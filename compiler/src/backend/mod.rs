@@ -98,18 +98,23 @@ fn pair(v: [usize; 2]) -> Vec<u32> {
 
 fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) -> pb::layer::Op {
     use pb::layer::Op as P;
-    let mut weight = |id: WeightId| {
+    // Weights go in their smallest encoding; biases and per-channel factors stay dense.
+    let mut weight = |id: WeightId, sparse: bool| {
         let t = graph.weights.tensor(id);
-        w.push_f32(&t.shape, &t.data)
+        if sparse {
+            w.push_encoded(&t.shape, &t.data)
+        } else {
+            w.push_f32(&t.shape, &t.data)
+        }
     };
     let channels = shape[0];
     match op {
         Op::Conv(c) => {
             let wt = graph.weights.tensor(c.weight);
             let kernel = vec![wt.shape[2] as u32, wt.shape[3] as u32];
-            let weight_ref = weight(c.weight);
+            let weight_ref = weight(c.weight, true);
             let bias = match c.bias {
-                Some(b) => weight(b),
+                Some(b) => weight(b, false),
                 None => w.push_f32(&[channels], &vec![0.0; channels]),
             };
             P::Conv(pb::Conv {
@@ -125,9 +130,9 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
             })
         }
         Op::Dense(d) => {
-            let weight_ref = weight(d.weight);
+            let weight_ref = weight(d.weight, true);
             let bias = match d.bias {
-                Some(b) => weight(b),
+                Some(b) => weight(b, false),
                 None => w.push_f32(&[channels], &vec![0.0; channels]),
             };
             P::Dense(pb::Dense {
@@ -158,8 +163,8 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
             activation: activation(*a),
         }),
         Op::ScaleShift(s) => P::ScaleShift(pb::ScaleShift {
-            scale: Some(weight(s.scale)),
-            shift: Some(weight(s.shift)),
+            scale: Some(weight(s.scale, false)),
+            shift: Some(weight(s.shift, false)),
             activation: activation(s.activation),
         }),
         Op::Activation(a) => P::Activation(activation(Some(*a)).expect("Some in, Some out")),
