@@ -168,7 +168,29 @@ pub fn network(graph: &Graph, options: &DesignOptions) -> Result<Network> {
     let sparsity = sparsity_for(graph, &options.sparsity)?;
     let words = |id: NodeId| graph.shape(id).iter().product::<usize>();
     let output_words = graph.outputs.iter().map(|&o| words(o)).sum();
-    Ok(Network::new(stages(graph), sparsity, options.precision, words(graph.input), output_words))
+    let mut stages = stages(graph);
+    for s in &mut stages {
+        s.encoded_weight_bits = encoded_bits(graph, s.node, options.precision.weight_bits as u64);
+    }
+    Ok(Network::new(stages, sparsity, options.precision, words(graph.input), output_words))
+}
+
+/// Bits of a layer's weights (plus dense bias) in the artifact's encoding at `weight_bits`,
+/// when that encoding is not dense.
+fn encoded_bits(graph: &Graph, node: NodeId, weight_bits: u64) -> Option<u64> {
+    let (weight, bias) = match &graph.node(node).op {
+        crate::ir::Op::Conv(c) => (c.weight, c.bias),
+        crate::ir::Op::Dense(d) => (d.weight, d.bias),
+        _ => return None,
+    };
+    let w = graph.weights.tensor(weight);
+    let rows = w.shape[0];
+    let (encoding, _) = hass_proto::encoding::encode(&w.data, rows);
+    if encoding == hass_proto::WeightEncoding::Dense {
+        return None;
+    }
+    let bias_bits = bias.map_or(0, |b| graph.weights.tensor(b).data.len() as u64 * weight_bits);
+    Some(hass_proto::encoding::hardware_bits(&w.data, rows, encoding, weight_bits) + bias_bits)
 }
 
 /// Allocate `graph` on `board`.

@@ -96,7 +96,8 @@ fn weights_f32(
     let encoding = pb::WeightEncoding::try_from(r.encoding)
         .map_err(|_| invalid(layer, format!("{what} has unknown encoding {}", r.encoding)))?;
     // Format 1 wrote dense tensors without a length.
-    let length = if r.byte_length == 0 && encoding == pb::WeightEncoding::Dense { (count * 4) as u64 } else { r.byte_length };
+    let length =
+        if r.byte_length == 0 && encoding == pb::WeightEncoding::Dense { (count * 4) as u64 } else { r.byte_length };
     let start = usize::try_from(r.byte_offset).ok();
     let end = start.zip(usize::try_from(length).ok()).and_then(|(s, l)| s.checked_add(l));
     let bytes = match (start, end) {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The ONNX model to inspect.
+    /// The ONNX model (per-layer shapes, parameters, MACs) or `.hass` artifact (per-layer
+    /// folding and weight encoding) to inspect.
     model: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -17,6 +18,17 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    if bytes.starts_with(&hass_proto::MAGIC) {
+        let summary =
+            hassc::report::summarize_artifact(&bytes).with_context(|| format!("reading {}", args.model.display()))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print!("{}", summary.to_table());
+        }
+        return Ok(());
+    }
     let graph = hassc::load_model(&args.model)?;
     let summary = hassc::report::summarize(&graph);
     if args.json {

@@ -31,7 +31,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a per-layer table of a model: op, shapes, parameters, MACs.
+    /// Print a per-layer table of a model (op, shapes, parameters, MACs) or an artifact.
     Inspect(inspect::InspectArgs),
     /// List the built-in boards, or print one as TOML.
     Boards(boards::BoardsArgs),

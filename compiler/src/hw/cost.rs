@@ -237,16 +237,18 @@ pub fn conv_cost_parts(
     let mut usage =
         Usage { dsp: (mults * precision.dsp_per_mult()).ceil(), lut, ff: lut * FF_PER_LUT, ..Usage::default() };
 
-    // Weights: f * ci * co * cg banks, each holding its share of the filters.
-    let weights = WeightMemory {
-        banks: (f.fine * f.coarse_in * f.coarse_out * f.coarse_group) as u64,
-        depth: (cout_g.div_ceil(f.coarse_out)
-            * cin_g.div_ceil(f.coarse_in)
-            * groups.div_ceil(f.coarse_group)
-            * window.div_ceil(f.fine)) as u64,
-        width: wb,
-        bits: (stage.weights * wb) as f64,
+    // Weights: f * ci * co * cg banks, each holding its share of the filters; a sparse
+    // encoding shrinks each bank to its share of the encoded bits.
+    let banks = (f.fine * f.coarse_in * f.coarse_out * f.coarse_group) as u64;
+    let dense_depth = (cout_g.div_ceil(f.coarse_out)
+        * cin_g.div_ceil(f.coarse_in)
+        * groups.div_ceil(f.coarse_group)
+        * window.div_ceil(f.fine)) as u64;
+    let (depth, bits) = match stage.encoded_weight_bits {
+        Some(encoded) => (encoded.div_ceil(banks * wb).min(dense_depth), encoded as f64),
+        None => (dense_depth, (stage.weights * wb) as f64),
     };
+    let weights = WeightMemory { banks, depth, width: wb, bits };
     // Line buffer: K_h - 1 rows of the input map per input stream, p pixels wide.
     if kernel[0] > 1 {
         let streams = (f.coarse_in * f.coarse_group) as u64;
@@ -322,6 +324,7 @@ mod tests {
             },
             macs: (c_out * out * out * c_in / groups * k * k) as u64,
             weights: (c_out * c_in / groups * k * k) as u64,
+            encoded_weight_bits: None,
             words_out: c_out * out * out,
             inputs: vec![None],
         }

@@ -189,6 +189,7 @@ mod tests {
             },
             macs: 0,
             weights: 0,
+            encoded_weight_bits: None,
             words_out: words,
             inputs: vec![input],
         }

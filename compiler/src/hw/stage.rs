@@ -75,6 +75,9 @@ pub struct Stage {
     pub macs: u64,
     /// Weight values (weights and biases).
     pub weights: u64,
+    /// Bits of the weights in their sparse encoding at the hardware width, when that is
+    /// smaller than dense (set by `design::network`, which knows the width).
+    pub encoded_weight_bits: Option<u64>,
     /// Output words per image.
     pub words_out: usize,
     /// Indices (in the stage list) of the stages feeding this one; `None` is the graph input.
@@ -163,6 +166,7 @@ pub fn stages(graph: &Graph) -> Vec<Stage> {
                 kind,
                 macs,
                 weights,
+                encoded_weight_bits: None,
                 words_out: words(&out),
                 inputs: inputs.iter().map(|n| index.get(n).copied()).collect(),
             }

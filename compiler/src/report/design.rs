@@ -152,7 +152,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         let (cost, p) = chosen_cost(design, i);
         let part = &design.partitions[p];
         let choice = part.choices[i - part.offset];
-        let wbits = (s.weights * precision.weight_bits as u64) as f64;
+        let wbits = s.encoded_weight_bits.unwrap_or(s.weights * precision.weight_bits as u64) as f64;
         if choice.placement == Placement::OffChip {
             off_bits += wbits;
         } else {
