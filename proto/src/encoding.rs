@@ -121,7 +121,7 @@ pub fn decode(encoding: WeightEncoding, bytes: &[u8], count: usize, rows: usize)
             let map = count.div_ceil(8);
             let Some(mask) = bytes.get(..map) else { return err("bitmap is truncated") };
             let nnz: usize = mask.iter().map(|b| b.count_ones() as usize).sum();
-            if bytes.len() != map + 4 * nnz || (count % 8 != 0 && mask[map - 1] >> (count % 8) != 0) {
+            if bytes.len() != map + 4 * nnz || (!count.is_multiple_of(8) && mask[map - 1] >> (count % 8) != 0) {
                 return err(format!("bitmap with {nnz} non-zeros does not match {} bytes", bytes.len()));
             }
             let mut k = map;
@@ -150,7 +150,7 @@ pub fn decode(encoding: WeightEncoding, bytes: &[u8], count: usize, rows: usize)
         }
         WeightEncoding::Csr => {
             let rows = rows.max(1);
-            if count % rows != 0 {
+            if !count.is_multiple_of(rows) {
                 return err(format!("{count} values do not split into {rows} rows"));
             }
             let cols = count / rows;
