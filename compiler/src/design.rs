@@ -75,6 +75,8 @@ pub struct LayerHardware {
     pub channel_stream: Vec<u32>,
     /// Partition the layer runs in.
     pub partition: u32,
+    /// Built with a zero-skipping crossbar.
+    pub sparse: bool,
 }
 
 /// An allocated design.
@@ -220,6 +222,7 @@ pub fn design(graph: &Graph, board: &Board, options: &DesignOptions) -> Result<D
                 LayerHardware {
                     folding: choice.folding,
                     placement: choice.placement,
+                    sparse: network.sparsity[part.offset + k].as_ref().is_some_and(|s| s.is_sparse()),
                     channel_stream,
                     partition: p as u32,
                 },

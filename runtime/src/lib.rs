@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod load;
 pub mod npy;
 pub mod plan;
+pub mod sim;
 pub mod stats;
 mod tensor;
 

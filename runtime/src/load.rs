@@ -3,7 +3,7 @@
 
 use crate::error::invalid;
 use crate::geometry::{broadcast_shapes, window_output_len};
-use crate::plan::{Activation, Conv, Dense, EltwiseKind, Layer, Op, Plan, Pool, PoolKind};
+use crate::plan::{Activation, Conv, Dense, EltwiseKind, Hardware, Layer, Op, Plan, Pool, PoolKind};
 use crate::RuntimeError;
 use hass_proto as pb;
 
@@ -34,24 +34,24 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
             tensor_shape(&layer.name, layer.output.as_ref().ok_or_else(|| invalid(&layer.name, "no output type"))?)?;
         let op = layer.op.as_ref().ok_or_else(|| invalid(&layer.name, "no operation (written by a newer hassc?)"))?;
         let (op, computed) = lower_op(&layer.name, op, &in_shapes, &declared, weights)?;
-        check_folding(&layer.name, layer.folding.as_ref(), &op, &in_shapes)?;
+        let hardware = check_folding(&layer.name, layer.folding.as_ref(), &op, &in_shapes)?;
         if computed != declared {
             return Err(invalid(&layer.name, format!("declares output {declared:?} but its inputs give {computed:?}")));
         }
         shapes.push(declared.clone());
-        layers.push(Layer { name: layer.name.clone(), inputs, output_shape: declared, op });
+        layers.push(Layer { name: layer.name.clone(), inputs, output_shape: declared, op, hardware });
     }
     let outputs: Vec<usize> = schedule.outputs.iter().map(|&i| i as usize).collect();
     if outputs.is_empty() || outputs.iter().any(|&o| o >= shapes.len()) {
         return Err(invalid("<schedule>", format!("outputs {outputs:?} do not name computed values")));
     }
-    let board = schedule.board.map(|b| b.name).unwrap_or_default();
-    Ok(Plan { model: schedule.model, board, input_shape, layers, outputs })
+    let (board, clock_mhz) = schedule.board.map(|b| (b.name, b.clock_mhz)).unwrap_or_default();
+    Ok(Plan { model: schedule.model, board, clock_mhz, input_shape, layers, outputs })
 }
 
 /// The hardware record is not used to compute, but a corrupt one must not pass: factors
 /// are positive and a conv's channel-to-stream map names a stream for every input channel.
-fn check_folding(layer: &str, folding: Option<&pb::Folding>, op: &Op, inputs: &[&[usize]]) -> Result<(), RuntimeError> {
+fn check_folding(layer: &str, folding: Option<&pb::Folding>, op: &Op, inputs: &[&[usize]]) -> Result<Hardware, RuntimeError> {
     let f = folding.ok_or_else(|| invalid(layer, "no folding record"))?;
     if [f.coarse_in, f.coarse_out, f.coarse_group, f.fine, f.spatial].contains(&0) {
         return Err(invalid(layer, "folding factors must be positive"));
@@ -62,7 +62,15 @@ fn check_folding(layer: &str, folding: Option<&pb::Folding>, op: &Op, inputs: &[
             return Err(invalid(layer, "channel-to-stream map does not fit the folding"));
         }
     }
-    Ok(())
+    Ok(Hardware {
+        coarse_in: f.coarse_in as usize,
+        coarse_out: f.coarse_out as usize,
+        coarse_group: f.coarse_group as usize,
+        fine: f.fine as usize,
+        spatial: f.spatial as usize,
+        channel_stream: f.channel_stream.iter().map(|&s| s as usize).collect(),
+        sparse: f.sparse,
+    })
 }
 
 fn tensor_shape(layer: &str, t: &pb::TensorType) -> Result<Vec<usize>, RuntimeError> {

@@ -178,6 +178,26 @@ pub enum Op {
     Reshape,
 }
 
+/// The accelerator stage a layer runs on, as the compiler allocated it (used by the cycle
+/// simulation, not by execution).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hardware {
+    /// Input channels in parallel per group (channel lanes for element-wise stages).
+    pub coarse_in: usize,
+    /// Output channels in parallel per group.
+    pub coarse_out: usize,
+    /// Groups in parallel.
+    pub coarse_group: usize,
+    /// Multipliers per window.
+    pub fine: usize,
+    /// Output pixels per cycle.
+    pub spatial: usize,
+    /// Conv stages: the input stream of each input channel (empty: round-robin).
+    pub channel_stream: Vec<usize>,
+    /// Conv stages: zero-skipping crossbar.
+    pub sparse: bool,
+}
+
 /// One executable layer.
 #[derive(Clone, Debug)]
 pub struct Layer {
@@ -189,6 +209,8 @@ pub struct Layer {
     pub output_shape: Vec<usize>,
     /// What to compute.
     pub op: Op,
+    /// The stage it runs on.
+    pub hardware: Hardware,
 }
 
 /// A validated, executable schedule.
@@ -198,6 +220,8 @@ pub struct Plan {
     pub model: String,
     /// Board the schedule was compiled for.
     pub board: String,
+    /// The board's clock, MHz.
+    pub clock_mhz: f64,
     /// Per-image input shape.
     pub input_shape: Vec<usize>,
     /// Layers in execution order.

@@ -35,6 +35,7 @@ fn folding(hw: Option<&LayerHardware>) -> pb::Folding {
             Placement::OffChip => pb::WeightPlacement::OffChip,
         } as i32,
         partition: hw.partition,
+        sparse: hw.sparse,
     }
 }
 

@@ -26,6 +26,14 @@ struct Args {
     /// Time N runs at batch 1 and at batch 8 on generated inputs and print images/s.
     #[arg(long, value_name = "N")]
     bench: Option<u32>,
+    /// Count, on the --input images, the cycles per image each stage of the modelled
+    /// accelerator spends (the artifact's folding, zero-skipping where built sparse), and
+    /// the pipeline's interval and images/s.
+    #[arg(long, requires = "input")]
+    simulate: bool,
+    /// With --simulate: write the per-stage cycles as JSON (the compile report's field names).
+    #[arg(long, value_name = "SIM.json", requires = "simulate")]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +61,14 @@ fn real_main(args: Args) -> Result<()> {
         }
         let written = args.output.as_ref().map(|p| format!(", wrote {}", p.display())).unwrap_or_default();
         println!("{}: {} image(s) in {seconds:.3} s, output {:?}{written}", plan.model, input.batch(), output.shape());
+        if args.simulate {
+            let sim = hass_runtime::sim::simulate(&plan, &input)?;
+            print!("{}", simulation_table(&sim));
+            if let Some(path) = &args.report {
+                npy::write_atomic(path, simulation_json(&plan, &sim).as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
     }
     if let Some(runs) = args.bench {
         if runs == 0 {
@@ -79,4 +95,39 @@ fn bench(plan: &Plan, batch: usize, runs: u32) -> Result<f64> {
         run(plan, &input)?;
     }
     Ok(f64::from(runs) * batch as f64 / start.elapsed().as_secs_f64())
+}
+
+fn simulation_table(sim: &hass_runtime::sim::Simulation) -> String {
+    let width = sim.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+    let mut out = format!("{:<width$}  {:>12}  {:>6}\n", "layer", "cycles", "% II");
+    for s in &sim.stages {
+        let mark = if s.cycles == sim.ii_cycles { "  <- bottleneck" } else { "" };
+        out += &format!("{:<width$}  {:>12.1}  {:>5.1}%{mark}\n", s.name, s.cycles, 100.0 * s.cycles / sim.ii_cycles);
+    }
+    out += &format!(
+        "simulated on {} image(s): II {:.1} cycles, {:.1} images/s\n",
+        sim.images, sim.ii_cycles, sim.throughput_fps
+    );
+    out
+}
+
+/// The simulation as JSON with the compile report's field names.
+fn simulation_json(plan: &hass_runtime::Plan, sim: &hass_runtime::sim::Simulation) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let layers: Vec<String> = sim
+        .stages
+        .iter()
+        .zip(&plan.layers)
+        .map(|(s, l)| {
+            let h = &l.hardware;
+            format!(
+                "    {{\"name\": {}, \"cycles\": {}, \"coarse_in\": {}, \"coarse_out\": {}, \"coarse_group\": {}, \"fine\": {}, \"spatial\": {}, \"bottleneck\": {}}}",
+                quote(&s.name), s.cycles, h.coarse_in, h.coarse_out, h.coarse_group, h.fine, h.spatial, s.cycles == sim.ii_cycles
+            )
+        })
+        .collect();
+    format!(
+        "{{\n  \"model\": {},\n  \"board\": {},\n  \"clock_mhz\": {},\n  \"images\": {},\n  \"ii_cycles\": {},\n  \"throughput_fps\": {},\n  \"layers\": [\n{}\n  ]\n}}\n",
+        quote(&plan.model), quote(&plan.board), plan.clock_mhz, sim.images, sim.ii_cycles, sim.throughput_fps, layers.join(",\n")
+    )
 }
