@@ -68,7 +68,14 @@ fn stream_bound(conv: &Conv, hw: &crate::plan::Hardware, in_hw: [usize; 2], out_
 }
 
 /// Per (stream, lane) work of one image at a sparse conv stage.
-fn sparse_work(conv: &Conv, hw: &crate::plan::Hardware, masks: &[u128], x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<u64> {
+fn sparse_work(
+    conv: &Conv,
+    hw: &crate::plan::Hardware,
+    masks: &[u128],
+    x: &[f32],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+) -> Vec<f64> {
     let [kh, kw] = conv.kernel;
     let window = kh * kw;
     let (cin_g, cout_g) = (conv.c_in / conv.groups, conv.c_out / conv.groups);
@@ -76,8 +83,12 @@ fn sparse_work(conv: &Conv, hw: &crate::plan::Hardware, masks: &[u128], x: &[f32
     let lanes = hw.coarse_out;
     let stream_of = |c: usize| hw.channel_stream.get(c).copied().unwrap_or(c % streams);
     let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
-    let mut work = vec![0u64; streams * lanes];
-    let mut nnz_1x1 = vec![0u32; conv.c_out]; // per filter, for compacted 1x1 stages
+    let mut work = vec![0f64; streams * lanes];
+    // 1x1 stages: non-zero products per (filter, stream) of the current window.
+    let mut nnz_1x1 = vec![0u32; if window == 1 { conv.c_out * streams } else { 0 }];
+    // Compaction cannot beat coarse_in products per cycle over the dense pass count.
+    let floor_1x1 = cin_g.div_ceil(hw.coarse_in) as f64 / hw.coarse_in as f64;
+    let mut pairs_per_lane = vec![0f64; lanes];
     for oy in 0..oh {
         for ox in 0..ow {
             nnz_1x1.iter_mut().for_each(|n| *n = 0);
@@ -100,20 +111,28 @@ fn sparse_work(conv: &Conv, hw: &crate::plan::Hardware, masks: &[u128], x: &[f32
                     let filter = g * cout_g + f;
                     let nnz = window as u32 - (amask | masks[filter * cin_g + local]).count_ones();
                     if window == 1 {
-                        nnz_1x1[filter] += nnz;
+                        nnz_1x1[filter * streams + s] += nnz;
                     } else {
-                        work[s * lanes + f % lanes] += nnz.div_ceil(hw.fine as u32) as u64;
+                        work[s * lanes + f % lanes] += nnz.div_ceil(hw.fine as u32) as f64;
                     }
                 }
             }
             if window == 1 {
-                // Non-zeros of all channels compacted over the input streams, per filter.
-                for (filter, &n) in nnz_1x1.iter().enumerate() {
-                    let (g, f) = (filter / cout_g, filter % cout_g);
-                    let slot = g % hw.coarse_group;
-                    work[slot * lanes + f % lanes] += n.div_ceil(hw.coarse_in as u32) as u64;
+                // Each stream skips its zeros, decoupled from the others by FIFOs; the
+                // floor (compaction cannot beat coarse_in) is applied to the totals below.
+                for (filter, per_stream) in nnz_1x1.chunks_exact(streams).enumerate() {
+                    let f = filter % cout_g;
+                    for (s, &n) in per_stream.iter().enumerate() {
+                        work[s * lanes + f % lanes] += n as f64;
+                    }
+                    pairs_per_lane[f % lanes] += 1.0;
                 }
             }
+        }
+    }
+    if window == 1 {
+        for (k, w) in work.iter_mut().enumerate() {
+            *w = w.max(floor_1x1 * pairs_per_lane[k % lanes]);
         }
     }
     work
@@ -131,8 +150,8 @@ pub fn simulate(plan: &Plan, images: &Tensor) -> Result<Simulation, RuntimeError
             _ => None,
         })
         .collect();
-    // Busiest (stream, lane) work summed over images, per sparse layer.
-    let mut work: Vec<Vec<u64>> = plan.layers.iter().map(|_| Vec::new()).collect();
+    // (stream, lane) work summed over images, per sparse layer.
+    let mut work: Vec<Vec<f64>> = plan.layers.iter().map(|_| Vec::new()).collect();
     let per_image: usize = plan.input_shape.iter().product();
     for start in (0..n).step_by(8) {
         let k = 8.min(n - start);
@@ -168,7 +187,7 @@ pub fn simulate(plan: &Plan, images: &Tensor) -> Result<Simulation, RuntimeError
                 Op::Conv(_) | Op::Dense(_) => {
                     let (conv, in_hw, out_hw) = as_conv(layer, in_shape);
                     if hw.sparse {
-                        let busiest = work[i].iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64;
+                        let busiest = work[i].iter().copied().fold(0.0, f64::max) / n.max(1) as f64;
                         let spatial = (out_hw[0] * out_hw[1].div_ceil(hw.spatial)) as f64 / (out_hw[0] * out_hw[1]) as f64;
                         (busiest * spatial).max(stream_bound(&conv, hw, in_hw, out_hw))
                     } else {

@@ -26,6 +26,8 @@ pub struct LayerCounts {
     pub window: usize,
     /// Per input channel, `window + 1` bins: (window, filter) pairs with j zero products.
     pub histograms: Vec<Vec<u64>>,
+    /// Per output filter, `window + 1` bins: (window, channel) pairs with j zero products.
+    pub filter_histograms: Vec<Vec<u64>>,
     /// Zero input values (after the threshold), padding excluded.
     pub zero_inputs: u64,
     /// Input values seen.
@@ -38,7 +40,8 @@ pub struct LayerCounts {
 
 impl LayerCounts {
     fn add(&mut self, other: &LayerCounts) {
-        for (a, b) in self.histograms.iter_mut().zip(&other.histograms) {
+        let pairs = self.histograms.iter_mut().zip(&other.histograms);
+        for (a, b) in pairs.chain(self.filter_histograms.iter_mut().zip(&other.filter_histograms)) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }
         self.zero_inputs += other.zero_inputs;
@@ -79,12 +82,13 @@ fn weight_masks(weight: &[f32], c_out: usize, per_group_in: usize, window: usize
     WeightMasks { masks, per_group_in, per_group_out: c_out / groups }
 }
 
-fn empty_counts(layer: usize, l: &Layer, c_in: usize, window: usize, weight: &[f32]) -> LayerCounts {
+fn empty_counts(layer: usize, l: &Layer, c_in: usize, c_out: usize, window: usize, weight: &[f32]) -> LayerCounts {
     LayerCounts {
         layer,
         name: l.name.clone(),
         window,
         histograms: vec![vec![0; window + 1]; c_in],
+        filter_histograms: vec![vec![0; window + 1]; c_out],
         zero_inputs: 0,
         inputs: 0,
         zero_weights: weight.iter().filter(|&&w| w == 0.0).count() as u64,
@@ -109,7 +113,6 @@ fn conv_image_counts(
         let plane = &x[c * h * w..][..h * w];
         let (g, local) = (c / masks.per_group_in, c % masks.per_group_in);
         let filters = g * masks.per_group_out..(g + 1) * masks.per_group_out;
-        let hist = &mut into.histograms[c];
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut amask = 0u128;
@@ -124,7 +127,9 @@ fn conv_image_counts(
                     }
                 }
                 for co in filters.clone() {
-                    hist[(amask | masks.masks[co * masks.per_group_in + local]).count_ones() as usize] += 1;
+                    let zeros = (amask | masks.masks[co * masks.per_group_in + local]).count_ones() as usize;
+                    into.histograms[c][zeros] += 1;
+                    into.filter_histograms[co][zeros] += 1;
                 }
             }
         }
@@ -147,8 +152,8 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
         .collect();
     for (i, l) in plan.layers.iter().enumerate() {
         totals[i] = match &l.op {
-            Op::Conv(c) => Some(empty_counts(i, l, c.c_in, c.kernel[0] * c.kernel[1], &c.weight)),
-            Op::Dense(d) => Some(empty_counts(i, l, d.inputs, 1, &d.weight)),
+            Op::Conv(c) => Some(empty_counts(i, l, c.c_in, c.c_out, c.kernel[0] * c.kernel[1], &c.weight)),
+            Op::Dense(d) => Some(empty_counts(i, l, d.inputs, d.outputs, 1, &d.weight)),
             _ => None,
         };
     }
@@ -169,6 +174,7 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
                 .map(|k| {
                     let mut c = LayerCounts {
                         histograms: vec![vec![0; total.window + 1]; total.histograms.len()],
+                        filter_histograms: vec![vec![0; total.window + 1]; total.filter_histograms.len()],
                         zero_inputs: 0,
                         inputs: 0,
                         ..total.clone()
@@ -245,6 +251,7 @@ mod tests {
             name: "c".into(),
             window: 4,
             histograms: vec![vec![0; 5]],
+            filter_histograms: vec![vec![0; 5]; 2],
             zero_inputs: 0,
             inputs: 0,
             zero_weights: 1,
@@ -255,6 +262,7 @@ mod tests {
         // (0,1): 1,1,0,1 -> tap 2; (1,0): 1,0,1,1 -> tap 1; (1,1): 0,1,1,1 -> tap 0.
         // Filter 0 (tap 0 zero): 2, 2, 2, 1 zeros. Filter 1: 2, 1, 1, 1 zeros.
         assert_eq!(counts.histograms[0], vec![0, 4, 4, 0, 0]);
+        assert_eq!(counts.filter_histograms, vec![vec![0, 1, 3, 0, 0], vec![0, 3, 1, 0, 0]]);
         assert_eq!((counts.zero_inputs, counts.inputs), (2, 9));
         // 12 zero products over 8 windows x 4 taps.
         assert!((counts.product_sparsity() - 12.0 / 32.0).abs() < 1e-12);
@@ -281,6 +289,7 @@ mod tests {
             name: "c".into(),
             window: 9,
             histograms: vec![vec![0; 10]],
+            filter_histograms: vec![vec![0; 10]],
             zero_inputs: 0,
             inputs: 0,
             zero_weights: 0,

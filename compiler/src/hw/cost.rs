@@ -130,6 +130,9 @@ pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) 
             // A 1x1 window holds one product: skipping needs compaction across the input
             // streams, so the speed-up is capped at coarse_in (none with one stream).
             let worst = if window == 1 { worst.max(1.0 / f.coarse_in as f64) } else { worst };
+            // Filter lanes: the busiest one, if filters differ.
+            let lanes = s.lane_passes(window, f.fine, groups, f.coarse_out);
+            let filter_passes = if lanes.is_nan() { filter_passes } else { lanes };
             pixels * channel_passes as f64 * filter_passes * worst
         }
     };
@@ -358,7 +361,13 @@ mod tests {
         let s = conv(16, 16, 1, 3, 8, 1);
         let mut h = vec![0.0; 10];
         h[4] = 1.0;
-        let sp = LayerSparsity { weight: None, activation: None, product: 4.0 / 9.0, histograms: vec![h] };
+        let sp = LayerSparsity {
+            weight: None,
+            activation: None,
+            product: 4.0 / 9.0,
+            histograms: vec![h],
+            filter_histograms: Vec::new(),
+        };
         let dense = conv_cycles(&s, fold(4, 4, 1, 3, 1), None);
         let sparse = conv_cycles(&s, fold(4, 4, 1, 3, 1), Some(&sp));
         assert_eq!(dense, 64.0 * 4.0 * 3.0 * 4.0);

@@ -15,6 +15,10 @@ pub struct LayerSparsity {
     /// Per input channel, `K*K + 1` bins summing to 1. A single histogram stands for every
     /// channel.
     pub histograms: Vec<Vec<f64>>,
+    /// Per output filter, the same over (window, channel) pairs; empty when every filter is
+    /// alike. Filters sparser than others make some filter lanes finish early, which the
+    /// model must see to agree with the busiest lane.
+    pub filter_histograms: Vec<Vec<f64>>,
 }
 
 /// Below this product sparsity a stage stays dense: the crossbar would cost more than the
@@ -24,7 +28,35 @@ pub const SPARSE_THRESHOLD: f64 = 0.1;
 impl LayerSparsity {
     /// Every product zero with probability `s`, independently: binomial histograms.
     pub fn uniform(s: f64, window: usize) -> Self {
-        LayerSparsity { weight: None, activation: None, product: s, histograms: vec![binomial(window, s)] }
+        LayerSparsity {
+            weight: None,
+            activation: None,
+            product: s,
+            histograms: vec![binomial(window, s)],
+            filter_histograms: Vec::new(),
+        }
+    }
+
+    /// How many filters' worth of work the busiest of `lanes` filter lanes does, relative to
+    /// an average filter, when filter `f` of each group goes to lane `f mod lanes`:
+    /// `max over lanes of sum(E_f) / mean(E_f)`. Without per-filter statistics, the number
+    /// of passes `ceil(filters per group / lanes)`.
+    pub fn lane_passes(&self, window: usize, fine: usize, groups: usize, lanes: usize) -> f64 {
+        let filters = self.filter_histograms.len();
+        if filters == 0 {
+            return f64::NAN;
+        }
+        let loads: Vec<f64> = self.filter_histograms.iter().map(|h| expected_window_cycles(h, window, fine)).collect();
+        let mean = loads.iter().sum::<f64>() / filters as f64;
+        if mean <= 0.0 {
+            return 0.0;
+        }
+        let per_group = filters / groups.max(1);
+        let mut lane_sum = vec![0.0; groups.max(1) * lanes.max(1)];
+        for (f, l) in loads.iter().enumerate() {
+            lane_sum[(f / per_group.max(1)) * lanes.max(1) + (f % per_group.max(1)) % lanes.max(1)] += l;
+        }
+        lane_sum.iter().cloned().fold(0.0, f64::max) / mean
     }
 
     /// Whether the stage is built sparse.

@@ -23,18 +23,20 @@ pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
         let per_group_out = c_out / groups;
         let c_in = per_group_in * groups;
         let mut histograms = vec![vec![0.0; window + 1]; c_in];
+        let mut filter_histograms = vec![vec![0.0; window + 1]; c_out];
         for co in 0..c_out {
             let g = co / per_group_out;
             for local in 0..per_group_in {
                 let taps = &weight.data[(co * per_group_in + local) * window..][..window];
                 let zeros = taps.iter().filter(|&&w| w == 0.0).count();
                 histograms[g * per_group_in + local][zeros] += 1.0 / per_group_out as f64;
+                filter_histograms[co][zeros] += 1.0 / per_group_in as f64;
             }
         }
         let zero = weight.data.iter().filter(|&&w| w == 0.0).count() as f64 / weight.data.len() as f64;
         out.insert(
             node.name.clone(),
-            LayerSparsity { weight: Some(zero), activation: None, product: zero, histograms },
+            LayerSparsity { weight: Some(zero), activation: None, product: zero, histograms, filter_histograms },
         );
     }
     out
@@ -61,19 +63,22 @@ pub fn measured(
     Ok(counts
         .into_iter()
         .map(|c| {
-            let histograms = c
-                .histograms
-                .iter()
-                .map(|h| {
-                    let total = h.iter().sum::<u64>().max(1) as f64;
-                    h.iter().map(|&n| n as f64 / total).collect()
-                })
-                .collect();
+            let normalise = |hs: &[Vec<u64>]| -> Vec<Vec<f64>> {
+                hs.iter()
+                    .map(|h| {
+                        let total = h.iter().sum::<u64>().max(1) as f64;
+                        h.iter().map(|&n| n as f64 / total).collect()
+                    })
+                    .collect()
+            };
+            let histograms = normalise(&c.histograms);
+            let filter_histograms = normalise(&c.filter_histograms);
             let sparsity = LayerSparsity {
                 weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
                 activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
                 product: c.product_sparsity(),
                 histograms,
+                filter_histograms,
             };
             (c.name, sparsity)
         })
