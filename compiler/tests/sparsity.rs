@@ -143,3 +143,40 @@ fn emitted_onnx_of_the_unpruned_model_reproduces_the_golden_outputs() {
         assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
     }
 }
+
+/// Images `start..start + n` of the bundled test set.
+fn image_range(start: usize, n: usize) -> hass_runtime::Tensor {
+    let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_test_1000.npy")).unwrap();
+    let per: usize = all.shape()[1..].iter().product();
+    let mut shape = all.shape().to_vec();
+    shape[0] = n;
+    hass_runtime::Tensor::new(shape, all.data()[start * per..(start + n) * per].to_vec()).unwrap()
+}
+
+#[test]
+fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
+    for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
+        // Calibrate on one set of images, simulate on another.
+        let options = DesignOptions {
+            pruning: knobs(0.7, None),
+            calibration: Some(Arc::new(image_range(0, 64))),
+            ..Default::default()
+        };
+        let (r, c) = compile(model, options);
+        let plan = hass_runtime::load_bytes(&c.artifact).unwrap();
+        let sim = hass_runtime::sim::simulate(&plan, &image_range(500, 64)).unwrap();
+        assert_eq!(sim.stages.len(), r.layers.len());
+        for (layer, stage) in r.layers.iter().zip(&sim.stages) {
+            assert_eq!(layer.name, stage.name);
+            if layer.cycles >= 0.1 * r.ii_cycles {
+                let err = (layer.cycles / stage.cycles - 1.0).abs();
+                assert!(err <= 0.05, "{model} {}: model {} vs simulated {}", layer.name, layer.cycles, stage.cycles);
+            }
+        }
+        let err = (r.throughput_fps / sim.throughput_fps - 1.0).abs();
+        assert!(err <= 0.03, "{model}: model {} vs simulated {} images/s", r.throughput_fps, sim.throughput_fps);
+        // The sparse design really is faster than dense in simulation too.
+        let (dense, _) = compile(model, DesignOptions::default());
+        assert!(sim.throughput_fps > dense.throughput_fps, "{model}");
+    }
+}

@@ -51,7 +51,12 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
 
 /// The hardware record is not used to compute, but a corrupt one must not pass: factors
 /// are positive and a conv's channel-to-stream map names a stream for every input channel.
-fn check_folding(layer: &str, folding: Option<&pb::Folding>, op: &Op, inputs: &[&[usize]]) -> Result<Hardware, RuntimeError> {
+fn check_folding(
+    layer: &str,
+    folding: Option<&pb::Folding>,
+    op: &Op,
+    inputs: &[&[usize]],
+) -> Result<Hardware, RuntimeError> {
     let f = folding.ok_or_else(|| invalid(layer, "no folding record"))?;
     if [f.coarse_in, f.coarse_out, f.coarse_group, f.fine, f.spatial].contains(&0) {
         return Err(invalid(layer, "folding factors must be positive"));

@@ -46,7 +46,10 @@ pub struct Simulation {
 }
 
 fn zero_masks(weight: &[f32], window: usize) -> Vec<u128> {
-    weight.chunks_exact(window).map(|taps| taps.iter().enumerate().fold(0u128, |m, (t, &w)| if w == 0.0 { m | 1 << t } else { m })).collect()
+    weight
+        .chunks_exact(window)
+        .map(|taps| taps.iter().enumerate().fold(0u128, |m, (t, &w)| if w == 0.0 { m | 1 << t } else { m }))
+        .collect()
 }
 
 /// Analytic cycles of a dense conv stage (the same formula as the compiler's model).
@@ -166,7 +169,16 @@ pub fn simulate(plan: &Plan, images: &Tensor) -> Result<Simulation, RuntimeError
             let threshold = conv.input_threshold;
             let total = (0..k)
                 .into_par_iter()
-                .map(|j| sparse_work(&conv, &layer.hardware, m, &thresholded(&inputs[0][j * len..][..len], threshold), in_hw, out_hw))
+                .map(|j| {
+                    sparse_work(
+                        &conv,
+                        &layer.hardware,
+                        m,
+                        &thresholded(&inputs[0][j * len..][..len], threshold),
+                        in_hw,
+                        out_hw,
+                    )
+                })
                 .reduce_with(|a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
                 .unwrap_or_default();
             if work[i].is_empty() {
@@ -188,7 +200,8 @@ pub fn simulate(plan: &Plan, images: &Tensor) -> Result<Simulation, RuntimeError
                     let (conv, in_hw, out_hw) = as_conv(layer, in_shape);
                     if hw.sparse {
                         let busiest = work[i].iter().copied().fold(0.0, f64::max) / n.max(1) as f64;
-                        let spatial = (out_hw[0] * out_hw[1].div_ceil(hw.spatial)) as f64 / (out_hw[0] * out_hw[1]) as f64;
+                        let spatial =
+                            (out_hw[0] * out_hw[1].div_ceil(hw.spatial)) as f64 / (out_hw[0] * out_hw[1]) as f64;
                         (busiest * spatial).max(stream_bound(&conv, hw, in_hw, out_hw))
                     } else {
                         dense_conv_cycles(&conv, hw, in_hw, out_hw)

@@ -14,6 +14,9 @@ use rayon::prelude::*;
 
 /// Images run per chunk.
 const CHUNK: usize = 8;
+/// Largest number of (channel, filter) pairs whose histograms are kept one by one: small
+/// layers have few pairs per hardware unit, so per-pair statistics matter there.
+pub const PAIR_LIMIT: usize = 1 << 16;
 
 /// Counts gathered for one conv or fully connected layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +31,9 @@ pub struct LayerCounts {
     pub histograms: Vec<Vec<u64>>,
     /// Per output filter, `window + 1` bins: (window, channel) pairs with j zero products.
     pub filter_histograms: Vec<Vec<u64>>,
+    /// Per (input channel, filter of its group) pair, `window + 1` bins over windows, flat
+    /// as `[c][f][j]`; empty for layers with more than [`PAIR_LIMIT`] pairs.
+    pub pair_histograms: Vec<u64>,
     /// Zero input values (after the threshold), padding excluded.
     pub zero_inputs: u64,
     /// Input values seen.
@@ -40,6 +46,7 @@ pub struct LayerCounts {
 
 impl LayerCounts {
     fn add(&mut self, other: &LayerCounts) {
+        self.pair_histograms.iter_mut().zip(&other.pair_histograms).for_each(|(x, y)| *x += y);
         let pairs = self.histograms.iter_mut().zip(&other.histograms);
         for (a, b) in pairs.chain(self.filter_histograms.iter_mut().zip(&other.filter_histograms)) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
@@ -82,8 +89,18 @@ fn weight_masks(weight: &[f32], c_out: usize, per_group_in: usize, window: usize
     WeightMasks { masks, per_group_in, per_group_out: c_out / groups }
 }
 
-fn empty_counts(layer: usize, l: &Layer, c_in: usize, c_out: usize, window: usize, weight: &[f32]) -> LayerCounts {
+fn empty_counts(
+    layer: usize,
+    l: &Layer,
+    c_in: usize,
+    c_out: usize,
+    groups: usize,
+    window: usize,
+    weight: &[f32],
+) -> LayerCounts {
+    let pairs = c_in * (c_out / groups);
     LayerCounts {
+        pair_histograms: if pairs <= PAIR_LIMIT { vec![0; pairs * (window + 1)] } else { Vec::new() },
         layer,
         name: l.name.clone(),
         window,
@@ -130,6 +147,10 @@ fn conv_image_counts(
                     let zeros = (amask | masks.masks[co * masks.per_group_in + local]).count_ones() as usize;
                     into.histograms[c][zeros] += 1;
                     into.filter_histograms[co][zeros] += 1;
+                    if !into.pair_histograms.is_empty() {
+                        let pair = c * masks.per_group_out + (co - filters.start);
+                        into.pair_histograms[pair * (kh * kw + 1) + zeros] += 1;
+                    }
                 }
             }
         }
@@ -152,8 +173,8 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
         .collect();
     for (i, l) in plan.layers.iter().enumerate() {
         totals[i] = match &l.op {
-            Op::Conv(c) => Some(empty_counts(i, l, c.c_in, c.c_out, c.kernel[0] * c.kernel[1], &c.weight)),
-            Op::Dense(d) => Some(empty_counts(i, l, d.inputs, d.outputs, 1, &d.weight)),
+            Op::Conv(c) => Some(empty_counts(i, l, c.c_in, c.c_out, c.groups, c.kernel[0] * c.kernel[1], &c.weight)),
+            Op::Dense(d) => Some(empty_counts(i, l, d.inputs, d.outputs, 1, 1, &d.weight)),
             _ => None,
         };
     }
@@ -175,6 +196,7 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
                     let mut c = LayerCounts {
                         histograms: vec![vec![0; total.window + 1]; total.histograms.len()],
                         filter_histograms: vec![vec![0; total.window + 1]; total.filter_histograms.len()],
+                        pair_histograms: vec![0; total.pair_histograms.len()],
                         zero_inputs: 0,
                         inputs: 0,
                         ..total.clone()
@@ -252,6 +274,7 @@ mod tests {
             window: 4,
             histograms: vec![vec![0; 5]],
             filter_histograms: vec![vec![0; 5]; 2],
+            pair_histograms: vec![0; 2 * 5],
             zero_inputs: 0,
             inputs: 0,
             zero_weights: 1,
@@ -263,6 +286,7 @@ mod tests {
         // Filter 0 (tap 0 zero): 2, 2, 2, 1 zeros. Filter 1: 2, 1, 1, 1 zeros.
         assert_eq!(counts.histograms[0], vec![0, 4, 4, 0, 0]);
         assert_eq!(counts.filter_histograms, vec![vec![0, 1, 3, 0, 0], vec![0, 3, 1, 0, 0]]);
+        assert_eq!(counts.pair_histograms, vec![0, 1, 3, 0, 0, 0, 3, 1, 0, 0]);
         assert_eq!((counts.zero_inputs, counts.inputs), (2, 9));
         // 12 zero products over 8 windows x 4 taps.
         assert!((counts.product_sparsity() - 12.0 / 32.0).abs() < 1e-12);
@@ -290,6 +314,7 @@ mod tests {
             window: 9,
             histograms: vec![vec![0; 10]],
             filter_histograms: vec![vec![0; 10]],
+            pair_histograms: Vec::new(),
             zero_inputs: 0,
             inputs: 0,
             zero_weights: 0,

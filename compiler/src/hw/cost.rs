@@ -119,6 +119,18 @@ pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) 
     let filter_passes = cout_g.div_ceil(f.coarse_out) as f64;
     let compute = match sparsity.filter(|s| s.is_sparse()) {
         None => pixels * channel_passes as f64 * window.div_ceil(f.fine) as f64 * filter_passes,
+        Some(s) if !s.pair_cycles.is_empty() => {
+            let streams = f.coarse_in * f.coarse_group;
+            let loads = s.window_cycles(window, f.fine);
+            let assignment = if loads.len() == c_in {
+                deal_snake(&loads, streams)
+            } else {
+                (0..c_in).map(|c| c % streams).collect()
+            };
+            let floor = (window == 1).then(|| cin_g.div_ceil(f.coarse_in) as f64 / f.coarse_in as f64);
+            let busiest = s.busiest_unit(f.fine, &assignment, streams, f.coarse_out, floor).unwrap_or(0.0);
+            pixels * busiest
+        }
         Some(s) => {
             let streams = f.coarse_in * f.coarse_group;
             let loads = s.window_cycles(window, f.fine);
@@ -367,6 +379,7 @@ mod tests {
             product: 4.0 / 9.0,
             histograms: vec![h],
             filter_histograms: Vec::new(),
+            pair_cycles: Vec::new(),
         };
         let dense = conv_cycles(&s, fold(4, 4, 1, 3, 1), None);
         let sparse = conv_cycles(&s, fold(4, 4, 1, 3, 1), Some(&sp));

@@ -19,6 +19,11 @@ pub struct LayerSparsity {
     /// alike. Filters sparser than others make some filter lanes finish early, which the
     /// model must see to agree with the busiest lane.
     pub filter_histograms: Vec<Vec<f64>>,
+    /// For small layers, per `fine` (index `fine - 1`) the expected cycles of each (input
+    /// channel, filter of its group) pair per window, flat as `[c * filters_per_group + f]`:
+    /// with few pairs per hardware unit the busiest unit depends on the very pairs it holds.
+    /// Empty when not measured.
+    pub pair_cycles: Vec<Vec<f64>>,
 }
 
 /// Below this product sparsity a stage stays dense: the crossbar would cost more than the
@@ -34,7 +39,47 @@ impl LayerSparsity {
             product: s,
             histograms: vec![binomial(window, s)],
             filter_histograms: Vec::new(),
+            pair_cycles: Vec::new(),
         }
+    }
+
+    /// Pair statistics from per-pair histograms (`window + 1` bins each, flat).
+    pub fn pair_cycles_from(histograms: &[f64], window: usize) -> Vec<Vec<f64>> {
+        (1..=window)
+            .map(|fine| histograms.chunks_exact(window + 1).map(|h| expected_window_cycles(h, window, fine)).collect())
+            .collect()
+    }
+
+    /// With per-pair statistics: the work, per window, of the busiest (input stream, filter
+    /// lane) unit, streams as `assignment` deals the channels, filter `f` of each group in
+    /// lane `f mod lanes`. For a 1x1 window every unit does at least `floor` per (window,
+    /// filter) it serves (compaction cannot beat `coarse_in`).
+    pub fn busiest_unit(
+        &self,
+        fine: usize,
+        assignment: &[usize],
+        streams: usize,
+        lanes: usize,
+        floor: Option<f64>,
+    ) -> Option<f64> {
+        let cycles = self.pair_cycles.get(fine - 1)?;
+        let c_in = assignment.len();
+        let per_group_out = cycles.len() / c_in.max(1);
+        let mut work = vec![0.0; streams * lanes];
+        for (c, &s) in assignment.iter().enumerate() {
+            for f in 0..per_group_out {
+                work[s * lanes + f % lanes] += cycles[c * per_group_out + f];
+            }
+        }
+        if let Some(floor) = floor {
+            let groups = self.filter_histograms.len() / per_group_out.max(1);
+            for (k, w) in work.iter_mut().enumerate() {
+                let l = k % lanes;
+                let served = groups * (0..per_group_out).filter(|f| f % lanes == l).count();
+                *w = w.max(floor * served as f64);
+            }
+        }
+        Some(work.into_iter().fold(0.0, f64::max))
     }
 
     /// How many filters' worth of work the busiest of `lanes` filter lanes does, relative to

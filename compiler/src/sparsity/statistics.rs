@@ -24,19 +24,26 @@ pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
         let c_in = per_group_in * groups;
         let mut histograms = vec![vec![0.0; window + 1]; c_in];
         let mut filter_histograms = vec![vec![0.0; window + 1]; c_out];
-        for co in 0..c_out {
+        for (co, filter_hist) in filter_histograms.iter_mut().enumerate() {
             let g = co / per_group_out;
             for local in 0..per_group_in {
                 let taps = &weight.data[(co * per_group_in + local) * window..][..window];
                 let zeros = taps.iter().filter(|&&w| w == 0.0).count();
                 histograms[g * per_group_in + local][zeros] += 1.0 / per_group_out as f64;
-                filter_histograms[co][zeros] += 1.0 / per_group_in as f64;
+                filter_hist[zeros] += 1.0 / per_group_in as f64;
             }
         }
         let zero = weight.data.iter().filter(|&&w| w == 0.0).count() as f64 / weight.data.len() as f64;
         out.insert(
             node.name.clone(),
-            LayerSparsity { weight: Some(zero), activation: None, product: zero, histograms, filter_histograms },
+            LayerSparsity {
+                weight: Some(zero),
+                activation: None,
+                product: zero,
+                histograms,
+                filter_histograms,
+                pair_cycles: Vec::new(),
+            },
         );
     }
     out
@@ -79,6 +86,17 @@ pub fn measured(
                 product: c.product_sparsity(),
                 histograms,
                 filter_histograms,
+                pair_cycles: if c.pair_histograms.is_empty() {
+                    Vec::new()
+                } else {
+                    let total = |h: &[u64]| h.iter().sum::<u64>().max(1) as f64;
+                    let flat: Vec<f64> = c
+                        .pair_histograms
+                        .chunks_exact(c.window + 1)
+                        .flat_map(|h| h.iter().map(move |&n| n as f64 / total(h)).collect::<Vec<_>>())
+                        .collect();
+                    LayerSparsity::pair_cycles_from(&flat, c.window)
+                },
             };
             (c.name, sparsity)
         })
