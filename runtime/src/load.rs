@@ -3,6 +3,7 @@
 
 use crate::error::invalid;
 use crate::geometry::{broadcast_shapes, window_output_len};
+use crate::kernels::sparse::SparseRows;
 use crate::plan::{Activation, Conv, Dense, EltwiseKind, Hardware, Layer, Op, Plan, Pool, PoolKind};
 use crate::RuntimeError;
 use hass_proto as pb;
@@ -214,6 +215,7 @@ fn lower_op(
             let input_threshold = finite_threshold(name, c.input_threshold)?;
             (
                 Op::Conv(Conv {
+                    sparse_weight: SparseRows::from_dense(&weight, c_out),
                     weight,
                     bias,
                     c_in,

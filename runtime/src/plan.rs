@@ -87,6 +87,8 @@ pub struct Conv {
     pub activation: Option<Activation>,
     /// Input values at or below this read as zero (the activation threshold).
     pub input_threshold: Option<f32>,
+    /// The weights' non-zeros by filter, when pruned enough for zero-skipping kernels.
+    pub sparse_weight: Option<crate::kernels::sparse::SparseRows>,
 }
 
 /// A fully connected layer: `y = x W^T + b`.

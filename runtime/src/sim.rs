@@ -245,6 +245,7 @@ fn as_conv(layer: &Layer, in_shape: &[usize]) -> (Conv, [usize; 2], [usize; 2]) 
                 groups: 1,
                 activation: None,
                 input_threshold: d.input_threshold,
+                sparse_weight: None,
             },
             [1, 1],
             [1, 1],

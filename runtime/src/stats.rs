@@ -221,6 +221,7 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
                                 groups: 1,
                                 activation: None,
                                 input_threshold: None,
+                                sparse_weight: None,
                             };
                             conv_image_counts(&fc, &x, [1, 1], [1, 1], masks, &mut c);
                         }
@@ -261,6 +262,7 @@ mod tests {
             groups: 1,
             activation: None,
             input_threshold: None,
+            sparse_weight: None,
         };
         // Input with zeros at (0,0) and (1,1):
         //   0 1 1
@@ -306,6 +308,7 @@ mod tests {
             groups: 1,
             activation: None,
             input_threshold: None,
+            sparse_weight: None,
         };
         let masks = weight_masks(&conv.weight, 1, 1, 9, 1);
         let mut counts = LayerCounts {

@@ -28,15 +28,16 @@ pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
                 im2col(conv, group_in, in_hw, out_hw, &mut cols);
                 &cols[..]
             };
+            let dst = &mut out[g * out_per_group * pixels..][..out_per_group * pixels];
+            if let Some(sparse) = &conv.sparse_weight {
+                sparse.matmul_rows(g * out_per_group, b, pixels, dst);
+                continue;
+            }
             let a =
                 ArrayView2::from_shape((out_per_group, k), &conv.weight[g * out_per_group * k..][..out_per_group * k])
                     .expect("validated weight shape");
             let b = ArrayView2::from_shape((k, pixels), b).expect("validated input shape");
-            let c = ArrayViewMut2::from_shape(
-                (out_per_group, pixels),
-                &mut out[g * out_per_group * pixels..][..out_per_group * pixels],
-            )
-            .expect("validated output shape");
+            let c = ArrayViewMut2::from_shape((out_per_group, pixels), dst).expect("validated output shape");
             parallel_gemm(a, b, c);
         }
     }
@@ -198,6 +199,7 @@ mod tests {
             groups,
             activation: Some(Activation::Clip { min: -1.0, max: 3.0 }),
             input_threshold: None,
+            sparse_weight: None,
         };
         let input: Vec<f32> = (0..c_in * hw * hw).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
         let oh = crate::geometry::window_output_len(hw, kernel, stride, dilation, pads[0], pads[2], false).unwrap();

@@ -5,6 +5,7 @@ pub mod conv;
 pub mod dense;
 pub mod eltwise;
 pub mod pool;
+pub mod sparse;
 
 use std::borrow::Cow;
 
