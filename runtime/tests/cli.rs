@@ -118,3 +118,34 @@ fn bench_prints_batch_1_and_batch_8() {
     let text = String::from_utf8(res.stdout).unwrap();
     assert!(text.contains("batch 1: ") && text.contains("batch 8: ") && text.contains("images/s"), "{text}");
 }
+
+#[test]
+fn simulate_prints_stage_cycles_and_writes_them_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("sim.json");
+    let images = testdata("inputs/fmnist_test_1000.npy");
+    let res = hass_run(&[
+        artifact().to_str().unwrap(),
+        "--input",
+        images.to_str().unwrap(),
+        "--simulate",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert!(text.contains("simulated on 1000 image(s)") && text.contains("<- bottleneck"), "{text}");
+    let json = std::fs::read_to_string(&report).unwrap();
+    for key in ["\"ii_cycles\"", "\"throughput_fps\"", "\"layers\"", "\"/c1/c1.0/Conv\"", "\"cycles\""] {
+        assert!(json.contains(key), "{key} missing from {json}");
+    }
+    // --report without --simulate is refused by the argument parser.
+    let res = hass_run(&[
+        artifact().to_str().unwrap(),
+        "--input",
+        images.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(!res.status.success());
+}

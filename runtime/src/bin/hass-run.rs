@@ -113,21 +113,32 @@ fn simulation_table(sim: &hass_runtime::sim::Simulation) -> String {
 
 /// The simulation as JSON with the compile report's field names.
 fn simulation_json(plan: &hass_runtime::Plan, sim: &hass_runtime::sim::Simulation) -> String {
-    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let layers: Vec<String> = sim
+    let layers: Vec<serde_json::Value> = sim
         .stages
         .iter()
         .zip(&plan.layers)
         .map(|(s, l)| {
             let h = &l.hardware;
-            format!(
-                "    {{\"name\": {}, \"cycles\": {}, \"coarse_in\": {}, \"coarse_out\": {}, \"coarse_group\": {}, \"fine\": {}, \"spatial\": {}, \"bottleneck\": {}}}",
-                quote(&s.name), s.cycles, h.coarse_in, h.coarse_out, h.coarse_group, h.fine, h.spatial, s.cycles == sim.ii_cycles
-            )
+            serde_json::json!({
+                "name": s.name,
+                "cycles": s.cycles,
+                "coarse_in": h.coarse_in,
+                "coarse_out": h.coarse_out,
+                "coarse_group": h.coarse_group,
+                "fine": h.fine,
+                "spatial": h.spatial,
+                "bottleneck": s.cycles == sim.ii_cycles,
+            })
         })
         .collect();
-    format!(
-        "{{\n  \"model\": {},\n  \"board\": {},\n  \"clock_mhz\": {},\n  \"images\": {},\n  \"ii_cycles\": {},\n  \"throughput_fps\": {},\n  \"layers\": [\n{}\n  ]\n}}\n",
-        quote(&plan.model), quote(&plan.board), plan.clock_mhz, sim.images, sim.ii_cycles, sim.throughput_fps, layers.join(",\n")
-    )
+    let report = serde_json::json!({
+        "model": plan.model,
+        "board": plan.board,
+        "clock_mhz": plan.clock_mhz,
+        "images": sim.images,
+        "ii_cycles": sim.ii_cycles,
+        "throughput_fps": sim.throughput_fps,
+        "layers": layers,
+    });
+    serde_json::to_string_pretty(&report).expect("JSON values serialise") + "\n"
 }
