@@ -108,6 +108,27 @@ pub struct Dense {
     pub input_threshold: Option<f32>,
 }
 
+impl Dense {
+    /// The layer's geometry as a 1x1 convolution on a 1x1 map (no weights), as the
+    /// accelerator sees a fully connected layer.
+    pub fn geometry(&self) -> Conv {
+        Conv {
+            weight: Vec::new(),
+            bias: Vec::new(),
+            c_in: self.inputs,
+            c_out: self.outputs,
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            groups: 1,
+            activation: None,
+            input_threshold: self.input_threshold,
+            sparse_weight: None,
+        }
+    }
+}
+
 /// Max or average pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {

@@ -19,6 +19,7 @@
 
 use crate::exec::run_observed;
 use crate::kernels::thresholded;
+use crate::kernels::windows::{input_zero_mask, weight_zero_masks};
 use crate::plan::{Conv, Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
@@ -43,13 +44,6 @@ pub struct Simulation {
     pub ii_cycles: f64,
     /// Images per second at the artifact's clock.
     pub throughput_fps: f64,
-}
-
-fn zero_masks(weight: &[f32], window: usize) -> Vec<u128> {
-    weight
-        .chunks_exact(window)
-        .map(|taps| taps.iter().enumerate().fold(0u128, |m, (t, &w)| if w == 0.0 { m | 1 << t } else { m }))
-        .collect()
 }
 
 /// Analytic cycles of a dense conv stage (the same formula as the compiler's model).
@@ -85,7 +79,6 @@ fn sparse_work(
     let streams = hw.coarse_in * hw.coarse_group;
     let lanes = hw.coarse_out;
     let stream_of = |c: usize| hw.channel_stream.get(c).copied().unwrap_or(c % streams);
-    let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
     let mut work = vec![0f64; streams * lanes];
     // 1x1 stages: non-zero products per (filter, stream) of the current window.
     let mut nnz_1x1 = vec![0u32; if window == 1 { conv.c_out * streams } else { 0 }];
@@ -97,17 +90,7 @@ fn sparse_work(
             nnz_1x1.iter_mut().for_each(|n| *n = 0);
             for c in 0..conv.c_in {
                 let plane = &x[c * h * w..][..h * w];
-                let mut amask = 0u128;
-                for ky in 0..kh {
-                    let y = (oy * conv.stride[0] + ky * conv.dilation[0]) as isize - top;
-                    for kx in 0..kw {
-                        let xx = (ox * conv.stride[1] + kx * conv.dilation[1]) as isize - left;
-                        let inside = y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w;
-                        if !inside || plane[y as usize * w + xx as usize] == 0.0 {
-                            amask |= 1 << (ky * kw + kx);
-                        }
-                    }
-                }
+                let amask = input_zero_mask(conv, plane, [h, w], oy, ox);
                 let (g, local) = (c / cin_g, c % cin_g);
                 let s = stream_of(c);
                 for f in 0..cout_g {
@@ -148,8 +131,8 @@ pub fn simulate(plan: &Plan, images: &Tensor) -> Result<Simulation, RuntimeError
         .layers
         .iter()
         .map(|l| match &l.op {
-            Op::Conv(c) if l.hardware.sparse => Some(zero_masks(&c.weight, c.kernel[0] * c.kernel[1])),
-            Op::Dense(d) if l.hardware.sparse => Some(zero_masks(&d.weight, 1)),
+            Op::Conv(c) if l.hardware.sparse => Some(weight_zero_masks(&c.weight, c.kernel[0] * c.kernel[1])),
+            Op::Dense(d) if l.hardware.sparse => Some(weight_zero_masks(&d.weight, 1)),
             _ => None,
         })
         .collect();
@@ -232,24 +215,7 @@ fn lanes_cycles(hw: &crate::plan::Hardware, shape: &[usize]) -> f64 {
 fn as_conv(layer: &Layer, in_shape: &[usize]) -> (Conv, [usize; 2], [usize; 2]) {
     match &layer.op {
         Op::Conv(c) => (c.clone(), [in_shape[1], in_shape[2]], [layer.output_shape[1], layer.output_shape[2]]),
-        Op::Dense(d) => (
-            Conv {
-                weight: Vec::new(),
-                bias: Vec::new(),
-                c_in: d.inputs,
-                c_out: d.outputs,
-                kernel: [1, 1],
-                stride: [1, 1],
-                dilation: [1, 1],
-                pads: [0; 4],
-                groups: 1,
-                activation: None,
-                input_threshold: d.input_threshold,
-                sparse_weight: None,
-            },
-            [1, 1],
-            [1, 1],
-        ),
+        Op::Dense(d) => (d.geometry(), [1, 1], [1, 1]),
         _ => unreachable!("conv or dense"),
     }
 }

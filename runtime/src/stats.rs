@@ -8,6 +8,7 @@
 
 use crate::exec::run_observed;
 use crate::kernels::thresholded;
+use crate::kernels::windows::{input_zero_mask, weight_zero_masks};
 use crate::plan::{Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
@@ -80,13 +81,7 @@ struct WeightMasks {
 }
 
 fn weight_masks(weight: &[f32], c_out: usize, per_group_in: usize, window: usize, groups: usize) -> WeightMasks {
-    let masks = (0..c_out * per_group_in)
-        .map(|k| {
-            let taps = &weight[k * window..][..window];
-            taps.iter().enumerate().fold(0u128, |m, (t, &w)| if w == 0.0 { m | (1 << t) } else { m })
-        })
-        .collect();
-    WeightMasks { masks, per_group_in, per_group_out: c_out / groups }
+    WeightMasks { masks: weight_zero_masks(weight, window), per_group_in, per_group_out: c_out / groups }
 }
 
 fn empty_counts(
@@ -123,7 +118,6 @@ fn conv_image_counts(
     into: &mut LayerCounts,
 ) {
     let [kh, kw] = conv.kernel;
-    let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
     into.inputs += x.len() as u64;
     into.zero_inputs += x.iter().filter(|&&v| v == 0.0).count() as u64;
     for c in 0..conv.c_in {
@@ -132,17 +126,7 @@ fn conv_image_counts(
         let filters = g * masks.per_group_out..(g + 1) * masks.per_group_out;
         for oy in 0..oh {
             for ox in 0..ow {
-                let mut amask = 0u128;
-                for ky in 0..kh {
-                    let y = (oy * conv.stride[0] + ky * conv.dilation[0]) as isize - top;
-                    for kx in 0..kw {
-                        let xx = (ox * conv.stride[1] + kx * conv.dilation[1]) as isize - left;
-                        let inside = y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w;
-                        if !inside || plane[y as usize * w + xx as usize] == 0.0 {
-                            amask |= 1 << (ky * kw + kx);
-                        }
-                    }
-                }
+                let amask = input_zero_mask(conv, plane, [h, w], oy, ox);
                 for co in filters.clone() {
                     let zeros = (amask | masks.masks[co * masks.per_group_in + local]).count_ones() as usize;
                     into.histograms[c][zeros] += 1;
@@ -209,20 +193,7 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
                         }
                         Op::Dense(d) => {
                             let x = thresholded(&inputs[0][k * len..][..len], d.input_threshold);
-                            let fc = crate::plan::Conv {
-                                weight: Vec::new(),
-                                bias: Vec::new(),
-                                c_in: d.inputs,
-                                c_out: d.outputs,
-                                kernel: [1, 1],
-                                stride: [1, 1],
-                                dilation: [1, 1],
-                                pads: [0; 4],
-                                groups: 1,
-                                activation: None,
-                                input_threshold: None,
-                                sparse_weight: None,
-                            };
+                            let fc = d.geometry();
                             conv_image_counts(&fc, &x, [1, 1], [1, 1], masks, &mut c);
                         }
                         _ => unreachable!("only conv and dense layers are counted"),

@@ -6,6 +6,7 @@ pub mod dense;
 pub mod eltwise;
 pub mod pool;
 pub mod sparse;
+pub mod windows;
 
 use std::borrow::Cow;
 
