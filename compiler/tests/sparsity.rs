@@ -180,3 +180,29 @@ fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
         assert!(sim.throughput_fps > dense.throughput_fps, "{model}");
     }
 }
+
+#[test]
+fn zero_skipping_kernels_compute_what_the_dense_ones_do() {
+    for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
+        let options = DesignOptions { pruning: knobs(0.7, Some(0.05)), ..Default::default() };
+        let (_, c) = compile(model, options);
+        let sparse_plan = hass_runtime::load_bytes(&c.artifact).unwrap();
+        let mut dense_plan = sparse_plan.clone();
+        let mut sparse_layers = 0;
+        for layer in &mut dense_plan.layers {
+            match &mut layer.op {
+                hass_runtime::plan::Op::Conv(conv) => sparse_layers += conv.sparse_weight.take().is_some() as usize,
+                hass_runtime::plan::Op::Dense(d) => sparse_layers += d.sparse_weight.take().is_some() as usize,
+                _ => {}
+            }
+        }
+        assert!(sparse_layers > 0, "{model}: no layer took the sparse path");
+        let x = images(50);
+        let a = hass_runtime::run(&sparse_plan, &x).unwrap().remove(0);
+        let b = hass_runtime::run(&dense_plan, &x).unwrap().remove(0);
+        let scale = b.data().iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (p, q) in a.data().iter().zip(b.data()) {
+            assert!((p - q).abs() <= 1e-5 * scale, "{model}: {p} vs {q}");
+        }
+    }
+}

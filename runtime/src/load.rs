@@ -241,7 +241,11 @@ fn lower_op(
             let bias = weights_f32(name, "bias", d.bias.as_ref(), &[outputs], weights)?;
             let activation = activation(name, d.activation.as_ref())?;
             let input_threshold = finite_threshold(name, d.input_threshold)?;
-            (Op::Dense(Dense { weight, bias, inputs, outputs, activation, input_threshold }), vec![outputs])
+            let sparse_weight = SparseRows::from_dense(&weight, outputs);
+            (
+                Op::Dense(Dense { weight, bias, inputs, outputs, activation, input_threshold, sparse_weight }),
+                vec![outputs],
+            )
         }
         P::Pool(p) => {
             arity(name, ins, 1)?;

@@ -106,6 +106,8 @@ pub struct Dense {
     pub activation: Option<Activation>,
     /// Input values at or below this read as zero (the activation threshold).
     pub input_threshold: Option<f32>,
+    /// The weights' non-zeros by output, when pruned enough for zero-skipping kernels.
+    pub sparse_weight: Option<crate::kernels::sparse::SparseRows>,
 }
 
 impl Dense {

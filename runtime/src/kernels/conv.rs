@@ -118,6 +118,9 @@ fn depthwise(conv: &Conv, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [o
         for ky in 0..kh {
             for kx in 0..kw {
                 let tap = taps[ky * kw + kx];
+                if tap == 0.0 {
+                    continue; // a pruned tap: skip its multiply-adds
+                }
                 let x_offset = (kx * dw) as isize - left;
                 let (lo, hi) = valid_range(ow, sw, x_offset, w);
                 let first = ((lo * sw) as isize + x_offset) as usize;
