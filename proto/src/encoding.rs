@@ -17,6 +17,12 @@ use crate::WeightEncoding;
 /// Encode `values` (a tensor whose first dimension has `rows` entries) in the smallest
 /// encoding.
 pub fn encode(values: &[f32], rows: usize) -> (WeightEncoding, Vec<u8>) {
+    // Every sparse encoding spends at least 4 bytes per non-zero plus n / 8 bytes (bitmap)
+    // or more: with fewer than 1/32 zeros, dense wins without trying the others.
+    let nnz = values.iter().filter(|v| **v != 0.0).count();
+    if nnz * 32 > values.len() * 31 {
+        return (WeightEncoding::Dense, dense(values));
+    }
     let candidates = [
         (WeightEncoding::Dense, dense(values)),
         (WeightEncoding::Bitmap, bitmap(values)),

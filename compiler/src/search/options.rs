@@ -6,7 +6,7 @@
 //! the channels are fully parallel (before that, channel lanes are cheaper: no extra line
 //! buffer width or window logic).
 
-use crate::hw::cost::{conv_cost_parts, stage_cost, Folding, Placement};
+use crate::hw::cost::{conv_cost_parts, conv_cycles, stage_cost, Folding, Placement};
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::stage::StageKind;
 use crate::hw::{Budget, Usage};
@@ -61,12 +61,22 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
             let mut conv_entries = Vec::new();
             for &cg in &efficient_factors(*groups) {
                 for &ci in &efficient_factors(cin_g) {
+                    // Per (fine, spatial): the cycles at the previous coarse_out. Cycles never
+                    // rise with coarse_out; once they stop falling (a stream bound that
+                    // coarse_out does not move), wider coarse_out only costs more.
+                    let mut last = vec![f64::INFINITY; fines.len() * spatials.len()];
                     for &co in &efficient_factors(cout_g) {
-                        for &fine in &fines {
+                        for (fi, &fine) in fines.iter().enumerate() {
                             let full = ci == cin_g && cg == *groups;
-                            for &spatial in if full { &spatials[..] } else { &[1][..] } {
+                            for (si, &spatial) in if full { &spatials[..] } else { &[1][..] }.iter().enumerate() {
                                 let folding =
                                     Folding { coarse_in: ci, coarse_out: co, coarse_group: cg, fine, spatial };
+                                let cycles = conv_cycles(stage, folding, sparsity);
+                                let slot = &mut last[fi * spatials.len() + si];
+                                if cycles >= *slot {
+                                    continue;
+                                }
+                                *slot = cycles;
                                 let (core, weights) = conv_cost_parts(stage, folding, network.precision, sparsity);
                                 if core.usage.dsp > budget.dsp || core.usage.lut > budget.lut {
                                     continue; // wider spatial parallelism only costs more
