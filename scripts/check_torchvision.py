@@ -53,7 +53,7 @@ def main():
             mac_ok = abs(gmacs - EXPECTED_GMACS[base]) <= 0.01 * EXPECTED_GMACS[base]
             art, out = os.path.join(tmp, stem + ".hass"), os.path.join(tmp, stem + ".npy")
             subprocess.run([os.path.join(BIN, "hassc"), path, "--target", "u250", "-o", art, "-q"], check=True)
-            subprocess.run([os.path.join(BIN, "hass-run"), art, "--input", inp, "--output", out], check=True)
+            subprocess.run([os.path.join(BIN, "hass-run"), art, "--input", inp, "--output", out], check=True, capture_output=True)
             ours = np.load(out)
             sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
             name = sess.get_inputs()[0].name
