@@ -184,7 +184,7 @@ fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
 #[test]
 fn zero_skipping_kernels_compute_what_the_dense_ones_do() {
     for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
-        let options = DesignOptions { pruning: knobs(0.7, Some(0.05)), ..Default::default() };
+        let options = DesignOptions { pruning: knobs(0.9, Some(0.05)), ..Default::default() };
         let (_, c) = compile(model, options);
         let sparse_plan = hass_runtime::load_bytes(&c.artifact).unwrap();
         let mut dense_plan = sparse_plan.clone();
