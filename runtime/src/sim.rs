@@ -23,6 +23,7 @@ use crate::kernels::windows::{input_zero_mask, weight_zero_masks};
 use crate::plan::{Conv, Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// One stage's simulated cycles.
 #[derive(Clone, Debug, PartialEq)]
@@ -212,10 +213,10 @@ fn lanes_cycles(hw: &crate::plan::Hardware, shape: &[usize]) -> f64 {
 }
 
 /// A conv or fully connected layer as conv geometry (FC: 1x1 on a 1x1 map).
-fn as_conv(layer: &Layer, in_shape: &[usize]) -> (Conv, [usize; 2], [usize; 2]) {
+fn as_conv<'a>(layer: &'a Layer, in_shape: &[usize]) -> (Cow<'a, Conv>, [usize; 2], [usize; 2]) {
     match &layer.op {
-        Op::Conv(c) => (c.clone(), [in_shape[1], in_shape[2]], [layer.output_shape[1], layer.output_shape[2]]),
-        Op::Dense(d) => (d.geometry(), [1, 1], [1, 1]),
+        Op::Conv(c) => (Cow::Borrowed(c), [in_shape[1], in_shape[2]], [layer.output_shape[1], layer.output_shape[2]]),
+        Op::Dense(d) => (Cow::Owned(d.geometry()), [1, 1], [1, 1]),
         _ => unreachable!("conv or dense"),
     }
 }

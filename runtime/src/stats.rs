@@ -177,13 +177,18 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
             let counts = (0..n)
                 .into_par_iter()
                 .map(|k| {
+                    // Empty counts of the same shape (not a clone of the running totals).
                     let mut c = LayerCounts {
+                        layer: total.layer,
+                        name: String::new(),
+                        window: total.window,
                         histograms: vec![vec![0; total.window + 1]; total.histograms.len()],
                         filter_histograms: vec![vec![0; total.window + 1]; total.filter_histograms.len()],
                         pair_histograms: vec![0; total.pair_histograms.len()],
                         zero_inputs: 0,
                         inputs: 0,
-                        ..total.clone()
+                        zero_weights: 0,
+                        weights: 0,
                     };
                     match &layer.op {
                         Op::Conv(conv) => {
