@@ -33,7 +33,7 @@ pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Resu
     for (i, layer) in plan.layers.iter().enumerate() {
         let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| values[v].as_deref().expect("live value")).collect();
         observe(i, layer, &inputs);
-        let out = run_layer(plan, layer, &values, batch);
+        let out = run_layer(plan, layer, &inputs, batch);
         values[i + 1] = Some(out);
         for &v in &layer.inputs {
             if last_use[v] == i {
@@ -66,8 +66,9 @@ fn last_uses(plan: &Plan) -> Vec<usize> {
     last
 }
 
-fn run_layer(plan: &Plan, layer: &Layer, values: &[Option<Vec<f32>>], batch: usize) -> Vec<f32> {
-    let input = |k: usize| values[layer.inputs[k]].as_deref().expect("value is live until its last use");
+/// Compute `layer` on `inputs` (one batch per input value, in `layer.inputs` order).
+pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize) -> Vec<f32> {
+    let input = |k: usize| inputs[k];
     let in_shape = |k: usize| plan.value_shape(layer.inputs[k]);
     let out_len: usize = layer.output_shape.iter().product();
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();

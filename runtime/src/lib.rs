@@ -21,6 +21,7 @@ pub mod plan;
 pub mod sim;
 pub mod stats;
 mod tensor;
+pub mod trace;
 
 pub use error::RuntimeError;
 pub use exec::run;

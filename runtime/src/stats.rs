@@ -3,18 +3,22 @@
 //! the fraction of (window, output filter) pairs whose K*K products hold exactly j zeros.
 //! A product is zero when its weight is zero or its (thresholded) input is, padding included.
 //!
-//! Images run in chunks, each chunk's images in parallel, and only counts are kept: memory
-//! does not grow with the number of images.
+//! Two steps: [`window_masks`] reads a layer's input once and tallies, per channel, which
+//! taps of each window read a zero; [`layer_counts`] combines those tallies with the weights.
+//! Counting by distinct mask instead of by window makes the second step independent of the
+//! number of images, so re-pruning a layer costs milliseconds. Images run in chunks, each
+//! chunk's images in parallel, and only tallies are kept: memory does not grow with the
+//! number of images.
 
 use crate::exec::run_observed;
 use crate::kernels::thresholded;
 use crate::kernels::windows::{input_zero_mask, weight_zero_masks};
-use crate::plan::{Layer, Op, Plan};
+use crate::plan::{Conv, Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
 
-/// Images run per chunk.
-const CHUNK: usize = 8;
+/// Images run per chunk (bounds the memory of a calibration run).
+const CHUNK: usize = 32;
 /// Largest number of (channel, filter) pairs whose histograms are kept one by one: small
 /// layers have few pairs per hardware unit, so per-pair statistics matter there.
 pub const PAIR_LIMIT: usize = 1 << 16;
@@ -46,16 +50,6 @@ pub struct LayerCounts {
 }
 
 impl LayerCounts {
-    fn add(&mut self, other: &LayerCounts) {
-        self.pair_histograms.iter_mut().zip(&other.pair_histograms).for_each(|(x, y)| *x += y);
-        let pairs = self.histograms.iter_mut().zip(&other.histograms);
-        for (a, b) in pairs.chain(self.filter_histograms.iter_mut().zip(&other.filter_histograms)) {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        }
-        self.zero_inputs += other.zero_inputs;
-        self.inputs += other.inputs;
-    }
-
     /// Fraction of zero products over all windows and channels.
     pub fn product_sparsity(&self) -> f64 {
         let (mut zeros, mut total) = (0.0, 0.0);
@@ -73,95 +67,234 @@ impl LayerCounts {
     }
 }
 
-/// Zero-weight bit masks of a layer: `[c_out][c_in / groups]`, one bit per window tap.
-struct WeightMasks {
-    masks: Vec<u128>,
-    per_group_in: usize,
-    per_group_out: usize,
+/// Which taps of a window read a zero input, counted over windows: per input channel of a
+/// conv or fully connected layer, how many (image, output position) windows show each mask
+/// (bit `t` set when tap `t` reads a zero or padding). This is all the counts need from the
+/// activations: combined with any weights ([`layer_counts`]) it gives the histograms, so a
+/// search that changes only a layer's weights never re-reads its input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowMasks {
+    /// K_h * K_w (1 for fully connected layers).
+    pub window: usize,
+    /// Per input channel, (mask, windows) sorted by mask, counts above zero.
+    pub channels: Vec<Vec<(u128, u64)>>,
+    /// Zero input values (after the threshold), padding excluded.
+    pub zero_inputs: u64,
+    /// Input values seen.
+    pub inputs: u64,
 }
 
-fn weight_masks(weight: &[f32], c_out: usize, per_group_in: usize, window: usize, groups: usize) -> WeightMasks {
-    WeightMasks { masks: weight_zero_masks(weight, window), per_group_in, per_group_out: c_out / groups }
+/// Masks up to this many taps are counted in a dense table, wider ones in a map.
+const DENSE_MASK_BITS: usize = 12;
+
+/// Per-channel mask counts while they are gathered.
+enum MaskTally {
+    Dense(Vec<Vec<u64>>),
+    Sparse(Vec<std::collections::HashMap<u128, u64>>),
 }
 
-fn empty_counts(
-    layer: usize,
-    l: &Layer,
-    c_in: usize,
-    c_out: usize,
-    groups: usize,
-    window: usize,
-    weight: &[f32],
-) -> LayerCounts {
-    let pairs = c_in * (c_out / groups);
+impl MaskTally {
+    fn new(channels: usize, window: usize) -> MaskTally {
+        if window <= DENSE_MASK_BITS {
+            MaskTally::Dense(vec![vec![0; 1 << window]; channels])
+        } else {
+            MaskTally::Sparse(vec![Default::default(); channels])
+        }
+    }
+
+    fn add(&mut self, c: usize, mask: u128, n: u64) {
+        match self {
+            MaskTally::Dense(t) => t[c][mask as usize] += n,
+            MaskTally::Sparse(t) => *t[c].entry(mask).or_default() += n,
+        }
+    }
+
+    fn merge(mut self, other: MaskTally) -> MaskTally {
+        match (&mut self, other) {
+            (MaskTally::Dense(a), MaskTally::Dense(b)) => {
+                a.iter_mut().zip(b).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(p, q)| *p += q))
+            }
+            (MaskTally::Sparse(a), MaskTally::Sparse(b)) => {
+                for (x, y) in a.iter_mut().zip(b) {
+                    y.into_iter().for_each(|(m, n)| *x.entry(m).or_default() += n);
+                }
+            }
+            _ => unreachable!("tallies of one layer have one kind"),
+        }
+        self
+    }
+
+    fn into_sorted(self) -> Vec<Vec<(u128, u64)>> {
+        match self {
+            MaskTally::Dense(t) => t
+                .into_iter()
+                .map(|c| c.into_iter().enumerate().filter(|&(_, n)| n > 0).map(|(m, n)| (m as u128, n)).collect())
+                .collect(),
+            MaskTally::Sparse(t) => t
+                .into_iter()
+                .map(|c| {
+                    let mut v: Vec<_> = c.into_iter().filter(|&(_, n)| n > 0).collect();
+                    v.sort_unstable();
+                    v
+                })
+                .collect(),
+        }
+    }
+}
+
+impl WindowMasks {
+    /// Add the windows of `other` (same layer, more images).
+    pub fn merge(&mut self, other: &WindowMasks) {
+        if self.channels.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        for (a, b) in self.channels.iter_mut().zip(&other.channels) {
+            let mut merged = Vec::with_capacity(a.len() + b.len());
+            let (mut i, mut j) = (0, 0);
+            while i < a.len() || j < b.len() {
+                match (a.get(i), b.get(j)) {
+                    (Some(x), Some(y)) if x.0 == y.0 => {
+                        merged.push((x.0, x.1 + y.1));
+                        i += 1;
+                        j += 1;
+                    }
+                    (Some(x), Some(y)) if x.0 < y.0 => {
+                        merged.push(*x);
+                        i += 1;
+                    }
+                    (Some(x), None) => {
+                        merged.push(*x);
+                        i += 1;
+                    }
+                    (_, Some(y)) => {
+                        merged.push(*y);
+                        j += 1;
+                    }
+                    (None, None) => unreachable!("loop condition"),
+                }
+            }
+            *a = merged;
+        }
+        self.zero_inputs += other.zero_inputs;
+        self.inputs += other.inputs;
+    }
+}
+
+/// The geometry and weights a counted layer multiplies with: conv, or fully connected as a
+/// 1x1 conv on a 1x1 map. `None` for other layers.
+fn counted(layer: &Layer) -> Option<(std::borrow::Cow<'_, Conv>, &[f32])> {
+    match &layer.op {
+        Op::Conv(c) => Some((std::borrow::Cow::Borrowed(c), &c.weight)),
+        Op::Dense(d) => Some((std::borrow::Cow::Owned(d.geometry()), &d.weight)),
+        _ => None,
+    }
+}
+
+/// Whether `layer` is a conv or fully connected layer (one whose windows are counted).
+pub fn is_counted(layer: &Layer) -> bool {
+    counted(layer).is_some()
+}
+
+/// The window masks of layer `index` of `plan` on `input`, a batch of that layer's input
+/// value, after the layer's own activation threshold.
+///
+/// # Panics
+/// If the layer is not a conv or fully connected layer, or `input` is not a whole batch.
+pub fn window_masks(plan: &Plan, index: usize, input: &[f32]) -> WindowMasks {
+    let layer = &plan.layers[index];
+    let (conv, _) = counted(layer).expect("window masks of a conv or fully connected layer");
+    let in_shape = plan.value_shape(layer.inputs[0]);
+    let len: usize = in_shape.iter().product();
+    let ([h, w], [oh, ow]) = match &layer.op {
+        Op::Conv(_) => ([in_shape[1], in_shape[2]], [layer.output_shape[1], layer.output_shape[2]]),
+        _ => ([1, 1], [1, 1]),
+    };
+    assert_eq!(input.len() % len, 0, "a whole batch of layer {}'s input", layer.name);
+    let window = conv.kernel[0] * conv.kernel[1];
+    let (tally, zero_inputs) = input
+        .par_chunks(len)
+        .fold(
+            || (MaskTally::new(conv.c_in, window), 0u64),
+            |(mut tally, mut zeros), image| {
+                let x = thresholded(image, conv.input_threshold);
+                zeros += x.iter().filter(|&&v| v == 0.0).count() as u64;
+                for c in 0..conv.c_in {
+                    let plane = &x[c * h * w..][..h * w];
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            tally.add(c, input_zero_mask(&conv, plane, [h, w], oy, ox), 1);
+                        }
+                    }
+                }
+                (tally, zeros)
+            },
+        )
+        .reduce(|| (MaskTally::new(conv.c_in, window), 0), |(a, za), (b, zb)| (a.merge(b), za + zb));
+    WindowMasks { window, channels: tally.into_sorted(), zero_inputs, inputs: input.len() as u64 }
+}
+
+/// The counts of layer `index` of `plan` (its current weights) over the windows in `masks`.
+///
+/// # Panics
+/// If the layer is not a conv or fully connected layer, or `masks` has another shape.
+pub fn layer_counts(plan: &Plan, index: usize, masks: &WindowMasks) -> LayerCounts {
+    let layer = &plan.layers[index];
+    let (conv, weight) = counted(layer).expect("counts of a conv or fully connected layer");
+    let window = conv.kernel[0] * conv.kernel[1];
+    assert_eq!((masks.window, masks.channels.len()), (window, conv.c_in), "masks of layer {}", layer.name);
+    let (per_group_in, per_group_out) = (conv.c_in / conv.groups, conv.c_out / conv.groups);
+    let weight_masks = weight_zero_masks(weight, window);
+    let bins = window + 1;
+    // Per input channel, the histograms of its (channel, filter) pairs, flat [f][j].
+    let pairs: Vec<Vec<u64>> = masks
+        .channels
+        .par_iter()
+        .enumerate()
+        .map(|(c, seen)| {
+            let (g, local) = (c / per_group_in, c % per_group_in);
+            let mut h = vec![0u64; per_group_out * bins];
+            for f in 0..per_group_out {
+                let w = weight_masks[(g * per_group_out + f) * per_group_in + local];
+                let hf = &mut h[f * bins..][..bins];
+                for &(m, n) in seen {
+                    hf[(m | w).count_ones() as usize] += n;
+                }
+            }
+            h
+        })
+        .collect();
+    let mut histograms = vec![vec![0; bins]; conv.c_in];
+    let mut filter_histograms = vec![vec![0; bins]; conv.c_out];
+    for (c, h) in pairs.iter().enumerate() {
+        let g = c / per_group_in;
+        for (f, hf) in h.chunks_exact(bins).enumerate() {
+            let filter = &mut filter_histograms[g * per_group_out + f];
+            for j in 0..bins {
+                histograms[c][j] += hf[j];
+                filter[j] += hf[j];
+            }
+        }
+    }
+    let keep_pairs = conv.c_in * per_group_out <= PAIR_LIMIT;
     LayerCounts {
-        pair_histograms: if pairs <= PAIR_LIMIT { vec![0; pairs * (window + 1)] } else { Vec::new() },
-        layer,
-        name: l.name.clone(),
+        layer: index,
+        name: layer.name.clone(),
         window,
-        histograms: vec![vec![0; window + 1]; c_in],
-        filter_histograms: vec![vec![0; window + 1]; c_out],
-        zero_inputs: 0,
-        inputs: 0,
+        histograms,
+        filter_histograms,
+        pair_histograms: if keep_pairs { pairs.concat() } else { Vec::new() },
+        zero_inputs: masks.zero_inputs,
+        inputs: masks.inputs,
         zero_weights: weight.iter().filter(|&&w| w == 0.0).count() as u64,
         weights: weight.len() as u64,
     }
 }
 
-/// Counts of one image at a conv layer.
-fn conv_image_counts(
-    conv: &crate::plan::Conv,
-    x: &[f32],
-    [h, w]: [usize; 2],
-    [oh, ow]: [usize; 2],
-    masks: &WeightMasks,
-    into: &mut LayerCounts,
-) {
-    let [kh, kw] = conv.kernel;
-    into.inputs += x.len() as u64;
-    into.zero_inputs += x.iter().filter(|&&v| v == 0.0).count() as u64;
-    for c in 0..conv.c_in {
-        let plane = &x[c * h * w..][..h * w];
-        let (g, local) = (c / masks.per_group_in, c % masks.per_group_in);
-        let filters = g * masks.per_group_out..(g + 1) * masks.per_group_out;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let amask = input_zero_mask(conv, plane, [h, w], oy, ox);
-                for co in filters.clone() {
-                    let zeros = (amask | masks.masks[co * masks.per_group_in + local]).count_ones() as usize;
-                    into.histograms[c][zeros] += 1;
-                    into.filter_histograms[co][zeros] += 1;
-                    if !into.pair_histograms.is_empty() {
-                        let pair = c * masks.per_group_out + (co - filters.start);
-                        into.pair_histograms[pair * (kh * kw + 1) + zeros] += 1;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Run `plan` on `images` and gather the counts of every conv and fully connected layer.
 pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, RuntimeError> {
-    let mut totals: Vec<Option<LayerCounts>> = vec![None; plan.layers.len()];
-    let masks: Vec<Option<WeightMasks>> = plan
-        .layers
-        .iter()
-        .map(|l| match &l.op {
-            Op::Conv(c) => {
-                Some(weight_masks(&c.weight, c.c_out, c.c_in / c.groups, c.kernel[0] * c.kernel[1], c.groups))
-            }
-            Op::Dense(d) => Some(weight_masks(&d.weight, d.outputs, d.inputs, 1, 1)),
-            _ => None,
-        })
-        .collect();
-    for (i, l) in plan.layers.iter().enumerate() {
-        totals[i] = match &l.op {
-            Op::Conv(c) => Some(empty_counts(i, l, c.c_in, c.c_out, c.groups, c.kernel[0] * c.kernel[1], &c.weight)),
-            Op::Dense(d) => Some(empty_counts(i, l, d.inputs, d.outputs, 1, 1, &d.weight)),
-            _ => None,
-        };
-    }
+    let mut masks: Vec<Option<WindowMasks>> =
+        plan.layers.iter().map(|l| is_counted(l).then(WindowMasks::default)).collect();
     let per_image: usize = plan.input_shape.iter().product();
     let batch = images.batch();
     for start in (0..batch).step_by(CHUNK) {
@@ -169,138 +302,99 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
         let mut shape = vec![n];
         shape.extend_from_slice(&plan.input_shape);
         let chunk = Tensor::new(shape, images.data()[start * per_image..(start + n) * per_image].to_vec())?;
-        run_observed(plan, &chunk, &mut |index, layer, inputs| {
-            let Some(total) = totals[index].as_mut() else { return };
-            let masks = masks[index].as_ref().expect("masks for every counted layer");
-            let in_shape = plan.value_shape(layer.inputs[0]);
-            let len: usize = in_shape.iter().product();
-            let counts = (0..n)
-                .into_par_iter()
-                .map(|k| {
-                    // Empty counts of the same shape (not a clone of the running totals).
-                    let mut c = LayerCounts {
-                        layer: total.layer,
-                        name: String::new(),
-                        window: total.window,
-                        histograms: vec![vec![0; total.window + 1]; total.histograms.len()],
-                        filter_histograms: vec![vec![0; total.window + 1]; total.filter_histograms.len()],
-                        pair_histograms: vec![0; total.pair_histograms.len()],
-                        zero_inputs: 0,
-                        inputs: 0,
-                        zero_weights: 0,
-                        weights: 0,
-                    };
-                    match &layer.op {
-                        Op::Conv(conv) => {
-                            let x = thresholded(&inputs[0][k * len..][..len], conv.input_threshold);
-                            let out = &layer.output_shape;
-                            conv_image_counts(conv, &x, [in_shape[1], in_shape[2]], [out[1], out[2]], masks, &mut c);
-                        }
-                        Op::Dense(d) => {
-                            let x = thresholded(&inputs[0][k * len..][..len], d.input_threshold);
-                            let fc = d.geometry();
-                            conv_image_counts(&fc, &x, [1, 1], [1, 1], masks, &mut c);
-                        }
-                        _ => unreachable!("only conv and dense layers are counted"),
-                    }
-                    c
-                })
-                .reduce_with(|mut a, b| {
-                    a.add(&b);
-                    a
-                });
-            if let Some(c) = counts {
-                total.add(&c);
+        run_observed(plan, &chunk, &mut |index, _, inputs| {
+            if let Some(total) = masks[index].as_mut() {
+                total.merge(&window_masks(plan, index, inputs[0]));
             }
         })?;
     }
-    Ok(totals.into_iter().flatten().collect())
+    Ok(masks.iter().enumerate().filter_map(|(i, m)| m.as_ref().map(|m| layer_counts(plan, i, m))).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Conv;
+
+    /// A plan of one conv layer.
+    fn one_conv(conv: Conv, in_shape: Vec<usize>, out_shape: Vec<usize>) -> Plan {
+        Plan {
+            model: "m".into(),
+            board: "b".into(),
+            clock_mhz: 100.0,
+            input_shape: in_shape,
+            layers: vec![Layer {
+                name: "c".into(),
+                inputs: vec![0],
+                output_shape: out_shape,
+                op: Op::Conv(conv),
+                hardware: Default::default(),
+            }],
+            outputs: vec![1],
+        }
+    }
+
+    fn conv(weight: Vec<f32>, c_out: usize, kernel: usize, pad: usize) -> Conv {
+        Conv {
+            bias: vec![0.0; c_out],
+            c_in: 1,
+            c_out,
+            kernel: [kernel; 2],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [pad; 4],
+            groups: 1,
+            activation: None,
+            input_threshold: None,
+            sparse_weight: None,
+            weight,
+        }
+    }
 
     #[test]
     fn histogram_of_a_tiny_conv_by_hand() {
         // One input channel, 3x3 input, 2x2 kernel, no padding: 4 windows; two filters.
         // Filter 0 has one zero weight (tap 0), filter 1 none.
-        let conv = Conv {
-            weight: vec![0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0],
-            bias: vec![0.0; 2],
-            c_in: 1,
-            c_out: 2,
-            kernel: [2, 2],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [0; 4],
-            groups: 1,
-            activation: None,
-            input_threshold: None,
-            sparse_weight: None,
-        };
+        let plan = one_conv(conv(vec![0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], 2, 2, 0), vec![1, 3, 3], vec![2, 2, 2]);
         // Input with zeros at (0,0) and (1,1):
         //   0 1 1
         //   1 0 1
         //   1 1 1
         let x = [0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0];
-        let masks = weight_masks(&conv.weight, 2, 1, 4, 1);
-        let mut counts = LayerCounts {
-            layer: 0,
-            name: "c".into(),
-            window: 4,
-            histograms: vec![vec![0; 5]],
-            filter_histograms: vec![vec![0; 5]; 2],
-            pair_histograms: vec![0; 2 * 5],
-            zero_inputs: 0,
-            inputs: 0,
-            zero_weights: 1,
-            weights: 8,
-        };
-        conv_image_counts(&conv, &x, [3, 3], [2, 2], &masks, &mut counts);
+        let masks = window_masks(&plan, 0, &x);
         // Windows (top-left at): (0,0) holds inputs 0,1,1,0 -> zeros at taps 0 and 3;
         // (0,1): 1,1,0,1 -> tap 2; (1,0): 1,0,1,1 -> tap 1; (1,1): 0,1,1,1 -> tap 0.
+        assert_eq!(masks.channels, vec![vec![(0b0001, 1), (0b0010, 1), (0b0100, 1), (0b1001, 1)]]);
+        let counts = layer_counts(&plan, 0, &masks);
         // Filter 0 (tap 0 zero): 2, 2, 2, 1 zeros. Filter 1: 2, 1, 1, 1 zeros.
         assert_eq!(counts.histograms[0], vec![0, 4, 4, 0, 0]);
         assert_eq!(counts.filter_histograms, vec![vec![0, 1, 3, 0, 0], vec![0, 3, 1, 0, 0]]);
         assert_eq!(counts.pair_histograms, vec![0, 1, 3, 0, 0, 0, 3, 1, 0, 0]);
-        assert_eq!((counts.zero_inputs, counts.inputs), (2, 9));
+        assert_eq!((counts.zero_inputs, counts.inputs, counts.zero_weights), (2, 9, 1));
         // 12 zero products over 8 windows x 4 taps.
         assert!((counts.product_sparsity() - 12.0 / 32.0).abs() < 1e-12);
+        // Two images are the sum of their tallies, whichever way they are gathered.
+        let mut twice = masks.clone();
+        twice.merge(&window_masks(&plan, 0, &[1.0; 9]));
+        assert_eq!(twice, window_masks(&plan, 0, &[x.as_slice(), &[1.0; 9]].concat()));
+        assert_eq!(twice.channels[0][0], (0, 4));
     }
 
     #[test]
     fn padding_counts_as_zero_products() {
-        let conv = Conv {
-            weight: vec![1.0; 9],
-            bias: vec![0.0],
-            c_in: 1,
-            c_out: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [1; 4],
-            groups: 1,
-            activation: None,
-            input_threshold: None,
-            sparse_weight: None,
-        };
-        let masks = weight_masks(&conv.weight, 1, 1, 9, 1);
-        let mut counts = LayerCounts {
-            layer: 0,
-            name: "c".into(),
-            window: 9,
-            histograms: vec![vec![0; 10]],
-            filter_histograms: vec![vec![0; 10]],
-            pair_histograms: Vec::new(),
-            zero_inputs: 0,
-            inputs: 0,
-            zero_weights: 0,
-            weights: 9,
-        };
-        conv_image_counts(&conv, &[1.0; 4], [2, 2], [2, 2], &masks, &mut counts);
+        let plan = one_conv(conv(vec![1.0; 9], 1, 3, 1), vec![1, 2, 2], vec![1, 2, 2]);
+        let counts = layer_counts(&plan, 0, &window_masks(&plan, 0, &[1.0; 4]));
         // A 2x2 input padded to 4x4: every 3x3 window sees 4 real values and 5 padding.
         assert_eq!(counts.histograms[0], vec![0, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn wide_windows_are_tallied_in_a_map() {
+        // A 5x5 kernel (25 taps) over a 5x5 input with one zero: one window.
+        let plan = one_conv(conv(vec![1.0; 25], 1, 5, 0), vec![1, 5, 5], vec![1, 1, 1]);
+        let mut x = [1.0; 25];
+        x[7] = 0.0;
+        let masks = window_masks(&plan, 0, &x);
+        assert_eq!(masks.channels, vec![vec![(1 << 7, 1)]]);
+        assert_eq!(layer_counts(&plan, 0, &masks).histograms[0][1], 1);
     }
 }

@@ -1,0 +1,130 @@
+//! A run that keeps every value, so that changing one layer re-runs only what depends on it.
+//!
+//! This is what makes a sparsity search affordable: a candidate that changes layer `i`'s
+//! weights or threshold reuses every value computed before `i` (and every branch that does
+//! not read from `i`), and shares them with the trace it came from instead of copying.
+
+use crate::exec::run_layer;
+use crate::plan::Plan;
+use crate::{RuntimeError, Tensor};
+use std::sync::Arc;
+
+/// Every value of one run of a plan on one batch: value 0 is the input, value `i + 1` the
+/// output of layer `i`, each `[batch, ...shape]`.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    batch: usize,
+    values: Vec<Arc<Vec<f32>>>,
+}
+
+impl Trace {
+    /// Run `plan` on `input` and keep everything.
+    pub fn new(plan: &Plan, input: &Tensor) -> Result<Trace, RuntimeError> {
+        let (&batch, image) = input.shape().split_first().unwrap_or((&0, &[]));
+        if image != plan.input_shape.as_slice() || batch == 0 {
+            return Err(RuntimeError::Input(format!(
+                "model {} expects input of shape [N, {}], got {:?}",
+                plan.model,
+                plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                input.shape()
+            )));
+        }
+        let mut trace = Trace { batch, values: vec![Arc::new(input.data().to_vec())] };
+        for layer in 0..plan.layers.len() {
+            let out = trace.compute(plan, layer);
+            trace.values.push(Arc::new(out));
+        }
+        Ok(trace)
+    }
+
+    /// The trace of `plan` when only the layers in `changed` differ from the plan this trace
+    /// was run with: those layers and everything downstream of them are recomputed, the rest
+    /// is shared.
+    pub fn rerun(&self, plan: &Plan, changed: &[usize]) -> Trace {
+        let mut next = self.clone();
+        let mut dirty = vec![false; self.values.len()];
+        for (i, layer) in plan.layers.iter().enumerate() {
+            if changed.contains(&i) || layer.inputs.iter().any(|&v| dirty[v]) {
+                next.values[i + 1] = Arc::new(next.compute(plan, i));
+                dirty[i + 1] = true;
+            }
+        }
+        next
+    }
+
+    fn compute(&self, plan: &Plan, layer: usize) -> Vec<f32> {
+        let l = &plan.layers[layer];
+        let inputs: Vec<&[f32]> = l.inputs.iter().map(|&v| self.values[v].as_slice()).collect();
+        run_layer(plan, l, &inputs, self.batch)
+    }
+
+    /// Images in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Value `id` for the whole batch (0: the input; `i + 1`: layer `i`'s output).
+    pub fn value(&self, id: usize) -> &[f32] {
+        &self.values[id]
+    }
+
+    /// Whether value `id` is the very same buffer in both traces (not recomputed).
+    pub fn shares(&self, other: &Trace, id: usize) -> bool {
+        Arc::ptr_eq(&self.values[id], &other.values[id])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Conv, Layer, Op};
+
+    fn conv(weight: f32) -> Layer {
+        Layer {
+            name: "c".into(),
+            inputs: vec![0],
+            output_shape: vec![1, 2, 2],
+            op: Op::Conv(Conv {
+                weight: vec![weight],
+                bias: vec![0.0],
+                c_in: 1,
+                c_out: 1,
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pads: [0; 4],
+                groups: 1,
+                activation: None,
+                input_threshold: None,
+                sparse_weight: None,
+            }),
+            hardware: Default::default(),
+        }
+    }
+
+    #[test]
+    fn rerun_recomputes_only_downstream_of_a_change() {
+        // Two independent branches from the input, then their sum.
+        let mut sum = conv(1.0);
+        sum.inputs = vec![1, 2];
+        sum.op = Op::Eltwise { kind: crate::plan::EltwiseKind::Add, activation: None };
+        let mut plan = Plan {
+            model: "m".into(),
+            board: "b".into(),
+            clock_mhz: 100.0,
+            input_shape: vec![1, 2, 2],
+            layers: vec![conv(2.0), conv(3.0), sum],
+            outputs: vec![3],
+        };
+        let input = Tensor::new(vec![2, 1, 2, 2], (0..8).map(|v| v as f32).collect()).unwrap();
+        let base = Trace::new(&plan, &input).unwrap();
+        assert_eq!(base.value(3), crate::run(&plan, &input).unwrap()[0].data());
+        if let Op::Conv(c) = &mut plan.layers[1].op {
+            c.weight[0] = -1.0;
+        }
+        let next = base.rerun(&plan, &[1]);
+        assert!(next.shares(&base, 1) && !next.shares(&base, 2) && !next.shares(&base, 3));
+        assert_eq!(next.value(3), crate::run(&plan, &input).unwrap()[0].data());
+        assert_eq!(next.value(3)[..4], [0.0, 1.0, 2.0, 3.0]);
+    }
+}
