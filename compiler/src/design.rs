@@ -9,7 +9,7 @@ use crate::hw::sparse::{deal_snake, LayerSparsity};
 use crate::hw::stage::{stages, StageKind};
 use crate::hw::{Budget, Precision};
 use crate::ir::{Graph, NodeId};
-use crate::search::{allocate, Allocation, Allocator};
+use crate::search::{Allocation, Allocator};
 use std::collections::{BTreeMap, HashMap};
 
 /// Where the sparsity statistics of the cost model come from.
@@ -118,6 +118,12 @@ impl Design {
         b / seconds
     }
 
+    /// Dense-equivalent GOP/s per DSP in use (the largest partition's DSPs).
+    pub fn gops_per_dsp(&self) -> f64 {
+        let dsp = self.partitions.iter().map(|p| p.eval.usage.dsp).fold(0.0, f64::max);
+        2.0 * self.network.macs as f64 * self.throughput_fps() / 1e9 / dsp.max(1.0)
+    }
+
     /// First image's latency, seconds (partitions run one after another).
     pub fn latency_s(&self) -> f64 {
         let reconf =
@@ -186,20 +192,40 @@ fn encoded_bits(graph: &Graph, node: NodeId, weight_bits: u64) -> Option<u64> {
         _ => return None,
     };
     let w = graph.weights.tensor(weight);
-    let rows = w.shape[0];
-    let (encoding, _) = hass_proto::encoding::encode(&w.data, rows);
+    let biases = bias.map_or(0, |b| graph.weights.tensor(b).data.len());
+    encoded_weight_bits(&w.data, w.shape[0], biases, weight_bits)
+}
+
+/// Bits of `weight` (`rows` filters) plus `biases` dense biases as the artifact encodes them
+/// at `weight_bits`, when that encoding is not dense (`None`: dense).
+pub fn encoded_weight_bits(weight: &[f32], rows: usize, biases: usize, weight_bits: u64) -> Option<u64> {
+    let (encoding, _) = hass_proto::encoding::encode(weight, rows);
     if encoding == hass_proto::WeightEncoding::Dense {
         return None;
     }
-    let bias_bits = bias.map_or(0, |b| graph.weights.tensor(b).data.len() as u64 * weight_bits);
-    Some(hass_proto::encoding::hardware_bits(&w.data, rows, encoding, weight_bits) + bias_bits)
+    Some(hass_proto::encoding::hardware_bits(weight, rows, encoding, weight_bits) + biases as u64 * weight_bits)
 }
 
 /// Allocate `graph` on `board`.
 pub fn design(graph: &Graph, board: &Board, options: &DesignOptions) -> Result<Design> {
-    let network = network(graph, options)?;
+    from_network(network(graph, options)?, board, options)
+}
+
+/// Allocate an analysed `network` on `board` (the search builds networks without a graph).
+pub fn from_network(network: Network, board: &Board, options: &DesignOptions) -> Result<Design> {
+    from_network_with(network, board, options, None)
+}
+
+/// [`from_network`] with the stages' fronts already built (see
+/// [`crate::search::exact::stage_front`]).
+pub fn from_network_with(
+    network: Network,
+    board: &Board,
+    options: &DesignOptions,
+    fronts: Option<Vec<crate::search::options::Front>>,
+) -> Result<Design> {
     let budget = Budget::of(board);
-    let partitions = allocate(&network, &budget, options.allocator)?;
+    let partitions = crate::search::allocate_with(&network, &budget, options.allocator, fronts)?;
     let mut layers = HashMap::new();
     for (p, part) in partitions.iter().enumerate() {
         for (k, choice) in part.choices.iter().enumerate() {

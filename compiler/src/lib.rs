@@ -56,7 +56,37 @@ impl Compiled {
 /// Compile `model` for `board`: import, passes, pruning and thresholds, calibration,
 /// allocation, artifact.
 pub fn compile(model: &std::path::Path, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {
-    let mut graph = load_model(model)?;
+    compile_graph(load_model(model)?, board, options)
+}
+
+/// Search per-layer sparsity knobs on the calibration images of `options`
+/// ([`sparsity::search`]), then compile with the knobs it chose, calibrated on the same images.
+pub fn compile_searched(
+    model: &std::path::Path,
+    board: &board::Board,
+    options: &design::DesignOptions,
+    search: &sparsity::search::SearchOptions,
+) -> Result<(Compiled, sparsity::search::SearchResult)> {
+    let graph = load_model(model)?;
+    let images = options.calibration.clone().ok_or_else(|| {
+        CompileError::Options("the sparsity search needs calibration images: give --calib X.npy".into())
+    })?;
+    if options.pruning.any() {
+        return Err(CompileError::Options(
+            "the sparsity search chooses the thresholds itself: drop the pruning and threshold options, or use --search none".into(),
+        ));
+    }
+    let mut result = sparsity::search::search(&graph, board, options, &images, search)?;
+    let options = design::DesignOptions { pruning: result.config.clone(), ..options.clone() };
+    let compiled = compile_graph(graph, board, &options)?;
+    // The search measured its statistics on a subset of the images; the design is measured
+    // on all of them.
+    result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
+    Ok((compiled, result))
+}
+
+/// Compile a graph fresh from [`load_model`].
+pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {
     let mut options = options.clone();
     if options.pruning.any() {
         let _span = tracing::info_span!("prune").entered();

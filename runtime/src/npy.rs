@@ -26,6 +26,24 @@ pub fn read_f32(path: &Path) -> Result<Tensor, RuntimeError> {
     Tensor::new(shape, data).map_err(|e| fail(e.to_string()))
 }
 
+/// Read an `.npy` file of class labels: one integer per image (int64, int32 or uint8), as a
+/// flat vector.
+pub fn read_labels(path: &Path) -> Result<Vec<i64>, RuntimeError> {
+    let fail = |why: String| RuntimeError::Input(format!("cannot read labels {}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| fail(format!("not a valid .npy file ({e})")))?;
+    if npy.shape().len() != 1 {
+        return Err(fail(format!("expected a 1-D array of class indices, found shape {:?}", npy.shape())));
+    }
+    let dtype = npy.dtype().descr();
+    let open = || npyz::NpyFile::new(&bytes[..]).expect("parsed above");
+    open()
+        .into_vec::<i64>()
+        .or_else(|_| open().into_vec::<i32>().map(|v| v.into_iter().map(i64::from).collect()))
+        .or_else(|_| open().into_vec::<u8>().map(|v| v.into_iter().map(i64::from).collect()))
+        .map_err(|_| fail(format!("expected integer class indices (int64, int32 or uint8), found dtype {dtype}")))
+}
+
 /// Encode a tensor as `.npy` bytes (float32, C order).
 pub fn to_npy_bytes(tensor: &Tensor) -> Vec<u8> {
     let shape: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();

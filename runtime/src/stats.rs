@@ -12,7 +12,7 @@
 
 use crate::exec::run_observed;
 use crate::kernels::thresholded;
-use crate::kernels::windows::{input_zero_mask, weight_zero_masks};
+use crate::kernels::windows::{plane_zero_masks, weight_zero_masks};
 use crate::plan::{Conv, Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
@@ -221,11 +221,7 @@ pub fn window_masks(plan: &Plan, index: usize, input: &[f32]) -> WindowMasks {
                 zeros += x.iter().filter(|&&v| v == 0.0).count() as u64;
                 for c in 0..conv.c_in {
                     let plane = &x[c * h * w..][..h * w];
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            tally.add(c, input_zero_mask(&conv, plane, [h, w], oy, ox), 1);
-                        }
-                    }
+                    plane_zero_masks(&conv, plane, [h, w], [oh, ow], |m, n| tally.add(c, m, n));
                 }
                 (tally, zeros)
             },

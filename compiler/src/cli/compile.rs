@@ -7,6 +7,7 @@ use hassc::board::Board;
 use hassc::design::{check_fraction, DesignOptions, SparsitySource};
 use hassc::hw::Precision;
 use hassc::search::Allocator;
+use hassc::sparsity::search::{Objective, SearchOptions, Strategy};
 use hassc::sparsity::{Knobs, SparsityConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,69 @@ pub struct CompileArgs {
     /// accuracy with onnxruntime or tract.
     #[arg(long, value_name = "FILE")]
     emit_onnx: Option<PathBuf>,
+    /// Sparsity search over per-layer thresholds: `hass` (the default with --calib and no
+    /// pruning or threshold options), `global-greedy` (one global weight and one global
+    /// activation threshold, the public predecessor), or `none`.
+    #[arg(long, value_enum, requires = "calib")]
+    search: Option<Strategy>,
+    /// Class labels of the calibration images (integer `.npy`, one per image): the search
+    /// measures top-1 against them; without, top-1 agreement with the dense model.
+    #[arg(long, value_name = "Y.npy", requires = "calib")]
+    labels: Option<PathBuf>,
+    /// Largest top-1 drop the search may accept on the calibration images, in percentage
+    /// points.
+    #[arg(long, value_name = "POINTS", default_value_t = 1.0)]
+    max_accuracy_drop: f64,
+    /// What the search maximises.
+    #[arg(long, value_enum, default_value_t = Objective::Throughput)]
+    objective: Objective,
+    /// Seed of the search's random choices; same inputs and seed give the same artifact.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop the search after this many seconds and keep the best design found so far.
+    #[arg(long, value_name = "SECONDS")]
+    time_budget: Option<f64>,
+    /// Write every design the search evaluated (accuracy drop, throughput, front, chosen)
+    /// to FILE.json, and the front's plot beside it as FILE.svg.
+    #[arg(long, value_name = "FILE.json", requires = "calib")]
+    pareto: Option<PathBuf>,
+}
+
+/// The search to run, if any: explicit knobs mean none; otherwise `hass` by default.
+fn strategy(args: &CompileArgs, pruning: &SparsityConfig) -> Result<Option<Strategy>> {
+    if args.calib.is_none() {
+        return Ok(None);
+    }
+    match (args.search, pruning.any()) {
+        (Some(Strategy::None), _) => Ok(Some(Strategy::None)),
+        (Some(s), true) => anyhow::bail!(
+            "--search {} chooses the thresholds itself: drop the pruning and threshold options, or use --search none",
+            clap::ValueEnum::to_possible_value(&s).expect("no skipped variants").get_name()
+        ),
+        (None, true) => Ok(None),
+        (s, false) => Ok(Some(s.unwrap_or(Strategy::Hass))),
+    }
+}
+
+fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result<SearchOptions> {
+    if !(args.max_accuracy_drop.is_finite() && (0.0..=100.0).contains(&args.max_accuracy_drop)) {
+        anyhow::bail!("--max-accuracy-drop must be between 0 and 100 points, got {}", args.max_accuracy_drop);
+    }
+    let time_budget = match args.time_budget {
+        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--time-budget must be a positive number of seconds, got {s}"),
+        None => None,
+    };
+    let labels = args.labels.as_deref().map(hass_runtime::npy::read_labels).transpose()?;
+    Ok(SearchOptions {
+        strategy,
+        objective: args.objective,
+        max_accuracy_drop: args.max_accuracy_drop,
+        seed: args.seed,
+        time_budget,
+        labels,
+        progress: !quiet,
+    })
 }
 
 fn pruning(args: &CompileArgs) -> Result<SparsityConfig> {
@@ -97,8 +161,8 @@ fn sparsity_file(path: &Path) -> Result<BTreeMap<String, f64>> {
 
 pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     let pruning = pruning(&args)?;
-    let model = args.model.expect("clap requires it");
-    let board = Board::resolve(&args.target.expect("clap requires it"))?;
+    let model = args.model.clone().expect("clap requires it");
+    let board = Board::resolve(args.target.as_deref().expect("clap requires it"))?;
     let sparsity = match (args.assume_sparsity, &args.assume_sparsity_file) {
         (Some(s), _) => {
             check_fraction("--assume-sparsity", s)?;
@@ -119,9 +183,33 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
         pruning,
         calibration,
     };
-    let compiled = hassc::compile(&model, &board, &options)?;
     let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let report = hassc::report::report(&name, &board, &compiled.design);
+    let (compiled, searched) = match strategy(&args, &options.pruning)? {
+        Some(s) => {
+            let search = search_options(&args, s, quiet)?;
+            let (compiled, result) = hassc::compile_searched(&model, &board, &options, &search)?;
+            (compiled, Some(result))
+        }
+        None => {
+            if args.pareto.is_some() || args.labels.is_some() {
+                anyhow::bail!("--pareto and --labels belong to the sparsity search, which explicit pruning or threshold options turn off");
+            }
+            (hassc::compile(&model, &board, &options)?, None)
+        }
+    };
+    let mut report = hassc::report::report(&name, &board, &compiled.design);
+    report.search = searched.as_ref().map(|r| r.summary.clone());
+    if let (Some(path), Some(result)) = (&args.pareto, &searched) {
+        let json =
+            serde_json::to_string_pretty(&hassc::sparsity::search::pareto::to_json(&name, &result.points))? + "\n";
+        let svg = hassc::sparsity::search::pareto::to_svg(&name, &result.points)
+            .map_err(|e| anyhow::anyhow!("drawing the Pareto plot: {e}"))?;
+        hass_runtime::npy::write_atomic(path, json.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        let svg_path = path.with_extension("svg");
+        hass_runtime::npy::write_atomic(&svg_path, svg.as_bytes())
+            .with_context(|| format!("writing {}", svg_path.display()))?;
+    }
     let out = args.output.unwrap_or_else(|| model.with_extension("hass"));
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)? + "\n";

@@ -21,7 +21,7 @@
 //! Widths scale the per-bit terms linearly.
 
 use super::memory::{self, MemoryCost};
-use super::sparse::{deal_snake, max_stream_mean, LayerSparsity};
+use super::sparse::{max_stream_mean, LayerSparsity};
 use super::stage::{LaneOp, Stage, StageKind};
 use super::{Precision, Usage};
 use crate::ir::{Activation, EltwiseKind, PoolKind};
@@ -119,25 +119,41 @@ pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) 
     let filter_passes = cout_g.div_ceil(f.coarse_out) as f64;
     let compute = match sparsity.filter(|s| s.is_sparse()) {
         None => pixels * channel_passes as f64 * window.div_ceil(f.fine) as f64 * filter_passes,
-        Some(s) if !s.pair_cycles.is_empty() => {
+        Some(s) => {
+            let key = (f.fine, f.coarse_in, f.coarse_group, f.coarse_out);
+            pixels * s.memo.get_or(key, || sparse_pixel_cycles(&stage.kind, f, s))
+        }
+    };
+    let words_in = (c_in * in_hw[0] * in_hw[1]) as f64 / (f.coarse_in * f.coarse_group * f.spatial) as f64;
+    let words_out = (c_out * out_hw[0] * out_hw[1]) as f64 / (f.coarse_out * f.coarse_group * f.spatial) as f64;
+    compute.max(words_in).max(words_out)
+}
+
+/// Compute cycles per output pixel of a sparse conv stage at folding `f` (any spatial).
+fn sparse_pixel_cycles(kind: &StageKind, f: Folding, s: &LayerSparsity) -> f64 {
+    let StageKind::Conv { c_in, c_out, groups, kernel, .. } = *kind else { unreachable!("conv stage") };
+    let window = kernel[0] * kernel[1];
+    let (cin_g, cout_g) = (c_in / groups, c_out / groups);
+    let channel_passes = cin_g.div_ceil(f.coarse_in) * groups.div_ceil(f.coarse_group);
+    let filter_passes = cout_g.div_ceil(f.coarse_out) as f64;
+    match s {
+        s if !s.pair_cycles.is_empty() => {
             let streams = f.coarse_in * f.coarse_group;
-            let loads = s.window_cycles(window, f.fine);
-            let assignment = if loads.len() == c_in {
-                deal_snake(&loads, streams)
+            let assignment = if s.histograms.len() == c_in {
+                s.stream_assignment(window, f.fine, streams)
             } else {
                 (0..c_in).map(|c| c % streams).collect()
             };
             let floor = (window == 1).then(|| cin_g.div_ceil(f.coarse_in) as f64 / f.coarse_in as f64);
-            let busiest = s.busiest_unit(f.fine, &assignment, streams, f.coarse_out, floor).unwrap_or(0.0);
-            pixels * busiest
+            s.busiest_unit(f.fine, &assignment, streams, f.coarse_out, floor).unwrap_or(0.0)
         }
-        Some(s) => {
+        s => {
             let streams = f.coarse_in * f.coarse_group;
             let loads = s.window_cycles(window, f.fine);
             let worst = if loads.len() == 1 {
                 loads[0]
             } else {
-                max_stream_mean(&loads, &deal_snake(&loads, streams), streams)
+                max_stream_mean(&loads, &s.stream_assignment(window, f.fine, streams), streams)
             };
             // A 1x1 window holds one product: skipping needs compaction across the input
             // streams, so the speed-up is capped at coarse_in (none with one stream).
@@ -145,12 +161,9 @@ pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) 
             // Filter lanes: the busiest one, if filters differ.
             let lanes = s.lane_passes(window, f.fine, groups, f.coarse_out);
             let filter_passes = if lanes.is_nan() { filter_passes } else { lanes };
-            pixels * channel_passes as f64 * filter_passes * worst
+            channel_passes as f64 * filter_passes * worst
         }
-    };
-    let words_in = (c_in * in_hw[0] * in_hw[1]) as f64 / (f.coarse_in * f.coarse_group * f.spatial) as f64;
-    let words_out = (c_out * out_hw[0] * out_hw[1]) as f64 / (f.coarse_out * f.coarse_group * f.spatial) as f64;
-    compute.max(words_in).max(words_out)
+    }
 }
 
 fn bits_scale(bits: u32) -> f64 {
@@ -380,6 +393,7 @@ mod tests {
             histograms: vec![h],
             filter_histograms: Vec::new(),
             pair_cycles: Vec::new(),
+            memo: Default::default(),
         };
         let dense = conv_cycles(&s, fold(4, 4, 1, 3, 1), None);
         let sparse = conv_cycles(&s, fold(4, 4, 1, 3, 1), Some(&sp));

@@ -24,6 +24,56 @@ pub struct LayerSparsity {
     /// with few pairs per hardware unit the busiest unit depends on the very pairs it holds.
     /// Empty when not measured.
     pub pair_cycles: Vec<Vec<f64>>,
+    /// Compute cycles per output pixel already worked out, by folding (a cache: the
+    /// allocator asks for the same foldings many times, each a pass over every pair).
+    pub memo: Memo,
+}
+
+/// Key of [`Memo`]: (fine, coarse_in, coarse_group, coarse_out).
+pub type MemoKey = (usize, usize, usize, usize);
+
+/// A cache of per-folding results and of the channels' load order per `fine`; clones copy
+/// it, comparisons ignore it.
+#[derive(Debug, Default)]
+pub struct Memo {
+    values: std::sync::Mutex<std::collections::HashMap<MemoKey, f64>>,
+    orders: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Arc<Vec<usize>>>>,
+}
+
+impl Memo {
+    /// The value for `key`, computed by `f` the first time.
+    pub fn get_or(&self, key: MemoKey, f: impl FnOnce() -> f64) -> f64 {
+        if let Some(&v) = self.values.lock().expect("not poisoned").get(&key) {
+            return v;
+        }
+        let v = f();
+        self.values.lock().expect("not poisoned").insert(key, v);
+        v
+    }
+
+    fn order_or(&self, fine: usize, f: impl FnOnce() -> Vec<usize>) -> std::sync::Arc<Vec<usize>> {
+        if let Some(o) = self.orders.lock().expect("not poisoned").get(&fine) {
+            return o.clone();
+        }
+        let o = std::sync::Arc::new(f());
+        self.orders.lock().expect("not poisoned").insert(fine, o.clone());
+        o
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo {
+            values: std::sync::Mutex::new(self.values.lock().expect("not poisoned").clone()),
+            orders: std::sync::Mutex::new(self.orders.lock().expect("not poisoned").clone()),
+        }
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
 }
 
 /// Below this product sparsity a stage stays dense: the crossbar would cost more than the
@@ -40,6 +90,7 @@ impl LayerSparsity {
             histograms: vec![binomial(window, s)],
             filter_histograms: Vec::new(),
             pair_cycles: Vec::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -67,15 +118,17 @@ impl LayerSparsity {
         let per_group_out = cycles.len() / c_in.max(1);
         let mut work = vec![0.0; streams * lanes];
         for (c, &s) in assignment.iter().enumerate() {
-            for f in 0..per_group_out {
-                work[s * lanes + f % lanes] += cycles[c * per_group_out + f];
+            let unit = &mut work[s * lanes..][..lanes];
+            // Filter f goes to lane f mod lanes: whole rounds of `lanes` filters at a time.
+            for round in cycles[c * per_group_out..][..per_group_out].chunks(lanes) {
+                unit.iter_mut().zip(round).for_each(|(w, c)| *w += c);
             }
         }
         if let Some(floor) = floor {
             let groups = self.filter_histograms.len() / per_group_out.max(1);
             for (k, w) in work.iter_mut().enumerate() {
-                let l = k % lanes;
-                let served = groups * (0..per_group_out).filter(|f| f % lanes == l).count();
+                // Filters f < per_group_out with f mod lanes == l.
+                let served = groups * per_group_out.saturating_sub(k % lanes).div_ceil(lanes);
                 *w = w.max(floor * served as f64);
             }
         }
@@ -102,6 +155,12 @@ impl LayerSparsity {
             lane_sum[(f / per_group.max(1)) * lanes.max(1) + (f % per_group.max(1)) % lanes.max(1)] += l;
         }
         lane_sum.iter().cloned().fold(0.0, f64::max) / mean
+    }
+
+    /// [`deal_snake`] of the channels' loads at `fine` over `streams` (the sort cached).
+    pub fn stream_assignment(&self, window: usize, fine: usize, streams: usize) -> Vec<usize> {
+        let order = self.memo.order_or(fine, || snake_order(&self.window_cycles(window, fine)));
+        deal(&order, streams)
     }
 
     /// Whether the stage is built sparse.
@@ -138,10 +197,20 @@ pub fn expected_window_cycles(hist: &[f64], window: usize, fine: usize) -> f64 {
 /// snake order (0, 1, .., s-1, s-1, .., 0, ...), as fpgaConvNet does. Returns the stream of
 /// each channel. Ties keep channel order, so the result is deterministic.
 pub fn deal_snake(loads: &[f64], streams: usize) -> Vec<usize> {
-    let streams = streams.max(1);
+    deal(&snake_order(loads), streams)
+}
+
+/// Channels by descending load, ties in channel order.
+fn snake_order(loads: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..loads.len()).collect();
     order.sort_by(|&a, &b| loads[b].total_cmp(&loads[a]).then(a.cmp(&b)));
-    let mut assignment = vec![0; loads.len()];
+    order
+}
+
+/// Deal channels in `order` to `streams` in snake order.
+fn deal(order: &[usize], streams: usize) -> Vec<usize> {
+    let streams = streams.max(1);
+    let mut assignment = vec![0; order.len()];
     for (rank, &c) in order.iter().enumerate() {
         let (lap, pos) = (rank / streams, rank % streams);
         assignment[c] = if lap % 2 == 0 { pos } else { streams - 1 - pos };

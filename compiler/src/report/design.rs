@@ -137,6 +137,9 @@ pub struct DesignReport {
     pub total_macs: u64,
     /// Layers in execution order.
     pub layers: Vec<LayerLine>,
+    /// The sparsity search that chose the knobs, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::sparsity::search::SearchSummary>,
 }
 
 /// Build the report of `design` for `board`.
@@ -227,7 +230,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         batch: design.options.batch,
         latency_ms: design.latency_s() * 1e3,
         ii_cycles: slowest.eval.ii,
-        gops_per_dsp: 2.0 * net.macs as f64 * throughput / 1e9 / used_dsp.max(1.0),
+        gops_per_dsp: design.gops_per_dsp(),
         roofline_fps: roofline,
         sparse_roofline_fps: (nonzero < net.macs as f64)
             .then(|| budget.clock_hz * budget.dsp * precision.macs_per_dsp() / nonzero.max(1.0)),
@@ -259,6 +262,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         },
         total_macs: net.macs,
         layers,
+        search: None,
     }
 }
 
@@ -344,6 +348,35 @@ impl DesignReport {
             r.bandwidth_gbps.used, r.bandwidth_gbps.available,
         );
         out += &format!("caps        {:.0} % of each resource (board [limits])\n", 100.0 * r.dsp.cap);
+        if let Some(s) = &self.search {
+            out += &search_lines(s);
+        }
         out
     }
+}
+
+/// The search block of the table: what it found, then one line per layer it changed.
+fn search_lines(s: &crate::sparsity::search::SearchSummary) -> String {
+    let mut out = format!(
+        "search      {:?} over {} evaluations in {:.1} s ({:?}); budget {:.2} points of {} on {} images\n",
+        s.strategy, s.evaluations, s.wall_seconds, s.stopped, s.max_accuracy_drop, s.accuracy, s.calibration_images
+    )
+    .to_lowercase();
+    out += &format!(
+        "            dense {:.0} images/s; own zeros {:.0} images/s; chosen {:.0} images/s ({:.2}x dense) at top-1 {:.2} % ({:+.2} points)\n",
+        s.dense.throughput_fps,
+        s.free_zeros.throughput_fps,
+        s.chosen.throughput_fps,
+        s.chosen.throughput_fps / s.dense.throughput_fps,
+        s.chosen.top1,
+        s.chosen.top1 - s.dense.top1
+    );
+    if let Some(m) = &s.message {
+        out += &format!("            {m}\n");
+    }
+    let width = s.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).clamp(5, 48);
+    for l in &s.layers {
+        out += &format!("  {:<width$}  {}\n", l.name, l.reason);
+    }
+    out
 }

@@ -53,17 +53,20 @@ impl Search<'_> {
     /// The smallest feasible interval in `(lo, hi]`, `hi` feasible, by bisection on the
     /// value. The answer is always some stage's cycle count, so once the bracket is tighter
     /// than any two distinct counts the design picked at `hi` is the optimum; its own
-    /// interval (the slowest picked stage) is returned.
-    fn smallest_feasible(&self, mut lo: f64, mut hi: f64) -> f64 {
+    /// interval (the slowest picked stage) is returned, with the query that picked it: the
+    /// per-stage cheapest choices are not monotone in the query (the price of off-chip bits
+    /// depends on it), so only that query is sure to pick a feasible design again.
+    fn smallest_feasible(&self, mut lo: f64, mut hi: f64) -> (f64, f64) {
+        let mut witness = hi;
         while hi - lo > 1e-6 * hi.max(1.0) {
             let mid = 0.5 * (lo + hi);
             match self.feasible(mid) {
                 // Jump to what the picked design actually needs: at most mid.
-                Some((_, _, interval)) => hi = interval.min(mid),
+                Some((_, _, interval)) => (hi, witness) = (interval.min(mid), mid),
                 None => lo = mid,
             }
         }
-        hi
+        (hi, witness)
     }
 
     /// What blocks interval `ii`: the resources over budget, or "folding" if some stage
@@ -91,11 +94,48 @@ fn resource_index(name: &str) -> Option<usize> {
     ["dsp", "bram18", "uram", "lut", "ff"].iter().position(|r| *r == name)
 }
 
+/// Stage `i`'s choices, arranged for the search (what [`allocate_with`] takes).
+pub fn stage_front(network: &Network, i: usize, budget: &Budget) -> Front {
+    Front::new(enumerate(network, i, budget), base_weights(budget))
+}
+
+/// How far `network` is from running at interval `ii`: the largest fraction of any capped
+/// on-chip resource that the cheapest choices within `ii` cycles need (budget-normalised
+/// prices), infinite when some stage cannot reach `ii`. Unlike the interval itself, which
+/// moves in steps, this falls with every bit of work a stage sheds, so a search can see
+/// progress toward the next interval before it gets there.
+pub fn pressure<'a>(network: &Network, budget: &Budget, fronts: impl IntoIterator<Item = &'a Front>, ii: f64) -> f64 {
+    let offchip_weight = 1.0 / budget.offchip_bits_at(ii).max(1.0);
+    let mut usages = Vec::with_capacity(network.stages.len());
+    for f in fronts {
+        match f.cheapest(ii, offchip_weight) {
+            Some(e) => usages.push(e.usage),
+            None => return f64::INFINITY,
+        }
+    }
+    let u = total_usage(network, usages.into_iter());
+    let share = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
+    [
+        share(u.dsp, budget.dsp),
+        share(u.bram18, budget.bram18),
+        share(u.uram, budget.uram),
+        share(u.lut, budget.lut),
+        share(u.ff, budget.ff),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max)
+}
+
 /// Allocate `network` on `budget` as one partition; `None` if nothing fits.
 pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
+    let fronts = (0..network.stages.len()).into_par_iter().map(|i| stage_front(network, i, budget)).collect();
+    allocate_with(network, budget, fronts)
+}
+
+/// [`allocate`] with every stage's front already built (by [`stage_front`]): a caller that
+/// changes one stage at a time rebuilds only that stage's front.
+pub fn allocate_with(network: &Network, budget: &Budget, fronts: Vec<Front>) -> Option<Allocation> {
     let mut weights = base_weights(budget);
-    let fronts: Vec<Front> =
-        (0..network.stages.len()).into_par_iter().map(|i| Front::new(enumerate(network, i, budget), weights)).collect();
     if fronts.iter().any(|f| f.entries().next().is_none()) {
         return None;
     }
@@ -107,16 +147,16 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
     tracing::info!(stages = fronts.len(), floor, ceiling, "searching the initiation interval");
 
     let mut search = Search { network, budget, fronts, offchip_tilt: 1.0 };
-    let mut best: Option<(f64, [f64; 5])> = None;
+    let mut best: Option<((f64, f64), [f64; 5])> = None;
     for round in 0..=ROUNDS {
         let found = search.feasible(ceiling).map(|_| search.smallest_feasible(floor * (1.0 - 1e-9), ceiling));
-        tracing::debug!(round, ii = found, "bisection done");
+        tracing::debug!(round, ii = found.map(|f| f.0), "bisection done");
         if let Some(ii) = found {
-            if best.is_none_or(|(b, _)| ii < b) {
+            if best.is_none_or(|(b, _)| ii.0 < b.0) {
                 best = Some((ii, weights));
             }
         }
-        let probe = best.map_or(ceiling, |(ii, _)| ii * (1.0 - 1e-9));
+        let probe = best.map_or(ceiling, |((ii, _), _)| ii * (1.0 - 1e-9));
         if probe < floor {
             break;
         }
@@ -129,9 +169,15 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         }
         search.fronts.iter_mut().for_each(|f| f.reweight(weights));
     }
-    let (ii, w) = best?;
+    let ((ii, witness), w) = best?;
     search.fronts.iter_mut().for_each(|f| f.reweight(w));
-    let (mut choices, mut usage, _) = search.feasible(ii).expect("found feasible");
+    let (mut choices, mut usage, ii) = match search.feasible(ii) {
+        Some((c, u, _)) => (c, u, ii),
+        None => {
+            let (c, u, _) = search.feasible(witness).expect("feasible at the query that found it");
+            (c, u, witness)
+        }
+    };
     let below = ii * (1.0 - 1e-9);
     let binding = if below < floor {
         "folding".to_string()

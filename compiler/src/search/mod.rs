@@ -81,10 +81,22 @@ pub fn fits(budget: &Budget, u: &Usage, ii: f64) -> bool {
 
 /// The design for `network` on `budget` with `allocator`, partitioned if it must be.
 pub fn allocate(network: &Network, budget: &Budget, allocator: Allocator) -> Result<Vec<Allocation>, AllocationError> {
+    allocate_with(network, budget, allocator, None)
+}
+
+/// [`allocate`], reusing every stage's front (from [`exact::stage_front`]) when given and
+/// the allocator is exact.
+pub fn allocate_with(
+    network: &Network,
+    budget: &Budget,
+    allocator: Allocator,
+    fronts: Option<Vec<options::Front>>,
+) -> Result<Vec<Allocation>, AllocationError> {
     let _span = tracing::info_span!("allocate", allocator = allocator.name()).entered();
-    let single = match allocator {
-        Allocator::Exact => exact::allocate(network, budget),
-        Allocator::Greedy => greedy::allocate(network, budget),
+    let single = match (allocator, fronts) {
+        (Allocator::Exact, Some(fronts)) => exact::allocate_with(network, budget, fronts),
+        (Allocator::Exact, None) => exact::allocate(network, budget),
+        (Allocator::Greedy, _) => greedy::allocate(network, budget),
     };
     match single {
         Some(a) => Ok(vec![a]),

@@ -14,6 +14,7 @@
 //! never thresholded by the global value (it is an image, not an activation).
 
 pub mod prune;
+pub mod search;
 pub mod statistics;
 
 use serde::Deserialize;

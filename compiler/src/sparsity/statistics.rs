@@ -43,6 +43,7 @@ pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
                 histograms,
                 filter_histograms,
                 pair_cycles: Vec::new(),
+                memo: Default::default(),
             },
         );
     }
@@ -67,38 +68,37 @@ pub fn measured(
         )));
     }
     let counts = hass_runtime::stats::calibrate(&plan, images).map_err(|e| CompileError::Options(e.to_string()))?;
-    Ok(counts
-        .into_iter()
-        .map(|c| {
-            let normalise = |hs: &[Vec<u64>]| -> Vec<Vec<f64>> {
-                hs.iter()
-                    .map(|h| {
-                        let total = h.iter().sum::<u64>().max(1) as f64;
-                        h.iter().map(|&n| n as f64 / total).collect()
-                    })
-                    .collect()
-            };
-            let histograms = normalise(&c.histograms);
-            let filter_histograms = normalise(&c.filter_histograms);
-            let sparsity = LayerSparsity {
-                weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
-                activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
-                product: c.product_sparsity(),
-                histograms,
-                filter_histograms,
-                pair_cycles: if c.pair_histograms.is_empty() {
-                    Vec::new()
-                } else {
-                    let total = |h: &[u64]| h.iter().sum::<u64>().max(1) as f64;
-                    let flat: Vec<f64> = c
-                        .pair_histograms
-                        .chunks_exact(c.window + 1)
-                        .flat_map(|h| h.iter().map(move |&n| n as f64 / total(h)).collect::<Vec<_>>())
-                        .collect();
-                    LayerSparsity::pair_cycles_from(&flat, c.window)
-                },
-            };
-            (c.name, sparsity)
-        })
-        .collect())
+    Ok(counts.into_iter().map(|c| (c.name.clone(), sparsity_of(&c))).collect())
+}
+
+/// The cost model's statistics of one layer from the runtime's counts.
+pub fn sparsity_of(c: &hass_runtime::stats::LayerCounts) -> LayerSparsity {
+    let normalise = |hs: &[Vec<u64>]| -> Vec<Vec<f64>> {
+        hs.iter()
+            .map(|h| {
+                let total = h.iter().sum::<u64>().max(1) as f64;
+                h.iter().map(|&n| n as f64 / total).collect()
+            })
+            .collect()
+    };
+    let pair_cycles = if c.pair_histograms.is_empty() {
+        Vec::new()
+    } else {
+        let total = |h: &[u64]| h.iter().sum::<u64>().max(1) as f64;
+        let flat: Vec<f64> = c
+            .pair_histograms
+            .chunks_exact(c.window + 1)
+            .flat_map(|h| h.iter().map(move |&n| n as f64 / total(h)).collect::<Vec<_>>())
+            .collect();
+        LayerSparsity::pair_cycles_from(&flat, c.window)
+    };
+    LayerSparsity {
+        weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
+        activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
+        product: c.product_sparsity(),
+        histograms: normalise(&c.histograms),
+        filter_histograms: normalise(&c.filter_histograms),
+        pair_cycles,
+        memo: Default::default(),
+    }
 }

@@ -31,3 +31,101 @@ pub fn input_zero_mask(conv: &Conv, plane: &[f32], [h, w]: [usize; 2], oy: usize
     }
     mask
 }
+
+/// The zero-tap masks of the output positions' windows over one input `plane`, as
+/// (mask, windows) pairs: [`input_zero_mask`] at each position, but from bit rows (one bit
+/// per padded input column, set for zero or padding) so a window costs K_h shifts, and a
+/// plain 1x1 conv costs one count.
+pub fn plane_zero_masks(
+    conv: &Conv,
+    plane: &[f32],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    mut emit: impl FnMut(u128, u64),
+) {
+    let [kh, kw] = conv.kernel;
+    if conv.kernel == [1, 1] && conv.stride == [1, 1] && conv.pads == [0; 4] {
+        let zeros = plane.iter().filter(|&&v| v == 0.0).count() as u64;
+        emit(1, zeros);
+        emit(0, plane.len() as u64 - zeros);
+        return;
+    }
+    if conv.dilation != [1, 1] || kw > 64 {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                emit(input_zero_mask(conv, plane, [h, w], oy, ox), 1);
+            }
+        }
+        return;
+    }
+    let [sh, sw] = conv.stride;
+    let (top, left) = (conv.pads[0], conv.pads[1]);
+    let (rows, cols) = ((oh - 1) * sh + kh, (ow - 1) * sw + kw);
+    let words = cols.div_ceil(64) + 1;
+    // Everything reads as zero (padding) until a non-zero input clears its bit.
+    let mut bits = vec![u64::MAX; rows * words];
+    for y in 0..h.min(rows.saturating_sub(top)) {
+        let row = &mut bits[(y + top) * words..][..words];
+        for (x, &v) in plane[y * w..][..w].iter().enumerate().take(cols.saturating_sub(left)) {
+            let c = x + left;
+            row[c / 64] &= !(u64::from(v != 0.0) << (c % 64));
+        }
+    }
+    let taps = if kw == 64 { u64::MAX } else { (1u64 << kw) - 1 };
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let (p, mut mask) = (ox * sw, 0u128);
+            let (word, offset) = (p / 64, p % 64);
+            for ky in 0..kh {
+                let row = &bits[(oy * sh + ky) * words..][..words];
+                let mut v = row[word] >> offset;
+                if offset > 0 {
+                    v |= row[word + 1] << (64 - offset);
+                }
+                mask |= ((v & taps) as u128) << (ky * kw);
+            }
+            emit(mask, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_rows_give_the_same_masks_as_tap_by_tap() {
+        for (k, s, p, h, w) in [(3, 1, 1, 7, 9), (3, 2, 1, 8, 8), (1, 1, 0, 5, 5), (5, 2, 2, 11, 70), (7, 2, 3, 9, 130)]
+        {
+            let conv = Conv {
+                weight: Vec::new(),
+                bias: Vec::new(),
+                c_in: 1,
+                c_out: 1,
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                pads: [p; 4],
+                groups: 1,
+                activation: None,
+                input_threshold: None,
+                sparse_weight: None,
+            };
+            let plane: Vec<f32> = (0..h * w).map(|i| if (i * 7919) % 5 < 2 { 0.0 } else { 1.0 }).collect();
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let mut fast = Vec::new();
+            plane_zero_masks(&conv, &plane, [h, w], [oh, ow], |m, n| fast.extend(std::iter::repeat_n(m, n as usize)));
+            let slow: Vec<u128> = (0..oh)
+                .flat_map(|y| (0..ow).map(move |x| (y, x)))
+                .map(|(y, x)| input_zero_mask(&conv, &plane, [h, w], y, x))
+                .collect();
+            if k == 1 {
+                // Counted, not listed: compare as multisets.
+                let count = |v: &[u128], m| v.iter().filter(|&&x| x == m).count();
+                assert_eq!((count(&fast, 0), count(&fast, 1)), (count(&slow, 0), count(&slow, 1)));
+            } else {
+                assert_eq!(fast, slow, "kernel {k} stride {s} pad {p} {h}x{w}");
+            }
+        }
+    }
+}

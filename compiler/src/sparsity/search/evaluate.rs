@@ -1,0 +1,453 @@
+//! What a candidate set of knobs achieves: accuracy on the calibration images and the
+//! allocated design's throughput, evaluated incrementally.
+//!
+//! The evaluator keeps the accepted design's state: the runtime plan with its knobs applied,
+//! a [`Trace`] of every value on the calibration images, each counted layer's window masks
+//! and the cost model's network. A candidate that changes some layers re-runs only what is
+//! downstream of them (sharing the rest of the trace), re-tallies window masks only where a
+//! layer's input or threshold changed, re-combines counts only where masks or weights
+//! changed, then allocates (milliseconds). [`Evaluator::estimate`] skips the re-run: the
+//! hardware effect of one layer's move, with the statistics downstream of it left as they
+//! were, which is what ranking moves needs.
+
+use super::Objective;
+use crate::board::Board;
+use crate::design::{encoded_weight_bits, from_network_with, DesignOptions};
+use crate::error::{CompileError, Result};
+use crate::hw::pipeline::Network;
+use crate::hw::Budget;
+use crate::ir::{Graph, Op as IrOp};
+use crate::search::exact::stage_front;
+use crate::search::options::Front;
+use crate::sparsity::statistics::sparsity_of;
+use crate::sparsity::{prune, Knobs};
+use hass_runtime::kernels::sparse::SparseRows;
+use hass_runtime::plan::{Op, Plan};
+use hass_runtime::stats::{layer_counts, window_masks, WindowMasks};
+use hass_runtime::trace::Trace;
+use hass_runtime::Tensor;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// How much faster than the accepted design the pressure is probed at.
+pub const PROBE: f64 = 0.05;
+
+/// Calibration images the search's hardware statistics are measured on (accuracy always
+/// uses all of them): window histograms settle within a few dozen images, and tallying
+/// them is most of an evaluation's cost. The chosen design is measured again on all.
+pub const STATISTICS_IMAGES: usize = 128;
+
+/// A conv or fully connected layer whose knobs the search sets.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Layer name.
+    pub name: String,
+    /// Index in the runtime plan.
+    pub layer: usize,
+    /// Index of its stage in the network.
+    pub stage: usize,
+    /// Whether it reads the network input (whose values are an image, never thresholded).
+    pub reads_image: bool,
+    /// Dense multiply-accumulates per image.
+    pub macs: u64,
+    /// The unpruned weights.
+    pub weights: Arc<Vec<f32>>,
+    /// Output filters (rows of the weight matrix).
+    rows: usize,
+    /// Bias values.
+    biases: usize,
+}
+
+/// What a design achieves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// Top-1 on the calibration images, percent (against the labels, or agreement with the
+    /// dense model).
+    pub top1: f64,
+    /// Calibration images whose top-1 class differs from the dense model's, percent.
+    pub disagreement: f64,
+    /// Mean KL divergence of the outputs' softmax from the dense model's, nats: a smooth
+    /// measure of damage, used to rank moves (top-1 on a few hundred images moves in steps).
+    pub divergence: f64,
+    /// Steady-state images per second.
+    pub throughput_fps: f64,
+    /// First image's latency, seconds.
+    pub latency_s: f64,
+    /// GOP/s per DSP in use.
+    pub gops_per_dsp: f64,
+    /// [`crate::search::exact::pressure`] at an interval [`PROBE`] below the accepted
+    /// design's: how close the design is to the next faster one (infinite when partitioned).
+    pub pressure: f64,
+    /// The objective (higher is better).
+    pub score: f64,
+}
+
+/// A candidate's evaluated state, ready to be accepted.
+#[derive(Clone)]
+pub struct Candidate {
+    /// Knobs per target.
+    pub knobs: Vec<Knobs>,
+    /// What it achieves.
+    pub metrics: Metrics,
+    trace: Trace,
+    masks: Vec<Option<Arc<WindowMasks>>>,
+    network: Network,
+    /// Every stage's allocation front for `network` (rebuilt only for changed stages).
+    fronts: Vec<Arc<Front>>,
+}
+
+/// The reference the accuracy is measured against.
+enum Reference {
+    Labels(Vec<usize>),
+    DenseModel(Vec<usize>),
+}
+
+/// Evaluates candidates against the accepted state.
+pub struct Evaluator<'a> {
+    board: &'a Board,
+    options: DesignOptions,
+    objective: Objective,
+    plan: Plan,
+    /// The knobs the plan's layers hold now.
+    applied: Vec<Knobs>,
+    targets: Vec<Target>,
+    reference: Reference,
+    /// The dense model's log-softmax per image.
+    dense_log_probs: Vec<Vec<f64>>,
+    state: Candidate,
+    /// Interval the pressure is measured at.
+    probe_ii: f64,
+    /// Candidates evaluated (accuracy and hardware).
+    pub evaluations: usize,
+}
+
+fn plan_error(e: hass_runtime::RuntimeError) -> CompileError {
+    CompileError::Options(e.to_string())
+}
+
+impl<'a> Evaluator<'a> {
+    /// Evaluate the dense `graph` on `images` (with `labels`, else against itself) and make
+    /// that the accepted state.
+    pub fn new(
+        graph: &Graph,
+        board: &'a Board,
+        options: &DesignOptions,
+        objective: Objective,
+        images: &Tensor,
+        labels: Option<&[i64]>,
+    ) -> Result<Evaluator<'a>> {
+        let bytes = crate::backend::emit(graph, board, &Default::default());
+        let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
+        if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {
+            return Err(CompileError::Options(format!(
+                "calibration images have shape {:?}; the model takes [N, {}]",
+                images.shape(),
+                plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut network =
+            crate::design::network(graph, &DesignOptions { pruning: Default::default(), ..options.clone() })?;
+        let mut targets = Vec::new();
+        for id in graph.layers() {
+            let node = graph.node(id);
+            let (weight, bias) = match &node.op {
+                IrOp::Conv(c) => (c.weight, c.bias),
+                IrOp::Dense(d) => (d.weight, d.bias),
+                _ => continue,
+            };
+            let w = graph.weights.tensor(weight);
+            let layer = plan.layers.iter().position(|l| l.name == node.name).expect("every layer is in the plan");
+            let stage = network.stages.iter().position(|s| s.node == id).expect("every layer has a stage");
+            targets.push(Target {
+                name: node.name.clone(),
+                layer,
+                stage,
+                reads_image: graph.inputs_of(id)[0] == graph.input,
+                macs: network.stages[stage].macs,
+                weights: Arc::new(w.data.clone()),
+                rows: w.shape[0],
+                biases: bias.map_or(0, |b| graph.weights.tensor(b).data.len()),
+            });
+        }
+        let trace = Trace::new(&plan, images).map_err(plan_error)?;
+        let logits = trace.value(plan.outputs[0]);
+        let classes = logits.len() / images.batch();
+        let dense_log_probs: Vec<Vec<f64>> = logits.chunks_exact(classes).map(log_softmax).collect();
+        let reference = match labels {
+            Some(l) => {
+                if l.len() != images.batch() {
+                    return Err(CompileError::Options(format!(
+                        "{} labels for {} calibration images; give one label per image",
+                        l.len(),
+                        images.batch()
+                    )));
+                }
+                if let Some(bad) = l.iter().find(|&&v| v < 0 || v as usize >= classes) {
+                    return Err(CompileError::Options(format!(
+                        "label {bad} is not a class of this model (it has {classes} outputs)"
+                    )));
+                }
+                Reference::Labels(l.iter().map(|&v| v as usize).collect())
+            }
+            None => Reference::DenseModel(dense_log_probs.iter().map(|p| argmax(p)).collect()),
+        };
+        let mut masks = vec![None; plan.layers.len()];
+        for t in &targets {
+            let m =
+                window_masks(&plan, t.layer, first_images(&plan, t.layer, trace.value(plan.layers[t.layer].inputs[0])));
+            network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&plan, t.layer, &m)));
+            masks[t.layer] = Some(Arc::new(m));
+        }
+        let knobs = vec![Knobs::default(); targets.len()];
+        let budget = Budget::of(board);
+        let fronts =
+            (0..network.stages.len()).into_par_iter().map(|i| Arc::new(stage_front(&network, i, &budget))).collect();
+        let mut evaluator = Evaluator {
+            board,
+            options: options.clone(),
+            objective,
+            plan,
+            applied: knobs.clone(),
+            targets,
+            reference,
+            dense_log_probs,
+            state: Candidate { knobs, metrics: Metrics::default(), trace, masks, network, fronts },
+            probe_ii: 0.0,
+            evaluations: 0,
+        };
+        evaluator.set_probe()?;
+        let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.fronts)?;
+        let (top1, disagreement, divergence) = evaluator.accuracy(&evaluator.state.trace);
+        evaluator.state.metrics = Metrics { top1, disagreement, divergence, ..design };
+        Ok(evaluator)
+    }
+
+    /// The layers whose knobs are searched, in execution order.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The accepted state.
+    pub fn accepted(&self) -> &Candidate {
+        &self.state
+    }
+
+    /// Per stage, its cycles as a fraction of its partition's interval, accepted design.
+    pub fn cycle_shares(&self) -> Vec<f64> {
+        let design = self.design(&self.state.network, &self.state.fronts).expect("allocated before");
+        let mut shares = vec![0.0; self.state.network.stages.len()];
+        for p in &design.partitions {
+            for (k, c) in p.eval.cycles.iter().enumerate() {
+                shares[p.offset + k] = c / p.eval.ii;
+            }
+        }
+        shares
+    }
+
+    /// Fractions of zero weights and zero inputs of target `t`, accepted state.
+    pub fn sparsity_of_target(&self, t: usize) -> (f64, f64) {
+        let s = self.state.network.sparsity[self.targets[t].stage].as_ref();
+        (s.and_then(|s| s.weight).unwrap_or(0.0), s.and_then(|s| s.activation).unwrap_or(0.0))
+    }
+
+    /// The calibration input of target `t` in the accepted state (all images).
+    pub fn input_of(&self, t: usize) -> &[f32] {
+        self.state.trace.value(self.plan.layers[self.targets[t].layer].inputs[0])
+    }
+
+    /// Evaluate `knobs` fully: accuracy on every calibration image, statistics, allocation.
+    pub fn evaluate(&mut self, knobs: &[Knobs]) -> Result<Candidate> {
+        self.evaluations += 1;
+        let changed = self.apply(knobs);
+        let layers: Vec<usize> = changed.iter().map(|&t| self.targets[t].layer).collect();
+        let trace = self.state.trace.rerun(&self.plan, &layers);
+        let candidate = self.with_statistics(knobs, &changed, trace);
+        self.apply(&self.state.knobs.clone());
+        let mut candidate = candidate?;
+        let (top1, disagreement, divergence) = self.accuracy(&candidate.trace);
+        candidate.metrics.top1 = top1;
+        candidate.metrics.disagreement = disagreement;
+        candidate.metrics.divergence = divergence;
+        Ok(candidate)
+    }
+
+    /// The hardware metrics of `knobs` without re-running the network: statistics of the
+    /// changed layers from the accepted activations, every other layer's as accepted.
+    /// Accuracy fields are the accepted state's.
+    pub fn estimate(&mut self, knobs: &[Knobs]) -> Result<Metrics> {
+        let changed = self.apply(knobs);
+        let candidate = self.with_statistics(knobs, &changed, self.state.trace.clone());
+        self.apply(&self.state.knobs.clone());
+        let metrics = candidate?.metrics;
+        let s = self.state.metrics;
+        Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
+    }
+
+    /// Make `candidate` the accepted state.
+    pub fn accept(&mut self, candidate: Candidate) -> Result<()> {
+        self.apply(&candidate.knobs);
+        self.state = candidate;
+        self.set_probe()?;
+        self.state.metrics.pressure = self.pressure(&self.state.network, &self.state.fronts);
+        Ok(())
+    }
+
+    /// Probe the pressure [`PROBE`] below the accepted design's interval.
+    fn set_probe(&mut self) -> Result<()> {
+        let design = self.design(&self.state.network, &self.state.fronts)?;
+        self.probe_ii = match design.partitions.as_slice() {
+            [one] => one.eval.ii * (1.0 - PROBE),
+            _ => 0.0,
+        };
+        Ok(())
+    }
+
+    fn pressure(&self, network: &Network, fronts: &[Arc<Front>]) -> f64 {
+        if self.probe_ii <= 0.0 {
+            return f64::INFINITY;
+        }
+        crate::search::exact::pressure(network, &Budget::of(self.board), fronts.iter().map(|f| &**f), self.probe_ii)
+    }
+
+    /// Set the plan's layers to `knobs`; returns the targets whose knobs differ from the
+    /// accepted ones.
+    fn apply(&mut self, knobs: &[Knobs]) -> Vec<usize> {
+        for (t, target) in self.targets.iter().enumerate() {
+            let (new, old) = (knobs[t], self.applied[t]);
+            let (w, s, th) = match &mut self.plan.layers[target.layer].op {
+                Op::Conv(c) => (&mut c.weight, &mut c.sparse_weight, &mut c.input_threshold),
+                Op::Dense(d) => (&mut d.weight, &mut d.sparse_weight, &mut d.input_threshold),
+                _ => unreachable!("targets are conv or fully connected layers"),
+            };
+            if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
+                *w = prune::pruned(&target.weights, &new).unwrap_or_else(|| target.weights.to_vec());
+                *s = SparseRows::from_dense(w, target.rows);
+            }
+            *th = new.activation_threshold;
+        }
+        self.applied = knobs.to_vec();
+        (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect()
+    }
+
+    /// The statistics and design of `knobs` (already applied to the plan) on `trace`.
+    fn with_statistics(&self, knobs: &[Knobs], changed: &[usize], trace: Trace) -> Result<Candidate> {
+        let mut masks = self.state.masks.clone();
+        let mut network = self.state.network.clone();
+        let mut stages = Vec::new();
+        for (t, target) in self.targets.iter().enumerate() {
+            let input = self.plan.layers[target.layer].inputs[0];
+            let threshold_changed = knobs[t].activation_threshold != self.state.knobs[t].activation_threshold;
+            let new_masks = threshold_changed || !trace.shares(&self.state.trace, input);
+            if new_masks {
+                let images = first_images(&self.plan, target.layer, trace.value(input));
+                masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, images)));
+            }
+            let weights_changed = changed.contains(&t)
+                && (knobs[t].weight_threshold, knobs[t].weight_sparsity)
+                    != (self.state.knobs[t].weight_threshold, self.state.knobs[t].weight_sparsity);
+            if new_masks || weights_changed {
+                let m = masks[target.layer].as_ref().expect("masks of every target");
+                let counts = layer_counts(&self.plan, target.layer, m);
+                network.sparsity[target.stage] = Some(sparsity_of(&counts));
+                stages.push(target.stage);
+            }
+            if weights_changed {
+                let weight = match &self.plan.layers[target.layer].op {
+                    Op::Conv(c) => &c.weight,
+                    Op::Dense(d) => &d.weight,
+                    _ => unreachable!("targets are conv or fully connected layers"),
+                };
+                let bits = self.options.precision.weight_bits as u64;
+                network.stages[target.stage].encoded_weight_bits =
+                    encoded_weight_bits(weight, target.rows, target.biases, bits);
+            }
+        }
+        let budget = Budget::of(self.board);
+        let rebuilt: Vec<(usize, Front)> =
+            stages.into_par_iter().map(|i| (i, stage_front(&network, i, &budget))).collect();
+        let mut fronts = self.state.fronts.clone();
+        for (i, f) in rebuilt {
+            fronts[i] = Arc::new(f);
+        }
+        let metrics = self.hardware(&network, &fronts)?;
+        Ok(Candidate { knobs: knobs.to_vec(), metrics, trace, masks, network, fronts })
+    }
+
+    fn design(&self, network: &Network, fronts: &[Arc<Front>]) -> Result<crate::design::Design> {
+        let fronts = fronts.iter().map(|f| Front::clone(f)).collect();
+        from_network_with(network.clone(), self.board, &self.options, Some(fronts))
+    }
+
+    fn hardware(&self, network: &Network, fronts: &[Arc<Front>]) -> Result<Metrics> {
+        let design = self.design(network, fronts)?;
+        let (fps, latency, gops) = (design.throughput_fps(), design.latency_s(), design.gops_per_dsp());
+        let score = match self.objective {
+            Objective::Throughput => fps,
+            Objective::Efficiency => gops,
+            Objective::Latency => 1.0 / latency,
+        };
+        let pressure = self.pressure(network, fronts);
+        Ok(Metrics {
+            top1: 0.0,
+            disagreement: 0.0,
+            divergence: 0.0,
+            throughput_fps: fps,
+            latency_s: latency,
+            gops_per_dsp: gops,
+            pressure,
+            score,
+        })
+    }
+
+    /// Top-1 and disagreement with the dense model (percent), and mean divergence from the
+    /// dense model, of the outputs in `trace`.
+    fn accuracy(&self, trace: &Trace) -> (f64, f64, f64) {
+        let logits = trace.value(self.plan.outputs[0]);
+        let classes = self.dense_log_probs[0].len();
+        let (mut correct, mut changed, mut divergence) = (0usize, 0usize, 0.0);
+        for (n, row) in logits.chunks_exact(classes).enumerate() {
+            let log_p = log_softmax(row);
+            let reference = match &self.reference {
+                Reference::Labels(l) | Reference::DenseModel(l) => l[n],
+            };
+            let dense = &self.dense_log_probs[n];
+            correct += usize::from(argmax(&log_p) == reference);
+            changed += usize::from(argmax(&log_p) != argmax(dense));
+            divergence += dense.iter().zip(&log_p).map(|(d, c)| d.exp() * (d - c)).sum::<f64>();
+        }
+        let batch = self.dense_log_probs.len() as f64;
+        (100.0 * correct as f64 / batch, 100.0 * changed as f64 / batch, divergence / batch)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            top1: 0.0,
+            disagreement: 0.0,
+            divergence: 0.0,
+            throughput_fps: 0.0,
+            latency_s: 0.0,
+            gops_per_dsp: 0.0,
+            pressure: f64::INFINITY,
+            score: 0.0,
+        }
+    }
+}
+
+/// The first [`STATISTICS_IMAGES`] images of a batch of layer `layer`'s input.
+fn first_images<'v>(plan: &Plan, layer: usize, value: &'v [f32]) -> &'v [f32] {
+    let len: usize = plan.value_shape(plan.layers[layer].inputs[0]).iter().product();
+    &value[..value.len().min(STATISTICS_IMAGES * len)]
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    row.iter().map(|&v| v as f64 - max - sum.ln()).collect()
+}
+
+/// Index of the largest value (the first of ties).
+fn argmax(values: &[f64]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+}

@@ -1,0 +1,253 @@
+//! The hardware-aware strategy: a greedy over per-layer moves, each move one step up one
+//! layer's weight or activation ladder, ranked by throughput gained per unit of damage.
+//!
+//! Why this shape rather than a black-box optimiser over all thresholds at once:
+//!
+//! - **Only some moves pay.** The pipeline runs at its slowest stage, and the allocator
+//!   spends the budget where it lowers that interval; a move pays only if it frees resources
+//!   the allocator can turn into a lower interval. The hardware model says so exactly and in
+//!   milliseconds: [`Evaluator::estimate`] re-counts one layer's statistics from the cached
+//!   activations and re-allocates, without running the network. Moves that gain nothing are
+//!   never measured for accuracy.
+//! - **Sensitivity is cheap to measure and differs a lot between layers.** A move's damage
+//!   is measured by re-running only the layers downstream of it on the calibration images
+//!   (incremental evaluation), as the divergence of the outputs from the dense model's: a
+//!   smooth figure, where top-1 on a few hundred images moves in steps and would rank most
+//!   moves as free. The first round measures every paying move once: a sensitivity profile.
+//! - **Accepting a move changes which stage binds.** After every accepted move the gains of
+//!   all moves are re-estimated (cheap), while damages, which change slowly, are reused
+//!   lazily: the best-ranked move is re-measured in the new state and accepted only if it
+//!   still ranks first (the lazy greedy of submodular maximisation), so each accepted move
+//!   costs about one evaluation rather than one per layer.
+//! - **The budget is a hard constraint.** A move whose measured top-1 drop exceeds the
+//!   budget is closed for good (pruning more elsewhere never gives accuracy back), and the
+//!   accepted state is always within budget.
+//!
+//! The loop ends when no open move gains. The search is deterministic: moves are ranked by
+//! (priority, gain, layer order); the seed is recorded but nothing here draws from it.
+
+use super::evaluate::{Candidate, Evaluator, Metrics};
+use super::ladder::{activation_ladder, weight_ladder};
+use super::{Context, Stop};
+use crate::error::Result;
+use crate::sparsity::Knobs;
+
+/// Relative objective gain below which a move is not worth its damage.
+const MIN_GAIN: f64 = 1e-4;
+/// Damage floor (points): moves that measure as free rank by gain alone.
+const MIN_DAMAGE: f64 = 1e-5;
+/// Top-1 points per nat of mean divergence from the dense model, roughly what the bundled
+/// models lose (0.2 to 0.6 points at 0.005 nats).
+const POINTS_PER_NAT: f64 = 100.0;
+
+/// Weight knob, activation knob.
+const KINDS: [&str; 2] = ["weights", "inputs"];
+/// Times the ladders are refined once the loop converges.
+const REFINEMENTS: usize = 2;
+/// Levels looked ahead for a move that pays: one step of pruning can cost more than it
+/// saves (a stage turning sparse pays for its crossbar first).
+const LOOKAHEAD: usize = 4;
+
+/// The thresholds one layer steps through, per knob kind.
+type Ladders = Vec<[Vec<f32>; 2]>;
+
+/// A move under consideration this round.
+struct Move {
+    target: usize,
+    kind: usize,
+    /// The level it moves to.
+    to: usize,
+    gain: f64,
+    /// Measured in the current state, with its point's index.
+    measured: Option<(Candidate, usize)>,
+}
+
+/// Once no move fits the budget any more, halve the step of every closed knob (a value
+/// midway between where it stands and the step that did not fit) and reopen it: the budget
+/// left over is spent in smaller steps. Returns whether anything was reopened.
+fn refine(
+    ladders: &mut Ladders,
+    levels: &[[usize; 2]],
+    closed: &mut [[bool; 2]],
+    damage: &mut [[Option<f64>; 2]],
+    ctx: &mut Context,
+) -> bool {
+    let mut reopened = false;
+    for t in 0..ladders.len() {
+        for kind in 0..2 {
+            let level = levels[t][kind];
+            let ladder = &mut ladders[t][kind];
+            if !closed[t][kind] || level >= ladder.len() {
+                continue;
+            }
+            let below = level.checked_sub(1).map_or(0.0, |k| ladder[k]);
+            let mid = 0.5 * (below + ladder[level]);
+            if mid > below && mid < ladder[level] {
+                ladder.insert(level, mid);
+                (closed[t][kind], damage[t][kind], ctx.limits[t][kind]) = (false, None, None);
+                reopened = true;
+            }
+        }
+    }
+    reopened
+}
+
+fn knobs_at(ladders: &Ladders, levels: &[[usize; 2]]) -> Vec<Knobs> {
+    ladders
+        .iter()
+        .zip(levels)
+        .map(|(l, &[w, a])| Knobs {
+            weight_threshold: w.checked_sub(1).map(|k| l[0][k]),
+            weight_sparsity: None,
+            activation_threshold: a.checked_sub(1).map(|k| l[1][k]),
+        })
+        .collect()
+}
+
+/// Run the strategy from the evaluator's accepted state.
+pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context, _seed: u64) -> Result<Stop> {
+    let mut refinements = 0;
+    let mut ladders: Ladders = (0..eval.targets().len())
+        .map(|t| {
+            let target = &eval.targets()[t];
+            let activations = if target.reads_image { Vec::new() } else { activation_ladder(eval.input_of(t)) };
+            [weight_ladder(&target.weights), activations]
+        })
+        .collect();
+    let n = ladders.len();
+    let mut levels = vec![[0usize; 2]; n];
+    let mut closed = vec![[false; 2]; n];
+    let mut damage: Vec<[Option<f64>; 2]> = vec![[None; 2]; n];
+    loop {
+        if ctx.out_of_time() {
+            return Ok(Stop::TimeBudget);
+        }
+        let current = eval.accepted().metrics;
+        let mut moves = Vec::new();
+        for t in 0..n {
+            for kind in 0..2 {
+                if closed[t][kind] || levels[t][kind] >= ladders[t][kind].len() {
+                    continue;
+                }
+                let top = ladders[t][kind].len().min(levels[t][kind] + LOOKAHEAD);
+                for to in levels[t][kind] + 1..=top {
+                    let mut next = levels.clone();
+                    next[t][kind] = to;
+                    let estimate = eval.estimate(&knobs_at(&ladders, &next))?;
+                    let gain = gain(&current, &estimate);
+                    if gain > MIN_GAIN {
+                        moves.push(Move { target: t, kind, to, gain, measured: None });
+                        break;
+                    }
+                }
+            }
+        }
+        let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
+        // Lazy greedy: re-measure the best-ranked move until one measured in this state
+        // ranks first.
+        let chosen = loop {
+            if ctx.out_of_time() {
+                return Ok(Stop::TimeBudget);
+            }
+            let priority = |m: &Move| match damage[m.target][m.kind] {
+                None => f64::INFINITY,
+                Some(d) => m.gain / d.max(MIN_DAMAGE),
+            };
+            let best = (0..moves.len()).max_by(|&a, &b| {
+                let (ma, mb) = (&moves[a], &moves[b]);
+                priority(ma)
+                    .total_cmp(&priority(mb))
+                    .then(ma.gain.total_cmp(&mb.gain))
+                    .then((mb.target, mb.kind).cmp(&(ma.target, ma.kind)))
+            });
+            let Some(best) = best else { break None };
+            if moves[best].measured.is_some() {
+                break Some(moves.swap_remove(best));
+            }
+            let (t, kind) = (moves[best].target, moves[best].kind);
+            let mut next = levels.clone();
+            next[t][kind] = moves[best].to;
+            let candidate = eval.evaluate(&knobs_at(&ladders, &next))?;
+            let point = ctx.record(&candidate);
+            let m = candidate.metrics;
+            damage[t][kind] = Some(damage_of(ctx, &current, &m));
+            tracing::info!(
+                layer = %eval.targets()[t].name,
+                knob = KINDS[kind],
+                level = moves[best].to,
+                estimated_gain = moves[best].gain,
+                gain = gain(&current, &m),
+                drop = ctx.drop(&m),
+                divergence = m.divergence,
+                "measured move"
+            );
+            if !ctx.within_budget(&m) {
+                closed[t][kind] = true;
+                ctx.limits[t][kind] = Some(format!("the next step costs {:.2} points in all", ctx.drop(&m)));
+                moves.swap_remove(best);
+                continue;
+            }
+            moves[best].gain = gain(&current, &m);
+            if moves[best].gain <= MIN_GAIN {
+                moves.swap_remove(best);
+                continue;
+            }
+            moves[best].measured = Some((candidate, point));
+        };
+        let Some(Move { target: t, kind, to, measured: Some((candidate, point)), .. }) = chosen else {
+            if refinements < REFINEMENTS && refine(&mut ladders, &levels, &mut closed, &mut damage, ctx) {
+                refinements += 1;
+                continue;
+            }
+            for t in 0..n {
+                for kind in 0..2 {
+                    if ctx.limits[t][kind].is_none() && levels[t][kind] < ladders[t][kind].len() {
+                        ctx.limits[t][kind] = Some("further steps gain nothing".into());
+                    }
+                }
+            }
+            return Ok(Stop::Converged);
+        };
+        accept(eval, ctx, candidate, point, t, &current)?;
+        levels[t][kind] = to;
+        tracing::debug!(layer = %eval.targets()[t].name, knob = KINDS[kind], level = levels[t][kind], "accepted");
+    }
+}
+
+/// What a move from `before` to `after` gains: the objective's relative rise or, when the
+/// interval has not moved yet, the relative fall of the pressure toward the next faster
+/// interval (a fluid view: freeing a fraction of the binding resource buys about that
+/// fraction of throughput once enough moves add up to the next step).
+fn gain(before: &Metrics, after: &Metrics) -> f64 {
+    let real = after.score / before.score - 1.0;
+    let toward_next = if before.pressure.is_finite() && after.pressure.is_finite() {
+        1.0 - after.pressure / before.pressure
+    } else {
+        0.0
+    };
+    real.max(toward_next)
+}
+
+/// How much of the budget a move uses up, in points: of the top-1 drop or of the changed
+/// predictions (against their guard), whichever it brings closer to its limit, plus the
+/// divergence from the dense model in points (so that moves that change no prediction on
+/// the calibration set still rank by how much they bend the outputs).
+fn damage_of(ctx: &Context, before: &Metrics, after: &Metrics) -> f64 {
+    let drop = ctx.drop(after) - ctx.drop(before);
+    let changed = (after.disagreement - before.disagreement) / super::CHANGE_GUARD;
+    drop.max(changed).max(0.0) + POINTS_PER_NAT * (after.divergence - before.divergence).max(0.0)
+}
+
+fn accept(
+    eval: &mut Evaluator,
+    ctx: &mut Context,
+    candidate: Candidate,
+    point: usize,
+    t: usize,
+    before: &Metrics,
+) -> Result<()> {
+    let cost = ctx.drop(&candidate.metrics) - ctx.drop(before);
+    *ctx.costs[t].get_or_insert(0.0) += cost;
+    ctx.accept(point, &candidate.metrics);
+    eval.accept(candidate)
+}
