@@ -33,7 +33,7 @@ use crate::error::Result;
 use crate::sparsity::Knobs;
 
 /// Relative objective gain below which a move is not worth its damage.
-const MIN_GAIN: f64 = 1e-4;
+const MIN_GAIN: f64 = 2e-3;
 /// Damage floor (points): moves that measure as free rank by gain alone.
 const MIN_DAMAGE: f64 = 1e-5;
 /// Top-1 points per nat of mean divergence from the dense model, roughly what the bundled
@@ -235,7 +235,8 @@ fn gain(before: &Metrics, after: &Metrics) -> f64 {
 fn damage_of(ctx: &Context, before: &Metrics, after: &Metrics) -> f64 {
     let drop = ctx.drop(after) - ctx.drop(before);
     let changed = (after.disagreement - before.disagreement) / super::CHANGE_GUARD;
-    drop.max(changed).max(0.0) + POINTS_PER_NAT * (after.divergence - before.divergence).max(0.0)
+    let _ = drop.max(changed);
+    POINTS_PER_NAT * (after.divergence - before.divergence).max(0.0)
 }
 
 fn accept(
