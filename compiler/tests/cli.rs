@@ -167,3 +167,63 @@ fn boards_lists_and_shows_builtins() {
     );
     assert_fails(&hassc(&["boards", "show", "nope"]), &["nope"]);
 }
+
+#[test]
+fn search_writes_the_pareto_front_and_a_search_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, pareto) = (dir.path().join("m.hass"), dir.path().join("r.json"), dir.path().join("front.json"));
+    let result = hassc(&[
+        testdata("models/fmnist_cnn_op13.onnx").to_str().unwrap(),
+        "--target",
+        "zcu102",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--calib",
+        testdata("inputs/fmnist_train_500.npy").to_str().unwrap(),
+        "--labels",
+        testdata("inputs/fmnist_train_500_labels.npy").to_str().unwrap(),
+        "--pareto",
+        pareto.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let search = &r["search"];
+    assert_eq!(search["strategy"], "hass");
+    assert_eq!(search["calibration_images"], 500);
+    assert!(search["final"]["throughput_fps"].as_f64().unwrap() > search["dense"]["throughput_fps"].as_f64().unwrap());
+    assert_eq!(search["final"]["throughput_fps"], r["throughput_fps"]);
+    let front: serde_json::Value = serde_json::from_slice(&std::fs::read(&pareto).unwrap()).unwrap();
+    let points = front["points"].as_array().unwrap();
+    assert_eq!(points.len() as u64, search["evaluations"].as_u64().unwrap() + 1);
+    assert_eq!(points.iter().filter(|p| p["chosen"] == true).count(), 1);
+    let svg = std::fs::read_to_string(dir.path().join("front.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("chosen"));
+}
+
+#[test]
+fn search_input_errors_are_one_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.hass");
+    let model = testdata("models/fmnist_cnn_op13.onnx");
+    let calib = testdata("inputs/fmnist_train_500.npy");
+    let base = |extra: &[&str]| {
+        let mut args = vec![model.to_str().unwrap(), "--target", "zcu102", "-o", out.to_str().unwrap()];
+        args.extend_from_slice(&["--calib", calib.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        hassc(&args)
+    };
+    let test_labels = testdata("inputs/fmnist_test_1000_labels.npy");
+    assert_fails(&base(&["--labels", test_labels.to_str().unwrap()]), &["1000 labels for 500 calibration images"]);
+    let images = testdata("inputs/fmnist_test_1000.npy");
+    assert_fails(&base(&["--labels", images.to_str().unwrap()]), &["fmnist_test_1000.npy", "1-D array of class"]);
+    assert_fails(&base(&["--search", "hass", "--weight-sparsity", "0.5"]), &["chooses the thresholds itself"]);
+    assert_fails(&base(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
+    assert_fails(&base(&["--time-budget", "0"]), &["--time-budget"]);
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    // Labels belong to the search, which needs calibration images.
+    let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--labels", test_labels.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--calib"));
+}

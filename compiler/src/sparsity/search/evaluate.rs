@@ -34,7 +34,8 @@ pub const PROBE: f64 = 0.05;
 
 /// Calibration images the search's hardware statistics are measured on (accuracy always
 /// uses all of them): window histograms settle within a few dozen images, and tallying
-/// them is most of an evaluation's cost. The chosen design is measured again on all.
+/// them is most of an evaluation's cost. With more images than this, the seed draws which;
+/// the chosen design is measured again on all of them.
 pub const STATISTICS_IMAGES: usize = 128;
 
 /// A conv or fully connected layer whose knobs the search sets.
@@ -96,6 +97,15 @@ pub struct Candidate {
     fronts: Vec<Arc<Front>>,
 }
 
+/// What a one-layer move does to its own stage.
+struct Estimated {
+    /// The accepted input masks it was computed against.
+    input: Arc<WindowMasks>,
+    sparsity: crate::hw::sparse::LayerSparsity,
+    encoded_weight_bits: Option<u64>,
+    front: Arc<Front>,
+}
+
 /// The reference the accuracy is measured against.
 enum Reference {
     Labels(Vec<usize>),
@@ -117,6 +127,11 @@ pub struct Evaluator<'a> {
     state: Candidate,
     /// Interval the pressure is measured at.
     probe_ii: f64,
+    /// The images the statistics are measured on (`None`: all), ascending.
+    statistics_images: Option<Vec<usize>>,
+    /// One-layer estimates' statistics and fronts, by (target, knobs); valid while the
+    /// layer's accepted input masks are the ones kept in the entry.
+    estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
 }
@@ -127,7 +142,7 @@ fn plan_error(e: hass_runtime::RuntimeError) -> CompileError {
 
 impl<'a> Evaluator<'a> {
     /// Evaluate the dense `graph` on `images` (with `labels`, else against itself) and make
-    /// that the accepted state.
+    /// that the accepted state; `seed` draws the images the statistics are measured on.
     pub fn new(
         graph: &Graph,
         board: &'a Board,
@@ -135,7 +150,9 @@ impl<'a> Evaluator<'a> {
         objective: Objective,
         images: &Tensor,
         labels: Option<&[i64]>,
+        seed: u64,
     ) -> Result<Evaluator<'a>> {
+        let statistics_images = statistics_images(images.batch(), seed);
         let bytes = crate::backend::emit(graph, board, &Default::default());
         let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
         if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {
@@ -193,8 +210,8 @@ impl<'a> Evaluator<'a> {
         };
         let mut masks = vec![None; plan.layers.len()];
         for t in &targets {
-            let m =
-                window_masks(&plan, t.layer, first_images(&plan, t.layer, trace.value(plan.layers[t.layer].inputs[0])));
+            let input = trace.value(plan.layers[t.layer].inputs[0]);
+            let m = window_masks(&plan, t.layer, &sample(&plan, t.layer, input, statistics_images.as_deref()));
             network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&plan, t.layer, &m)));
             masks[t.layer] = Some(Arc::new(m));
         }
@@ -213,6 +230,8 @@ impl<'a> Evaluator<'a> {
             dense_log_probs,
             state: Candidate { knobs, metrics: Metrics::default(), trace, masks, network, fronts },
             probe_ii: 0.0,
+            statistics_images,
+            estimates: Default::default(),
             evaluations: 0,
         };
         evaluator.set_probe()?;
@@ -275,6 +294,10 @@ impl<'a> Evaluator<'a> {
     /// changed layers from the accepted activations, every other layer's as accepted.
     /// Accuracy fields are the accepted state's.
     pub fn estimate(&mut self, knobs: &[Knobs]) -> Result<Metrics> {
+        let changed: Vec<usize> = (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect();
+        if let [t] = changed[..] {
+            return self.estimate_one(knobs, t);
+        }
         let changed = self.apply(knobs);
         let candidate = self.with_statistics(knobs, &changed, self.state.trace.clone());
         self.apply(&self.state.knobs.clone());
@@ -283,10 +306,44 @@ impl<'a> Evaluator<'a> {
         Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }
 
+    /// [`Self::estimate`] of a move of target `t` alone: its stage's statistics and front
+    /// are cached, so re-estimating it after other layers moved costs one allocation.
+    fn estimate_one(&mut self, knobs: &[Knobs], t: usize) -> Result<Metrics> {
+        let (layer, stage) = (self.targets[t].layer, self.targets[t].stage);
+        let key = (t, knobs[t].weight_threshold.map(f32::to_bits), knobs[t].activation_threshold.map(f32::to_bits));
+        let input = self.state.masks[layer].clone().expect("masks of every target");
+        let fresh = self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input));
+        if !fresh {
+            self.apply(knobs);
+            let candidate = self.with_statistics(knobs, &[t], self.state.trace.clone());
+            self.apply(&self.state.knobs.clone());
+            let c = candidate?;
+            let entry = Estimated {
+                input,
+                sparsity: c.network.sparsity[stage].clone().expect("targets have statistics"),
+                encoded_weight_bits: c.network.stages[stage].encoded_weight_bits,
+                front: c.fronts[stage].clone(),
+            };
+            self.estimates.insert(key, entry);
+        }
+        let entry = &self.estimates[&key];
+        let mut network = self.state.network.clone();
+        network.sparsity[stage] = Some(entry.sparsity.clone());
+        network.stages[stage].encoded_weight_bits = entry.encoded_weight_bits;
+        let mut fronts = self.state.fronts.clone();
+        fronts[stage] = entry.front.clone();
+        let metrics = self.hardware(&network, &fronts)?;
+        let s = self.state.metrics;
+        Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
+    }
+
     /// Make `candidate` the accepted state.
     pub fn accept(&mut self, candidate: Candidate) -> Result<()> {
         self.apply(&candidate.knobs);
         self.state = candidate;
+        let (targets, masks) = (&self.targets, &self.state.masks);
+        self.estimates
+            .retain(|&(t, _, _), e| masks[targets[t].layer].as_ref().is_some_and(|m| Arc::ptr_eq(m, &e.input)));
         self.set_probe()?;
         self.state.metrics.pressure = self.pressure(&self.state.network, &self.state.fronts);
         Ok(())
@@ -339,8 +396,8 @@ impl<'a> Evaluator<'a> {
             let threshold_changed = knobs[t].activation_threshold != self.state.knobs[t].activation_threshold;
             let new_masks = threshold_changed || !trace.shares(&self.state.trace, input);
             if new_masks {
-                let images = first_images(&self.plan, target.layer, trace.value(input));
-                masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, images)));
+                let images = sample(&self.plan, target.layer, trace.value(input), self.statistics_images.as_deref());
+                masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, &images)));
             }
             let weights_changed = changed.contains(&t)
                 && (knobs[t].weight_threshold, knobs[t].weight_sparsity)
@@ -435,10 +492,37 @@ impl Default for Metrics {
     }
 }
 
-/// The first [`STATISTICS_IMAGES`] images of a batch of layer `layer`'s input.
-fn first_images<'v>(plan: &Plan, layer: usize, value: &'v [f32]) -> &'v [f32] {
+/// [`STATISTICS_IMAGES`] of `batch` drawn with `seed` (a partial Fisher-Yates shuffle on
+/// splitmix64), ascending; `None` when there are no more than that.
+fn statistics_images(batch: usize, seed: u64) -> Option<Vec<usize>> {
+    if batch <= STATISTICS_IMAGES {
+        return None;
+    }
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..batch).collect();
+    for i in 0..STATISTICS_IMAGES {
+        let j = i + (next() % (batch - i) as u64) as usize;
+        order.swap(i, j);
+    }
+    let mut pick = order[..STATISTICS_IMAGES].to_vec();
+    pick.sort_unstable();
+    Some(pick)
+}
+
+/// The images `pick` (all when `None`) of a batch of layer `layer`'s input.
+fn sample<'v>(plan: &Plan, layer: usize, value: &'v [f32], pick: Option<&[usize]>) -> std::borrow::Cow<'v, [f32]> {
     let len: usize = plan.value_shape(plan.layers[layer].inputs[0]).iter().product();
-    &value[..value.len().min(STATISTICS_IMAGES * len)]
+    match pick {
+        None => std::borrow::Cow::Borrowed(value),
+        Some(p) => std::borrow::Cow::Owned(p.iter().flat_map(|&i| &value[i * len..][..len]).copied().collect()),
+    }
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
@@ -450,4 +534,45 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
 /// Index of the largest value (the first of ties).
 fn argmax(values: &[f64]) -> usize {
     values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sparsity::SparsityConfig;
+
+    fn testdata(rel: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+    }
+
+    #[test]
+    fn incremental_evaluation_matches_a_fresh_one() {
+        let graph = crate::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
+        let board = Board::resolve("zcu102").unwrap();
+        let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
+        let images = Tensor::new(vec![64, 1, 28, 28], all.data()[..64 * 784].to_vec()).unwrap();
+        let labels = &hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap()[..64];
+        let options = DesignOptions::default();
+        let mut eval =
+            Evaluator::new(&graph, &board, &options, Objective::Throughput, &images, Some(labels), 0).unwrap();
+        let dense = eval.accepted().metrics;
+        let names: Vec<String> = eval.targets().iter().map(|t| t.name.clone()).collect();
+        let mut knobs = vec![Knobs::default(); names.len()];
+        knobs[1].weight_threshold = Some(0.05);
+        knobs[2].activation_threshold = Some(0.5);
+        let candidate = eval.evaluate(&knobs).unwrap();
+        // The same knobs applied to the graph and evaluated from scratch.
+        let mut pruned = graph.clone();
+        let layers = names.iter().cloned().zip(knobs.iter().copied()).filter(|(_, k)| k.any()).collect();
+        crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: Knobs::default(), layers }).unwrap();
+        let fresh = Evaluator::new(&pruned, &board, &options, Objective::Throughput, &images, Some(labels), 0).unwrap();
+        let (a, b) = (candidate.metrics, fresh.accepted().metrics);
+        // (The pressure is probed relative to each evaluator's accepted design, so it differs.)
+        assert_eq!((a.top1, a.throughput_fps, a.latency_s), (b.top1, b.throughput_fps, b.latency_s));
+        assert!(a.throughput_fps > dense.throughput_fps && a.divergence > 0.0);
+        // Accepted, then undone: back to the dense figures exactly.
+        eval.accept(candidate).unwrap();
+        let back = eval.evaluate(&vec![Knobs::default(); names.len()]).unwrap().metrics;
+        assert_eq!((back.top1, back.throughput_fps, back.divergence), (dense.top1, dense.throughput_fps, 0.0));
+    }
 }

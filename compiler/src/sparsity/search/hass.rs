@@ -23,8 +23,17 @@
 //!   budget is closed for good (pruning more elsewhere never gives accuracy back), and the
 //!   accepted state is always within budget.
 //!
-//! The loop ends when no open move gains. The search is deterministic: moves are ranked by
-//! (priority, gain, layer order); the seed is recorded but nothing here draws from it.
+//! Two cheap stand-ins keep the number of evaluations down on large models: a move not yet
+//! measured is ranked by the share of its layer's signal energy it removes (squared
+//! weights below the threshold, or squared inputs at or below it), scaled by what a unit of
+//! that energy has cost in the moves measured so far; and a layer's statistics and
+//! allocation front for a move are cached until its input changes. A move looks up to four
+//! levels ahead for the first that pays (a stage turning sparse pays for its crossbar
+//! first). When no move fits any more, the steps of the closed knobs are halved, twice.
+//!
+//! The loop ends when no open move gains. Moves are ranked by (priority, gain, layer
+//! order), so the strategy itself is deterministic; the seed only draws the images the
+//! statistics are measured on.
 
 use super::evaluate::{Candidate, Evaluator, Metrics};
 use super::ladder::{activation_ladder, weight_ladder};
@@ -58,6 +67,8 @@ struct Move {
     /// The level it moves to.
     to: usize,
     gain: f64,
+    /// Share of the knob's signal energy the move removes (damage stand-in until measured).
+    proxy: f64,
     /// Measured in the current state, with its point's index.
     measured: Option<(Candidate, usize)>,
 }
@@ -92,6 +103,48 @@ fn refine(
     reopened
 }
 
+/// Median of `v` (1 when empty: before any measurement only the ranking matters).
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 1.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// Values sampled from an activation tensor for [`removed_energy`].
+const ENERGY_SAMPLE: usize = 1 << 16;
+
+/// Share of target `t`'s signal energy that `knobs` remove: squared weights below the weight
+/// threshold, or squared non-zero inputs (a sample) at or below the activation threshold.
+fn removed_energy(eval: &Evaluator, t: usize, kind: usize, knobs: &Knobs) -> f64 {
+    let share = |values: &mut dyn Iterator<Item = f32>, cut: &dyn Fn(f32) -> bool| {
+        let (mut removed, mut total) = (0.0, 0.0);
+        for v in values {
+            let e = (v as f64) * (v as f64);
+            total += e;
+            if cut(v) {
+                removed += e;
+            }
+        }
+        if total > 0.0 {
+            removed / total
+        } else {
+            0.0
+        }
+    };
+    if kind == 0 {
+        let Some(threshold) = knobs.weight_threshold else { return 0.0 };
+        share(&mut eval.targets()[t].weights.iter().copied(), &|w| w.abs() < threshold)
+    } else {
+        let Some(threshold) = knobs.activation_threshold else { return 0.0 };
+        let input = eval.input_of(t);
+        let step = input.len().div_ceil(ENERGY_SAMPLE).max(1);
+        share(&mut input.iter().step_by(step).copied(), &|x| x <= threshold)
+    }
+}
+
 fn knobs_at(ladders: &Ladders, levels: &[[usize; 2]]) -> Vec<Knobs> {
     ladders
         .iter()
@@ -105,7 +158,7 @@ fn knobs_at(ladders: &Ladders, levels: &[[usize; 2]]) -> Vec<Knobs> {
 }
 
 /// Run the strategy from the evaluator's accepted state.
-pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context, _seed: u64) -> Result<Stop> {
+pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let mut refinements = 0;
     let mut ladders: Ladders = (0..eval.targets().len())
         .map(|t| {
@@ -118,6 +171,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context, _seed: u64) -> Result
     let mut levels = vec![[0usize; 2]; n];
     let mut closed = vec![[false; 2]; n];
     let mut damage: Vec<[Option<f64>; 2]> = vec![[None; 2]; n];
+    let mut costs_per_energy: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     loop {
         if ctx.out_of_time() {
             return Ok(Stop::TimeBudget);
@@ -133,10 +187,13 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context, _seed: u64) -> Result
                 for to in levels[t][kind] + 1..=top {
                     let mut next = levels.clone();
                     next[t][kind] = to;
-                    let estimate = eval.estimate(&knobs_at(&ladders, &next))?;
+                    let knobs = knobs_at(&ladders, &next);
+                    let estimate = eval.estimate(&knobs)?;
                     let gain = gain(&current, &estimate);
                     if gain > MIN_GAIN {
-                        moves.push(Move { target: t, kind, to, gain, measured: None });
+                        let now = &knobs_at(&ladders, &levels)[t];
+                        let proxy = removed_energy(eval, t, kind, &knobs[t]) - removed_energy(eval, t, kind, now);
+                        moves.push(Move { target: t, kind, to, gain, proxy, measured: None });
                         break;
                     }
                 }
@@ -149,9 +206,10 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context, _seed: u64) -> Result
             if ctx.out_of_time() {
                 return Ok(Stop::TimeBudget);
             }
-            let priority = |m: &Move| match damage[m.target][m.kind] {
-                None => f64::INFINITY,
-                Some(d) => m.gain / d.max(MIN_DAMAGE),
+            // Unmeasured moves: their energy share times what a unit of it has cost so far.
+            let priority = |m: &Move| {
+                let d = damage[m.target][m.kind].unwrap_or_else(|| m.proxy * median(&costs_per_energy[m.kind]));
+                m.gain / d.max(MIN_DAMAGE)
             };
             let best = (0..moves.len()).max_by(|&a, &b| {
                 let (ma, mb) = (&moves[a], &moves[b]);
@@ -171,6 +229,9 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context, _seed: u64) -> Result
             let point = ctx.record(&candidate);
             let m = candidate.metrics;
             damage[t][kind] = Some(damage_of(ctx, &current, &m));
+            if moves[best].proxy > 0.0 {
+                costs_per_energy[kind].push(damage_of(ctx, &current, &m) / moves[best].proxy);
+            }
             tracing::info!(
                 layer = %eval.targets()[t].name,
                 knob = KINDS[kind],

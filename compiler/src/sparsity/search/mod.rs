@@ -61,7 +61,9 @@ pub struct SearchOptions {
     pub objective: Objective,
     /// Largest accepted top-1 drop on the calibration images, percentage points.
     pub max_accuracy_drop: f64,
-    /// Seed of the strategy's random choices (recorded in the report).
+    /// Seed of the search's random choices: which calibration images the hardware
+    /// statistics are measured on when there are more than
+    /// [`evaluate::STATISTICS_IMAGES`].
     pub seed: u64,
     /// Stop after this long and keep the best design found.
     pub time_budget: Option<Duration>,
@@ -261,7 +263,8 @@ pub fn search(
     let _span = tracing::info_span!("search", strategy = ?options.strategy, images = images.batch()).entered();
     let started = Instant::now();
     crate::design::check_fraction("--max-accuracy-drop / 100", options.max_accuracy_drop / 100.0)?;
-    let mut eval = Evaluator::new(graph, board, design, options.objective, images, options.labels.as_deref())?;
+    let labels = options.labels.as_deref();
+    let mut eval = Evaluator::new(graph, board, design, options.objective, images, labels, options.seed)?;
     let dense_design = crate::design::design(
         graph,
         board,
@@ -296,7 +299,7 @@ pub fn search(
     let first = ctx.record(eval.accepted());
     ctx.accept(first, &free);
     let stopped = match options.strategy {
-        Strategy::Hass => hass::run(&mut eval, &mut ctx, options.seed)?,
+        Strategy::Hass => hass::run(&mut eval, &mut ctx)?,
         Strategy::GlobalGreedy => global_greedy::run(&mut eval, &mut ctx)?,
         Strategy::None => Stop::NotSearched,
     };

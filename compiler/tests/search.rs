@@ -1,0 +1,130 @@
+//! The sparsity search on a bundled model: deterministic, within its budget, honest about
+//! what it measured, and reproducible from the knobs it reports.
+
+use hass_runtime::Tensor;
+use hassc::board::Board;
+use hassc::design::DesignOptions;
+use hassc::sparsity::search::{SearchOptions, SearchResult, Stop, Strategy};
+use hassc::Compiled;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+}
+
+/// The first `n` bundled calibration images (training split) and their labels.
+fn calibration(n: usize) -> (Arc<Tensor>, Vec<i64>) {
+    let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
+    let per_image: usize = all.shape()[1..].iter().product();
+    let mut shape = all.shape().to_vec();
+    shape[0] = n;
+    let images = Tensor::new(shape, all.data()[..n * per_image].to_vec()).unwrap();
+    let labels = hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap();
+    (Arc::new(images), labels[..n].to_vec())
+}
+
+fn run(strategy: Strategy, budget: f64, labels: bool, images: usize) -> (Compiled, SearchResult) {
+    let (calib, y) = calibration(images);
+    let options = DesignOptions { calibration: Some(calib), ..Default::default() };
+    let search = SearchOptions {
+        strategy,
+        objective: hassc::sparsity::search::Objective::Throughput,
+        max_accuracy_drop: budget,
+        seed: 7,
+        time_budget: None,
+        labels: labels.then_some(y),
+        progress: false,
+    };
+    let board = Board::resolve("zcu102").unwrap();
+    hassc::compile_searched(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options, &search).unwrap()
+}
+
+/// The report block as JSON without its one run-dependent figure.
+fn summary_json(r: &SearchResult) -> serde_json::Value {
+    let mut v = serde_json::to_value(&r.summary).unwrap();
+    v.as_object_mut().unwrap().remove("wall_seconds");
+    v
+}
+
+#[test]
+fn same_inputs_and_seed_give_identical_artifacts_and_reports() {
+    let (a, ra) = run(Strategy::Hass, 1.0, true, 200);
+    let (b, rb) = run(Strategy::Hass, 1.0, true, 200);
+    assert_eq!(a.artifact, b.artifact);
+    assert_eq!(summary_json(&ra), summary_json(&rb));
+    assert_eq!(serde_json::to_string(&ra.points).unwrap(), serde_json::to_string(&rb.points).unwrap());
+}
+
+#[test]
+fn the_chosen_design_is_within_budget_faster_and_reproducible_from_its_knobs() {
+    let (compiled, r) = run(Strategy::Hass, 1.0, true, 200);
+    let s = &r.summary;
+    assert!(s.chosen.top1 >= s.dense.top1 - 1.0 - 1e-9, "{:?}", s.chosen);
+    assert!(s.free_zeros.throughput_fps > s.dense.throughput_fps, "the ReLU zeros alone pay");
+    assert!(s.chosen.throughput_fps > s.free_zeros.throughput_fps, "the search found something: {s:?}");
+    assert!(!r.config.layers.is_empty());
+    assert_eq!(s.layers.len(), 3, "conv, conv and fully connected");
+    assert!(s.layers.iter().all(|l| l.reason.contains("% of II")));
+    // One chosen point, accepted and on or behind the front; the first is the dense model.
+    assert_eq!(r.points.iter().filter(|p| p.chosen).count(), 1);
+    assert!(r.points[0].accepted && r.points[0].accuracy_drop == 0.0);
+    assert_eq!(r.points.len(), s.evaluations + 1);
+    // The reported knobs, given back as a config, compile to the very same artifact.
+    let (calib, _) = calibration(200);
+    let options = DesignOptions { calibration: Some(calib), pruning: r.config.clone(), ..Default::default() };
+    let board = Board::resolve("zcu102").unwrap();
+    let again = hassc::compile(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options).unwrap();
+    assert_eq!(again.artifact, compiled.artifact);
+}
+
+#[test]
+fn a_zero_budget_loses_nothing_and_keeps_the_free_zeros() {
+    let (_, r) = run(Strategy::Hass, 0.0, true, 200);
+    let s = &r.summary;
+    assert!(s.chosen.top1 >= s.dense.top1, "{:?} vs {:?}", s.chosen, s.dense);
+    assert!(s.chosen.throughput_fps >= s.free_zeros.throughput_fps);
+    assert!(s.free_zeros.throughput_fps > s.dense.throughput_fps);
+    assert!(s.message.as_deref().is_some_and(|m| m.contains("lose no top-1")), "{:?}", s.message);
+}
+
+#[test]
+fn without_labels_accuracy_is_agreement_with_the_dense_model() {
+    let (_, r) = run(Strategy::Hass, 1.0, false, 100);
+    assert!(r.summary.accuracy.contains("agreement"));
+    assert_eq!(r.summary.free_zeros.top1, 100.0);
+    assert!(r.summary.chosen.top1 >= 99.0);
+}
+
+#[test]
+fn global_greedy_sets_one_threshold_pair_for_every_layer() {
+    let (_, r) = run(Strategy::GlobalGreedy, 1.0, true, 100);
+    let layers = &r.summary.layers;
+    let weights: Vec<_> = layers.iter().map(|l| l.weight_threshold).collect();
+    assert!(weights.windows(2).all(|w| w[0] == w[1]), "{weights:?}");
+    // The first layer reads the image, which is never thresholded.
+    assert_eq!(layers[0].activation_threshold, None);
+    assert_eq!(layers[1].activation_threshold, layers[2].activation_threshold);
+    assert!(r.summary.chosen.top1 >= r.summary.dense.top1 - 1.0 - 1e-9);
+}
+
+#[test]
+fn a_spent_time_budget_returns_the_best_design_so_far() {
+    let (calib, y) = calibration(50);
+    let options = DesignOptions { calibration: Some(calib), ..Default::default() };
+    let search = SearchOptions {
+        strategy: Strategy::Hass,
+        objective: hassc::sparsity::search::Objective::Throughput,
+        max_accuracy_drop: 1.0,
+        seed: 0,
+        time_budget: Some(std::time::Duration::from_nanos(1)),
+        labels: Some(y),
+        progress: false,
+    };
+    let board = Board::resolve("zcu102").unwrap();
+    let (compiled, r) =
+        hassc::compile_searched(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options, &search).unwrap();
+    assert_eq!(r.summary.stopped, Stop::TimeBudget);
+    assert!(r.config.layers.is_empty(), "nothing was accepted in no time");
+    assert_eq!(compiled.design.throughput_fps(), r.summary.free_zeros.throughput_fps);
+}
