@@ -244,7 +244,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             );
             if !ctx.within_budget(&m) {
                 closed[t][kind] = true;
-                ctx.limits[t][kind] = Some(format!("the next step costs {:.2} points in all", ctx.drop(&m)));
+                ctx.limits[t][kind] = Some(ctx.overrun(&m));
                 moves.swap_remove(best);
                 continue;
             }

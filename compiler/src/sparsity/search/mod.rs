@@ -219,6 +219,29 @@ impl Context {
             && m.divergence <= DIVERGENCE_GUARD * self.max_drop + 1e-12
     }
 
+    /// Which limits `m` breaks, for the report ("would lose 1.2 points (limit 1)").
+    pub(crate) fn overrun(&self, m: &Metrics) -> String {
+        let mut broken = Vec::new();
+        if self.drop(m) > self.max_drop + 1e-9 {
+            broken.push(format!("lose {:.1} points of top-1 (limit {})", self.drop(m), self.max_drop));
+        }
+        if m.disagreement > CHANGE_GUARD * self.max_drop + 1e-9 {
+            broken.push(format!(
+                "change {:.1} % of predictions (limit {})",
+                m.disagreement,
+                CHANGE_GUARD * self.max_drop
+            ));
+        }
+        if m.divergence > DIVERGENCE_GUARD * self.max_drop + 1e-12 {
+            broken.push(format!(
+                "move the outputs {:.3} nats (limit {:.3})",
+                m.divergence,
+                DIVERGENCE_GUARD * self.max_drop
+            ));
+        }
+        format!("the next step would {}", broken.join(" and "))
+    }
+
     /// Whether the time budget is spent.
     pub(crate) fn out_of_time(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
