@@ -357,11 +357,18 @@ impl DesignReport {
 
 /// The search block of the table: what it found, then one line per layer it changed.
 fn search_lines(s: &crate::sparsity::search::SearchSummary) -> String {
+    // The same names as in the JSON ("global-greedy", "time-budget").
+    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let mut out = format!(
-        "search      {:?} over {} evaluations in {:.1} s ({:?}); budget {:.2} points of {} on {} images\n",
-        s.strategy, s.evaluations, s.wall_seconds, s.stopped, s.max_accuracy_drop, s.accuracy, s.calibration_images
-    )
-    .to_lowercase();
+        "search      {} over {} evaluations in {:.1} s ({}); budget {:.2} points of {} on {} images\n",
+        name(serde_json::json!(s.strategy)),
+        s.evaluations,
+        s.wall_seconds,
+        name(serde_json::json!(s.stopped)).replace('-', " "),
+        s.max_accuracy_drop,
+        s.accuracy,
+        s.calibration_images
+    );
     out += &format!(
         "            dense {:.0} images/s; own zeros {:.0} images/s; chosen {:.0} images/s ({:.2}x dense) at top-1 {:.2} % ({:+.2} points)\n",
         s.dense.throughput_fps,

@@ -313,3 +313,24 @@ fn accept(
     ctx.accept(point, &candidate.metrics);
     eval.accept(candidate)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(score: f64, pressure: f64) -> Metrics {
+        Metrics { score, pressure, throughput_fps: score, ..Metrics::default() }
+    }
+
+    #[test]
+    fn a_move_gains_what_it_adds_or_how_much_closer_it_gets_to_the_next_interval() {
+        // Same interval, 10 % less pressure toward the next one: a 10 % gain.
+        assert!((gain(&metrics(100.0, 1.2), &metrics(100.0, 1.08)) - 0.1).abs() < 1e-12);
+        // A real step counts in full even when the pressure (probed at the old interval) rose.
+        assert!((gain(&metrics(100.0, 1.2), &metrics(125.0, 1.5)) - 0.25).abs() < 1e-12);
+        // Partitioned designs have no pressure: only the objective counts.
+        assert_eq!(gain(&metrics(100.0, f64::INFINITY), &metrics(100.0, f64::INFINITY)), 0.0);
+        assert_eq!(median(&[]), 1.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+}
