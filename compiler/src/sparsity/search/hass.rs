@@ -53,6 +53,8 @@ const POINTS_PER_NAT: f64 = 100.0;
 const KINDS: [&str; 2] = ["weights", "inputs"];
 /// Times the ladders are refined once the loop converges.
 const REFINEMENTS: usize = 2;
+/// Idle steps taken back once nothing else moves (see [`undo_idle`]).
+const UNDOS: usize = 4;
 /// Levels looked ahead for a move that pays: one step of pruning can cost more than it
 /// saves (a stage turning sparse pays for its crossbar first).
 const LOOKAHEAD: usize = 4;
@@ -145,6 +147,46 @@ fn removed_energy(eval: &Evaluator, t: usize, kind: usize, knobs: &Knobs) -> f64
     }
 }
 
+/// Once the loop has converged, take back the accepted step that costs the objective least
+/// to lose, if it costs nothing: it was bought while another stage bound, and the budget it
+/// holds may buy a move that pays now. Closed knobs reopen; the undone one stays where it
+/// is. Returns the knob taken back, if the step back was measured within budget and
+/// lowered the divergence.
+fn undo_idle(
+    eval: &mut Evaluator,
+    ctx: &mut Context,
+    ladders: &Ladders,
+    levels: &[[usize; 2]],
+) -> Result<Option<(usize, usize)>> {
+    let current = eval.accepted().metrics;
+    let mut best: Option<(f64, usize, usize)> = None;
+    for t in 0..levels.len() {
+        for kind in 0..2 {
+            if levels[t][kind] == 0 {
+                continue;
+            }
+            let mut down = levels.to_vec();
+            down[t][kind] -= 1;
+            let loss = 1.0 - eval.estimate(&knobs_at(ladders, &down))?.score / current.score;
+            if loss < MIN_GAIN && best.is_none_or(|b| loss < b.0) {
+                best = Some((loss, t, kind));
+            }
+        }
+    }
+    let Some((_, t, kind)) = best else { return Ok(None) };
+    let mut down = levels.to_vec();
+    down[t][kind] -= 1;
+    let candidate = eval.evaluate(&knobs_at(ladders, &down))?;
+    let point = ctx.record(&candidate);
+    let m = candidate.metrics;
+    if !ctx.within_budget(&m) || m.divergence >= current.divergence {
+        return Ok(None);
+    }
+    tracing::info!(layer = %eval.targets()[t].name, knob = KINDS[kind], "took back an idle step");
+    accept(eval, ctx, candidate, point, t, &current)?;
+    Ok(Some((t, kind)))
+}
+
 fn knobs_at(ladders: &Ladders, levels: &[[usize; 2]]) -> Vec<Knobs> {
     ladders
         .iter()
@@ -172,6 +214,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let mut closed = vec![[false; 2]; n];
     let mut damage: Vec<[Option<f64>; 2]> = vec![[None; 2]; n];
     let mut costs_per_energy: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let (mut undos, mut frozen) = (0, vec![[false; 2]; n]);
     loop {
         if ctx.out_of_time() {
             return Ok(Stop::TimeBudget);
@@ -180,7 +223,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
         let mut moves = Vec::new();
         for t in 0..n {
             for kind in 0..2 {
-                if closed[t][kind] || levels[t][kind] >= ladders[t][kind].len() {
+                if closed[t][kind] || frozen[t][kind] || levels[t][kind] >= ladders[t][kind].len() {
                     continue;
                 }
                 let top = ladders[t][kind].len().min(levels[t][kind] + LOOKAHEAD);
@@ -259,6 +302,21 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             if refinements < REFINEMENTS && refine(&mut ladders, &levels, &mut closed, &mut damage, ctx) {
                 refinements += 1;
                 continue;
+            }
+            if undos < UNDOS {
+                if let Some((t, kind)) = undo_idle(eval, ctx, &ladders, &levels)? {
+                    undos += 1;
+                    levels[t][kind] -= 1;
+                    frozen[t][kind] = true;
+                    for (c, l) in closed.iter_mut().zip(ctx.limits.iter_mut()) {
+                        for k in 0..2 {
+                            if c[k] {
+                                (c[k], l[k]) = (false, None);
+                            }
+                        }
+                    }
+                    continue;
+                }
             }
             for t in 0..n {
                 for kind in 0..2 {
