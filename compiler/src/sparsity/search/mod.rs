@@ -216,7 +216,13 @@ impl Context {
         // Top-1 moves in steps of 100 / images; the tolerance only absorbs rounding.
         self.drop(m) <= self.max_drop + 1e-9
             && m.disagreement <= CHANGE_GUARD * self.max_drop + 1e-9
-            && m.divergence <= DIVERGENCE_GUARD * self.max_drop + 1e-12
+            && m.divergence <= self.divergence_limit() + 1e-12
+    }
+
+    /// The divergence guard: [`DIVERGENCE_GUARD`] per point of budget, and at a budget of 0
+    /// that of 0.2 points, so changes that move no prediction can still be taken.
+    fn divergence_limit(&self) -> f64 {
+        DIVERGENCE_GUARD * self.max_drop.max(0.2)
     }
 
     /// Which limits `m` breaks, for the report ("would lose 1.2 points (limit 1)").
@@ -232,12 +238,8 @@ impl Context {
                 CHANGE_GUARD * self.max_drop
             ));
         }
-        if m.divergence > DIVERGENCE_GUARD * self.max_drop + 1e-12 {
-            broken.push(format!(
-                "move the outputs {:.3} nats (limit {:.3})",
-                m.divergence,
-                DIVERGENCE_GUARD * self.max_drop
-            ));
+        if m.divergence > self.divergence_limit() + 1e-12 {
+            broken.push(format!("move the outputs {:.3} nats (limit {:.3})", m.divergence, self.divergence_limit()));
         }
         format!("the next step would {}", broken.join(" and "))
     }
