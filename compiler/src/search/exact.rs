@@ -114,16 +114,8 @@ pub fn pressure<'a>(network: &Network, budget: &Budget, fronts: impl IntoIterato
         }
     }
     let u = total_usage(network, usages.into_iter());
-    let share = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
-    [
-        share(u.dsp, budget.dsp),
-        share(u.bram18, budget.bram18),
-        share(u.uram, budget.uram),
-        share(u.lut, budget.lut),
-        share(u.ff, budget.ff),
-    ]
-    .into_iter()
-    .fold(0.0, f64::max)
+    // On-chip resources only: the first five.
+    utilisation(&u, budget, ii)[..5].iter().copied().fold(0.0, f64::max)
 }
 
 /// Allocate `network` on `budget` as one partition; `None` if nothing fits.

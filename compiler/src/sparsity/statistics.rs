@@ -58,6 +58,14 @@ pub fn measured(
     images: &hass_runtime::Tensor,
 ) -> Result<BTreeMap<String, LayerSparsity>> {
     let _span = tracing::info_span!("calibrate", images = images.batch()).entered();
+    let plan = calibration_plan(graph, board, images)?;
+    let counts = hass_runtime::stats::calibrate(&plan, images).map_err(|e| CompileError::Options(e.to_string()))?;
+    Ok(counts.into_iter().map(|c| (c.name.clone(), sparsity_of(&c))).collect())
+}
+
+/// The runtime plan of `graph` (as the backend writes it) that calibration runs, after
+/// checking that `images` fit its input.
+pub fn calibration_plan(graph: &Graph, board: &Board, images: &hass_runtime::Tensor) -> Result<hass_runtime::Plan> {
     let bytes = crate::backend::emit(graph, board, &Default::default());
     let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
     if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {
@@ -67,8 +75,7 @@ pub fn measured(
             plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         )));
     }
-    let counts = hass_runtime::stats::calibrate(&plan, images).map_err(|e| CompileError::Options(e.to_string()))?;
-    Ok(counts.into_iter().map(|c| (c.name.clone(), sparsity_of(&c))).collect())
+    Ok(plan)
 }
 
 /// The cost model's statistics of one layer from the runtime's counts.

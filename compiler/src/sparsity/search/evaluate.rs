@@ -36,7 +36,7 @@ pub const PROBE: f64 = 0.05;
 /// uses all of them): window histograms settle within a few dozen images, and tallying
 /// them is most of an evaluation's cost. With more images than this, the seed draws which;
 /// the chosen design is measured again on all of them.
-pub const STATISTICS_IMAGES: usize = 128;
+pub const STATISTICS_IMAGES: usize = 96;
 
 /// A conv or fully connected layer whose knobs the search sets.
 #[derive(Clone, Debug)]
@@ -153,15 +153,7 @@ impl<'a> Evaluator<'a> {
         seed: u64,
     ) -> Result<Evaluator<'a>> {
         let statistics_images = statistics_images(images.batch(), seed);
-        let bytes = crate::backend::emit(graph, board, &Default::default());
-        let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
-        if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {
-            return Err(CompileError::Options(format!(
-                "calibration images have shape {:?}; the model takes [N, {}]",
-                images.shape(),
-                plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-            )));
-        }
+        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images)?;
         let mut network =
             crate::design::network(graph, &DesignOptions { pruning: Default::default(), ..options.clone() })?;
         let mut targets = Vec::new();
