@@ -208,15 +208,11 @@ pub fn encoded_weight_bits(weight: &[f32], rows: usize, biases: usize, weight_bi
 
 /// Allocate `graph` on `board`.
 pub fn design(graph: &Graph, board: &Board, options: &DesignOptions) -> Result<Design> {
-    from_network(network(graph, options)?, board, options)
+    from_network_with(network(graph, options)?, board, options, None)
 }
 
-/// Allocate an analysed `network` on `board` (the search builds networks without a graph).
-pub fn from_network(network: Network, board: &Board, options: &DesignOptions) -> Result<Design> {
-    from_network_with(network, board, options, None)
-}
-
-/// [`from_network`] with the stages' fronts already built (see
+/// Allocate an analysed `network` on `board` (the search builds networks without a graph),
+/// with the stages' fronts already built when given (see
 /// [`crate::search::exact::stage_front`]).
 pub fn from_network_with(
     network: Network,

@@ -287,7 +287,12 @@ pub fn search(
 ) -> Result<SearchResult> {
     let _span = tracing::info_span!("search", strategy = ?options.strategy, images = images.batch()).entered();
     let started = Instant::now();
-    crate::design::check_fraction("--max-accuracy-drop / 100", options.max_accuracy_drop / 100.0)?;
+    if !(0.0..=100.0).contains(&options.max_accuracy_drop) {
+        return Err(crate::CompileError::Options(format!(
+            "the accuracy budget must be between 0 and 100 points, got {}",
+            options.max_accuracy_drop
+        )));
+    }
     let labels = options.labels.as_deref();
     let mut eval = Evaluator::new(graph, board, design, options.objective, images, labels, options.seed)?;
     let dense_design = crate::design::design(
