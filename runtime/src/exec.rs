@@ -16,17 +16,7 @@ pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + 'a;
 
 /// [`run`], calling `observe` before each layer.
 pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
-    let (batch, image_shape) =
-        input.shape().split_first().ok_or_else(|| RuntimeError::Input("input has no batch dimension".into()))?;
-    if image_shape != plan.input_shape.as_slice() || *batch == 0 {
-        return Err(RuntimeError::Input(format!(
-            "model {} expects input of shape [N, {}], got {:?}",
-            plan.model,
-            plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-            input.shape()
-        )));
-    }
-    let batch = *batch;
+    let batch = batch_of(plan, input)?;
     let last_use = last_uses(plan);
     let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
     values[0] = Some(input.data().to_vec());
@@ -50,6 +40,21 @@ pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Resu
             Tensor::new(shape, data)
         })
         .collect()
+}
+
+/// The batch size of `input`, once its per-image shape is checked against `plan`'s.
+pub(crate) fn batch_of(plan: &Plan, input: &Tensor) -> Result<usize, RuntimeError> {
+    let (batch, image_shape) =
+        input.shape().split_first().ok_or_else(|| RuntimeError::Input("input has no batch dimension".into()))?;
+    if image_shape != plan.input_shape.as_slice() || *batch == 0 {
+        return Err(RuntimeError::Input(format!(
+            "model {} expects input of shape [N, {}], got {:?}",
+            plan.model,
+            plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            input.shape()
+        )));
+    }
+    Ok(*batch)
 }
 
 /// For each value, the index of the last layer that reads it (`usize::MAX` for outputs).

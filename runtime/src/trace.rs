@@ -4,7 +4,7 @@
 //! weights or threshold reuses every value computed before `i` (and every branch that does
 //! not read from `i`), and shares them with the trace it came from instead of copying.
 
-use crate::exec::run_layer;
+use crate::exec::{batch_of, run_layer};
 use crate::plan::Plan;
 use crate::{RuntimeError, Tensor};
 use std::sync::Arc;
@@ -20,15 +20,7 @@ pub struct Trace {
 impl Trace {
     /// Run `plan` on `input` and keep everything.
     pub fn new(plan: &Plan, input: &Tensor) -> Result<Trace, RuntimeError> {
-        let (&batch, image) = input.shape().split_first().unwrap_or((&0, &[]));
-        if image != plan.input_shape.as_slice() || batch == 0 {
-            return Err(RuntimeError::Input(format!(
-                "model {} expects input of shape [N, {}], got {:?}",
-                plan.model,
-                plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-                input.shape()
-            )));
-        }
+        let batch = batch_of(plan, input)?;
         let mut trace = Trace { batch, values: vec![Arc::new(input.data().to_vec())] };
         for layer in 0..plan.layers.len() {
             let out = trace.compute(plan, layer);

@@ -213,10 +213,7 @@ impl Context {
     /// changed (either way) on at most [`CHANGE_GUARD`] times the budget in percent of the
     /// images.
     pub(crate) fn within_budget(&self, m: &Metrics) -> bool {
-        // Top-1 moves in steps of 100 / images; the tolerance only absorbs rounding.
-        self.drop(m) <= self.max_drop + 1e-9
-            && m.disagreement <= CHANGE_GUARD * self.max_drop + 1e-9
-            && m.divergence <= self.divergence_limit() + 1e-12
+        self.broken_limits(m).is_empty()
     }
 
     /// The divergence guard: [`DIVERGENCE_GUARD`] per point of budget, and at a budget of 0
@@ -227,6 +224,13 @@ impl Context {
 
     /// Which limits `m` breaks, for the report ("would lose 1.2 points (limit 1)").
     pub(crate) fn overrun(&self, m: &Metrics) -> String {
+        format!("the next step would {}", self.broken_limits(m).join(" and "))
+    }
+
+    /// The limits `m` breaks, each as "lose 1.2 points of top-1 (limit 1)"; none when it is
+    /// within budget.
+    fn broken_limits(&self, m: &Metrics) -> Vec<String> {
+        // Top-1 moves in steps of 100 / images; the tolerances only absorb rounding.
         let mut broken = Vec::new();
         if self.drop(m) > self.max_drop + 1e-9 {
             broken.push(format!("lose {:.1} points of top-1 (limit {})", self.drop(m), self.max_drop));
@@ -241,7 +245,7 @@ impl Context {
         if m.divergence > self.divergence_limit() + 1e-12 {
             broken.push(format!("move the outputs {:.3} nats (limit {:.3})", m.divergence, self.divergence_limit()));
         }
-        format!("the next step would {}", broken.join(" and "))
+        broken
     }
 
     /// Whether the time budget is spent.
