@@ -229,13 +229,13 @@ pub fn from_network_with(
             let channel_stream = match &stage.kind {
                 StageKind::Conv { c_in, .. } => {
                     let streams = choice.folding.coarse_in * choice.folding.coarse_group;
-                    let loads: Vec<f64> = match &network.sparsity[part.offset + k] {
+                    let assignment = match &network.sparsity[part.offset + k] {
                         Some(s) if s.histograms.len() == *c_in => {
-                            s.window_cycles(stage.window_size(), choice.folding.fine)
+                            s.stream_assignment(stage.window_size(), choice.folding.fine, streams)
                         }
-                        _ => vec![1.0; *c_in],
+                        _ => deal_snake(&vec![1.0; *c_in], streams),
                     };
-                    deal_snake(&loads, streams).into_iter().map(|s| s as u32).collect()
+                    assignment.into_iter().map(|s| s as u32).collect()
                 }
                 _ => Vec::new(),
             };

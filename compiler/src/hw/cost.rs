@@ -149,11 +149,11 @@ fn sparse_pixel_cycles(kind: &StageKind, f: Folding, s: &LayerSparsity) -> f64 {
         }
         s => {
             let streams = f.coarse_in * f.coarse_group;
-            let loads = s.window_cycles(window, f.fine);
-            let worst = if loads.len() == 1 {
-                loads[0]
+            let loads = s.loads(window, f.fine);
+            let worst = if loads.channels.len() == 1 {
+                loads.channels[0]
             } else {
-                max_stream_mean(&loads, &s.stream_assignment(window, f.fine, streams), streams)
+                max_stream_mean(&loads.channels, &s.stream_assignment(window, f.fine, streams), streams)
             };
             // A 1x1 window holds one product: skipping needs compaction across the input
             // streams, so the speed-up is capped at coarse_in (none with one stream).
@@ -392,7 +392,7 @@ mod tests {
             product: 4.0 / 9.0,
             histograms: vec![h],
             filter_histograms: Vec::new(),
-            pair_cycles: Vec::new(),
+            pair_cycles: Default::default(),
             memo: Default::default(),
         };
         let dense = conv_cycles(&s, fold(4, 4, 1, 3, 1), None);

@@ -3,6 +3,8 @@
 //! all-zero window none. The statistic is, per input channel c, the histogram `h_c[j]`: the
 //! fraction of (window, filter) pairs whose K*K products hold exactly j zeros.
 
+use std::sync::Arc;
+
 /// Sparsity of one conv stage's products.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerSparsity {
@@ -22,22 +24,36 @@ pub struct LayerSparsity {
     /// For small layers, per `fine` (index `fine - 1`) the expected cycles of each (input
     /// channel, filter of its group) pair per window, flat as `[c * filters_per_group + f]`:
     /// with few pairs per hardware unit the busiest unit depends on the very pairs it holds.
-    /// Empty when not measured.
-    pub pair_cycles: Vec<Vec<f64>>,
+    /// Empty when not measured. Shared by clones: a large layer holds millions of pairs,
+    /// and the search clones networks for every candidate.
+    pub pair_cycles: Arc<Vec<Vec<f64>>>,
     /// Compute cycles per output pixel already worked out, by folding (a cache: the
     /// allocator asks for the same foldings many times, each a pass over every pair).
-    pub memo: Memo,
+    /// Shared by clones, which is sound because statistics never change once built.
+    pub memo: Arc<Memo>,
 }
 
 /// Key of [`Memo`]: (fine, coarse_in, coarse_group, coarse_out).
 pub type MemoKey = (usize, usize, usize, usize);
 
-/// A cache of per-folding results and of the channels' load order per `fine`; clones copy
-/// it, comparisons ignore it.
+/// A cache of per-folding results and of what every folding at one `fine` reads;
+/// comparisons ignore it.
 #[derive(Debug, Default)]
 pub struct Memo {
     values: std::sync::Mutex<std::collections::HashMap<MemoKey, f64>>,
-    orders: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Arc<Vec<usize>>>>,
+    loads: std::sync::Mutex<std::collections::HashMap<usize, Arc<FineLoads>>>,
+}
+
+/// Expected cycles per window at one `fine`, per input channel and per filter, and the
+/// channels' dealing order: the same for every folding at that `fine`.
+#[derive(Debug)]
+pub struct FineLoads {
+    /// Per input channel (one entry if all channels share a histogram).
+    pub channels: Vec<f64>,
+    /// Channels by descending load, ties in channel order ([`deal`]'s input).
+    pub order: Vec<usize>,
+    /// Per output filter; empty when every filter is alike.
+    pub filters: Vec<f64>,
 }
 
 impl Memo {
@@ -51,22 +67,13 @@ impl Memo {
         v
     }
 
-    fn order_or(&self, fine: usize, f: impl FnOnce() -> Vec<usize>) -> std::sync::Arc<Vec<usize>> {
-        if let Some(o) = self.orders.lock().expect("not poisoned").get(&fine) {
-            return o.clone();
+    fn loads_or(&self, fine: usize, f: impl FnOnce() -> FineLoads) -> Arc<FineLoads> {
+        if let Some(l) = self.loads.lock().expect("not poisoned").get(&fine) {
+            return l.clone();
         }
-        let o = std::sync::Arc::new(f());
-        self.orders.lock().expect("not poisoned").insert(fine, o.clone());
-        o
-    }
-}
-
-impl Clone for Memo {
-    fn clone(&self) -> Self {
-        Memo {
-            values: std::sync::Mutex::new(self.values.lock().expect("not poisoned").clone()),
-            orders: std::sync::Mutex::new(self.orders.lock().expect("not poisoned").clone()),
-        }
+        let l = Arc::new(f());
+        self.loads.lock().expect("not poisoned").insert(fine, l.clone());
+        l
     }
 }
 
@@ -89,16 +96,28 @@ impl LayerSparsity {
             product: s,
             histograms: vec![binomial(window, s)],
             filter_histograms: Vec::new(),
-            pair_cycles: Vec::new(),
-            memo: Memo::default(),
+            pair_cycles: Default::default(),
+            memo: Default::default(),
         }
     }
 
-    /// Pair statistics from per-pair histograms (`window + 1` bins each, flat).
-    pub fn pair_cycles_from(histograms: &[f64], window: usize) -> Vec<Vec<f64>> {
-        (1..=window)
-            .map(|fine| histograms.chunks_exact(window + 1).map(|h| expected_window_cycles(h, window, fine)).collect())
-            .collect()
+    /// Pair statistics from per-pair counts (`window + 1` bins each, flat): per `fine`, each
+    /// pair's expected cycles per window.
+    pub fn pair_cycles_from(counts: &[u64], window: usize) -> Vec<Vec<f64>> {
+        if counts.is_empty() {
+            return Vec::new();
+        }
+        let pairs = counts.len() / (window + 1);
+        let mut cycles = vec![Vec::with_capacity(pairs); window];
+        for h in counts.chunks_exact(window + 1) {
+            let total = h.iter().sum::<u64>().max(1) as f64;
+            for (fine, out) in (1..=window).zip(cycles.iter_mut()) {
+                let sum: u64 =
+                    h.iter().take(window).enumerate().map(|(j, &n)| (window - j).div_ceil(fine) as u64 * n).sum();
+                out.push(sum as f64 / total);
+            }
+        }
+        cycles
     }
 
     /// With per-pair statistics: the work, per window, of the busiest (input stream, filter
@@ -144,7 +163,7 @@ impl LayerSparsity {
         if filters == 0 {
             return f64::NAN;
         }
-        let loads: Vec<f64> = self.filter_histograms.iter().map(|h| expected_window_cycles(h, window, fine)).collect();
+        let loads = &self.loads(window, fine).filters;
         let mean = loads.iter().sum::<f64>() / filters as f64;
         if mean <= 0.0 {
             return 0.0;
@@ -159,8 +178,19 @@ impl LayerSparsity {
 
     /// [`deal_snake`] of the channels' loads at `fine` over `streams` (the sort cached).
     pub fn stream_assignment(&self, window: usize, fine: usize, streams: usize) -> Vec<usize> {
-        let order = self.memo.order_or(fine, || snake_order(&self.window_cycles(window, fine)));
-        deal(&order, streams)
+        deal(&self.loads(window, fine).order, streams)
+    }
+
+    /// Per-channel and per-filter loads at `fine`, worked out once.
+    pub fn loads(&self, window: usize, fine: usize) -> Arc<FineLoads> {
+        self.memo.loads_or(fine, || {
+            let channels = self.window_cycles(window, fine);
+            FineLoads {
+                order: snake_order(&channels),
+                channels,
+                filters: self.filter_histograms.iter().map(|h| expected_window_cycles(h, window, fine)).collect(),
+            }
+        })
     }
 
     /// Whether the stage is built sparse.

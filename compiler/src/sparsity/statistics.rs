@@ -42,7 +42,7 @@ pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
                 product: zero,
                 histograms,
                 filter_histograms,
-                pair_cycles: Vec::new(),
+                pair_cycles: Default::default(),
                 memo: Default::default(),
             },
         );
@@ -88,24 +88,14 @@ pub fn sparsity_of(c: &hass_runtime::stats::LayerCounts) -> LayerSparsity {
             })
             .collect()
     };
-    let pair_cycles = if c.pair_histograms.is_empty() {
-        Vec::new()
-    } else {
-        let total = |h: &[u64]| h.iter().sum::<u64>().max(1) as f64;
-        let flat: Vec<f64> = c
-            .pair_histograms
-            .chunks_exact(c.window + 1)
-            .flat_map(|h| h.iter().map(move |&n| n as f64 / total(h)).collect::<Vec<_>>())
-            .collect();
-        LayerSparsity::pair_cycles_from(&flat, c.window)
-    };
+    let pair_cycles = LayerSparsity::pair_cycles_from(&c.pair_histograms, c.window);
     LayerSparsity {
         weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
         activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
         product: c.product_sparsity(),
         histograms: normalise(&c.histograms),
         filter_histograms: normalise(&c.filter_histograms),
-        pair_cycles,
+        pair_cycles: std::sync::Arc::new(pair_cycles),
         memo: Default::default(),
     }
 }

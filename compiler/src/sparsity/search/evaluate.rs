@@ -5,8 +5,9 @@
 //! a [`Trace`] of every value on the calibration images, each counted layer's window masks
 //! and the cost model's network. A candidate that changes some layers re-runs only what is
 //! downstream of them (sharing the rest of the trace), re-tallies window masks only where a
-//! layer's input or threshold changed, re-combines counts only where masks or weights
-//! changed, then allocates (milliseconds). [`Evaluator::estimate`] skips the re-run: the
+//! layer's threshold changed or its share of zero inputs drifted by more than
+//! [`STATISTICS_DRIFT`], re-combines counts only where masks or weights changed, then
+//! allocates (milliseconds). [`Evaluator::estimate`] skips the re-run: the
 //! hardware effect of one layer's move, with the statistics downstream of it left as they
 //! were, which is what ranking moves needs.
 
@@ -37,6 +38,13 @@ pub const PROBE: f64 = 0.05;
 /// them is most of an evaluation's cost. With more images than this, the seed draws which;
 /// the chosen design is measured again on all of them.
 pub const STATISTICS_IMAGES: usize = 96;
+
+/// How far (absolute fraction) a layer's share of zero inputs may drift, through changes
+/// upstream of it, before its window masks are tallied again: the cost model's statistics
+/// move with that share, and re-tallying and re-costing every downstream layer after every
+/// upstream change is most of what an evaluation costs on a large model. Changes of the
+/// layer's own knobs always re-tally; the chosen design is calibrated afresh on all images.
+pub const STATISTICS_DRIFT: f64 = 0.002;
 
 /// A conv or fully connected layer whose knobs the search sets.
 #[derive(Clone, Debug)]
@@ -92,6 +100,8 @@ pub struct Candidate {
     pub metrics: Metrics,
     trace: Trace,
     masks: Vec<Option<Arc<WindowMasks>>>,
+    /// Per layer, the share of zero inputs (after its threshold) its masks were tallied from.
+    mask_zeros: Vec<f64>,
     network: Network,
     /// Every stage's allocation front for `network` (rebuilt only for changed stages).
     fronts: Vec<Arc<Front>>,
@@ -134,6 +144,8 @@ pub struct Evaluator<'a> {
     estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
+    /// See [`STATISTICS_DRIFT`] (0 in tests that compare with a fresh evaluation).
+    statistics_drift: f64,
 }
 
 fn plan_error(e: hass_runtime::RuntimeError) -> CompileError {
@@ -201,11 +213,14 @@ impl<'a> Evaluator<'a> {
             None => Reference::DenseModel(dense_log_probs.iter().map(|p| argmax(p)).collect()),
         };
         let mut masks = vec![None; plan.layers.len()];
+        let mut mask_zeros = vec![0.0; plan.layers.len()];
         for t in &targets {
-            let input = trace.value(plan.layers[t.layer].inputs[0]);
-            let m = window_masks(&plan, t.layer, &sample(&plan, t.layer, input, statistics_images.as_deref()));
+            let input =
+                sample(&plan, t.layer, trace.value(plan.layers[t.layer].inputs[0]), statistics_images.as_deref());
+            let m = window_masks(&plan, t.layer, &input);
             network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&plan, t.layer, &m)));
             masks[t.layer] = Some(Arc::new(m));
+            mask_zeros[t.layer] = zero_share(&input, None);
         }
         let knobs = vec![Knobs::default(); targets.len()];
         let budget = Budget::of(board);
@@ -220,11 +235,12 @@ impl<'a> Evaluator<'a> {
             targets,
             reference,
             dense_log_probs,
-            state: Candidate { knobs, metrics: Metrics::default(), trace, masks, network, fronts },
+            state: Candidate { knobs, metrics: Metrics::default(), trace, masks, mask_zeros, network, fronts },
             probe_ii: 0.0,
             statistics_images,
             estimates: Default::default(),
             evaluations: 0,
+            statistics_drift: STATISTICS_DRIFT,
         };
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.fronts)?;
@@ -381,15 +397,22 @@ impl<'a> Evaluator<'a> {
     /// The statistics and design of `knobs` (already applied to the plan) on `trace`.
     fn with_statistics(&self, knobs: &[Knobs], changed: &[usize], trace: Trace) -> Result<Candidate> {
         let mut masks = self.state.masks.clone();
+        let mut mask_zeros = self.state.mask_zeros.clone();
         let mut network = self.state.network.clone();
         let mut stages = Vec::new();
         for (t, target) in self.targets.iter().enumerate() {
             let input = self.plan.layers[target.layer].inputs[0];
-            let threshold_changed = knobs[t].activation_threshold != self.state.knobs[t].activation_threshold;
-            let new_masks = threshold_changed || !trace.shares(&self.state.trace, input);
-            if new_masks {
+            let threshold = knobs[t].activation_threshold;
+            let threshold_changed = threshold != self.state.knobs[t].activation_threshold;
+            let mut new_masks = false;
+            if threshold_changed || !trace.shares(&self.state.trace, input) {
                 let images = sample(&self.plan, target.layer, trace.value(input), self.statistics_images.as_deref());
-                masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, &images)));
+                let zeros = zero_share(&images, threshold);
+                if threshold_changed || (zeros - mask_zeros[target.layer]).abs() > self.statistics_drift {
+                    masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, &images)));
+                    mask_zeros[target.layer] = zeros;
+                    new_masks = true;
+                }
             }
             let weights_changed = changed.contains(&t)
                 && (knobs[t].weight_threshold, knobs[t].weight_sparsity)
@@ -419,7 +442,7 @@ impl<'a> Evaluator<'a> {
             fronts[i] = Arc::new(f);
         }
         let metrics = self.hardware(&network, &fronts)?;
-        Ok(Candidate { knobs: knobs.to_vec(), metrics, trace, masks, network, fronts })
+        Ok(Candidate { knobs: knobs.to_vec(), metrics, trace, masks, mask_zeros, network, fronts })
     }
 
     fn design(&self, network: &Network, fronts: &[Arc<Front>]) -> Result<crate::design::Design> {
@@ -484,28 +507,24 @@ impl Default for Metrics {
     }
 }
 
-/// [`STATISTICS_IMAGES`] of `batch` drawn with `seed` (a partial Fisher-Yates shuffle on
-/// splitmix64), ascending; `None` when there are no more than that.
+/// [`STATISTICS_IMAGES`] of `batch` drawn with `seed`, ascending; `None` when there are no
+/// more than that. (Xoshiro256++ is a fixed algorithm: the same seed draws the same images
+/// on every platform and version.)
 fn statistics_images(batch: usize, seed: u64) -> Option<Vec<usize>> {
+    use rand::SeedableRng;
     if batch <= STATISTICS_IMAGES {
         return None;
     }
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut order: Vec<usize> = (0..batch).collect();
-    for i in 0..STATISTICS_IMAGES {
-        let j = i + (next() % (batch - i) as u64) as usize;
-        order.swap(i, j);
-    }
-    let mut pick = order[..STATISTICS_IMAGES].to_vec();
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut pick = rand::seq::index::sample(&mut rng, batch, STATISTICS_IMAGES).into_vec();
     pick.sort_unstable();
     Some(pick)
+}
+
+/// Share of `values` at or below `threshold` (zero when there is none).
+fn zero_share(values: &[f32], threshold: Option<f32>) -> f64 {
+    let zeros = values.iter().filter(|&&v| v == 0.0 || threshold.is_some_and(|t| v <= t)).count();
+    zeros as f64 / values.len().max(1) as f64
 }
 
 /// The images `pick` (all when `None`) of a batch of layer `layer`'s input.

@@ -31,9 +31,10 @@
 //! levels ahead for the first that pays (a stage turning sparse pays for its crossbar
 //! first). When no move fits any more, the steps of the closed knobs are halved, twice.
 //!
-//! The loop ends when no open move gains. Moves are ranked by (priority, gain, layer
-//! order), so the strategy itself is deterministic; the seed only draws the images the
-//! statistics are measured on.
+//! The loop ends when no open move gains; then `local` trades sparsity between knobs with
+//! seeded random samples (see its docs). Moves are ranked by (priority, gain, layer
+//! order), so the greedy itself is deterministic; the seed draws the images the statistics
+//! are measured on and the refinement's samples.
 
 use super::evaluate::{Candidate, Evaluator, Metrics};
 use super::ladder::{activation_ladder, weight_ladder};
@@ -55,6 +56,10 @@ const KINDS: [&str; 2] = ["weights", "inputs"];
 const REFINEMENTS: usize = 2;
 /// Idle steps taken back once nothing else moves (see [`undo_idle`]).
 const UNDOS: usize = 4;
+/// Largest number of moves accepted together (see [`companions`]).
+const MAX_BUNDLE: usize = 8;
+/// A move joins a bundle only if it ranks at least this share of the chosen move.
+const COMPANION_RANK: f64 = 0.25;
 /// Levels looked ahead for a move that pays: one step of pruning can cost more than it
 /// saves (a stage turning sparse pays for its crossbar first).
 const LOOKAHEAD: usize = 4;
@@ -74,6 +79,30 @@ struct Move {
     /// Measured in the current state, with its point's index.
     measured: Option<(Candidate, usize)>,
 }
+
+/// What the greedy knows of its moves' damage.
+struct Damages {
+    /// Per target and knob kind, the damage last measured for its next step.
+    measured: Vec<[Option<f64>; 2]>,
+    /// Per knob kind, measured damage per unit of the signal energy a move removed.
+    per_energy: [Vec<f64>; 2],
+}
+
+impl Damages {
+    /// A move's damage: measured (in this state or an earlier one), else its energy share
+    /// times what a unit of energy has cost so far.
+    fn expected(&self, m: &Move) -> f64 {
+        self.measured[m.target][m.kind].unwrap_or_else(|| m.proxy * median(&self.per_energy[m.kind]))
+    }
+
+    /// Gain per unit of expected damage.
+    fn priority(&self, m: &Move) -> f64 {
+        m.gain / self.expected(m).max(MIN_DAMAGE)
+    }
+}
+
+/// A move taken: target, knob kind, level, expected damage.
+type Taken = (usize, usize, usize, f64);
 
 /// Once no move fits the budget any more, halve the step of every closed knob (a value
 /// midway between where it stands and the step that did not fit) and reopen it: the budget
@@ -183,7 +212,7 @@ fn undo_idle(
         return Ok(None);
     }
     tracing::info!(layer = %eval.targets()[t].name, knob = KINDS[kind], "took back an idle step");
-    accept(eval, ctx, candidate, point, t, &current)?;
+    accept(eval, ctx, candidate, point, &[(t, kind, levels[t][kind] - 1, 0.0)], &current)?;
     Ok(Some((t, kind)))
 }
 
@@ -212,9 +241,9 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let n = ladders.len();
     let mut levels = vec![[0usize; 2]; n];
     let mut closed = vec![[false; 2]; n];
-    let mut damage: Vec<[Option<f64>; 2]> = vec![[None; 2]; n];
-    let mut costs_per_energy: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut damages = Damages { measured: vec![[None; 2]; n], per_energy: [Vec::new(), Vec::new()] };
     let (mut undos, mut frozen) = (0, vec![[false; 2]; n]);
+    let mut bundle = 2;
     loop {
         if ctx.out_of_time() {
             return Ok(Stop::TimeBudget);
@@ -249,15 +278,11 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             if ctx.out_of_time() {
                 return Ok(Stop::TimeBudget);
             }
-            // Unmeasured moves: their energy share times what a unit of it has cost so far.
-            let priority = |m: &Move| {
-                let d = damage[m.target][m.kind].unwrap_or_else(|| m.proxy * median(&costs_per_energy[m.kind]));
-                m.gain / d.max(MIN_DAMAGE)
-            };
             let best = (0..moves.len()).max_by(|&a, &b| {
                 let (ma, mb) = (&moves[a], &moves[b]);
-                priority(ma)
-                    .total_cmp(&priority(mb))
+                damages
+                    .priority(ma)
+                    .total_cmp(&damages.priority(mb))
                     .then(ma.gain.total_cmp(&mb.gain))
                     .then((mb.target, mb.kind).cmp(&(ma.target, ma.kind)))
             });
@@ -271,9 +296,9 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             let candidate = eval.evaluate(&knobs_at(&ladders, &next))?;
             let point = ctx.record(&candidate);
             let m = candidate.metrics;
-            damage[t][kind] = Some(damage_of(ctx, &current, &m));
+            damages.measured[t][kind] = Some(damage_of(&current, &m));
             if moves[best].proxy > 0.0 {
-                costs_per_energy[kind].push(damage_of(ctx, &current, &m) / moves[best].proxy);
+                damages.per_energy[kind].push(damage_of(&current, &m) / moves[best].proxy);
             }
             tracing::info!(
                 layer = %eval.targets()[t].name,
@@ -298,8 +323,8 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             }
             moves[best].measured = Some((candidate, point));
         };
-        let Some(Move { target: t, kind, to, measured: Some((candidate, point)), .. }) = chosen else {
-            if refinements < REFINEMENTS && refine(&mut ladders, &levels, &mut closed, &mut damage, ctx) {
+        let Some(chosen) = chosen else {
+            if refinements < REFINEMENTS && refine(&mut ladders, &levels, &mut closed, &mut damages.measured, ctx) {
                 refinements += 1;
                 continue;
             }
@@ -318,6 +343,10 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                     continue;
                 }
             }
+            let seed = ctx.seed;
+            for (t, kind) in super::local::refine(eval, ctx, seed)? {
+                ctx.limits[t][kind] = Some("set by the refinement".into());
+            }
             for t in 0..n {
                 for kind in 0..2 {
                     if ctx.limits[t][kind].is_none() && levels[t][kind] < ladders[t][kind].len() {
@@ -327,10 +356,81 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             }
             return Ok(Stop::Converged);
         };
-        accept(eval, ctx, candidate, point, t, &current)?;
-        levels[t][kind] = to;
-        tracing::debug!(layer = %eval.targets()[t].name, knob = KINDS[kind], level = levels[t][kind], "accepted");
+        let (candidate, point, taken) =
+            with_companions(eval, ctx, chosen, &moves, (&ladders, &levels), &damages, &mut bundle)?;
+        accept(eval, ctx, candidate, point, &taken, &current)?;
+        for &(t, kind, to, _) in &taken {
+            levels[t][kind] = to;
+            tracing::debug!(layer = %eval.targets()[t].name, knob = KINDS[kind], level = to, "accepted");
+        }
     }
+}
+
+/// The measured `chosen` move, or, if it does better, `chosen` together with up to
+/// `bundle - 1` companions measured as one candidate: on a large model most accepted moves
+/// damage little and the binding resource is shared, so gains of moves on different layers
+/// add up, and one evaluation can take several of them. The bundle size doubles when a
+/// bundle pays and halves when it does not. Returns the candidate, its point and the moves
+/// it takes.
+fn with_companions(
+    eval: &mut Evaluator,
+    ctx: &mut Context,
+    chosen: Move,
+    moves: &[Move],
+    (ladders, levels): (&Ladders, &[[usize; 2]]),
+    damages: &Damages,
+    bundle: &mut usize,
+) -> Result<(Candidate, usize, Vec<Taken>)> {
+    let current = eval.accepted().metrics;
+    let mut taken = vec![(chosen.target, chosen.kind, chosen.to, damages.expected(&chosen))];
+    let floor = COMPANION_RANK * damages.priority(&chosen);
+    let Some((candidate, point)) = chosen.measured else { unreachable!("chosen moves are measured") };
+    let room = 0.5 * POINTS_PER_NAT * (ctx.divergence_limit() - candidate.metrics.divergence);
+    let others = companions(moves, chosen.target, floor, *bundle - 1, room, damages);
+    if others.is_empty() {
+        *bundle = (*bundle + 1).min(MAX_BUNDLE);
+        return Ok((candidate, point, taken));
+    }
+    let mut next = levels.to_vec();
+    next[chosen.target][chosen.kind] = chosen.to;
+    for &i in &others {
+        next[moves[i].target][moves[i].kind] = moves[i].to;
+    }
+    let together = eval.evaluate(&knobs_at(ladders, &next))?;
+    let together_point = ctx.record(&together);
+    let m = together.metrics;
+    tracing::info!(moves = others.len() + 1, gain = gain(&current, &m), divergence = m.divergence, "measured a bundle");
+    if !ctx.within_budget(&m) || gain(&current, &m) <= gain(&current, &candidate.metrics) {
+        *bundle = (*bundle / 2).max(1);
+        return Ok((candidate, point, taken));
+    }
+    *bundle = (*bundle * 2).min(MAX_BUNDLE);
+    taken.extend(others.iter().map(|&i| (moves[i].target, moves[i].kind, moves[i].to, damages.expected(&moves[i]))));
+    Ok((together, together_point, taken))
+}
+
+/// Moves to take together with a move on target `chosen` (indices into `moves`): the
+/// best-ranked others, one per layer, none on `chosen`, each ranked at least `floor`, at
+/// most `count`, whose expected damages add up to at most `room`.
+fn companions(moves: &[Move], chosen: usize, floor: f64, count: usize, room: f64, damages: &Damages) -> Vec<usize> {
+    let mut order: Vec<usize> =
+        (0..moves.len()).filter(|&i| moves[i].target != chosen && damages.priority(&moves[i]) >= floor).collect();
+    order.sort_by(|&a, &b| {
+        let (ma, mb) = (&moves[a], &moves[b]);
+        damages.priority(mb).total_cmp(&damages.priority(ma)).then((ma.target, ma.kind).cmp(&(mb.target, mb.kind)))
+    });
+    let (mut picked, mut used): (Vec<usize>, f64) = (Vec::new(), 0.0);
+    for i in order {
+        let d = damages.expected(&moves[i]);
+        if picked.len() == count || used + d > room {
+            break;
+        }
+        if picked.iter().all(|&p| moves[p].target != moves[i].target) {
+            used += d;
+            picked.push(i);
+        }
+    }
+    picked
 }
 
 /// What a move from `before` to `after` gains: the objective's relative rise or, when the
@@ -347,27 +447,28 @@ fn gain(before: &Metrics, after: &Metrics) -> f64 {
     real.max(toward_next)
 }
 
-/// How much of the budget a move uses up, in points: of the top-1 drop or of the changed
-/// predictions (against their guard), whichever it brings closer to its limit, plus the
-/// divergence from the dense model in points (so that moves that change no prediction on
-/// the calibration set still rank by how much they bend the outputs).
-fn damage_of(ctx: &Context, before: &Metrics, after: &Metrics) -> f64 {
-    let drop = ctx.drop(after) - ctx.drop(before);
-    let changed = (after.disagreement - before.disagreement) / super::CHANGE_GUARD;
-    let _ = drop.max(changed);
+/// How much a move damages the model, in points: its rise of the divergence from the dense
+/// model, scaled. Top-1 and changed predictions move in steps of one image, so most moves
+/// would measure as free or as a whole image; the divergence ranks every move.
+fn damage_of(before: &Metrics, after: &Metrics) -> f64 {
     POINTS_PER_NAT * (after.divergence - before.divergence).max(0.0)
 }
 
+/// Accept `candidate`, which takes the moves `taken` (target, kind, level, expected damage);
+/// its top-1 cost is shared among their layers by expected damage.
 fn accept(
     eval: &mut Evaluator,
     ctx: &mut Context,
     candidate: Candidate,
     point: usize,
-    t: usize,
+    taken: &[Taken],
     before: &Metrics,
 ) -> Result<()> {
     let cost = ctx.drop(&candidate.metrics) - ctx.drop(before);
-    *ctx.costs[t].get_or_insert(0.0) += cost;
+    let total: f64 = taken.iter().map(|m| m.3.max(MIN_DAMAGE)).sum();
+    for &(t, _, _, d) in taken {
+        *ctx.costs[t].get_or_insert(0.0) += cost * d.max(MIN_DAMAGE) / total;
+    }
     ctx.accept(point, &candidate.metrics);
     eval.accept(candidate)
 }
@@ -390,5 +491,18 @@ mod tests {
         assert_eq!(gain(&metrics(100.0, f64::INFINITY), &metrics(100.0, f64::INFINITY)), 0.0);
         assert_eq!(median(&[]), 1.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn companions_are_the_best_ranked_moves_one_per_layer_within_room() {
+        let mv = |target, kind, gain| Move { target, kind, to: 1, gain, proxy: 0.0, measured: None };
+        // Damage 1 everywhere: priority = gain.
+        let damages = Damages { measured: vec![[Some(1.0); 2]; 5], per_energy: [Vec::new(), Vec::new()] };
+        let moves = vec![mv(1, 0, 0.5), mv(1, 1, 0.6), mv(2, 0, 0.1), mv(3, 0, 0.4), mv(4, 1, 0.3), mv(0, 0, 0.9)];
+        // Target 0 is the chosen one's; target 1 once (its best knob); 0.1 ranks below the floor.
+        assert_eq!(companions(&moves, 0, 0.2, 8, 10.0, &damages), vec![1, 3, 4]);
+        assert_eq!(companions(&moves, 0, 0.2, 2, 10.0, &damages), vec![1, 3]);
+        // Room for two moves of damage 1.
+        assert_eq!(companions(&moves, 0, 0.2, 8, 2.0, &damages), vec![1, 3]);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`evaluate`]: what a set of knobs achieves, computed incrementally.
 //! - [`ladder`]: the threshold values each layer's knobs step through.
-//! - `hass`: the default strategy, driven by the hardware model (see its docs).
+//! - `hass`: the default strategy, driven by the hardware model (see its docs), ending with
+//!   `local`, a seeded local search that trades sparsity between layers.
 //! - `global_greedy`: the public predecessor's loop, as a baseline.
 //! - [`pareto`]: every evaluated design, the accuracy-throughput front and its plot.
 //!
@@ -17,6 +18,7 @@ pub mod evaluate;
 mod global_greedy;
 mod hass;
 pub mod ladder;
+mod local;
 pub mod pareto;
 
 use crate::board::Board;
@@ -63,7 +65,7 @@ pub struct SearchOptions {
     pub max_accuracy_drop: f64,
     /// Seed of the search's random choices: which calibration images the hardware
     /// statistics are measured on when there are more than
-    /// [`evaluate::STATISTICS_IMAGES`].
+    /// [`evaluate::STATISTICS_IMAGES`], and the hass strategy's refinement samples.
     pub seed: u64,
     /// Stop after this long and keep the best design found.
     pub time_budget: Option<Duration>,
@@ -194,6 +196,7 @@ pub const DIVERGENCE_GUARD: f64 = 0.02;
 pub(crate) struct Context {
     dense_top1: f64,
     max_drop: f64,
+    seed: u64,
     deadline: Option<Instant>,
     points: Vec<Point>,
     bar: indicatif::ProgressBar,
@@ -209,16 +212,16 @@ impl Context {
         self.dense_top1 - m.top1
     }
 
-    /// Whether `m` is within the accuracy budget: top-1 drop within it, and predictions
-    /// changed (either way) on at most [`CHANGE_GUARD`] times the budget in percent of the
-    /// images.
+    /// Whether `m` is within the accuracy budget: top-1 drop within it, predictions changed
+    /// (either way) on at most [`CHANGE_GUARD`] times the budget in percent of the images,
+    /// and the divergence from the dense model within its guard.
     pub(crate) fn within_budget(&self, m: &Metrics) -> bool {
         self.broken_limits(m).is_empty()
     }
 
     /// The divergence guard: [`DIVERGENCE_GUARD`] per point of budget, and at a budget of 0
     /// that of 0.2 points, so changes that move no prediction can still be taken.
-    fn divergence_limit(&self) -> f64 {
+    pub(crate) fn divergence_limit(&self) -> f64 {
         DIVERGENCE_GUARD * self.max_drop.max(0.2)
     }
 
@@ -324,6 +327,7 @@ pub fn search(
     let mut ctx = Context {
         dense_top1: free.top1,
         max_drop: options.max_accuracy_drop,
+        seed: options.seed,
         deadline: options.time_budget.map(|d| started + d),
         points: Vec::new(),
         bar,
@@ -363,9 +367,11 @@ pub fn search(
             "top-1 agreement with the dense model".into()
         },
         within_budget: format!(
-            "top-1 drop at most {b} points, and predictions changed on at most {g} % of the calibration images",
+            "top-1 drop at most {b} points, predictions changed on at most {g} % of the calibration images, \
+             and mean divergence from the dense model's outputs at most {d:.3} nats",
             b = options.max_accuracy_drop,
-            g = CHANGE_GUARD * options.max_accuracy_drop
+            g = CHANGE_GUARD * options.max_accuracy_drop,
+            d = ctx.divergence_limit()
         ),
         calibration_images: images.batch(),
         evaluations: eval.evaluations,
