@@ -19,6 +19,10 @@
 //!   lazily: the best-ranked move is re-measured in the new state and accepted only if it
 //!   still ranks first (the lazy greedy of submodular maximisation), so each accepted move
 //!   costs about one evaluation rather than one per layer.
+//! - **On large models most moves are small and independent.** The binding resource is
+//!   shared, so the gains of moves on different layers add up: the chosen move is also
+//!   tried together with the next best-ranked moves on other layers, as one evaluation,
+//!   and the bundle is taken when it gains more (its size adapts to how often that pays).
 //! - **The budget is a hard constraint.** A move whose measured top-1 drop exceeds the
 //!   budget is closed for good (pruning more elsewhere never gives accuracy back), and the
 //!   accepted state is always within budget.

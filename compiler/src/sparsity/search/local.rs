@@ -12,10 +12,12 @@
 //! Each sample raises a knob of a layer whose stage binds the interval (sparsity elsewhere
 //! only frees resources the allocator may not be able to use) by a random share of that
 //! layer's weights or inputs, and half the time lowers another knob (gives budget back).
-//! A sample is kept when it is within the budget and scores higher, or scores the same
-//! with less divergence from the dense model (budget freed for the next sample). The
-//! number of samples is fixed and the generator seeded, so the result depends only on the
-//! inputs and the seed.
+//! A sample whose hardware estimate (statistics of the changed layers, no network run)
+//! scores below the accepted design is dropped unevaluated; the others are evaluated and
+//! kept when within the budget and scoring higher, or scoring the same with less
+//! divergence from the dense model (budget freed for the next sample). The numbers of
+//! samples are fixed and the generator seeded, so the result depends only on the inputs
+//! and the seed.
 
 use super::evaluate::Evaluator;
 use super::Context;
@@ -23,8 +25,11 @@ use crate::error::Result;
 use crate::sparsity::Knobs;
 use rand::{RngExt, SeedableRng};
 
-/// Samples evaluated.
-pub const SAMPLES: usize = 48;
+/// Samples evaluated (accuracy and hardware).
+pub const SAMPLES: usize = 32;
+/// Samples drawn at most: one whose hardware estimate (no network run) cannot beat the
+/// accepted design is dropped before it costs an evaluation.
+const DRAWS: usize = 4 * SAMPLES;
 /// A stage binds when its cycles are at least this share of the interval.
 const BINDING_SHARE: f64 = 0.9;
 /// Largest share of a layer's weights or inputs one sample moves a knob by.
@@ -125,8 +130,9 @@ pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Resu
     let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
     let all = knobs(eval);
     let mut changed = Vec::new();
-    for _ in 0..SAMPLES {
-        if ctx.out_of_time() {
+    let mut evaluated = 0;
+    for _ in 0..DRAWS {
+        if evaluated == SAMPLES || ctx.out_of_time() {
             break;
         }
         let current = eval.accepted().metrics;
@@ -155,9 +161,10 @@ pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Resu
                 moved.push((down.target, down.kind));
             }
         }
-        if next == knobs_now {
+        if next == knobs_now || eval.estimate(&next)?.score < current.score * (1.0 - 1e-12) {
             continue;
         }
+        evaluated += 1;
         let candidate = eval.evaluate(&next)?;
         let point = ctx.record(&candidate);
         let m = candidate.metrics;
