@@ -204,6 +204,31 @@ fn search_writes_the_pareto_front_and_a_search_report() {
 }
 
 #[test]
+fn a_sparsity_config_turns_the_search_off_even_when_it_sets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, config) = (dir.path().join("m.hass"), dir.path().join("r.json"), dir.path().join("c.toml"));
+    std::fs::write(&config, "").unwrap();
+    let result = hassc(&[
+        testdata("models/fmnist_cnn_op13.onnx").to_str().unwrap(),
+        "--target",
+        "zcu102",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--calib",
+        testdata("inputs/fmnist_train_500.npy").to_str().unwrap(),
+        "--sparsity-config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(r.get("search").is_none_or(|s| s.is_null()), "{}", r["search"]);
+    assert_eq!(r["sparsity_source"], "measured on 500 calibration images");
+}
+
+#[test]
 fn search_input_errors_are_one_line_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.hass");

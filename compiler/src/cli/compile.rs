@@ -94,12 +94,13 @@ pub struct CompileArgs {
     pareto: Option<PathBuf>,
 }
 
-/// The search to run, if any: explicit knobs mean none; otherwise `hass` by default.
+/// The search to run, if any: explicit knobs mean none (a `--sparsity-config` counts even
+/// when it sets nothing: the user chose the knobs); otherwise `hass` by default.
 fn strategy(args: &CompileArgs, pruning: &SparsityConfig) -> Result<Option<Strategy>> {
     if args.calib.is_none() {
         return Ok(None);
     }
-    match (args.search, pruning.any()) {
+    match (args.search, pruning.any() || args.sparsity_config.is_some()) {
         (Some(Strategy::None), _) => Ok(Some(Strategy::None)),
         (Some(s), true) => anyhow::bail!(
             "--search {} chooses the thresholds itself: drop the pruning and threshold options, or use --search none",
