@@ -95,7 +95,7 @@ def bound_mobilenet(model, tmp, dense_fps, dense_top1):
               if l["op"].startswith("Conv") or l["op"] == "Dense"]
     signed = [n for n in layers if any(k in n for k in ["/stem/", "/expand/expand.0/", "/head/"])]
     config = os.path.join(tmp, "config.json")
-    for s in [0.0, 0.1, 0.2, 0.3]:
+    for s in [0.0, 0.1, 0.2, 0.3, 0.5, 0.8]:
         own = {n: {"weight_sparsity": s} for n in signed if s > 0}
         free = {n: {"weight_sparsity": 0.95, "activation_threshold": 1e9} for n in layers if n not in signed}
         json.dump({"layers": {**free, **own}}, open(config, "w"))
