@@ -254,6 +254,11 @@ impl<'a> Evaluator<'a> {
         &self.targets
     }
 
+    /// Multiply-accumulates a full evaluation runs: every layer on every calibration image.
+    pub fn macs_per_evaluation(&self) -> f64 {
+        self.targets.iter().map(|t| t.macs as f64).sum::<f64>() * self.dense_log_probs.len() as f64
+    }
+
     /// The accepted state.
     pub fn accepted(&self) -> &Candidate {
         &self.state

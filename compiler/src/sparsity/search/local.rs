@@ -15,9 +15,9 @@
 //! A sample whose hardware estimate (statistics of the changed layers, no network run)
 //! scores below the accepted design is dropped unevaluated; the others are evaluated and
 //! kept when within the budget and scoring higher, or scoring the same with less
-//! divergence from the dense model (budget freed for the next sample). The numbers of
-//! samples are fixed and the generator seeded, so the result depends only on the inputs
-//! and the seed.
+//! divergence from the dense model (budget freed for the next sample). The number of
+//! samples follows from the model's size and the generator is seeded, so the result
+//! depends only on the inputs and the seed.
 
 use super::evaluate::Evaluator;
 use super::Context;
@@ -25,11 +25,15 @@ use crate::error::Result;
 use crate::sparsity::Knobs;
 use rand::{RngExt, SeedableRng};
 
-/// Samples evaluated (accuracy and hardware).
+/// Samples evaluated (accuracy and hardware) at most.
 pub const SAMPLES: usize = 32;
-/// Samples drawn at most: one whose hardware estimate (no network run) cannot beat the
-/// accepted design is dropped before it costs an evaluation.
-const DRAWS: usize = 4 * SAMPLES;
+/// ... and at most about this many multiply-accumulates' worth of evaluations, but at
+/// least [`MIN_SAMPLES`]: on an ImageNet-size model each evaluation takes seconds and the
+/// refinement gains least (ResNet-18: +3.7 % from 48 samples, after the greedy's +32 %),
+/// on the small models it is cheap and gains most.
+const SAMPLE_MACS: f64 = 1.5e11;
+/// Samples evaluated at least.
+const MIN_SAMPLES: usize = 8;
 /// A stage binds when its cycles are at least this share of the interval.
 const BINDING_SHARE: f64 = 0.9;
 /// Largest share of a layer's weights or inputs one sample moves a knob by.
@@ -123,16 +127,19 @@ fn knobs(eval: &Evaluator) -> Vec<Knob> {
     out
 }
 
-/// Run [`SAMPLES`] samples from the evaluator's accepted state, seeded by `seed`; returns
-/// the knobs (target, kind) it changed.
+/// Evaluate up to [`SAMPLES`] samples from the evaluator's accepted state, seeded by `seed`;
+/// returns the knobs (target, kind) it changed.
 pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Result<Vec<(usize, usize)>> {
-    let _span = tracing::info_span!("refine", samples = SAMPLES).entered();
+    let samples = ((SAMPLE_MACS / eval.macs_per_evaluation().max(1.0)) as usize).clamp(MIN_SAMPLES, SAMPLES);
+    let _span = tracing::info_span!("refine", samples).entered();
     let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
     let all = knobs(eval);
     let mut changed = Vec::new();
     let mut evaluated = 0;
-    for _ in 0..DRAWS {
-        if evaluated == SAMPLES || ctx.out_of_time() {
+    // A drawn sample whose hardware estimate (no network run) cannot beat the accepted
+    // design is dropped before it costs an evaluation; draws are bounded too.
+    for _ in 0..4 * samples {
+        if evaluated == samples || ctx.out_of_time() {
             break;
         }
         let current = eval.accepted().metrics;
