@@ -168,28 +168,27 @@ fn boards_lists_and_shows_builtins() {
     assert_fails(&hassc(&["boards", "show", "nope"]), &["nope"]);
 }
 
+/// Compile the bundled CNN on zcu102 with the bundled calibration images and `extra`
+/// options into `dir`; returns the report, after checking that hassc succeeded.
+fn compile_calibrated(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let (out, report) = (dir.join("m.hass"), dir.join("r.json"));
+    let model = testdata("models/fmnist_cnn_op13.onnx");
+    let calib = testdata("inputs/fmnist_train_500.npy");
+    let mut args = vec![model.to_str().unwrap(), "--target", "zcu102", "-q", "-o", out.to_str().unwrap()];
+    args.extend_from_slice(&["--report", report.to_str().unwrap(), "--calib", calib.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let result = hassc(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+}
+
 #[test]
 fn search_writes_the_pareto_front_and_a_search_report() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, report, pareto) = (dir.path().join("m.hass"), dir.path().join("r.json"), dir.path().join("front.json"));
-    let result = hassc(&[
-        testdata("models/fmnist_cnn_op13.onnx").to_str().unwrap(),
-        "--target",
-        "zcu102",
-        "-q",
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--calib",
-        testdata("inputs/fmnist_train_500.npy").to_str().unwrap(),
-        "--labels",
-        testdata("inputs/fmnist_train_500_labels.npy").to_str().unwrap(),
-        "--pareto",
-        pareto.to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let pareto = dir.path().join("front.json");
+    let labels = testdata("inputs/fmnist_train_500_labels.npy");
+    let r =
+        compile_calibrated(dir.path(), &["--labels", labels.to_str().unwrap(), "--pareto", pareto.to_str().unwrap()]);
     let search = &r["search"];
     assert_eq!(search["strategy"], "hass");
     assert_eq!(search["calibration_images"], 500);
@@ -206,24 +205,9 @@ fn search_writes_the_pareto_front_and_a_search_report() {
 #[test]
 fn a_sparsity_config_turns_the_search_off_even_when_it_sets_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, report, config) = (dir.path().join("m.hass"), dir.path().join("r.json"), dir.path().join("c.toml"));
+    let config = dir.path().join("c.toml");
     std::fs::write(&config, "").unwrap();
-    let result = hassc(&[
-        testdata("models/fmnist_cnn_op13.onnx").to_str().unwrap(),
-        "--target",
-        "zcu102",
-        "-q",
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--calib",
-        testdata("inputs/fmnist_train_500.npy").to_str().unwrap(),
-        "--sparsity-config",
-        config.to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r = compile_calibrated(dir.path(), &["--sparsity-config", config.to_str().unwrap()]);
     assert!(r.get("search").is_none_or(|s| s.is_null()), "{}", r["search"]);
     assert_eq!(r["sparsity_source"], "measured on 500 calibration images");
 }
