@@ -144,8 +144,6 @@ pub struct Evaluator<'a> {
     estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
-    /// See [`STATISTICS_DRIFT`] (0 in tests that compare with a fresh evaluation).
-    statistics_drift: f64,
 }
 
 fn plan_error(e: hass_runtime::RuntimeError) -> CompileError {
@@ -240,7 +238,6 @@ impl<'a> Evaluator<'a> {
             statistics_images,
             estimates: Default::default(),
             evaluations: 0,
-            statistics_drift: STATISTICS_DRIFT,
         };
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.fronts)?;
@@ -413,7 +410,7 @@ impl<'a> Evaluator<'a> {
             if threshold_changed || !trace.shares(&self.state.trace, input) {
                 let images = sample(&self.plan, target.layer, trace.value(input), self.statistics_images.as_deref());
                 let zeros = zero_share(&images, threshold);
-                if threshold_changed || (zeros - mask_zeros[target.layer]).abs() > self.statistics_drift {
+                if threshold_changed || (zeros - mask_zeros[target.layer]).abs() > STATISTICS_DRIFT {
                     masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, &images)));
                     mask_zeros[target.layer] = zeros;
                     new_masks = true;

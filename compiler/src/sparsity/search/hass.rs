@@ -300,9 +300,10 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
             let candidate = eval.evaluate(&knobs_at(&ladders, &next))?;
             let point = ctx.record(&candidate);
             let m = candidate.metrics;
-            damages.measured[t][kind] = Some(damage_of(&current, &m));
+            let damage = damage_of(&current, &m);
+            damages.measured[t][kind] = Some(damage);
             if moves[best].proxy > 0.0 {
-                damages.per_energy[kind].push(damage_of(&current, &m) / moves[best].proxy);
+                damages.per_energy[kind].push(damage / moves[best].proxy);
             }
             tracing::info!(
                 layer = %eval.targets()[t].name,

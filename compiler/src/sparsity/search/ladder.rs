@@ -15,8 +15,7 @@ const ACTIVATION_SAMPLE: usize = 1 << 20;
 /// Weight thresholds, increasing: at level `k + 1`, `|w| < ladder[k]` prunes about
 /// `WEIGHT_LEVELS[k]` of `weights`. Levels that would prune nothing new are dropped.
 pub fn weight_ladder(weights: &[f32]) -> Vec<f32> {
-    let mut magnitudes: Vec<f32> = weights.iter().map(|w| w.abs()).collect();
-    magnitudes.sort_by(f32::total_cmp);
+    let magnitudes = sorted_magnitudes(weights);
     let n = magnitudes.len();
     let mut ladder: Vec<f32> = Vec::new();
     for s in WEIGHT_LEVELS {
@@ -34,11 +33,8 @@ pub fn weight_ladder(weights: &[f32]) -> Vec<f32> {
 /// the input has negative values, the first level is 0 (every negative value zeroed, which is
 /// a larger change than after a ReLU; the measurement decides whether it is worth it).
 pub fn activation_ladder(input: &[f32]) -> Vec<f32> {
-    let step = input.len().div_ceil(ACTIVATION_SAMPLE).max(1);
-    let sample = input.iter().step_by(step);
     let has_negative = input.iter().any(|&v| v < 0.0);
-    let mut positive: Vec<f32> = sample.filter(|&&v| v > 0.0).copied().collect();
-    positive.sort_by(f32::total_cmp);
+    let positive = sorted_positive(input, ACTIVATION_SAMPLE);
     let mut ladder: Vec<f32> = if has_negative { vec![0.0] } else { Vec::new() };
     for f in ACTIVATION_LEVELS {
         // Values at or below the threshold read as zero: the k-th smallest zeroes k of them.
@@ -49,6 +45,22 @@ pub fn activation_ladder(input: &[f32]) -> Vec<f32> {
         }
     }
     ladder
+}
+
+/// The magnitudes of `weights`, ascending.
+pub fn sorted_magnitudes(weights: &[f32]) -> Vec<f32> {
+    let mut magnitudes: Vec<f32> = weights.iter().map(|w| w.abs()).collect();
+    magnitudes.sort_by(f32::total_cmp);
+    magnitudes
+}
+
+/// The positive values of an evenly strided sample of about `sample` values of `input`,
+/// ascending.
+pub fn sorted_positive(input: &[f32], sample: usize) -> Vec<f32> {
+    let step = input.len().div_ceil(sample).max(1);
+    let mut positive: Vec<f32> = input.iter().step_by(step).filter(|&&v| v > 0.0).copied().collect();
+    positive.sort_by(f32::total_cmp);
+    positive
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! depends only on the inputs and the seed.
 
 use super::evaluate::Evaluator;
+use super::ladder::{sorted_magnitudes, sorted_positive};
 use super::Context;
 use crate::error::Result;
 use crate::sparsity::Knobs;
@@ -107,9 +108,7 @@ fn knobs(eval: &Evaluator) -> Vec<Knob> {
     let accepted = &eval.accepted().knobs;
     let mut out = Vec::new();
     for (t, target) in eval.targets().iter().enumerate() {
-        let mut magnitudes: Vec<f32> = target.weights.iter().map(|w| w.abs()).collect();
-        magnitudes.sort_by(f32::total_cmp);
-        out.push(Knob { target: t, kind: 0, values: magnitudes, floor: None });
+        out.push(Knob { target: t, kind: 0, values: sorted_magnitudes(&target.weights), floor: None });
         if target.reads_image {
             continue;
         }
@@ -118,11 +117,8 @@ fn knobs(eval: &Evaluator) -> Vec<Knob> {
         if has_negative && accepted[t].activation_threshold.is_none() {
             continue;
         }
-        let step = input.len().div_ceil(ACTIVATION_SAMPLE).max(1);
-        let mut positive: Vec<f32> = input.iter().step_by(step).filter(|&&v| v > 0.0).copied().collect();
-        positive.sort_by(f32::total_cmp);
         let floor = has_negative.then_some(0.0);
-        out.push(Knob { target: t, kind: 1, values: positive, floor });
+        out.push(Knob { target: t, kind: 1, values: sorted_positive(input, ACTIVATION_SAMPLE), floor });
     }
     out
 }
