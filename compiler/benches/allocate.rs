@@ -5,10 +5,10 @@
 //! not there are skipped with a message. Run: `cargo bench --bench allocate`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use hassc::alloc::{allocate, Allocator};
 use hassc::board::Board;
 use hassc::design::{network, DesignOptions};
 use hassc::hw::Budget;
-use hassc::search::{allocate, Allocator};
 use std::path::Path;
 
 fn bench(c: &mut Criterion) {

@@ -1,6 +1,7 @@
 //! From a compiled graph to a hardware design: the stages, their sparsity statistics, the
 //! allocation, and what the design achieves. The glue between `hw`, `search` and `backend`.
 
+use crate::alloc::{Allocation, Allocator};
 use crate::board::Board;
 use crate::error::{CompileError, Result};
 use crate::hw::cost::{stage_cost, Folding, Placement};
@@ -9,7 +10,6 @@ use crate::hw::sparse::{deal_snake, LayerSparsity};
 use crate::hw::stage::{stages, StageKind};
 use crate::hw::{Budget, Precision};
 use crate::ir::{Graph, NodeId};
-use crate::search::{Allocation, Allocator};
 use std::collections::{BTreeMap, HashMap};
 
 /// Where the sparsity statistics of the cost model come from.
@@ -33,7 +33,9 @@ pub enum SparsitySource {
     },
 }
 
-/// Everything that shapes a design besides the model and the board.
+/// What shapes a design besides the graph and the board: the allocator, operand widths, the
+/// sparsity statistics and the batch. Pruning and calibration images act on the graph
+/// before a design is made; they travel in [`crate::CompileOptions`].
 #[derive(Clone, Debug)]
 pub struct DesignOptions {
     /// Allocator.
@@ -44,11 +46,6 @@ pub struct DesignOptions {
     pub sparsity: SparsitySource,
     /// Images per batch, for the batched throughput (pipeline fill, reconfiguration).
     pub batch: usize,
-    /// Weight pruning and activation thresholds to apply before anything else.
-    pub pruning: crate::sparsity::SparsityConfig,
-    /// Calibration images (float32 NCHW, normalised as the model expects): when given, the
-    /// sparsity statistics are measured on them.
-    pub calibration: Option<std::sync::Arc<hass_runtime::Tensor>>,
 }
 
 impl Default for DesignOptions {
@@ -58,8 +55,6 @@ impl Default for DesignOptions {
             precision: Precision::default(),
             sparsity: SparsitySource::Dense,
             batch: 256,
-            pruning: Default::default(),
-            calibration: None,
         }
     }
 }
@@ -212,16 +207,16 @@ pub fn design(graph: &Graph, board: &Board, options: &DesignOptions) -> Result<D
 }
 
 /// Allocate an analysed `network` on `board` (the search builds networks without a graph),
-/// with the stages' fronts already built when given (see
-/// [`crate::search::exact::stage_front`]).
+/// with the stages' stage_choices already built when given (see
+/// [`crate::alloc::exact::choices_of_stage`]).
 pub fn from_network_with(
     network: Network,
     board: &Board,
     options: &DesignOptions,
-    fronts: Option<Vec<crate::search::options::Front>>,
+    stage_choices: Option<Vec<crate::alloc::choices::StageChoices>>,
 ) -> Result<Design> {
     let budget = Budget::of(board);
-    let partitions = crate::search::allocate_with(&network, &budget, options.allocator, fronts)?;
+    let partitions = crate::alloc::allocate_with(&network, &budget, options.allocator, stage_choices)?;
     let mut layers = HashMap::new();
     for (p, part) in partitions.iter().enumerate() {
         for (k, choice) in part.choices.iter().enumerate() {

@@ -1,6 +1,8 @@
 //! The compiler library's error type. Variants say whose fault it is: the model's
 //! (`InvalidModel`, `UnsupportedOps`, `Node`, `Shape`), the board file's (`Board`), the
-//! file system's (`Io`), or hassc's own (`Verify`: a pass broke an invariant).
+//! user's options or data (`Options`, `Runtime` for calibration images the model cannot
+//! run), the budget's (`Allocation`), the file system's (`Io`), or hassc's own (`Verify`: a
+//! pass broke an invariant; `Internal`: anything else that should never happen).
 
 use crate::board::BoardError;
 use std::path::PathBuf;
@@ -70,10 +72,27 @@ pub enum CompileError {
     Board(#[from] BoardError),
     /// No design fits the board.
     #[error(transparent)]
-    Allocation(#[from] crate::search::AllocationError),
-    /// A command-line or configuration value is invalid.
+    Allocation(#[from] crate::alloc::AllocationError),
+    /// A command-line or configuration value is invalid, or does not fit the model (labels,
+    /// calibration images of the wrong shape).
     #[error("{0}")]
     Options(String),
+    /// The runtime could not run the compiled model on the given images.
+    #[error(transparent)]
+    Runtime(#[from] hass_runtime::RuntimeError),
+    /// The compiled model could not be written as ONNX.
+    #[error("cannot write the compiled model as ONNX: {0}")]
+    Export(String),
+    /// Something hassc guarantees did not hold: a bug, not the user's input.
+    #[error("internal error: {0}. This is a bug in hassc; please report it with the command that caused it")]
+    Internal(String),
+}
+
+impl CompileError {
+    /// An [`CompileError::Internal`] error.
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        CompileError::Internal(what.into())
+    }
 }
 
 fn list_nodes(nodes: &[UnsupportedNode]) -> String {

@@ -6,12 +6,13 @@
 //!
 //! ```no_run
 //! let board = hassc::board::Board::resolve("u250")?;
-//! let compiled = hassc::compile(std::path::Path::new("model.onnx"), &board, &Default::default())?;
+//! let compiled = hassc::compile(std::path::Path::new("model.onnx"), &board, &hassc::CompileOptions::default())?;
 //! println!("{:.0} images/s", compiled.design.throughput_fps());
 //! std::fs::write("model.hass", &compiled.artifact)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod alloc;
 pub mod backend;
 pub mod board;
 pub mod design;
@@ -28,11 +29,21 @@ pub use error::{CompileError, Result, UnsupportedNode};
 
 /// Import an ONNX model and run the pass pipeline: the graph the backend and reports see.
 pub fn load_model(path: &std::path::Path) -> Result<ir::Graph> {
+    load_model_until(path, passes::PIPELINE.len())
+}
+
+/// Import an ONNX model and run the pipeline up to and including the pass named `stop`
+/// (`import`: none), as `hassc inspect --after` shows it.
+pub fn load_model_after(path: &std::path::Path, stop: &str) -> Result<ir::Graph> {
+    load_model_until(path, passes::passes_through(stop)?)
+}
+
+fn load_model_until(path: &std::path::Path, passes: usize) -> Result<ir::Graph> {
     let mut graph = {
         let _span = tracing::info_span!("import", model = %path.display()).entered();
         frontend::import_file(path)?
     };
-    passes::run_pipeline(&mut graph)?;
+    passes::run_pipeline_until(&mut graph, passes)?;
     Ok(graph)
 }
 
@@ -49,24 +60,36 @@ pub struct Compiled {
 impl Compiled {
     /// The compiled model (pruned and thresholded, if asked) as standard ONNX.
     pub fn to_onnx(&self) -> Result<Vec<u8>> {
-        frontend::export::to_onnx(&self.graph).map_err(CompileError::Options)
+        frontend::export::to_onnx(&self.graph).map_err(CompileError::Export)
     }
+}
+
+/// Everything a compile needs besides the model and the board.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// What shapes the design: allocator, widths, sparsity statistics, batch.
+    pub design: design::DesignOptions,
+    /// Weight pruning and activation thresholds, applied to the graph before anything else.
+    pub pruning: sparsity::SparsityConfig,
+    /// Calibration images (float32 NCHW, normalised as the model expects): when given, the
+    /// sparsity statistics are measured on them, and the sparsity search runs on them.
+    pub calibration: Option<std::sync::Arc<hass_runtime::Tensor>>,
 }
 
 /// Compile `model` for `board`: import, passes, pruning and thresholds, calibration,
 /// allocation, artifact.
-pub fn compile(model: &std::path::Path, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {
+pub fn compile(model: &std::path::Path, board: &board::Board, options: &CompileOptions) -> Result<Compiled> {
     compile_graph(load_model(model)?, board, options)
 }
 
-/// Search per-layer sparsity knobs on the calibration images of `options`
-/// ([`sparsity::search`]), then compile with the knobs it chose, calibrated on the same images.
+/// Search per-layer sparsity knobs on the calibration images of `options` ([`search`]), then
+/// compile with the knobs it chose, calibrated on all the images.
 pub fn compile_searched(
     model: &std::path::Path,
     board: &board::Board,
-    options: &design::DesignOptions,
-    search: &sparsity::search::SearchOptions,
-) -> Result<(Compiled, sparsity::search::SearchResult)> {
+    options: &CompileOptions,
+    search: &search::SearchOptions,
+) -> Result<(Compiled, search::SearchResult)> {
     let graph = load_model(model)?;
     let images = options.calibration.clone().ok_or_else(|| {
         CompileError::Options("the sparsity search needs calibration images: give --calib X.npy".into())
@@ -76,20 +99,15 @@ pub fn compile_searched(
             "the sparsity search chooses the thresholds itself: drop the pruning and threshold options, or use --search none".into(),
         ));
     }
-    let mut result = sparsity::search::search(&graph, board, options, &images, search)?;
-    // The search measured its statistics on a subset of the images; the reported designs
-    // are measured on all of them.
-    let free_zeros = compile_graph(graph.clone(), board, options)?.design.throughput_fps();
-    let options = design::DesignOptions { pruning: result.config.clone(), ..options.clone() };
-    let compiled = compile_graph(graph, board, &options)?;
-    result.summary.free_zeros.throughput_fps = free_zeros;
+    let mut result = search::search(&graph, board, &options.design, &images, search)?;
+    let compiled = compile_graph(graph, board, &CompileOptions { pruning: result.config.clone(), ..options.clone() })?;
     result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
     Ok((compiled, result))
 }
 
 /// Compile a graph fresh from [`load_model`].
-pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &design::DesignOptions) -> Result<Compiled> {
-    let mut options = options.clone();
+pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &CompileOptions) -> Result<Compiled> {
+    let mut design_options = options.design.clone();
     if options.pruning.any() {
         let _span = tracing::info_span!("prune").entered();
         sparsity::prune::apply(&mut graph, &options.pruning)?;
@@ -97,13 +115,13 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &desig
     if let Some(images) = &options.calibration {
         let layers = sparsity::statistics::measured(&graph, board, images)?;
         let source = format!("measured on {} calibration images", images.batch());
-        options.sparsity = design::SparsitySource::Measured { layers, source };
-    } else if options.pruning.any() && options.sparsity == design::SparsitySource::Dense {
+        design_options.sparsity = design::SparsitySource::Measured { layers, source };
+    } else if options.pruning.any() && design_options.sparsity == design::SparsitySource::Dense {
         let layers = sparsity::statistics::from_weights(&graph);
         let source = "pruned weights only (no --calib): activation sparsity not measured".to_string();
-        options.sparsity = design::SparsitySource::Measured { layers, source };
+        design_options.sparsity = design::SparsitySource::Measured { layers, source };
     }
-    let design = design::design(&graph, board, &options)?;
+    let design = design::design(&graph, board, &design_options)?;
     let _span = tracing::info_span!("backend").entered();
     let artifact = backend::emit(&graph, board, &design.layers);
     Ok(Compiled { graph, design, artifact })
@@ -113,6 +131,11 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &desig
 pub(crate) mod testing {
     //! Helpers for unit tests: execute a small IR graph through the real backend and runtime.
     use crate::ir::Graph;
+
+    /// A path under the repository's `testdata/`.
+    pub fn testdata(rel: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+    }
 
     /// Emit `graph`, load it in the runtime and run it on a deterministic input.
     pub fn run_graph(graph: &Graph, seed: u32) -> Vec<f32> {

@@ -2,22 +2,22 @@
 //! budget, the exact allocator never behind the greedy one, assumed sparsity paying off, the
 //! artifact recording the hardware, and budgets too small for any design refused.
 
+mod common;
+
+use common::{hassc, model};
+use hassc::alloc::Allocator;
 use hassc::board::Board;
 use hassc::design::{DesignOptions, SparsitySource};
 use hassc::report::{report, DesignReport};
-use hassc::search::Allocator;
-use std::path::{Path, PathBuf};
+use hassc::CompileOptions;
+use std::path::Path;
 use std::process::Command;
 
 const MODELS: [&str; 3] = ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"];
 
-fn model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/models/{name}.onnx"))
-}
-
-fn compile(name: &str, board: &str, options: DesignOptions) -> (DesignReport, Vec<u8>) {
+fn compile(name: &str, board: &str, design: DesignOptions) -> (DesignReport, Vec<u8>) {
     let board = Board::resolve(board).unwrap();
-    let c = hassc::compile(&model(name), &board, &options).unwrap();
+    let c = hassc::compile(&model(name), &board, &CompileOptions { design, ..Default::default() }).unwrap();
     (report(name, &board, &c.design), c.artifact)
 }
 
@@ -117,10 +117,9 @@ fn artifact_records_each_stage_folding_and_stream_assignment() {
 
 #[test]
 fn every_stage_in_a_small_lut_budget_runs_as_partitions() {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/boards/zcu102.toml")).unwrap();
+    let text = std::fs::read_to_string(common::testdata("boards/zcu102.toml")).unwrap();
     let board = Board::parse(&text.replace("lut = 274080", "lut = 4000"), "small").unwrap();
-    let c = hassc::compile(&model("fmnist_cnn_op13"), &board, &DesignOptions::default()).unwrap();
+    let c = hassc::compile(&model("fmnist_cnn_op13"), &board, &CompileOptions::default()).unwrap();
     let r = report("cnn", &board, &c.design);
     assert!(r.partitions > 1, "{}", r.partitions);
     assert_eq!(r.memory.strategy, "partitioned");
@@ -129,15 +128,10 @@ fn every_stage_in_a_small_lut_budget_runs_as_partitions() {
     assert!(r.resources.lut.used <= 4000.0 * 0.8);
 }
 
-fn hassc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hassc")).args(args).output().unwrap()
-}
-
 #[test]
 fn budgets_too_small_for_any_design_say_what_is_needed() {
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/boards/zcu102.toml")).unwrap();
+    let text = std::fs::read_to_string(common::testdata("boards/zcu102.toml")).unwrap();
     for (file, edited, needle) in [
         ("nodsp.toml", text.replace("dsp = 2520", "dsp = 0"), "needs 1 DSP"),
         ("nobram.toml", text.replace("bram18 = 1824", "bram18 = 1"), "BRAM18"),

@@ -1,14 +1,15 @@
-//! The checked-in artifact `testdata/artifacts/fmnist_cnn_op13.v1.hass` is what this
-//! compiler writes for `fmnist_cnn_op13.onnx` on zcu102, byte for byte. The runtime's tests
-//! load that file, so a format or lowering change shows up here first. After a reviewed,
+//! The checked-in artifact of the current format version,
+//! `testdata/artifacts/fmnist_cnn_op13.v{FORMAT_VERSION}.hass`, is what this compiler writes
+//! for `fmnist_cnn_op13.onnx` on zcu102, byte for byte. The runtime's tests load it (and
+//! every older version's file), so a format or lowering change shows up here first. After a reviewed,
 //! intended change, bless it with `UPDATE_EXPECT=1 cargo test --release --test artifact_snapshot`
 //! (and bump FORMAT_VERSION with a new file name if old runtimes would misread it).
 
-use std::path::Path;
+mod common;
 
 #[test]
 fn compiler_reproduces_the_checked_in_artifact() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
+    let data = common::testdata("");
     let board = hassc::board::Board::resolve("zcu102").unwrap();
     let bytes =
         hassc::compile(&data.join("models/fmnist_cnn_op13.onnx"), &board, &Default::default()).unwrap().artifact;

@@ -1,27 +1,10 @@
 //! The `hassc` command line as a user meets it: outputs, defaults, and every bad input
 //! giving a one-line error, a non-zero exit and no output file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
-}
-
-fn hassc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hassc")).args(args).output().expect("hassc runs")
-}
-
-/// Assert a failure with a single-line message containing every `needle`.
-fn assert_fails(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "error should be one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "missing {n:?} in: {err}");
-    }
-}
+use common::{assert_fails, hassc, testdata};
+use std::path::Path;
 
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> =

@@ -3,6 +3,8 @@
 //! `scripts/make_fmnist_models.py`) within 1e-4 of the output's largest magnitude, and its
 //! top-1 on every image equals the top-1 of the ONNX model run by tract in this test.
 
+mod common;
+
 use hass_runtime::{npy, Tensor};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
@@ -17,7 +19,7 @@ const MODELS: &[&str] = &[
 ];
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
+    common::testdata("")
 }
 
 fn argmax(row: &[f32]) -> usize {

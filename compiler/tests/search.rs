@@ -1,35 +1,19 @@
 //! The sparsity search on a bundled model: deterministic, within its budget, honest about
 //! what it measured, and reproducible from the knobs it reports.
 
-use hass_runtime::Tensor;
+mod common;
+
+use common::{calibration, model};
 use hassc::board::Board;
-use hassc::design::DesignOptions;
-use hassc::sparsity::search::{SearchOptions, SearchResult, Stop, Strategy};
-use hassc::Compiled;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
-}
-
-/// The first `n` bundled calibration images (training split) and their labels.
-fn calibration(n: usize) -> (Arc<Tensor>, Vec<i64>) {
-    let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
-    let per_image: usize = all.shape()[1..].iter().product();
-    let mut shape = all.shape().to_vec();
-    shape[0] = n;
-    let images = Tensor::new(shape, all.data()[..n * per_image].to_vec()).unwrap();
-    let labels = hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap();
-    (Arc::new(images), labels[..n].to_vec())
-}
+use hassc::search::{SearchOptions, SearchResult, Stop, Strategy};
+use hassc::{CompileOptions, Compiled};
 
 fn run(strategy: Strategy, budget: f64, labels: bool, images: usize) -> (Compiled, SearchResult) {
     let (calib, y) = calibration(images);
-    let options = DesignOptions { calibration: Some(calib), ..Default::default() };
+    let options = CompileOptions { calibration: Some(calib), ..Default::default() };
     let search = SearchOptions {
         strategy,
-        objective: hassc::sparsity::search::Objective::Throughput,
+        objective: hassc::search::Objective::Throughput,
         max_accuracy_drop: budget,
         seed: 7,
         time_budget: None,
@@ -37,7 +21,7 @@ fn run(strategy: Strategy, budget: f64, labels: bool, images: usize) -> (Compile
         progress: false,
     };
     let board = Board::resolve("zcu102").unwrap();
-    hassc::compile_searched(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options, &search).unwrap()
+    hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap()
 }
 
 /// The report block as JSON without its one run-dependent figure.
@@ -72,9 +56,9 @@ fn the_chosen_design_is_within_budget_faster_and_reproducible_from_its_knobs() {
     assert_eq!(r.points.len(), s.evaluations + 1);
     // The reported knobs, given back as a config, compile to the very same artifact.
     let (calib, _) = calibration(200);
-    let options = DesignOptions { calibration: Some(calib), pruning: r.config.clone(), ..Default::default() };
+    let options = CompileOptions { calibration: Some(calib), pruning: r.config.clone(), ..Default::default() };
     let board = Board::resolve("zcu102").unwrap();
-    let again = hassc::compile(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options).unwrap();
+    let again = hassc::compile(&model("fmnist_cnn_op13"), &board, &options).unwrap();
     assert_eq!(again.artifact, compiled.artifact);
 }
 
@@ -111,10 +95,10 @@ fn global_greedy_sets_one_threshold_pair_for_every_layer() {
 #[test]
 fn a_spent_time_budget_returns_the_best_design_so_far() {
     let (calib, y) = calibration(50);
-    let options = DesignOptions { calibration: Some(calib), ..Default::default() };
+    let options = CompileOptions { calibration: Some(calib), ..Default::default() };
     let search = SearchOptions {
         strategy: Strategy::Hass,
-        objective: hassc::sparsity::search::Objective::Throughput,
+        objective: hassc::search::Objective::Throughput,
         max_accuracy_drop: 1.0,
         seed: 0,
         time_budget: Some(std::time::Duration::from_nanos(1)),
@@ -122,8 +106,7 @@ fn a_spent_time_budget_returns_the_best_design_so_far() {
         progress: false,
     };
     let board = Board::resolve("zcu102").unwrap();
-    let (compiled, r) =
-        hassc::compile_searched(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options, &search).unwrap();
+    let (compiled, r) = hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap();
     assert_eq!(r.summary.stopped, Stop::TimeBudget);
     assert!(r.config.layers.is_empty(), "nothing was accepted in no time");
     assert_eq!(compiled.design.throughput_fps(), r.summary.free_zeros.throughput_fps);

@@ -1,42 +1,31 @@
 //! Pruning, activation thresholds and calibration on the bundled models: the knobs do what
 //! they say, the measured statistics are well formed, and they reach the hardware model.
 
+mod common;
+
+use common::{test_images as images, testdata};
 use hassc::board::Board;
-use hassc::design::DesignOptions;
 use hassc::report::{report, DesignReport};
-use hassc::sparsity::{Knobs, SparsityConfig};
-use std::path::{Path, PathBuf};
+use hassc::sparsity::{LayerKnobs, SparsityConfig};
+use hassc::CompileOptions;
 use std::sync::Arc;
 
-fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
-}
-
-/// The first `n` bundled test images (the tests' calibration set).
-fn images(n: usize) -> Arc<hass_runtime::Tensor> {
-    let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_test_1000.npy")).unwrap();
-    let per: usize = all.shape()[1..].iter().product();
-    let mut shape = all.shape().to_vec();
-    shape[0] = n;
-    Arc::new(hass_runtime::Tensor::new(shape, all.data()[..n * per].to_vec()).unwrap())
-}
-
-fn compile(model: &str, options: DesignOptions) -> (DesignReport, hassc::Compiled) {
+fn compile(model: &str, options: CompileOptions) -> (DesignReport, hassc::Compiled) {
     let board = Board::resolve("zcu102").unwrap();
-    let c = hassc::compile(&testdata(&format!("models/{model}.onnx")), &board, &options).unwrap();
+    let c = hassc::compile(&common::model(model), &board, &options).unwrap();
     (report(model, &board, &c.design), c)
 }
 
 fn knobs(weight_sparsity: f64, activation_threshold: Option<f32>) -> SparsityConfig {
     SparsityConfig {
-        global: Knobs { weight_sparsity: Some(weight_sparsity), activation_threshold, ..Knobs::default() },
+        global: LayerKnobs { weight_sparsity: Some(weight_sparsity), activation_threshold, ..LayerKnobs::default() },
         ..SparsityConfig::default()
     }
 }
 
 #[test]
 fn weight_sparsity_prunes_that_fraction_of_every_layer() {
-    let (r, _) = compile("fmnist_resnet_op13", DesignOptions { pruning: knobs(0.7, None), ..Default::default() });
+    let (r, _) = compile("fmnist_resnet_op13", CompileOptions { pruning: knobs(0.7, None), ..Default::default() });
     assert!(r.sparsity_source.contains("no --calib"), "{}", r.sparsity_source);
     for l in r.layers.iter().filter(|l| l.product_sparsity.is_some()) {
         let w = l.weight_sparsity.unwrap();
@@ -47,8 +36,8 @@ fn weight_sparsity_prunes_that_fraction_of_every_layer() {
 
 #[test]
 fn calibration_measures_well_formed_statistics_that_raise_throughput() {
-    let (dense, _) = compile("fmnist_mobilenet_op13", DesignOptions::default());
-    let options = DesignOptions { pruning: knobs(0.7, None), calibration: Some(images(64)), ..Default::default() };
+    let (dense, _) = compile("fmnist_mobilenet_op13", CompileOptions::default());
+    let options = CompileOptions { pruning: knobs(0.7, None), calibration: Some(images(64)), ..Default::default() };
     let (r, c) = compile("fmnist_mobilenet_op13", options);
     assert_eq!(r.sparsity_source, "measured on 64 calibration images");
     assert!(r.throughput_fps > 1.5 * dense.throughput_fps, "{} vs {}", r.throughput_fps, dense.throughput_fps);
@@ -73,7 +62,7 @@ fn calibration_measures_well_formed_statistics_that_raise_throughput() {
 #[test]
 fn activation_thresholds_zero_more_inputs_but_not_the_image() {
     let run = |t: Option<f32>| {
-        let options = DesignOptions { pruning: knobs(0.0, t), calibration: Some(images(16)), ..Default::default() };
+        let options = CompileOptions { pruning: knobs(0.0, t), calibration: Some(images(16)), ..Default::default() };
         compile("fmnist_cnn_op13", options).0
     };
     let (plain, thresholded) = (run(None), run(Some(0.5)));
@@ -89,13 +78,13 @@ fn config_file_layers_must_exist_and_override_the_flags() {
     let first = hassc::report::summarize(&graph).layers[0].name.clone();
     let text = format!("weight_sparsity = 0.5\n[layers.\"{first}\"]\nweight_sparsity = 0.9\n");
     let config = SparsityConfig::parse(&text, false).unwrap();
-    let (r, _) = compile("fmnist_cnn_op13", DesignOptions { pruning: config, ..Default::default() });
+    let (r, _) = compile("fmnist_cnn_op13", CompileOptions { pruning: config, ..Default::default() });
     assert!((r.layers[0].weight_sparsity.unwrap() - 0.9).abs() < 0.01);
     assert!((r.layers[2].weight_sparsity.unwrap() - 0.5).abs() < 0.01);
 
     let bad = SparsityConfig::parse("[layers.\"nope\"]\nweight_sparsity = 0.5\n", false).unwrap();
     let board = Board::resolve("zcu102").unwrap();
-    let options = DesignOptions { pruning: bad, ..Default::default() };
+    let options = CompileOptions { pruning: bad, ..Default::default() };
     let err = hassc::compile(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options).err().unwrap().to_string();
     assert!(err.contains("\"nope\"") && err.contains(&first), "{err}");
     assert!(SparsityConfig::parse("weight_sparsity = 0.5\nunknown = 1\n", false).is_err());
@@ -122,7 +111,7 @@ fn tract_outputs(bytes: &[u8], x: &hass_runtime::Tensor) -> Vec<f32> {
 fn emitted_onnx_of_the_pruned_thresholded_model_runs_in_tract_like_the_artifact() {
     let x = images(100);
     for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
-        let options = DesignOptions { pruning: knobs(0.7, Some(0.05)), ..Default::default() };
+        let options = CompileOptions { pruning: knobs(0.7, Some(0.05)), ..Default::default() };
         let (_, c) = compile(model, options);
         let ours = hass_runtime::run(&hass_runtime::load_bytes(&c.artifact).unwrap(), &x).unwrap().remove(0);
         let reference = tract_outputs(&c.to_onnx().unwrap(), &x);
@@ -135,7 +124,7 @@ fn emitted_onnx_of_the_pruned_thresholded_model_runs_in_tract_like_the_artifact(
 #[test]
 fn emitted_onnx_of_the_unpruned_model_reproduces_the_golden_outputs() {
     let x = images(100);
-    let (_, c) = compile("fmnist_mobilenet_op13", DesignOptions::default());
+    let (_, c) = compile("fmnist_mobilenet_op13", CompileOptions::default());
     let reference = tract_outputs(&c.to_onnx().unwrap(), &x);
     let golden = hass_runtime::npy::read_f32(&testdata("golden/fmnist_mobilenet_op13.npy")).unwrap();
     let scale = golden.data().iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -146,18 +135,14 @@ fn emitted_onnx_of_the_unpruned_model_reproduces_the_golden_outputs() {
 
 /// Images `start..start + n` of the bundled test set.
 fn image_range(start: usize, n: usize) -> hass_runtime::Tensor {
-    let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_test_1000.npy")).unwrap();
-    let per: usize = all.shape()[1..].iter().product();
-    let mut shape = all.shape().to_vec();
-    shape[0] = n;
-    hass_runtime::Tensor::new(shape, all.data()[start * per..(start + n) * per].to_vec()).unwrap()
+    common::image_range("inputs/fmnist_test_1000.npy", start, n)
 }
 
 #[test]
 fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
     for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
         // Calibrate on one set of images, simulate on another.
-        let options = DesignOptions {
+        let options = CompileOptions {
             pruning: knobs(0.7, None),
             calibration: Some(Arc::new(image_range(0, 64))),
             ..Default::default()
@@ -176,7 +161,7 @@ fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
         let err = (r.throughput_fps / sim.throughput_fps - 1.0).abs();
         assert!(err <= 0.03, "{model}: model {} vs simulated {} images/s", r.throughput_fps, sim.throughput_fps);
         // The sparse design really is faster than dense in simulation too.
-        let (dense, _) = compile(model, DesignOptions::default());
+        let (dense, _) = compile(model, CompileOptions::default());
         assert!(sim.throughput_fps > dense.throughput_fps, "{model}");
     }
 }
@@ -184,7 +169,7 @@ fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
 #[test]
 fn zero_skipping_kernels_compute_what_the_dense_ones_do() {
     for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
-        let options = DesignOptions { pruning: knobs(0.9, Some(0.05)), ..Default::default() };
+        let options = CompileOptions { pruning: knobs(0.9, Some(0.05)), ..Default::default() };
         let (_, c) = compile(model, options);
         let sparse_plan = hass_runtime::load_bytes(&c.artifact).unwrap();
         let mut dense_plan = sparse_plan.clone();

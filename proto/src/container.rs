@@ -124,8 +124,25 @@ pub fn encode(schedule: &Schedule, weights: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A checked container: its format version, the decoded schedule and the weights bytes.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// Format version the file was written with (between [`MIN_FORMAT_VERSION`] and
+    /// [`FORMAT_VERSION`]).
+    pub version: u32,
+    /// The SCHEDULE section.
+    pub schedule: Schedule,
+    /// The WEIGHTS section, which the schedule's `WeightRef`s point into.
+    pub weights: &'a [u8],
+}
+
 /// Check and split container bytes into the decoded schedule and the weights bytes.
 pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
+    open(bytes).map(|d| (d.schedule, d.weights))
+}
+
+/// Check container bytes and decode them, keeping the format version.
+pub fn open(bytes: &[u8]) -> Result<Decoded<'_>, ContainerError> {
     let available = bytes.len() as u64;
     let need = |what, needed: usize| {
         if bytes.len() < needed {
@@ -198,7 +215,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Schedule, &[u8]), ContainerError> {
     }
     let schedule = schedule.ok_or_else(|| ContainerError::BadTable("no schedule section".into()))?;
     let weights = weights.ok_or_else(|| ContainerError::BadTable("no weights section".into()))?;
-    Ok((Schedule::decode(schedule)?, weights))
+    Ok(Decoded { version, schedule: Schedule::decode(schedule)?, weights })
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {

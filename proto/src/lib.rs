@@ -4,8 +4,12 @@
 //! [`Schedule`] (protobuf, generated from `schema/artifact.proto`) and the raw
 //! little-endian weights that the schedule's [`WeightRef`]s point into.
 //!
+//! Besides the bytes, the contract holds what both sides must compute alike: the meaning of
+//! the activations, pooling and element-wise kinds ([`semantics`]) and the output sizes of
+//! windowed ops ([`geometry`]).
+//!
 //! This crate knows nothing of ONNX, of the IR, of boards beyond their figures, or of how
-//! layers are executed: it encodes, decodes and checks integrity.
+//! layers are executed: it encodes, decodes, checks integrity and defines.
 
 #[allow(missing_docs)]
 mod generated {
@@ -14,8 +18,10 @@ mod generated {
 
 pub mod container;
 pub mod encoding;
+pub mod geometry;
+pub mod semantics;
 pub mod weights;
 
-pub use container::{decode, encode, ContainerError, FORMAT_VERSION, MAGIC, MIN_FORMAT_VERSION};
+pub use container::{decode, encode, open, ContainerError, Decoded, FORMAT_VERSION, MAGIC, MIN_FORMAT_VERSION};
 pub use generated::*;
 pub use weights::WeightsWriter;

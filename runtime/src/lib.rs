@@ -13,12 +13,12 @@
 
 mod error;
 pub mod exec;
-pub mod geometry;
 pub mod kernels;
 pub mod load;
 pub mod npy;
 pub mod plan;
 pub mod sim;
+pub mod sparse_rows;
 pub mod stats;
 mod tensor;
 pub mod trace;

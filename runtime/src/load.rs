@@ -2,11 +2,11 @@
 //! damaged or hand-edited artifact is a [`RuntimeError`], never a panic in a kernel.
 
 use crate::error::invalid;
-use crate::geometry::{broadcast_shapes, window_output_len};
-use crate::kernels::sparse::SparseRows;
 use crate::plan::{Activation, Conv, Dense, EltwiseKind, Hardware, Layer, Op, Plan, Pool, PoolKind};
+use crate::sparse_rows::SparseRows;
 use crate::RuntimeError;
 use hass_proto as pb;
+use hass_proto::geometry::{broadcast_shapes, window_output_len};
 
 /// Largest per-image tensor the runtime accepts (values), against absurd shapes.
 const MAX_VALUES_PER_IMAGE: usize = 1 << 30;
@@ -186,143 +186,296 @@ fn window(
     }
 }
 
-fn lower_op(
-    name: &str,
-    op: &pb::layer::Op,
-    ins: &[&[usize]],
-    declared: &[usize],
-    weights: &[u8],
-) -> Result<(Op, Vec<usize>), RuntimeError> {
+/// A lowered layer and the per-image output shape its inputs give.
+type Lowered = Result<(Op, Vec<usize>), RuntimeError>;
+
+/// What lowering one layer reads.
+struct LayerIn<'a> {
+    /// The layer's name, for errors.
+    name: &'a str,
+    /// Per-image shapes of its inputs.
+    ins: &'a [&'a [usize]],
+    /// Its declared per-image output shape.
+    declared: &'a [usize],
+    /// The artifact's weights section.
+    weights: &'a [u8],
+}
+
+/// Check one layer's operation against its input shapes and declared output, and decode
+/// its weights: one function per layer kind below.
+fn lower_op(name: &str, op: &pb::layer::Op, ins: &[&[usize]], declared: &[usize], weights: &[u8]) -> Lowered {
     use pb::layer::Op as P;
-    Ok(match op {
-        P::Conv(c) => {
-            arity(name, ins, 1)?;
-            let [c_in, h, w] = chw(name, ins[0])?;
-            let kernel = pair(name, "kernel", &c.kernel)?;
-            let stride = pair(name, "stride", &c.stride)?;
-            let dilation = pair(name, "dilation", &c.dilation)?;
-            let pads = pads(name, &c.pads)?;
-            let groups = c.groups as usize;
-            let c_out = *declared.first().unwrap_or(&0);
-            if groups == 0 || c_in % groups != 0 || !c_out.is_multiple_of(groups) {
-                return Err(invalid(name, format!("groups {groups} must divide C_in {c_in} and C_out {c_out}")));
-            }
-            let weight =
-                weights_f32(name, "weight", c.weight.as_ref(), &[c_out, c_in / groups, kernel[0], kernel[1]], weights)?;
-            let bias = weights_f32(name, "bias", c.bias.as_ref(), &[c_out], weights)?;
-            let [oh, ow] = window(name, [h, w], kernel, stride, dilation, pads, false)?;
-            let activation = activation(name, c.activation.as_ref())?;
-            let input_threshold = finite_threshold(name, c.input_threshold)?;
+    let l = &LayerIn { name, ins, declared, weights };
+    match op {
+        P::Conv(x) => lower_conv(l, x),
+        P::Dense(x) => lower_dense(l, x),
+        P::Pool(x) => lower_pool(l, x),
+        P::GlobalAveragePool(x) => lower_global_average_pool(l, x),
+        P::Eltwise(x) => lower_eltwise(l, x),
+        P::ScaleShift(x) => lower_scale_shift(l, x),
+        P::Activation(x) => lower_activation_layer(l, x),
+        P::Concat(x) => lower_concat(l, x),
+        P::Reshape(x) => lower_reshape(l, x),
+    }
+}
+
+fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let [c_in, h, w] = chw(l.name, l.ins[0])?;
+    let kernel = pair(l.name, "kernel", &c.kernel)?;
+    let stride = pair(l.name, "stride", &c.stride)?;
+    let dilation = pair(l.name, "dilation", &c.dilation)?;
+    let pads = pads(l.name, &c.pads)?;
+    let groups = c.groups as usize;
+    let c_out = *l.declared.first().unwrap_or(&0);
+    if groups == 0 || c_in % groups != 0 || !c_out.is_multiple_of(groups) {
+        return Err(invalid(l.name, format!("groups {groups} must divide C_in {c_in} and C_out {c_out}")));
+    }
+    let weight =
+        weights_f32(l.name, "weight", c.weight.as_ref(), &[c_out, c_in / groups, kernel[0], kernel[1]], l.weights)?;
+    let bias = weights_f32(l.name, "bias", c.bias.as_ref(), &[c_out], l.weights)?;
+    let [oh, ow] = window(l.name, [h, w], kernel, stride, dilation, pads, false)?;
+    let activation = activation(l.name, c.activation.as_ref())?;
+    let input_threshold = finite_threshold(l.name, c.input_threshold)?;
+    Ok((
+        Op::Conv(Conv {
+            sparse_weight: SparseRows::from_dense(&weight, c_out),
+            weight,
+            bias,
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            dilation,
+            pads,
+            groups,
+            activation,
+            input_threshold,
+        }),
+        vec![c_out, oh, ow],
+    ))
+}
+
+fn lower_dense(l: &LayerIn, d: &pb::Dense) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let &[inputs] = l.ins[0] else {
+        return Err(invalid(l.name, format!("needs a flat input, got {:?}", l.ins[0])));
+    };
+    let outputs = *l.declared.first().unwrap_or(&0);
+    let weight = weights_f32(l.name, "weight", d.weight.as_ref(), &[outputs, inputs], l.weights)?;
+    let bias = weights_f32(l.name, "bias", d.bias.as_ref(), &[outputs], l.weights)?;
+    let activation = activation(l.name, d.activation.as_ref())?;
+    let input_threshold = finite_threshold(l.name, d.input_threshold)?;
+    let sparse_weight = SparseRows::from_dense(&weight, outputs);
+    Ok((Op::Dense(Dense { weight, bias, inputs, outputs, activation, input_threshold, sparse_weight }), vec![outputs]))
+}
+
+fn lower_pool(l: &LayerIn, p: &pb::Pool) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let [c, h, w] = chw(l.name, l.ins[0])?;
+    let kind = match pb::PoolKind::try_from(p.kind) {
+        Ok(pb::PoolKind::Max) => PoolKind::Max,
+        Ok(pb::PoolKind::Average) => PoolKind::Average,
+        _ => return Err(invalid(l.name, format!("unknown pool kind {}", p.kind))),
+    };
+    let pool = Pool {
+        kind,
+        kernel: pair(l.name, "kernel", &p.kernel)?,
+        stride: pair(l.name, "stride", &p.stride)?,
+        dilation: pair(l.name, "dilation", &p.dilation)?,
+        pads: pads(l.name, &p.pads)?,
+        ceil_mode: p.ceil_mode,
+        count_include_pad: p.count_include_pad,
+    };
+    let [oh, ow] = window(l.name, [h, w], pool.kernel, pool.stride, pool.dilation, pool.pads, pool.ceil_mode)?;
+    Ok((Op::Pool(pool), vec![c, oh, ow]))
+}
+
+fn lower_global_average_pool(l: &LayerIn, _: &pb::GlobalAveragePool) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let [c, _, _] = chw(l.name, l.ins[0])?;
+    let out = if l.declared.len() == 1 { vec![c] } else { vec![c, 1, 1] };
+    Ok((Op::GlobalAveragePool, out))
+}
+
+fn lower_eltwise(l: &LayerIn, e: &pb::Eltwise) -> Lowered {
+    arity(l.name, l.ins, 2)?;
+    let kind = match pb::EltwiseKind::try_from(e.kind) {
+        Ok(pb::EltwiseKind::Add) => EltwiseKind::Add,
+        Ok(pb::EltwiseKind::Mul) => EltwiseKind::Mul,
+        _ => return Err(invalid(l.name, format!("unknown element-wise kind {}", e.kind))),
+    };
+    let out = broadcast_shapes(l.ins[0], l.ins[1])
+        .ok_or_else(|| invalid(l.name, format!("cannot broadcast {:?} with {:?}", l.ins[0], l.ins[1])))?;
+    Ok((Op::Eltwise { kind, activation: activation(l.name, e.activation.as_ref())? }, out))
+}
+
+fn lower_scale_shift(l: &LayerIn, s: &pb::ScaleShift) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let c = *l.ins[0].first().ok_or_else(|| invalid(l.name, "needs a channel axis"))?;
+    let scale = weights_f32(l.name, "scale", s.scale.as_ref(), &[c], l.weights)?;
+    let shift = weights_f32(l.name, "shift", s.shift.as_ref(), &[c], l.weights)?;
+    let activation = activation(l.name, s.activation.as_ref())?;
+    Ok((Op::ScaleShift { scale, shift, activation }, l.ins[0].to_vec()))
+}
+
+fn lower_activation_layer(l: &LayerIn, a: &pb::Activation) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let act = activation(l.name, Some(a))?.ok_or_else(|| invalid(l.name, "activation of unknown kind"))?;
+    Ok((Op::Activation(act), l.ins[0].to_vec()))
+}
+
+fn lower_concat(l: &LayerIn, _: &pb::Concat) -> Lowered {
+    if l.ins.is_empty() {
+        return Err(invalid(l.name, "concatenates nothing"));
+    }
+    let [_, h, w] = chw(l.name, l.ins[0])?;
+    let mut channels = 0;
+    for s in l.ins {
+        let [c, h2, w2] = chw(l.name, s)?;
+        if (h2, w2) != (h, w) {
+            return Err(invalid(l.name, format!("inputs differ in H x W: {:?}", l.ins)));
+        }
+        channels += c;
+    }
+    Ok((Op::Concat, vec![channels, h, w]))
+}
+
+fn lower_reshape(l: &LayerIn, _: &pb::Reshape) -> Lowered {
+    arity(l.name, l.ins, 1)?;
+    let from: usize = l.ins[0].iter().product();
+    let to: usize = l.declared.iter().product();
+    if from != to {
+        return Err(invalid(
+            l.name,
+            format!("reshapes {:?} ({from} values) to {:?} ({to} values)", l.ins[0], l.declared),
+        ));
+    }
+    Ok((Op::Reshape, l.declared.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each check of the loader, one broken field at a time, on a small schedule built by
+    //! hand: input `[2, 4, 4]` -> 3x3 conv (pad 1) to 3 channels -> reshape to 48 -> dense 5.
+    use super::*;
+
+    fn folding() -> pb::Folding {
+        pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1, spatial: 1, ..Default::default() }
+    }
+
+    fn tensor(shape: &[u32]) -> Option<pb::TensorType> {
+        Some(pb::TensorType { shape: shape.to_vec(), dtype: pb::DataType::F32 as i32 })
+    }
+
+    /// The valid schedule and its weights section.
+    fn valid() -> (pb::Schedule, Vec<u8>) {
+        let mut w = hass_proto::WeightsWriter::default();
+        let conv = pb::Conv {
+            weight: Some(w.push_f32(&[3, 2, 3, 3], &[0.5; 54])),
+            bias: Some(w.push_f32(&[3], &[0.0; 3])),
+            kernel: vec![3, 3],
+            stride: vec![1, 1],
+            dilation: vec![1, 1],
+            pads: vec![1; 4],
+            groups: 1,
+            activation: None,
+            input_threshold: None,
+        };
+        let dense = pb::Dense {
+            weight: Some(w.push_f32(&[5, 48], &[0.25; 240])),
+            bias: Some(w.push_f32(&[5], &[1.0; 5])),
+            activation: None,
+            input_threshold: None,
+        };
+        use pb::layer::Op as P;
+        let layer = |name: &str, inputs: u32, output: &[u32], op: P| pb::Layer {
+            name: name.into(),
+            inputs: vec![inputs],
+            output: tensor(output),
+            folding: Some(folding()),
+            op: Some(op),
+        };
+        let schedule = pb::Schedule {
+            model: "m".into(),
+            input: tensor(&[2, 4, 4]),
+            layers: vec![
+                layer("conv", 0, &[3, 4, 4], P::Conv(conv)),
+                layer("flat", 1, &[48], P::Reshape(pb::Reshape {})),
+                layer("fc", 2, &[5], P::Dense(dense)),
+            ],
+            outputs: vec![3],
+            ..Default::default()
+        };
+        (schedule, w.into_bytes())
+    }
+
+    fn load(schedule: &pb::Schedule, weights: &[u8]) -> Result<Plan, RuntimeError> {
+        load_bytes(&hass_proto::encode(schedule, weights))
+    }
+
+    fn conv(s: &mut pb::Schedule) -> &mut pb::Conv {
+        match s.layers[0].op.as_mut() {
+            Some(pb::layer::Op::Conv(c)) => c,
+            _ => unreachable!("layer 0 is the conv"),
+        }
+    }
+
+    #[test]
+    fn the_valid_schedule_loads_and_runs() {
+        let (s, w) = valid();
+        let plan = load(&s, &w).unwrap();
+        assert_eq!(plan.layers.len(), 3);
+        let out = crate::run(&plan, &crate::Tensor::new(vec![1, 2, 4, 4], vec![1.0; 32]).unwrap()).unwrap();
+        assert_eq!(out[0].shape(), &[1, 5]);
+    }
+
+    #[test]
+    fn every_inconsistency_is_named_with_its_layer() {
+        type Break = fn(&mut pb::Schedule, &mut Vec<u8>);
+        let cases: &[(&str, Break, &str)] = &[
+            ("no input type", |s, _| s.input = None, "no input type"),
+            ("empty input", |s, _| s.input = tensor(&[2, 0, 4]), "is empty or too large"),
+            ("huge input", |s, _| s.input = tensor(&[1 << 16, 1 << 16, 4]), "is empty or too large"),
+            ("reads ahead", |s, _| s.layers[0].inputs = vec![2], "reads value 2, which is not computed before it"),
+            ("no op", |s, _| s.layers[1].op = None, "no operation"),
+            ("no output type", |s, _| s.layers[0].output = None, "no output type"),
+            ("wrong output", |s, _| s.layers[0].output = tensor(&[3, 5, 4]), "declares output [3, 5, 4]"),
+            ("outputs", |s, _| s.outputs = vec![9], "do not name computed values"),
+            ("no folding", |s, _| s.layers[0].folding = None, "no folding record"),
+            ("zero factor", |s, _| s.layers[0].folding.as_mut().unwrap().fine = 0, "folding factors must be positive"),
             (
-                Op::Conv(Conv {
-                    sparse_weight: SparseRows::from_dense(&weight, c_out),
-                    weight,
-                    bias,
-                    c_in,
-                    c_out,
-                    kernel,
-                    stride,
-                    dilation,
-                    pads,
-                    groups,
-                    activation,
-                    input_threshold,
-                }),
-                vec![c_out, oh, ow],
-            )
-        }
-        P::Dense(d) => {
-            arity(name, ins, 1)?;
-            let &[inputs] = ins[0] else {
-                return Err(invalid(name, format!("needs a flat input, got {:?}", ins[0])));
-            };
-            let outputs = *declared.first().unwrap_or(&0);
-            let weight = weights_f32(name, "weight", d.weight.as_ref(), &[outputs, inputs], weights)?;
-            let bias = weights_f32(name, "bias", d.bias.as_ref(), &[outputs], weights)?;
-            let activation = activation(name, d.activation.as_ref())?;
-            let input_threshold = finite_threshold(name, d.input_threshold)?;
-            let sparse_weight = SparseRows::from_dense(&weight, outputs);
+                "stream map",
+                |s, _| s.layers[0].folding.as_mut().unwrap().channel_stream = vec![0, 1],
+                "channel-to-stream map does not fit the folding",
+            ),
+            ("kernel", |s, _| conv(s).kernel = vec![3], "kernel must be two positive values"),
+            ("pads", |s, _| conv(s).pads = vec![1, 1], "pads must be four values"),
+            ("groups", |s, _| conv(s).groups = 2, "groups 2 must divide C_in 2 and C_out 3"),
+            ("window", |s, _| conv(s).pads = vec![0; 4], "declares output [3, 4, 4] but its inputs give [3, 2, 2]"),
+            ("weight shape", |s, _| conv(s).weight.as_mut().unwrap().shape = vec![3, 2, 9], "weight has shape"),
+            ("no bias", |s, _| conv(s).bias = None, "missing bias"),
             (
-                Op::Dense(Dense { weight, bias, inputs, outputs, activation, input_threshold, sparse_weight }),
-                vec![outputs],
-            )
+                "weights outside",
+                |s, _| conv(s).weight.as_mut().unwrap().byte_offset = 1 << 40,
+                "weight lies outside the weights section",
+            ),
+            ("encoding", |s, _| conv(s).weight.as_mut().unwrap().encoding = 9, "weight has unknown encoding 9"),
+            ("threshold", |s, _| conv(s).input_threshold = Some(f32::NAN), "input threshold NaN is not finite"),
+            (
+                "activation",
+                |s, _| conv(s).activation = Some(pb::Activation { kind: None }),
+                "activation of unknown kind",
+            ),
+            ("reshape", |s, _| s.layers[1].output = tensor(&[47]), "reshapes [3, 4, 4] (48 values) to [47]"),
+            ("dense input", |s, _| s.layers[2].inputs = vec![1], "needs a flat input"),
+            ("truncated weights", |_, w| w.truncate(100), "lies outside the weights section"),
+        ];
+        for (case, break_it, expected) in cases {
+            let (mut s, mut w) = valid();
+            break_it(&mut s, &mut w);
+            let err = load(&s, &w).expect_err(case).to_string();
+            assert!(err.contains(expected), "{case}: {err}");
         }
-        P::Pool(p) => {
-            arity(name, ins, 1)?;
-            let [c, h, w] = chw(name, ins[0])?;
-            let kind = match pb::PoolKind::try_from(p.kind) {
-                Ok(pb::PoolKind::Max) => PoolKind::Max,
-                Ok(pb::PoolKind::Average) => PoolKind::Average,
-                _ => return Err(invalid(name, format!("unknown pool kind {}", p.kind))),
-            };
-            let pool = Pool {
-                kind,
-                kernel: pair(name, "kernel", &p.kernel)?,
-                stride: pair(name, "stride", &p.stride)?,
-                dilation: pair(name, "dilation", &p.dilation)?,
-                pads: pads(name, &p.pads)?,
-                ceil_mode: p.ceil_mode,
-                count_include_pad: p.count_include_pad,
-            };
-            let [oh, ow] = window(name, [h, w], pool.kernel, pool.stride, pool.dilation, pool.pads, pool.ceil_mode)?;
-            (Op::Pool(pool), vec![c, oh, ow])
-        }
-        P::GlobalAveragePool(_) => {
-            arity(name, ins, 1)?;
-            let [c, _, _] = chw(name, ins[0])?;
-            let out = if declared.len() == 1 { vec![c] } else { vec![c, 1, 1] };
-            (Op::GlobalAveragePool, out)
-        }
-        P::Eltwise(e) => {
-            arity(name, ins, 2)?;
-            let kind = match pb::EltwiseKind::try_from(e.kind) {
-                Ok(pb::EltwiseKind::Add) => EltwiseKind::Add,
-                Ok(pb::EltwiseKind::Mul) => EltwiseKind::Mul,
-                _ => return Err(invalid(name, format!("unknown element-wise kind {}", e.kind))),
-            };
-            let out = broadcast_shapes(ins[0], ins[1])
-                .ok_or_else(|| invalid(name, format!("cannot broadcast {:?} with {:?}", ins[0], ins[1])))?;
-            (Op::Eltwise { kind, activation: activation(name, e.activation.as_ref())? }, out)
-        }
-        P::ScaleShift(s) => {
-            arity(name, ins, 1)?;
-            let c = *ins[0].first().ok_or_else(|| invalid(name, "needs a channel axis"))?;
-            let scale = weights_f32(name, "scale", s.scale.as_ref(), &[c], weights)?;
-            let shift = weights_f32(name, "shift", s.shift.as_ref(), &[c], weights)?;
-            let activation = activation(name, s.activation.as_ref())?;
-            (Op::ScaleShift { scale, shift, activation }, ins[0].to_vec())
-        }
-        P::Activation(a) => {
-            arity(name, ins, 1)?;
-            let act = activation(name, Some(a))?.expect("Some in, Some out");
-            (Op::Activation(act), ins[0].to_vec())
-        }
-        P::Concat(_) => {
-            if ins.is_empty() {
-                return Err(invalid(name, "concatenates nothing"));
-            }
-            let [_, h, w] = chw(name, ins[0])?;
-            let mut channels = 0;
-            for s in ins {
-                let [c, h2, w2] = chw(name, s)?;
-                if (h2, w2) != (h, w) {
-                    return Err(invalid(name, format!("inputs differ in H x W: {:?}", ins)));
-                }
-                channels += c;
-            }
-            (Op::Concat, vec![channels, h, w])
-        }
-        P::Reshape(_) => {
-            arity(name, ins, 1)?;
-            let from: usize = ins[0].iter().product();
-            let to: usize = declared.iter().product();
-            if from != to {
-                return Err(invalid(
-                    name,
-                    format!("reshapes {:?} ({from} values) to {declared:?} ({to} values)", ins[0]),
-                ));
-            }
-            (Op::Reshape, declared.to_vec())
-        }
-    })
+    }
 }

@@ -3,64 +3,8 @@
 //! Every `Plan` comes out of [`crate::load`], which validates it, so the kernels can rely
 //! on shapes and lengths being consistent.
 
-use crate::geometry::Pads;
-
-/// An element-wise activation, fused into a layer or standing alone.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, min), max)` (ReLU6 is `Clip { min: 0, max: 6 }`).
-    Clip {
-        /// Lower bound.
-        min: f32,
-        /// Upper bound.
-        max: f32,
-    },
-    /// `clamp(alpha * x + beta, 0, 1)`.
-    HardSigmoid {
-        /// Slope.
-        alpha: f32,
-        /// Offset.
-        beta: f32,
-    },
-    /// `x * clamp(x / 6 + 1/2, 0, 1)`.
-    HardSwish,
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid,
-}
-
-impl Activation {
-    /// Apply to one value.
-    #[inline]
-    pub fn apply(self, x: f32) -> f32 {
-        match self {
-            Self::Relu => x.max(0.0),
-            Self::Clip { min, max } => x.max(min).min(max),
-            Self::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
-            Self::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-            Self::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        }
-    }
-
-    /// Apply in place to a slice.
-    pub fn apply_slice(self, xs: &mut [f32]) {
-        for x in xs {
-            *x = self.apply(*x);
-        }
-    }
-
-    /// Short lower-case name, as in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Relu => "relu",
-            Self::Clip { .. } => "clip",
-            Self::HardSigmoid { .. } => "hardsigmoid",
-            Self::HardSwish => "hardswish",
-            Self::Sigmoid => "sigmoid",
-        }
-    }
-}
+pub use hass_proto::geometry::Pads;
+pub use hass_proto::semantics::{Activation, EltwiseKind, PoolKind};
 
 /// A 2-D convolution's geometry and weights.
 #[derive(Clone, Debug)]
@@ -88,7 +32,29 @@ pub struct Conv {
     /// Input values at or below this read as zero (the activation threshold).
     pub input_threshold: Option<f32>,
     /// The weights' non-zeros by filter, when pruned enough for zero-skipping kernels.
-    pub sparse_weight: Option<crate::kernels::sparse::SparseRows>,
+    pub sparse_weight: Option<crate::sparse_rows::SparseRows>,
+}
+
+impl Conv {
+    /// A plain convolution of `c_in -> c_out` channels with a `kernel` window: stride 1, no
+    /// dilation, no padding, one group, zero bias, no activation or threshold. Set the rest
+    /// with struct update syntax: `Conv { pads: [1; 4], ..Conv::new(weight, 3, 8, [3, 3]) }`.
+    pub fn new(weight: Vec<f32>, c_in: usize, c_out: usize, kernel: [usize; 2]) -> Conv {
+        Conv {
+            weight,
+            bias: vec![0.0; c_out],
+            c_in,
+            c_out,
+            kernel,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            groups: 1,
+            activation: None,
+            input_threshold: None,
+            sparse_weight: None,
+        }
+    }
 }
 
 /// A fully connected layer: `y = x W^T + b`.
@@ -107,7 +73,7 @@ pub struct Dense {
     /// Input values at or below this read as zero (the activation threshold).
     pub input_threshold: Option<f32>,
     /// The weights' non-zeros by output, when pruned enough for zero-skipping kernels.
-    pub sparse_weight: Option<crate::kernels::sparse::SparseRows>,
+    pub sparse_weight: Option<crate::sparse_rows::SparseRows>,
 }
 
 impl Dense {
@@ -115,29 +81,11 @@ impl Dense {
     /// accelerator sees a fully connected layer.
     pub fn geometry(&self) -> Conv {
         Conv {
-            weight: Vec::new(),
             bias: Vec::new(),
-            c_in: self.inputs,
-            c_out: self.outputs,
-            kernel: [1, 1],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [0; 4],
-            groups: 1,
-            activation: None,
             input_threshold: self.input_threshold,
-            sparse_weight: None,
+            ..Conv::new(Vec::new(), self.inputs, self.outputs, [1, 1])
         }
     }
-}
-
-/// Max or average pooling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolKind {
-    /// Maximum over the window (padding ignored).
-    Max,
-    /// Mean over the window.
-    Average,
 }
 
 /// A pooling layer's geometry.
@@ -157,15 +105,6 @@ pub struct Pool {
     pub ceil_mode: bool,
     /// Whether padding counts in the average's divisor.
     pub count_include_pad: bool,
-}
-
-/// Binary element-wise operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EltwiseKind {
-    /// `a + b`.
-    Add,
-    /// `a * b`.
-    Mul,
 }
 
 /// What a layer computes.
@@ -256,6 +195,25 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan of one layer that reads the input and is the output, with no board: what unit
+    /// tests of a kernel or of calibration need. Not validated (see [`crate::load`]).
+    pub fn one_layer(op: Op, input_shape: Vec<usize>, output_shape: Vec<usize>) -> Plan {
+        Plan {
+            model: "one layer".into(),
+            board: String::new(),
+            clock_mhz: 100.0,
+            input_shape,
+            layers: vec![Layer {
+                name: "layer".into(),
+                inputs: vec![0],
+                output_shape,
+                op,
+                hardware: Default::default(),
+            }],
+            outputs: vec![1],
+        }
+    }
+
     /// Per-image shape of value `id`.
     pub fn value_shape(&self, id: usize) -> &[usize] {
         if id == 0 {

@@ -1,76 +1,27 @@
-//! Calibration statistics (REFERENCE §2.3): run the artifact on images and measure, per conv
-//! or fully connected layer and input channel, the histogram of zero products per window:
-//! the fraction of (window, output filter) pairs whose K*K products hold exactly j zeros.
-//! A product is zero when its weight is zero or its (thresholded) input is, padding included.
+//! What calibration observes in a run (REFERENCE §2.3): per conv or fully connected layer
+//! and input channel, which taps of each window read a zero input (after the layer's
+//! threshold, padding included), tallied by distinct mask. This is the runtime's part,
+//! the mechanism; what the compiler makes of it (histograms of zero products per window,
+//! which of them to keep) is in `hassc::sparsity::counts`.
 //!
-//! Two steps: [`window_masks`] reads a layer's input once and tallies, per channel, which
-//! taps of each window read a zero; [`layer_counts`] combines those tallies with the weights.
-//! Counting by distinct mask instead of by window makes the second step independent of the
-//! number of images, so re-pruning a layer costs milliseconds. Images run in chunks, each
-//! chunk's images in parallel, and only tallies are kept: memory does not grow with the
-//! number of images.
+//! [`window_masks`] reads one layer's input once; [`measure_window_masks`] runs a plan on
+//! images and gathers them for every counted layer. Images run in chunks, each chunk's images
+//! in parallel, and only tallies are kept: memory does not grow with the number of images.
 
 use crate::exec::run_observed;
 use crate::kernels::thresholded;
-use crate::kernels::windows::{plane_zero_masks, weight_zero_masks};
+use crate::kernels::windows::plane_zero_masks;
 use crate::plan::{Conv, Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
 
 /// Images run per chunk (bounds the memory of a calibration run).
 const CHUNK: usize = 32;
-/// Largest number of (channel, filter) pairs whose histograms are kept one by one: small
-/// layers have few pairs per hardware unit, so per-pair statistics matter there.
-pub const PAIR_LIMIT: usize = 1 << 16;
-
-/// Counts gathered for one conv or fully connected layer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerCounts {
-    /// Index of the layer in the plan.
-    pub layer: usize,
-    /// Layer name.
-    pub name: String,
-    /// K_h * K_w (1 for fully connected layers).
-    pub window: usize,
-    /// Per input channel, `window + 1` bins: (window, filter) pairs with j zero products.
-    pub histograms: Vec<Vec<u64>>,
-    /// Per output filter, `window + 1` bins: (window, channel) pairs with j zero products.
-    pub filter_histograms: Vec<Vec<u64>>,
-    /// Per (input channel, filter of its group) pair, `window + 1` bins over windows, flat
-    /// as `[c][f][j]`; empty for layers with more than [`PAIR_LIMIT`] pairs.
-    pub pair_histograms: Vec<u64>,
-    /// Zero input values (after the threshold), padding excluded.
-    pub zero_inputs: u64,
-    /// Input values seen.
-    pub inputs: u64,
-    /// Zero weights.
-    pub zero_weights: u64,
-    /// Weights.
-    pub weights: u64,
-}
-
-impl LayerCounts {
-    /// Fraction of zero products over all windows and channels.
-    pub fn product_sparsity(&self) -> f64 {
-        let (mut zeros, mut total) = (0.0, 0.0);
-        for h in &self.histograms {
-            for (j, &n) in h.iter().enumerate() {
-                zeros += (j as u64 * n) as f64;
-                total += (self.window as u64 * n) as f64;
-            }
-        }
-        if total > 0.0 {
-            zeros / total
-        } else {
-            0.0
-        }
-    }
-}
 
 /// Which taps of a window read a zero input, counted over windows: per input channel of a
 /// conv or fully connected layer, how many (image, output position) windows show each mask
 /// (bit `t` set when tap `t` reads a zero or padding). This is all the counts need from the
-/// activations: combined with any weights ([`layer_counts`]) it gives the histograms, so a
+/// activations: combined with any weights (`hassc::sparsity::counts`) it gives the histograms, so a
 /// search that changes only a layer's weights never re-reads its input.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WindowMasks {
@@ -183,7 +134,7 @@ impl WindowMasks {
 
 /// The geometry and weights a counted layer multiplies with: conv, or fully connected as a
 /// 1x1 conv on a 1x1 map. `None` for other layers.
-fn counted(layer: &Layer) -> Option<(std::borrow::Cow<'_, Conv>, &[f32])> {
+pub fn counted(layer: &Layer) -> Option<(std::borrow::Cow<'_, Conv>, &[f32])> {
     match &layer.op {
         Op::Conv(c) => Some((std::borrow::Cow::Borrowed(c), &c.weight)),
         Op::Dense(d) => Some((std::borrow::Cow::Owned(d.geometry()), &d.weight)),
@@ -230,65 +181,9 @@ pub fn window_masks(plan: &Plan, index: usize, input: &[f32]) -> WindowMasks {
     WindowMasks { window, channels: tally.into_sorted(), zero_inputs, inputs: input.len() as u64 }
 }
 
-/// The counts of layer `index` of `plan` (its current weights) over the windows in `masks`.
-///
-/// # Panics
-/// If the layer is not a conv or fully connected layer, or `masks` has another shape.
-pub fn layer_counts(plan: &Plan, index: usize, masks: &WindowMasks) -> LayerCounts {
-    let layer = &plan.layers[index];
-    let (conv, weight) = counted(layer).expect("counts of a conv or fully connected layer");
-    let window = conv.kernel[0] * conv.kernel[1];
-    assert_eq!((masks.window, masks.channels.len()), (window, conv.c_in), "masks of layer {}", layer.name);
-    let (per_group_in, per_group_out) = (conv.c_in / conv.groups, conv.c_out / conv.groups);
-    let weight_masks = weight_zero_masks(weight, window);
-    let bins = window + 1;
-    // Per input channel, the histograms of its (channel, filter) pairs, flat [f][j].
-    let pairs: Vec<Vec<u64>> = masks
-        .channels
-        .par_iter()
-        .enumerate()
-        .map(|(c, seen)| {
-            let (g, local) = (c / per_group_in, c % per_group_in);
-            let mut h = vec![0u64; per_group_out * bins];
-            for f in 0..per_group_out {
-                let w = weight_masks[(g * per_group_out + f) * per_group_in + local];
-                let hf = &mut h[f * bins..][..bins];
-                for &(m, n) in seen {
-                    hf[(m | w).count_ones() as usize] += n;
-                }
-            }
-            h
-        })
-        .collect();
-    let mut histograms = vec![vec![0; bins]; conv.c_in];
-    let mut filter_histograms = vec![vec![0; bins]; conv.c_out];
-    for (c, h) in pairs.iter().enumerate() {
-        let g = c / per_group_in;
-        for (f, hf) in h.chunks_exact(bins).enumerate() {
-            let filter = &mut filter_histograms[g * per_group_out + f];
-            for j in 0..bins {
-                histograms[c][j] += hf[j];
-                filter[j] += hf[j];
-            }
-        }
-    }
-    let keep_pairs = conv.c_in * per_group_out <= PAIR_LIMIT;
-    LayerCounts {
-        layer: index,
-        name: layer.name.clone(),
-        window,
-        histograms,
-        filter_histograms,
-        pair_histograms: if keep_pairs { pairs.concat() } else { Vec::new() },
-        zero_inputs: masks.zero_inputs,
-        inputs: masks.inputs,
-        zero_weights: weight.iter().filter(|&&w| w == 0.0).count() as u64,
-        weights: weight.len() as u64,
-    }
-}
-
-/// Run `plan` on `images` and gather the counts of every conv and fully connected layer.
-pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, RuntimeError> {
+/// Run `plan` on `images` and gather the window masks of every conv and fully connected
+/// layer, with the layer's index in the plan.
+pub fn measure_window_masks(plan: &Plan, images: &Tensor) -> Result<Vec<(usize, WindowMasks)>, RuntimeError> {
     let mut masks: Vec<Option<WindowMasks>> =
         plan.layers.iter().map(|l| is_counted(l).then(WindowMasks::default)).collect();
     let per_image: usize = plan.input_shape.iter().product();
@@ -304,53 +199,24 @@ pub fn calibrate(plan: &Plan, images: &Tensor) -> Result<Vec<LayerCounts>, Runti
             }
         })?;
     }
-    Ok(masks.iter().enumerate().filter_map(|(i, m)| m.as_ref().map(|m| layer_counts(plan, i, m))).collect())
+    Ok(masks.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A plan of one conv layer.
-    fn one_conv(conv: Conv, in_shape: Vec<usize>, out_shape: Vec<usize>) -> Plan {
-        Plan {
-            model: "m".into(),
-            board: "b".into(),
-            clock_mhz: 100.0,
-            input_shape: in_shape,
-            layers: vec![Layer {
-                name: "c".into(),
-                inputs: vec![0],
-                output_shape: out_shape,
-                op: Op::Conv(conv),
-                hardware: Default::default(),
-            }],
-            outputs: vec![1],
-        }
-    }
-
-    fn conv(weight: Vec<f32>, c_out: usize, kernel: usize, pad: usize) -> Conv {
-        Conv {
-            bias: vec![0.0; c_out],
-            c_in: 1,
-            c_out,
-            kernel: [kernel; 2],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [pad; 4],
-            groups: 1,
-            activation: None,
-            input_threshold: None,
-            sparse_weight: None,
-            weight,
-        }
+    /// A plan of one conv of one input channel, `c_out` filters of `kernel x kernel`.
+    fn one_conv(weight: Vec<f32>, c_out: usize, kernel: usize, pad: usize, hw: usize) -> Plan {
+        let conv = Conv { pads: [pad; 4], ..Conv::new(weight, 1, c_out, [kernel; 2]) };
+        let out = hw + 2 * pad - kernel + 1;
+        Plan::one_layer(Op::Conv(conv), vec![1, hw, hw], vec![c_out, out, out])
     }
 
     #[test]
-    fn histogram_of_a_tiny_conv_by_hand() {
-        // One input channel, 3x3 input, 2x2 kernel, no padding: 4 windows; two filters.
-        // Filter 0 has one zero weight (tap 0), filter 1 none.
-        let plan = one_conv(conv(vec![0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], 2, 2, 0), vec![1, 3, 3], vec![2, 2, 2]);
+    fn masks_of_a_tiny_conv_by_hand() {
+        // One input channel, 3x3 input, 2x2 kernel, no padding: 4 windows.
+        let plan = one_conv(vec![0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0], 2, 2, 0, 3);
         // Input with zeros at (0,0) and (1,1):
         //   0 1 1
         //   1 0 1
@@ -360,14 +226,7 @@ mod tests {
         // Windows (top-left at): (0,0) holds inputs 0,1,1,0 -> zeros at taps 0 and 3;
         // (0,1): 1,1,0,1 -> tap 2; (1,0): 1,0,1,1 -> tap 1; (1,1): 0,1,1,1 -> tap 0.
         assert_eq!(masks.channels, vec![vec![(0b0001, 1), (0b0010, 1), (0b0100, 1), (0b1001, 1)]]);
-        let counts = layer_counts(&plan, 0, &masks);
-        // Filter 0 (tap 0 zero): 2, 2, 2, 1 zeros. Filter 1: 2, 1, 1, 1 zeros.
-        assert_eq!(counts.histograms[0], vec![0, 4, 4, 0, 0]);
-        assert_eq!(counts.filter_histograms, vec![vec![0, 1, 3, 0, 0], vec![0, 3, 1, 0, 0]]);
-        assert_eq!(counts.pair_histograms, vec![0, 1, 3, 0, 0, 0, 3, 1, 0, 0]);
-        assert_eq!((counts.zero_inputs, counts.inputs, counts.zero_weights), (2, 9, 1));
-        // 12 zero products over 8 windows x 4 taps.
-        assert!((counts.product_sparsity() - 12.0 / 32.0).abs() < 1e-12);
+        assert_eq!((masks.zero_inputs, masks.inputs), (2, 9));
         // Two images are the sum of their tallies, whichever way they are gathered.
         let mut twice = masks.clone();
         twice.merge(&window_masks(&plan, 0, &[1.0; 9]));
@@ -376,21 +235,29 @@ mod tests {
     }
 
     #[test]
-    fn padding_counts_as_zero_products() {
-        let plan = one_conv(conv(vec![1.0; 9], 1, 3, 1), vec![1, 2, 2], vec![1, 2, 2]);
-        let counts = layer_counts(&plan, 0, &window_masks(&plan, 0, &[1.0; 4]));
+    fn padding_reads_as_zero_taps() {
         // A 2x2 input padded to 4x4: every 3x3 window sees 4 real values and 5 padding.
-        assert_eq!(counts.histograms[0], vec![0, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+        let masks = window_masks(&one_conv(vec![1.0; 9], 1, 3, 1, 2), 0, &[1.0; 4]);
+        assert_eq!(masks.channels[0].iter().map(|&(_, n)| n).sum::<u64>(), 4);
+        assert!(masks.channels[0].iter().all(|&(m, _)| m.count_ones() == 5), "{:?}", masks.channels);
     }
 
     #[test]
     fn wide_windows_are_tallied_in_a_map() {
         // A 5x5 kernel (25 taps) over a 5x5 input with one zero: one window.
-        let plan = one_conv(conv(vec![1.0; 25], 1, 5, 0), vec![1, 5, 5], vec![1, 1, 1]);
         let mut x = [1.0; 25];
         x[7] = 0.0;
-        let masks = window_masks(&plan, 0, &x);
+        let masks = window_masks(&one_conv(vec![1.0; 25], 1, 5, 0, 5), 0, &x);
         assert_eq!(masks.channels, vec![vec![(1 << 7, 1)]]);
-        assert_eq!(layer_counts(&plan, 0, &masks).histograms[0][1], 1);
+    }
+
+    #[test]
+    fn a_run_gathers_the_masks_of_every_counted_layer() {
+        let plan = one_conv(vec![1.0; 4], 1, 2, 0, 3);
+        let x = Tensor::new(vec![40, 1, 3, 3], (0..360).map(|i| (i % 3) as f32).collect()).unwrap();
+        let measured = measure_window_masks(&plan, &x).unwrap();
+        assert_eq!(measured.len(), 1);
+        assert_eq!(measured[0].0, 0);
+        assert_eq!(measured[0].1, window_masks(&plan, 0, x.data()), "chunked runs tally as one");
     }
 }

@@ -76,20 +76,7 @@ mod tests {
             name: "c".into(),
             inputs: vec![0],
             output_shape: vec![1, 2, 2],
-            op: Op::Conv(Conv {
-                weight: vec![weight],
-                bias: vec![0.0],
-                c_in: 1,
-                c_out: 1,
-                kernel: [1, 1],
-                stride: [1, 1],
-                dilation: [1, 1],
-                pads: [0; 4],
-                groups: 1,
-                activation: None,
-                input_threshold: None,
-                sparse_weight: None,
-            }),
+            op: Op::Conv(Conv::new(vec![weight], 1, 1, [1, 1])),
             hardware: Default::default(),
         }
     }

@@ -1,14 +1,15 @@
 //! `hassc MODEL --target BOARD [-o OUT] [--report R.json]`: compile a model into an artifact
 //! and say what the design achieves.
 
+use super::values::{AllocatorArg, ObjectiveArg, StrategyArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use hassc::board::Board;
 use hassc::design::{check_fraction, DesignOptions, SparsitySource};
 use hassc::hw::Precision;
-use hassc::search::Allocator;
-use hassc::sparsity::search::{Objective, SearchOptions, Strategy};
-use hassc::sparsity::{Knobs, SparsityConfig};
+use hassc::search::{SearchOptions, Strategy};
+use hassc::sparsity::{LayerKnobs, SparsityConfig};
+use hassc::CompileOptions;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,8 @@ pub struct CompileArgs {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// Allocator: `exact` searches the initiation interval; `greedy` is fpgaConvNet's rule.
-    #[arg(long, value_enum, default_value_t = Allocator::Exact)]
-    allocator: Allocator,
+    #[arg(long, value_enum, default_value_t = AllocatorArg::Exact)]
+    allocator: AllocatorArg,
     /// Model every conv and fully connected layer with this product sparsity (0 to <1).
     #[arg(long, value_name = "S", conflicts_with = "assume_sparsity_file")]
     assume_sparsity: Option<f64>,
@@ -70,7 +71,7 @@ pub struct CompileArgs {
     /// pruning or threshold options), `global-greedy` (one global weight and one global
     /// activation threshold, the public predecessor), or `none`.
     #[arg(long, value_enum, requires = "calib")]
-    search: Option<Strategy>,
+    search: Option<StrategyArg>,
     /// Class labels of the calibration images (integer `.npy`, one per image): the search
     /// measures top-1 against them; without, top-1 agreement with the dense model.
     #[arg(long, value_name = "Y.npy", requires = "calib")]
@@ -80,8 +81,8 @@ pub struct CompileArgs {
     #[arg(long, value_name = "POINTS", default_value_t = 1.0)]
     max_accuracy_drop: f64,
     /// What the search maximises.
-    #[arg(long, value_enum, default_value_t = Objective::Throughput)]
-    objective: Objective,
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Throughput)]
+    objective: ObjectiveArg,
     /// Seed of the search's random choices; same inputs and seed give the same artifact.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -101,13 +102,13 @@ fn strategy(args: &CompileArgs, pruning: &SparsityConfig) -> Result<Option<Strat
         return Ok(None);
     }
     match (args.search, pruning.any() || args.sparsity_config.is_some()) {
-        (Some(Strategy::None), _) => Ok(Some(Strategy::None)),
+        (Some(StrategyArg::None), _) => Ok(Some(Strategy::None)),
         (Some(s), true) => anyhow::bail!(
             "--search {} chooses the thresholds itself: drop the pruning and threshold options, or use --search none",
-            clap::ValueEnum::to_possible_value(&s).expect("no skipped variants").get_name()
+            s.name()
         ),
         (None, true) => Ok(None),
-        (s, false) => Ok(Some(s.unwrap_or(Strategy::Hass))),
+        (s, false) => Ok(Some(s.map_or(Strategy::Hass, Strategy::from))),
     }
 }
 
@@ -123,7 +124,7 @@ fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result
     let labels = args.labels.as_deref().map(hass_runtime::npy::read_labels).transpose()?;
     Ok(SearchOptions {
         strategy,
-        objective: args.objective,
+        objective: args.objective.into(),
         max_accuracy_drop: args.max_accuracy_drop,
         seed: args.seed,
         time_budget,
@@ -141,7 +142,7 @@ fn pruning(args: &CompileArgs) -> Result<SparsityConfig> {
         }
         None => SparsityConfig::default(),
     };
-    let flags = Knobs {
+    let flags = LayerKnobs {
         weight_threshold: args.weight_threshold,
         weight_sparsity: args.weight_sparsity,
         activation_threshold: args.activation_threshold,
@@ -176,11 +177,13 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
         Some(path) => Some(std::sync::Arc::new(hass_runtime::npy::read_f32(path)?)),
         None => None,
     };
-    let options = DesignOptions {
-        allocator: args.allocator,
-        precision: Precision { weight_bits: args.weight_bits, activation_bits: args.activation_bits },
-        sparsity,
-        batch: args.batch as usize,
+    let options = CompileOptions {
+        design: DesignOptions {
+            allocator: args.allocator.into(),
+            precision: Precision { weight_bits: args.weight_bits, activation_bits: args.activation_bits },
+            sparsity,
+            batch: args.batch as usize,
+        },
         pruning,
         calibration,
     };
@@ -201,9 +204,8 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     let mut report = hassc::report::report(&name, &board, &compiled.design);
     report.search = searched.as_ref().map(|r| r.summary.clone());
     if let (Some(path), Some(result)) = (&args.pareto, &searched) {
-        let json =
-            serde_json::to_string_pretty(&hassc::sparsity::search::pareto::to_json(&name, &result.points))? + "\n";
-        let svg = hassc::sparsity::search::pareto::to_svg(&name, &result.points)
+        let json = serde_json::to_string_pretty(&hassc::search::pareto::to_json(&name, &result.points))? + "\n";
+        let svg = hassc::search::pareto::to_svg(&name, &result.points)
             .map_err(|e| anyhow::anyhow!("drawing the Pareto plot: {e}"))?;
         hass_runtime::npy::write_atomic(path, json.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;

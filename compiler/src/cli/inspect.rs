@@ -1,4 +1,4 @@
-//! `hassc inspect MODEL [--json] [--dot FILE]`.
+//! `hassc inspect MODEL [--json] [--dot FILE] [--after PASS]`.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -15,11 +15,19 @@ pub struct InspectArgs {
     /// Also write the compiled graph as Graphviz DOT to FILE.
     #[arg(long, value_name = "FILE")]
     dot: Option<PathBuf>,
+    /// Print the IR as it stands after PASS (`import` for the graph as imported, before any
+    /// pass; then infer_shapes, remove_plumbing, fold_batchnorm, fuse_activation), one node
+    /// per line, instead of the table.
+    #[arg(long, value_name = "PASS", conflicts_with_all = ["json", "dot"])]
+    after: Option<String>,
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     if bytes.starts_with(&hass_proto::MAGIC) {
+        if args.after.is_some() {
+            anyhow::bail!("--after shows the IR of an ONNX model; {} is an artifact", args.model.display());
+        }
         let summary =
             hassc::report::summarize_artifact(&bytes).with_context(|| format!("reading {}", args.model.display()))?;
         if args.json {
@@ -27,6 +35,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
         } else {
             print!("{}", summary.to_table());
         }
+        return Ok(());
+    }
+    if let Some(stop) = &args.after {
+        print!("{}", hassc::load_model_after(&args.model, stop)?);
         return Ok(());
     }
     let graph = hassc::load_model(&args.model)?;

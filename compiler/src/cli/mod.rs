@@ -3,6 +3,7 @@
 mod boards;
 mod compile;
 mod inspect;
+mod values;
 
 use clap::{Parser, Subcommand};
 

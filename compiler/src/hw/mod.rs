@@ -82,6 +82,20 @@ impl Add for Usage {
     }
 }
 
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, o: Usage) -> Usage {
+        Usage {
+            dsp: self.dsp - o.dsp,
+            bram18: self.bram18 - o.bram18,
+            uram: self.uram - o.uram,
+            lut: self.lut - o.lut,
+            ff: self.ff - o.ff,
+            offchip_bits: self.offchip_bits - o.offchip_bits,
+        }
+    }
+}
+
 impl AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
         *self = *self + o;

@@ -2,15 +2,17 @@
 //! shapes, and a pool of weight tensors referenced by id.
 //!
 //! Architecture invariant: `ir` knows nothing of ONNX, tract, protobuf, boards or the
-//! runtime's execution; it borrows only the runtime's pure definitions of activation maths
-//! and window geometry, so both sides agree on them by construction.
+//! runtime. It takes the meaning of activations, pooling and element-wise kinds and the
+//! window geometry from the artifact contract (`hass_proto::semantics`, `::geometry`), so
+//! compiler and runtime agree on them by construction.
 
+mod display;
 mod graph;
 mod op;
 pub mod verify;
 
 pub use graph::{Graph, Node, NodeId};
-pub use hass_runtime::plan::{Activation, EltwiseKind};
+pub use hass_proto::semantics::{Activation, EltwiseKind};
 pub use op::{per_channel_len, Conv, Dense, Op, Padding, Pool, PoolKind, ReshapeTarget, ScaleShift};
 
 /// A per-image shape: the batch dimension is implicit and leading.

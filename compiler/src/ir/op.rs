@@ -4,7 +4,7 @@
 //! the backend, reports) until each handles it.
 
 use super::{Activation, EltwiseKind, Shape, WeightId, WeightPool};
-use hass_runtime::geometry::{broadcast_shapes, window_output_len, Pads};
+use hass_proto::geometry::{broadcast_shapes, window_output_len, Pads};
 
 /// Spatial padding before `infer_shapes` resolves ONNX `auto_pad`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct Dense {
     pub input_threshold: Option<f32>,
 }
 
-pub use hass_runtime::plan::PoolKind;
+pub use hass_proto::semantics::PoolKind;
 
 /// Max or average pooling.
 #[derive(Clone, Debug, PartialEq)]

@@ -150,4 +150,133 @@ mod tests {
         let problems = verify(&g, Phase::Imported).unwrap_err();
         assert!(problems.iter().any(|p| p.contains("cycle")), "{problems:?}");
     }
+
+    /// One graph per invariant, each broken in one way: the verifier must reject it at the
+    /// phase where the invariant starts to hold, with the message written beside it, and
+    /// accept it one phase earlier when the invariant is phase-specific.
+    #[test]
+    fn rejects_one_broken_invariant_at_a_time() {
+        use crate::ir::{Padding, ScaleShift, WeightId};
+        type Break = fn(&mut Graph);
+        let cases: &[(&str, Break, Phase, &str)] = &[
+            (
+                "input not an Input",
+                |g| g.input = g.outputs[0],
+                Phase::Imported,
+                "the recorded input is not an Input node",
+            ),
+            ("no outputs", |g| g.outputs.clear(), Phase::Imported, "the graph has no outputs"),
+            ("dead output", |g| g.outputs.push(crate::ir::NodeId::new(99)), Phase::Imported, "is not a node"),
+            (
+                "second input",
+                |g| {
+                    g.add_node("x2".into(), Op::Input { shape: vec![1] });
+                },
+                Phase::Imported,
+                "x2: a second Input node",
+            ),
+            (
+                "port gap",
+                |g| {
+                    let relu = g.outputs[0];
+                    let e = g.nodes.find_edge(g.input, relu).unwrap();
+                    g.nodes[e] = 1;
+                },
+                Phase::Imported,
+                "relu: input ports [1] are not 0..1",
+            ),
+            (
+                "arity",
+                |g| {
+                    let relu = g.outputs[0];
+                    g.connect(g.input, relu, 1);
+                },
+                Phase::Imported,
+                "relu: relu takes 1 input(s), has 2",
+            ),
+            (
+                "concat of nothing",
+                |g| {
+                    let c = g.add_node("cat".into(), Op::Concat { axis: 1 });
+                    g.outputs.push(c);
+                },
+                Phase::Imported,
+                "cat: Concat has no inputs",
+            ),
+            (
+                "missing weight",
+                |g| {
+                    let ss = ScaleShift { scale: WeightId(7), shift: WeightId(8), activation: None };
+                    let n = g.add_node("affine".into(), Op::ScaleShift(ss));
+                    g.connect(g.outputs[0], n, 0);
+                },
+                Phase::Imported,
+                "affine: weight 7 does not exist",
+            ),
+            ("no shape", |g| g.node_mut(g.outputs[0]).shape = None, Phase::Shaped, "relu: no shape"),
+            (
+                "wrong shape",
+                |g| g.node_mut(g.outputs[0]).shape = Some(vec![4, 8, 7]),
+                Phase::Shaped,
+                "relu: shape [4, 8, 7] but its inputs give [4, 8, 8]",
+            ),
+            (
+                "unresolved auto_pad",
+                |g| {
+                    let w = g.weights.add(vec![4, 4, 3, 3], vec![0.0; 144]);
+                    let conv = crate::ir::Conv {
+                        weight: w,
+                        bias: None,
+                        stride: [1, 1],
+                        dilation: [1, 1],
+                        padding: Padding::SameUpper,
+                        groups: 1,
+                        activation: None,
+                        input_threshold: None,
+                    };
+                    let n = g.add_node("conv".into(), Op::Conv(conv));
+                    g.connect(g.outputs[0], n, 0);
+                    g.node_mut(n).shape = Some(vec![4, 8, 8]);
+                },
+                Phase::Shaped,
+                "conv:",
+            ),
+            (
+                "broadcast constant left",
+                |g| {
+                    let c = g.weights.add(vec![1], vec![2.0]);
+                    let n = g.add_node("mul".into(), Op::BroadcastConst { kind: EltwiseKind::Mul, constant: c });
+                    g.connect(g.outputs[0], n, 0);
+                    g.node_mut(n).shape = Some(vec![4, 8, 8]);
+                },
+                Phase::Shaped,
+                "mul: BroadcastConst should be a ScaleShift after infer_shapes",
+            ),
+            (
+                "identity left",
+                |g| {
+                    let n = g.add_node("id".into(), Op::Identity);
+                    g.connect(g.outputs[0], n, 0);
+                    g.node_mut(n).shape = Some(vec![4, 8, 8]);
+                },
+                Phase::Canonical,
+                "id: Identity should be gone after remove_plumbing",
+            ),
+        ];
+        for phase in [Phase::Imported, Phase::Shaped, Phase::Canonical] {
+            assert_eq!(verify(&chain(), phase), Ok(()), "the unbroken graph at {phase:?}");
+        }
+        for (case, break_it, phase, expected) in cases {
+            let mut g = chain();
+            break_it(&mut g);
+            let problems = verify(&g, *phase).expect_err(case);
+            assert!(problems.iter().any(|p| p.contains(expected)), "{case}: {problems:?}");
+            let earlier = match phase {
+                Phase::Imported => continue,
+                Phase::Shaped => Phase::Imported,
+                Phase::Canonical => Phase::Shaped,
+            };
+            assert_eq!(verify(&g, earlier), Ok(()), "{case} is not checked before {phase:?}");
+        }
+    }
 }

@@ -59,7 +59,7 @@ mod tests {
     use super::*;
     use crate::ir::{Activation, ScaleShift};
     use crate::passes::testing::{input_conv, then};
-    use hass_runtime::geometry::window_output_len;
+    use hass_proto::geometry::window_output_len;
 
     fn bn(g: &mut Graph, c: usize) -> Op {
         let scale = g.weights.add(vec![c], (0..c).map(|i| 0.5 + i as f32).collect());

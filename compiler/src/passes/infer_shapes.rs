@@ -6,7 +6,7 @@
 
 use crate::error::{CompileError, Result};
 use crate::ir::{per_channel_len, EltwiseKind, Graph, NodeId, Op, Padding, ScaleShift, WeightId};
-use hass_runtime::geometry::same_padding;
+use hass_proto::geometry::same_padding;
 
 /// Run the pass.
 pub fn run(graph: &mut Graph) -> Result<()> {

@@ -62,8 +62,26 @@ pub const PIPELINE: &[Pass] = &[
 
 /// Verify the imported graph, then run every pass, verifying after each.
 pub fn run_pipeline(graph: &mut Graph) -> Result<()> {
+    run_pipeline_until(graph, PIPELINE.len())
+}
+
+/// What `hassc inspect --after` accepts: `import` (the graph as the frontend built it), then
+/// each pass of [`PIPELINE`] by name.
+pub fn stop_names() -> Vec<&'static str> {
+    std::iter::once("import").chain(PIPELINE.iter().map(|p| p.name)).collect()
+}
+
+/// How many passes to run to stop after `name` (see [`stop_names`]).
+pub fn passes_through(name: &str) -> Result<usize> {
+    stop_names().iter().position(|&n| n == name).ok_or_else(|| {
+        CompileError::Options(format!("there is no pass named {name:?}; the stops are: {}", stop_names().join(", ")))
+    })
+}
+
+/// Verify the imported graph, then run the first `count` passes, verifying after each.
+pub fn run_pipeline_until(graph: &mut Graph, count: usize) -> Result<()> {
     verify(graph, Phase::Imported).map_err(|problems| CompileError::Verify { pass: "import", problems })?;
-    for pass in PIPELINE {
+    for pass in PIPELINE.iter().take(count) {
         let _span = tracing::info_span!("pass", name = pass.name).entered();
         let before = graph.nodes.node_count();
         (pass.run)(graph)?;

@@ -57,8 +57,7 @@ fn encoding_name(e: i32) -> &'static str {
 /// Summarise artifact bytes (the container is checked; see `hass_runtime::load_bytes` for
 /// full validation).
 pub fn summarize_artifact(bytes: &[u8]) -> Result<ArtifactSummary, pb::ContainerError> {
-    let (schedule, weights) = pb::decode(bytes)?;
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("decode checked the header"));
+    let pb::Decoded { version, schedule, weights } = pb::open(bytes)?;
     let mut dense_total = 0;
     let layers = schedule
         .layers

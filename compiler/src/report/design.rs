@@ -139,7 +139,7 @@ pub struct DesignReport {
     pub layers: Vec<LayerLine>,
     /// The sparsity search that chose the knobs, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub search: Option<crate::sparsity::search::SearchSummary>,
+    pub search: Option<crate::search::SearchSummary>,
 }
 
 /// Build the report of `design` for `board`.
@@ -149,17 +149,68 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
     let precision = net.precision;
     let slowest =
         design.partitions.iter().max_by(|a, b| a.eval.ii.total_cmp(&b.eval.ii)).expect("at least one partition");
+    let (layers, weight_bits) = layer_lines(design);
+    let nonzero: f64 = net
+        .stages
+        .iter()
+        .zip(&net.sparsity)
+        .map(|(s, sp)| s.macs as f64 * (1.0 - sp.as_ref().map_or(0.0, |x| x.product)))
+        .sum();
+    let roofline = budget.clock_hz * budget.dsp * precision.macs_per_dsp() / net.macs.max(1) as f64;
+    DesignReport {
+        model: model.to_string(),
+        board: board.device.name.clone(),
+        clock_mhz: board.system.clock_mhz,
+        throughput_fps: design.throughput_fps(),
+        batch_fps: design.batch_fps(),
+        batch: design.options.batch,
+        latency_ms: design.latency_s() * 1e3,
+        ii_cycles: slowest.eval.ii,
+        gops_per_dsp: design.gops_per_dsp(),
+        roofline_fps: roofline,
+        sparse_roofline_fps: (nonzero < net.macs as f64)
+            .then(|| budget.clock_hz * budget.dsp * precision.macs_per_dsp() / nonzero.max(1.0)),
+        partitions: design.partitions.len(),
+        allocator: design.options.allocator.name(),
+        binding: slowest.binding.clone(),
+        bottleneck: net.stages[slowest.offset + slowest.eval.bottleneck].name.clone(),
+        weight_bits: precision.weight_bits,
+        activation_bits: precision.activation_bits,
+        sparsity_source: match &design.options.sparsity {
+            crate::design::SparsitySource::Dense => "none (dense)".into(),
+            crate::design::SparsitySource::Uniform(s) => format!("assumed uniform product sparsity {s}"),
+            crate::design::SparsitySource::PerLayer(_) => "assumed per layer (file)".into(),
+            crate::design::SparsitySource::Measured { source, .. } => source.clone(),
+        },
+        memory: memory(design, weight_bits),
+        resources: resources(board, design),
+        total_macs: net.macs,
+        layers,
+        search: None,
+    }
+}
+
+/// Weight bits on chip and off chip, in the artifact's encodings.
+#[derive(Clone, Copy, Default)]
+struct WeightBits {
+    on_chip: f64,
+    off_chip: f64,
+}
+
+/// One line per stage, and where the weights went.
+fn layer_lines(design: &Design) -> (Vec<LayerLine>, WeightBits) {
+    let net = &design.network;
     let mut layers = Vec::with_capacity(net.stages.len());
-    let (mut on_bits, mut off_bits) = (0.0, 0.0);
+    let mut bits = WeightBits::default();
     for (i, s) in net.stages.iter().enumerate() {
         let (cost, p) = chosen_cost(design, i);
         let part = &design.partitions[p];
         let choice = part.choices[i - part.offset];
-        let wbits = s.encoded_weight_bits.unwrap_or(s.weights * precision.weight_bits as u64) as f64;
+        let wbits = s.encoded_weight_bits.unwrap_or(s.weights * net.precision.weight_bits as u64) as f64;
         if choice.placement == Placement::OffChip {
-            off_bits += wbits;
+            bits.off_chip += wbits;
         } else {
-            on_bits += wbits;
+            bits.on_chip += wbits;
         }
         let sp = net.sparsity[i].as_ref();
         let f = choice.folding;
@@ -185,23 +236,14 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
             bottleneck: part.eval.bottleneck + part.offset == i && !part.eval.memory_bound,
         });
     }
-    let max_usage =
-        |get: fn(&crate::hw::Usage) -> f64| design.partitions.iter().map(|p| get(&p.eval.usage)).fold(0.0, f64::max);
-    let used_dsp = max_usage(|u| u.dsp);
-    let line = |used: f64, available: f64, cap: f64| ResourceLine { used, available, cap };
-    let (r, l) = (&board.resources, &board.limits);
-    let bandwidth = design.partitions.iter().map(|p| p.eval.bandwidth_gbps).fold(0.0, f64::max);
-    let throughput = design.throughput_fps();
-    let nonzero: f64 = net
-        .stages
-        .iter()
-        .zip(&net.sparsity)
-        .map(|(s, sp)| s.macs as f64 * (1.0 - sp.as_ref().map_or(0.0, |x| x.product)))
-        .sum();
-    let roofline = budget.clock_hz * budget.dsp * precision.macs_per_dsp() / net.macs.max(1) as f64;
+    (layers, bits)
+}
+
+/// How the weights are stored and what that costs.
+fn memory(design: &Design, bits: WeightBits) -> Memory {
     let strategy = if design.partitions.len() > 1 {
         "partitioned"
-    } else if off_bits > 0.0 {
+    } else if bits.off_chip > 0.0 {
         "off-chip weights"
     } else {
         "on-chip"
@@ -215,54 +257,33 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         ),
         "off-chip weights" => format!(
             "{:.1} Mbit of weights streamed per image: {:.1} of {:.1} Gbit/s",
-            off_bits / 1e6,
-            bandwidth,
-            budget.bandwidth_gbps
+            bits.off_chip / 1e6,
+            bandwidth_gbps(design),
+            design.budget.bandwidth_gbps
         ),
         _ => "none: every weight stays on chip".to_string(),
     };
-    DesignReport {
-        model: model.to_string(),
-        board: board.device.name.clone(),
-        clock_mhz: board.system.clock_mhz,
-        throughput_fps: throughput,
-        batch_fps: design.batch_fps(),
-        batch: design.options.batch,
-        latency_ms: design.latency_s() * 1e3,
-        ii_cycles: slowest.eval.ii,
-        gops_per_dsp: design.gops_per_dsp(),
-        roofline_fps: roofline,
-        sparse_roofline_fps: (nonzero < net.macs as f64)
-            .then(|| budget.clock_hz * budget.dsp * precision.macs_per_dsp() / nonzero.max(1.0)),
-        partitions: design.partitions.len(),
-        allocator: design.options.allocator.name(),
-        binding: slowest.binding.clone(),
-        bottleneck: net.stages[slowest.offset + slowest.eval.bottleneck].name.clone(),
-        weight_bits: precision.weight_bits,
-        activation_bits: precision.activation_bits,
-        sparsity_source: match &design.options.sparsity {
-            crate::design::SparsitySource::Dense => "none (dense)".into(),
-            crate::design::SparsitySource::Uniform(s) => format!("assumed uniform product sparsity {s}"),
-            crate::design::SparsitySource::PerLayer(_) => "assumed per layer (file)".into(),
-            crate::design::SparsitySource::Measured { source, .. } => source.clone(),
-        },
-        memory: Memory {
-            strategy: strategy.into(),
-            weight_bits_on_chip: on_bits,
-            weight_bits_off_chip: off_bits,
-            cost,
-        },
-        resources: Resources {
-            dsp: line(used_dsp, r.dsp as f64, l.dsp),
-            bram18: line(max_usage(|u| u.bram18), r.bram18 as f64, l.bram18),
-            uram: line(max_usage(|u| u.uram), r.uram as f64, l.uram),
-            lut: line(max_usage(|u| u.lut).round(), r.lut as f64, l.lut),
-            ff: line(max_usage(|u| u.ff).round(), r.ff as f64, l.ff),
-            bandwidth_gbps: line(bandwidth, board.system.memory_bandwidth_gbps, 1.0),
-        },
-        total_macs: net.macs,
-        layers,
-        search: None,
+    Memory { strategy: strategy.into(), weight_bits_on_chip: bits.on_chip, weight_bits_off_chip: bits.off_chip, cost }
+}
+
+/// The largest partition's off-chip traffic, Gbit/s.
+fn bandwidth_gbps(design: &Design) -> f64 {
+    design.partitions.iter().map(|p| p.eval.bandwidth_gbps).fold(0.0, f64::max)
+}
+
+/// Each resource used (by the largest partition) against the board and its cap.
+fn resources(board: &Board, design: &Design) -> Resources {
+    let max_usage =
+        |get: fn(&crate::hw::Usage) -> f64| design.partitions.iter().map(|p| get(&p.eval.usage)).fold(0.0, f64::max);
+    let line = |used: f64, available: f64, cap: f64| ResourceLine { used, available, cap };
+    let (r, l) = (&board.resources, &board.limits);
+    Resources {
+        dsp: line(max_usage(|u| u.dsp), r.dsp as f64, l.dsp),
+        bram18: line(max_usage(|u| u.bram18), r.bram18 as f64, l.bram18),
+        uram: line(max_usage(|u| u.uram), r.uram as f64, l.uram),
+        lut: line(max_usage(|u| u.lut).round(), r.lut as f64, l.lut),
+        ff: line(max_usage(|u| u.ff).round(), r.ff as f64, l.ff),
+        bandwidth_gbps: line(bandwidth_gbps(design), board.system.memory_bandwidth_gbps, 1.0),
     }
 }
 
@@ -356,7 +377,7 @@ impl DesignReport {
 }
 
 /// The search block of the table: what it found, then one line per layer it changed.
-fn search_lines(s: &crate::sparsity::search::SearchSummary) -> String {
+fn search_lines(s: &crate::search::SearchSummary) -> String {
     // The same names as in the JSON ("global-greedy", "time-budget").
     let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let mut out = format!(

@@ -1,105 +1,249 @@
-//! Allocation: which folding (and weight placement) each stage gets under a board's budget.
+//! Hardware-aware sparsity search (REFERENCE §1, §4): per-layer weight and activation
+//! thresholds chosen together with the allocation, to maximise an objective while the
+//! accuracy drop on calibration images stays within a budget.
 //!
-//! - [`options`]: every sensible folding of a stage, costed once.
-//! - [`exact`]: the default allocator, a search over the initiation interval (REFERENCE §3).
-//! - [`greedy`]: fpgaConvNet's rule, as a baseline.
-//! - [`partition`]: splitting a network that does not fit one device.
+//! - [`evaluate`]: what a set of knobs achieves, computed incrementally.
+//! - [`ladder`]: the threshold values each layer's knobs step through.
+//! - `hass`: the default strategy, driven by the hardware model (see its docs), ending with
+//!   `local`, a seeded local search that trades sparsity between layers.
+//! - `global_greedy`: the public predecessor's loop, as a baseline.
+//! - [`pareto`]: every evaluated design, the accuracy-throughput front and its plot.
 //!
-//! Architecture invariant: search reads the cost model (`hw`) and never the IR directly;
-//! it is deterministic (no randomness, ties broken by order).
+//! Every strategy starts from the dense model measured on the calibration images, so the
+//! zeros its ReLUs produce for free are in the hardware model from the start, and accepts
+//! only designs within the budget: the accepted state is always a valid answer, which is
+//! what `--time-budget` returns when it runs out.
 
-pub mod exact;
-pub mod greedy;
-pub mod options;
-pub mod partition;
+mod budget;
+pub mod evaluate;
+mod global_greedy;
+mod hass;
+pub mod ladder;
+mod local;
+mod options;
+pub mod pareto;
+mod report;
 
-use crate::hw::pipeline::{Choice, Evaluation, Network};
-use crate::hw::{Budget, Usage};
+pub use budget::{AccuracyBudget, CHANGE_GUARD, DIVERGENCE_GUARD};
+pub use options::{Objective, SearchOptions, Strategy};
+pub use report::{Figures, LayerChoice, Point, SearchSummary, Stop};
 
-/// Which allocator to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Allocator {
-    /// Search over the initiation interval (default).
-    Exact,
-    /// fpgaConvNet's greedy rule (baseline).
-    Greedy,
+use crate::board::Board;
+use crate::design::DesignOptions;
+use crate::error::Result;
+use crate::ir::Graph;
+use crate::sparsity::{KnobKind, LayerKnobs, PerKnob, SparsityConfig};
+use evaluate::{Candidate, Evaluator, Metrics};
+use std::time::{Duration, Instant};
+
+/// What the search found.
+pub struct SearchResult {
+    /// The chosen knobs, as a config `--sparsity-config` takes.
+    pub config: SparsityConfig,
+    /// The report block.
+    pub summary: SearchSummary,
+    /// Every evaluated design.
+    pub points: Vec<Point>,
 }
 
-impl Allocator {
-    /// Name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Allocator::Exact => "exact",
-            Allocator::Greedy => "greedy",
-        }
+/// State shared by the strategies: budget, clock, the record of evaluations, progress.
+pub(crate) struct Context {
+    budget: AccuracyBudget,
+    seed: u64,
+    deadline: Option<Instant>,
+    points: Vec<Point>,
+    bar: indicatif::ProgressBar,
+    /// Per target, what stopped each knob, for the report.
+    pub(crate) limits: Vec<PerKnob<Option<String>>>,
+    /// Per target, the top-1 points its accepted moves cost (when moves are per layer).
+    pub(crate) costs: Vec<Option<f64>>,
+}
+
+impl Context {
+    /// Top-1 drop of `m` from the dense model, points.
+    pub(crate) fn drop(&self, m: &Metrics) -> f64 {
+        self.budget.drop(m)
+    }
+
+    /// Whether `m` is within the accuracy budget (see [`AccuracyBudget::within`]).
+    pub(crate) fn within_budget(&self, m: &Metrics) -> bool {
+        self.budget.within(m)
+    }
+
+    /// The divergence guard, nats (see [`AccuracyBudget::divergence_limit`]).
+    pub(crate) fn divergence_limit(&self) -> f64 {
+        self.budget.divergence_limit()
+    }
+
+    /// Which limits `m` breaks, for the report ("the next step would lose 1.2 points ...").
+    pub(crate) fn overrun(&self, m: &Metrics) -> String {
+        format!("the next step would {}", self.budget.broken_limits(m).join(" and "))
+    }
+
+    /// Whether the time budget is spent.
+    pub(crate) fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Record an evaluated candidate; returns its point's index.
+    pub(crate) fn record(&mut self, c: &Candidate) -> usize {
+        let m = c.metrics;
+        self.points.push(Point {
+            evaluation: self.points.len(),
+            accuracy_drop: self.drop(&m),
+            throughput_fps: m.throughput_fps,
+            score: m.score,
+            accepted: false,
+            on_front: false,
+            chosen: false,
+        });
+        self.bar.inc(1);
+        self.points.len() - 1
+    }
+
+    /// Mark point `index` (with metrics `m`) accepted and show it.
+    pub(crate) fn accept(&mut self, index: usize, m: &Metrics) {
+        self.points[index].accepted = true;
+        self.bar.set_message(format!(
+            "best {:.0} images/s at top-1 {:.2} % ({:+.2} points)",
+            m.throughput_fps,
+            m.top1,
+            -self.drop(m)
+        ));
     }
 }
 
-/// An allocation of one partition (a contiguous run of stages).
-#[derive(Clone, Debug)]
-pub struct Allocation {
-    /// The partition's network.
-    pub network: Network,
-    /// First stage of the partition in the whole network.
-    pub offset: usize,
-    /// One choice per stage.
-    pub choices: Vec<Choice>,
-    /// What it achieves.
-    pub eval: Evaluation,
-    /// The resource that kept the interval from going lower: a resource name, "bandwidth",
-    /// or "folding" when every bottleneck stage is already fully unrolled.
-    pub binding: String,
-}
-
-/// Why no design exists.
-#[derive(Debug, thiserror::Error)]
-pub enum AllocationError {
-    /// Even one stage alone at its cheapest does not fit the board.
-    #[error("the board's budget is too small for {stage}: at its cheapest it needs {needs}, the capped budget is {budget}; use a larger board or raise its [limits]")]
-    StageTooLarge {
-        /// The stage.
-        stage: String,
-        /// Its minimum needs.
-        needs: String,
-        /// The budget.
-        budget: String,
-    },
-}
-
-/// Total usage of a choice vector including the network's fixed parts and I/O traffic.
-pub fn total_usage(network: &Network, usages: impl Iterator<Item = Usage>) -> Usage {
-    let mut u = usages.sum::<Usage>() + network.fixed.iter().copied().sum::<Usage>();
-    u.offchip_bits += network.io_bits;
-    u
-}
-
-/// Whether `u` fits the on-chip budget and the bandwidth at interval `ii`.
-pub fn fits(budget: &Budget, u: &Usage, ii: f64) -> bool {
-    budget.exceeded(u).is_empty() && u.offchip_bits <= budget.offchip_bits_at(ii) * (1.0 + 1e-9)
-}
-
-/// The design for `network` on `budget` with `allocator`, partitioned if it must be.
-pub fn allocate(network: &Network, budget: &Budget, allocator: Allocator) -> Result<Vec<Allocation>, AllocationError> {
-    allocate_with(network, budget, allocator, None)
-}
-
-/// [`allocate`], reusing every stage's front (from [`exact::stage_front`]) when given and
-/// the allocator is exact.
-pub fn allocate_with(
-    network: &Network,
-    budget: &Budget,
-    allocator: Allocator,
-    fronts: Option<Vec<options::Front>>,
-) -> Result<Vec<Allocation>, AllocationError> {
-    let _span = tracing::info_span!("allocate", allocator = allocator.name()).entered();
-    let single = match (allocator, fronts) {
-        (Allocator::Exact, Some(fronts)) => exact::allocate_with(network, budget, fronts),
-        (Allocator::Exact, None) => exact::allocate(network, budget),
-        (Allocator::Greedy, _) => greedy::allocate(network, budget),
+/// Search `graph` (after the passes, unpruned) on `board` with calibration `images`.
+pub fn search(
+    graph: &Graph,
+    board: &Board,
+    design: &DesignOptions,
+    images: &hass_runtime::Tensor,
+    options: &SearchOptions,
+) -> Result<SearchResult> {
+    let _span = tracing::info_span!("search", strategy = ?options.strategy, images = images.batch()).entered();
+    let started = Instant::now();
+    if !(0.0..=100.0).contains(&options.max_accuracy_drop) {
+        return Err(crate::CompileError::Options(format!(
+            "the accuracy budget must be between 0 and 100 points, got {}",
+            options.max_accuracy_drop
+        )));
+    }
+    let labels = options.labels.as_deref();
+    let mut eval = Evaluator::new(graph, board, design, options.objective, images, labels, options.seed)?;
+    let dense_design =
+        crate::design::design(graph, board, &DesignOptions { sparsity: Default::default(), ..design.clone() })?;
+    let free = eval.accepted().metrics;
+    // The sample's figure would differ from what a compile with --calib reports.
+    let free_zeros_fps = eval.throughput_on_all_images()?;
+    let bar = progress_bar(options.progress);
+    let mut ctx = Context {
+        budget: AccuracyBudget { dense_top1: free.top1, max_drop: options.max_accuracy_drop },
+        seed: options.seed,
+        deadline: options.time_budget.map(|d| started + d),
+        points: Vec::new(),
+        bar,
+        limits: vec![PerKnob::default(); eval.targets().len()],
+        costs: vec![None; eval.targets().len()],
     };
-    match single {
-        Some(a) => Ok(vec![a]),
-        None => partition::partition(network, budget, allocator),
+    let first = ctx.record(eval.accepted());
+    ctx.accept(first, &free);
+    let stopped = match options.strategy {
+        Strategy::Hass => hass::run(&mut eval, &mut ctx)?,
+        Strategy::GlobalGreedy => global_greedy::run(&mut eval, &mut ctx)?,
+        Strategy::None => Stop::NotSearched,
+    };
+    ctx.bar.finish_and_clear();
+    let chosen = eval.accepted().clone();
+    let mut points = std::mem::take(&mut ctx.points);
+    pareto::mark_front(&mut points);
+    if let Some(p) = points.iter_mut().rev().find(|p| p.accepted) {
+        p.chosen = true;
     }
+    let config = config_of(&eval, &chosen.knobs);
+    let message = (options.max_accuracy_drop == 0.0 && options.labels.is_some()).then(|| {
+        format!(
+            "budget 0.0: kept only changes that lose no top-1 on the {} calibration images (the model's own zeros are exploited either way)",
+            images.batch()
+        )
+    });
+    let layers = layer_choices(&eval, &ctx, &chosen);
+    let summary = SearchSummary {
+        strategy: options.strategy,
+        objective: options.objective,
+        seed: options.seed,
+        max_accuracy_drop: options.max_accuracy_drop,
+        accuracy: if options.labels.is_some() {
+            "top-1 against the calibration labels".into()
+        } else {
+            "top-1 agreement with the dense model".into()
+        },
+        within_budget: ctx.budget.describe(),
+        calibration_images: images.batch(),
+        evaluations: eval.evaluations,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        stopped,
+        dense: Figures { top1: free.top1, throughput_fps: dense_design.throughput_fps() },
+        free_zeros: Figures { top1: free.top1, throughput_fps: free_zeros_fps },
+        chosen: Figures { top1: chosen.metrics.top1, throughput_fps: chosen.metrics.throughput_fps },
+        message,
+        layers,
+    };
+    Ok(SearchResult { config, summary, points })
+}
+
+/// A spinner with the evaluations and the best design so far, or a hidden bar.
+fn progress_bar(shown: bool) -> indicatif::ProgressBar {
+    if !shown {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {elapsed} {pos} evaluations; {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The knobs as a sparsity config (only what is set).
+fn config_of(eval: &Evaluator, knobs: &[LayerKnobs]) -> SparsityConfig {
+    let layers = eval.targets().iter().zip(knobs).filter(|(_, k)| k.any()).map(|(t, k)| (t.name.clone(), *k)).collect();
+    SparsityConfig { global: LayerKnobs::default(), layers }
+}
+
+/// Per target, the chosen knobs, the sparsity they give and why.
+fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<LayerChoice> {
+    let shares = eval.cycle_shares();
+    eval.targets()
+        .iter()
+        .enumerate()
+        .map(|(t, target)| {
+            let k = chosen.knobs[t];
+            let s = eval.sparsity_of_target(t);
+            let share = shares[target.stage];
+            let mut reason = format!("{:.0} % of II", 100.0 * share);
+            if k.weight_threshold.is_some() {
+                reason += &format!("; weights pruned to {:.0} % zeros", 100.0 * s.weights);
+            }
+            if k.activation_threshold.is_some() {
+                reason += &format!("; inputs thresholded to {:.0} % zeros", 100.0 * s.inputs);
+            }
+            if let Some(cost) = ctx.costs[t] {
+                reason += &format!("; {cost:.2} points");
+            }
+            for kind in KnobKind::ALL {
+                if let Some(l) = &ctx.limits[t][kind] {
+                    reason += &format!("; {}: {l}", kind.name());
+                }
+            }
+            LayerChoice {
+                name: target.name.clone(),
+                weight_threshold: k.weight_threshold,
+                weight_sparsity: s.weights,
+                activation_threshold: k.activation_threshold,
+                activation_sparsity: s.inputs,
+                reason,
+            }
+        })
+        .collect()
 }

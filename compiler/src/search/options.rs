@@ -1,241 +1,49 @@
-//! The foldings worth considering for each stage, costed once per run.
-//!
-//! For a loop of n iterations only the factors `ceil(n / t)` matter (any other factor costs
-//! more lanes for the same number of passes), so each coarse factor ranges over those
-//! "efficient" values: about 2 sqrt(n) of them. Spatial parallelism is considered only once
-//! the channels are fully parallel (before that, channel lanes are cheaper: no extra line
-//! buffer width or window logic).
+//! How to search: the strategy, the objective, the budget and the seed.
 
-use crate::hw::cost::{conv_cost_parts, conv_cycles, stage_cost, Folding, Placement};
-use crate::hw::pipeline::{Choice, Network};
-use crate::hw::stage::StageKind;
-use crate::hw::{Budget, Usage};
+use serde::Serialize;
+use std::time::Duration;
 
-/// Largest spatial parallelism considered (pixels per cycle).
-pub const MAX_SPATIAL: usize = 64;
-
-/// A costed choice.
-#[derive(Clone, Copy, Debug)]
-pub struct Entry {
-    /// The choice.
-    pub choice: Choice,
-    /// Cycles per image.
-    pub cycles: f64,
-    /// Resources.
-    pub usage: Usage,
+/// Which search to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Per-layer thresholds, moves ranked by the hardware model (default).
+    Hass,
+    /// One global weight and one global activation threshold, stepped (the predecessor).
+    GlobalGreedy,
+    /// No search: the dense model with the zeros it produces by itself.
+    None,
 }
 
-/// The distinct minimal factors of a loop of `n` iterations, ascending.
-pub fn efficient_factors(n: usize) -> Vec<usize> {
-    let mut f: Vec<usize> = (1..=n.max(1)).map(|t| n.max(1).div_ceil(t)).collect();
-    f.sort_unstable();
-    f.dedup();
-    f
+/// What the search maximises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Images per second.
+    Throughput,
+    /// GOP/s per DSP in use.
+    Efficiency,
+    /// First image's latency (minimised).
+    Latency,
 }
 
-/// Every choice of stage `i` worth considering that could fit `budget` on its own.
-pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<Entry> {
-    let stage = &network.stages[i];
-    let sparsity = network.sparsity[i].as_ref();
-    let mut out = Vec::new();
-    let fits =
-        |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
-    let mut push = |folding: Folding, placement: Placement| {
-        let c = stage_cost(stage, folding, placement, network.precision, sparsity);
-        if fits(&c.usage) {
-            out.push(Entry { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage });
-        }
-    };
-    match &stage.kind {
-        StageKind::Conv { c_in, c_out, groups, kernel, out_hw, .. } => {
-            let window = kernel[0] * kernel[1];
-            let sparse = sparsity.is_some_and(|s| s.is_sparse());
-            let fines: Vec<usize> = if sparse { (1..=window).collect() } else { efficient_factors(window) };
-            let (cin_g, cout_g) = (c_in / groups, c_out / groups);
-            let placements: &[Placement] = if budget.uram > 0.0 {
-                &[Placement::Bram, Placement::Uram, Placement::OffChip]
-            } else {
-                &[Placement::Bram, Placement::OffChip]
-            };
-            let spatials: Vec<usize> = efficient_factors(out_hw[1]).into_iter().filter(|&p| p <= MAX_SPATIAL).collect();
-            let mut conv_entries = Vec::new();
-            for &cg in &efficient_factors(*groups) {
-                for &ci in &efficient_factors(cin_g) {
-                    // Per (fine, spatial): the cycles at the previous coarse_out. Cycles never
-                    // rise with coarse_out; once they stop falling (a stream bound that
-                    // coarse_out does not move), wider coarse_out only costs more.
-                    let mut last = vec![f64::INFINITY; fines.len() * spatials.len()];
-                    for &co in &efficient_factors(cout_g) {
-                        for (fi, &fine) in fines.iter().enumerate() {
-                            let full = ci == cin_g && cg == *groups;
-                            for (si, &spatial) in if full { &spatials[..] } else { &[1][..] }.iter().enumerate() {
-                                let folding =
-                                    Folding { coarse_in: ci, coarse_out: co, coarse_group: cg, fine, spatial };
-                                let cycles = conv_cycles(stage, folding, sparsity);
-                                let slot = &mut last[fi * spatials.len() + si];
-                                if cycles >= *slot {
-                                    continue;
-                                }
-                                *slot = cycles;
-                                let (core, weights) = conv_cost_parts(stage, folding, network.precision, sparsity);
-                                if core.usage.dsp > budget.dsp || core.usage.lut > budget.lut {
-                                    continue; // wider spatial parallelism only costs more
-                                }
-                                for &placement in placements {
-                                    let usage = core.usage + weights.at(placement);
-                                    if fits(&usage) {
-                                        let choice = Choice { folding, placement };
-                                        conv_entries.push(Entry { choice, cycles: core.cycles, usage });
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            out.extend(conv_entries);
-        }
-        StageKind::Lanes { channels, cols, .. } => {
-            for &l in &efficient_factors(*channels) {
-                let spatials = if l == *channels { efficient_factors(*cols) } else { vec![1] };
-                for &p in spatials.iter().filter(|&&p| p <= MAX_SPATIAL) {
-                    push(
-                        Folding { coarse_in: l, coarse_out: 1, coarse_group: 1, fine: 1, spatial: p },
-                        Placement::Bram,
-                    );
-                }
-            }
-        }
-        StageKind::Free => push(Folding::ONE, Placement::Bram),
-    }
-    out
-}
-
-/// A stage's entries arranged to answer "the cheapest choice with at most II cycles" under
-/// per-resource weights, in O(log n).
+/// How to search.
 #[derive(Clone, Debug)]
-pub struct Front {
-    /// Entries whose weights stay on chip, by ascending cycles.
-    on_chip: Vec<Entry>,
-    /// Off-chip entries, by ascending cycles.
-    off_chip: Vec<Entry>,
-    /// `best_on[k]`: index of the cheapest on-chip entry among `on_chip[..=k]`.
-    best_on: Vec<usize>,
-    best_off: Vec<usize>,
-    /// Weights the prefix minima were computed with.
-    weights: [f64; 5],
-}
-
-/// Scalar cost of the on-chip resources of `u` under `w` (dsp, bram18, uram, lut, ff).
-pub fn scalar(u: &Usage, w: &[f64; 5]) -> f64 {
-    u.dsp * w[0] + u.bram18 * w[1] + u.uram * w[2] + u.lut * w[3] + u.ff * w[4]
-}
-
-fn prefix_best(entries: &[Entry], w: &[f64; 5]) -> Vec<usize> {
-    let mut best = Vec::with_capacity(entries.len());
-    let (mut at, mut lowest) = (0, f64::INFINITY);
-    for (k, e) in entries.iter().enumerate() {
-        let cost = scalar(&e.usage, w);
-        if cost < lowest {
-            (at, lowest) = (k, cost);
-        }
-        best.push(at);
-    }
-    best
-}
-
-impl Front {
-    /// Arrange `entries` for queries under `weights`.
-    pub fn new(entries: Vec<Entry>, weights: [f64; 5]) -> Front {
-        // Sort small keys, not the entries themselves.
-        let mut order: Vec<(f64, Placement, f64, u32)> =
-            entries.iter().enumerate().map(|(i, e)| (e.cycles, e.choice.placement, e.usage.dsp, i as u32)).collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3))
-        });
-        // Among entries of equal cycles and placement keep only those not dominated in
-        // DSP, BRAM, URAM and LUT by an earlier (cheaper-in-DSP) one: no weighting can
-        // prefer a dominated entry. Different factor splits (2 x 4 vs 4 x 2 passes) often
-        // tie on cycles, so this removes most of a conv stage's entries.
-        let mut kept: Vec<Entry> = Vec::with_capacity(entries.len() / 4);
-        let mut group_start = 0;
-        for &(_, _, _, i) in &order {
-            let e = entries[i as usize];
-            let same_group = |k: &Entry| k.cycles == e.cycles && k.choice.placement == e.choice.placement;
-            if kept.last().is_none_or(|k| !same_group(k)) {
-                group_start = kept.len();
-            }
-            let dominated = kept[group_start..].iter().any(|k| {
-                k.usage.dsp <= e.usage.dsp
-                    && k.usage.bram18 <= e.usage.bram18
-                    && k.usage.uram <= e.usage.uram
-                    && k.usage.lut <= e.usage.lut
-            });
-            if !dominated {
-                kept.push(e);
-            }
-        }
-        let entries = kept;
-        let (off_chip, on_chip): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| e.choice.placement == Placement::OffChip);
-        let best_on = prefix_best(&on_chip, &weights);
-        let best_off = prefix_best(&off_chip, &weights);
-        Front { on_chip, off_chip, best_on, best_off, weights }
-    }
-
-    /// Recompute the prefix minima for new weights.
-    pub fn reweight(&mut self, weights: [f64; 5]) {
-        self.best_on = prefix_best(&self.on_chip, &weights);
-        self.best_off = prefix_best(&self.off_chip, &weights);
-        self.weights = weights;
-    }
-
-    /// All entries (for the greedy allocator and reports).
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.on_chip.iter().chain(&self.off_chip)
-    }
-
-    /// The fewest cycles any entry reaches.
-    pub fn min_cycles(&self) -> f64 {
-        let first = |v: &[Entry]| v.first().map_or(f64::INFINITY, |e| e.cycles);
-        first(&self.on_chip).min(first(&self.off_chip))
-    }
-
-    /// The cheapest entry with at most `ii` cycles, counting off-chip weight bits against
-    /// `offchip_weight` per bit.
-    pub fn cheapest(&self, ii: f64, offchip_weight: f64) -> Option<&Entry> {
-        fn pick<'e>(entries: &'e [Entry], best: &[usize], ii: f64) -> Option<&'e Entry> {
-            let k = entries.partition_point(|e| e.cycles <= ii);
-            (k > 0).then(|| &entries[best[k - 1]])
-        }
-        let on = pick(&self.on_chip, &self.best_on, ii);
-        let off = pick(&self.off_chip, &self.best_off, ii);
-        match (on, off) {
-            (Some(a), Some(b)) => {
-                let cost_b = scalar(&b.usage, &self.weights) + b.usage.offchip_bits * offchip_weight;
-                Some(if scalar(&a.usage, &self.weights) <= cost_b { a } else { b })
-            }
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn efficient_factors_are_the_minimal_ones_per_pass_count() {
-        assert_eq!(efficient_factors(9), vec![1, 2, 3, 5, 9]);
-        assert_eq!(efficient_factors(1), vec![1]);
-        let f64s = efficient_factors(64);
-        assert!(f64s.contains(&22) && f64s.contains(&32) && !f64s.contains(&31));
-        for n in [3usize, 64, 96, 512, 2048] {
-            let f = efficient_factors(n);
-            // Every pass count 1..=n is reached by exactly one factor, the smallest.
-            let passes: std::collections::BTreeSet<usize> = f.iter().map(|x| n.div_ceil(*x)).collect();
-            assert_eq!(passes.len(), f.len());
-            assert!(f.len() <= 2 * (n as f64).sqrt() as usize + 2);
-        }
-    }
+pub struct SearchOptions {
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Objective.
+    pub objective: Objective,
+    /// Largest accepted top-1 drop on the calibration images, percentage points.
+    pub max_accuracy_drop: f64,
+    /// Seed of the search's random choices: which calibration images the hardware
+    /// statistics are measured on when there are more than
+    /// [`super::evaluate::STATISTICS_IMAGES`], and the hass strategy's refinement samples.
+    pub seed: u64,
+    /// Stop after this long and keep the best design found.
+    pub time_budget: Option<Duration>,
+    /// Calibration labels; without them accuracy is agreement with the dense model.
+    pub labels: Option<Vec<i64>>,
+    /// Draw a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`prune`]: applies the knobs to the graph (weights zeroed, thresholds set on conv and
 //!   fully connected inputs).
-//! - [`statistics`]: window histograms from the weights alone, or measured by the runtime on
-//!   calibration images.
+//! - [`counts`]: window histograms from the runtime's window masks and the weights.
+//! - [`statistics`]: the cost model's statistics, from the weights alone or measured by the
+//!   runtime on calibration images.
 //!
 //! What an activation threshold means: the input of the layer reads as zero wherever it is
 //! at or below T. After a ReLU this is ONNX `ThresholdedRelu` (small positives dropped).
@@ -13,17 +14,67 @@
 //! per-layer values (`--sparsity-config`) to leave such layers alone. The network input is
 //! never thresholded by the global value (it is an image, not an activation).
 
+pub mod counts;
 pub mod prune;
-pub mod search;
 pub mod statistics;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// Which of a layer's two knobs: the threshold on its weights or the one on its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KnobKind {
+    /// Weight magnitude pruning.
+    Weights,
+    /// Activation threshold on the layer's input.
+    Inputs,
+}
+
+impl KnobKind {
+    /// Both kinds, weights first (the order ties are broken in).
+    pub const ALL: [KnobKind; 2] = [KnobKind::Weights, KnobKind::Inputs];
+
+    /// Name in logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KnobKind::Weights => "weights",
+            KnobKind::Inputs => "inputs",
+        }
+    }
+}
+
+/// One value per [`KnobKind`] of a layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PerKnob<T> {
+    /// For the weights' knob.
+    pub weights: T,
+    /// For the input's knob.
+    pub inputs: T,
+}
+
+impl<T> std::ops::Index<KnobKind> for PerKnob<T> {
+    type Output = T;
+    fn index(&self, kind: KnobKind) -> &T {
+        match kind {
+            KnobKind::Weights => &self.weights,
+            KnobKind::Inputs => &self.inputs,
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<KnobKind> for PerKnob<T> {
+    fn index_mut(&mut self, kind: KnobKind) -> &mut T {
+        match kind {
+            KnobKind::Weights => &mut self.weights,
+            KnobKind::Inputs => &mut self.inputs,
+        }
+    }
+}
+
 /// The knobs of one layer (or the global defaults).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Knobs {
+pub struct LayerKnobs {
     /// Weights with |w| below this become 0.
     pub weight_threshold: Option<f32>,
     /// This fraction of the layer's weights, the smallest in magnitude, become 0.
@@ -32,12 +83,29 @@ pub struct Knobs {
     pub activation_threshold: Option<f32>,
 }
 
-impl Knobs {
+impl LayerKnobs {
+    /// The threshold of knob `kind` (weights: |w| below it pruned; inputs: at or below it
+    /// read as zero).
+    pub fn threshold(&self, kind: KnobKind) -> Option<f32> {
+        match kind {
+            KnobKind::Weights => self.weight_threshold,
+            KnobKind::Inputs => self.activation_threshold,
+        }
+    }
+
+    /// Set the threshold of knob `kind`.
+    pub fn set_threshold(&mut self, kind: KnobKind, threshold: Option<f32>) {
+        match kind {
+            KnobKind::Weights => self.weight_threshold = threshold,
+            KnobKind::Inputs => self.activation_threshold = threshold,
+        }
+    }
+
     /// `self` where set, else `fallback`.
-    pub fn or(self, fallback: Knobs) -> Knobs {
+    pub fn or(self, fallback: LayerKnobs) -> LayerKnobs {
         // A layer that sets one weight knob overrides both global weight knobs.
         let own_weight = self.weight_threshold.is_some() || self.weight_sparsity.is_some();
-        Knobs {
+        LayerKnobs {
             weight_threshold: if own_weight { self.weight_threshold } else { fallback.weight_threshold },
             weight_sparsity: if own_weight { self.weight_sparsity } else { fallback.weight_sparsity },
             activation_threshold: self.activation_threshold.or(fallback.activation_threshold),
@@ -56,16 +124,16 @@ impl Knobs {
 pub struct SparsityConfig {
     /// Defaults for every conv and fully connected layer.
     #[serde(flatten)]
-    pub global: Knobs,
+    pub global: LayerKnobs,
     /// Overrides by layer name (as in `hassc inspect`).
     #[serde(default)]
-    pub layers: BTreeMap<String, Knobs>,
+    pub layers: BTreeMap<String, LayerKnobs>,
 }
 
 impl SparsityConfig {
     /// Whether anything is pruned or thresholded.
     pub fn any(&self) -> bool {
-        self.global.any() || self.layers.values().any(Knobs::any)
+        self.global.any() || self.layers.values().any(LayerKnobs::any)
     }
 
     /// Parse a TOML or JSON config (`json` picks the format).

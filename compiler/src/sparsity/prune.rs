@@ -1,14 +1,14 @@
 //! Apply sparsity knobs to a graph: magnitude pruning of conv and fully connected weights,
 //! activation thresholds on their inputs.
 
-use super::{Knobs, SparsityConfig};
+use super::{LayerKnobs, SparsityConfig};
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, Op, WeightId};
 
 /// Zero the weights `knobs` select, in a new tensor; `None` if no weight knob is set.
 /// With `weight_sparsity` the `round(S * n)` smallest magnitudes go (ties by position), so
 /// the result is exact and deterministic; with `weight_threshold`, every |w| < T.
-pub fn pruned(values: &[f32], knobs: &Knobs) -> Option<Vec<f32>> {
+pub fn pruned(values: &[f32], knobs: &LayerKnobs) -> Option<Vec<f32>> {
     if let Some(s) = knobs.weight_sparsity {
         let k = (s * values.len() as f64).round() as usize;
         let mut order: Vec<usize> = (0..values.len()).collect();
@@ -22,7 +22,7 @@ pub fn pruned(values: &[f32], knobs: &Knobs) -> Option<Vec<f32>> {
     knobs.weight_threshold.map(|t| values.iter().map(|&w| if w.abs() < t { 0.0 } else { w }).collect())
 }
 
-fn check(what: &str, knobs: &Knobs) -> Result<()> {
+fn check(what: &str, knobs: &LayerKnobs) -> Result<()> {
     let bad = |msg: String| Err(CompileError::Options(format!("{what}: {msg}")));
     if knobs.weight_threshold.is_some() && knobs.weight_sparsity.is_some() {
         return bad("set weight_threshold or weight_sparsity, not both".into());
@@ -93,21 +93,22 @@ mod tests {
     #[test]
     fn sparsity_prunes_exactly_the_smallest_magnitudes() {
         let w = [0.5, -0.1, 0.3, -0.7, 0.1, 0.0];
-        let k = Knobs { weight_sparsity: Some(0.5), ..Knobs::default() };
+        let k = LayerKnobs { weight_sparsity: Some(0.5), ..LayerKnobs::default() };
         // The three smallest |w|: 0.0 (index 5), 0.1 (index 1, first of the tie), 0.1 (4).
         assert_eq!(pruned(&w, &k).unwrap(), vec![0.5, 0.0, 0.3, -0.7, 0.0, 0.0]);
-        let t = Knobs { weight_threshold: Some(0.35), ..Knobs::default() };
+        let t = LayerKnobs { weight_threshold: Some(0.35), ..LayerKnobs::default() };
         assert_eq!(pruned(&w, &t).unwrap(), vec![0.5, 0.0, 0.0, -0.7, 0.0, 0.0]);
-        assert_eq!(pruned(&w, &Knobs::default()), None);
+        assert_eq!(pruned(&w, &LayerKnobs::default()), None);
     }
 
     #[test]
     fn layer_overrides_replace_both_weight_knobs() {
-        let global = Knobs { weight_sparsity: Some(0.7), activation_threshold: Some(0.1), ..Knobs::default() };
-        let own = Knobs { weight_threshold: Some(0.01), ..Knobs::default() };
+        let global =
+            LayerKnobs { weight_sparsity: Some(0.7), activation_threshold: Some(0.1), ..LayerKnobs::default() };
+        let own = LayerKnobs { weight_threshold: Some(0.01), ..LayerKnobs::default() };
         assert_eq!(
             own.or(global),
-            Knobs { weight_threshold: Some(0.01), weight_sparsity: None, activation_threshold: Some(0.1) }
+            LayerKnobs { weight_threshold: Some(0.01), weight_sparsity: None, activation_threshold: Some(0.1) }
         );
     }
 }

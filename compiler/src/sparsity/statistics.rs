@@ -2,6 +2,7 @@
 //! activations are taken as non-zero, so the product sparsity is a lower bound), or
 //! measured by running the pruned, thresholded artifact on calibration images.
 
+use super::counts::{layer_counts, LayerCounts};
 use crate::board::Board;
 use crate::error::{CompileError, Result};
 use crate::hw::sparse::LayerSparsity;
@@ -59,15 +60,19 @@ pub fn measured(
 ) -> Result<BTreeMap<String, LayerSparsity>> {
     let _span = tracing::info_span!("calibrate", images = images.batch()).entered();
     let plan = calibration_plan(graph, board, images)?;
-    let counts = hass_runtime::stats::calibrate(&plan, images).map_err(|e| CompileError::Options(e.to_string()))?;
-    Ok(counts.into_iter().map(|c| (c.name.clone(), sparsity_of(&c))).collect())
+    let masks = hass_runtime::stats::measure_window_masks(&plan, images)?;
+    Ok(masks
+        .into_iter()
+        .map(|(layer, m)| (plan.layers[layer].name.clone(), sparsity_of(&layer_counts(&plan, layer, &m))))
+        .collect())
 }
 
 /// The runtime plan of `graph` (as the backend writes it) that calibration runs, after
 /// checking that `images` fit its input.
 pub fn calibration_plan(graph: &Graph, board: &Board, images: &hass_runtime::Tensor) -> Result<hass_runtime::Plan> {
     let bytes = crate::backend::emit(graph, board, &Default::default());
-    let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
+    let plan = hass_runtime::load_bytes(&bytes)
+        .map_err(|e| CompileError::internal(format!("the runtime rejects the artifact the backend wrote: {e}")))?;
     if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {
         return Err(CompileError::Options(format!(
             "calibration images have shape {:?}; the model takes [N, {}]",
@@ -79,7 +84,7 @@ pub fn calibration_plan(graph: &Graph, board: &Board, images: &hass_runtime::Ten
 }
 
 /// The cost model's statistics of one layer from the runtime's counts.
-pub fn sparsity_of(c: &hass_runtime::stats::LayerCounts) -> LayerSparsity {
+pub fn sparsity_of(c: &LayerCounts) -> LayerSparsity {
     let normalise = |hs: &[Vec<u64>]| -> Vec<Vec<f64>> {
         hs.iter()
             .map(|h| {

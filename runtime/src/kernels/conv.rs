@@ -191,22 +191,19 @@ mod tests {
             (0..c_out * c_in / groups * kernel * kernel).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
         let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.1 - 0.2).collect();
         let conv = Conv {
-            weight,
             bias,
-            c_in,
-            c_out,
-            kernel: [kernel; 2],
             stride: [stride; 2],
             dilation: [dilation; 2],
             pads,
             groups,
             activation: Some(Activation::Clip { min: -1.0, max: 3.0 }),
-            input_threshold: None,
-            sparse_weight: None,
+            ..Conv::new(weight, c_in, c_out, [kernel; 2])
         };
         let input: Vec<f32> = (0..c_in * hw * hw).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
-        let oh = crate::geometry::window_output_len(hw, kernel, stride, dilation, pads[0], pads[2], false).unwrap();
-        let ow = crate::geometry::window_output_len(hw, kernel, stride, dilation, pads[1], pads[3], false).unwrap();
+        let oh =
+            hass_proto::geometry::window_output_len(hw, kernel, stride, dilation, pads[0], pads[2], false).unwrap();
+        let ow =
+            hass_proto::geometry::window_output_len(hw, kernel, stride, dilation, pads[1], pads[3], false).unwrap();
         let mut out = vec![f32::NAN; c_out * oh * ow];
         conv_image(&conv, &input, [hw, hw], &mut out, [oh, ow]);
         let expected = reference(&conv, &input, [hw, hw], [oh, ow]);

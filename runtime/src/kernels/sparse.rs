@@ -1,60 +1,21 @@
-//! Zero-skipping kernels for pruned weights: a compressed-row copy of the weights, and a
-//! sparse x dense product that touches only the non-zero weights.
+//! Zero-skipping kernels for pruned weights: a sparse x dense product over a layer's
+//! [`SparseRows`] that touches only the non-zero weights.
 //!
 //! Used when at most [`SPARSE_DENSITY`] of a layer's weights are non-zero. Measured with
 //! `hass-run --bench` on ResNet-18 at 70 % zeros on an AVX-512 machine, the blocked dense
 //! SGEMM was still faster (13.1 vs 10.5 images/s at batch 1), so only very sparse layers
 //! take this path.
 
+pub use crate::sparse_rows::{SparseRows, SPARSE_DENSITY};
 use rayon::prelude::*;
 
-/// Largest fraction of non-zero weights for which the sparse kernels are used.
-pub const SPARSE_DENSITY: f64 = 0.15;
 /// Output columns per task: a `K x 256` slice of the input stays in cache while every
 /// weight row runs over it.
 const COLUMNS_PER_TASK: usize = 256;
 /// Columns accumulated in registers at once (four AVX-512 or eight AVX2 vectors).
 const BLOCK: usize = 64;
 
-/// A row-major matrix keeping only its non-zeros: row `r` holds
-/// `cols[starts[r]..starts[r + 1]]` and the same range of `values`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SparseRows {
-    starts: Vec<usize>,
-    cols: Vec<u32>,
-    values: Vec<f32>,
-}
-
 impl SparseRows {
-    /// The non-zeros of a `rows x (len / rows)` matrix, if there are few enough to pay off.
-    pub fn from_dense(values: &[f32], rows: usize) -> Option<SparseRows> {
-        let nnz = values.iter().filter(|v| **v != 0.0).count();
-        if values.is_empty() || nnz as f64 > SPARSE_DENSITY * values.len() as f64 {
-            return None;
-        }
-        let width = values.len() / rows;
-        let mut m = SparseRows {
-            starts: Vec::with_capacity(rows + 1),
-            cols: Vec::with_capacity(nnz),
-            values: Vec::with_capacity(nnz),
-        };
-        for row in values.chunks_exact(width) {
-            m.starts.push(m.cols.len());
-            for (c, &v) in row.iter().enumerate().filter(|(_, v)| **v != 0.0) {
-                m.cols.push(c as u32);
-                m.values.push(v);
-            }
-        }
-        m.starts.push(m.cols.len());
-        Some(m)
-    }
-
-    /// Row `r`'s (column, value) pairs.
-    pub fn row(&self, r: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
-        let range = self.starts[r]..self.starts[r + 1];
-        self.cols[range.clone()].iter().map(|&c| c as usize).zip(self.values[range].iter().copied())
-    }
-
     /// `out[rows_range x n] = self[rows_range] * b[k x n]` (row-major `b`, `n` columns),
     /// for the rows `first..first + out.len() / n`.
     pub fn matmul_rows(&self, first: usize, b: &[f32], n: usize, out: &mut [f32]) {

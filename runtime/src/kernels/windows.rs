@@ -97,20 +97,7 @@ mod tests {
     fn bit_rows_give_the_same_masks_as_tap_by_tap() {
         for (k, s, p, h, w) in [(3, 1, 1, 7, 9), (3, 2, 1, 8, 8), (1, 1, 0, 5, 5), (5, 2, 2, 11, 70), (7, 2, 3, 9, 130)]
         {
-            let conv = Conv {
-                weight: Vec::new(),
-                bias: Vec::new(),
-                c_in: 1,
-                c_out: 1,
-                kernel: [k, k],
-                stride: [s, s],
-                dilation: [1, 1],
-                pads: [p; 4],
-                groups: 1,
-                activation: None,
-                input_threshold: None,
-                sparse_weight: None,
-            };
+            let conv = Conv { stride: [s, s], pads: [p; 4], ..Conv::new(Vec::new(), 1, 1, [k, k]) };
             let plane: Vec<f32> = (0..h * w).map(|i| if (i * 7919) % 5 < 2 { 0.0 } else { 1.0 }).collect();
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let mut fast = Vec::new();

@@ -23,7 +23,7 @@ use super::evaluate::Evaluator;
 use super::ladder::{sorted_magnitudes, sorted_positive};
 use super::Context;
 use crate::error::Result;
-use crate::sparsity::Knobs;
+use crate::sparsity::{KnobKind, LayerKnobs};
 use rand::{RngExt, SeedableRng};
 
 /// Samples evaluated (accuracy and hardware) at most.
@@ -45,10 +45,9 @@ const MAX_SHARE: f64 = 0.95;
 const ACTIVATION_SAMPLE: usize = 1 << 16;
 
 /// One knob and the values that place its threshold at a share.
-struct Knob {
+struct KnobScale {
     target: usize,
-    /// 0: weights, 1: inputs.
-    kind: usize,
+    kind: KnobKind,
     /// Weight magnitudes or positive input values, ascending.
     values: Vec<f32>,
     /// The threshold at share 0: none, or 0 for inputs with negative values whose
@@ -56,7 +55,7 @@ struct Knob {
     floor: Option<f32>,
 }
 
-impl Knob {
+impl KnobScale {
     /// The threshold that zeroes `share` of the values (`floor` at 0).
     fn threshold(&self, share: f64) -> Option<f32> {
         let n = self.values.len();
@@ -66,9 +65,9 @@ impl Knob {
         }
         Some(match self.kind {
             // |w| < t prunes: the k-th smallest magnitude prunes the k below it.
-            0 => self.values[k],
+            KnobKind::Weights => self.values[k],
             // x <= t zeroes: the k-th smallest value zeroes k of them.
-            _ => self.values[k - 1],
+            KnobKind::Inputs => self.values[k - 1],
         })
         .filter(|&t| t > 0.0)
         .or(self.floor)
@@ -78,37 +77,32 @@ impl Knob {
     fn share(&self, threshold: Option<f32>) -> f64 {
         let Some(t) = threshold else { return 0.0 };
         let k = match self.kind {
-            0 => self.values.partition_point(|&v| v < t),
-            _ => self.values.partition_point(|&v| v <= t),
+            KnobKind::Weights => self.values.partition_point(|&v| v < t),
+            KnobKind::Inputs => self.values.partition_point(|&v| v <= t),
         };
         k as f64 / self.values.len().max(1) as f64
     }
 
-    fn get(&self, knobs: &[Knobs]) -> Option<f32> {
-        let k = &knobs[self.target];
-        if self.kind == 0 {
-            k.weight_threshold
-        } else {
-            k.activation_threshold
-        }
+    fn get(&self, knobs: &[LayerKnobs]) -> Option<f32> {
+        knobs[self.target].threshold(self.kind)
     }
 
-    fn set(&self, knobs: &mut [Knobs], threshold: Option<f32>) {
-        let k = &mut knobs[self.target];
-        if self.kind == 0 {
-            k.weight_threshold = threshold;
-        } else {
-            k.activation_threshold = threshold;
-        }
+    fn set(&self, knobs: &mut [LayerKnobs], threshold: Option<f32>) {
+        knobs[self.target].set_threshold(self.kind, threshold);
     }
 }
 
 /// The knobs the refinement may move, from the accepted state.
-fn knobs(eval: &Evaluator) -> Vec<Knob> {
+fn knobs(eval: &Evaluator) -> Vec<KnobScale> {
     let accepted = &eval.accepted().knobs;
     let mut out = Vec::new();
     for (t, target) in eval.targets().iter().enumerate() {
-        out.push(Knob { target: t, kind: 0, values: sorted_magnitudes(&target.weights), floor: None });
+        out.push(KnobScale {
+            target: t,
+            kind: KnobKind::Weights,
+            values: sorted_magnitudes(&target.weights),
+            floor: None,
+        });
         if target.reads_image {
             continue;
         }
@@ -118,14 +112,19 @@ fn knobs(eval: &Evaluator) -> Vec<Knob> {
             continue;
         }
         let floor = has_negative.then_some(0.0);
-        out.push(Knob { target: t, kind: 1, values: sorted_positive(input, ACTIVATION_SAMPLE), floor });
+        out.push(KnobScale {
+            target: t,
+            kind: KnobKind::Inputs,
+            values: sorted_positive(input, ACTIVATION_SAMPLE),
+            floor,
+        });
     }
     out
 }
 
 /// Evaluate up to [`SAMPLES`] samples from the evaluator's accepted state, seeded by `seed`;
 /// returns the knobs (target, kind) it changed.
-pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Result<Vec<(usize, usize)>> {
+pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Result<Vec<(usize, KnobKind)>> {
     let samples = ((SAMPLE_MACS / eval.macs_per_evaluation().max(1.0)) as usize).clamp(MIN_SAMPLES, SAMPLES);
     let _span = tracing::info_span!("refine", samples).entered();
     let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -141,8 +140,8 @@ pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Resu
         let current = eval.accepted().metrics;
         let knobs_now = eval.accepted().knobs.clone();
         let shares = eval.cycle_shares();
-        let binding = |k: &&Knob| shares[eval.targets()[k.target].stage] >= BINDING_SHARE;
-        let raisable: Vec<&Knob> =
+        let binding = |k: &&KnobScale| shares[eval.targets()[k.target].stage] >= BINDING_SHARE;
+        let raisable: Vec<&KnobScale> =
             all.iter().filter(binding).filter(|k| k.share(k.get(&knobs_now)) < MAX_SHARE).collect();
         if raisable.is_empty() {
             break;
@@ -153,7 +152,7 @@ pub(super) fn refine(eval: &mut Evaluator, ctx: &mut Context, seed: u64) -> Resu
         up.set(&mut next, up.threshold((from + rng.random_range(0.01..MAX_STEP)).min(MAX_SHARE)));
         let mut moved = vec![(up.target, up.kind)];
         if rng.random_bool(0.5) {
-            let lowerable: Vec<&Knob> = all
+            let lowerable: Vec<&KnobScale> = all
                 .iter()
                 .filter(|k| !std::ptr::eq(*k, up) && k.get(&knobs_now).is_some() && k.get(&knobs_now) != k.floor)
                 .collect();
@@ -194,12 +193,22 @@ mod tests {
 
     #[test]
     fn shares_and_thresholds_invert_each_other() {
-        let weights = Knob { target: 0, kind: 0, values: (1..=100).map(|v| v as f32).collect(), floor: None };
+        let weights = KnobScale {
+            target: 0,
+            kind: KnobKind::Weights,
+            values: (1..=100).map(|v| v as f32).collect(),
+            floor: None,
+        };
         assert_eq!(weights.threshold(0.0), None);
         // |w| < 31 prunes 30 of 1..=100.
         assert_eq!(weights.threshold(0.3), Some(31.0));
         assert_eq!(weights.share(Some(31.0)), 0.3);
-        let inputs = Knob { target: 0, kind: 1, values: (1..=100).map(|v| v as f32).collect(), floor: Some(0.0) };
+        let inputs = KnobScale {
+            target: 0,
+            kind: KnobKind::Inputs,
+            values: (1..=100).map(|v| v as f32).collect(),
+            floor: Some(0.0),
+        };
         // x <= 30 zeroes 30; share 0 keeps the negative values zeroed.
         assert_eq!(inputs.threshold(0.3), Some(30.0));
         assert_eq!(inputs.share(Some(30.0)), 0.3);

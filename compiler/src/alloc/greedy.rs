@@ -3,7 +3,7 @@
 //! coarse-in and coarse-out, then groups, then pixels) until a resource check fails.
 //! Weights go to URAM, then BRAM (up to half of it), then off-chip, in stage order.
 
-use super::options::{enumerate, Entry};
+use super::choices::{enumerate, CostedChoice};
 use super::{fits, total_usage, Allocation};
 use crate::hw::cost::{Folding, Placement};
 use crate::hw::pipeline::Network;
@@ -11,10 +11,10 @@ use crate::hw::Budget;
 
 /// Allocate `network` on `budget` as one partition; `None` if the slowest design does not fit.
 pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
-    let entries: Vec<Vec<Entry>> = (0..network.stages.len()).map(|i| enumerate(network, i, budget)).collect();
+    let entries: Vec<Vec<CostedChoice>> = (0..network.stages.len()).map(|i| enumerate(network, i, budget)).collect();
     // Initial placement, in stage order: URAM while it fits, then BRAM up to half of it
     // (the rest is left for line buffers and the banks that folding adds), then off-chip.
-    let mut current: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut current: Vec<CostedChoice> = Vec::with_capacity(entries.len());
     for options in &entries {
         let placed = [(Placement::Uram, 1.0), (Placement::Bram, 0.5), (Placement::OffChip, 1.0)].into_iter().find_map(
             |(p, share)| {
@@ -28,7 +28,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         );
         current.push(placed.or_else(|| options.first().copied())?);
     }
-    let ii_of = |cur: &[Entry]| cur.iter().map(|e| e.cycles).fold(1.0, f64::max);
+    let ii_of = |cur: &[CostedChoice]| cur.iter().map(|e| e.cycles).fold(1.0, f64::max);
     if !fits(budget, &total_usage(network, current.iter().map(|e| e.usage)), ii_of(&current)) {
         return None;
     }
@@ -61,7 +61,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
 }
 
 /// The next faster folding of a stage in fpgaConvNet's order, same placement.
-fn next_step(options: &[Entry], now: &Entry) -> Option<Entry> {
+fn next_step(options: &[CostedChoice], now: &CostedChoice) -> Option<CostedChoice> {
     let f = now.choice.folding;
     let faster = |g: Folding| {
         options

@@ -31,7 +31,7 @@
 //! measured is ranked by the share of its layer's signal energy it removes (squared
 //! weights below the threshold, or squared inputs at or below it), scaled by what a unit of
 //! that energy has cost in the moves measured so far; and a layer's statistics and
-//! allocation front for a move are cached until its input changes. A move looks up to four
+//! costed choices for a move are cached until its input changes. A move looks up to four
 //! levels ahead for the first that pays (a stage turning sparse pays for its crossbar
 //! first). When no move fits any more, the steps of the closed knobs are halved, twice.
 //!
@@ -44,7 +44,10 @@ use super::evaluate::{Candidate, Evaluator, Metrics};
 use super::ladder::{activation_ladder, weight_ladder};
 use super::{Context, Stop};
 use crate::error::Result;
-use crate::sparsity::Knobs;
+use crate::sparsity::{KnobKind, LayerKnobs, PerKnob};
+use bundle::with_companions;
+
+mod bundle;
 
 /// Relative objective gain below which a move is not worth its damage.
 const MIN_GAIN: f64 = 2e-3;
@@ -54,27 +57,21 @@ const MIN_DAMAGE: f64 = 1e-5;
 /// models lose (0.2 to 0.6 points at 0.005 nats).
 const POINTS_PER_NAT: f64 = 100.0;
 
-/// Weight knob, activation knob.
-const KINDS: [&str; 2] = ["weights", "inputs"];
 /// Times the ladders are refined once the loop converges.
 const REFINEMENTS: usize = 2;
 /// Idle steps taken back once nothing else moves (see [`undo_idle`]).
 const UNDOS: usize = 4;
-/// Largest number of moves accepted together (see [`companions`]).
-const MAX_BUNDLE: usize = 8;
-/// A move joins a bundle only if it ranks at least this share of the chosen move.
-const COMPANION_RANK: f64 = 0.25;
 /// Levels looked ahead for a move that pays: one step of pruning can cost more than it
 /// saves (a stage turning sparse pays for its crossbar first).
 const LOOKAHEAD: usize = 4;
 
 /// The thresholds one layer steps through, per knob kind.
-type Ladders = Vec<[Vec<f32>; 2]>;
+type Ladders = Vec<PerKnob<Vec<f32>>>;
 
 /// A move under consideration this round.
 struct Move {
     target: usize,
-    kind: usize,
+    kind: KnobKind,
     /// The level it moves to.
     to: usize,
     gain: f64,
@@ -87,9 +84,9 @@ struct Move {
 /// What the greedy knows of its moves' damage.
 struct Damages {
     /// Per target and knob kind, the damage last measured for its next step.
-    measured: Vec<[Option<f64>; 2]>,
+    measured: Vec<PerKnob<Option<f64>>>,
     /// Per knob kind, measured damage per unit of the signal energy a move removed.
-    per_energy: [Vec<f64>; 2],
+    per_energy: PerKnob<Vec<f64>>,
 }
 
 impl Damages {
@@ -105,22 +102,35 @@ impl Damages {
     }
 }
 
-/// A move taken: target, knob kind, level, expected damage.
-type Taken = (usize, usize, usize, f64);
+/// A move taken.
+struct Taken {
+    target: usize,
+    kind: KnobKind,
+    /// The level the knob moves to.
+    level: usize,
+    /// Its expected damage, which shares out the top-1 its bundle cost.
+    expected_damage: f64,
+}
+
+impl Taken {
+    fn of(m: &Move, damages: &Damages) -> Taken {
+        Taken { target: m.target, kind: m.kind, level: m.to, expected_damage: damages.expected(m) }
+    }
+}
 
 /// Once no move fits the budget any more, halve the step of every closed knob (a value
 /// midway between where it stands and the step that did not fit) and reopen it: the budget
 /// left over is spent in smaller steps. Returns whether anything was reopened.
 fn refine(
     ladders: &mut Ladders,
-    levels: &[[usize; 2]],
-    closed: &mut [[bool; 2]],
-    damage: &mut [[Option<f64>; 2]],
+    levels: &[PerKnob<usize>],
+    closed: &mut [PerKnob<bool>],
+    damage: &mut [PerKnob<Option<f64>>],
     ctx: &mut Context,
 ) -> bool {
     let mut reopened = false;
     for t in 0..ladders.len() {
-        for kind in 0..2 {
+        for kind in KnobKind::ALL {
             let level = levels[t][kind];
             let ladder = &mut ladders[t][kind];
             if !closed[t][kind] || level >= ladder.len() {
@@ -153,7 +163,7 @@ const ENERGY_SAMPLE: usize = 1 << 16;
 
 /// Share of target `t`'s signal energy that `knobs` remove: squared weights below the weight
 /// threshold, or squared non-zero inputs (a sample) at or below the activation threshold.
-fn removed_energy(eval: &Evaluator, t: usize, kind: usize, knobs: &Knobs) -> f64 {
+fn removed_energy(eval: &Evaluator, t: usize, kind: KnobKind, knobs: &LayerKnobs) -> f64 {
     let share = |values: &mut dyn Iterator<Item = f32>, cut: &dyn Fn(f32) -> bool| {
         let (mut removed, mut total) = (0.0, 0.0);
         for v in values {
@@ -169,14 +179,14 @@ fn removed_energy(eval: &Evaluator, t: usize, kind: usize, knobs: &Knobs) -> f64
             0.0
         }
     };
-    if kind == 0 {
-        let Some(threshold) = knobs.weight_threshold else { return 0.0 };
-        share(&mut eval.targets()[t].weights.iter().copied(), &|w| w.abs() < threshold)
-    } else {
-        let Some(threshold) = knobs.activation_threshold else { return 0.0 };
-        let input = eval.input_of(t);
-        let step = input.len().div_ceil(ENERGY_SAMPLE).max(1);
-        share(&mut input.iter().step_by(step).copied(), &|x| x <= threshold)
+    let Some(threshold) = knobs.threshold(kind) else { return 0.0 };
+    match kind {
+        KnobKind::Weights => share(&mut eval.targets()[t].weights.iter().copied(), &|w| w.abs() < threshold),
+        KnobKind::Inputs => {
+            let input = eval.input_of(t);
+            let step = input.len().div_ceil(ENERGY_SAMPLE).max(1);
+            share(&mut input.iter().step_by(step).copied(), &|x| x <= threshold)
+        }
     }
 }
 
@@ -189,12 +199,12 @@ fn undo_idle(
     eval: &mut Evaluator,
     ctx: &mut Context,
     ladders: &Ladders,
-    levels: &[[usize; 2]],
-) -> Result<Option<(usize, usize)>> {
+    levels: &[PerKnob<usize>],
+) -> Result<Option<(usize, KnobKind)>> {
     let current = eval.accepted().metrics;
-    let mut best: Option<(f64, usize, usize)> = None;
+    let mut best: Option<(f64, usize, KnobKind)> = None;
     for t in 0..levels.len() {
-        for kind in 0..2 {
+        for kind in KnobKind::ALL {
             if levels[t][kind] == 0 {
                 continue;
             }
@@ -215,59 +225,99 @@ fn undo_idle(
     if !ctx.within_budget(&m) || m.divergence >= current.divergence {
         return Ok(None);
     }
-    tracing::info!(layer = %eval.targets()[t].name, knob = KINDS[kind], "took back an idle step");
-    accept(eval, ctx, candidate, point, &[(t, kind, levels[t][kind] - 1, 0.0)], &current)?;
+    tracing::info!(layer = %eval.targets()[t].name, knob = kind.name(), "took back an idle step");
+    let step = Taken { target: t, kind, level: levels[t][kind] - 1, expected_damage: 0.0 };
+    accept(eval, ctx, candidate, point, &[step], &current)?;
     Ok(Some((t, kind)))
 }
 
-fn knobs_at(ladders: &Ladders, levels: &[[usize; 2]]) -> Vec<Knobs> {
+/// The knobs at `levels` of `ladders` (level 0: not set).
+fn knobs_at(ladders: &Ladders, levels: &[PerKnob<usize>]) -> Vec<LayerKnobs> {
     ladders
         .iter()
         .zip(levels)
-        .map(|(l, &[w, a])| Knobs {
-            weight_threshold: w.checked_sub(1).map(|k| l[0][k]),
+        .map(|(l, at)| LayerKnobs {
+            weight_threshold: at.weights.checked_sub(1).map(|k| l.weights[k]),
             weight_sparsity: None,
-            activation_threshold: a.checked_sub(1).map(|k| l[1][k]),
+            activation_threshold: at.inputs.checked_sub(1).map(|k| l.inputs[k]),
         })
         .collect()
 }
 
-/// Run the strategy from the evaluator's accepted state.
-pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
-    let mut refinements = 0;
-    let mut ladders: Ladders = (0..eval.targets().len())
-        .map(|t| {
-            let target = &eval.targets()[t];
-            let activations = if target.reads_image { Vec::new() } else { activation_ladder(eval.input_of(t)) };
-            [weight_ladder(&target.weights), activations]
-        })
-        .collect();
-    let n = ladders.len();
-    let mut levels = vec![[0usize; 2]; n];
-    let mut closed = vec![[false; 2]; n];
-    let mut damages = Damages { measured: vec![[None; 2]; n], per_energy: [Vec::new(), Vec::new()] };
-    let (mut undos, mut frozen) = (0, vec![[false; 2]; n]);
-    let mut bundle = 2;
-    loop {
-        if ctx.out_of_time() {
-            return Ok(Stop::TimeBudget);
+/// The greedy's own state, besides the evaluator's accepted design.
+struct Greedy {
+    /// Per target, the thresholds each knob steps through.
+    ladders: Ladders,
+    /// Per target, how many steps up its ladder each knob stands (0: not set).
+    levels: Vec<PerKnob<usize>>,
+    /// Knobs whose next step broke the budget.
+    closed: Vec<PerKnob<bool>>,
+    /// Knobs an idle step was taken back from (see [`undo_idle`]): not raised again.
+    frozen: Vec<PerKnob<bool>>,
+    damages: Damages,
+    /// Times the closed knobs' steps were halved (see [`refine`]).
+    refinements: usize,
+    /// Idle steps taken back.
+    undos: usize,
+    /// Moves tried together next (see [`with_companions`]).
+    bundle: usize,
+}
+
+/// What the lazy greedy picked this round.
+enum Pick {
+    /// A move, measured in the current state, within budget and gaining.
+    Move(Move),
+    /// No open move gains.
+    Nothing,
+    /// The time budget ran out.
+    OutOfTime,
+}
+
+impl Greedy {
+    fn new(eval: &Evaluator) -> Greedy {
+        let ladders: Ladders = (0..eval.targets().len())
+            .map(|t| {
+                let target = &eval.targets()[t];
+                let inputs = if target.reads_image { Vec::new() } else { activation_ladder(eval.input_of(t)) };
+                PerKnob { weights: weight_ladder(&target.weights), inputs }
+            })
+            .collect();
+        let n = ladders.len();
+        Greedy {
+            ladders,
+            levels: vec![PerKnob::default(); n],
+            closed: vec![PerKnob::default(); n],
+            frozen: vec![PerKnob::default(); n],
+            damages: Damages { measured: vec![PerKnob::default(); n], per_energy: PerKnob::default() },
+            refinements: 0,
+            undos: 0,
+            bundle: 2,
         }
-        let current = eval.accepted().metrics;
+    }
+
+    /// Whether knob `kind` of target `t` may still step up.
+    fn open(&self, t: usize, kind: KnobKind) -> bool {
+        !self.closed[t][kind] && !self.frozen[t][kind] && self.levels[t][kind] < self.ladders[t][kind].len()
+    }
+
+    /// Per open knob, the first step (up to [`LOOKAHEAD`] levels ahead) whose hardware
+    /// estimate gains over `current`, with its damage stand-in.
+    fn paying_moves(&self, eval: &mut Evaluator, current: &Metrics) -> Result<Vec<Move>> {
         let mut moves = Vec::new();
-        for t in 0..n {
-            for kind in 0..2 {
-                if closed[t][kind] || frozen[t][kind] || levels[t][kind] >= ladders[t][kind].len() {
+        for t in 0..self.levels.len() {
+            for kind in KnobKind::ALL {
+                if !self.open(t, kind) {
                     continue;
                 }
-                let top = ladders[t][kind].len().min(levels[t][kind] + LOOKAHEAD);
-                for to in levels[t][kind] + 1..=top {
-                    let mut next = levels.clone();
+                let top = self.ladders[t][kind].len().min(self.levels[t][kind] + LOOKAHEAD);
+                for to in self.levels[t][kind] + 1..=top {
+                    let mut next = self.levels.clone();
                     next[t][kind] = to;
-                    let knobs = knobs_at(&ladders, &next);
+                    let knobs = knobs_at(&self.ladders, &next);
                     let estimate = eval.estimate(&knobs)?;
-                    let gain = gain(&current, &estimate);
+                    let gain = gain(current, &estimate);
                     if gain > MIN_GAIN {
-                        let now = &knobs_at(&ladders, &levels)[t];
+                        let now = &knobs_at(&self.ladders, &self.levels)[t];
                         let proxy = removed_energy(eval, t, kind, &knobs[t]) - removed_energy(eval, t, kind, now);
                         moves.push(Move { target: t, kind, to, gain, proxy, measured: None });
                         break;
@@ -275,13 +325,24 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                 }
             }
         }
-        let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
-        // Lazy greedy: re-measure the best-ranked move until one measured in this state
-        // ranks first.
-        let chosen = loop {
+        Ok(moves)
+    }
+
+    /// The lazy greedy: re-measure the best-ranked move until one measured in this state
+    /// ranks first. A move that breaks the budget closes its knob; one that no longer
+    /// gains is dropped.
+    fn choose(
+        &mut self,
+        eval: &mut Evaluator,
+        ctx: &mut Context,
+        moves: &mut Vec<Move>,
+        current: &Metrics,
+    ) -> Result<Pick> {
+        loop {
             if ctx.out_of_time() {
-                return Ok(Stop::TimeBudget);
+                return Ok(Pick::OutOfTime);
             }
+            let damages = &self.damages;
             let best = (0..moves.len()).max_by(|&a, &b| {
                 let (ma, mb) = (&moves[a], &moves[b]);
                 damages
@@ -290,152 +351,120 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                     .then(ma.gain.total_cmp(&mb.gain))
                     .then((mb.target, mb.kind).cmp(&(ma.target, ma.kind)))
             });
-            let Some(best) = best else { break None };
+            let Some(best) = best else { return Ok(Pick::Nothing) };
             if moves[best].measured.is_some() {
-                break Some(moves.swap_remove(best));
+                return Ok(Pick::Move(moves.swap_remove(best)));
             }
             let (t, kind) = (moves[best].target, moves[best].kind);
-            let mut next = levels.clone();
+            let mut next = self.levels.clone();
             next[t][kind] = moves[best].to;
-            let candidate = eval.evaluate(&knobs_at(&ladders, &next))?;
+            let candidate = eval.evaluate(&knobs_at(&self.ladders, &next))?;
             let point = ctx.record(&candidate);
             let m = candidate.metrics;
-            let damage = damage_of(&current, &m);
-            damages.measured[t][kind] = Some(damage);
+            let damage = damage_of(current, &m);
+            self.damages.measured[t][kind] = Some(damage);
             if moves[best].proxy > 0.0 {
-                damages.per_energy[kind].push(damage / moves[best].proxy);
+                self.damages.per_energy[kind].push(damage / moves[best].proxy);
             }
             tracing::info!(
                 layer = %eval.targets()[t].name,
-                knob = KINDS[kind],
+                knob = kind.name(),
                 level = moves[best].to,
                 estimated_gain = moves[best].gain,
-                gain = gain(&current, &m),
+                gain = gain(current, &m),
                 drop = ctx.drop(&m),
                 divergence = m.divergence,
                 "measured move"
             );
             if !ctx.within_budget(&m) {
-                closed[t][kind] = true;
+                self.closed[t][kind] = true;
                 ctx.limits[t][kind] = Some(ctx.overrun(&m));
                 moves.swap_remove(best);
                 continue;
             }
-            moves[best].gain = gain(&current, &m);
+            moves[best].gain = gain(current, &m);
             if moves[best].gain <= MIN_GAIN {
                 moves.swap_remove(best);
                 continue;
             }
             moves[best].measured = Some((candidate, point));
-        };
-        let Some(chosen) = chosen else {
-            if refinements < REFINEMENTS && refine(&mut ladders, &levels, &mut closed, &mut damages.measured, ctx) {
-                refinements += 1;
-                continue;
-            }
-            if undos < UNDOS {
-                if let Some((t, kind)) = undo_idle(eval, ctx, &ladders, &levels)? {
-                    undos += 1;
-                    levels[t][kind] -= 1;
-                    frozen[t][kind] = true;
-                    for (c, l) in closed.iter_mut().zip(ctx.limits.iter_mut()) {
-                        for k in 0..2 {
-                            if c[k] {
-                                (c[k], l[k]) = (false, None);
-                            }
+        }
+    }
+
+    /// Once nothing gains: halve the closed knobs' steps ([`REFINEMENTS`] times), else take
+    /// back an idle step and reopen every closed knob ([`UNDOS`] times). Returns whether
+    /// anything reopened.
+    fn reopen(&mut self, eval: &mut Evaluator, ctx: &mut Context) -> Result<bool> {
+        if self.refinements < REFINEMENTS
+            && refine(&mut self.ladders, &self.levels, &mut self.closed, &mut self.damages.measured, ctx)
+        {
+            self.refinements += 1;
+            return Ok(true);
+        }
+        if self.undos < UNDOS {
+            if let Some((t, kind)) = undo_idle(eval, ctx, &self.ladders, &self.levels)? {
+                self.undos += 1;
+                self.levels[t][kind] -= 1;
+                self.frozen[t][kind] = true;
+                for (closed, limit) in self.closed.iter_mut().zip(ctx.limits.iter_mut()) {
+                    for k in KnobKind::ALL {
+                        if closed[k] {
+                            (closed[k], limit[k]) = (false, None);
                         }
                     }
-                    continue;
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The greedy has converged: run the seeded refinement, and say for every knob that
+    /// could step further why it did not.
+    fn finish(&self, eval: &mut Evaluator, ctx: &mut Context) -> Result<()> {
+        let seed = ctx.seed;
+        for (t, kind) in super::local::refine(eval, ctx, seed)? {
+            ctx.limits[t][kind] = Some("set by the refinement".into());
+        }
+        for t in 0..self.levels.len() {
+            for kind in KnobKind::ALL {
+                if ctx.limits[t][kind].is_none() && self.levels[t][kind] < self.ladders[t][kind].len() {
+                    ctx.limits[t][kind] = Some("further steps gain nothing".into());
                 }
             }
-            let seed = ctx.seed;
-            for (t, kind) in super::local::refine(eval, ctx, seed)? {
-                ctx.limits[t][kind] = Some("set by the refinement".into());
+        }
+        Ok(())
+    }
+}
+
+/// Run the strategy from the evaluator's accepted state.
+pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
+    let mut greedy = Greedy::new(eval);
+    loop {
+        if ctx.out_of_time() {
+            return Ok(Stop::TimeBudget);
+        }
+        let current = eval.accepted().metrics;
+        let mut moves = greedy.paying_moves(eval, &current)?;
+        let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
+        let chosen = match greedy.choose(eval, ctx, &mut moves, &current)? {
+            Pick::Move(chosen) => chosen,
+            Pick::OutOfTime => return Ok(Stop::TimeBudget),
+            Pick::Nothing if greedy.reopen(eval, ctx)? => continue,
+            Pick::Nothing => {
+                greedy.finish(eval, ctx)?;
+                return Ok(Stop::Converged);
             }
-            for t in 0..n {
-                for kind in 0..2 {
-                    if ctx.limits[t][kind].is_none() && levels[t][kind] < ladders[t][kind].len() {
-                        ctx.limits[t][kind] = Some("further steps gain nothing".into());
-                    }
-                }
-            }
-            return Ok(Stop::Converged);
         };
+        let levels = (&greedy.ladders, greedy.levels.as_slice());
         let (candidate, point, taken) =
-            with_companions(eval, ctx, chosen, &moves, (&ladders, &levels), &damages, &mut bundle)?;
+            with_companions(eval, ctx, chosen, &moves, levels, &greedy.damages, &mut greedy.bundle)?;
         accept(eval, ctx, candidate, point, &taken, &current)?;
-        for &(t, kind, to, _) in &taken {
-            levels[t][kind] = to;
-            tracing::debug!(layer = %eval.targets()[t].name, knob = KINDS[kind], level = to, "accepted");
+        for step in &taken {
+            greedy.levels[step.target][step.kind] = step.level;
+            tracing::debug!(layer = %eval.targets()[step.target].name, knob = step.kind.name(), level = step.level, "accepted");
         }
     }
-}
-
-/// The measured `chosen` move, or, if it does better, `chosen` together with up to
-/// `bundle - 1` companions measured as one candidate: on a large model most accepted moves
-/// damage little and the binding resource is shared, so gains of moves on different layers
-/// add up, and one evaluation can take several of them. The bundle size doubles when a
-/// bundle pays and halves when it does not. Returns the candidate, its point and the moves
-/// it takes.
-fn with_companions(
-    eval: &mut Evaluator,
-    ctx: &mut Context,
-    chosen: Move,
-    moves: &[Move],
-    (ladders, levels): (&Ladders, &[[usize; 2]]),
-    damages: &Damages,
-    bundle: &mut usize,
-) -> Result<(Candidate, usize, Vec<Taken>)> {
-    let current = eval.accepted().metrics;
-    let mut taken = vec![(chosen.target, chosen.kind, chosen.to, damages.expected(&chosen))];
-    let floor = COMPANION_RANK * damages.priority(&chosen);
-    let Some((candidate, point)) = chosen.measured else { unreachable!("chosen moves are measured") };
-    let room = 0.5 * POINTS_PER_NAT * (ctx.divergence_limit() - candidate.metrics.divergence);
-    let others = companions(moves, chosen.target, floor, *bundle - 1, room, damages);
-    if others.is_empty() {
-        *bundle = (*bundle + 1).min(MAX_BUNDLE);
-        return Ok((candidate, point, taken));
-    }
-    let mut next = levels.to_vec();
-    next[chosen.target][chosen.kind] = chosen.to;
-    for &i in &others {
-        next[moves[i].target][moves[i].kind] = moves[i].to;
-    }
-    let together = eval.evaluate(&knobs_at(ladders, &next))?;
-    let together_point = ctx.record(&together);
-    let m = together.metrics;
-    tracing::info!(moves = others.len() + 1, gain = gain(&current, &m), divergence = m.divergence, "measured a bundle");
-    if !ctx.within_budget(&m) || gain(&current, &m) <= gain(&current, &candidate.metrics) {
-        *bundle = (*bundle / 2).max(1);
-        return Ok((candidate, point, taken));
-    }
-    *bundle = (*bundle * 2).min(MAX_BUNDLE);
-    taken.extend(others.iter().map(|&i| (moves[i].target, moves[i].kind, moves[i].to, damages.expected(&moves[i]))));
-    Ok((together, together_point, taken))
-}
-
-/// Moves to take together with a move on target `chosen` (indices into `moves`): the
-/// best-ranked others, one per layer, none on `chosen`, each ranked at least `floor`, at
-/// most `count`, whose expected damages add up to at most `room`.
-fn companions(moves: &[Move], chosen: usize, floor: f64, count: usize, room: f64, damages: &Damages) -> Vec<usize> {
-    let mut order: Vec<usize> =
-        (0..moves.len()).filter(|&i| moves[i].target != chosen && damages.priority(&moves[i]) >= floor).collect();
-    order.sort_by(|&a, &b| {
-        let (ma, mb) = (&moves[a], &moves[b]);
-        damages.priority(mb).total_cmp(&damages.priority(ma)).then((ma.target, ma.kind).cmp(&(mb.target, mb.kind)))
-    });
-    let (mut picked, mut used): (Vec<usize>, f64) = (Vec::new(), 0.0);
-    for i in order {
-        let d = damages.expected(&moves[i]);
-        if picked.len() == count || used + d > room {
-            break;
-        }
-        if picked.iter().all(|&p| moves[p].target != moves[i].target) {
-            used += d;
-            picked.push(i);
-        }
-    }
-    picked
 }
 
 /// What a move from `before` to `after` gains: the objective's relative rise or, when the
@@ -459,8 +488,8 @@ fn damage_of(before: &Metrics, after: &Metrics) -> f64 {
     POINTS_PER_NAT * (after.divergence - before.divergence).max(0.0)
 }
 
-/// Accept `candidate`, which takes the moves `taken` (target, kind, level, expected damage);
-/// its top-1 cost is shared among their layers by expected damage.
+/// Accept `candidate`, which takes the moves `taken`; its top-1 cost is shared among their
+/// layers by expected damage.
 fn accept(
     eval: &mut Evaluator,
     ctx: &mut Context,
@@ -470,9 +499,9 @@ fn accept(
     before: &Metrics,
 ) -> Result<()> {
     let cost = ctx.drop(&candidate.metrics) - ctx.drop(before);
-    let total: f64 = taken.iter().map(|m| m.3.max(MIN_DAMAGE)).sum();
-    for &(t, _, _, d) in taken {
-        *ctx.costs[t].get_or_insert(0.0) += cost * d.max(MIN_DAMAGE) / total;
+    let total: f64 = taken.iter().map(|m| m.expected_damage.max(MIN_DAMAGE)).sum();
+    for m in taken {
+        *ctx.costs[m.target].get_or_insert(0.0) += cost * m.expected_damage.max(MIN_DAMAGE) / total;
     }
     ctx.accept(point, &candidate.metrics);
     eval.accept(candidate)
@@ -496,18 +525,5 @@ mod tests {
         assert_eq!(gain(&metrics(100.0, f64::INFINITY), &metrics(100.0, f64::INFINITY)), 0.0);
         assert_eq!(median(&[]), 1.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-    }
-
-    #[test]
-    fn companions_are_the_best_ranked_moves_one_per_layer_within_room() {
-        let mv = |target, kind, gain| Move { target, kind, to: 1, gain, proxy: 0.0, measured: None };
-        // Damage 1 everywhere: priority = gain.
-        let damages = Damages { measured: vec![[Some(1.0); 2]; 5], per_energy: [Vec::new(), Vec::new()] };
-        let moves = vec![mv(1, 0, 0.5), mv(1, 1, 0.6), mv(2, 0, 0.1), mv(3, 0, 0.4), mv(4, 1, 0.3), mv(0, 0, 0.9)];
-        // Target 0 is the chosen one's; target 1 once (its best knob); 0.1 ranks below the floor.
-        assert_eq!(companions(&moves, 0, 0.2, 8, 10.0, &damages), vec![1, 3, 4]);
-        assert_eq!(companions(&moves, 0, 0.2, 2, 10.0, &damages), vec![1, 3]);
-        // Room for two moves of damage 1.
-        assert_eq!(companions(&moves, 0, 0.2, 8, 2.0, &damages), vec![1, 3]);
     }
 }

@@ -7,16 +7,16 @@
 use super::evaluate::{Candidate, Evaluator};
 use super::{Context, Stop};
 use crate::error::Result;
-use crate::sparsity::Knobs;
+use crate::sparsity::LayerKnobs;
 
 /// The predecessor's steps.
 const WEIGHT_STEP: f32 = 0.001;
 const ACTIVATION_STEP: f32 = 0.01;
 
-fn knobs(eval: &Evaluator, weight: f32, activation: f32) -> Vec<Knobs> {
+fn knobs(eval: &Evaluator, weight: f32, activation: f32) -> Vec<LayerKnobs> {
     eval.targets()
         .iter()
-        .map(|t| Knobs {
+        .map(|t| LayerKnobs {
             weight_threshold: (weight > 0.0).then_some(weight),
             weight_sparsity: None,
             activation_threshold: (activation > 0.0 && !t.reads_image).then_some(activation),

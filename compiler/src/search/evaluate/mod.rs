@@ -11,24 +11,30 @@
 //! hardware effect of one layer's move, with the statistics downstream of it left as they
 //! were, which is what ranking moves needs.
 
+mod accuracy;
+mod targets;
+
 use super::Objective;
+use crate::alloc::choices::StageChoices;
+use crate::alloc::exact::choices_of_stage;
 use crate::board::Board;
 use crate::design::{encoded_weight_bits, from_network_with, DesignOptions};
-use crate::error::{CompileError, Result};
+use crate::error::Result;
 use crate::hw::pipeline::Network;
 use crate::hw::Budget;
-use crate::ir::{Graph, Op as IrOp};
-use crate::search::exact::stage_front;
-use crate::search::options::Front;
+use crate::ir::Graph;
+use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
-use crate::sparsity::{prune, Knobs};
+use crate::sparsity::{prune, LayerKnobs, PerKnob};
+use accuracy::Accuracy;
 use hass_runtime::kernels::sparse::SparseRows;
 use hass_runtime::plan::{Op, Plan};
-use hass_runtime::stats::{layer_counts, window_masks, WindowMasks};
+use hass_runtime::stats::{window_masks, WindowMasks};
 use hass_runtime::trace::Trace;
 use hass_runtime::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
+pub use targets::Target;
 
 /// How much faster than the accepted design the pressure is probed at.
 pub const PROBE: f64 = 0.05;
@@ -45,27 +51,6 @@ pub const STATISTICS_IMAGES: usize = 96;
 /// upstream change is most of what an evaluation costs on a large model. Changes of the
 /// layer's own knobs always re-tally; the chosen design is calibrated afresh on all images.
 pub const STATISTICS_DRIFT: f64 = 0.002;
-
-/// A conv or fully connected layer whose knobs the search sets.
-#[derive(Clone, Debug)]
-pub struct Target {
-    /// Layer name.
-    pub name: String,
-    /// Index in the runtime plan.
-    pub layer: usize,
-    /// Index of its stage in the network.
-    pub stage: usize,
-    /// Whether it reads the network input (whose values are an image, never thresholded).
-    pub reads_image: bool,
-    /// Dense multiply-accumulates per image.
-    pub macs: u64,
-    /// The unpruned weights.
-    pub weights: Arc<Vec<f32>>,
-    /// Output filters (rows of the weight matrix).
-    rows: usize,
-    /// Bias values.
-    biases: usize,
-}
 
 /// What a design achieves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -84,7 +69,7 @@ pub struct Metrics {
     pub latency_s: f64,
     /// GOP/s per DSP in use.
     pub gops_per_dsp: f64,
-    /// [`crate::search::exact::pressure`] at an interval [`PROBE`] below the accepted
+    /// [`crate::alloc::exact::pressure`] at an interval [`PROBE`] below the accepted
     /// design's: how close the design is to the next faster one (infinite when partitioned).
     pub pressure: f64,
     /// The objective (higher is better).
@@ -94,8 +79,8 @@ pub struct Metrics {
 /// A candidate's evaluated state, ready to be accepted.
 #[derive(Clone)]
 pub struct Candidate {
-    /// Knobs per target.
-    pub knobs: Vec<Knobs>,
+    /// LayerKnobs per target.
+    pub knobs: Vec<LayerKnobs>,
     /// What it achieves.
     pub metrics: Metrics,
     trace: Trace,
@@ -103,8 +88,8 @@ pub struct Candidate {
     /// Per layer, the share of zero inputs (after its threshold) its masks were tallied from.
     mask_zeros: Vec<f64>,
     network: Network,
-    /// Every stage's allocation front for `network` (rebuilt only for changed stages).
-    fronts: Vec<Arc<Front>>,
+    /// Every stage's costed choices for `network` (rebuilt only for changed stages).
+    stage_choices: Vec<Arc<StageChoices>>,
 }
 
 /// What a one-layer move does to its own stage.
@@ -113,13 +98,7 @@ struct Estimated {
     input: Arc<WindowMasks>,
     sparsity: crate::hw::sparse::LayerSparsity,
     encoded_weight_bits: Option<u64>,
-    front: Arc<Front>,
-}
-
-/// The reference the accuracy is measured against.
-enum Reference {
-    Labels(Vec<usize>),
-    DenseModel(Vec<usize>),
+    choices: Arc<StageChoices>,
 }
 
 /// Evaluates candidates against the accepted state.
@@ -129,25 +108,19 @@ pub struct Evaluator<'a> {
     objective: Objective,
     plan: Plan,
     /// The knobs the plan's layers hold now.
-    applied: Vec<Knobs>,
+    applied: Vec<LayerKnobs>,
     targets: Vec<Target>,
-    reference: Reference,
-    /// The dense model's log-softmax per image.
-    dense_log_probs: Vec<Vec<f64>>,
+    accuracy: Accuracy,
     state: Candidate,
     /// Interval the pressure is measured at.
     probe_ii: f64,
     /// The images the statistics are measured on (`None`: all), ascending.
     statistics_images: Option<Vec<usize>>,
-    /// One-layer estimates' statistics and fronts, by (target, knobs); valid while the
+    /// One-layer estimates' statistics and stage_choices, by (target, knobs); valid while the
     /// layer's accepted input masks are the ones kept in the entry.
     estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
-}
-
-fn plan_error(e: hass_runtime::RuntimeError) -> CompileError {
-    CompileError::Options(e.to_string())
 }
 
 impl<'a> Evaluator<'a> {
@@ -164,52 +137,10 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Evaluator<'a>> {
         let statistics_images = statistics_images(images.batch(), seed);
         let plan = crate::sparsity::statistics::calibration_plan(graph, board, images)?;
-        let mut network =
-            crate::design::network(graph, &DesignOptions { pruning: Default::default(), ..options.clone() })?;
-        let mut targets = Vec::new();
-        for id in graph.layers() {
-            let node = graph.node(id);
-            let (weight, bias) = match &node.op {
-                IrOp::Conv(c) => (c.weight, c.bias),
-                IrOp::Dense(d) => (d.weight, d.bias),
-                _ => continue,
-            };
-            let w = graph.weights.tensor(weight);
-            let layer = plan.layers.iter().position(|l| l.name == node.name).expect("every layer is in the plan");
-            let stage = network.stages.iter().position(|s| s.node == id).expect("every layer has a stage");
-            targets.push(Target {
-                name: node.name.clone(),
-                layer,
-                stage,
-                reads_image: graph.inputs_of(id)[0] == graph.input,
-                macs: network.stages[stage].macs,
-                weights: Arc::new(w.data.clone()),
-                rows: w.shape[0],
-                biases: bias.map_or(0, |b| graph.weights.tensor(b).data.len()),
-            });
-        }
-        let trace = Trace::new(&plan, images).map_err(plan_error)?;
-        let logits = trace.value(plan.outputs[0]);
-        let classes = logits.len() / images.batch();
-        let dense_log_probs: Vec<Vec<f64>> = logits.chunks_exact(classes).map(log_softmax).collect();
-        let reference = match labels {
-            Some(l) => {
-                if l.len() != images.batch() {
-                    return Err(CompileError::Options(format!(
-                        "{} labels for {} calibration images; give one label per image",
-                        l.len(),
-                        images.batch()
-                    )));
-                }
-                if let Some(bad) = l.iter().find(|&&v| v < 0 || v as usize >= classes) {
-                    return Err(CompileError::Options(format!(
-                        "label {bad} is not a class of this model (it has {classes} outputs)"
-                    )));
-                }
-                Reference::Labels(l.iter().map(|&v| v as usize).collect())
-            }
-            None => Reference::DenseModel(dense_log_probs.iter().map(|p| argmax(p)).collect()),
-        };
+        let mut network = crate::design::network(graph, options)?;
+        let targets = targets::discover(graph, &plan, &network)?;
+        let trace = Trace::new(&plan, images)?;
+        let accuracy = Accuracy::new(trace.value(plan.outputs[0]), images.batch(), labels)?;
         let mut masks = vec![None; plan.layers.len()];
         let mut mask_zeros = vec![0.0; plan.layers.len()];
         for t in &targets {
@@ -220,10 +151,12 @@ impl<'a> Evaluator<'a> {
             masks[t.layer] = Some(Arc::new(m));
             mask_zeros[t.layer] = zero_share(&input, None);
         }
-        let knobs = vec![Knobs::default(); targets.len()];
+        let knobs = vec![LayerKnobs::default(); targets.len()];
         let budget = Budget::of(board);
-        let fronts =
-            (0..network.stages.len()).into_par_iter().map(|i| Arc::new(stage_front(&network, i, &budget))).collect();
+        let stage_choices = (0..network.stages.len())
+            .into_par_iter()
+            .map(|i| Arc::new(choices_of_stage(&network, i, &budget)))
+            .collect();
         let mut evaluator = Evaluator {
             board,
             options: options.clone(),
@@ -231,19 +164,32 @@ impl<'a> Evaluator<'a> {
             plan,
             applied: knobs.clone(),
             targets,
-            reference,
-            dense_log_probs,
-            state: Candidate { knobs, metrics: Metrics::default(), trace, masks, mask_zeros, network, fronts },
+            accuracy,
+            state: Candidate { knobs, metrics: Metrics::default(), trace, masks, mask_zeros, network, stage_choices },
             probe_ii: 0.0,
             statistics_images,
             estimates: Default::default(),
             evaluations: 0,
         };
         evaluator.set_probe()?;
-        let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.fronts)?;
-        let (top1, disagreement, divergence) = evaluator.accuracy(&evaluator.state.trace);
+        let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
+        let (top1, disagreement, divergence) =
+            evaluator.accuracy.measure(evaluator.state.trace.value(evaluator.plan.outputs[0]));
         evaluator.state.metrics = Metrics { top1, disagreement, divergence, ..design };
         Ok(evaluator)
+    }
+
+    /// Images per second of the accepted design with its statistics tallied on every
+    /// calibration image, as a compile with `--calib` measures them (the search itself
+    /// samples [`STATISTICS_IMAGES`]). Reads the kept trace: nothing runs again.
+    pub fn throughput_on_all_images(&self) -> Result<f64> {
+        let mut network = self.state.network.clone();
+        for t in &self.targets {
+            let input = self.state.trace.value(self.plan.layers[t.layer].inputs[0]);
+            let masks = window_masks(&self.plan, t.layer, input);
+            network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&self.plan, t.layer, &masks)));
+        }
+        Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
     }
 
     /// The layers whose knobs are searched, in execution order.
@@ -253,7 +199,7 @@ impl<'a> Evaluator<'a> {
 
     /// Multiply-accumulates a full evaluation runs: every layer on every calibration image.
     pub fn macs_per_evaluation(&self) -> f64 {
-        self.targets.iter().map(|t| t.macs as f64).sum::<f64>() * self.dense_log_probs.len() as f64
+        self.targets.iter().map(|t| t.macs as f64).sum::<f64>() * self.accuracy.images() as f64
     }
 
     /// The accepted state.
@@ -263,7 +209,7 @@ impl<'a> Evaluator<'a> {
 
     /// Per stage, its cycles as a fraction of its partition's interval, accepted design.
     pub fn cycle_shares(&self) -> Vec<f64> {
-        let design = self.design(&self.state.network, &self.state.fronts).expect("allocated before");
+        let design = self.design(&self.state.network, &self.state.stage_choices).expect("allocated before");
         let mut shares = vec![0.0; self.state.network.stages.len()];
         for p in &design.partitions {
             for (k, c) in p.eval.cycles.iter().enumerate() {
@@ -274,9 +220,12 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Fractions of zero weights and zero inputs of target `t`, accepted state.
-    pub fn sparsity_of_target(&self, t: usize) -> (f64, f64) {
+    pub fn sparsity_of_target(&self, t: usize) -> PerKnob<f64> {
         let s = self.state.network.sparsity[self.targets[t].stage].as_ref();
-        (s.and_then(|s| s.weight).unwrap_or(0.0), s.and_then(|s| s.activation).unwrap_or(0.0))
+        PerKnob {
+            weights: s.and_then(|s| s.weight).unwrap_or(0.0),
+            inputs: s.and_then(|s| s.activation).unwrap_or(0.0),
+        }
     }
 
     /// The calibration input of target `t` in the accepted state (all images).
@@ -285,7 +234,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluate `knobs` fully: accuracy on every calibration image, statistics, allocation.
-    pub fn evaluate(&mut self, knobs: &[Knobs]) -> Result<Candidate> {
+    pub fn evaluate(&mut self, knobs: &[LayerKnobs]) -> Result<Candidate> {
         self.evaluations += 1;
         let changed = self.apply(knobs);
         let layers: Vec<usize> = changed.iter().map(|&t| self.targets[t].layer).collect();
@@ -293,7 +242,7 @@ impl<'a> Evaluator<'a> {
         let candidate = self.with_statistics(knobs, &changed, trace);
         self.apply(&self.state.knobs.clone());
         let mut candidate = candidate?;
-        let (top1, disagreement, divergence) = self.accuracy(&candidate.trace);
+        let (top1, disagreement, divergence) = self.accuracy.measure(candidate.trace.value(self.plan.outputs[0]));
         candidate.metrics.top1 = top1;
         candidate.metrics.disagreement = disagreement;
         candidate.metrics.divergence = divergence;
@@ -303,7 +252,7 @@ impl<'a> Evaluator<'a> {
     /// The hardware metrics of `knobs` without re-running the network: statistics of the
     /// changed layers from the accepted activations, every other layer's as accepted.
     /// Accuracy fields are the accepted state's.
-    pub fn estimate(&mut self, knobs: &[Knobs]) -> Result<Metrics> {
+    pub fn estimate(&mut self, knobs: &[LayerKnobs]) -> Result<Metrics> {
         let changed: Vec<usize> = (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect();
         if let [t] = changed[..] {
             return self.estimate_one(knobs, t);
@@ -316,9 +265,9 @@ impl<'a> Evaluator<'a> {
         Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }
 
-    /// [`Self::estimate`] of a move of target `t` alone: its stage's statistics and front
+    /// [`Self::estimate`] of a move of target `t` alone: its stage's statistics and costed choices
     /// are cached, so re-estimating it after other layers moved costs one allocation.
-    fn estimate_one(&mut self, knobs: &[Knobs], t: usize) -> Result<Metrics> {
+    fn estimate_one(&mut self, knobs: &[LayerKnobs], t: usize) -> Result<Metrics> {
         let (layer, stage) = (self.targets[t].layer, self.targets[t].stage);
         let key = (t, knobs[t].weight_threshold.map(f32::to_bits), knobs[t].activation_threshold.map(f32::to_bits));
         let input = self.state.masks[layer].clone().expect("masks of every target");
@@ -332,7 +281,7 @@ impl<'a> Evaluator<'a> {
                 input,
                 sparsity: c.network.sparsity[stage].clone().expect("targets have statistics"),
                 encoded_weight_bits: c.network.stages[stage].encoded_weight_bits,
-                front: c.fronts[stage].clone(),
+                choices: c.stage_choices[stage].clone(),
             };
             self.estimates.insert(key, entry);
         }
@@ -340,9 +289,9 @@ impl<'a> Evaluator<'a> {
         let mut network = self.state.network.clone();
         network.sparsity[stage] = Some(entry.sparsity.clone());
         network.stages[stage].encoded_weight_bits = entry.encoded_weight_bits;
-        let mut fronts = self.state.fronts.clone();
-        fronts[stage] = entry.front.clone();
-        let metrics = self.hardware(&network, &fronts)?;
+        let mut stage_choices = self.state.stage_choices.clone();
+        stage_choices[stage] = entry.choices.clone();
+        let metrics = self.hardware(&network, &stage_choices)?;
         let s = self.state.metrics;
         Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }
@@ -355,13 +304,13 @@ impl<'a> Evaluator<'a> {
         self.estimates
             .retain(|&(t, _, _), e| masks[targets[t].layer].as_ref().is_some_and(|m| Arc::ptr_eq(m, &e.input)));
         self.set_probe()?;
-        self.state.metrics.pressure = self.pressure(&self.state.network, &self.state.fronts);
+        self.state.metrics.pressure = self.pressure(&self.state.network, &self.state.stage_choices);
         Ok(())
     }
 
     /// Probe the pressure [`PROBE`] below the accepted design's interval.
     fn set_probe(&mut self) -> Result<()> {
-        let design = self.design(&self.state.network, &self.state.fronts)?;
+        let design = self.design(&self.state.network, &self.state.stage_choices)?;
         self.probe_ii = match design.partitions.as_slice() {
             [one] => one.eval.ii * (1.0 - PROBE),
             _ => 0.0,
@@ -369,16 +318,21 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    fn pressure(&self, network: &Network, fronts: &[Arc<Front>]) -> f64 {
+    fn pressure(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> f64 {
         if self.probe_ii <= 0.0 {
             return f64::INFINITY;
         }
-        crate::search::exact::pressure(network, &Budget::of(self.board), fronts.iter().map(|f| &**f), self.probe_ii)
+        crate::alloc::exact::pressure(
+            network,
+            &Budget::of(self.board),
+            stage_choices.iter().map(|f| &**f),
+            self.probe_ii,
+        )
     }
 
     /// Set the plan's layers to `knobs`; returns the targets whose knobs differ from the
     /// accepted ones.
-    fn apply(&mut self, knobs: &[Knobs]) -> Vec<usize> {
+    fn apply(&mut self, knobs: &[LayerKnobs]) -> Vec<usize> {
         for (t, target) in self.targets.iter().enumerate() {
             let (new, old) = (knobs[t], self.applied[t]);
             let (w, s, th) = match &mut self.plan.layers[target.layer].op {
@@ -397,7 +351,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The statistics and design of `knobs` (already applied to the plan) on `trace`.
-    fn with_statistics(&self, knobs: &[Knobs], changed: &[usize], trace: Trace) -> Result<Candidate> {
+    fn with_statistics(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> Result<Candidate> {
         let mut masks = self.state.masks.clone();
         let mut mask_zeros = self.state.mask_zeros.clone();
         let mut network = self.state.network.clone();
@@ -437,30 +391,30 @@ impl<'a> Evaluator<'a> {
             }
         }
         let budget = Budget::of(self.board);
-        let rebuilt: Vec<(usize, Front)> =
-            stages.into_par_iter().map(|i| (i, stage_front(&network, i, &budget))).collect();
-        let mut fronts = self.state.fronts.clone();
+        let rebuilt: Vec<(usize, StageChoices)> =
+            stages.into_par_iter().map(|i| (i, choices_of_stage(&network, i, &budget))).collect();
+        let mut stage_choices = self.state.stage_choices.clone();
         for (i, f) in rebuilt {
-            fronts[i] = Arc::new(f);
+            stage_choices[i] = Arc::new(f);
         }
-        let metrics = self.hardware(&network, &fronts)?;
-        Ok(Candidate { knobs: knobs.to_vec(), metrics, trace, masks, mask_zeros, network, fronts })
+        let metrics = self.hardware(&network, &stage_choices)?;
+        Ok(Candidate { knobs: knobs.to_vec(), metrics, trace, masks, mask_zeros, network, stage_choices })
     }
 
-    fn design(&self, network: &Network, fronts: &[Arc<Front>]) -> Result<crate::design::Design> {
-        let fronts = fronts.iter().map(|f| Front::clone(f)).collect();
-        from_network_with(network.clone(), self.board, &self.options, Some(fronts))
+    fn design(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<crate::design::Design> {
+        let stage_choices = stage_choices.iter().map(|f| StageChoices::clone(f)).collect();
+        from_network_with(network.clone(), self.board, &self.options, Some(stage_choices))
     }
 
-    fn hardware(&self, network: &Network, fronts: &[Arc<Front>]) -> Result<Metrics> {
-        let design = self.design(network, fronts)?;
+    fn hardware(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<Metrics> {
+        let design = self.design(network, stage_choices)?;
         let (fps, latency, gops) = (design.throughput_fps(), design.latency_s(), design.gops_per_dsp());
         let score = match self.objective {
             Objective::Throughput => fps,
             Objective::Efficiency => gops,
             Objective::Latency => 1.0 / latency,
         };
-        let pressure = self.pressure(network, fronts);
+        let pressure = self.pressure(network, stage_choices);
         Ok(Metrics {
             top1: 0.0,
             disagreement: 0.0,
@@ -471,26 +425,6 @@ impl<'a> Evaluator<'a> {
             pressure,
             score,
         })
-    }
-
-    /// Top-1 and disagreement with the dense model (percent), and mean divergence from the
-    /// dense model, of the outputs in `trace`.
-    fn accuracy(&self, trace: &Trace) -> (f64, f64, f64) {
-        let logits = trace.value(self.plan.outputs[0]);
-        let classes = self.dense_log_probs[0].len();
-        let (mut correct, mut changed, mut divergence) = (0usize, 0usize, 0.0);
-        for (n, row) in logits.chunks_exact(classes).enumerate() {
-            let log_p = log_softmax(row);
-            let reference = match &self.reference {
-                Reference::Labels(l) | Reference::DenseModel(l) => l[n],
-            };
-            let dense = &self.dense_log_probs[n];
-            correct += usize::from(argmax(&log_p) == reference);
-            changed += usize::from(argmax(&log_p) != argmax(dense));
-            divergence += dense.iter().zip(&log_p).map(|(d, c)| d.exp() * (d - c)).sum::<f64>();
-        }
-        let batch = self.dense_log_probs.len() as f64;
-        (100.0 * correct as f64 / batch, 100.0 * changed as f64 / batch, divergence / batch)
     }
 }
 
@@ -538,25 +472,11 @@ fn sample<'v>(plan: &Plan, layer: usize, value: &'v [f32], pick: Option<&[usize]
     }
 }
 
-fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-    row.iter().map(|&v| v as f64 - max - sum.ln()).collect()
-}
-
-/// Index of the largest value (the first of ties).
-fn argmax(values: &[f64]) -> usize {
-    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sparsity::SparsityConfig;
-
-    fn testdata(rel: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
-    }
+    use crate::testing::testdata;
 
     #[test]
     fn incremental_evaluation_matches_a_fresh_one() {
@@ -570,14 +490,14 @@ mod tests {
             Evaluator::new(&graph, &board, &options, Objective::Throughput, &images, Some(labels), 0).unwrap();
         let dense = eval.accepted().metrics;
         let names: Vec<String> = eval.targets().iter().map(|t| t.name.clone()).collect();
-        let mut knobs = vec![Knobs::default(); names.len()];
+        let mut knobs = vec![LayerKnobs::default(); names.len()];
         knobs[1].weight_threshold = Some(0.05);
         knobs[2].activation_threshold = Some(0.5);
         let candidate = eval.evaluate(&knobs).unwrap();
         // The same knobs applied to the graph and evaluated from scratch.
         let mut pruned = graph.clone();
         let layers = names.iter().cloned().zip(knobs.iter().copied()).filter(|(_, k)| k.any()).collect();
-        crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: Knobs::default(), layers }).unwrap();
+        crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
         let fresh = Evaluator::new(&pruned, &board, &options, Objective::Throughput, &images, Some(labels), 0).unwrap();
         let (a, b) = (candidate.metrics, fresh.accepted().metrics);
         // (The pressure is probed relative to each evaluator's accepted design, so it differs.)
@@ -585,7 +505,7 @@ mod tests {
         assert!(a.throughput_fps > dense.throughput_fps && a.divergence > 0.0);
         // Accepted, then undone: back to the dense figures exactly.
         eval.accept(candidate).unwrap();
-        let back = eval.evaluate(&vec![Knobs::default(); names.len()]).unwrap().metrics;
+        let back = eval.evaluate(&vec![LayerKnobs::default(); names.len()]).unwrap().metrics;
         assert_eq!((back.top1, back.throughput_fps, back.divergence), (dense.top1, dense.throughput_fps, 0.0));
     }
 }

@@ -11,7 +11,7 @@
 //! rounds, each a bisection of a few dozen steps over O(log n) per-stage queries).
 //! Finally the remaining headroom is spent to lower the scarcest resource at the same II.
 
-use super::options::{enumerate, Front};
+use super::choices::{enumerate, StageChoices};
 use super::{fits, total_usage, Allocation};
 use crate::hw::cost::Placement;
 use crate::hw::pipeline::{Choice, Network};
@@ -21,24 +21,24 @@ use rayon::prelude::*;
 /// Re-weighting rounds after the first search.
 const ROUNDS: usize = 6;
 
-struct Search<'a> {
+struct IntervalSearch<'a> {
     network: &'a Network,
     budget: &'a Budget,
-    fronts: Vec<Front>,
+    stage_choices: Vec<StageChoices>,
     /// Multiplier on the price of off-chip bits (raised when bandwidth is scarce).
     offchip_tilt: f64,
 }
 
-impl Search<'_> {
+impl IntervalSearch<'_> {
     /// Per stage, the cheapest choice within `ii` cycles, their total usage and the
     /// interval they need (their slowest stage); `None` if a stage cannot reach `ii`.
     fn pick(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
         let offchip_weight = self.offchip_tilt / self.budget.offchip_bits_at(ii).max(1.0);
-        let mut choices = Vec::with_capacity(self.fronts.len());
-        let mut usages = Vec::with_capacity(self.fronts.len());
+        let mut choices = Vec::with_capacity(self.stage_choices.len());
+        let mut usages = Vec::with_capacity(self.stage_choices.len());
         let mut interval = 1.0f64;
-        for front in &self.fronts {
-            let e = front.cheapest(ii, offchip_weight)?;
+        for stage in &self.stage_choices {
+            let e = stage.cheapest(ii, offchip_weight)?;
             choices.push(e.choice);
             usages.push(e.usage);
             interval = interval.max(e.cycles);
@@ -95,8 +95,8 @@ fn resource_index(name: &str) -> Option<usize> {
 }
 
 /// Stage `i`'s choices, arranged for the search (what [`allocate_with`] takes).
-pub fn stage_front(network: &Network, i: usize, budget: &Budget) -> Front {
-    Front::new(enumerate(network, i, budget), base_weights(budget))
+pub fn choices_of_stage(network: &Network, i: usize, budget: &Budget) -> StageChoices {
+    StageChoices::new(enumerate(network, i, budget), base_weights(budget))
 }
 
 /// How far `network` is from running at interval `ii`: the largest fraction of any capped
@@ -104,10 +104,15 @@ pub fn stage_front(network: &Network, i: usize, budget: &Budget) -> Front {
 /// prices), infinite when some stage cannot reach `ii`. Unlike the interval itself, which
 /// moves in steps, this falls with every bit of work a stage sheds, so a search can see
 /// progress toward the next interval before it gets there.
-pub fn pressure<'a>(network: &Network, budget: &Budget, fronts: impl IntoIterator<Item = &'a Front>, ii: f64) -> f64 {
+pub fn pressure<'a>(
+    network: &Network,
+    budget: &Budget,
+    stage_choices: impl IntoIterator<Item = &'a StageChoices>,
+    ii: f64,
+) -> f64 {
     let offchip_weight = 1.0 / budget.offchip_bits_at(ii).max(1.0);
     let mut usages = Vec::with_capacity(network.stages.len());
-    for f in fronts {
+    for f in stage_choices {
         match f.cheapest(ii, offchip_weight) {
             Some(e) => usages.push(e.usage),
             None => return f64::INFINITY,
@@ -120,106 +125,125 @@ pub fn pressure<'a>(network: &Network, budget: &Budget, fronts: impl IntoIterato
 
 /// Allocate `network` on `budget` as one partition; `None` if nothing fits.
 pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
-    let fronts = (0..network.stages.len()).into_par_iter().map(|i| stage_front(network, i, budget)).collect();
-    allocate_with(network, budget, fronts)
+    let stage_choices =
+        (0..network.stages.len()).into_par_iter().map(|i| choices_of_stage(network, i, budget)).collect();
+    allocate_with(network, budget, stage_choices)
 }
 
-/// [`allocate`] with every stage's front already built (by [`stage_front`]): a caller that
-/// changes one stage at a time rebuilds only that stage's front.
-pub fn allocate_with(network: &Network, budget: &Budget, fronts: Vec<Front>) -> Option<Allocation> {
-    let mut weights = base_weights(budget);
-    if fronts.iter().any(|f| f.entries().next().is_none()) {
+/// [`allocate`] with every stage's costed choices already built (by [`choices_of_stage`]):
+/// a caller that changes one stage at a time rebuilds only that stage's choices.
+///
+/// Three phases: the smallest interval (bisection, re-weighting what blocks), then the
+/// headroom at that interval spent on the fullest resources, then streamed weights brought
+/// back on chip where memory is left.
+pub fn allocate_with(network: &Network, budget: &Budget, stage_choices: Vec<StageChoices>) -> Option<Allocation> {
+    if stage_choices.iter().any(|f| f.entries().next().is_none()) {
         return None;
     }
     // Every stage can reach `floor`; at `ceiling` every stage is at its slowest, and
     // intervals beyond it are set by memory traffic.
-    let floor = fronts.iter().map(Front::min_cycles).fold(1.0, f64::max);
-    let slowest = fronts.iter().map(|f| f.entries().map(|e| e.cycles).fold(0.0, f64::max)).fold(1.0, f64::max);
+    let floor = stage_choices.iter().map(StageChoices::min_cycles).fold(1.0, f64::max);
+    let slowest = stage_choices.iter().map(|f| f.entries().map(|e| e.cycles).fold(0.0, f64::max)).fold(1.0, f64::max);
     let ceiling = slowest * 256.0;
-    tracing::info!(stages = fronts.len(), floor, ceiling, "searching the initiation interval");
+    tracing::info!(stages = stage_choices.len(), floor, ceiling, "searching the initiation interval");
 
-    let mut search = Search { network, budget, fronts, offchip_tilt: 1.0 };
-    let mut best: Option<((f64, f64), [f64; 5])> = None;
-    for round in 0..=ROUNDS {
-        let found = search.feasible(ceiling).map(|_| search.smallest_feasible(floor * (1.0 - 1e-9), ceiling));
-        tracing::debug!(round, ii = found.map(|f| f.0), "bisection done");
-        if let Some(ii) = found {
-            if best.is_none_or(|(b, _)| ii.0 < b.0) {
-                best = Some((ii, weights));
-            }
-        }
-        let probe = best.map_or(ceiling, |((ii, _), _)| ii * (1.0 - 1e-9));
-        if probe < floor {
-            break;
-        }
-        let raised: Vec<usize> = search.blockers(probe).iter().filter_map(|b| resource_index(b)).collect();
-        if raised.is_empty() {
-            break;
-        }
-        for r in raised {
-            weights[r] *= 4.0;
-        }
-        search.fronts.iter_mut().for_each(|f| f.reweight(weights));
-    }
-    let ((ii, witness), w) = best?;
-    search.fronts.iter_mut().for_each(|f| f.reweight(w));
-    let (mut choices, mut usage, ii) = match search.feasible(ii) {
-        Some((c, u, _)) => (c, u, ii),
-        None => {
-            let (c, u, _) = search.feasible(witness).expect("feasible at the query that found it");
-            (c, u, witness)
-        }
-    };
+    let mut search = IntervalSearch { network, budget, stage_choices, offchip_tilt: 1.0 };
+    let (ii, mut choices, mut usage) = search.smallest_interval(floor, ceiling)?;
     let below = ii * (1.0 - 1e-9);
     let binding = if below < floor {
         "folding".to_string()
     } else {
         search.blockers(below).first().copied().unwrap_or("folding").to_string()
     };
-
-    // Spend the headroom: at the same II, re-pick with each resource's weight raised by
-    // how full it is (off-chip bandwidth included), keeping a re-pick when its utilisations,
-    // sorted from the fullest down, are lexicographically lower.
-    for _ in 0..4 {
-        let u = utilisation(&usage, budget, ii);
-        let base = base_weights(budget);
-        let tilted: [f64; 5] = std::array::from_fn(|r| base[r] * (0.05 + u[r]).powi(4));
-        search.offchip_tilt = (0.05 + u[5]).powi(4);
-        search.fronts.iter_mut().for_each(|f| f.reweight(tilted));
-        match search.feasible(ii) {
-            Some((c, new, _)) if lower_profile(&new, &usage, budget, ii) => (choices, usage) = (c, new),
-            _ => break,
-        }
-    }
-    // Bring streamed weights back on chip where the memory is free: same folding, so the
-    // interval stays, and off-chip traffic (and its energy) drops. Largest layers first.
-    let mut order: Vec<usize> = (0..choices.len()).filter(|&i| choices[i].placement == Placement::OffChip).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(network.stages[i].weights));
-    for i in order {
-        for placement in [Placement::Uram, Placement::Bram] {
-            let Some(e) = search.fronts[i]
-                .entries()
-                .find(|e| e.choice.folding == choices[i].folding && e.choice.placement == placement)
-            else {
-                continue;
-            };
-            let old = search.fronts[i].entries().find(|e| e.choice == choices[i]).expect("chosen entry").usage;
-            let mut trial = usage + e.usage;
-            trial.dsp -= old.dsp;
-            trial.bram18 -= old.bram18;
-            trial.uram -= old.uram;
-            trial.lut -= old.lut;
-            trial.ff -= old.ff;
-            trial.offchip_bits -= old.offchip_bits;
-            if fits(budget, &trial, ii) {
-                (choices[i], usage) = (e.choice, trial);
-                break;
-            }
-        }
-    }
+    search.spend_headroom(ii, &mut choices, &mut usage);
+    search.weights_back_on_chip(ii, &mut choices, &mut usage);
     let eval = network.evaluate(&choices, budget);
     tracing::info!(ii = eval.ii, fps = eval.throughput_fps, binding, "allocated");
     Some(Allocation { network: network.clone(), offset: 0, choices, eval, binding })
+}
+
+impl IntervalSearch<'_> {
+    /// Phase 1: the smallest feasible interval in `[floor, ceiling]`, bisecting under the
+    /// base resource weights and then, for a few rounds, with the weights of the resources
+    /// that block the next-lower interval raised. Leaves the winning weights in place and
+    /// returns the interval with its choices and their usage.
+    fn smallest_interval(&mut self, floor: f64, ceiling: f64) -> Option<(f64, Vec<Choice>, Usage)> {
+        let mut weights = base_weights(self.budget);
+        let mut best: Option<((f64, f64), [f64; 5])> = None;
+        for round in 0..=ROUNDS {
+            let found = self.feasible(ceiling).map(|_| self.smallest_feasible(floor * (1.0 - 1e-9), ceiling));
+            tracing::debug!(round, ii = found.map(|f| f.0), "bisection done");
+            if let Some(ii) = found {
+                if best.is_none_or(|(b, _)| ii.0 < b.0) {
+                    best = Some((ii, weights));
+                }
+            }
+            let probe = best.map_or(ceiling, |((ii, _), _)| ii * (1.0 - 1e-9));
+            if probe < floor {
+                break;
+            }
+            let raised: Vec<usize> = self.blockers(probe).iter().filter_map(|b| resource_index(b)).collect();
+            if raised.is_empty() {
+                break;
+            }
+            for r in raised {
+                weights[r] *= 4.0;
+            }
+            self.stage_choices.iter_mut().for_each(|f| f.reweight(weights));
+        }
+        let ((ii, witness), w) = best?;
+        self.stage_choices.iter_mut().for_each(|f| f.reweight(w));
+        match self.feasible(ii) {
+            Some((c, u, _)) => Some((ii, c, u)),
+            // The per-stage picks are not monotone in the query: the one that found the
+            // interval is sure to pick a feasible design again.
+            None => self.feasible(witness).map(|(c, u, _)| (witness, c, u)),
+        }
+    }
+
+    /// Phase 2: at the same interval, re-pick with each resource's weight raised by how full
+    /// it is (off-chip bandwidth included), keeping a re-pick when its utilisations, sorted
+    /// from the fullest down, are lexicographically lower.
+    fn spend_headroom(&mut self, ii: f64, choices: &mut Vec<Choice>, usage: &mut Usage) {
+        for _ in 0..4 {
+            let u = utilisation(usage, self.budget, ii);
+            let base = base_weights(self.budget);
+            let tilted: [f64; 5] = std::array::from_fn(|r| base[r] * (0.05 + u[r]).powi(4));
+            self.offchip_tilt = (0.05 + u[5]).powi(4);
+            self.stage_choices.iter_mut().for_each(|f| f.reweight(tilted));
+            match self.feasible(ii) {
+                Some((c, new, _)) if lower_profile(&new, usage, self.budget, ii) => (*choices, *usage) = (c, new),
+                _ => break,
+            }
+        }
+    }
+
+    /// Phase 3: bring streamed weights back on chip where the memory is free: same folding,
+    /// so the interval stays, and off-chip traffic (and its energy) drops. Largest layers
+    /// first.
+    fn weights_back_on_chip(&self, ii: f64, choices: &mut [Choice], usage: &mut Usage) {
+        let mut order: Vec<usize> =
+            (0..choices.len()).filter(|&i| choices[i].placement == Placement::OffChip).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.network.stages[i].weights));
+        for i in order {
+            let Some(old) = self.stage_choices[i].entries().find(|e| e.choice == choices[i]).map(|e| e.usage) else {
+                continue;
+            };
+            for placement in [Placement::Uram, Placement::Bram] {
+                let Some(e) = self.stage_choices[i]
+                    .entries()
+                    .find(|e| e.choice.folding == choices[i].folding && e.choice.placement == placement)
+                else {
+                    continue;
+                };
+                let trial = *usage + e.usage - old;
+                if fits(self.budget, &trial, ii) {
+                    (choices[i], *usage) = (e.choice, trial);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Utilisation of dsp, bram18, uram, lut, ff and off-chip bandwidth at interval `ii`.

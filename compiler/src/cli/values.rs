@@ -1,0 +1,73 @@
+//! The command line's spelling of the library's choices. The library's enums stay free of
+//! clap; each flag's values are declared here and converted at the edge.
+
+use clap::ValueEnum;
+use hassc::alloc::Allocator;
+use hassc::search::{Objective, Strategy};
+
+/// `--allocator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AllocatorArg {
+    /// Search over the initiation interval (default).
+    Exact,
+    /// fpgaConvNet's greedy rule (baseline).
+    Greedy,
+}
+
+impl From<AllocatorArg> for Allocator {
+    fn from(a: AllocatorArg) -> Self {
+        match a {
+            AllocatorArg::Exact => Allocator::Exact,
+            AllocatorArg::Greedy => Allocator::Greedy,
+        }
+    }
+}
+
+/// `--search`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Per-layer thresholds, moves ranked by the hardware model (default).
+    Hass,
+    /// One global weight and one global activation threshold, stepped (the predecessor).
+    GlobalGreedy,
+    /// No search: the dense model with the zeros it produces by itself.
+    None,
+}
+
+impl StrategyArg {
+    /// The flag value as typed.
+    pub fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Hass => Strategy::Hass,
+            StrategyArg::GlobalGreedy => Strategy::GlobalGreedy,
+            StrategyArg::None => Strategy::None,
+        }
+    }
+}
+
+/// `--objective`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ObjectiveArg {
+    /// Images per second.
+    Throughput,
+    /// GOP/s per DSP in use.
+    Efficiency,
+    /// First image's latency (minimised).
+    Latency,
+}
+
+impl From<ObjectiveArg> for Objective {
+    fn from(o: ObjectiveArg) -> Self {
+        match o {
+            ObjectiveArg::Throughput => Objective::Throughput,
+            ObjectiveArg::Efficiency => Objective::Efficiency,
+            ObjectiveArg::Latency => Objective::Latency,
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Which layers the search sets knobs on: every conv and fully connected layer, with where
+//! it sits in the runtime plan and in the cost model's network.
+
+use crate::error::{CompileError, Result};
+use crate::hw::pipeline::Network;
+use crate::ir::{Graph, Op};
+use hass_runtime::Plan;
+use std::sync::Arc;
+
+/// A conv or fully connected layer whose knobs the search sets.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Layer name.
+    pub name: String,
+    /// Index in the runtime plan.
+    pub layer: usize,
+    /// Index of its stage in the network.
+    pub stage: usize,
+    /// Whether it reads the network input (whose values are an image, never thresholded).
+    pub reads_image: bool,
+    /// Dense multiply-accumulates per image.
+    pub macs: u64,
+    /// The unpruned weights.
+    pub weights: Arc<Vec<f32>>,
+    /// Output filters (rows of the weight matrix).
+    pub(super) rows: usize,
+    /// Bias values.
+    pub(super) biases: usize,
+}
+
+/// The targets of `graph`, in execution order; `plan` and `network` were made from it.
+pub(super) fn discover(graph: &Graph, plan: &Plan, network: &Network) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for id in graph.layers() {
+        let node = graph.node(id);
+        let (weight, bias) = match &node.op {
+            Op::Conv(c) => (c.weight, c.bias),
+            Op::Dense(d) => (d.weight, d.bias),
+            _ => continue,
+        };
+        let w = graph.weights.tensor(weight);
+        let missing = |what: &str| CompileError::internal(format!("layer {} has no {what}", node.name));
+        let layer = plan.layers.iter().position(|l| l.name == node.name).ok_or_else(|| missing("runtime layer"))?;
+        let stage = network.stages.iter().position(|s| s.node == id).ok_or_else(|| missing("hardware stage"))?;
+        targets.push(Target {
+            name: node.name.clone(),
+            layer,
+            stage,
+            reads_image: graph.inputs_of(id)[0] == graph.input,
+            macs: network.stages[stage].macs,
+            weights: Arc::new(w.data.clone()),
+            rows: w.shape[0],
+            biases: bias.map_or(0, |b| graph.weights.tensor(b).data.len()),
+        });
+    }
+    Ok(targets)
+}
