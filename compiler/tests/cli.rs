@@ -137,6 +137,35 @@ fn inspect_writes_a_dot_graph_and_prints_a_table() {
 }
 
 #[test]
+fn inspect_after_a_pass_prints_the_ir_as_it_stands_then() {
+    let model = testdata("models/fmnist_cnn_op13.onnx");
+    let ir_after = |pass: &str| {
+        let out = hassc(&["inspect", model.to_str().unwrap(), "--after", pass]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let imported = ir_after("import");
+    assert!(imported.starts_with("graph fmnist_cnn_op13 {"), "{imported}");
+    assert!(imported.contains("batchnormalization") || imported.contains("scale_shift"), "{imported}");
+    assert!(imported.contains(": ?"), "no shapes before infer_shapes: {imported}");
+    let shaped = ir_after("infer_shapes");
+    assert!(!shaped.contains(": ?"), "{shaped}");
+    let fused = ir_after("fuse_activation");
+    // BatchNorm folded and ReLU fused: fewer nodes, and the conv carries its activation.
+    assert!(fused.lines().count() < shaped.lines().count(), "{shaped}\n---\n{fused}");
+    assert!(fused.lines().any(|l| l.contains("= conv ") && l.contains(", relu :")), "{fused}");
+    assert!(!fused.contains("scale_shift"), "{fused}");
+    // The last stop is what the backend sees.
+    assert_eq!(fused, ir_after("fuse_activation"), "deterministic");
+
+    let out = hassc(&["inspect", model.to_str().unwrap(), "--after", "fold_bn"]);
+    assert_fails(&out, &["no pass named \"fold_bn\"", "import, infer_shapes", "fuse_activation"]);
+    let artifact = testdata("artifacts/fmnist_cnn_op13.v2.hass");
+    let out = hassc(&["inspect", artifact.to_str().unwrap(), "--after", "import"]);
+    assert_fails(&out, &["--after shows the IR of an ONNX model", "is an artifact"]);
+}
+
+#[test]
 fn boards_lists_and_shows_builtins() {
     let out = hassc(&["boards"]);
     let text = String::from_utf8(out.stdout).unwrap();

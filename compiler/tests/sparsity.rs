@@ -138,6 +138,9 @@ fn image_range(start: usize, n: usize) -> hass_runtime::Tensor {
     common::image_range("inputs/fmnist_test_1000.npy", start, n)
 }
 
+/// The cost model against the cycle simulation. Only zero-skipping stages are an
+/// independent check: there the simulation counts what the hardware would do on each window
+/// of images the calibration never saw; dense and element-wise stages share one formula.
 #[test]
 fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
     for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
@@ -151,13 +154,24 @@ fn modelled_cycles_agree_with_the_simulation_on_held_out_images() {
         let plan = hass_runtime::load_bytes(&c.artifact).unwrap();
         let sim = hass_runtime::sim::simulate(&plan, &image_range(500, 64)).unwrap();
         assert_eq!(sim.stages.len(), r.layers.len());
-        for (layer, stage) in r.layers.iter().zip(&sim.stages) {
+        let mut sparse_checked = 0;
+        for ((layer, stage), planned) in r.layers.iter().zip(&sim.stages).zip(&plan.layers) {
             assert_eq!(layer.name, stage.name);
-            if layer.cycles >= 0.1 * r.ii_cycles {
+            if !planned.hardware.sparse {
+                // Dense and element-wise stages: the simulation uses the cost model's own
+                // formula (there is nothing data-dependent to count), so this only checks
+                // that both read the same folding from the artifact. Code against itself.
+                assert!((layer.cycles - stage.cycles).abs() <= 1e-6 * layer.cycles.max(1.0), "{}", layer.name);
+            } else if layer.cycles >= 0.1 * r.ii_cycles {
+                // Zero-skipping stages: the simulation counts, window by window on images
+                // the statistics never saw, the cycles each (stream, lane) pair spends; the
+                // model predicts them from calibration histograms. The real check.
                 let err = (layer.cycles / stage.cycles - 1.0).abs();
                 assert!(err <= 0.05, "{model} {}: model {} vs simulated {}", layer.name, layer.cycles, stage.cycles);
+                sparse_checked += 1;
             }
         }
+        assert!(sparse_checked > 0, "{model}: no zero-skipping stage near the interval to check");
         let err = (r.throughput_fps / sim.throughput_fps - 1.0).abs();
         assert!(err <= 0.03, "{model}: model {} vs simulated {} images/s", r.throughput_fps, sim.throughput_fps);
         // The sparse design really is faster than dense in simulation too.

@@ -195,6 +195,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan of one convolution of an `[h, w]` map, its output shape worked out: what unit
+    /// tests of kernels and of calibration need. `None` when the window does not fit.
+    pub fn one_conv(conv: Conv, [h, w]: [usize; 2]) -> Option<Plan> {
+        let len = |axis: usize, input: usize| {
+            let (k, s, d) = (conv.kernel[axis], conv.stride[axis], conv.dilation[axis]);
+            hass_proto::geometry::window_output_len(input, k, s, d, conv.pads[axis], conv.pads[axis + 2], false)
+        };
+        let output = vec![conv.c_out, len(0, h)?, len(1, w)?];
+        let input = vec![conv.c_in, h, w];
+        Some(Plan::one_layer(Op::Conv(conv), input, output))
+    }
+
     /// A plan of one layer that reads the input and is the output, with no board: what unit
     /// tests of a kernel or of calibration need. Not validated (see [`crate::load`]).
     pub fn one_layer(op: Op, input_shape: Vec<usize>, output_shape: Vec<usize>) -> Plan {

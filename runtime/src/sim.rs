@@ -13,7 +13,9 @@
 //! - A sparse 1x1 (or fully connected) stage compacts the non-zero products of all its
 //!   channels across the `coarse_in` streams: `ceil(nnz / coarse_in)` cycles per window and
 //!   filter.
-//! - Dense conv stages and element-wise stages take their analytic cycle count.
+//! - Dense conv stages and element-wise stages take their analytic cycle count: the same
+//!   formula as the compiler's cost model (nothing in them depends on the data), so a
+//!   comparison of model and simulation means something only for zero-skipping stages.
 //!
 //! Off-chip bandwidth is not simulated: the interval here is the slowest stage.
 

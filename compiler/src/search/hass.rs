@@ -266,7 +266,7 @@ struct Greedy {
 /// What the lazy greedy picked this round.
 enum Pick {
     /// A move, measured in the current state, within budget and gaining.
-    Move(Move),
+    Move(Box<Move>),
     /// No open move gains.
     Nothing,
     /// The time budget ran out.
@@ -353,7 +353,7 @@ impl Greedy {
             });
             let Some(best) = best else { return Ok(Pick::Nothing) };
             if moves[best].measured.is_some() {
-                return Ok(Pick::Move(moves.swap_remove(best)));
+                return Ok(Pick::Move(Box::new(moves.swap_remove(best))));
             }
             let (t, kind) = (moves[best].target, moves[best].kind);
             let mut next = self.levels.clone();
@@ -448,7 +448,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
         let mut moves = greedy.paying_moves(eval, &current)?;
         let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
         let chosen = match greedy.choose(eval, ctx, &mut moves, &current)? {
-            Pick::Move(chosen) => chosen,
+            Pick::Move(chosen) => *chosen,
             Pick::OutOfTime => return Ok(Stop::TimeBudget),
             Pick::Nothing if greedy.reopen(eval, ctx)? => continue,
             Pick::Nothing => {

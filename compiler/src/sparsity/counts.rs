@@ -122,14 +122,12 @@ pub fn layer_counts(plan: &Plan, index: usize, masks: &WindowMasks) -> LayerCoun
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hass_runtime::plan::{Conv, Op};
+    use hass_runtime::plan::Conv;
     use hass_runtime::stats::window_masks;
 
     /// A plan of one conv of one input channel, `c_out` filters of `kernel x kernel`.
     fn one_conv(weight: Vec<f32>, c_out: usize, kernel: usize, pad: usize, hw: usize) -> Plan {
-        let conv = Conv { pads: [pad; 4], ..Conv::new(weight, 1, c_out, [kernel; 2]) };
-        let out = hw + 2 * pad - kernel + 1;
-        Plan::one_layer(Op::Conv(conv), vec![1, hw, hw], vec![c_out, out, out])
+        Plan::one_conv(Conv { pads: [pad; 4], ..Conv::new(weight, 1, c_out, [kernel; 2]) }, [hw, hw]).unwrap()
     }
 
     #[test]

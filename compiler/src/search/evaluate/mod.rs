@@ -12,6 +12,7 @@
 //! were, which is what ranking moves needs.
 
 mod accuracy;
+mod estimate;
 mod targets;
 
 use super::Objective;
@@ -27,6 +28,7 @@ use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
 use crate::sparsity::{prune, LayerKnobs, PerKnob};
 use accuracy::Accuracy;
+use estimate::Estimated;
 use hass_runtime::kernels::sparse::SparseRows;
 use hass_runtime::plan::{Op, Plan};
 use hass_runtime::stats::{window_masks, WindowMasks};
@@ -90,15 +92,6 @@ pub struct Candidate {
     network: Network,
     /// Every stage's costed choices for `network` (rebuilt only for changed stages).
     stage_choices: Vec<Arc<StageChoices>>,
-}
-
-/// What a one-layer move does to its own stage.
-struct Estimated {
-    /// The accepted input masks it was computed against.
-    input: Arc<WindowMasks>,
-    sparsity: crate::hw::sparse::LayerSparsity,
-    encoded_weight_bits: Option<u64>,
-    choices: Arc<StageChoices>,
 }
 
 /// Evaluates candidates against the accepted state.
@@ -247,53 +240,6 @@ impl<'a> Evaluator<'a> {
         candidate.metrics.disagreement = disagreement;
         candidate.metrics.divergence = divergence;
         Ok(candidate)
-    }
-
-    /// The hardware metrics of `knobs` without re-running the network: statistics of the
-    /// changed layers from the accepted activations, every other layer's as accepted.
-    /// Accuracy fields are the accepted state's.
-    pub fn estimate(&mut self, knobs: &[LayerKnobs]) -> Result<Metrics> {
-        let changed: Vec<usize> = (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect();
-        if let [t] = changed[..] {
-            return self.estimate_one(knobs, t);
-        }
-        let changed = self.apply(knobs);
-        let candidate = self.with_statistics(knobs, &changed, self.state.trace.clone());
-        self.apply(&self.state.knobs.clone());
-        let metrics = candidate?.metrics;
-        let s = self.state.metrics;
-        Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
-    }
-
-    /// [`Self::estimate`] of a move of target `t` alone: its stage's statistics and costed choices
-    /// are cached, so re-estimating it after other layers moved costs one allocation.
-    fn estimate_one(&mut self, knobs: &[LayerKnobs], t: usize) -> Result<Metrics> {
-        let (layer, stage) = (self.targets[t].layer, self.targets[t].stage);
-        let key = (t, knobs[t].weight_threshold.map(f32::to_bits), knobs[t].activation_threshold.map(f32::to_bits));
-        let input = self.state.masks[layer].clone().expect("masks of every target");
-        let fresh = self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input));
-        if !fresh {
-            self.apply(knobs);
-            let candidate = self.with_statistics(knobs, &[t], self.state.trace.clone());
-            self.apply(&self.state.knobs.clone());
-            let c = candidate?;
-            let entry = Estimated {
-                input,
-                sparsity: c.network.sparsity[stage].clone().expect("targets have statistics"),
-                encoded_weight_bits: c.network.stages[stage].encoded_weight_bits,
-                choices: c.stage_choices[stage].clone(),
-            };
-            self.estimates.insert(key, entry);
-        }
-        let entry = &self.estimates[&key];
-        let mut network = self.state.network.clone();
-        network.sparsity[stage] = Some(entry.sparsity.clone());
-        network.stages[stage].encoded_weight_bits = entry.encoded_weight_bits;
-        let mut stage_choices = self.state.stage_choices.clone();
-        stage_choices[stage] = entry.choices.clone();
-        let metrics = self.hardware(&network, &stage_choices)?;
-        let s = self.state.metrics;
-        Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }
 
     /// Make `candidate` the accepted state.
