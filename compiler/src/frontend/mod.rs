@@ -6,6 +6,7 @@
 //! per op family in [`ops`].
 
 pub mod export;
+mod external;
 mod ops;
 pub mod tensor;
 

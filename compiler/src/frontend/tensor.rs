@@ -58,10 +58,11 @@ pub fn decode(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Const, St
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("tensor {} has a negative dimension {d}", t.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let count: usize = dims.iter().product();
+    let count = crate::ir::checked_elements(&dims)
+        .ok_or_else(|| format!("tensor {} has dims {dims:?}: more than {} values", t.name, crate::ir::MAX_ELEMENTS))?;
     let external;
     let raw: &[u8] = if t.data_location == Some(EXTERNAL) {
-        external = read_external(t, model_dir)?;
+        external = super::external::read(t, model_dir)?;
         &external
     } else {
         &t.raw_data
@@ -107,33 +108,6 @@ pub fn decode(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Const, St
 
 fn le_values<T>(raw: &[u8], width: usize, count: usize, f: impl Fn(&[u8]) -> T) -> Option<Vec<T>> {
     (raw.len() == width * count).then(|| raw.chunks_exact(width).map(f).collect())
-}
-
-fn read_external(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Vec<u8>, String> {
-    let field = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
-    let location = field("location").ok_or_else(|| format!("tensor {} is external but names no location", t.name))?;
-    let dir = model_dir.ok_or_else(|| {
-        format!("tensor {} is stored in external file {location}, but the model was not loaded from a file", t.name)
-    })?;
-    let path = dir.join(location);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| format!("tensor {}: cannot read external data {}: {e}", t.name, path.display()))?;
-    let parse = |key: &str| {
-        field(key)
-            .map(|v| v.parse::<usize>().map_err(|_| format!("tensor {}: bad external {key} {v:?}", t.name)))
-            .transpose()
-    };
-    let offset = parse("offset")?.unwrap_or(0);
-    let length = parse("length")?.unwrap_or(bytes.len().saturating_sub(offset));
-    offset.checked_add(length).filter(|&end| end <= bytes.len()).map(|end| bytes[offset..end].to_vec()).ok_or_else(
-        || {
-            format!(
-                "tensor {}: external data {} is shorter than offset {offset} + length {length}",
-                t.name,
-                path.display()
-            )
-        },
-    )
 }
 
 #[cfg(test)]

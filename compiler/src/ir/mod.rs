@@ -18,6 +18,16 @@ pub use op::{per_channel_len, Conv, Dense, Op, Padding, Pool, PoolKind, ReshapeT
 /// A per-image shape: the batch dimension is implicit and leading.
 pub type Shape = Vec<usize>;
 
+/// Largest tensor hassc accepts, in values (per image for activations): 2^31. Shapes come
+/// from untrusted models, so every product of dimensions is checked against it instead of
+/// being allowed to wrap.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// The number of values of `dims`, or `None` beyond [`MAX_ELEMENTS`].
+pub fn checked_elements(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
+}
+
 /// Index of a tensor in a [`WeightPool`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WeightId(pub u32);
