@@ -19,8 +19,9 @@ pub struct UnsupportedNode {
 /// Why compilation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A file could not be read or written. (The OS error is the source: printed as a
+    /// chain, `path: error`, it would appear twice if the message repeated it.)
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

@@ -71,6 +71,7 @@ fn truncated_onnx_is_a_clear_error() {
 fn missing_model_file_is_named() {
     let out = hassc(&["/nonexistent/model.onnx", "--target", "u250"]);
     assert_fails(&out, &["/nonexistent/model.onnx", "No such file"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).matches("No such file").count(), 1, "said once");
 }
 
 #[test]
@@ -242,7 +243,11 @@ fn search_input_errors_are_one_line_and_write_nothing() {
     assert_fails(&base(&["--labels", images.to_str().unwrap()]), &["fmnist_test_1000.npy", "1-D array of class"]);
     assert_fails(&base(&["--search", "hass", "--weight-sparsity", "0.5"]), &["chooses the thresholds itself"]);
     assert_fails(&base(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
+    // A bare negative number is the flag's value, refused as such.
+    assert_fails(&base(&["--max-accuracy-drop", "-1"]), &["--max-accuracy-drop must be between 0 and 100", "-1"]);
     assert_fails(&base(&["--time-budget", "0"]), &["--time-budget"]);
+    assert_fails(&base(&["--time-budget", "1e20"]), &["--time-budget", "at most 1e9"]);
+    assert_fails(&base(&["--time-budget", "NaN"]), &["--time-budget"]);
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
     // Labels belong to the search, which needs calibration images.
     let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--labels", test_labels.to_str().unwrap()]);

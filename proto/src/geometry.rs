@@ -21,8 +21,9 @@ pub fn window_output_len(
     if kernel == 0 || stride == 0 || dilation == 0 {
         return None;
     }
-    let span = dilation * (kernel - 1) + 1;
-    let padded = input + pad_begin + pad_end;
+    // Sizes come from untrusted files: overflow means "does not fit", never a wrap.
+    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
+    let padded = input.checked_add(pad_begin)?.checked_add(pad_end)?;
     if padded < span {
         return None;
     }
@@ -39,8 +40,8 @@ pub fn window_output_len(
 /// or the beginning (lower).
 pub fn same_padding(input: usize, kernel: usize, stride: usize, dilation: usize, upper: bool) -> (usize, usize) {
     let out = input.div_ceil(stride.max(1));
-    let span = dilation * (kernel.max(1) - 1) + 1;
-    let total = ((out.max(1) - 1) * stride + span).saturating_sub(input);
+    let span = dilation.saturating_mul(kernel.max(1) - 1).saturating_add(1);
+    let total = (out.max(1) - 1).saturating_mul(stride).saturating_add(span).saturating_sub(input);
     let small = total / 2;
     if upper {
         (small, total - small)
@@ -62,6 +63,10 @@ mod tests {
         assert_eq!(window_output_len(28, 3, 1, 2, 2, 2, false), Some(28));
         // Window larger than the padded input.
         assert_eq!(window_output_len(2, 5, 1, 1, 0, 0, false), None);
+        // Sizes that overflow do not fit, whatever they would wrap to.
+        assert_eq!(window_output_len(28, 3, 1, 1, usize::MAX, 1, false), None);
+        assert_eq!(window_output_len(28, usize::MAX, 1, 2, 0, 0, false), None);
+        assert!(same_padding(28, usize::MAX, 1, 2, true).0 > 1 << 62, "saturates instead of wrapping");
     }
 
     #[test]

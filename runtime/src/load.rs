@@ -10,6 +10,9 @@ use hass_proto::geometry::{broadcast_shapes, window_output_len};
 
 /// Largest per-image tensor the runtime accepts (values), against absurd shapes.
 const MAX_VALUES_PER_IMAGE: usize = 1 << 30;
+/// Largest folding factor: far above any real stage's parallelism, and small enough that
+/// the simulation's products of factors cannot overflow.
+const MAX_FACTOR: u32 = 1 << 16;
 
 /// Read and validate an artifact file.
 pub fn load_file(path: &std::path::Path) -> Result<Plan, RuntimeError> {
@@ -50,8 +53,9 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
     Ok(Plan { model: schedule.model, board, clock_mhz, input_shape, layers, outputs })
 }
 
-/// The hardware record is not used to compute, but a corrupt one must not pass: factors
-/// are positive and a conv's channel-to-stream map names a stream for every input channel.
+/// The hardware record is not used to compute, but the cycle simulation reads it, so a
+/// corrupt one must not pass: factors are in range, and a conv's or fully connected layer's
+/// channel-to-stream map names an existing stream for every input channel.
 fn check_folding(
     layer: &str,
     folding: Option<&pb::Folding>,
@@ -59,10 +63,10 @@ fn check_folding(
     inputs: &[&[usize]],
 ) -> Result<Hardware, RuntimeError> {
     let f = folding.ok_or_else(|| invalid(layer, "no folding record"))?;
-    if [f.coarse_in, f.coarse_out, f.coarse_group, f.fine, f.spatial].contains(&0) {
-        return Err(invalid(layer, "folding factors must be positive"));
+    if [f.coarse_in, f.coarse_out, f.coarse_group, f.fine, f.spatial].iter().any(|&x| x == 0 || x > MAX_FACTOR) {
+        return Err(invalid(layer, format!("folding factors must be between 1 and {MAX_FACTOR}")));
     }
-    if let (Op::Conv(_), false) = (op, f.channel_stream.is_empty()) {
+    if matches!(op, Op::Conv(_) | Op::Dense(_)) && !f.channel_stream.is_empty() {
         let streams = f.coarse_in.saturating_mul(f.coarse_group);
         if f.channel_stream.len() != inputs[0][0] || f.channel_stream.iter().any(|&s| s >= streams) {
             return Err(invalid(layer, "channel-to-stream map does not fit the folding"));
@@ -443,7 +447,13 @@ mod tests {
             ("wrong output", |s, _| s.layers[0].output = tensor(&[3, 5, 4]), "declares output [3, 5, 4]"),
             ("outputs", |s, _| s.outputs = vec![9], "do not name computed values"),
             ("no folding", |s, _| s.layers[0].folding = None, "no folding record"),
-            ("zero factor", |s, _| s.layers[0].folding.as_mut().unwrap().fine = 0, "folding factors must be positive"),
+            ("zero factor", |s, _| s.layers[0].folding.as_mut().unwrap().fine = 0, "folding factors must be between 1"),
+            ("huge factor", |s, _| s.layers[2].folding.as_mut().unwrap().spatial = u32::MAX, "between 1 and 65536"),
+            (
+                "dense stream map",
+                |s, _| s.layers[2].folding.as_mut().unwrap().channel_stream = vec![3; 48],
+                "channel-to-stream map does not fit the folding",
+            ),
             (
                 "stream map",
                 |s, _| s.layers[0].folding.as_mut().unwrap().channel_stream = vec![0, 1],

@@ -31,7 +31,10 @@ fn checked_header(bytes: &[u8]) -> Result<npyz::NpyFile<&[u8]>, String> {
     };
     let data_start = preamble + header_len;
     if data_start > bytes.len() {
-        return Err(format!("header of {header_len} bytes, but the file has only {} after the preamble", bytes.len() - preamble));
+        return Err(format!(
+            "header of {header_len} bytes, but the file has only {} after the preamble",
+            bytes.len() - preamble
+        ));
     }
     let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file ({e})"))?;
     let item = npy.dtype().num_bytes().ok_or("unsupported dtype (record or object arrays)")?;

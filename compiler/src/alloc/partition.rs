@@ -4,8 +4,9 @@
 //! off-chip memory.
 
 use super::{Allocation, AllocationError, Allocator};
+use crate::hw::cost::{stage_cost, Placement};
 use crate::hw::pipeline::{Choice, Network};
-use crate::hw::Budget;
+use crate::hw::{Budget, Usage};
 
 /// The stages `range` of `network` as a network of their own: inputs from before the cut
 /// become off-chip inputs, outputs read after it become off-chip outputs.
@@ -20,21 +21,24 @@ pub fn slice(network: &Network, range: std::ops::Range<usize>) -> Network {
                     crossing_in += network.stages[j].words_out;
                     None
                 }
-                None => {
-                    crossing_in += 0;
-                    None
-                }
+                None => None,
             };
+        }
+    }
+    // A stage's output leaves the partition when its last reader comes after the cut.
+    let mut last_reader = vec![None; range.len()];
+    for (j, s) in network.stages.iter().enumerate().skip(range.end) {
+        for &i in s.inputs.iter().flatten() {
+            if range.contains(&i) {
+                last_reader[i - range.start] = Some(j);
+            }
         }
     }
     let read_later: usize = network.stages[range.clone()]
         .iter()
-        .enumerate()
-        .filter(|(k, _)| {
-            let global = range.start + k;
-            network.stages[range.end..].iter().any(|s| s.inputs.contains(&Some(global)))
-        })
-        .map(|(_, s)| s.words_out)
+        .zip(&last_reader)
+        .filter(|(_, reader)| reader.is_some())
+        .map(|(s, _)| s.words_out)
         .sum();
     let bits = network.precision.activation_bits as f64;
     Network {
@@ -49,17 +53,40 @@ pub fn slice(network: &Network, range: std::ops::Range<usize>) -> Network {
     }
 }
 
-fn cheapest_fits(network: &Network, budget: &Budget) -> bool {
-    let choices: Vec<Choice> = network
-        .stages
-        .iter()
-        .map(|s| Choice {
-            placement: if s.is_conv() { crate::hw::cost::Placement::OffChip } else { crate::hw::cost::Placement::Bram },
-            ..Choice::MIN
-        })
-        .collect();
-    let e = network.evaluate(&choices, budget);
-    budget.exceeded(&e.usage).is_empty()
+/// The cheapest choice of stage `i`: every factor 1, weights streamed off chip.
+fn cheapest(network: &Network, i: usize) -> Choice {
+    let placement = if network.stages[i].is_conv() { Placement::OffChip } else { Placement::Bram };
+    Choice { placement, ..Choice::MIN }
+}
+
+/// The on-chip usage of a run of stages at their cheapest, grown one stage at a time. A
+/// stage's cost does not depend on where the cut falls, so growing a partition costs one
+/// stage's cost, not a re-evaluation of the whole run (which made partitioning a long
+/// network quadratic). Sums in stage order, as [`Network::evaluate`] does.
+struct CheapestRun {
+    costs: Usage,
+    fixed: Usage,
+}
+
+impl CheapestRun {
+    fn new() -> CheapestRun {
+        CheapestRun { costs: Usage::default(), fixed: Usage::default() }
+    }
+
+    /// The usage with stage `i` added, and whether it fits `budget`.
+    fn with(&self, network: &Network, i: usize, budget: &Budget) -> (CheapestRun, bool) {
+        let c = cheapest(network, i);
+        let cost =
+            stage_cost(&network.stages[i], c.folding, c.placement, network.precision, network.sparsity[i].as_ref());
+        let grown = CheapestRun { costs: self.costs + cost.usage, fixed: self.fixed + network.fixed[i] };
+        let fits = budget.exceeded(&(grown.costs + grown.fixed)).is_empty();
+        (grown, fits)
+    }
+}
+
+/// The capped budget in words, for errors.
+fn budget_text(budget: &Budget) -> String {
+    format!("{} DSP, {} BRAM18, {} LUT, {} FF", budget.dsp, budget.bram18, budget.lut, budget.ff)
 }
 
 /// Cut `network` into partitions and allocate each.
@@ -68,10 +95,10 @@ pub fn partition(network: &Network, budget: &Budget, allocator: Allocator) -> Re
     let mut start = 0;
     while start < network.stages.len() {
         let mut end = start + 1;
-        if !cheapest_fits(&slice(network, start..end), budget) {
+        let (mut run, fits) = CheapestRun::new().with(network, start, budget);
+        if !fits {
             let one = slice(network, start..end);
-            let choices: Vec<Choice> =
-                vec![Choice { placement: crate::hw::cost::Placement::OffChip, ..Choice::MIN }; 1];
+            let choices: Vec<Choice> = vec![Choice { placement: Placement::OffChip, ..Choice::MIN }; 1];
             let u = one.evaluate(&choices, budget).usage;
             return Err(AllocationError::StageTooLarge {
                 stage: network.stages[start].name.clone(),
@@ -82,11 +109,15 @@ pub fn partition(network: &Network, budget: &Budget, allocator: Allocator) -> Re
                     u.lut.round(),
                     u.ff.round()
                 ),
-                budget: format!("{} DSP, {} BRAM18, {} LUT, {} FF", budget.dsp, budget.bram18, budget.lut, budget.ff),
+                budget: budget_text(budget),
             });
         }
-        while end < network.stages.len() && cheapest_fits(&slice(network, start..end + 1), budget) {
-            end += 1;
+        while end < network.stages.len() {
+            let (grown, fits) = run.with(network, end, budget);
+            if !fits {
+                break;
+            }
+            (run, end) = (grown, end + 1);
         }
         parts.push(start..end);
         start = end;
@@ -103,7 +134,7 @@ pub fn partition(network: &Network, budget: &Budget, allocator: Allocator) -> Re
             let mut a = single.ok_or_else(|| AllocationError::StageTooLarge {
                 stage: network.stages[range.start].name.clone(),
                 needs: "more than the board offers".into(),
-                budget: format!("{budget:?}"),
+                budget: budget_text(budget),
             })?;
             a.offset = range.start;
             Ok(a)

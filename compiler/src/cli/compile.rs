@@ -112,13 +112,16 @@ fn strategy(args: &CompileArgs, pruning: &SparsityConfig) -> Result<Option<Strat
     }
 }
 
+/// Longest `--time-budget` (about 31 years): beyond it a duration is no budget at all.
+const MAX_TIME_BUDGET_S: f64 = 1e9;
+
 fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result<SearchOptions> {
     if !(args.max_accuracy_drop.is_finite() && (0.0..=100.0).contains(&args.max_accuracy_drop)) {
         anyhow::bail!("--max-accuracy-drop must be between 0 and 100 points, got {}", args.max_accuracy_drop);
     }
     let time_budget = match args.time_budget {
-        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-        Some(s) => anyhow::bail!("--time-budget must be a positive number of seconds, got {s}"),
+        Some(s) if s > 0.0 && s <= MAX_TIME_BUDGET_S => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--time-budget must be a number of seconds above 0 and at most 1e9, got {s}"),
         None => None,
     };
     let labels = args.labels.as_deref().map(hass_runtime::npy::read_labels).transpose()?;

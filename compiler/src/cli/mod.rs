@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
     version,
     about,
     args_conflicts_with_subcommands = true,
+    // `--max-accuracy-drop -1` is a (wrong) value, to be refused as such, not a new flag.
+    allow_negative_numbers = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:\n  hassc model.onnx --target u250 -o model.hass\n  hassc inspect model.onnx --json\n  hassc boards show zcu102 > my_board.toml"
 )]

@@ -201,6 +201,15 @@ impl Op {
     ///
     /// Windowed ops need explicit padding here: `infer_shapes` resolves `auto_pad` first.
     pub fn output_shape(&self, inputs: &[&[usize]], weights: &WeightPool) -> Result<Shape, String> {
+        let shape = self.unchecked_output_shape(inputs, weights)?;
+        match super::checked_elements(&shape) {
+            Some(_) => Ok(shape),
+            None => Err(format!("output shape {shape:?} has more than {} values per image", super::MAX_ELEMENTS)),
+        }
+    }
+
+    /// [`Self::output_shape`] before the size bound.
+    fn unchecked_output_shape(&self, inputs: &[&[usize]], weights: &WeightPool) -> Result<Shape, String> {
         let chw = |s: &[usize]| match s {
             [c, h, w] => Ok([*c, *h, *w]),
             _ => Err(format!("needs a C x H x W input, got {s:?}")),
@@ -291,7 +300,7 @@ impl Op {
                     if s.len() != out.len() || s[1..] != out[1..] {
                         return Err(format!("inputs {inputs:?} differ outside the channel axis"));
                     }
-                    out[0] += s[0];
+                    out[0] = out[0].checked_add(s[0]).ok_or("too many channels")?;
                 }
                 Ok(out)
             }
@@ -360,14 +369,15 @@ fn reshape(input: &[usize], target: &ReshapeTarget) -> Result<Shape, String> {
             _ => return Err(format!("invalid target shape {dims:?}")),
         });
     }
-    let known: usize = out.iter().product();
+    let overflow = || format!("target shape {dims:?} has more than {} values", super::MAX_ELEMENTS);
+    let known = super::checked_elements(&out).ok_or_else(overflow)?;
     if let Some(i) = infer_at {
         if known == 0 || !count.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {dims:?}"));
         }
         out[i] = count / known;
     }
-    if out.first() != Some(&1) || out.iter().product::<usize>() != count {
+    if out.first() != Some(&1) || super::checked_elements(&out) != Some(count) {
         return Err(format!("reshape of {input:?} to {dims:?} must keep the batch axis and the value count"));
     }
     Ok(out[1..].to_vec())

@@ -115,7 +115,7 @@ pub fn summarize_artifact(bytes: &[u8]) -> Result<ArtifactSummary, pb::Container
 impl ArtifactSummary {
     /// A plain-text table.
     pub fn to_table(&self) -> String {
-        let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
+        let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).clamp(5, 48);
         let mut out = format!(
             "artifact format {} of {} ({}), board {}\n{:<name_w$}  {:<13}  {:>14}  {:>14}  {:<10}  {:>10}  {:>7}\n",
             self.format_version,

@@ -291,7 +291,7 @@ impl DesignReport {
     /// The per-layer table and the summary block.
     pub fn to_table(&self) -> String {
         let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).clamp(5, 48);
-        let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+        let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).clamp(2, 24);
         let ii = self.ii_cycles.max(1.0);
         let parted = self.partitions > 1;
         let mut out = format!(

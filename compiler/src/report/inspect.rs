@@ -77,8 +77,8 @@ impl ModelSummary {
     /// A plain-text table with a totals line.
     pub fn to_table(&self) -> String {
         let shape = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
-        let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).max(5);
-        let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+        let name_w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).clamp(5, 48);
+        let op_w = self.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).clamp(2, 24);
         let mut out = format!("model {} (input {})\n", self.model, shape(&self.input_shape));
         out += &format!(
             "{:<name_w$}  {:<op_w$}  {:>12}  {:>12}  {:>10}  {:>14}\n",
@@ -103,5 +103,32 @@ impl ModelSummary {
             self.total_macs as f64 / 1e9
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_longer_than_a_format_width_print_without_panicking() {
+        // `{:<w$}` panics for widths beyond u16::MAX; names come from untrusted models.
+        let long = "n".repeat(70_000);
+        let layer = LayerSummary {
+            name: long.clone(),
+            op: "o".repeat(70_000),
+            input_shape: vec![1],
+            output_shape: vec![1],
+            params: 0,
+            macs: 0,
+        };
+        let summary = ModelSummary {
+            model: "m".into(),
+            input_shape: vec![1],
+            total_macs: 0,
+            total_params: 0,
+            layers: vec![layer],
+        };
+        assert!(summary.to_table().contains(&long));
     }
 }

@@ -98,7 +98,7 @@ fn bench(plan: &Plan, batch: usize, runs: u32) -> Result<f64> {
 }
 
 fn simulation_table(sim: &hass_runtime::sim::Simulation) -> String {
-    let width = sim.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+    let width = sim.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).clamp(5, 48);
     let mut out = format!("{:<width$}  {:>12}  {:>6}\n", "layer", "cycles", "% II");
     for s in &sim.stages {
         let mark = if s.cycles == sim.ii_cycles { "  <- bottleneck" } else { "" };
