@@ -44,7 +44,27 @@ fn load_model_until(path: &std::path::Path, passes: usize) -> Result<ir::Graph> 
         frontend::import_file(path)?
     };
     passes::run_pipeline_until(&mut graph, passes)?;
+    check_finite_weights(&graph)?;
     Ok(graph)
+}
+
+/// The accelerator has no NaN or infinity. Imported tensors are checked as they are read;
+/// this catches what folding made of them (a huge scale over a tiny variance).
+fn check_finite_weights(graph: &ir::Graph) -> Result<()> {
+    for id in graph.nodes.node_indices() {
+        let node = graph.node(id);
+        for w in node.op.weight_ids() {
+            let Some(bad) = graph.weights.get(w).and_then(|t| t.data.iter().find(|v| !v.is_finite())) else {
+                continue;
+            };
+            return Err(CompileError::Node {
+                node: node.name.clone(),
+                op_type: node.op.kind_name(),
+                reason: format!("its folded parameters hold {bad}; the accelerator has no NaN or infinity"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A compiled model: its graph, its hardware design and the artifact bytes.

@@ -369,3 +369,44 @@ fn unsupported_uses_of_supported_ops_name_the_node() {
     let m = Model::new(21, &[1, 2, 4, 4]);
     assert!(compile(&m).contains("opset 21 is not supported"));
 }
+
+/// Models onnxruntime refuses, or that hold values the accelerator cannot represent, are
+/// refused with one line naming the node or tensor (issue 11).
+#[test]
+fn invalid_models_are_refused_naming_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let compile = |m: &Model| {
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, m.bytes("y")).unwrap();
+        hassc::load_model(&path).unwrap_err().to_string()
+    };
+    let bn = |m: &mut Model, var: Vec<f32>, attrs| {
+        m.weight("g", &[2]).weight("b", &[2]).weight("mean", &[2]).values("var", &[2], var);
+        m.node("BatchNormalization", &["x", "g", "b", "mean", "var"], "y", attrs);
+    };
+    let mut m = Model::new(15, &[1, 2, 4, 4]);
+    bn(&mut m, vec![1.0, 1.0], vec![attr_int("training_mode", 1)]);
+    assert!(compile(&m).contains("training_mode=1"), "{}", compile(&m));
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    bn(&mut m, vec![1.0, -2.0], vec![]);
+    let err = compile(&m);
+    assert!(err.contains("BatchNormalization_0") && err.contains("variance + epsilon of channel 1"), "{err}");
+
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    m.values("w", &[2, 2, 1, 1], vec![1.0, f32::NAN, 0.0, 1.0]);
+    m.node("Conv", &["x", "w"], "y", vec![]);
+    assert!(compile(&m).contains("tensor w holds NaN at index 1"), "{}", compile(&m));
+
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    m.weight("w", &[2, 2, 3, 3]);
+    m.node("Conv", &["x", "w"], "y", vec![attr_str("auto_pad", "SAME_UPPER"), attr_ints("pads", &[1, 1, 1, 1])]);
+    assert!(compile(&m).contains("sets both auto_pad and pads"), "{}", compile(&m));
+
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    m.node("Relu", &["x"], "h", vec![]).node("Relu", &["h"], "y", vec![]);
+    m.nodes[1].name = m.nodes[0].name.clone();
+    assert!(compile(&m).contains("Relu_0") && compile(&m).contains("same name"), "{}", compile(&m));
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    m.node("Relu", &["x"], "y", vec![]).node("Sigmoid", &["x"], "y", vec![]);
+    assert!(compile(&m).contains("its output \"y\" is already defined"), "{}", compile(&m));
+}

@@ -169,11 +169,19 @@ impl Board {
             Err(BoardError::Invalid { file: file.to_string(), key, value: value.to_string(), reason })
         };
         let s = &self.system;
-        for (key, value) in
-            [("system.clock_mhz", s.clock_mhz), ("system.memory_bandwidth_gbps", s.memory_bandwidth_gbps)]
-        {
-            if !(value.is_finite() && value > 0.0) {
-                return invalid(key, value, "must be a positive number");
+        // Ranges far wider than any FPGA's, narrow enough that no figure derived from them
+        // overflows or vanishes.
+        for (key, value, range, reason) in [
+            ("system.clock_mhz", s.clock_mhz, 1.0..=5_000.0, "must be between 1 and 5000 (MHz)"),
+            (
+                "system.memory_bandwidth_gbps",
+                s.memory_bandwidth_gbps,
+                1e-3..=1e6,
+                "must be between 0.001 and 1e6 (Gbit/s)",
+            ),
+        ] {
+            if !range.contains(&value) {
+                return invalid(key, value, reason);
             }
         }
         if s.port_width_bits == 0 {
@@ -218,14 +226,23 @@ impl Board {
 /// toml's messages span several lines (a source excerpt); keep the reason and point at
 /// the offending line, which names the key.
 fn one_line(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim().replace('\n', " ");
+    // Long lines and values are quoted only in part: the message stays one readable line.
+    let msg = shorten(&e.message().trim().replace('\n', " "), 160);
     match e.span() {
         Some(span) => {
             let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            let line = shorten(text.lines().nth(line_no - 1).unwrap_or("").trim(), 60);
             format!("line {line_no} (`{line}`): {msg}")
         }
         None => msg,
+    }
+}
+
+/// The first `chars` characters of `s`, with `...` when it was longer.
+fn shorten(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_string(),
     }
 }
 
@@ -278,5 +295,15 @@ mod tests {
     fn unknown_board_lists_builtins() {
         let err = Board::resolve("no-such-board").unwrap_err().to_string();
         assert!(err.contains("u250, u200"), "{err}");
+    }
+
+    #[test]
+    fn implausible_figures_and_long_lines_give_one_short_line() {
+        let text = U250.replace("clock_mhz = 250.0", "clock_mhz = 1e-300");
+        let err = Board::parse(&text, "b.toml").unwrap_err().to_string();
+        assert!(err.contains("system.clock_mhz = 0.") && err.contains("between 1 and 5000"), "{err}");
+        let long = format!("dsp = \"{}\"", "9".repeat(200_000));
+        let err = Board::parse(&U250.replace("dsp = 12288", &long), "b.toml").unwrap_err().to_string();
+        assert!(err.len() < 400 && err.lines().count() == 1, "{} bytes: {}", err.len(), &err[..200]);
     }
 }

@@ -28,6 +28,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
         if args.after.is_some() {
             anyhow::bail!("--after shows the IR of an ONNX model; {} is an artifact", args.model.display());
         }
+        // The whole artifact is validated first, as the runtime would: inspect shows only
+        // what would load.
+        hass_runtime::load_bytes(&bytes).with_context(|| format!("reading {}", args.model.display()))?;
         let summary =
             hassc::report::summarize_artifact(&bytes).with_context(|| format!("reading {}", args.model.display()))?;
         if args.json {

@@ -89,6 +89,7 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Resul
         let value = tensor::decode(init, model_dir).map_err(invalid)?;
         importer.values.insert(init.name.clone(), Value::Const(value));
     }
+    importer.reserve_node_names(graph)?;
     importer.import_input(graph).map_err(invalid)?;
     for (index, node) in graph.node.iter().enumerate() {
         importer.import_node(node, index)?;
@@ -153,22 +154,25 @@ impl Importer {
         };
         let (batch, shape) = input_shape(input)?;
         self.batch = batch;
-        let id = self.graph.add_node(input.name.clone(), Op::Input { shape });
-        self.names.insert(input.name.clone());
+        let name = self.fresh_name(input.name.clone());
+        let id = self.graph.add_node(name, Op::Input { shape });
         self.graph.input = id;
         self.values.insert(input.name.clone(), Value::Node(id));
         Ok(())
     }
 
     fn import_node(&mut self, node: &pb::NodeProto, index: usize) -> Result<()> {
-        let name = self.unique_name(node, index);
+        let name = self.node_name(node, index);
         let ctx = NodeCtx { node, name: name.clone(), values: &self.values, opset: self.opset, batch: self.batch };
+        let out = ctx.output(0)?.to_string();
+        if self.values.contains_key(&out) {
+            return Err(ctx.err(format!("its output {out:?} is already defined; every value must have one producer")));
+        }
         match ops::lower(&ctx, &mut self.graph.weights)? {
             Lowered::Const(c) => {
-                self.values.insert(ctx.output(0)?.to_string(), Value::Const(c));
+                self.values.insert(out, Value::Const(c));
             }
             Lowered::Op(op, inputs) => {
-                let out = ctx.output(0)?.to_string();
                 let id = self.graph.add_node(name, op);
                 for (port, from) in inputs.into_iter().enumerate() {
                     self.graph.connect(from, id, port);
@@ -179,8 +183,32 @@ impl Importer {
         Ok(())
     }
 
-    fn unique_name(&mut self, node: &pb::NodeProto, index: usize) -> String {
-        let base = if node.name.is_empty() { format!("{}_{index}", node.op_type) } else { node.name.clone() };
+    /// Reserve every node's own name, refusing two nodes of one name (as onnxruntime does:
+    /// reports and artifacts name layers), so made-up names never take a real one.
+    fn reserve_node_names(&mut self, graph: &pb::GraphProto) -> Result<()> {
+        for node in graph.node.iter().filter(|n| !n.name.is_empty()) {
+            if !self.names.insert(node.name.clone()) {
+                return Err(CompileError::Node {
+                    node: node.name.clone(),
+                    op_type: node.op_type.clone(),
+                    reason: "another node has the same name; node names must be unique".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's own (reserved) name, or a made-up one (op type and index) when it has none.
+    fn node_name(&mut self, node: &pb::NodeProto, index: usize) -> String {
+        if node.name.is_empty() {
+            self.fresh_name(format!("{}_{index}", node.op_type))
+        } else {
+            node.name.clone()
+        }
+    }
+
+    /// `base`, or `base_k` for the first `k` that no node has.
+    fn fresh_name(&mut self, base: String) -> String {
         let mut name = base.clone();
         let mut k = 1;
         while !self.names.insert(name.clone()) {

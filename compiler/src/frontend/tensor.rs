@@ -103,6 +103,14 @@ pub fn decode(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Const, St
     if len != count {
         return Err(wrong_len(len));
     }
+    if let ConstData::F32(v) = &data {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!(
+                "tensor {} holds {} at index {i}; the accelerator has no NaN or infinity, fix the model",
+                t.name, v[i]
+            ));
+        }
+    }
     Ok(Const { dims, data })
 }
 
@@ -161,5 +169,17 @@ mod tests {
             ..Default::default()
         };
         assert!(decode(&t, None).unwrap_err().contains("1 values for dims [3]"));
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_naming_the_tensor() {
+        let t = pb::TensorProto {
+            name: "conv.weight".into(),
+            dims: vec![3],
+            data_type: FLOAT,
+            float_data: vec![1.0, f32::INFINITY, f32::NAN],
+            ..Default::default()
+        };
+        assert!(decode(&t, None).unwrap_err().contains("tensor conv.weight holds inf at index 1"));
     }
 }

@@ -141,7 +141,7 @@ impl SparsityConfig {
         if json {
             serde_json::from_str(text).map_err(|e| e.to_string())
         } else {
-            toml::from_str(text).map_err(|e: toml::de::Error| e.message().trim().to_string())
+            toml::from_str(text).map_err(|e: toml::de::Error| e.message().trim().replace('\n', " "))
         }
     }
 }

@@ -15,7 +15,11 @@ fn pair(ctx: &NodeCtx, name: &str, default: [usize; 2]) -> Result<[usize; 2]> {
 }
 
 fn padding(ctx: &NodeCtx) -> Result<Padding> {
-    match ctx.attr_string("auto_pad").as_deref().unwrap_or("NOTSET") {
+    let auto_pad = ctx.attr_string("auto_pad");
+    if auto_pad.as_deref().is_some_and(|a| !matches!(a, "NOTSET" | "")) && ctx.attr_ints("pads").is_some() {
+        return Err(ctx.err("sets both auto_pad and pads; ONNX allows one or the other"));
+    }
+    match auto_pad.as_deref().unwrap_or("NOTSET") {
         "NOTSET" | "" => match ctx.attr_ints("pads").as_deref() {
             None => Ok(Padding::Explicit([0; 4])),
             Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {

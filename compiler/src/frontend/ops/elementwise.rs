@@ -37,7 +37,13 @@ pub(super) fn batch_norm(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowe
     if [beta.len(), mean.len(), var.len()] != [c; 3] {
         return Err(ctx.err("scale, bias, mean and var must have the same length"));
     }
+    if ctx.attr_int("training_mode", 0) != 0 {
+        return Err(ctx.err("training_mode=1 normalises with the batch's statistics, which an inference accelerator does not have; export the model in eval mode"));
+    }
     let eps = ctx.attr_float("epsilon", 1e-5);
+    if let Some(c) = var.iter().position(|&v| (v + eps).is_nan() || v + eps <= 0.0) {
+        return Err(ctx.err(format!("variance + epsilon of channel {c} is {}, not positive", var[c] + eps)));
+    }
     let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
     let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
     let op = ScaleShift { scale: weights.add(vec![c], scale), shift: weights.add(vec![c], shift), activation: None };
