@@ -167,6 +167,56 @@ fn inspect_after_a_pass_prints_the_ir_as_it_stands_then() {
 }
 
 #[test]
+fn outputs_never_replace_inputs_devices_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(testdata("models/fmnist_cnn_op13.onnx"), &model).unwrap();
+    let original = std::fs::read(&model).unwrap();
+    let m = model.to_str().unwrap();
+    // The model itself, through another spelling, and through a symbolic link.
+    let alias = dir.path().join("alias.hass");
+    std::os::unix::fs::symlink(&model, &alias).unwrap();
+    let dotted = format!("{}/./m.onnx", dir.path().display());
+    for out in [m, dotted.as_str(), alias.to_str().unwrap()] {
+        assert_fails(&hassc(&[m, "--target", "zcu102", "-o", out]), &["is also an input", "m.onnx"]);
+    }
+    let report = dir.path().join("r.json");
+    assert_fails(&hassc(&[m, "--target", "zcu102", "--report", m]), &["is also an input"]);
+    let same = hassc(&[m, "--target", "zcu102", "-o", report.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    assert_fails(&same, &["named for two outputs"]);
+    assert_eq!(std::fs::read(&model).unwrap(), original, "the model is untouched");
+    assert_eq!(files_in(dir.path()), ["alias.hass", "m.onnx"]);
+    // A device stays a device; a link is written through.
+    let out = hassc(&[m, "--target", "zcu102", "-o", "/dev/null", "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    let link = dir.path().join("link.hass");
+    std::os::unix::fs::symlink("real.hass", &link).unwrap();
+    assert!(hassc(&[m, "--target", "zcu102", "-o", link.to_str().unwrap(), "-q"]).status.success());
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read(dir.path().join("real.hass")).unwrap().starts_with(b"HASSART"));
+}
+
+#[test]
+fn an_interrupted_compile_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.hass");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hassc"))
+        .args([testdata("models/fmnist_resnet_op13.onnx").to_str().unwrap(), "--target", "zcu102", "-q"])
+        .args(["--calib", testdata("inputs/fmnist_train_500.npy").to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .arg("--report")
+        .arg(dir.path().join("r.json"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the search takes longer than 1.5 s and was stopped");
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
+}
+
+#[test]
 fn boards_lists_and_shows_builtins() {
     let out = hassc(&["boards"]);
     let text = String::from_utf8(out.stdout).unwrap();

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod kernels;
 pub mod load;
 pub mod npy;
+pub mod output;
 pub mod plan;
 pub mod sim;
 pub mod sparse_rows;

@@ -1,9 +1,7 @@
-//! `.npy` files in and out, and atomic file writes (temporary file, then rename), so that
-//! a failed run never leaves a partial output behind.
+//! `.npy` files in and out. Writing them to disk goes through [`crate::output`].
 
 use crate::{RuntimeError, Tensor};
 use npyz::WriterBuilder;
-use std::io::Write;
 use std::path::Path;
 
 /// The whole of a regular file (not a device or a FIFO, which could stream for ever).
@@ -120,28 +118,10 @@ pub fn to_npy_bytes(tensor: &Tensor) -> Vec<u8> {
     out
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory, then rename,
-/// so readers see either the old file or the whole new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".hass-tmp");
-    // Temporary files are private (0600); the result should be readable like any output.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::write_atomic;
 
     #[test]
     fn round_trips_through_a_file() {

@@ -149,3 +149,18 @@ fn simulate_prints_stage_cycles_and_writes_them_as_json() {
     ]);
     assert!(!res.status.success());
 }
+
+#[test]
+fn outputs_never_replace_the_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.npy");
+    std::fs::copy(testdata("inputs/fmnist_test_1000.npy"), &input).unwrap();
+    let artifact_copy = dir.path().join("m.hass");
+    std::fs::copy(artifact(), &artifact_copy).unwrap();
+    let (a, x) = (artifact_copy.to_str().unwrap(), input.to_str().unwrap());
+    assert_fails(&hass_run(&[a, "--input", x, "--output", x]), &["is also an input", "x.npy"]);
+    assert_fails(&hass_run(&[a, "--input", x, "--output", a]), &["is also an input", "m.hass"]);
+    assert_fails(&hass_run(&[a, "--input", x, "--simulate", "--report", x]), &["is also an input"]);
+    assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(testdata("inputs/fmnist_test_1000.npy")).unwrap());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "nothing else written");
+}

@@ -4,6 +4,7 @@
 use super::values::{AllocatorArg, ObjectiveArg, StrategyArg};
 use anyhow::{Context, Result};
 use clap::Args;
+use hass_runtime::output::Outputs;
 use hassc::board::Board;
 use hassc::design::{check_fraction, DesignOptions, SparsitySource};
 use hassc::hw::Precision;
@@ -164,6 +165,28 @@ fn sparsity_file(path: &Path) -> Result<BTreeMap<String, f64>> {
     parsed.with_context(|| format!("{}: expected a table of layer name = product sparsity", path.display()))
 }
 
+/// The outputs of this compile, each checked against every input before any work is done.
+fn output_files(args: &CompileArgs, model: &Path, artifact: &Path) -> Result<Outputs> {
+    let target = args.target.as_deref().map(Path::new).filter(|p| p.is_file());
+    let inputs = [Some(model), args.calib.as_deref(), args.labels.as_deref(), args.sparsity_config.as_deref()]
+        .into_iter()
+        .chain([args.assume_sparsity_file.as_deref(), target])
+        .flatten();
+    let files = Outputs::new(inputs);
+    let svg = args.pareto.as_ref().map(|p| p.with_extension("svg"));
+    let outputs =
+        [Some(artifact), args.report.as_deref(), args.emit_onnx.as_deref(), args.pareto.as_deref(), svg.as_deref()];
+    let mut targets = Vec::new();
+    for path in outputs.into_iter().flatten() {
+        let target = files.check(path)?;
+        if targets.contains(&target) {
+            anyhow::bail!("{} is named for two outputs; give each output its own file", path.display());
+        }
+        targets.push(target);
+    }
+    Ok(files)
+}
+
 pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     let pruning = pruning(&args)?;
     let model = args.model.clone().expect("clap requires it");
@@ -191,6 +214,8 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
         calibration,
     };
     let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let out = args.output.clone().unwrap_or_else(|| model.with_extension("hass"));
+    let files = output_files(&args, &model, &out)?;
     let (compiled, searched) = match strategy(&args, &options.pruning)? {
         Some(s) => {
             let search = search_options(&args, s, quiet)?;
@@ -204,29 +229,25 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
             (hassc::compile(&model, &board, &options)?, None)
         }
     };
+    let mut files = files;
     let mut report = hassc::report::report(&name, &board, &compiled.design);
     report.search = searched.as_ref().map(|r| r.summary.clone());
     if let (Some(path), Some(result)) = (&args.pareto, &searched) {
         let json = serde_json::to_string_pretty(&hassc::search::pareto::to_json(&name, &result.points))? + "\n";
         let svg = hassc::search::pareto::to_svg(&name, &result.points)
             .map_err(|e| anyhow::anyhow!("drawing the Pareto plot: {e}"))?;
-        hass_runtime::npy::write_atomic(path, json.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        let svg_path = path.with_extension("svg");
-        hass_runtime::npy::write_atomic(&svg_path, svg.as_bytes())
-            .with_context(|| format!("writing {}", svg_path.display()))?;
+        files.stage(path, json.as_bytes())?;
+        files.stage(&path.with_extension("svg"), svg.as_bytes())?;
     }
-    let out = args.output.unwrap_or_else(|| model.with_extension("hass"));
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)? + "\n";
-        hass_runtime::npy::write_atomic(path, json.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        files.stage(path, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
     }
-    let onnx = args.emit_onnx.as_ref().map(|_| compiled.to_onnx()).transpose()?;
-    hass_runtime::npy::write_atomic(&out, &compiled.artifact).with_context(|| format!("writing {}", out.display()))?;
-    if let (Some(path), Some(bytes)) = (&args.emit_onnx, onnx) {
-        hass_runtime::npy::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(path) = &args.emit_onnx {
+        files.stage(path, &compiled.to_onnx()?)?;
     }
+    files.stage(&out, &compiled.artifact)?;
+    // Every file at once: the artifact and its report never disagree.
+    files.commit()?;
     if !quiet {
         print!("{}", report.to_table());
         println!("wrote {} ({} bytes)", out.display(), compiled.artifact.len());

@@ -52,8 +52,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
         print!("{}", summary.to_table());
     }
     if let Some(path) = &args.dot {
-        hass_runtime::npy::write_atomic(path, hassc::report::to_dot(&graph).as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut files = hass_runtime::output::Outputs::new([&args.model]);
+        files.stage(path, hassc::report::to_dot(&graph).as_bytes())?;
+        files.commit()?;
     }
     Ok(())
 }

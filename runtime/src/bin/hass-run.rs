@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use hass_runtime::output::Outputs;
 use hass_runtime::{load_file, npy, run, Plan, Tensor};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    hass_runtime::output::remove_staged_on_interrupt();
     match real_main(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
 
 fn real_main(args: Args) -> Result<()> {
     let plan = load_file(&args.artifact).with_context(|| format!("loading {}", args.artifact.display()))?;
+    let mut files = Outputs::new(std::iter::once(&args.artifact).chain(&args.input));
     if let Some(input_path) = &args.input {
         let input = npy::read_f32(input_path)?;
         let start = Instant::now();
@@ -56,8 +59,7 @@ fn real_main(args: Args) -> Result<()> {
         let [output] = <[Tensor; 1]>::try_from(outputs)
             .map_err(|o| anyhow::anyhow!("model has {} outputs; only single-output models can be written", o.len()))?;
         if let Some(path) = &args.output {
-            npy::write_atomic(path, &npy::to_npy_bytes(&output))
-                .with_context(|| format!("writing {}", path.display()))?;
+            files.stage(path, &npy::to_npy_bytes(&output))?;
         }
         let written = args.output.as_ref().map(|p| format!(", wrote {}", p.display())).unwrap_or_default();
         println!("{}: {} image(s) in {seconds:.3} s, output {:?}{written}", plan.model, input.batch(), output.shape());
@@ -65,11 +67,11 @@ fn real_main(args: Args) -> Result<()> {
             let sim = hass_runtime::sim::simulate(&plan, &input)?;
             print!("{}", simulation_table(&sim));
             if let Some(path) = &args.report {
-                npy::write_atomic(path, simulation_json(&plan, &sim).as_bytes())
-                    .with_context(|| format!("writing {}", path.display()))?;
+                files.stage(path, simulation_json(&plan, &sim).as_bytes())?;
             }
         }
     }
+    files.commit()?;
     if let Some(runs) = args.bench {
         if runs == 0 {
             bail!("--bench needs at least 1 run");
