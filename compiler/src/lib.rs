@@ -127,6 +127,12 @@ pub fn compile_searched(
 
 /// Compile a graph fresh from [`load_model`].
 pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &CompileOptions) -> Result<Compiled> {
+    if graph.layers().is_empty() {
+        return Err(CompileError::InvalidModel {
+            path: graph.name.clone().into(),
+            reason: "it computes nothing once Identity and Dropout are removed (its output is its input): there is no stage to put on an accelerator".into(),
+        });
+    }
     let mut design_options = options.design.clone();
     if options.pruning.any() {
         let _span = tracing::info_span!("prune").entered();

@@ -410,3 +410,22 @@ fn invalid_models_are_refused_naming_the_culprit() {
     m.node("Relu", &["x"], "y", vec![]).node("Sigmoid", &["x"], "y", vec![]);
     assert!(compile(&m).contains("its output \"y\" is already defined"), "{}", compile(&m));
 }
+
+/// Graphs at the edges of what a pipeline is: a per-image value that is a scalar, and a
+/// graph with no stage left once plumbing is removed (found by the ONNX node tests).
+#[test]
+fn scalar_images_compile_and_empty_pipelines_are_refused() {
+    let mut m = Model::new(13, &[3]);
+    m.node("Relu", &["x"], "y", vec![]);
+    assert_eq!(m.check("y"), vec!["relu"]);
+    let board = hassc::board::Board::resolve("zcu102").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, m.bytes("y")).unwrap();
+    assert!(hassc::compile(&path, &board, &Default::default()).is_ok());
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    m.node("Identity", &["x"], "y", vec![]);
+    std::fs::write(&path, m.bytes("y")).unwrap();
+    let err = hassc::compile(&path, &board, &Default::default()).err().unwrap().to_string();
+    assert!(err.contains("computes nothing"), "{err}");
+}

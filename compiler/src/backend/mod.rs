@@ -108,7 +108,8 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
             w.push_f32(&t.shape, &t.data)
         }
     };
-    let channels = shape[0];
+    // Conv and Dense outputs have a channel axis (their shape rules say so); others may not.
+    let channels = shape.first().copied().unwrap_or(1);
     match op {
         Op::Conv(c) => {
             let wt = graph.weights.tensor(c.weight);

@@ -115,7 +115,7 @@ pub fn stages(graph: &Graph) -> Vec<Stage> {
             let weights: u64 = node.op.weight_ids().iter().map(|&w| graph.weights.tensor(w).data.len() as u64).sum();
             let lanes = |op, rows_cols: [usize; 2], window, activation| StageKind::Lanes {
                 op,
-                channels: out[0].max(1),
+                channels: out.first().copied().unwrap_or(1).max(1),
                 rows: rows_cols[0],
                 cols: rows_cols[1],
                 words_in: inputs.iter().map(|&i| words(graph.shape(i))).sum(),
