@@ -48,6 +48,7 @@ impl Const {
 const FLOAT: i32 = 1;
 const INT32: i32 = 6;
 const INT64: i32 = 7;
+const BOOL: i32 = 9;
 const DOUBLE: i32 = 11;
 const EXTERNAL: i32 = 1;
 
@@ -89,9 +90,14 @@ pub fn decode(t: &pb::TensorProto, model_dir: Option<&Path>) -> Result<Const, St
                 .ok_or_else(|| wrong_len(raw.len() / 4))?,
         ),
         INT32 => ConstData::I64(t.int32_data.iter().map(|&x| x as i64).collect()),
+        // Booleans (Dropout's training_mode, for one) read as 0 and 1.
+        BOOL if !raw.is_empty() => {
+            ConstData::I64(le_values(raw, 1, count, |b| i64::from(b[0] != 0)).ok_or_else(|| wrong_len(raw.len()))?)
+        }
+        BOOL => ConstData::I64(t.int32_data.iter().map(|&x| i64::from(x != 0)).collect()),
         other => {
             return Err(format!(
-                "tensor {} has ONNX data type {other}, which hassc does not read (float32, float64, int32, int64 only)",
+                "tensor {} has ONNX data type {other}, which hassc does not read (float32, float64, int32, int64, bool only)",
                 t.name
             ))
         }

@@ -61,8 +61,16 @@ pub(super) fn global_average(ctx: &NodeCtx) -> Result<Lowered> {
 }
 
 pub(super) fn identity(ctx: &NodeCtx) -> Result<Lowered> {
-    if ctx.op_type() == "Dropout" && ctx.has_output(1) {
-        return Err(ctx.err("the mask output is not supported"));
+    if ctx.op_type() == "Dropout" {
+        let training = ctx.input_const(2)?.and_then(|t| t.as_i64().map(|v| v.iter().any(|&x| x != 0)));
+        if training == Some(true) {
+            return Err(ctx.err(
+                "training_mode is true: Dropout would drop values at random, which inference does not do; export the model in eval mode",
+            ));
+        }
+        if ctx.has_output(1) {
+            return Err(ctx.err("the mask output is not supported"));
+        }
     }
     match ctx.input_either(0)? {
         Ok(x) => Ok(Lowered::Op(Op::Identity, vec![x])),
