@@ -1,5 +1,5 @@
-//! The ONNX project's backend node tests (Debian's `libonnx-testdata`, reference outputs
-//! included), restricted to tests whose ops hassc supports, with every graph input but the
+//! The ONNX project's backend node tests and PyTorch's converted module tests (Debian's
+//! `libonnx-testdata`, reference outputs included), restricted to tests whose ops hassc supports, with every graph input but the
 //! first turned into an initializer (weights are constants on an accelerator). Each test is
 //! compiled for u250, run by the runtime on its input and compared with its reference
 //! output. `testdata/onnx_node_tests.txt` lists what each test must do: `pass`, or
@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tract_onnx::pb;
 
-const SUITE: &str = "/usr/share/libonnx-testdata/data/node";
+/// The node tests, and PyTorch's converted module tests (opset 6).
+const SUITES: [&str; 2] =
+    ["/usr/share/libonnx-testdata/data/node", "/usr/share/libonnx-testdata/data/pytorch-converted"];
 
 /// What happened to one test.
 #[derive(Debug, PartialEq)]
@@ -49,12 +51,17 @@ fn with_constant_weights(dir: &Path) -> Result<Vec<u8>, String> {
     let graph = model.graph.as_mut().ok_or("no graph")?;
     let data = dir.join("test_data_set_0");
     for (k, input) in graph.input.clone().iter().enumerate().skip(1) {
+        if graph.initializer.iter().any(|t| t.name == input.name) {
+            continue; // already a constant (older files list initializers as inputs too)
+        }
         let raw = std::fs::read(data.join(format!("input_{k}.pb"))).map_err(|e| e.to_string())?;
         let mut t = pb::TensorProto::decode(raw.as_slice()).map_err(|e| e.to_string())?;
         t.name = input.name.clone();
         graph.initializer.push(t);
     }
-    graph.input.truncate(1);
+    let initializers: Vec<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let first = graph.input.iter().find(|i| !initializers.contains(&i.name)).cloned();
+    graph.input = first.into_iter().collect();
     Ok(model.encode_to_vec())
 }
 
@@ -134,14 +141,18 @@ fn manifest() -> BTreeMap<String, Option<String>> {
 
 #[test]
 fn onnx_node_tests_of_supported_ops() {
-    if !Path::new(SUITE).is_dir() {
+    let suite = SUITES[0];
+    if !Path::new(suite).is_dir() {
         let required = std::env::var_os("HASS_REQUIRE_ONNX_TESTDATA").is_some();
-        assert!(!required, "{SUITE} is missing: apt-get install libonnx-testdata");
-        eprintln!("skipping the ONNX node tests: {SUITE} is missing (apt-get install libonnx-testdata)");
+        assert!(!required, "{suite} is missing: apt-get install libonnx-testdata");
+        eprintln!("skipping the ONNX node tests: {suite} is missing (apt-get install libonnx-testdata)");
         return;
     }
-    let mut dirs: Vec<_> =
-        std::fs::read_dir(SUITE).unwrap().map(|e| e.unwrap().path()).filter(|d| in_scope(d)).collect();
+    let mut dirs: Vec<_> = SUITES
+        .iter()
+        .flat_map(|s| std::fs::read_dir(s).unwrap().map(|e| e.unwrap().path()))
+        .filter(|d| in_scope(d))
+        .collect();
     dirs.sort();
     let bless = std::env::var_os("HASS_BLESS_ONNX_TESTS").is_some();
     let expected = manifest();

@@ -44,8 +44,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
 ];
 
 /// Default-domain opsets hassc reads. 11 to 18 are what current exporters write and are
-/// tested with them; 9 and 10 are accepted for older files (Clip bounds as attributes).
-pub const OPSETS: std::ops::RangeInclusive<i64> = 9..=18;
+/// tested with them; 6 to 10 are read for older files (the ONNX model zoo's classic CNNs,
+/// PyTorch's converted tests), where the supported ops differ only in what the builders
+/// handle: Clip bounds as attributes before 11, Add/Mul's `broadcast`/`axis` before 7,
+/// BatchNormalization's `spatial` before 9, and attributes pooling gained later (absent
+/// attributes take the defaults that held then).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 6..=18;
 
 /// Read an ONNX file (and its external data files, if any) into an IR graph.
 pub fn import_file(path: &Path) -> Result<Graph> {
@@ -71,9 +75,14 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, name: &str) -> Resul
         .map(|o| o.version)
         .ok_or_else(|| invalid("it declares no default-domain opset".into()))?;
     check_supported(graph)?;
-    if !OPSETS.contains(&opset) {
+    // Below opset 6 a model is read only if none of its ops changed since: for those ops
+    // the older opset means the same.
+    let unchanged_since_1 = |op: &str| matches!(op, "GlobalAveragePool" | "Identity" | "Flatten" | "MatMul");
+    let old_but_unchanged =
+        (1..*OPSETS.start()).contains(&opset) && graph.node.iter().all(|n| unchanged_since_1(&n.op_type));
+    if !OPSETS.contains(&opset) && !old_but_unchanged {
         return Err(invalid(format!(
-            "opset {opset} is not supported (hassc reads opsets {} to {}); re-export the model",
+            "opset {opset} is not supported (hassc reads opsets {} to {}, and older ones whose ops have not changed since); re-export the model",
             OPSETS.start(),
             OPSETS.end()
         )));
@@ -345,6 +354,10 @@ impl NodeCtx<'_> {
 
     pub fn attr_int(&self, name: &str, default: i64) -> i64 {
         self.attr(name).map_or(default, |a| a.i)
+    }
+
+    pub fn attr_int_opt(&self, name: &str) -> Option<i64> {
+        self.attr(name).map(|a| a.i)
     }
 
     pub fn attr_float(&self, name: &str, default: f32) -> f32 {

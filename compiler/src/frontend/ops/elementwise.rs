@@ -16,7 +16,7 @@ pub(super) fn binary(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered>
             Ok(Lowered::Op(Op::Eltwise { kind, activation: None }, vec![a, b]))
         }
         (Ok(x), Err(c)) | (Err(c), Ok(x)) => {
-            let constant = weights.add(c.dims.clone(), c.to_f32());
+            let constant = weights.add(legacy_broadcast_dims(ctx, &c.dims)?, c.to_f32());
             let kind = if is_add { EltwiseKind::Add } else { EltwiseKind::Mul };
             Ok(Lowered::Op(Op::BroadcastConst { kind, constant }, vec![x]))
         }
@@ -24,8 +24,29 @@ pub(super) fn binary(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered>
     }
 }
 
+/// Before opset 7, Add and Mul broadcast only with `broadcast = 1`, aligning the second
+/// operand at `axis` (by default at the end, as numpy does). The constant's dims, padded
+/// with trailing 1s, express the same alignment in numpy's rule.
+fn legacy_broadcast_dims(ctx: &NodeCtx, dims: &[usize]) -> Result<Vec<usize>> {
+    if ctx.opset() >= 7 || ctx.attr_int("broadcast", 0) == 0 {
+        return Ok(dims.to_vec());
+    }
+    let Some(axis) = ctx.attr_int_opt("axis") else { return Ok(dims.to_vec()) };
+    // The rank of the computed operand is not known here; axis 1 (channels, the case
+    // exporters wrote) is spelled `[C, 1, 1]` for a C x H x W image, i.e. batch included.
+    match (axis, dims) {
+        (1, &[c]) => Ok(vec![c, 1, 1]),
+        _ => Err(ctx.err(format!(
+            "legacy broadcast along axis {axis} of a {dims:?} constant is not supported; only per-channel (axis 1)"
+        ))),
+    }
+}
+
 pub(super) fn batch_norm(ctx: &NodeCtx, weights: &mut WeightPool) -> Result<Lowered> {
     let x = ctx.input_node(0)?;
+    if ctx.opset() < 9 && ctx.attr_int("spatial", 1) == 0 {
+        return Err(ctx.err("spatial = 0 (statistics per activation, not per channel) is not supported"));
+    }
     if ctx.has_output(1) {
         return Err(ctx.err("training-mode outputs (running mean/var) are not supported"));
     }
