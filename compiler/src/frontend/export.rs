@@ -183,7 +183,7 @@ impl Writer<'_> {
             Op::Reshape(target) => {
                 let mut dims = vec![0i64];
                 match target {
-                    ReshapeTarget::Flatten => dims.push(-1),
+                    ReshapeTarget::Flatten | ReshapeTarget::FlattenFrom(_) => dims.push(-1),
                     ReshapeTarget::Dims(_) => dims.extend(g.shape(id).iter().map(|&d| d as i64)),
                 }
                 let shape = self.int_constant(format!("{base}.shape"), dims);

@@ -102,6 +102,10 @@ impl Graph {
                 "concat".to_string()
             }
             Op::Reshape(ReshapeTarget::Flatten) => "flatten".to_string(),
+            Op::Reshape(ReshapeTarget::FlattenFrom(axis)) => {
+                attrs.push(format!("axis {axis}"));
+                "flatten".to_string()
+            }
             Op::Reshape(ReshapeTarget::Dims(dims)) => {
                 attrs.push(format!("{dims:?}"));
                 "reshape".to_string()

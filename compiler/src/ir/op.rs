@@ -89,6 +89,10 @@ pub struct ScaleShift {
 pub enum ReshapeTarget {
     /// ONNX `Flatten` with axis 1: one feature vector per image.
     Flatten,
+    /// ONNX `Flatten` with a negative axis, counted from the end of the batched shape: the
+    /// same as [`Self::Flatten`] when it lands on axis 1, which only the input's rank tells;
+    /// `infer_shapes` checks it and rewrites it as `Flatten`.
+    FlattenFrom(i64),
     /// ONNX `Reshape` dims, batch included (0 copies, -1 infers).
     Dims(Vec<i64>),
 }
@@ -352,6 +356,13 @@ fn reshape(input: &[usize], target: &ReshapeTarget) -> Result<Shape, String> {
     let count: usize = input.iter().product();
     let dims = match target {
         ReshapeTarget::Flatten => return Ok(vec![count]),
+        &ReshapeTarget::FlattenFrom(axis) => {
+            let rank = input.len() as i64 + 1;
+            return match axis + rank {
+                1 => Ok(vec![count]),
+                _ => Err(format!("Flatten at axis {axis} of a rank-{rank} value does not keep the batch axis")),
+            };
+        }
         ReshapeTarget::Dims(d) => d,
     };
     // Resolve against the full shape with batch 1: the batch axis must stay the batch.

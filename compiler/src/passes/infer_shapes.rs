@@ -5,7 +5,7 @@
 //! ScaleShift, which needs the input's rank to read the constant's broadcast layout.
 
 use crate::error::{CompileError, Result};
-use crate::ir::{per_channel_len, EltwiseKind, Graph, NodeId, Op, Padding, ScaleShift, WeightId};
+use crate::ir::{per_channel_len, EltwiseKind, Graph, NodeId, Op, Padding, ReshapeTarget, ScaleShift, WeightId};
 use hass_proto::geometry::same_padding;
 
 /// Run the pass.
@@ -24,6 +24,10 @@ pub fn run(graph: &mut Graph) -> Result<()> {
         }
         let refs: Vec<&[usize]> = in_shapes.iter().map(|s| s.as_slice()).collect();
         let shape = graph.node(id).op.output_shape(&refs, &graph.weights).map_err(fail)?;
+        if let Op::Reshape(ReshapeTarget::FlattenFrom(_)) = graph.node(id).op {
+            // The shape rule accepted it: it is a Flatten at axis 1.
+            graph.node_mut(id).op = Op::Reshape(ReshapeTarget::Flatten);
+        }
         graph.node_mut(id).shape = Some(shape);
     }
     Ok(())

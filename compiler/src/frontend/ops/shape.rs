@@ -11,6 +11,7 @@ pub(super) fn reshape(ctx: &NodeCtx) -> Result<Lowered> {
     let target = if ctx.op_type() == "Flatten" {
         match ctx.attr_int("axis", 1) {
             1 => ReshapeTarget::Flatten,
+            axis if axis < 0 => ReshapeTarget::FlattenFrom(axis),
             axis => {
                 return Err(ctx.err(format!("axis {axis} is not supported; only Flatten(axis=1) keeps the batch axis")))
             }
