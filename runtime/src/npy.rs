@@ -28,6 +28,20 @@ fn checked_header(bytes: &[u8]) -> Result<npyz::NpyFile<&[u8]>, String> {
         v => return Err(format!("unsupported .npy version {v}")),
     };
     let data_start = preamble + header_len;
+    // npyz parses the header's Python literal with a backtracking grammar that takes
+    // exponential time on deep nesting (found by fuzzing: a header of 100 `{` hangs). A
+    // numpy header nests two deep (a dict holding a shape tuple).
+    let mut depth = 0usize;
+    for &b in &bytes[preamble.min(bytes.len())..data_start.min(bytes.len())] {
+        match b {
+            b'{' | b'(' | b'[' => depth += 1,
+            b'}' | b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > 4 {
+            return Err("the header nests too deeply to be a numpy header".into());
+        }
+    }
     if data_start > bytes.len() {
         return Err(format!(
             "header of {header_len} bytes, but the file has only {} after the preamble",
@@ -186,6 +200,16 @@ mod tests {
         assert!(err.contains("cannot read labels"), "{err}");
         let err = read_f32(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_refused_at_once() {
+        // Found by `scripts/fuzz.sh npy`: nested braces made the header parser backtrack for
+        // ever. The file is kept as a regression case.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fuzz/npy-deep-nesting.npy");
+        let err = read_f32(&path).unwrap_err().to_string();
+        assert!(err.contains("nests too deeply"), "{err}");
+        assert!(read_labels(&path).is_err());
     }
 
     #[test]
