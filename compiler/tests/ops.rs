@@ -411,6 +411,46 @@ fn invalid_models_are_refused_naming_the_culprit() {
     assert!(compile(&m).contains("its output \"y\" is already defined"), "{}", compile(&m));
 }
 
+/// Graph inputs onnxruntime refuses are refused, not ignored: a second real input, a name
+/// declared twice, and an initializer-backed input whose declaration contradicts it.
+#[test]
+fn contradictory_graph_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Model::new(13, &[1, 2, 4, 4]);
+    m.weight("w", &[2, 2, 1, 1]).node("Conv", &["x", "w"], "y", vec![]);
+    let compile = |edit: &dyn Fn(&mut pb::GraphProto)| {
+        let mut model = pb::ModelProto::decode(m.bytes("y").as_slice()).unwrap();
+        edit(model.graph.as_mut().unwrap());
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        hassc::load_model(&path).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let declare = |name: &str, elem_type: i32, dims: &[i64]| {
+        let mut input = pb::ModelProto::decode(m.bytes("y").as_slice()).unwrap().graph.unwrap().input.remove(0);
+        input.name = name.into();
+        let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else {
+            unreachable!()
+        };
+        t.elem_type = elem_type;
+        t.shape.as_mut().unwrap().dim.truncate(dims.len());
+        for (d, &n) in t.shape.as_mut().unwrap().dim.iter_mut().zip(dims) {
+            d.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(n));
+        }
+        input
+    };
+    assert_eq!(compile(&|_| ()), Ok(()));
+    assert_eq!(compile(&|g| g.input.push(declare("w", 1, &[2, 2, 1, 1]))), Ok(()), "a truthful declaration is fine");
+
+    let err = compile(&|g| g.input.push(declare("z", 1, &[1, 2, 4, 4]))).unwrap_err();
+    assert!(err.contains("exactly one input") && err.contains("\"z\""), "{err}");
+    let err = compile(&|g| g.input.push(g.input[0].clone())).unwrap_err();
+    assert!(err.contains("graph input \"x\" is declared twice"), "{err}");
+    let err = compile(&|g| g.input.push(declare("w", 1, &[2, 2, 3, 3]))).unwrap_err();
+    assert!(err.contains("graph input \"w\"") && err.contains("[2, 2, 1, 1]"), "{err}");
+    let err = compile(&|g| g.input.push(declare("w", 7, &[2, 2, 1, 1]))).unwrap_err();
+    assert!(err.contains("graph input \"w\" is declared with element type 7"), "{err}");
+}
+
 /// Graphs at the edges of what a pipeline is: a per-image value that is a scalar, and a
 /// graph with no stage left once plumbing is removed (found by the ONNX node tests).
 #[test]

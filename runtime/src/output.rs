@@ -82,11 +82,12 @@ impl Outputs {
     }
 
     /// Refuse `path` if it is one of the inputs; returns the file it writes (symbolic links
-    /// followed). Call it for every output before a long computation, to fail early;
-    /// [`Self::stage`] calls it again.
+    /// followed, its folder made absolute, so two spellings of one file compare equal). Call
+    /// it for every output before a long computation, to fail early; [`Self::stage`] calls
+    /// it again.
     pub fn check(&self, path: &Path) -> Result<PathBuf, OutputError> {
         let io = |source| OutputError::Io { path: path.display().to_string(), source };
-        let target = resolve_links(path).map_err(io)?;
+        let target = absolute_folder(&resolve_links(path).map_err(io)?);
         if let Some(id) = file_id(&target) {
             if let Some((input, _)) = self.inputs.iter().find(|(_, i)| *i == Some(id)) {
                 return Err(OutputError::IsInput {
@@ -166,6 +167,19 @@ fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
+/// `path` in its folder's canonical spelling (`./r.json`, `r.json` and `x/../r.json` are one
+/// file even before it exists); as given when the folder does not exist (writing will say so).
+fn absolute_folder(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (path.file_name(), dir.canonicalize()) {
+        (Some(name), Ok(dir)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Write one output at `path` through [`Outputs`] (no inputs to protect): staged, then
 /// renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
@@ -215,6 +229,17 @@ mod tests {
             assert!(err.contains("is also an input") && err.contains("m.onnx"), "{err}");
         }
         assert_eq!(std::fs::read(&model).unwrap(), b"model");
+    }
+
+    #[test]
+    fn two_spellings_of_a_new_file_are_one_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let out = Outputs::new(std::iter::empty::<&Path>());
+        let plain = out.check(&dir.path().join("r.json")).unwrap();
+        assert_eq!(out.check(&dir.path().join("./r.json")).unwrap(), plain);
+        assert_eq!(out.check(&dir.path().join("sub/../r.json")).unwrap(), plain);
+        assert_ne!(out.check(&dir.path().join("sub/r.json")).unwrap(), plain);
     }
 
     #[test]

@@ -161,6 +161,11 @@ fn outputs_never_replace_the_inputs() {
     assert_fails(&hass_run(&[a, "--input", x, "--output", x]), &["is also an input", "x.npy"]);
     assert_fails(&hass_run(&[a, "--input", x, "--output", a]), &["is also an input", "m.hass"]);
     assert_fails(&hass_run(&[a, "--input", x, "--simulate", "--report", x]), &["is also an input"]);
+    let out = dir.path().join("y.npy");
+    let (y, y_again) = (out.to_str().unwrap(), format!("{}/./y.npy", dir.path().display()));
+    let both = hass_run(&[a, "--input", x, "--output", y, "--simulate", "--report", &y_again]);
+    assert_fails(&both, &["--output and --report name the same file"]);
+    assert!(String::from_utf8_lossy(&both.stdout).is_empty(), "refused before running");
     assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(testdata("inputs/fmnist_test_1000.npy")).unwrap());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "nothing else written");
 }

@@ -215,7 +215,7 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     };
     let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let out = args.output.clone().unwrap_or_else(|| model.with_extension("hass"));
-    let files = output_files(&args, &model, &out)?;
+    let mut files = output_files(&args, &model, &out)?;
     let (compiled, searched) = match strategy(&args, &options.pruning)? {
         Some(s) => {
             let search = search_options(&args, s, quiet)?;
@@ -229,7 +229,6 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
             (hassc::compile(&model, &board, &options)?, None)
         }
     };
-    let mut files = files;
     let mut report = hassc::report::report(&name, &board, &compiled.design);
     report.search = searched.as_ref().map(|r| r.summary.clone());
     if let (Some(path), Some(result)) = (&args.pareto, &searched) {

@@ -152,6 +152,7 @@ struct Importer {
 
 impl Importer {
     fn import_input(&mut self, graph: &pb::GraphProto) -> Result<(), String> {
+        check_declared_inputs(graph)?;
         let inputs: Vec<&pb::ValueInfoProto> =
             graph.input.iter().filter(|i| !self.values.contains_key(&i.name)).collect();
         let [input] = inputs.as_slice() else {
@@ -226,6 +227,38 @@ impl Importer {
         }
         name
     }
+}
+
+/// Refuse graph inputs that onnxruntime refuses rather than ignore them: a name declared
+/// twice, and an input backed by an initializer whose declared type or shape is not the
+/// initializer's (the initializer is what hassc compiles, so the declaration would lie).
+fn check_declared_inputs(graph: &pb::GraphProto) -> Result<(), String> {
+    use pb::tensor_shape_proto::dimension::Value as Dim;
+    use pb::type_proto::Value as Ty;
+    let mut seen = HashSet::new();
+    for input in &graph.input {
+        if !seen.insert(input.name.as_str()) {
+            return Err(format!("graph input {:?} is declared twice; every input needs its own name", input.name));
+        }
+        let Some(init) = graph.initializer.iter().find(|t| t.name == input.name) else { continue };
+        let Some(Ty::TensorType(declared)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else { continue };
+        if declared.elem_type != 0 && declared.elem_type != init.data_type {
+            return Err(format!(
+                "graph input {:?} is declared with element type {} but its initializer has element type {}",
+                input.name, declared.elem_type, init.data_type
+            ));
+        }
+        let Some(shape) = &declared.shape else { continue };
+        let dims_match = shape.dim.len() == init.dims.len()
+            && shape.dim.iter().zip(&init.dims).all(|(d, &n)| !matches!(d.value, Some(Dim::DimValue(v)) if v != n));
+        if !dims_match {
+            return Err(format!(
+                "graph input {:?} is declared with a shape its initializer does not have ({:?}); fix the declaration or the initializer",
+                input.name, init.dims
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The declared batch (1 when symbolic) and the per-image shape. The batch is only a

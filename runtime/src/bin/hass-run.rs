@@ -51,6 +51,16 @@ fn main() -> ExitCode {
 fn real_main(args: Args) -> Result<()> {
     let plan = load_file(&args.artifact).with_context(|| format!("loading {}", args.artifact.display()))?;
     let mut files = Outputs::new(std::iter::once(&args.artifact).chain(&args.input));
+    // Refuse a bad output before running, not after.
+    let targets = [&args.output, &args.report].map(|p| p.as_deref().map(|p| files.check(p)).transpose());
+    if let [Ok(Some(output)), Ok(Some(report))] = &targets {
+        if output == report {
+            bail!("--output and --report name the same file; give each its own");
+        }
+    }
+    for target in targets {
+        target?;
+    }
     if let Some(input_path) = &args.input {
         let input = npy::read_f32(input_path)?;
         let start = Instant::now();
@@ -61,8 +71,7 @@ fn real_main(args: Args) -> Result<()> {
         if let Some(path) = &args.output {
             files.stage(path, &npy::to_npy_bytes(&output))?;
         }
-        let written = args.output.as_ref().map(|p| format!(", wrote {}", p.display())).unwrap_or_default();
-        println!("{}: {} image(s) in {seconds:.3} s, output {:?}{written}", plan.model, input.batch(), output.shape());
+        println!("{}: {} image(s) in {seconds:.3} s, output {:?}", plan.model, input.batch(), output.shape());
         if args.simulate {
             let sim = hass_runtime::sim::simulate(&plan, &input)?;
             print!("{}", simulation_table(&sim));
@@ -72,6 +81,9 @@ fn real_main(args: Args) -> Result<()> {
         }
     }
     files.commit()?;
+    for path in [&args.output, &args.report].into_iter().flatten() {
+        println!("wrote {}", path.display());
+    }
     if let Some(runs) = args.bench {
         if runs == 0 {
             bail!("--bench needs at least 1 run");
