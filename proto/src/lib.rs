@@ -6,7 +6,7 @@
 //!
 //! Besides the bytes, the contract holds what both sides must compute alike: the meaning of
 //! the activations, pooling and element-wise kinds ([`semantics`]) and the output sizes of
-//! windowed ops ([`geometry`]).
+//! windowed ops ([`geometry`]), and the fixed-point arithmetic of the datapath ([`fixed`]).
 //!
 //! This crate knows nothing of ONNX, of the IR, of boards beyond their figures, or of how
 //! layers are executed: it encodes, decodes, checks integrity and defines.
@@ -18,6 +18,7 @@ mod generated {
 
 pub mod container;
 pub mod encoding;
+pub mod fixed;
 pub mod geometry;
 pub mod semantics;
 pub mod weights;

@@ -1,0 +1,549 @@
+//! The fixed-point datapath: the arithmetic the accelerator performs and the runtime
+//! reproduces bit for bit. ARCHITECTURE.md ("Datapath") states the contract in prose; this
+//! module is its one implementation of each primitive, shared by the compiler (which
+//! quantizes constants) and the runtime (which executes layers).
+//!
+//! Every value is a signed two's-complement integer `q` with a [`Format`]: it means
+//! `q * 2^-frac`. Rounding is half to even everywhere (as ONNX `QuantizeLinear`), and every
+//! narrowing saturates. Wide intermediates are `i128`, so no primitive here can overflow for
+//! formats that [`Format::new`] accepts.
+
+/// The widest stored value (weights, activations): 16 bits.
+pub const MAX_DATA_BITS: u32 = 16;
+/// The narrowest stored value.
+pub const MIN_DATA_BITS: u32 = 2;
+/// The widest accumulator the contract allows (a DSP48E2 accumulates 48 bits; wider ones
+/// chain DSPs).
+pub const MAX_ACCUMULATOR_BITS: u32 = 64;
+/// Fractional bits of any format lie in this range: a 16-bit value then spans magnitudes
+/// from 2^-40 to 2^47, and every shift between two formats stays far from `i128`'s edge.
+pub const FRAC_RANGE: std::ops::RangeInclusive<i32> = -32..=40;
+
+/// A fixed-point format: `bits` total (sign included), `frac` of them after the binary
+/// point (negative `frac` scales by powers of two above one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Format {
+    /// Total width, sign bit included.
+    pub bits: u32,
+    /// Fractional bits: the value of `q` is `q * 2^-frac`.
+    pub frac: i32,
+}
+
+/// Why a [`Format`] is not one the contract allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// Width outside 2..=64.
+    #[error("{bits} bits is outside 2..={MAX_ACCUMULATOR_BITS}")]
+    Bits {
+        /// The width given.
+        bits: u32,
+    },
+    /// Fractional bits outside [`FRAC_RANGE`].
+    #[error("{frac} fractional bits is outside {}..={}", FRAC_RANGE.start(), FRAC_RANGE.end())]
+    Frac {
+        /// The fractional bits given.
+        frac: i32,
+    },
+}
+
+impl Format {
+    /// A checked format (any width up to an accumulator's).
+    pub fn new(bits: u32, frac: i32) -> Result<Format, FormatError> {
+        if !(MIN_DATA_BITS..=MAX_ACCUMULATOR_BITS).contains(&bits) {
+            return Err(FormatError::Bits { bits });
+        }
+        if !FRAC_RANGE.contains(&frac) {
+            return Err(FormatError::Frac { frac });
+        }
+        Ok(Format { bits, frac })
+    }
+
+    /// The format of `bits` that holds magnitudes up to `max_abs` with the most fractional
+    /// bits: `frac = bits - 1 - e` for the smallest `e` with `2^e >= max_abs` (a value of
+    /// exactly `2^e` saturates by one step), clamped to [`FRAC_RANGE`]. Zero (or a
+    /// non-finite range) gives the finest format.
+    pub fn for_range(bits: u32, max_abs: f64) -> Format {
+        let finest = *FRAC_RANGE.end();
+        let frac = if max_abs > 0.0 && max_abs.is_finite() {
+            // Exact: powers of two are exact in f64 over this whole range.
+            let mut e = 0i32;
+            while pow2(e) < max_abs {
+                e += 1;
+            }
+            while e > -200 && pow2(e - 1) >= max_abs {
+                e -= 1;
+            }
+            (bits as i32 - 1 - e).clamp(*FRAC_RANGE.start(), finest)
+        } else {
+            finest
+        };
+        Format { bits, frac }
+    }
+
+    /// The smallest representable integer.
+    pub fn min(self) -> i64 {
+        if self.bits >= 64 {
+            i64::MIN
+        } else {
+            -(1i64 << (self.bits - 1))
+        }
+    }
+
+    /// The largest representable integer.
+    pub fn max(self) -> i64 {
+        if self.bits >= 64 {
+            i64::MAX
+        } else {
+            (1i64 << (self.bits - 1)) - 1
+        }
+    }
+
+    /// `v` clamped to this format's integer range.
+    #[inline]
+    pub fn saturate(self, v: i128) -> i64 {
+        v.clamp(self.min() as i128, self.max() as i128) as i64
+    }
+
+    /// The nearest representable value to a real `x` (ties to even, saturating; NaN is 0).
+    /// Exact in `f64`: scaling by a power of two and rounding lose nothing.
+    pub fn quantize(self, x: f64) -> i64 {
+        let scaled = (x * pow2(self.frac)).round_ties_even();
+        if scaled.is_nan() {
+            0
+        } else {
+            // `as` saturates at i128's range, then the format's.
+            self.saturate(scaled as i128)
+        }
+    }
+
+    /// The real value of `q` (exact in `f32` for widths up to 24 bits).
+    #[inline]
+    pub fn to_f32(self, q: i64) -> f32 {
+        (q as f64 * pow2(-self.frac)) as f32
+    }
+
+    /// The real value of `q` in `f64`.
+    #[inline]
+    pub fn to_f64(self, q: i64) -> f64 {
+        q as f64 * pow2(-self.frac)
+    }
+
+    /// The same width with `frac` fractional bits.
+    pub fn with_frac(self, frac: i32) -> Format {
+        Format { frac, ..self }
+    }
+}
+
+/// `2^e` in f64 (exact for |e| < 1022).
+fn pow2(e: i32) -> f64 {
+    2f64.powi(e)
+}
+
+/// `v * 2^-shift`, rounded half to even when `shift > 0` (a right shift); exact when
+/// `shift <= 0` (a left shift, saturating at `i128`'s range, far beyond any format).
+#[inline]
+pub fn shift_round(v: i128, shift: i32) -> i128 {
+    if shift <= 0 {
+        let left = (-shift) as u32;
+        if v == 0 {
+            return 0;
+        }
+        if left >= 126 || v.unsigned_abs() >= (1u128 << (126 - left)) {
+            return if v > 0 { i128::MAX >> 1 } else { i128::MIN >> 1 };
+        }
+        return v << left;
+    }
+    let shift = shift.min(127) as u32;
+    let floor = v >> shift;
+    let rest = v - (floor << shift); // in 0 .. 2^shift
+    let half = 1i128 << (shift - 1);
+    if rest > half || (rest == half && floor & 1 == 1) {
+        floor + 1
+    } else {
+        floor
+    }
+}
+
+/// `v` at `from_frac` fractional bits, in format `to`: rounded half to even, saturated.
+#[inline]
+pub fn requantize(v: i128, from_frac: i32, to: Format) -> i64 {
+    to.saturate(shift_round(v, from_frac - to.frac))
+}
+
+/// `n / d` rounded half to even (`d > 0`): average pooling's division, exact.
+pub fn div_round(n: i128, d: i128) -> i128 {
+    debug_assert!(d > 0);
+    let floor = n.div_euclid(d);
+    let twice_rest = 2 * n.rem_euclid(d);
+    if twice_rest > d || (twice_rest == d && floor & 1 == 1) {
+        floor + 1
+    } else {
+        floor
+    }
+}
+
+/// The mean of `count` values summing to `sum` at `from_frac`, in format `to`: one rounding
+/// (half to even) of the exact quotient, then saturation.
+pub fn average(sum: i128, count: u32, from_frac: i32, to: Format) -> i64 {
+    let shift = to.frac - from_frac;
+    let (n, d) =
+        if shift >= 0 { (shift_round(sum, -shift), count as i128) } else { (sum, (count as i128) << (-shift).min(64)) };
+    to.saturate(div_round(n, d))
+}
+
+/// `ceil(log2(n))` (0 for `n <= 1`).
+fn ceil_log2(n: u64) -> u32 {
+    if n <= 1 {
+        0
+    } else {
+        64 - (n - 1).leading_zeros()
+    }
+}
+
+/// The accumulator width a multiply-accumulate of `fan_in` products of `weight_bits` by
+/// `input_bits` values needs, bias included, so that it can never overflow: the products'
+/// sum fits `weight_bits + input_bits - 1 + ceil(log2(fan_in))` bits, and the bias (held
+/// in that width) adds one.
+pub fn accumulator_bits(weight_bits: u32, input_bits: u32, fan_in: u64) -> u32 {
+    weight_bits + input_bits + ceil_log2(fan_in.max(1))
+}
+
+/// The input threshold `t` on values of format `f`: `q * 2^-frac <= t` exactly when
+/// `q <= floor(t * 2^frac)`, so the integer comparison is the real one.
+pub fn threshold(t: f32, f: Format) -> i64 {
+    let scaled = (t as f64 * pow2(f.frac)).floor();
+    // Beyond the format's range the comparison is all-or-nothing.
+    scaled.clamp(f.min() as f64 - 1.0, f.max() as f64) as i64
+}
+
+/// `sigmoid(i / 64)` for `i` in `0..=512`, in units of `2^-16`, rounded half to even: the
+/// table the sigmoid unit interpolates. Each entry is at least 0.0004 units from a rounding
+/// tie, so any correctly-implemented `exp` reproduces it.
+pub const SIGMOID_TABLE: [u16; 513] = [
+    32768, 33024, 33280, 33536, 33792, 34047, 34303, 34558, 34813, 35068, 35323, 35577, 35831, 36085, 36338, 36591,
+    36843, 37095, 37346, 37597, 37847, 38096, 38345, 38593, 38841, 39088, 39334, 39579, 39824, 40068, 40310, 40552,
+    40793, 41034, 41273, 41511, 41748, 41985, 42220, 42454, 42687, 42919, 43150, 43380, 43608, 43836, 44062, 44287,
+    44511, 44733, 44954, 45174, 45393, 45610, 45826, 46041, 46254, 46466, 46677, 46886, 47094, 47300, 47505, 47709,
+    47911, 48111, 48310, 48508, 48704, 48899, 49092, 49284, 49474, 49663, 49850, 50036, 50220, 50402, 50584, 50763,
+    50941, 51118, 51293, 51466, 51638, 51808, 51977, 52144, 52310, 52474, 52637, 52798, 52957, 53116, 53272, 53427,
+    53581, 53733, 53883, 54032, 54179, 54325, 54470, 54613, 54754, 54894, 55033, 55170, 55306, 55440, 55572, 55704,
+    55834, 55962, 56089, 56215, 56339, 56462, 56583, 56703, 56822, 56939, 57055, 57170, 57284, 57396, 57506, 57616,
+    57724, 57831, 57936, 58041, 58144, 58246, 58346, 58446, 58544, 58641, 58737, 58831, 58925, 59017, 59108, 59198,
+    59287, 59375, 59462, 59547, 59632, 59715, 59797, 59879, 59959, 60038, 60116, 60194, 60270, 60345, 60419, 60492,
+    60565, 60636, 60706, 60776, 60844, 60912, 60979, 61044, 61109, 61173, 61237, 61299, 61360, 61421, 61481, 61540,
+    61598, 61656, 61712, 61768, 61823, 61878, 61931, 61984, 62036, 62088, 62138, 62188, 62238, 62286, 62334, 62381,
+    62428, 62474, 62519, 62564, 62608, 62651, 62694, 62736, 62778, 62819, 62859, 62899, 62938, 62977, 63015, 63053,
+    63090, 63126, 63162, 63198, 63233, 63267, 63301, 63335, 63368, 63400, 63432, 63464, 63495, 63526, 63556, 63586,
+    63615, 63644, 63672, 63700, 63728, 63755, 63782, 63809, 63835, 63861, 63886, 63911, 63935, 63960, 63983, 64007,
+    64030, 64053, 64075, 64098, 64119, 64141, 64162, 64183, 64203, 64224, 64244, 64263, 64283, 64302, 64321, 64339,
+    64357, 64375, 64393, 64410, 64427, 64444, 64461, 64477, 64494, 64509, 64525, 64541, 64556, 64571, 64585, 64600,
+    64614, 64628, 64642, 64656, 64669, 64683, 64696, 64709, 64721, 64734, 64746, 64758, 64770, 64782, 64793, 64805,
+    64816, 64827, 64838, 64849, 64859, 64870, 64880, 64890, 64900, 64910, 64919, 64929, 64938, 64947, 64956, 64965,
+    64974, 64983, 64991, 64999, 65008, 65016, 65024, 65032, 65039, 65047, 65055, 65062, 65069, 65076, 65084, 65091,
+    65097, 65104, 65111, 65117, 65124, 65130, 65136, 65143, 65149, 65155, 65160, 65166, 65172, 65178, 65183, 65189,
+    65194, 65199, 65204, 65209, 65215, 65219, 65224, 65229, 65234, 65239, 65243, 65248, 65252, 65257, 65261, 65265,
+    65269, 65273, 65277, 65281, 65285, 65289, 65293, 65297, 65300, 65304, 65308, 65311, 65315, 65318, 65321, 65325,
+    65328, 65331, 65334, 65338, 65341, 65344, 65347, 65350, 65352, 65355, 65358, 65361, 65364, 65366, 65369, 65371,
+    65374, 65376, 65379, 65381, 65384, 65386, 65388, 65391, 65393, 65395, 65397, 65399, 65402, 65404, 65406, 65408,
+    65410, 65412, 65414, 65416, 65417, 65419, 65421, 65423, 65425, 65426, 65428, 65430, 65431, 65433, 65435, 65436,
+    65438, 65439, 65441, 65442, 65444, 65445, 65446, 65448, 65449, 65451, 65452, 65453, 65454, 65456, 65457, 65458,
+    65459, 65461, 65462, 65463, 65464, 65465, 65466, 65467, 65468, 65469, 65470, 65471, 65472, 65473, 65474, 65475,
+    65476, 65477, 65478, 65479, 65480, 65481, 65482, 65482, 65483, 65484, 65485, 65486, 65486, 65487, 65488, 65489,
+    65489, 65490, 65491, 65492, 65492, 65493, 65494, 65494, 65495, 65496, 65496, 65497, 65497, 65498, 65499, 65499,
+    65500, 65500, 65501, 65501, 65502, 65502, 65503, 65504, 65504, 65505, 65505, 65505, 65506, 65506, 65507, 65507,
+    65508, 65508, 65509, 65509, 65509, 65510, 65510, 65511, 65511, 65511, 65512, 65512, 65513, 65513, 65513, 65514,
+    65514,
+];
+
+/// Fractional bits of [`sigmoid`]'s input and of its result.
+pub const SIGMOID_IN_FRAC: i32 = 11;
+/// Fractional bits of [`sigmoid`]'s result.
+pub const SIGMOID_OUT_FRAC: i32 = 21;
+
+/// The sigmoid unit: `x` at [`SIGMOID_IN_FRAC`] fractional bits -> `sigmoid(x)` at
+/// [`SIGMOID_OUT_FRAC`]. `|x|` is clamped to 8 and interpolated linearly between table
+/// entries 1/64 apart; negative inputs use `sigmoid(-x) = 1 - sigmoid(x)`. Exact integer
+/// arithmetic, within 0.62 units of `2^-16` of the true sigmoid on [-8, 8].
+pub fn sigmoid(x: i128) -> i128 {
+    let u = x.unsigned_abs().min(8 << SIGMOID_IN_FRAC) as usize;
+    let (index, rest) = (u >> 5, (u & 31) as i128);
+    let low = SIGMOID_TABLE[index] as i128;
+    let high = SIGMOID_TABLE[(index + 1).min(512)] as i128;
+    let y = low * 32 + (high - low) * rest;
+    if x < 0 {
+        (1 << SIGMOID_OUT_FRAC) - y
+    } else {
+        y
+    }
+}
+
+/// `round_half_even(x * 2^frac)` as a wide integer (a constant at a working precision).
+fn constant(x: f64, frac: i32) -> i128 {
+    (x * pow2(frac)).round_ties_even() as i128
+}
+
+/// `round_half_even(2^15 / 6)`: HardSwish's slope, at 15 fractional bits.
+pub const HARD_SWISH_SLOPE: i128 = 5461;
+/// Fractional bits of [`HARD_SWISH_SLOPE`].
+pub const HARD_SWISH_SLOPE_FRAC: i32 = 15;
+
+/// The activation unit after a layer's arithmetic: a wide value `v` at `v_frac` fractional
+/// bits goes to the output format. ReLU and Clip act on the requantized output (they
+/// commute with rounding); HardSigmoid, HardSwish and Sigmoid first narrow `v` to the
+/// pre-activation format, as a hardware activation unit of data width would.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivationUnit {
+    kind: UnitKind,
+    pre: Format,
+    out: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum UnitKind {
+    Identity,
+    Relu,
+    /// Bounds quantized to the output format.
+    Clip {
+        min: i64,
+        max: i64,
+    },
+    /// Slope quantized to 16 bits at `alpha_frac`; the offset is quantized at the working
+    /// precision when applied.
+    HardSigmoid {
+        alpha: i128,
+        alpha_frac: i32,
+        beta: f64,
+    },
+    HardSwish,
+    Sigmoid,
+}
+
+impl ActivationUnit {
+    /// The unit for `activation` (`None`: requantization only) with pre-activation format
+    /// `pre` (used by HardSigmoid, HardSwish and Sigmoid) and output format `out`.
+    pub fn new(activation: Option<crate::semantics::Activation>, pre: Format, out: Format) -> ActivationUnit {
+        use crate::semantics::Activation as A;
+        let kind = match activation {
+            None => UnitKind::Identity,
+            Some(A::Relu) => UnitKind::Relu,
+            Some(A::Clip { min, max }) => {
+                UnitKind::Clip { min: out.quantize(min as f64), max: out.quantize(max as f64) }
+            }
+            Some(A::HardSigmoid { alpha, beta }) => {
+                let f = Format::for_range(16, (alpha as f64).abs());
+                UnitKind::HardSigmoid { alpha: f.quantize(alpha as f64) as i128, alpha_frac: f.frac, beta: beta as f64 }
+            }
+            Some(A::HardSwish) => UnitKind::HardSwish,
+            Some(A::Sigmoid) => UnitKind::Sigmoid,
+        };
+        ActivationUnit { kind, pre, out }
+    }
+
+    /// The output format.
+    pub fn out(&self) -> Format {
+        self.out
+    }
+
+    /// `v` (at `v_frac` fractional bits) through the unit, in the output format.
+    #[inline]
+    pub fn apply(&self, v: i128, v_frac: i32) -> i64 {
+        let out = self.out;
+        match self.kind {
+            UnitKind::Identity => requantize(v, v_frac, out),
+            UnitKind::Relu => requantize(v.max(0), v_frac, out),
+            UnitKind::Clip { min, max } => requantize(v, v_frac, out).clamp(min, max),
+            UnitKind::HardSigmoid { alpha, alpha_frac, beta } => {
+                let p = requantize(v, v_frac, self.pre) as i128;
+                // Working precision: the product's, raised to at least 0 fractional bits
+                // so that 1 is representable.
+                let (t, frac) = widen(p * alpha, self.pre.frac + alpha_frac);
+                let t = (t + constant(beta, frac)).clamp(0, 1 << frac);
+                requantize(t, frac, out)
+            }
+            UnitKind::HardSwish => {
+                let p = requantize(v, v_frac, self.pre) as i128;
+                let (t, frac) = widen(p * HARD_SWISH_SLOPE, self.pre.frac + HARD_SWISH_SLOPE_FRAC);
+                let gate = (t + constant(0.5, frac)).clamp(0, 1 << frac);
+                requantize(p * gate, self.pre.frac + frac, out)
+            }
+            UnitKind::Sigmoid => {
+                let p = requantize(v, v_frac, self.pre) as i128;
+                requantize(sigmoid(shift_round(p, self.pre.frac - SIGMOID_IN_FRAC)), SIGMOID_OUT_FRAC, out)
+            }
+        }
+    }
+}
+
+/// `(v, frac)` at `max(frac, 0)` fractional bits (exact: a left shift when `frac < 0`).
+#[inline]
+fn widen(v: i128, frac: i32) -> (i128, i32) {
+    if frac >= 0 {
+        (v, frac)
+    } else {
+        (shift_round(v, frac), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifts_round_half_to_even_both_signs() {
+        // 2.5 -> 2, 3.5 -> 4, -2.5 -> -2, -3.5 -> -4, 2.25 -> 2, -2.75 -> -3 (shift 2: /4).
+        for (v, want) in [(10, 2), (14, 4), (-10, -2), (-14, -4), (9, 2), (-11, -3), (0, 0), (-1, 0), (-3, -1)] {
+            assert_eq!(shift_round(v, 2), want, "{v} / 4");
+        }
+        assert_eq!(shift_round(3, -4), 48);
+        assert_eq!(shift_round(-1, 127), 0);
+        assert_eq!(shift_round(i64::MIN as i128, -100), i128::MIN >> 1, "left shifts saturate");
+    }
+
+    #[test]
+    fn requantize_saturates_to_the_format() {
+        let q8 = Format::new(8, 4).unwrap();
+        assert_eq!(requantize(1 << 20, 8, q8), 127);
+        assert_eq!(requantize(-(1 << 20), 8, q8), -128);
+        assert_eq!(requantize(0x18, 4, q8), 0x18, "same format is the identity");
+        assert_eq!(requantize(0x18, 5, q8), 0xc);
+    }
+
+    #[test]
+    fn formats_for_a_range_hold_it() {
+        assert_eq!(Format::for_range(16, 6.0).frac, 12); // 6 < 8 = 2^3: 16 - 1 - 3
+        assert_eq!(Format::for_range(16, 0.9).frac, 15);
+        assert_eq!(Format::for_range(8, 1.0).frac, 7, "exactly 2^0 saturates by one step");
+        assert_eq!(Format::for_range(4, 100.0).frac, -4);
+        assert_eq!(Format::for_range(16, 0.0).frac, *FRAC_RANGE.end());
+        assert_eq!(Format::for_range(16, 1e-30).frac, *FRAC_RANGE.end());
+        assert_eq!(Format::for_range(16, 1e30).frac, *FRAC_RANGE.start());
+        for (bits, m) in [(16, 3.3), (8, 0.01), (4, 7.9), (12, 1234.5)] {
+            let f = Format::for_range(bits, m);
+            assert!(f.max() as f64 * 2f64.powi(-f.frac) >= m * (1.0 - 1.0 / (1 << (bits - 1)) as f64));
+            assert!(f.with_frac(f.frac + 1).max() as f64 * 2f64.powi(-f.frac - 1) < m, "{bits} {m}: finest");
+        }
+    }
+
+    #[test]
+    fn quantize_rounds_ties_to_even_and_saturates() {
+        let f = Format::new(8, 1).unwrap();
+        assert_eq!(f.quantize(1.25), 2); // 2.5 -> 2
+        assert_eq!(f.quantize(1.75), 4); // 3.5 -> 4
+        assert_eq!(f.quantize(-1.25), -2);
+        assert_eq!(f.quantize(1e9), 127);
+        assert_eq!(f.quantize(f64::NEG_INFINITY), -128);
+        assert_eq!(f.to_f32(f.quantize(3.5)), 3.5);
+    }
+
+    #[test]
+    fn averages_round_once() {
+        let f = Format::new(16, 4).unwrap();
+        // (1 + 2) / 2 = 1.5 at frac 0 -> 24 at frac 4; 7 / 4 = 1.75 -> 28.
+        assert_eq!(average(3, 2, 0, f), 24);
+        assert_eq!(average(7, 4, 0, f), 28);
+        // At frac 0 out: 5 / 2 = 2.5 -> 2, 7 / 2 = 3.5 -> 4, -5 / 2 -> -2.
+        let g = f.with_frac(0);
+        assert_eq!((average(5, 2, 0, g), average(7, 2, 0, g), average(-5, 2, 0, g)), (2, 4, -2));
+        // From frac 4 to frac 0: 40/16 = 2.5 over 1 -> 2.
+        assert_eq!(average(40, 1, 4, g), 2);
+        assert_eq!(average(1 << 40, 1, 0, g), 32767);
+    }
+
+    #[test]
+    fn accumulators_hold_the_worst_case() {
+        assert_eq!(accumulator_bits(16, 16, 1), 32);
+        assert_eq!(accumulator_bits(16, 16, 3 * 3 * 512), 45);
+        assert_eq!(accumulator_bits(8, 8, 9), 20);
+        // Worst case: every product at (-2^(b-1))^2, plus the largest bias.
+        for (wb, xb, n) in [(4u32, 4u32, 7u64), (8, 8, 9), (16, 16, 4608), (2, 2, 1)] {
+            let acc = Format::new(accumulator_bits(wb, xb, n), 0).unwrap();
+            let product = 1i128 << (wb + xb - 2);
+            let bias = Format::new(acc.bits - 1, 0).unwrap().max() as i128;
+            assert!(n as i128 * product + bias <= acc.max() as i128, "{wb}x{xb}x{n}");
+        }
+    }
+
+    #[test]
+    fn thresholds_compare_like_reals() {
+        let f = Format::new(8, 2).unwrap();
+        for t in [0.3f32, 0.25, -0.3, 0.0, 100.0, -100.0] {
+            let qt = threshold(t, f);
+            for q in f.min()..=f.max() {
+                assert_eq!(q <= qt, f.to_f32(q) <= t, "q {q}, t {t}");
+            }
+        }
+    }
+
+    /// Every activation unit lands within a step or two of the real function on every
+    /// 12-bit input, for pre formats above and below one.
+    #[test]
+    fn activation_units_follow_the_real_functions() {
+        use crate::semantics::Activation as A;
+        let acts = [
+            A::Relu,
+            A::Clip { min: 0.0, max: 6.0 },
+            A::Clip { min: -1.5, max: 0.75 },
+            A::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            A::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 },
+            A::HardSwish,
+            A::Sigmoid,
+        ];
+        for pre_frac in [-3, 4, 9] {
+            let pre = Format::new(12, pre_frac).unwrap();
+            for act in acts {
+                let out_range = match act {
+                    A::HardSigmoid { .. } | A::Sigmoid => 1.0,
+                    _ => pre.to_f64(pre.max()).abs(),
+                };
+                let out = Format::for_range(12, out_range);
+                let unit = ActivationUnit::new(Some(act), pre, out);
+                // The wide input sits 5 bits finer than `pre`, so narrowing rounds too.
+                for v in (pre.min() * 32..=pre.max() * 32).step_by(7) {
+                    let x = v as f64 * 2f64.powi(-(pre_frac + 5));
+                    let want = out.to_f64(out.quantize(act.apply(x as f32) as f64));
+                    let got = out.to_f64(unit.apply(v as i128, pre_frac + 5));
+                    // One step of `pre` moves the input; the slope (at most 1 but for
+                    // HardSwish up to ~3 near the top) turns it into output steps.
+                    let step_in = 2f64.powi(-pre_frac);
+                    let slope = if matches!(act, A::HardSwish) { 3.0 } else { 1.0 };
+                    let tol = 2.0 * 2f64.powi(-out.frac) + slope * step_in + 1e-3;
+                    assert!((got - want).abs() <= tol, "{act:?} pre {pre:?} out {out:?} x {x}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relu_and_clip_are_exact_on_representable_values() {
+        use crate::semantics::Activation as A;
+        let f = Format::new(16, 10).unwrap();
+        let relu = ActivationUnit::new(Some(A::Relu), f, f);
+        let relu6 = ActivationUnit::new(Some(A::Clip { min: 0.0, max: 6.0 }), f, f);
+        for q in [-32768i64, -1, 0, 1, 6 << 10, (6 << 10) + 1, 32767] {
+            assert_eq!(relu.apply(q as i128, 10), q.max(0));
+            assert_eq!(relu6.apply(q as i128, 10), q.clamp(0, 6 << 10));
+        }
+        // The identity unit only requantizes: from 14 fractional bits, half to even.
+        let id = ActivationUnit::new(None, f, f);
+        assert_eq!((id.apply(8, 14), id.apply(24, 14), id.apply(-8, 14)), (0, 2, 0));
+    }
+
+    #[test]
+    fn sigmoid_unit_matches_the_real_function() {
+        let mut worst = 0f64;
+        for x in -20_000i128..=20_000 {
+            let real = 1.0 / (1.0 + (-(x as f64) / 2048.0).exp());
+            let ours = sigmoid(x) as f64 / (1 << SIGMOID_OUT_FRAC) as f64;
+            let bound = if x.abs() <= 8 << 11 { 0.62 } else { 23.0 };
+            worst = worst.max((ours - real).abs() * 65536.0);
+            assert!((ours - real).abs() * 65536.0 <= bound, "x {x}: {ours} vs {real}");
+        }
+        assert!(worst > 0.3, "the bound is tight ({worst})");
+        assert_eq!(sigmoid(0), 1 << 20);
+        // The table is what its definition says.
+        for (i, &t) in SIGMOID_TABLE.iter().enumerate() {
+            let exact = 65536.0 / (1.0 + (-(i as f64) / 64.0).exp());
+            assert_eq!(t as f64, exact.round_ties_even(), "entry {i}");
+        }
+    }
+}
