@@ -20,6 +20,7 @@ pub mod container;
 pub mod encoding;
 pub mod fixed;
 pub mod geometry;
+pub mod packed;
 pub mod semantics;
 pub mod weights;
 

@@ -1,8 +1,8 @@
 //! Building the WEIGHTS section: tensors appended in order, each referenced by a [`WeightRef`].
 
-use crate::{encoding, DataType, WeightEncoding, WeightRef};
+use crate::{encoding, packed, DataType, WeightEncoding, WeightRef};
 
-/// Appends f32 tensors to a little-endian weights blob and hands out references to them.
+/// Appends tensors (float32, or integers packed at their width) to a little-endian weights blob and hands out references to them.
 #[derive(Default)]
 pub struct WeightsWriter {
     bytes: Vec<u8>,
@@ -20,6 +20,12 @@ impl WeightsWriter {
         self.push(shape, enc, bytes)
     }
 
+    /// Append integer `values` of `bits` (each within that width) in the smallest encoding.
+    pub fn push_ints(&mut self, shape: &[usize], values: &[i64], bits: u32) -> WeightRef {
+        let (enc, bytes) = packed::encode(values, shape.first().copied().unwrap_or(1), bits);
+        WeightRef { dtype: DataType::Int as i32, bits, ..self.push(shape, enc, bytes) }
+    }
+
     fn push(&mut self, shape: &[usize], encoding: WeightEncoding, bytes: Vec<u8>) -> WeightRef {
         let byte_offset = self.bytes.len() as u64;
         let byte_length = bytes.len() as u64;
@@ -30,6 +36,7 @@ impl WeightsWriter {
             dtype: DataType::F32 as i32,
             encoding: encoding as i32,
             byte_length,
+            bits: 0,
         }
     }
 

@@ -19,7 +19,7 @@ pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Resu
     let batch = batch_of(plan, input)?;
     let last_use = last_uses(plan);
     let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
-    values[0] = Some(input.data().to_vec());
+    values[0] = Some(input_values(plan, input));
     for (i, layer) in plan.layers.iter().enumerate() {
         let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| values[v].as_deref().expect("live value")).collect();
         observe(i, layer, &inputs);
@@ -57,6 +57,15 @@ pub(crate) fn batch_of(plan: &Plan, input: &Tensor) -> Result<usize, RuntimeErro
     Ok(*batch)
 }
 
+/// The input as the first layer reads it: on the fixed-point datapath, each value quantized
+/// to the input format (round half to even, saturating).
+pub(crate) fn input_values(plan: &Plan, input: &Tensor) -> Vec<f32> {
+    match plan.input_format {
+        Some(f) => input.data().iter().map(|&x| f.to_f32(f.quantize(x as f64))).collect(),
+        None => input.data().to_vec(),
+    }
+}
+
 /// For each value, the index of the last layer that reads it (`usize::MAX` for outputs).
 fn last_uses(plan: &Plan) -> Vec<usize> {
     let mut last = vec![0; plan.layers.len() + 1];
@@ -79,6 +88,10 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: us
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();
     let out_shape = &layer.output_shape;
     let mut out = vec![0.0f32; out_len * batch];
+    if let Some(fixed) = &layer.fixed {
+        crate::kernels::fixed::run_layer(plan, layer, fixed, inputs, batch, &mut out);
+        return out;
+    }
     let per_image = |out: &mut Vec<f32>, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
         out.par_chunks_mut(out_len).enumerate().for_each(|(n, o)| f(n, o));
     };

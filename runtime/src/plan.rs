@@ -3,6 +3,7 @@
 //! Every `Plan` comes out of [`crate::load`], which validates it, so the kernels can rely
 //! on shapes and lengths being consistent.
 
+pub use hass_proto::fixed::{ActivationUnit, Format};
 pub use hass_proto::geometry::Pads;
 pub use hass_proto::semantics::{Activation, EltwiseKind, PoolKind};
 
@@ -142,6 +143,19 @@ pub enum Op {
     Reshape,
 }
 
+impl Op {
+    /// The activation the layer applies (fused, or the layer itself).
+    pub fn activation(&self) -> Option<Activation> {
+        match self {
+            Op::Conv(c) => c.activation,
+            Op::Dense(d) => d.activation,
+            Op::Eltwise { activation, .. } | Op::ScaleShift { activation, .. } => *activation,
+            Op::Activation(a) => Some(*a),
+            Op::Pool(_) | Op::GlobalAveragePool | Op::Concat | Op::Reshape => None,
+        }
+    }
+}
+
 /// The accelerator stage a layer runs on, as the compiler allocated it (used by the cycle
 /// simulation, not by execution).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -162,6 +176,37 @@ pub struct Hardware {
     pub sparse: bool,
 }
 
+/// A layer's fixed-point arithmetic (ARCHITECTURE.md, "Datapath"). Values between layers
+/// stay `f32` holding each fixed-point number's exact real value, so everything that reads
+/// values (traces, statistics, the simulation) works on both datapaths alike.
+#[derive(Clone, Debug)]
+pub struct Fixed {
+    /// The activation unit after the layer's arithmetic; it holds the output format.
+    pub unit: ActivationUnit,
+    /// Conv, Dense, ScaleShift: the per-channel arithmetic.
+    pub channels: Option<FixedChannels>,
+}
+
+/// The multiply-accumulate side of a fixed-point Conv, Dense or ScaleShift.
+#[derive(Clone, Debug)]
+pub struct FixedChannels {
+    /// The weights (ScaleShift: the scales) as `f64`, each exactly `q * 2^-frac`: products
+    /// and sums of them are exact while the accumulator stays within 53 bits, so a float
+    /// GEMM computes the integer accumulator exactly, in any order.
+    pub weight: Vec<f64>,
+    /// Per output channel: the fractional bits of its weights.
+    pub weight_frac: Vec<i32>,
+    /// Per output channel: the bias (ScaleShift: the shift) at the accumulator's binary
+    /// point, `input frac + weight_frac[o]`.
+    pub bias: Vec<i64>,
+    /// The accumulator width (at most [`MAX_EXACT_ACCUMULATOR_BITS`]).
+    pub accumulator_bits: u32,
+}
+
+/// The widest accumulator the runtime computes exactly: the products' sum (one bit less)
+/// must fit an `f64`'s 53-bit significand.
+pub const MAX_EXACT_ACCUMULATOR_BITS: u32 = 54;
+
 /// One executable layer.
 #[derive(Clone, Debug)]
 pub struct Layer {
@@ -175,6 +220,8 @@ pub struct Layer {
     pub op: Op,
     /// The stage it runs on.
     pub hardware: Hardware,
+    /// Its fixed-point arithmetic; `None` on the float datapath.
+    pub fixed: Option<Fixed>,
 }
 
 /// A validated, executable schedule.
@@ -192,6 +239,9 @@ pub struct Plan {
     pub layers: Vec<Layer>,
     /// Value ids of the outputs.
     pub outputs: Vec<usize>,
+    /// The fixed-point datapath's input format (every layer then has [`Layer::fixed`]);
+    /// `None` on the float datapath.
+    pub input_format: Option<Format>,
 }
 
 impl Plan {
@@ -221,8 +271,19 @@ impl Plan {
                 output_shape,
                 op,
                 hardware: Default::default(),
+                fixed: None,
             }],
             outputs: vec![1],
+            input_format: None,
+        }
+    }
+
+    /// The fixed-point format of value `id` (`None` on the float datapath).
+    pub fn value_format(&self, id: usize) -> Option<Format> {
+        if id == 0 {
+            self.input_format
+        } else {
+            self.layers[id - 1].fixed.as_ref().map(|f| f.unit.out())
         }
     }
 

@@ -4,7 +4,7 @@
 //! weights or threshold reuses every value computed before `i` (and every branch that does
 //! not read from `i`), and shares them with the trace it came from instead of copying.
 
-use crate::exec::{batch_of, run_layer};
+use crate::exec::{batch_of, input_values, run_layer};
 use crate::plan::Plan;
 use crate::{RuntimeError, Tensor};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ impl Trace {
     /// Run `plan` on `input` and keep everything.
     pub fn new(plan: &Plan, input: &Tensor) -> Result<Trace, RuntimeError> {
         let batch = batch_of(plan, input)?;
-        let mut trace = Trace { batch, values: vec![Arc::new(input.data().to_vec())] };
+        let mut trace = Trace { batch, values: vec![Arc::new(input_values(plan, input))] };
         for layer in 0..plan.layers.len() {
             let out = trace.compute(plan, layer);
             trace.values.push(Arc::new(out));
@@ -78,6 +78,7 @@ mod tests {
             output_shape: vec![1, 2, 2],
             op: Op::Conv(Conv::new(vec![weight], 1, 1, [1, 1])),
             hardware: Default::default(),
+            fixed: None,
         }
     }
 
@@ -94,6 +95,7 @@ mod tests {
             input_shape: vec![1, 2, 2],
             layers: vec![conv(2.0), conv(3.0), sum],
             outputs: vec![3],
+            input_format: None,
         };
         let input = Tensor::new(vec![2, 1, 2, 2], (0..8).map(|v| v as f32).collect()).unwrap();
         let base = Trace::new(&plan, &input).unwrap();

@@ -1,9 +1,32 @@
-//! 2-D convolution: im2col + SGEMM (ndarray/matrixmultiply) for dense and grouped convs,
-//! a direct loop for depthwise ones. Bias and the fused activation are applied in place.
+//! 2-D convolution: im2col + GEMM (ndarray/matrixmultiply) for dense and grouped convs,
+//! a direct loop for depthwise ones. The accumulation is generic over the element type:
+//! `f32` on the float datapath, `f64` on the fixed-point one (where it is exact, see
+//! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
 use crate::plan::Conv;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
+
+/// What a convolution accumulates in.
+pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::AddAssign {
+    /// Multiply group `g` of `conv`'s pruned weights with `b` into `dst` with the
+    /// zero-skipping kernel, if the layer has one for this element type.
+    fn sparse_group(conv: &Conv, g: usize, b: &[Self], pixels: usize, dst: &mut [Self]) -> bool;
+}
+
+impl Element for f32 {
+    fn sparse_group(conv: &Conv, g: usize, b: &[f32], pixels: usize, dst: &mut [f32]) -> bool {
+        let Some(sparse) = &conv.sparse_weight else { return false };
+        sparse.matmul_rows(g * conv.c_out / conv.groups, b, pixels, dst);
+        true
+    }
+}
+
+impl Element for f64 {
+    fn sparse_group(_: &Conv, _: usize, _: &[f64], _: usize, _: &mut [f64]) -> bool {
+        false
+    }
+}
 
 /// Columns per parallel GEMM task: large enough to amortise the task, small enough to
 /// split a 56 x 56 map across cores.
@@ -11,15 +34,32 @@ const GEMM_COLUMNS_PER_TASK: usize = 512;
 
 /// Convolve one image `input` ([C_in, H, W]) into `out` ([C_out, OH, OW]).
 pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
+    accumulate(conv, &conv.weight, input, in_hw, out, out_hw);
+    let pixels = out_hw[0] * out_hw[1];
+    out.par_chunks_mut(pixels).zip(conv.bias.par_iter()).for_each(|(channel, &bias)| match conv.activation {
+        Some(act) => channel.iter_mut().for_each(|v| *v = act.apply(*v + bias)),
+        None => channel.iter_mut().for_each(|v| *v += bias),
+    });
+}
+
+/// `out` = the convolution of `input` with `weight` (`conv`'s geometry), without bias.
+pub fn accumulate<T: Element>(
+    conv: &Conv,
+    weight: &[T],
+    input: &[T],
+    in_hw: [usize; 2],
+    out: &mut [T],
+    out_hw: [usize; 2],
+) {
     let in_per_group = conv.c_in / conv.groups;
     let out_per_group = conv.c_out / conv.groups;
     if in_per_group == 1 && out_per_group == 1 {
-        depthwise(conv, input, in_hw, out, out_hw);
+        depthwise(conv, weight, input, in_hw, out, out_hw);
     } else {
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];
         let pointwise = conv.kernel == [1, 1] && conv.stride == [1, 1] && conv.pads == [0; 4];
-        let mut cols = if pointwise { Vec::new() } else { vec![0.0; k * pixels] };
+        let mut cols = if pointwise { Vec::new() } else { vec![T::zero(); k * pixels] };
         for g in 0..conv.groups {
             let group_in = &input[g * in_per_group * in_hw[0] * in_hw[1]..][..in_per_group * in_hw[0] * in_hw[1]];
             let b = if pointwise {
@@ -29,36 +69,29 @@ pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
                 &cols[..]
             };
             let dst = &mut out[g * out_per_group * pixels..][..out_per_group * pixels];
-            if let Some(sparse) = &conv.sparse_weight {
-                sparse.matmul_rows(g * out_per_group, b, pixels, dst);
+            if T::sparse_group(conv, g, b, pixels, dst) {
                 continue;
             }
-            let a =
-                ArrayView2::from_shape((out_per_group, k), &conv.weight[g * out_per_group * k..][..out_per_group * k])
-                    .expect("validated weight shape");
+            let a = ArrayView2::from_shape((out_per_group, k), &weight[g * out_per_group * k..][..out_per_group * k])
+                .expect("validated weight shape");
             let b = ArrayView2::from_shape((k, pixels), b).expect("validated input shape");
             let c = ArrayViewMut2::from_shape((out_per_group, pixels), dst).expect("validated output shape");
             parallel_gemm(a, b, c);
         }
     }
-    let pixels = out_hw[0] * out_hw[1];
-    out.par_chunks_mut(pixels).zip(conv.bias.par_iter()).for_each(|(channel, &bias)| match conv.activation {
-        Some(act) => channel.iter_mut().for_each(|v| *v = act.apply(*v + bias)),
-        None => channel.iter_mut().for_each(|v| *v += bias),
-    });
 }
 
 /// `c = a * b`, split over column blocks of `b` and `c` across threads.
-pub(crate) fn parallel_gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+pub(crate) fn parallel_gemm<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, mut c: ArrayViewMut2<T>) {
     if c.ncols() <= GEMM_COLUMNS_PER_TASK {
-        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
         return;
     }
     let tasks: Vec<_> = b
         .axis_chunks_iter(Axis(1), GEMM_COLUMNS_PER_TASK)
         .zip(c.axis_chunks_iter_mut(Axis(1), GEMM_COLUMNS_PER_TASK))
         .collect();
-    tasks.into_par_iter().for_each(|(b, mut c)| general_mat_mul(1.0, &a, &b, 0.0, &mut c));
+    tasks.into_par_iter().for_each(|(b, mut c)| general_mat_mul(T::one(), &a, &b, T::zero(), &mut c));
 }
 
 /// Output positions `[lo, hi)` whose input coordinate `o * stride + offset` lies inside
@@ -72,7 +105,7 @@ fn valid_range(outputs: usize, stride: usize, offset: isize, len: usize) -> (usi
 }
 
 /// Unfold windows into `cols` as a [C * K_h * K_w, OH * OW] matrix (zeros for padding).
-fn im2col(conv: &Conv, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], cols: &mut [f32]) {
+fn im2col<T: Element>(conv: &Conv, input: &[T], [h, w]: [usize; 2], [oh, ow]: [usize; 2], cols: &mut [T]) {
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
     let [dh, dw] = conv.dilation;
@@ -87,12 +120,12 @@ fn im2col(conv: &Conv, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], 
             let y = (oy * sh + ky * dh) as isize - top;
             let dst = &mut col[oy * ow..][..ow];
             if y < 0 || y >= h as isize {
-                dst.fill(0.0);
+                dst.fill(T::zero());
                 continue;
             }
             let src = &plane[y as usize * w..][..w];
-            dst[..lo].fill(0.0);
-            dst[hi..].fill(0.0);
+            dst[..lo].fill(T::zero());
+            dst[hi..].fill(T::zero());
             let first = (lo * sw) as isize + x_offset;
             if sw == 1 {
                 dst[lo..hi].copy_from_slice(&src[first as usize..][..hi - lo]);
@@ -106,19 +139,26 @@ fn im2col(conv: &Conv, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], 
 }
 
 /// One filter per channel: a direct loop, parallel over channels.
-fn depthwise(conv: &Conv, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [oh, ow]: [usize; 2]) {
+fn depthwise<T: Element>(
+    conv: &Conv,
+    weight: &[T],
+    input: &[T],
+    [h, w]: [usize; 2],
+    out: &mut [T],
+    [oh, ow]: [usize; 2],
+) {
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
     let [dh, dw] = conv.dilation;
     let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
         let plane = &input[c * h * w..][..h * w];
-        let taps = &conv.weight[c * kh * kw..][..kh * kw];
-        dst.fill(0.0);
+        let taps = &weight[c * kh * kw..][..kh * kw];
+        dst.fill(T::zero());
         for ky in 0..kh {
             for kx in 0..kw {
                 let tap = taps[ky * kw + kx];
-                if tap == 0.0 {
+                if tap == T::zero() {
                     continue; // a pruned tap: skip its multiply-adds
                 }
                 let x_offset = (kx * dw) as isize - left;
@@ -132,9 +172,9 @@ fn depthwise(conv: &Conv, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [o
                     let src = &plane[y as usize * w..][..w];
                     let row = &mut dst[oy * ow..][lo..hi];
                     if sw == 1 {
-                        row.iter_mut().zip(&src[first..]).for_each(|(d, s)| *d += tap * s);
+                        row.iter_mut().zip(&src[first..]).for_each(|(d, &s)| *d += tap * s);
                     } else {
-                        row.iter_mut().zip(src[first..].iter().step_by(sw)).for_each(|(d, s)| *d += tap * s);
+                        row.iter_mut().zip(src[first..].iter().step_by(sw)).for_each(|(d, &s)| *d += tap * s);
                     }
                 }
             }

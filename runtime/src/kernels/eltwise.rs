@@ -16,16 +16,33 @@ pub fn eltwise_image(
         EltwiseKind::Add => x + y,
         EltwiseKind::Mul => x * y,
     };
+    broadcast_image((a, a_shape), (b, b_shape), out, out_shape, op);
+}
+
+/// `out[i] = op(a[..], b[..])` for one image, with numpy broadcasting of the per-image
+/// shapes; `op` sees its operands in `(a, b)` order.
+pub fn broadcast_image(
+    (a, a_shape): (&[f32], &[usize]),
+    (b, b_shape): (&[f32], &[usize]),
+    out: &mut [f32],
+    out_shape: &[usize],
+    op: impl Fn(f32, f32) -> f32,
+) {
     if a.len() == out.len() && b.len() == out.len() {
         out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = op(*x, *y));
         return;
     }
     // Fast path for the squeeze-excite gate: [C, H, W] (op) [C, 1, 1] in either order.
     if let Some(channels) = per_channel(a_shape, b_shape, out_shape) {
-        let (map, gate) = if a.len() == out.len() { (a, b) } else { (b, a) };
         let pixels = out.len() / channels;
-        for ((o, m), g) in out.chunks_exact_mut(pixels).zip(map.chunks_exact(pixels)).zip(gate) {
-            o.iter_mut().zip(m).for_each(|(o, x)| *o = op(*x, *g));
+        if a.len() == out.len() {
+            for ((o, m), g) in out.chunks_exact_mut(pixels).zip(a.chunks_exact(pixels)).zip(b) {
+                o.iter_mut().zip(m).for_each(|(o, x)| *o = op(*x, *g));
+            }
+        } else {
+            for ((o, m), g) in out.chunks_exact_mut(pixels).zip(b.chunks_exact(pixels)).zip(a) {
+                o.iter_mut().zip(m).for_each(|(o, y)| *o = op(*g, *y));
+            }
         }
         return;
     }

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod dense;
 pub mod eltwise;
+pub mod fixed;
 pub mod pool;
 pub mod sparse;
 pub mod windows;

@@ -3,39 +3,53 @@
 use crate::plan::{Pool, PoolKind};
 
 /// Pool one image `input` ([C, H, W]) into `out` ([C, OH, OW]).
-pub fn pool_image(pool: &Pool, input: &[f32], [h, w]: [usize; 2], out: &mut [f32], [oh, ow]: [usize; 2]) {
+pub fn pool_image(pool: &Pool, input: &[f32], hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
+    each_window(pool, input, hw, out, out_hw, |values, padded| match pool.kind {
+        PoolKind::Max => values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        PoolKind::Average => {
+            let count = if pool.count_include_pad { padded } else { values.len() };
+            values.iter().sum::<f32>() / count.max(1) as f32
+        }
+    });
+}
+
+/// `out[c, oy, ox] = reduce(values inside the window, window size counting padding but not
+/// what lies past the padded extent)`, for every window of one image: the geometry that
+/// both datapaths' pools share.
+pub fn each_window(
+    pool: &Pool,
+    input: &[f32],
+    [h, w]: [usize; 2],
+    out: &mut [f32],
+    [oh, ow]: [usize; 2],
+    reduce: impl Fn(&[f32], usize) -> f32,
+) {
     let [kh, kw] = pool.kernel;
     let [sh, sw] = pool.stride;
     let [dh, dw] = pool.dilation;
     let (top, left) = (pool.pads[0] as isize, pool.pads[1] as isize);
     // The padded extent ends here; windows are clipped to it for the average's divisor.
     let (bottom_edge, right_edge) = ((h + pool.pads[2]) as isize, (w + pool.pads[3]) as isize);
+    let mut values = Vec::with_capacity(kh * kw);
     for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
         for oy in 0..oh {
             for ox in 0..ow {
                 let (y0, x0) = ((oy * sh) as isize - top, (ox * sw) as isize - left);
-                let mut max = f32::NEG_INFINITY;
-                let (mut sum, mut inside, mut padded) = (0.0f32, 0usize, 0usize);
+                values.clear();
+                let mut padded = 0usize;
                 for ky in 0..kh {
                     let y = y0 + (ky * dh) as isize;
                     for kx in 0..kw {
                         let x = x0 + (kx * dw) as isize;
                         if y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w {
-                            let v = plane[y as usize * w + x as usize];
-                            max = max.max(v);
-                            sum += v;
-                            inside += 1;
+                            values.push(plane[y as usize * w + x as usize]);
                         }
                         if y < bottom_edge && x < right_edge {
                             padded += 1;
                         }
                     }
                 }
-                dst[oy * ow + ox] = match pool.kind {
-                    PoolKind::Max => max,
-                    PoolKind::Average if pool.count_include_pad => sum / padded.max(1) as f32,
-                    PoolKind::Average => sum / inside.max(1) as f32,
-                };
+                dst[oy * ow + ox] = reduce(&values, padded);
             }
         }
     }

@@ -1,8 +1,13 @@
 //! Bytes -> validated [`Plan`]. Everything read from the file is checked here, so that a
 //! damaged or hand-edited artifact is a [`RuntimeError`], never a panic in a kernel.
 
+mod fixed;
+
 use crate::error::invalid;
-use crate::plan::{Activation, Conv, Dense, EltwiseKind, Hardware, Layer, Op, Plan, Pool, PoolKind};
+use crate::plan::{
+    Activation, ActivationUnit, Conv, Dense, EltwiseKind, Fixed, FixedChannels, Format, Hardware, Layer, Op, Plan, Pool,
+    PoolKind,
+};
 use crate::sparse_rows::SparseRows;
 use crate::RuntimeError;
 use hass_proto as pb;
@@ -27,6 +32,12 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
     let input = schedule.input.as_ref().ok_or_else(|| invalid("<schedule>", "no input type"))?;
     let input_shape = tensor_shape("<input>", input)?;
     let mut shapes: Vec<Vec<usize>> = vec![input_shape.clone()];
+    // The fixed-point datapath: every value's format, the input's first.
+    let input_format = match &schedule.input_format {
+        Some(f) => Some(fixed::data_format("<input>", "input", Some(f))?),
+        None => None,
+    };
+    let mut formats: Vec<Format> = input_format.into_iter().collect();
     let mut layers = Vec::with_capacity(schedule.layers.len());
     for layer in &schedule.layers {
         let inputs: Vec<usize> = layer.inputs.iter().map(|&i| i as usize).collect();
@@ -37,20 +48,60 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
         let declared =
             tensor_shape(&layer.name, layer.output.as_ref().ok_or_else(|| invalid(&layer.name, "no output type"))?)?;
         let op = layer.op.as_ref().ok_or_else(|| invalid(&layer.name, "no operation (written by a newer hassc?)"))?;
-        let (op, computed) = lower_op(&layer.name, op, &in_shapes, &declared, weights)?;
+        if layer.fixed.is_some() != input_format.is_some() {
+            return Err(invalid(&layer.name, "mixes the fixed-point and float datapaths"));
+        }
+        let input_formats: Vec<Format> =
+            if input_format.is_some() { inputs.iter().map(|&i| formats[i]).collect() } else { Vec::new() };
+        let l = LayerIn {
+            name: &layer.name,
+            ins: &in_shapes,
+            declared: &declared,
+            weights,
+            fixed: layer.fixed.as_ref(),
+            input_formats: &input_formats,
+        };
+        let (op, computed, channels) = lower_op(&l, op)?;
+        let fixed = match &layer.fixed {
+            Some(record) => Some(fixed_layer(&l, record, &op, channels)?),
+            None => None,
+        };
         let hardware = check_folding(&layer.name, layer.folding.as_ref(), &op, &in_shapes)?;
         if computed != declared {
             return Err(invalid(&layer.name, format!("declares output {declared:?} but its inputs give {computed:?}")));
         }
         shapes.push(declared.clone());
-        layers.push(Layer { name: layer.name.clone(), inputs, output_shape: declared, op, hardware });
+        formats.extend(fixed.as_ref().map(|f| f.unit.out()));
+        layers.push(Layer { name: layer.name.clone(), inputs, output_shape: declared, op, hardware, fixed });
     }
     let outputs: Vec<usize> = schedule.outputs.iter().map(|&i| i as usize).collect();
     if outputs.is_empty() || outputs.iter().any(|&o| o >= shapes.len()) {
         return Err(invalid("<schedule>", format!("outputs {outputs:?} do not name computed values")));
     }
     let (board, clock_mhz) = schedule.board.map(|b| (b.name, b.clock_mhz)).unwrap_or_default();
-    Ok(Plan { model: schedule.model, board, clock_mhz, input_shape, layers, outputs })
+    Ok(Plan { model: schedule.model, board, clock_mhz, input_shape, layers, outputs, input_format })
+}
+
+/// A fixed-point layer's formats and activation unit, checked: its output format, and the
+/// pre-activation format where its activation reads one (a stand-alone activation reads its
+/// input's). A Reshape keeps its input's format.
+fn fixed_layer(l: &LayerIn, record: &pb::FixedPoint, op: &Op, channels: Option<FixedChannels>) -> Result<Fixed, RuntimeError> {
+    let out = fixed::data_format(l.name, "output", record.output.as_ref())?;
+    let activation = op.activation();
+    let pre = match op {
+        Op::Activation(_) => l.input_formats[0],
+        _ if fixed::needs_pre_activation(activation) => {
+            fixed::data_format(l.name, "pre-activation", record.pre_activation.as_ref())?
+        }
+        _ => out,
+    };
+    if matches!(op, Op::Reshape) && out != l.input_formats[0] {
+        return Err(invalid(l.name, "a reshape must keep its input's format"));
+    }
+    if matches!(op, Op::Conv(_) | Op::Dense(_) | Op::ScaleShift { .. }) != channels.is_some() {
+        return Err(invalid(l.name, "has no fixed-point weights"));
+    }
+    Ok(Fixed { unit: ActivationUnit::new(activation, pre, out), channels })
 }
 
 /// The hardware record is not used to compute, but the cycle simulation reads it, so a
@@ -95,35 +146,58 @@ fn tensor_shape(layer: &str, t: &pb::TensorType) -> Result<Vec<usize>, RuntimeEr
     }
 }
 
-fn weights_f32(
-    layer: &str,
+/// A tensor's reference, encoding and bytes, its shape checked against `expected`.
+fn tensor_bytes<'a>(
+    l: &LayerIn<'a>,
     what: &str,
-    r: Option<&pb::WeightRef>,
+    r: Option<&'a pb::WeightRef>,
     expected: &[usize],
-    section: &[u8],
-) -> Result<Vec<f32>, RuntimeError> {
-    let r = r.ok_or_else(|| invalid(layer, format!("missing {what}")))?;
+) -> Result<(&'a pb::WeightRef, pb::WeightEncoding, &'a [u8]), RuntimeError> {
+    let r = r.ok_or_else(|| invalid(l.name, format!("missing {what}")))?;
     let shape: Vec<usize> = r.shape.iter().map(|&d| d as usize).collect();
     if shape != expected {
-        return Err(invalid(layer, format!("{what} has shape {shape:?}, expected {expected:?}")));
-    }
-    if r.dtype != pb::DataType::F32 as i32 {
-        return Err(invalid(layer, format!("{what} has unsupported data type {}", r.dtype)));
+        return Err(invalid(l.name, format!("{what} has shape {shape:?}, expected {expected:?}")));
     }
     let count: usize = expected.iter().product();
     let encoding = pb::WeightEncoding::try_from(r.encoding)
-        .map_err(|_| invalid(layer, format!("{what} has unknown encoding {}", r.encoding)))?;
+        .map_err(|_| invalid(l.name, format!("{what} has unknown encoding {}", r.encoding)))?;
     // Format 1 wrote dense tensors without a length.
     let length =
         if r.byte_length == 0 && encoding == pb::WeightEncoding::Dense { (count * 4) as u64 } else { r.byte_length };
     let start = usize::try_from(r.byte_offset).ok();
     let end = start.zip(usize::try_from(length).ok()).and_then(|(s, l)| s.checked_add(l));
-    let bytes = match (start, end) {
-        (Some(s), Some(e)) if e <= section.len() => &section[s..e],
-        _ => return Err(invalid(layer, format!("{what} lies outside the weights section"))),
-    };
+    match (start, end) {
+        (Some(s), Some(e)) if e <= l.weights.len() => Ok((r, encoding, &l.weights[s..e])),
+        _ => Err(invalid(l.name, format!("{what} lies outside the weights section"))),
+    }
+}
+
+/// A float32 tensor of the float datapath.
+fn weights_f32(l: &LayerIn, what: &str, r: Option<&pb::WeightRef>, expected: &[usize]) -> Result<Vec<f32>, RuntimeError> {
+    let (r, encoding, bytes) = tensor_bytes(l, what, r, expected)?;
+    if r.dtype != pb::DataType::F32 as i32 {
+        return Err(invalid(l.name, format!("{what} has data type {}; a float layer needs float32", r.dtype)));
+    }
+    let count: usize = expected.iter().product();
     hass_proto::encoding::decode(encoding, bytes, count, expected.first().copied().unwrap_or(1))
-        .map_err(|e| invalid(layer, format!("{what}: {e}")))
+        .map_err(|e| invalid(l.name, format!("{what}: {e}")))
+}
+
+/// A layer's weights and biases (`shape` output channels first) on either datapath: the
+/// values as `f32` (exact dequantized integers on the fixed-point one), and the fixed-point
+/// accumulator side.
+fn weights_and_biases(
+    l: &LayerIn,
+    names: (&str, &str),
+    weight: Option<&pb::WeightRef>,
+    bias: Option<&pb::WeightRef>,
+    shape: &[usize],
+) -> Result<(Vec<f32>, Vec<f32>, Option<FixedChannels>), RuntimeError> {
+    if l.fixed.is_some() {
+        let (w, b, channels) = fixed::channels(l, names, weight, bias, shape)?;
+        return Ok((w, b, Some(channels)));
+    }
+    Ok((weights_f32(l, names.0, weight, shape)?, weights_f32(l, names.1, bias, &shape[..1])?, None))
 }
 
 fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activation>, RuntimeError> {
@@ -190,8 +264,11 @@ fn window(
     }
 }
 
-/// A lowered layer and the per-image output shape its inputs give.
-type Lowered = Result<(Op, Vec<usize>), RuntimeError>;
+/// A lowered layer, the per-image output shape its inputs give, and its fixed-point
+/// weights.
+type Lowered = Result<(Op, Vec<usize>, Option<FixedChannels>), RuntimeError>;
+/// A lowered layer without weights and its output shape.
+type Shaped = Result<(Op, Vec<usize>), RuntimeError>;
 
 /// What lowering one layer reads.
 struct LayerIn<'a> {
@@ -203,23 +280,27 @@ struct LayerIn<'a> {
     declared: &'a [usize],
     /// The artifact's weights section.
     weights: &'a [u8],
+    /// Its fixed-point record (the fixed-point datapath only).
+    fixed: Option<&'a pb::FixedPoint>,
+    /// Its inputs' formats (the fixed-point datapath only).
+    input_formats: &'a [Format],
 }
 
 /// Check one layer's operation against its input shapes and declared output, and decode
 /// its weights: one function per layer kind below.
-fn lower_op(name: &str, op: &pb::layer::Op, ins: &[&[usize]], declared: &[usize], weights: &[u8]) -> Lowered {
+fn lower_op(l: &LayerIn, op: &pb::layer::Op) -> Lowered {
     use pb::layer::Op as P;
-    let l = &LayerIn { name, ins, declared, weights };
+    let plain = |r: Shaped| r.map(|(op, shape)| (op, shape, None));
     match op {
         P::Conv(x) => lower_conv(l, x),
         P::Dense(x) => lower_dense(l, x),
-        P::Pool(x) => lower_pool(l, x),
-        P::GlobalAveragePool(x) => lower_global_average_pool(l, x),
-        P::Eltwise(x) => lower_eltwise(l, x),
+        P::Pool(x) => plain(lower_pool(l, x)),
+        P::GlobalAveragePool(x) => plain(lower_global_average_pool(l, x)),
+        P::Eltwise(x) => plain(lower_eltwise(l, x)),
         P::ScaleShift(x) => lower_scale_shift(l, x),
-        P::Activation(x) => lower_activation_layer(l, x),
-        P::Concat(x) => lower_concat(l, x),
-        P::Reshape(x) => lower_reshape(l, x),
+        P::Activation(x) => plain(lower_activation_layer(l, x)),
+        P::Concat(x) => plain(lower_concat(l, x)),
+        P::Reshape(x) => plain(lower_reshape(l, x)),
     }
 }
 
@@ -235,9 +316,9 @@ fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
     if groups == 0 || c_in % groups != 0 || !c_out.is_multiple_of(groups) {
         return Err(invalid(l.name, format!("groups {groups} must divide C_in {c_in} and C_out {c_out}")));
     }
-    let weight =
-        weights_f32(l.name, "weight", c.weight.as_ref(), &[c_out, c_in / groups, kernel[0], kernel[1]], l.weights)?;
-    let bias = weights_f32(l.name, "bias", c.bias.as_ref(), &[c_out], l.weights)?;
+    let shape = [c_out, c_in / groups, kernel[0], kernel[1]];
+    let (weight, bias, channels) =
+        weights_and_biases(l, ("weight", "bias"), c.weight.as_ref(), c.bias.as_ref(), &shape)?;
     let [oh, ow] = window(l.name, [h, w], kernel, stride, dilation, pads, false)?;
     let activation = activation(l.name, c.activation.as_ref())?;
     let input_threshold = finite_threshold(l.name, c.input_threshold)?;
@@ -257,6 +338,7 @@ fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
             input_threshold,
         }),
         vec![c_out, oh, ow],
+        channels,
     ))
 }
 
@@ -266,15 +348,16 @@ fn lower_dense(l: &LayerIn, d: &pb::Dense) -> Lowered {
         return Err(invalid(l.name, format!("needs a flat input, got {:?}", l.ins[0])));
     };
     let outputs = *l.declared.first().unwrap_or(&0);
-    let weight = weights_f32(l.name, "weight", d.weight.as_ref(), &[outputs, inputs], l.weights)?;
-    let bias = weights_f32(l.name, "bias", d.bias.as_ref(), &[outputs], l.weights)?;
+    let (weight, bias, channels) =
+        weights_and_biases(l, ("weight", "bias"), d.weight.as_ref(), d.bias.as_ref(), &[outputs, inputs])?;
     let activation = activation(l.name, d.activation.as_ref())?;
     let input_threshold = finite_threshold(l.name, d.input_threshold)?;
     let sparse_weight = SparseRows::from_dense(&weight, outputs);
-    Ok((Op::Dense(Dense { weight, bias, inputs, outputs, activation, input_threshold, sparse_weight }), vec![outputs]))
+    let dense = Dense { weight, bias, inputs, outputs, activation, input_threshold, sparse_weight };
+    Ok((Op::Dense(dense), vec![outputs], channels))
 }
 
-fn lower_pool(l: &LayerIn, p: &pb::Pool) -> Lowered {
+fn lower_pool(l: &LayerIn, p: &pb::Pool) -> Shaped {
     arity(l.name, l.ins, 1)?;
     let [c, h, w] = chw(l.name, l.ins[0])?;
     let kind = match pb::PoolKind::try_from(p.kind) {
@@ -295,14 +378,14 @@ fn lower_pool(l: &LayerIn, p: &pb::Pool) -> Lowered {
     Ok((Op::Pool(pool), vec![c, oh, ow]))
 }
 
-fn lower_global_average_pool(l: &LayerIn, _: &pb::GlobalAveragePool) -> Lowered {
+fn lower_global_average_pool(l: &LayerIn, _: &pb::GlobalAveragePool) -> Shaped {
     arity(l.name, l.ins, 1)?;
     let [c, _, _] = chw(l.name, l.ins[0])?;
     let out = if l.declared.len() == 1 { vec![c] } else { vec![c, 1, 1] };
     Ok((Op::GlobalAveragePool, out))
 }
 
-fn lower_eltwise(l: &LayerIn, e: &pb::Eltwise) -> Lowered {
+fn lower_eltwise(l: &LayerIn, e: &pb::Eltwise) -> Shaped {
     arity(l.name, l.ins, 2)?;
     let kind = match pb::EltwiseKind::try_from(e.kind) {
         Ok(pb::EltwiseKind::Add) => EltwiseKind::Add,
@@ -317,19 +400,19 @@ fn lower_eltwise(l: &LayerIn, e: &pb::Eltwise) -> Lowered {
 fn lower_scale_shift(l: &LayerIn, s: &pb::ScaleShift) -> Lowered {
     arity(l.name, l.ins, 1)?;
     let c = *l.ins[0].first().ok_or_else(|| invalid(l.name, "needs a channel axis"))?;
-    let scale = weights_f32(l.name, "scale", s.scale.as_ref(), &[c], l.weights)?;
-    let shift = weights_f32(l.name, "shift", s.shift.as_ref(), &[c], l.weights)?;
+    let (scale, shift, channels) =
+        weights_and_biases(l, ("scale", "shift"), s.scale.as_ref(), s.shift.as_ref(), &[c])?;
     let activation = activation(l.name, s.activation.as_ref())?;
-    Ok((Op::ScaleShift { scale, shift, activation }, l.ins[0].to_vec()))
+    Ok((Op::ScaleShift { scale, shift, activation }, l.ins[0].to_vec(), channels))
 }
 
-fn lower_activation_layer(l: &LayerIn, a: &pb::Activation) -> Lowered {
+fn lower_activation_layer(l: &LayerIn, a: &pb::Activation) -> Shaped {
     arity(l.name, l.ins, 1)?;
     let act = activation(l.name, Some(a))?.ok_or_else(|| invalid(l.name, "activation of unknown kind"))?;
     Ok((Op::Activation(act), l.ins[0].to_vec()))
 }
 
-fn lower_concat(l: &LayerIn, _: &pb::Concat) -> Lowered {
+fn lower_concat(l: &LayerIn, _: &pb::Concat) -> Shaped {
     if l.ins.is_empty() {
         return Err(invalid(l.name, "concatenates nothing"));
     }
@@ -345,7 +428,7 @@ fn lower_concat(l: &LayerIn, _: &pb::Concat) -> Lowered {
     Ok((Op::Concat, vec![channels, h, w]))
 }
 
-fn lower_reshape(l: &LayerIn, _: &pb::Reshape) -> Lowered {
+fn lower_reshape(l: &LayerIn, _: &pb::Reshape) -> Shaped {
     arity(l.name, l.ins, 1)?;
     let from: usize = l.ins[0].iter().product();
     let to: usize = l.declared.iter().product();
@@ -399,6 +482,7 @@ mod tests {
             output: tensor(output),
             folding: Some(folding()),
             op: Some(op),
+            fixed: None,
         };
         let schedule = pb::Schedule {
             model: "m".into(),

@@ -1,0 +1,259 @@
+//! Integer tensors of the fixed-point datapath (format 3), packed at their width: weights at
+//! 2 to 16 bits, biases at their accumulator's (up to 64).
+//! The same four encodings as float tensors ([`crate::encoding`]), with every value a
+//! `bits`-wide two's-complement integer in one LSB-first bit stream at the tensor's end,
+//! padded to a byte:
+//!
+//! | encoding | bytes |
+//! |---|---|
+//! | `Dense` | the `n` values packed |
+//! | `Bitmap` | `ceil(n / 8)` bytes of a non-zero bitmap (LSB first), then the non-zero values packed |
+//! | `RunLength` | u32 entry count `e`, `e` bytes of zeros skipped before each entry, then the `e` entry values packed (a gap over 255 is bridged by an entry holding 0) |
+//! | `Csr` | per row (first dimension) a u32 start offset, plus one past the end, then a u32 column index per non-zero, then the non-zero values packed |
+//!
+//! Integers little-endian; ties go to the earlier encoding. Decoding validates every count,
+//! offset, index and the padding: a damaged tensor is an error, never a panic.
+
+use crate::encoding::DecodeError;
+use crate::WeightEncoding;
+
+fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(msg.into()))
+}
+
+/// Bytes that `count` values of `bits` take packed.
+pub fn packed_len(count: usize, bits: u32) -> usize {
+    (count * bits as usize).div_ceil(8)
+}
+
+/// Pack `values` (each within `bits`, two's complement; 2 to 64 bits) LSB first.
+pub fn pack(values: &[i64], bits: u32) -> Vec<u8> {
+    let mut out = vec![0u8; packed_len(values.len(), bits)];
+    let mask = u64::MAX >> (64 - bits);
+    for (i, &v) in values.iter().enumerate() {
+        let (mut at, mut word) = (i * bits as usize, (v as u64) & mask);
+        let mut left = bits;
+        while left > 0 {
+            let (byte, shift) = (at / 8, (at % 8) as u32);
+            let take = (8 - shift).min(left);
+            out[byte] |= ((word & ((1u64 << take) - 1)) << shift) as u8;
+            word >>= take;
+            at += take as usize;
+            left -= take;
+        }
+    }
+    out
+}
+
+/// Unpack `count` values of `bits` from exactly [`packed_len`] bytes (padding must be 0).
+pub fn unpack(bytes: &[u8], count: usize, bits: u32) -> Result<Vec<i64>, DecodeError> {
+    if bytes.len() != packed_len(count, bits) {
+        return err(format!("{count} values of {bits} bits take {} bytes, not {}", packed_len(count, bits), bytes.len()));
+    }
+    let used = count * bits as usize;
+    if used % 8 != 0 && bytes[used / 8] >> (used % 8) != 0 {
+        return err("packed values have non-zero padding");
+    }
+    Ok((0..count)
+        .map(|i| {
+            let start = i * bits as usize;
+            let mut word = 0u64;
+            for b in 0..bits as usize {
+                let at = start + b;
+                word |= (((bytes[at / 8] >> (at % 8)) & 1) as u64) << b;
+            }
+            // Sign-extend.
+            ((word << (64 - bits)) as i64) >> (64 - bits)
+        })
+        .collect())
+}
+
+/// Encode `values` (first dimension `rows`, each within `bits`) in the smallest encoding.
+pub fn encode(values: &[i64], rows: usize, bits: u32) -> (WeightEncoding, Vec<u8>) {
+    let candidates = [
+        (WeightEncoding::Dense, pack(values, bits)),
+        (WeightEncoding::Bitmap, bitmap(values, bits)),
+        (WeightEncoding::RunLength, run_length(values, bits)),
+        (WeightEncoding::Csr, csr(values, rows, bits)),
+    ];
+    candidates.into_iter().min_by_key(|(_, b)| b.len()).expect("four candidates")
+}
+
+fn bitmap(values: &[i64], bits: u32) -> Vec<u8> {
+    let mut out = vec![0u8; values.len().div_ceil(8)];
+    for (i, v) in values.iter().enumerate() {
+        if *v != 0 {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    let nonzero: Vec<i64> = values.iter().copied().filter(|v| *v != 0).collect();
+    out.extend(pack(&nonzero, bits));
+    out
+}
+
+fn run_length(values: &[i64], bits: u32) -> Vec<u8> {
+    let (mut skips, mut stored) = (Vec::new(), Vec::new());
+    let mut gap = 0usize;
+    for &v in values {
+        if v == 0 && gap < 255 {
+            gap += 1;
+            continue;
+        }
+        skips.push(gap as u8);
+        stored.push(v);
+        gap = 0;
+    }
+    let mut out = (skips.len() as u32).to_le_bytes().to_vec();
+    out.extend(skips);
+    out.extend(pack(&stored, bits));
+    out
+}
+
+fn csr(values: &[i64], rows: usize, bits: u32) -> Vec<u8> {
+    let rows = rows.max(1);
+    let cols = values.len() / rows;
+    let (mut starts, mut columns, mut stored) = (Vec::with_capacity(rows + 1), Vec::new(), Vec::new());
+    for row in values.chunks(cols.max(1)).take(rows) {
+        starts.push(columns.len() as u32);
+        for (c, &v) in row.iter().enumerate().filter(|(_, v)| **v != 0) {
+            columns.push(c as u32);
+            stored.push(v);
+        }
+    }
+    starts.resize(rows, columns.len() as u32);
+    starts.push(columns.len() as u32);
+    let mut out: Vec<u8> = starts.iter().chain(&columns).flat_map(|x| x.to_le_bytes()).collect();
+    out.extend(pack(&stored, bits));
+    out
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Decode `bytes` (exactly the tensor's) into `count` values of `bits` (2 to 64).
+pub fn decode(
+    encoding: WeightEncoding,
+    bytes: &[u8],
+    count: usize,
+    rows: usize,
+    bits: u32,
+) -> Result<Vec<i64>, DecodeError> {
+    if !(crate::fixed::MIN_DATA_BITS..=64).contains(&bits) {
+        return err(format!("{bits}-bit values are outside 2..=64"));
+    }
+    match encoding {
+        WeightEncoding::Dense => unpack(bytes, count, bits),
+        WeightEncoding::Bitmap => {
+            let map = count.div_ceil(8);
+            let Some(mask) = bytes.get(..map) else { return err("bitmap is truncated") };
+            if !count.is_multiple_of(8) && mask[map - 1] >> (count % 8) != 0 {
+                return err("bitmap marks values past the tensor's end");
+            }
+            let nnz: usize = mask.iter().map(|b| b.count_ones() as usize).sum();
+            let mut stored = unpack(&bytes[map..], nnz, bits)?.into_iter();
+            let mut out = vec![0; count];
+            for (i, o) in out.iter_mut().enumerate().filter(|(i, _)| mask[i / 8] >> (i % 8) & 1 == 1) {
+                *o = stored.next().filter(|v| *v != 0).ok_or_else(|| DecodeError(format!("bitmap value {i} is 0")))?;
+            }
+            Ok(out)
+        }
+        WeightEncoding::RunLength => {
+            let Some(n) = u32_at(bytes, 0) else { return err("run-length count is truncated") };
+            let Some(skips) = bytes.get(4..4 + n as usize) else { return err("run-length skips are truncated") };
+            let stored = unpack(&bytes[4 + n as usize..], n as usize, bits)?;
+            let (mut out, mut pos) = (vec![0; count], 0usize);
+            for (e, (&skip, v)) in skips.iter().zip(stored).enumerate() {
+                pos += skip as usize;
+                if pos >= count {
+                    return err(format!("run-length entry {e} lands past the {count} values"));
+                }
+                out[pos] = v;
+                pos += 1;
+            }
+            Ok(out)
+        }
+        WeightEncoding::Csr => {
+            let rows = rows.max(1);
+            if !count.is_multiple_of(rows) {
+                return err(format!("{count} values do not split into {rows} rows"));
+            }
+            let cols = count / rows;
+            let starts: Option<Vec<u32>> = (0..=rows).map(|r| u32_at(bytes, 4 * r)).collect();
+            let Some(starts) = starts else { return err("row offsets are truncated") };
+            let nnz = starts[rows] as usize;
+            let columns_at = 4 * (rows + 1);
+            let values_at = columns_at + 4 * nnz;
+            if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) || bytes.len() < values_at {
+                return err("row offsets are inconsistent");
+            }
+            let stored = unpack(&bytes[values_at..], nnz, bits)?;
+            let mut out = vec![0; count];
+            for r in 0..rows {
+                for k in starts[r] as usize..starts[r + 1] as usize {
+                    let c = u32_at(bytes, columns_at + 4 * k).expect("length checked") as usize;
+                    if c >= cols {
+                        return err(format!("column {c} out of {cols}"));
+                    }
+                    out[r * cols + c] = stored[k];
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sparse_ints() -> impl Strategy<Value = (Vec<i64>, usize, u32)> {
+        (1usize..8, 1usize..40, prop_oneof![2u32..=16, Just(47u32), Just(64u32)]).prop_flat_map(|(rows, cols, bits)| {
+            let (lo, hi) = (i64::MIN >> (64 - bits), i64::MAX >> (64 - bits));
+            let value = prop_oneof![3 => Just(0i64), 1 => lo..=hi];
+            (prop::collection::vec(value, rows * cols), Just(rows), Just(bits))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_encoding_round_trips((values, rows, bits) in sparse_ints()) {
+            for (enc, bytes) in [
+                (WeightEncoding::Dense, pack(&values, bits)),
+                (WeightEncoding::Bitmap, bitmap(&values, bits)),
+                (WeightEncoding::RunLength, run_length(&values, bits)),
+                (WeightEncoding::Csr, csr(&values, rows, bits)),
+            ] {
+                prop_assert_eq!(decode(enc, &bytes, values.len(), rows, bits).unwrap(), values.clone(), "{:?}", enc);
+            }
+            let (enc, bytes) = encode(&values, rows, bits);
+            prop_assert!(bytes.len() <= packed_len(values.len(), bits));
+            prop_assert_eq!(decode(enc, &bytes, values.len(), rows, bits).unwrap(), values);
+        }
+
+        #[test]
+        fn damaged_tensors_never_panic((values, rows, bits) in sparse_ints(), flip in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
+            let (enc, mut bytes) = encode(&values, rows, bits);
+            if !bytes.is_empty() {
+                let i = flip.index(bytes.len());
+                bytes[i] ^= 0xA5;
+                let _ = decode(enc, &bytes, values.len(), rows, bits);
+                let n = cut.index(bytes.len());
+                let _ = decode(enc, &bytes[..n], values.len(), rows, bits);
+            }
+        }
+    }
+
+    #[test]
+    fn values_pack_at_their_width() {
+        assert_eq!(pack(&[-1, 1, -8, 7], 4), [0x1f, 0x78]);
+        assert_eq!(unpack(&[0x1f, 0x78], 4, 4).unwrap(), [-1, 1, -8, 7]);
+        assert_eq!(pack(&[-3, 1, 0], 3), [0b0000_1101, 0]);
+        assert_eq!(pack(&[-32768, 32767], 16), [0x00, 0x80, 0xff, 0x7f]);
+        assert!(unpack(&[0x0d, 0x02], 3, 3).is_err(), "padding bits must be zero");
+        // 8-bit dense weights are a quarter of float32.
+        assert_eq!(encode(&[5; 100], 10, 8).1.len(), 100);
+        assert_eq!(unpack(&pack(&[i64::MIN, -1, i64::MAX], 64), 3, 64).unwrap(), [i64::MIN, -1, i64::MAX]);
+    }
+}
