@@ -21,6 +21,7 @@ pub mod frontend;
 pub mod hw;
 pub mod ir;
 pub mod passes;
+pub mod quantize;
 pub mod report;
 pub mod search;
 pub mod sparsity;
@@ -75,6 +76,8 @@ pub struct Compiled {
     pub design: design::Design,
     /// The `.hass` bytes.
     pub artifact: Vec<u8>,
+    /// The fixed-point formats (`None` on the float datapath).
+    pub quantization: Option<quantize::Quantization>,
 }
 
 impl Compiled {
@@ -92,8 +95,11 @@ pub struct CompileOptions {
     /// Weight pruning and activation thresholds, applied to the graph before anything else.
     pub pruning: sparsity::SparsityConfig,
     /// Calibration images (float32 NCHW, normalised as the model expects): when given, the
-    /// sparsity statistics are measured on them, and the sparsity search runs on them.
+    /// sparsity statistics and the activation ranges are measured on them, and the sparsity
+    /// search runs on them.
     pub calibration: Option<std::sync::Arc<hass_runtime::Tensor>>,
+    /// Fixed point (the default: what the accelerator computes) or float32 (the reference).
+    pub datapath: quantize::Datapath,
 }
 
 /// Compile `model` for `board`: import, passes, pruning and thresholds, calibration,
@@ -138,8 +144,14 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
         let _span = tracing::info_span!("prune").entered();
         sparsity::prune::apply(&mut graph, &options.pruning)?;
     }
+    let quantization = match options.datapath {
+        quantize::Datapath::Fixed => {
+            Some(quantize::quantize(&graph, board, design_options.precision, options.calibration.as_deref())?)
+        }
+        quantize::Datapath::Float => None,
+    };
     if let Some(images) = &options.calibration {
-        let layers = sparsity::statistics::measured(&graph, board, images)?;
+        let layers = sparsity::statistics::measured(&graph, board, images, quantization.as_ref())?;
         let source = format!("measured on {} calibration images", images.batch());
         design_options.sparsity = design::SparsitySource::Measured { layers, source };
     } else if options.pruning.any() && design_options.sparsity == design::SparsitySource::Dense {
@@ -149,8 +161,8 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
     }
     let design = design::design(&graph, board, &design_options)?;
     let _span = tracing::info_span!("backend").entered();
-    let artifact = backend::emit(&graph, board, &design.layers);
-    Ok(Compiled { graph, design, artifact })
+    let artifact = backend::emit(&graph, board, &design.layers, quantization.as_ref())?;
+    Ok(Compiled { graph, design, artifact, quantization })
 }
 
 #[cfg(test)]
@@ -166,7 +178,7 @@ pub(crate) mod testing {
     /// Emit `graph`, load it in the runtime and run it on a deterministic input.
     pub fn run_graph(graph: &Graph, seed: u32) -> Vec<f32> {
         let board = crate::board::Board::resolve("u250").unwrap();
-        let bytes = crate::backend::emit(graph, &board, &Default::default());
+        let bytes = crate::backend::emit(graph, &board, &Default::default(), None).unwrap();
         let plan = hass_runtime::load_bytes(&bytes).expect("the backend writes valid artifacts");
         let mut shape = vec![2];
         shape.extend_from_slice(graph.shape(graph.input));

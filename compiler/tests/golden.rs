@@ -1,7 +1,10 @@
-//! Golden tests: every bundled Fashion-MNIST model, compiled by hassc and executed by the
-//! runtime on the 1000 bundled test images, matches onnxruntime's outputs (computed by
-//! `scripts/make_fmnist_models.py`) within 1e-4 of the output's largest magnitude, and its
-//! top-1 on every image equals the top-1 of the ONNX model run by tract in this test.
+//! Golden tests: every bundled Fashion-MNIST model, compiled by hassc on the float datapath
+//! and executed by the runtime on the 1000 bundled test images, matches onnxruntime's
+//! outputs (computed by `scripts/make_fmnist_models.py`) within 1e-4 of the output's
+//! largest magnitude, and its top-1 on every image equals the top-1 of the ONNX model run by
+//! tract in this test. On the fixed-point datapath (16 bits, ranges calibrated on the 500
+//! training images), top-1 agrees with the float model on at least 99.8 % of the test
+//! images and no output is off by more than 1 % of the largest.
 
 mod common;
 
@@ -66,7 +69,8 @@ fn check_file(name: &str, model: &str) {
     let golden = npy::read_f32(&data.join(format!("golden/{name}.npy"))).unwrap();
 
     let board = hassc::board::Board::resolve("zcu102").unwrap();
-    let bytes = hassc::compile(&model, &board, &Default::default()).unwrap().artifact;
+    let float = hassc::CompileOptions { datapath: hassc::quantize::Datapath::Float, ..Default::default() };
+    let bytes = hassc::compile(&model, &board, &float).unwrap().artifact;
     let plan = hass_runtime::load_bytes(&bytes).unwrap();
     let outputs = hass_runtime::run(&plan, &images).unwrap().remove(0);
     assert_eq!(outputs.shape(), golden.shape(), "{name}: output shape");
@@ -80,6 +84,18 @@ fn check_file(name: &str, model: &str) {
     let tract = tract_top1(&model, &images);
     let differing: Vec<usize> = (0..ours.len()).filter(|&i| ours[i] != tract[i]).collect();
     assert!(differing.is_empty(), "{name}: top-1 differs from tract on images {differing:?}");
+
+    let calibration = npy::read_f32(&data.join("inputs/fmnist_train_500.npy")).unwrap();
+    let fixed_options = hassc::CompileOptions { calibration: Some(calibration.into()), ..Default::default() };
+    let fixed_plan =
+        hass_runtime::load_bytes(&hassc::compile(&model, &board, &fixed_options).unwrap().artifact).unwrap();
+    let fixed = hass_runtime::run(&fixed_plan, &images).unwrap().remove(0);
+    let fixed_top1: Vec<usize> = fixed.data().chunks_exact(classes).map(argmax).collect();
+    let agreeing = (0..ours.len()).filter(|&i| fixed_top1[i] == ours[i]).count();
+    assert!(agreeing * 1000 >= 998 * ours.len(), "{name}: 16-bit top-1 agrees with float on {agreeing} images");
+    let scale = outputs.data().iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = fixed.data().iter().zip(outputs.data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 0.01 * scale, "{name}: 16-bit outputs are off by up to {worst} (largest output {scale})");
 }
 
 #[test]

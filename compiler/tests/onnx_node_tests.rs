@@ -78,7 +78,9 @@ fn compile(dir: &Path) -> Result<Compiled, String> {
     let bytes = with_constant_weights(dir)?;
     let mut graph = hassc::frontend::import_bytes(&bytes, None, "node").map_err(|e| e.to_string())?;
     hassc::passes::run_pipeline(&mut graph).map_err(|e| e.to_string())?;
-    let artifact = hassc::compile_graph(graph, &board, &Default::default()).map_err(|e| e.to_string())?.artifact;
+    // The float datapath: these tests pin ONNX semantics at float tolerances.
+    let float = hassc::CompileOptions { datapath: hassc::quantize::Datapath::Float, ..Default::default() };
+    let artifact = hassc::compile_graph(graph, &board, &float).map_err(|e| e.to_string())?.artifact;
     let (shape, input) = tensor(&dir.join("test_data_set_0/input_0.pb"))?;
     let (_, expected) = tensor(&dir.join("test_data_set_0/output_0.pb"))?;
     Ok(Compiled { artifact, shape, input, expected })

@@ -5,6 +5,7 @@ mod common;
 
 use common::{test_images as images, testdata};
 use hassc::board::Board;
+use hassc::quantize::Datapath;
 use hassc::report::{report, DesignReport};
 use hassc::sparsity::{LayerKnobs, SparsityConfig};
 use hassc::CompileOptions;
@@ -111,7 +112,9 @@ fn tract_outputs(bytes: &[u8], x: &hass_runtime::Tensor) -> Vec<f32> {
 fn emitted_onnx_of_the_pruned_thresholded_model_runs_in_tract_like_the_artifact() {
     let x = images(100);
     for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
-        let options = CompileOptions { pruning: knobs(0.7, Some(0.05)), ..Default::default() };
+        // The float datapath: the emitted ONNX is float.
+        let options =
+            CompileOptions { pruning: knobs(0.7, Some(0.05)), datapath: Datapath::Float, ..Default::default() };
         let (_, c) = compile(model, options);
         let ours = hass_runtime::run(&hass_runtime::load_bytes(&c.artifact).unwrap(), &x).unwrap().remove(0);
         let reference = tract_outputs(&c.to_onnx().unwrap(), &x);

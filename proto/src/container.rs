@@ -22,9 +22,10 @@ use prost::Message;
 /// First eight bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"HASSART\0";
 /// The artifact format version this crate writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this crate reads. Version 1 lacks activation thresholds;
-/// its files read as version 2 files without them.
+/// its files read as version 2 files without them. Version 3 adds the fixed-point datapath;
+/// files of versions 1 and 2 are float32 throughout.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 
 const FIXED_HEADER_BYTES: usize = 16;
@@ -271,8 +272,11 @@ mod tests {
     #[test]
     fn newer_version_is_named() {
         let mut bytes = sample();
-        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, ContainerError::UnsupportedVersion { found: 3, supported: 2 }), "{err}");
+        assert!(
+            matches!(err, ContainerError::UnsupportedVersion { found, supported: FORMAT_VERSION } if found == FORMAT_VERSION + 1),
+            "{err}"
+        );
     }
 }

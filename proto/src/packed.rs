@@ -48,10 +48,14 @@ pub fn pack(values: &[i64], bits: u32) -> Vec<u8> {
 /// Unpack `count` values of `bits` from exactly [`packed_len`] bytes (padding must be 0).
 pub fn unpack(bytes: &[u8], count: usize, bits: u32) -> Result<Vec<i64>, DecodeError> {
     if bytes.len() != packed_len(count, bits) {
-        return err(format!("{count} values of {bits} bits take {} bytes, not {}", packed_len(count, bits), bytes.len()));
+        return err(format!(
+            "{count} values of {bits} bits take {} bytes, not {}",
+            packed_len(count, bits),
+            bytes.len()
+        ));
     }
     let used = count * bits as usize;
-    if used % 8 != 0 && bytes[used / 8] >> (used % 8) != 0 {
+    if !used.is_multiple_of(8) && bytes[used / 8] >> (used % 8) != 0 {
         return err("packed values have non-zero padding");
     }
     Ok((0..count)
@@ -190,12 +194,13 @@ pub fn decode(
             let stored = unpack(&bytes[values_at..], nnz, bits)?;
             let mut out = vec![0; count];
             for r in 0..rows {
-                for k in starts[r] as usize..starts[r + 1] as usize {
+                let range = starts[r] as usize..starts[r + 1] as usize;
+                for (k, &value) in range.clone().zip(&stored[range]) {
                     let c = u32_at(bytes, columns_at + 4 * k).expect("length checked") as usize;
                     if c >= cols {
                         return err(format!("column {c} out of {cols}"));
                     }
-                    out[r * cols + c] = stored[k];
+                    out[r * cols + c] = value;
                 }
             }
             Ok(out)

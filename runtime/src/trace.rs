@@ -5,7 +5,7 @@
 //! not read from `i`), and shares them with the trace it came from instead of copying.
 
 use crate::exec::{batch_of, input_values, run_layer};
-use crate::plan::Plan;
+use crate::plan::{Layer, Plan};
 use crate::{RuntimeError, Tensor};
 use std::sync::Arc;
 
@@ -45,9 +45,15 @@ impl Trace {
     }
 
     fn compute(&self, plan: &Plan, layer: usize) -> Vec<f32> {
-        let l = &plan.layers[layer];
-        let inputs: Vec<&[f32]> = l.inputs.iter().map(|&v| self.values[v].as_slice()).collect();
-        run_layer(plan, l, &inputs, self.batch)
+        self.compute_layer(plan, &plan.layers[layer])
+    }
+
+    /// `layer` (a variant of one of `plan`'s layers, reading the same values) computed on
+    /// this trace's values, e.g. a layer without its activation to see what the activation
+    /// reads.
+    pub fn compute_layer(&self, plan: &Plan, layer: &Layer) -> Vec<f32> {
+        let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| self.values[v].as_slice()).collect();
+        run_layer(plan, layer, &inputs, self.batch)
     }
 
     /// Images in the batch.
@@ -69,7 +75,7 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Conv, Layer, Op};
+    use crate::plan::{Conv, Op};
 
     fn conv(weight: f32) -> Layer {
         Layer {

@@ -29,17 +29,20 @@ fn assert_fails(out: &Output, needles: &[&str]) {
 
 #[test]
 fn runs_the_artifact_and_matches_onnxruntime() {
-    matches_onnxruntime(&artifact());
+    // Version 3 holds the 16-bit fixed-point datapath: within 0.1 % of the float outputs.
+    matches_onnxruntime(&artifact(), 1e-3);
 }
 
 #[test]
 fn every_older_format_version_still_runs() {
     for version in hass_proto::MIN_FORMAT_VERSION..hass_proto::FORMAT_VERSION {
-        matches_onnxruntime(&testdata(&format!("artifacts/fmnist_cnn_op13.v{version}.hass")));
+        // Versions 1 and 2 are float32: onnxruntime's outputs up to rounding.
+        matches_onnxruntime(&testdata(&format!("artifacts/fmnist_cnn_op13.v{version}.hass")), 1e-4);
     }
 }
 
-fn matches_onnxruntime(artifact: &Path) {
+/// Outputs within `tolerance` of the largest golden output.
+fn matches_onnxruntime(artifact: &Path, tolerance: f32) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.npy");
     let images = testdata("inputs/fmnist_test_1000.npy");
@@ -51,7 +54,7 @@ fn matches_onnxruntime(artifact: &Path) {
     assert_eq!(ours.shape(), golden.shape());
     let scale = golden.data().iter().fold(0f32, |m, v| m.max(v.abs()));
     for (a, b) in ours.data().iter().zip(golden.data()) {
-        assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
+        assert!((a - b).abs() <= tolerance * scale, "{a} vs {b}");
     }
 }
 

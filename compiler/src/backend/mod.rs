@@ -2,19 +2,31 @@
 //!
 //! Layers are emitted in the graph's deterministic topological order; weights in the
 //! order layers reference them. Value ids: 0 is the input, `i + 1` the output of layer `i`.
+//! With a [`Quantization`], the artifact holds the fixed-point datapath (`fixed.rs`):
+//! integer weights and every format; without, float32 weights.
+
+mod fixed;
 
 use crate::board::Board;
 use crate::design::LayerHardware;
+use crate::error::Result;
 use crate::hw::cost::Placement;
 use crate::ir::{Activation, EltwiseKind, Graph, NodeId, Op, Padding, PoolKind, WeightId};
+use crate::quantize::Quantization;
 use hass_proto as pb;
 use std::collections::HashMap;
 
 /// The artifact bytes for `graph`, compiled for `board`, with each layer's hardware from
-/// `hardware` (layers it does not name get no parallelism). Same inputs, same bytes.
-pub fn emit(graph: &Graph, board: &Board, hardware: &HashMap<NodeId, LayerHardware>) -> Vec<u8> {
-    let (schedule, weights) = lower(graph, board, hardware);
-    pb::encode(&schedule, &weights)
+/// `hardware` (layers it does not name get no parallelism), on the fixed-point datapath
+/// when `quantization` is given. Same inputs, same bytes.
+pub fn emit(
+    graph: &Graph,
+    board: &Board,
+    hardware: &HashMap<NodeId, LayerHardware>,
+    quantization: Option<&Quantization>,
+) -> Result<Vec<u8>> {
+    let (schedule, weights) = lower(graph, board, hardware, quantization)?;
+    Ok(pb::encode(&schedule, &weights))
 }
 
 fn folding(hw: Option<&LayerHardware>) -> pb::Folding {
@@ -40,7 +52,12 @@ fn folding(hw: Option<&LayerHardware>) -> pb::Folding {
 }
 
 /// The schedule and weights section for `graph`.
-pub fn lower(graph: &Graph, board: &Board, hardware: &HashMap<NodeId, LayerHardware>) -> (pb::Schedule, Vec<u8>) {
+pub fn lower(
+    graph: &Graph,
+    board: &Board,
+    hardware: &HashMap<NodeId, LayerHardware>,
+    quantization: Option<&Quantization>,
+) -> Result<(pb::Schedule, Vec<u8>)> {
     let mut writer = pb::WeightsWriter::default();
     let layers_in_order = graph.layers();
     let mut value_of: HashMap<_, u32> = HashMap::from([(graph.input, 0)]);
@@ -48,12 +65,19 @@ pub fn lower(graph: &Graph, board: &Board, hardware: &HashMap<NodeId, LayerHardw
     for (i, &id) in layers_in_order.iter().enumerate() {
         let node = graph.node(id);
         let inputs = graph.inputs_of(id).iter().map(|n| value_of[n]).collect();
-        let op = lower_op(graph, &node.op, graph.shape(id), &mut writer);
+        let (op, fixed) = match quantization {
+            Some(q) => {
+                let (op, record) = fixed::lower_op(graph, id, q, &mut writer)?;
+                (op, Some(record))
+            }
+            None => (lower_op(graph, &node.op, graph.shape(id), &mut writer), None),
+        };
         layers.push(pb::Layer {
             name: node.name.clone(),
             inputs,
             output: Some(tensor_type(graph.shape(id))),
             folding: Some(folding(hardware.get(&id))),
+            fixed,
             op: Some(op),
         });
         value_of.insert(id, i as u32 + 1);
@@ -65,8 +89,9 @@ pub fn lower(graph: &Graph, board: &Board, hardware: &HashMap<NodeId, LayerHardw
         input: Some(tensor_type(graph.shape(graph.input))),
         layers,
         outputs: graph.outputs.iter().map(|o| value_of[o]).collect(),
+        input_format: quantization.map(|q| fixed::format(q.input)),
     };
-    (schedule, writer.into_bytes())
+    Ok((schedule, writer.into_bytes()))
 }
 
 fn tensor_type(shape: &[usize]) -> pb::TensorType {
@@ -97,12 +122,12 @@ fn pair(v: [usize; 2]) -> Vec<u32> {
     v.iter().map(|&d| d as u32).collect()
 }
 
+/// The float datapath's layer: float32 weights, in their smallest encoding (biases and
+/// per-channel factors dense).
 fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) -> pb::layer::Op {
-    use pb::layer::Op as P;
-    // Weights go in their smallest encoding; biases and per-channel factors stay dense.
-    let mut weight = |id: WeightId, sparse: bool| {
+    let push = |w: &mut pb::WeightsWriter, id: WeightId, encoded: bool| {
         let t = graph.weights.tensor(id);
-        if sparse {
+        if encoded {
             w.push_encoded(&t.shape, &t.data)
         } else {
             w.push_f32(&t.shape, &t.data)
@@ -110,18 +135,38 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
     };
     // Conv and Dense outputs have a channel axis (their shape rules say so); others may not.
     let channels = shape.first().copied().unwrap_or(1);
+    let with_bias = |w: &mut pb::WeightsWriter, weight: WeightId, bias: Option<WeightId>| {
+        let weight = push(w, weight, true);
+        let bias = match bias {
+            Some(b) => push(w, b, false),
+            None => w.push_f32(&[channels], &vec![0.0; channels]),
+        };
+        (weight, bias)
+    };
+    let refs = match op {
+        Op::Conv(c) => Some(with_bias(w, c.weight, c.bias)),
+        Op::Dense(d) => Some(with_bias(w, d.weight, d.bias)),
+        Op::ScaleShift(s) => Some((push(w, s.scale, false), push(w, s.shift, false))),
+        _ => None,
+    };
+    layer_op(graph, op, refs)
+}
+
+/// The schedule's form of `op`, given its (weight, bias) references where it has weights
+/// (ScaleShift: scale, shift).
+fn layer_op(graph: &Graph, op: &Op, refs: Option<(pb::WeightRef, pb::WeightRef)>) -> pb::layer::Op {
+    use pb::layer::Op as P;
+    let (weight_ref, bias) = match refs {
+        Some((w, b)) => (Some(w), Some(b)),
+        None => (None, None),
+    };
     match op {
         Op::Conv(c) => {
             let wt = graph.weights.tensor(c.weight);
             let kernel = vec![wt.shape[2] as u32, wt.shape[3] as u32];
-            let weight_ref = weight(c.weight, true);
-            let bias = match c.bias {
-                Some(b) => weight(b, false),
-                None => w.push_f32(&[channels], &vec![0.0; channels]),
-            };
             P::Conv(pb::Conv {
-                weight: Some(weight_ref),
-                bias: Some(bias),
+                weight: weight_ref,
+                bias,
                 kernel,
                 stride: pair(c.stride),
                 dilation: pair(c.dilation),
@@ -131,19 +176,12 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
                 input_threshold: c.input_threshold,
             })
         }
-        Op::Dense(d) => {
-            let weight_ref = weight(d.weight, true);
-            let bias = match d.bias {
-                Some(b) => weight(b, false),
-                None => w.push_f32(&[channels], &vec![0.0; channels]),
-            };
-            P::Dense(pb::Dense {
-                weight: Some(weight_ref),
-                bias: Some(bias),
-                activation: activation(d.activation),
-                input_threshold: d.input_threshold,
-            })
-        }
+        Op::Dense(d) => P::Dense(pb::Dense {
+            weight: weight_ref,
+            bias,
+            activation: activation(d.activation),
+            input_threshold: d.input_threshold,
+        }),
         Op::Pool(p) => P::Pool(pb::Pool {
             kind: match p.kind {
                 PoolKind::Max => pb::PoolKind::Max,
@@ -164,11 +202,9 @@ fn lower_op(graph: &Graph, op: &Op, shape: &[usize], w: &mut pb::WeightsWriter) 
             } as i32,
             activation: activation(*a),
         }),
-        Op::ScaleShift(s) => P::ScaleShift(pb::ScaleShift {
-            scale: Some(weight(s.scale, false)),
-            shift: Some(weight(s.shift, false)),
-            activation: activation(s.activation),
-        }),
+        Op::ScaleShift(s) => {
+            P::ScaleShift(pb::ScaleShift { scale: weight_ref, shift: bias, activation: activation(s.activation) })
+        }
         Op::Activation(a) => P::Activation(activation(Some(*a)).expect("Some in, Some out")),
         Op::Concat { .. } => P::Concat(pb::Concat {}),
         Op::Reshape(_) => P::Reshape(pb::Reshape {}),

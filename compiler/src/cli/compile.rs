@@ -1,7 +1,7 @@
 //! `hassc MODEL --target BOARD [-o OUT] [--report R.json]`: compile a model into an artifact
 //! and say what the design achieves.
 
-use super::values::{AllocatorArg, ObjectiveArg, StrategyArg};
+use super::values::{AllocatorArg, DatapathArg, ObjectiveArg, StrategyArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use hass_runtime::output::Outputs;
@@ -37,12 +37,16 @@ pub struct CompileArgs {
     /// Per-layer product sparsity: a TOML or JSON table of layer name = value.
     #[arg(long, value_name = "FILE")]
     assume_sparsity_file: Option<PathBuf>,
-    /// Weight width in bits (16, 8 or 4 per DSP packing).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=32))]
+    /// Weight width in bits, 2 to 16 (formats per output channel, from the weights' range).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=16))]
     weight_bits: u32,
-    /// Activation width in bits.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=32))]
+    /// Activation width in bits, 2 to 16 (formats per stream, from ranges measured on --calib).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=16))]
     activation_bits: u32,
+    /// The arithmetic the artifact holds: `fixed` is what the accelerator computes at
+    /// --weight-bits/--activation-bits; `float` is the float32 reference.
+    #[arg(long, value_enum, default_value_t = DatapathArg::Fixed)]
+    datapath: DatapathArg,
     /// Batch size for the batched throughput (pipeline fill, reconfiguration).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
@@ -212,6 +216,7 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
         },
         pruning,
         calibration,
+        datapath: args.datapath.into(),
     };
     let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let out = args.output.clone().unwrap_or_else(|| model.with_extension("hass"));

@@ -3,6 +3,7 @@
 
 use clap::ValueEnum;
 use hassc::alloc::Allocator;
+use hassc::quantize::Datapath;
 use hassc::search::{Objective, Strategy};
 
 /// `--allocator`.
@@ -19,6 +20,24 @@ impl From<AllocatorArg> for Allocator {
         match a {
             AllocatorArg::Exact => Allocator::Exact,
             AllocatorArg::Greedy => Allocator::Greedy,
+        }
+    }
+}
+
+/// `--datapath`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatapathArg {
+    /// Fixed point, as the accelerator computes (default).
+    Fixed,
+    /// Float32, the reference.
+    Float,
+}
+
+impl From<DatapathArg> for Datapath {
+    fn from(d: DatapathArg) -> Self {
+        match d {
+            DatapathArg::Fixed => Datapath::Fixed,
+            DatapathArg::Float => Datapath::Float,
         }
     }
 }

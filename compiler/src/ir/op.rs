@@ -180,6 +180,18 @@ impl Op {
         }
     }
 
+    /// The activation the op applies (fused, or the op itself).
+    pub fn activation(&self) -> Option<Activation> {
+        match self {
+            Op::Conv(c) => c.activation,
+            Op::Dense(d) => d.activation,
+            Op::Eltwise { activation, .. } => *activation,
+            Op::ScaleShift(s) => s.activation,
+            Op::Activation(a) => Some(*a),
+            _ => None,
+        }
+    }
+
     /// How many inputs the op takes: `None` means one or more.
     pub fn arity(&self) -> Option<usize> {
         match self {

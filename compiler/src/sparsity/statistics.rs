@@ -7,6 +7,7 @@ use crate::board::Board;
 use crate::error::{CompileError, Result};
 use crate::hw::sparse::LayerSparsity;
 use crate::ir::{Graph, Op};
+use crate::quantize::Quantization;
 use std::collections::BTreeMap;
 
 /// Per conv and fully connected layer, histograms of zero weights per window and filter.
@@ -57,9 +58,10 @@ pub fn measured(
     graph: &Graph,
     board: &Board,
     images: &hass_runtime::Tensor,
+    quantization: Option<&Quantization>,
 ) -> Result<BTreeMap<String, LayerSparsity>> {
     let _span = tracing::info_span!("calibrate", images = images.batch()).entered();
-    let plan = calibration_plan(graph, board, images)?;
+    let plan = calibration_plan(graph, board, images, quantization)?;
     let masks = hass_runtime::stats::measure_window_masks(&plan, images)?;
     Ok(masks
         .into_iter()
@@ -67,10 +69,15 @@ pub fn measured(
         .collect())
 }
 
-/// The runtime plan of `graph` (as the backend writes it) that calibration runs, after
-/// checking that `images` fit its input.
-pub fn calibration_plan(graph: &Graph, board: &Board, images: &hass_runtime::Tensor) -> Result<hass_runtime::Plan> {
-    let bytes = crate::backend::emit(graph, board, &Default::default());
+/// The runtime plan of `graph` (as the backend writes it, on the fixed-point datapath with
+/// `quantization`) that calibration runs, after checking that `images` fit its input.
+pub fn calibration_plan(
+    graph: &Graph,
+    board: &Board,
+    images: &hass_runtime::Tensor,
+    quantization: Option<&Quantization>,
+) -> Result<hass_runtime::Plan> {
+    let bytes = crate::backend::emit(graph, board, &Default::default(), quantization)?;
     let plan = hass_runtime::load_bytes(&bytes)
         .map_err(|e| CompileError::internal(format!("the runtime rejects the artifact the backend wrote: {e}")))?;
     if images.shape().get(1..) != Some(plan.input_shape.as_slice()) {

@@ -35,8 +35,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     let x = formats[0];
     match &layer.op {
         Op::Conv(conv) => per_image(out, &|n, o| {
-            let input: Vec<f64> =
-                thresholded(image(0, n), conv.input_threshold).iter().map(|&v| v as f64).collect();
+            let input: Vec<f64> = thresholded(image(0, n), conv.input_threshold).iter().map(|&v| v as f64).collect();
             let mut acc = vec![0.0f64; out_len];
             accumulate(conv, &channels().weight, &input, hw(in_shape(0)), &mut acc, hw(out_shape));
             let pixels = out_len / conv.c_out;

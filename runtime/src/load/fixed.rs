@@ -2,7 +2,7 @@
 //! accumulator, each checked against the contract (ARCHITECTURE.md, "Datapath") before any
 //! kernel runs.
 
-use super::{tensor_bytes, LayerIn};
+use super::{tensor_bytes, LayerIn, Weighted};
 use crate::error::invalid;
 use crate::plan::{Activation, FixedChannels, Format, MAX_EXACT_ACCUMULATOR_BITS};
 use crate::RuntimeError;
@@ -25,7 +25,12 @@ pub(super) fn needs_pre_activation(activation: Option<Activation>) -> bool {
 }
 
 /// An integer tensor: `(values, bits)`.
-fn ints(l: &LayerIn, what: &str, r: Option<&pb::WeightRef>, expected: &[usize]) -> Result<(Vec<i64>, u32), RuntimeError> {
+fn ints(
+    l: &LayerIn,
+    what: &str,
+    r: Option<&pb::WeightRef>,
+    expected: &[usize],
+) -> Result<(Vec<i64>, u32), RuntimeError> {
     let (r, encoding, bytes) = tensor_bytes(l, what, r, expected)?;
     if r.dtype != pb::DataType::Int as i32 {
         return Err(invalid(l.name, format!("{what} is not an integer tensor, as the fixed-point datapath needs")));
@@ -37,15 +42,15 @@ fn ints(l: &LayerIn, what: &str, r: Option<&pb::WeightRef>, expected: &[usize]) 
 }
 
 /// A Conv's, Dense's or ScaleShift's integer weights (`shape`, output channels first) and
-/// biases, checked against the layer's record: the weights dequantized (`f32`, exact), the
-/// biases dequantized, and the accumulator side for the kernels.
+/// biases, checked against the layer's record: both dequantized (`f32`, exact), and the
+/// accumulator side for the kernels.
 pub(super) fn channels(
     l: &LayerIn,
     (weight_name, bias_name): (&str, &str),
     weight: Option<&pb::WeightRef>,
     bias: Option<&pb::WeightRef>,
     shape: &[usize],
-) -> Result<(Vec<f32>, Vec<f32>, FixedChannels), RuntimeError> {
+) -> Result<Weighted, RuntimeError> {
     let (record, input) = match (l.fixed, l.input_formats.first()) {
         (Some(record), Some(&input)) => (record, input),
         _ => return Err(invalid(l.name, "fixed-point weights outside a fixed-point layer")),
@@ -58,10 +63,7 @@ pub(super) fn channels(
     }
     let weight_frac: Vec<i32> = record.weight_frac.clone();
     if weight_frac.len() != c_out || weight_frac.iter().any(|f| !fixed::FRAC_RANGE.contains(f)) {
-        return Err(invalid(
-            l.name,
-            format!("needs {c_out} weight fractional-bit counts in {:?}", fixed::FRAC_RANGE),
-        ));
+        return Err(invalid(l.name, format!("needs {c_out} weight fractional-bit counts in {:?}", fixed::FRAC_RANGE)));
     }
     let needed = fixed::accumulator_bits(weight_bits, input.bits, fan_in as u64);
     if record.accumulator_bits != needed {
@@ -74,11 +76,17 @@ pub(super) fn channels(
         ));
     }
     if needed > MAX_EXACT_ACCUMULATOR_BITS {
-        return Err(invalid(l.name, format!("needs a {needed}-bit accumulator; this runtime computes up to {MAX_EXACT_ACCUMULATOR_BITS}")));
+        return Err(invalid(
+            l.name,
+            format!("needs a {needed}-bit accumulator; this runtime computes up to {MAX_EXACT_ACCUMULATOR_BITS}"),
+        ));
     }
     let (biases, bias_bits) = ints(l, bias_name, bias, &[c_out])?;
     if bias_bits != needed - 1 {
-        return Err(invalid(l.name, format!("{bias_name} has {bias_bits}-bit values; the contract says {}", needed - 1)));
+        return Err(invalid(
+            l.name,
+            format!("{bias_name} has {bias_bits}-bit values; the contract says {}", needed - 1),
+        ));
     }
     let mut dequantized = Vec::with_capacity(weights.len());
     let mut exact = Vec::with_capacity(weights.len());
@@ -92,7 +100,140 @@ pub(super) fn channels(
         .zip(&weight_frac)
         .map(|(&b, &frac)| Format { bits: bias_bits, frac: input.frac + frac }.to_f64(b) as f32)
         .collect();
-    let channels =
-        FixedChannels { weight: exact, weight_frac, bias: biases, accumulator_bits: needed };
-    Ok((dequantized, bias_real, channels))
+    let channels = FixedChannels { weight: exact, weight_frac, bias: biases, accumulator_bits: needed };
+    Ok(Weighted { weight: dequantized, bias: bias_real, channels: Some(channels) })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loader's fixed-point checks, one broken field at a time, on the same small
+    //! network as the float tests (`[2, 4, 4]` -> 3x3 conv -> reshape -> dense 5), in 8 bits.
+    use super::*;
+    use crate::plan::Plan;
+
+    fn format(bits: u32, frac: i32) -> Option<pb::FixedFormat> {
+        Some(pb::FixedFormat { bits, frac })
+    }
+
+    fn record(output: Option<pb::FixedFormat>, weight_frac: Vec<i32>, accumulator_bits: u32) -> Option<pb::FixedPoint> {
+        Some(pb::FixedPoint { output, pre_activation: None, weight_frac, accumulator_bits })
+    }
+
+    /// Input at (8, 4); conv weights 0.5 at (8, 6), 21-bit accumulator, output (8, 3);
+    /// dense weights 0.25 at (8, 5), 22-bit accumulator, bias 1, output (12, 4).
+    fn valid() -> (pb::Schedule, Vec<u8>) {
+        let mut w = hass_proto::WeightsWriter::default();
+        let conv = pb::Conv {
+            weight: Some(w.push_ints(&[3, 2, 3, 3], &[32; 54], 8)),
+            bias: Some(w.push_ints(&[3], &[0; 3], 20)),
+            kernel: vec![3, 3],
+            stride: vec![1, 1],
+            dilation: vec![1, 1],
+            pads: vec![1; 4],
+            groups: 1,
+            activation: None,
+            input_threshold: None,
+        };
+        // Bias 1.0 at the accumulator's binary point, 3 + 5 fractional bits.
+        let dense = pb::Dense {
+            weight: Some(w.push_ints(&[5, 48], &[8; 240], 8)),
+            bias: Some(w.push_ints(&[5], &[256; 5], 21)),
+            activation: None,
+            input_threshold: None,
+        };
+        use pb::layer::Op as P;
+        let folding =
+            pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1, spatial: 1, ..Default::default() };
+        let layer = |name: &str, inputs: u32, output: &[u32], op: P, fixed| pb::Layer {
+            name: name.into(),
+            inputs: vec![inputs],
+            output: Some(pb::TensorType { shape: output.to_vec(), dtype: pb::DataType::F32 as i32 }),
+            folding: Some(folding.clone()),
+            op: Some(op),
+            fixed,
+        };
+        let schedule = pb::Schedule {
+            model: "m".into(),
+            input: Some(pb::TensorType { shape: vec![2, 4, 4], dtype: pb::DataType::F32 as i32 }),
+            layers: vec![
+                layer("conv", 0, &[3, 4, 4], P::Conv(conv), record(format(8, 3), vec![6; 3], 21)),
+                layer("flat", 1, &[48], P::Reshape(pb::Reshape {}), record(format(8, 3), vec![], 0)),
+                layer("fc", 2, &[5], P::Dense(dense), record(format(12, 4), vec![5; 5], 22)),
+            ],
+            outputs: vec![3],
+            input_format: format(8, 4),
+            ..Default::default()
+        };
+        (schedule, w.into_bytes())
+    }
+
+    fn load(schedule: &pb::Schedule, weights: &[u8]) -> Result<Plan, RuntimeError> {
+        crate::load_bytes(&hass_proto::encode(schedule, weights))
+    }
+
+    #[test]
+    fn the_valid_fixed_schedule_computes_exactly() {
+        let (s, w) = valid();
+        let plan = load(&s, &w).unwrap();
+        // Ones in: the conv gives 4, 6 or 9 per pixel (corner, edge, inside), 100 per
+        // channel; the dense layer 0.25 * 300 + 1 = 76, every value exact in its format.
+        let out = crate::run(&plan, &crate::Tensor::new(vec![1, 2, 4, 4], vec![1.0; 32]).unwrap()).unwrap();
+        assert_eq!(out[0].data(), [76.0; 5]);
+        // An input between two steps of (8, 4) rounds half to even: 1.03125 -> 1.0.
+        let out = crate::run(&plan, &crate::Tensor::new(vec![1, 2, 4, 4], vec![1.03125; 32]).unwrap()).unwrap();
+        assert_eq!(out[0].data(), [76.0; 5]);
+    }
+
+    #[test]
+    fn every_broken_fixed_point_field_is_named() {
+        fn fixed(s: &mut pb::Schedule, layer: usize) -> &mut pb::FixedPoint {
+            s.layers[layer].fixed.as_mut().unwrap()
+        }
+        type Break = fn(&mut pb::Schedule, &mut Vec<u8>);
+        let cases: &[(&str, Break, &str)] = &[
+            ("input bits", |s, _| s.input_format = format(17, 4), "input format has 17 bits"),
+            ("input frac", |s, _| s.input_format = format(8, 99), "99 fractional bits is outside"),
+            ("float input", |s, _| s.input_format = None, "mixes the fixed-point and float datapaths"),
+            ("float layer", |s, _| s.layers[1].fixed = None, "mixes the fixed-point and float datapaths"),
+            ("no output", |s, _| fixed(s, 0).output = None, "has no output format"),
+            ("reshape", |s, _| fixed(s, 1).output = format(8, 2), "a reshape must keep its input's format"),
+            ("fracs", |s, _| fixed(s, 0).weight_frac = vec![6; 2], "needs 3 weight fractional-bit counts"),
+            ("frac range", |s, _| fixed(s, 2).weight_frac[4] = -40, "needs 5 weight fractional-bit counts"),
+            ("accumulator", |s, _| fixed(s, 0).accumulator_bits = 32, "records a 32-bit accumulator"),
+            ("bias bits", |s, _| fixed(s, 0).accumulator_bits = 20, "records a 20-bit accumulator; 8-bit weights"),
+            (
+                "float weights",
+                |s, _| match s.layers[0].op.as_mut() {
+                    Some(pb::layer::Op::Conv(c)) => c.weight.as_mut().unwrap().dtype = pb::DataType::F32 as i32,
+                    _ => unreachable!(),
+                },
+                "weight is not an integer tensor",
+            ),
+            (
+                "weight bits",
+                |s, _| match s.layers[2].op.as_mut() {
+                    Some(pb::layer::Op::Dense(d)) => d.bias.as_mut().unwrap().bits = 20,
+                    _ => unreachable!(),
+                },
+                "bias",
+            ),
+            (
+                "pre-activation",
+                |s, _| match s.layers[0].op.as_mut() {
+                    Some(pb::layer::Op::Conv(c)) => {
+                        c.activation =
+                            Some(pb::Activation { kind: Some(pb::activation::Kind::HardSwish(pb::HardSwish {})) })
+                    }
+                    _ => unreachable!(),
+                },
+                "has no pre-activation format",
+            ),
+        ];
+        for (case, break_it, expected) in cases {
+            let (mut s, mut w) = valid();
+            break_it(&mut s, &mut w);
+            let err = load(&s, &w).expect_err(case).to_string();
+            assert!(err.contains(expected), "{case}: {err}");
+        }
+    }
 }

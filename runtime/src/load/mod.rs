@@ -5,8 +5,8 @@ mod fixed;
 
 use crate::error::invalid;
 use crate::plan::{
-    Activation, ActivationUnit, Conv, Dense, EltwiseKind, Fixed, FixedChannels, Format, Hardware, Layer, Op, Plan, Pool,
-    PoolKind,
+    Activation, ActivationUnit, Conv, Dense, EltwiseKind, Fixed, FixedChannels, Format, Hardware, Layer, Op, Plan,
+    Pool, PoolKind,
 };
 use crate::sparse_rows::SparseRows;
 use crate::RuntimeError;
@@ -85,7 +85,12 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
 /// A fixed-point layer's formats and activation unit, checked: its output format, and the
 /// pre-activation format where its activation reads one (a stand-alone activation reads its
 /// input's). A Reshape keeps its input's format.
-fn fixed_layer(l: &LayerIn, record: &pb::FixedPoint, op: &Op, channels: Option<FixedChannels>) -> Result<Fixed, RuntimeError> {
+fn fixed_layer(
+    l: &LayerIn,
+    record: &pb::FixedPoint,
+    op: &Op,
+    channels: Option<FixedChannels>,
+) -> Result<Fixed, RuntimeError> {
     let out = fixed::data_format(l.name, "output", record.output.as_ref())?;
     let activation = op.activation();
     let pre = match op {
@@ -173,7 +178,12 @@ fn tensor_bytes<'a>(
 }
 
 /// A float32 tensor of the float datapath.
-fn weights_f32(l: &LayerIn, what: &str, r: Option<&pb::WeightRef>, expected: &[usize]) -> Result<Vec<f32>, RuntimeError> {
+fn weights_f32(
+    l: &LayerIn,
+    what: &str,
+    r: Option<&pb::WeightRef>,
+    expected: &[usize],
+) -> Result<Vec<f32>, RuntimeError> {
     let (r, encoding, bytes) = tensor_bytes(l, what, r, expected)?;
     if r.dtype != pb::DataType::F32 as i32 {
         return Err(invalid(l.name, format!("{what} has data type {}; a float layer needs float32", r.dtype)));
@@ -183,21 +193,29 @@ fn weights_f32(l: &LayerIn, what: &str, r: Option<&pb::WeightRef>, expected: &[u
         .map_err(|e| invalid(l.name, format!("{what}: {e}")))
 }
 
-/// A layer's weights and biases (`shape` output channels first) on either datapath: the
-/// values as `f32` (exact dequantized integers on the fixed-point one), and the fixed-point
-/// accumulator side.
+/// A layer's weights and biases on either datapath.
+struct Weighted {
+    /// The weights as `f32` (exact dequantized integers on the fixed-point datapath).
+    weight: Vec<f32>,
+    /// The biases as `f32`.
+    bias: Vec<f32>,
+    /// The fixed-point accumulator side.
+    channels: Option<FixedChannels>,
+}
+
+/// A layer's weights and biases (`shape` output channels first) on either datapath.
 fn weights_and_biases(
     l: &LayerIn,
     names: (&str, &str),
     weight: Option<&pb::WeightRef>,
     bias: Option<&pb::WeightRef>,
     shape: &[usize],
-) -> Result<(Vec<f32>, Vec<f32>, Option<FixedChannels>), RuntimeError> {
+) -> Result<Weighted, RuntimeError> {
     if l.fixed.is_some() {
-        let (w, b, channels) = fixed::channels(l, names, weight, bias, shape)?;
-        return Ok((w, b, Some(channels)));
+        return fixed::channels(l, names, weight, bias, shape);
     }
-    Ok((weights_f32(l, names.0, weight, shape)?, weights_f32(l, names.1, bias, &shape[..1])?, None))
+    let weight = weights_f32(l, names.0, weight, shape)?;
+    Ok(Weighted { weight, bias: weights_f32(l, names.1, bias, &shape[..1])?, channels: None })
 }
 
 fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activation>, RuntimeError> {
@@ -317,7 +335,7 @@ fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
         return Err(invalid(l.name, format!("groups {groups} must divide C_in {c_in} and C_out {c_out}")));
     }
     let shape = [c_out, c_in / groups, kernel[0], kernel[1]];
-    let (weight, bias, channels) =
+    let Weighted { weight, bias, channels } =
         weights_and_biases(l, ("weight", "bias"), c.weight.as_ref(), c.bias.as_ref(), &shape)?;
     let [oh, ow] = window(l.name, [h, w], kernel, stride, dilation, pads, false)?;
     let activation = activation(l.name, c.activation.as_ref())?;
@@ -348,7 +366,7 @@ fn lower_dense(l: &LayerIn, d: &pb::Dense) -> Lowered {
         return Err(invalid(l.name, format!("needs a flat input, got {:?}", l.ins[0])));
     };
     let outputs = *l.declared.first().unwrap_or(&0);
-    let (weight, bias, channels) =
+    let Weighted { weight, bias, channels } =
         weights_and_biases(l, ("weight", "bias"), d.weight.as_ref(), d.bias.as_ref(), &[outputs, inputs])?;
     let activation = activation(l.name, d.activation.as_ref())?;
     let input_threshold = finite_threshold(l.name, d.input_threshold)?;
@@ -400,7 +418,7 @@ fn lower_eltwise(l: &LayerIn, e: &pb::Eltwise) -> Shaped {
 fn lower_scale_shift(l: &LayerIn, s: &pb::ScaleShift) -> Lowered {
     arity(l.name, l.ins, 1)?;
     let c = *l.ins[0].first().ok_or_else(|| invalid(l.name, "needs a channel axis"))?;
-    let (scale, shift, channels) =
+    let Weighted { weight: scale, bias: shift, channels } =
         weights_and_biases(l, ("scale", "shift"), s.scale.as_ref(), s.shift.as_ref(), &[c])?;
     let activation = activation(l.name, s.activation.as_ref())?;
     Ok((Op::ScaleShift { scale, shift, activation }, l.ins[0].to_vec(), channels))

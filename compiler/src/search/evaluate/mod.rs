@@ -129,7 +129,7 @@ impl<'a> Evaluator<'a> {
         seed: u64,
     ) -> Result<Evaluator<'a>> {
         let statistics_images = statistics_images(images.batch(), seed);
-        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images)?;
+        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
         let mut network = crate::design::network(graph, options)?;
         let targets = targets::discover(graph, &plan, &network)?;
         let trace = Trace::new(&plan, images)?;

@@ -1,0 +1,85 @@
+//! The fixed-point datapath's side of the backend: every layer's formats, and integer
+//! weights and biases packed at their width (ARCHITECTURE.md, "Datapath").
+
+use super::layer_op;
+use crate::error::{CompileError, Result};
+use crate::ir::{Graph, NodeId, Op, WeightId};
+use crate::quantize::{weight_formats, Quantization};
+use hass_proto as pb;
+use hass_proto::fixed::{accumulator_bits, Format};
+use hass_runtime::plan::MAX_EXACT_ACCUMULATOR_BITS;
+
+/// The schedule's form of a format.
+pub(super) fn format(f: Format) -> pb::FixedFormat {
+    pb::FixedFormat { bits: f.bits, frac: f.frac }
+}
+
+/// Layer `id` on the fixed-point datapath: its op (integer weights written to `w`) and
+/// its fixed-point record.
+pub(super) fn lower_op(
+    graph: &Graph,
+    id: NodeId,
+    q: &Quantization,
+    w: &mut pb::WeightsWriter,
+) -> Result<(pb::layer::Op, pb::FixedPoint)> {
+    let node = graph.node(id);
+    let formats = q.layers[&id];
+    let mut record = pb::FixedPoint {
+        output: Some(format(formats.output)),
+        pre_activation: formats.pre_activation.map(format),
+        ..Default::default()
+    };
+    let input = q.format_of(graph, graph.inputs_of(id)[0]);
+    let weighted = match &node.op {
+        Op::Conv(c) => Some((c.weight, c.bias)),
+        Op::Dense(d) => Some((d.weight, d.bias)),
+        Op::ScaleShift(s) => Some((s.scale, Some(s.shift))),
+        _ => None,
+    };
+    let refs = match weighted {
+        Some((weight, bias)) => {
+            Some(integer_weights(graph, &node.name, (weight, bias), input, q.weight_bits, &mut record, w)?)
+        }
+        None => None,
+    };
+    Ok((layer_op(graph, &node.op, refs), record))
+}
+
+/// Quantize a layer's weights per output channel and its biases at the accumulator's
+/// binary point, write both, and record the fractional bits and the accumulator width.
+fn integer_weights(
+    graph: &Graph,
+    layer: &str,
+    (weight, bias): (WeightId, Option<WeightId>),
+    input: Format,
+    bits: u32,
+    record: &mut pb::FixedPoint,
+    w: &mut pb::WeightsWriter,
+) -> Result<(pb::WeightRef, pb::WeightRef)> {
+    let t = graph.weights.tensor(weight);
+    let channels = t.shape[0];
+    let fan_in = t.data.len() / channels.max(1);
+    let acc_bits = accumulator_bits(bits, input.bits, fan_in as u64);
+    if acc_bits > MAX_EXACT_ACCUMULATOR_BITS {
+        return Err(CompileError::Options(format!(
+            "layer {layer} sums {fan_in} products of {bits}-bit weights and {}-bit inputs, which needs a {acc_bits}-bit accumulator; hassc computes up to {MAX_EXACT_ACCUMULATOR_BITS}: lower --weight-bits or --activation-bits",
+            input.bits
+        )));
+    }
+    let formats = weight_formats(&t.data, channels, bits);
+    let ints: Vec<i64> = t
+        .data
+        .chunks(fan_in.max(1))
+        .zip(&formats)
+        .flat_map(|(row, f)| row.iter().map(move |&v| f.quantize(v as f64)))
+        .collect();
+    let biases = bias.map(|b| graph.weights.tensor(b).data.clone()).unwrap_or_else(|| vec![0.0; channels]);
+    let bias_ints: Vec<i64> = biases
+        .iter()
+        .zip(&formats)
+        .map(|(&b, f)| Format { bits: acc_bits - 1, frac: input.frac + f.frac }.quantize(b as f64))
+        .collect();
+    record.weight_frac = formats.iter().map(|f| f.frac).collect();
+    record.accumulator_bits = acc_bits;
+    Ok((w.push_ints(&t.shape, &ints, bits), w.push_ints(&[channels], &bias_ints, acc_bits - 1)))
+}

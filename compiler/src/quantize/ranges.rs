@@ -1,0 +1,66 @@
+//! Activation ranges: the largest magnitude of every value, and of what each nonlinear
+//! activation reads, over a set of images run through the float model.
+
+use crate::board::Board;
+use crate::error::Result;
+use crate::ir::Graph;
+use hass_runtime::plan::Op;
+use hass_runtime::trace::Trace;
+use hass_runtime::Tensor;
+
+/// Largest magnitudes, per value of the float plan (layers in the backend's order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranges {
+    /// Of the input.
+    pub input: f64,
+    /// Of each layer's output.
+    pub outputs: Vec<f64>,
+    /// Of each layer's value before its fused activation (its output when it has none).
+    pub pre_activation: Vec<f64>,
+}
+
+fn max_abs(values: &[f32]) -> f64 {
+    values.iter().fold(0f64, |m, &v| m.max((v as f64).abs()))
+}
+
+/// Run `graph` in float on `images` and take every value's range.
+pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<Ranges> {
+    let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
+    let trace = Trace::new(&plan, images)?;
+    let outputs: Vec<f64> = (1..=plan.layers.len()).map(|v| max_abs(trace.value(v))).collect();
+    let pre_activation = plan
+        .layers
+        .iter()
+        .zip(&outputs)
+        .map(|(layer, &out)| {
+            let mut bare = layer.clone();
+            match &mut bare.op {
+                Op::Conv(c) if c.activation.is_some() => c.activation = None,
+                Op::Dense(d) if d.activation.is_some() => d.activation = None,
+                Op::Eltwise { activation, .. } | Op::ScaleShift { activation, .. } if activation.is_some() => {
+                    *activation = None
+                }
+                _ => return out,
+            }
+            max_abs(&trace.compute_layer(&plan, &bare))
+        })
+        .collect();
+    Ok(Ranges { input: max_abs(trace.value(0)), outputs, pre_activation })
+}
+
+/// `n` images of `graph`'s input shape drawn from the standard normal distribution
+/// (Box-Muller over Xoshiro256++, a fixed algorithm: the same seed gives the same images).
+pub fn standard_normal_images(graph: &Graph, n: usize, seed: u64) -> Tensor {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut shape = vec![n];
+    shape.extend_from_slice(graph.shape(graph.input));
+    let len: usize = shape.iter().product();
+    let data = (0..len)
+        .map(|_| {
+            let (u, v): (f64, f64) = (rng.random(), rng.random());
+            ((-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect();
+    Tensor::new(shape, data).expect("the shape's product is the length")
+}
