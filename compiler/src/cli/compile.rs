@@ -107,7 +107,9 @@ fn strategy(args: &CompileArgs, pruning: &SparsityConfig) -> Result<Option<Strat
         return Ok(None);
     }
     match (args.search, pruning.any() || args.sparsity_config.is_some()) {
-        (Some(StrategyArg::None), _) => Ok(Some(Strategy::None)),
+        // Explicit knobs and no search: the ordinary compile with those knobs.
+        (Some(StrategyArg::None), true) => Ok(None),
+        (Some(StrategyArg::None), false) => Ok(Some(Strategy::None)),
         (Some(s), true) => anyhow::bail!(
             "--search {} chooses the thresholds itself: drop the pruning and threshold options, or use --search none",
             s.name()
