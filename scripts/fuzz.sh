@@ -15,7 +15,7 @@ corpus=fuzz/corpus/$target
 mkdir -p "$corpus"
 case $target in
   onnx) cp testdata/models/*.onnx "$corpus"/; max_len=262144 ;;
-  artifact) cp testdata/artifacts/*.hass "$corpus"/; max_len=262144 ;;
+  artifact) cp testdata/artifacts/*.hass testdata/fixed/*.hass "$corpus"/; max_len=262144 ;;
   npy) cp testdata/inputs/*labels.npy "$corpus"/; max_len=65536 ;;
   board) cp compiler/src/board/builtin/*.toml "$corpus"/; cp testdata/boards/zcu102.toml "$corpus"/file.toml; max_len=8192 ;;
   *) echo "unknown target $target (onnx, artifact, npy, board)" >&2; exit 2 ;;

@@ -357,7 +357,8 @@ impl ActivationUnit {
                 // Working precision: the product's, raised to at least 0 fractional bits
                 // so that 1 is representable.
                 let (t, frac) = widen(p * alpha, self.pre.frac + alpha_frac);
-                let t = (t + constant(beta, frac)).clamp(0, 1 << frac);
+                // Saturating: an absurd offset (from a hand-made artifact) pins the output.
+                let t = t.saturating_add(constant(beta, frac)).clamp(0, 1 << frac);
                 requantize(t, frac, out)
             }
             UnitKind::HardSwish => {

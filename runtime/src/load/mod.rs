@@ -221,6 +221,15 @@ fn weights_and_biases(
 fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activation>, RuntimeError> {
     use pb::activation::Kind;
     let Some(a) = a else { return Ok(None) };
+    let finite = |name: &str, v: &[f32]| match v.iter().find(|x| !x.is_finite()) {
+        Some(x) => Err(invalid(layer, format!("{name} activation has a parameter of {x}"))),
+        None => Ok(()),
+    };
+    match &a.kind {
+        Some(Kind::Clip(c)) => finite("clip", &[c.min, c.max])?,
+        Some(Kind::HardSigmoid(h)) => finite("hard-sigmoid", &[h.alpha, h.beta])?,
+        _ => {}
+    }
     Ok(Some(match a.kind.as_ref().ok_or_else(|| invalid(layer, "activation of unknown kind"))? {
         Kind::Relu(_) => Activation::Relu,
         Kind::Clip(c) => Activation::Clip { min: c.min, max: c.max },
@@ -574,6 +583,14 @@ mod tests {
             ),
             ("encoding", |s, _| conv(s).weight.as_mut().unwrap().encoding = 9, "weight has unknown encoding 9"),
             ("threshold", |s, _| conv(s).input_threshold = Some(f32::NAN), "input threshold NaN is not finite"),
+            (
+                "activation parameter",
+                |s, _| {
+                    let clip = pb::Clip { min: 0.0, max: f32::INFINITY };
+                    conv(s).activation = Some(pb::Activation { kind: Some(pb::activation::Kind::Clip(clip)) })
+                },
+                "clip activation has a parameter of inf",
+            ),
             (
                 "activation",
                 |s, _| conv(s).activation = Some(pb::Activation { kind: None }),
