@@ -116,6 +116,12 @@ impl Format {
         }
     }
 
+    /// `2^frac`: a value times this is its integer.
+    #[inline]
+    pub fn scale(self) -> f64 {
+        pow2(self.frac)
+    }
+
     /// The real value of `q` (exact in `f32` for widths up to 24 bits).
     #[inline]
     pub fn to_f32(self, q: i64) -> f32 {
@@ -134,9 +140,17 @@ impl Format {
     }
 }
 
-/// `2^e` in f64 (exact for |e| < 1022).
+/// `2^e` in f64, exact, built from its bits (no library call on the kernels' hot paths);
+/// 0 and infinity beyond the range of f64.
+#[inline]
 fn pow2(e: i32) -> f64 {
-    2f64.powi(e)
+    match e {
+        -1022..=1023 => f64::from_bits(((e + 1023) as u64) << 52),
+        // Subnormal, then beyond either end.
+        -1074..=-1023 => f64::from_bits(1u64 << (e + 1074)),
+        ..=-1075 => 0.0,
+        _ => f64::INFINITY,
+    }
 }
 
 /// `v * 2^-shift`, rounded half to even when `shift > 0` (a right shift); exact when
@@ -167,7 +181,16 @@ pub fn shift_round(v: i128, shift: i32) -> i128 {
 /// `v` at `from_frac` fractional bits, in format `to`: rounded half to even, saturated.
 #[inline]
 pub fn requantize(v: i128, from_frac: i32, to: Format) -> i64 {
-    to.saturate(shift_round(v, from_frac - to.frac))
+    let shift = from_frac - to.frac;
+    // The common case in 64-bit arithmetic: the same rounding as `shift_round`.
+    if let (Ok(v), 1..=62) = (i64::try_from(v), shift) {
+        let floor = v >> shift;
+        let rest = v - (floor << shift);
+        let half = 1i64 << (shift - 1);
+        let rounded = if rest > half || (rest == half && floor & 1 == 1) { floor + 1 } else { floor };
+        return rounded.clamp(to.min(), to.max());
+    }
+    to.saturate(shift_round(v, shift))
 }
 
 /// `n / d` rounded half to even (`d > 0`): average pooling's division, exact.
@@ -307,14 +330,20 @@ enum UnitKind {
         min: i64,
         max: i64,
     },
-    /// Slope quantized to 16 bits at `alpha_frac`; the offset is quantized at the working
-    /// precision when applied.
+    /// Slope quantized to 16 bits; the working point `frac` (the product's, at least 0)
+    /// and the offset quantized there, both fixed by the pre-activation format.
     HardSigmoid {
         alpha: i128,
-        alpha_frac: i32,
-        beta: f64,
+        frac: i32,
+        left_shift: u32,
+        offset: i128,
     },
-    HardSwish,
+    /// The working point and the offset 1/2 there.
+    HardSwish {
+        frac: i32,
+        left_shift: u32,
+        offset: i128,
+    },
     Sigmoid,
 }
 
@@ -331,9 +360,14 @@ impl ActivationUnit {
             }
             Some(A::HardSigmoid { alpha, beta }) => {
                 let f = Format::for_range(16, (alpha as f64).abs());
-                UnitKind::HardSigmoid { alpha: f.quantize(alpha as f64) as i128, alpha_frac: f.frac, beta: beta as f64 }
+                let (frac, left_shift) = working_point(pre.frac + f.frac);
+                let offset = constant(beta as f64, frac);
+                UnitKind::HardSigmoid { alpha: f.quantize(alpha as f64) as i128, frac, left_shift, offset }
             }
-            Some(A::HardSwish) => UnitKind::HardSwish,
+            Some(A::HardSwish) => {
+                let (frac, left_shift) = working_point(pre.frac + HARD_SWISH_SLOPE_FRAC);
+                UnitKind::HardSwish { frac, left_shift, offset: constant(0.5, frac) }
+            }
             Some(A::Sigmoid) => UnitKind::Sigmoid,
         };
         ActivationUnit { kind, pre, out }
@@ -352,19 +386,15 @@ impl ActivationUnit {
             UnitKind::Identity => requantize(v, v_frac, out),
             UnitKind::Relu => requantize(v.max(0), v_frac, out),
             UnitKind::Clip { min, max } => requantize(v, v_frac, out).clamp(min, max),
-            UnitKind::HardSigmoid { alpha, alpha_frac, beta } => {
+            UnitKind::HardSigmoid { alpha, frac, left_shift, offset } => {
                 let p = requantize(v, v_frac, self.pre) as i128;
-                // Working precision: the product's, raised to at least 0 fractional bits
-                // so that 1 is representable.
-                let (t, frac) = widen(p * alpha, self.pre.frac + alpha_frac);
                 // Saturating: an absurd offset (from a hand-made artifact) pins the output.
-                let t = t.saturating_add(constant(beta, frac)).clamp(0, 1 << frac);
+                let t = ((p * alpha) << left_shift).saturating_add(offset).clamp(0, 1 << frac);
                 requantize(t, frac, out)
             }
-            UnitKind::HardSwish => {
+            UnitKind::HardSwish { frac, left_shift, offset } => {
                 let p = requantize(v, v_frac, self.pre) as i128;
-                let (t, frac) = widen(p * HARD_SWISH_SLOPE, self.pre.frac + HARD_SWISH_SLOPE_FRAC);
-                let gate = (t + constant(0.5, frac)).clamp(0, 1 << frac);
+                let gate = (((p * HARD_SWISH_SLOPE) << left_shift) + offset).clamp(0, 1 << frac);
                 requantize(p * gate, self.pre.frac + frac, out)
             }
             UnitKind::Sigmoid => {
@@ -375,13 +405,13 @@ impl ActivationUnit {
     }
 }
 
-/// `(v, frac)` at `max(frac, 0)` fractional bits (exact: a left shift when `frac < 0`).
-#[inline]
-fn widen(v: i128, frac: i32) -> (i128, i32) {
+/// The working point of a product at `frac` fractional bits: raised to at least 0 so that 1
+/// is representable, and the left shift (exact) that takes the product there.
+fn working_point(frac: i32) -> (i32, u32) {
     if frac >= 0 {
-        (v, frac)
+        (frac, 0)
     } else {
-        (shift_round(v, frac), 0)
+        (0, frac.unsigned_abs())
     }
 }
 
@@ -407,6 +437,17 @@ mod tests {
         assert_eq!(requantize(-(1 << 20), 8, q8), -128);
         assert_eq!(requantize(0x18, 4, q8), 0x18, "same format is the identity");
         assert_eq!(requantize(0x18, 5, q8), 0xc);
+        // The 64-bit fast path and the general one agree, ties and negatives included.
+        let wide = Format::new(40, 0).unwrap();
+        for v in [-1_000_003i128, -24, -8, -7, 0, 7, 8, 24, 1 << 50, (1 << 62) + 3] {
+            for shift in [1, 3, 20, 62] {
+                assert_eq!(
+                    requantize(v, shift, wide) as i128,
+                    wide.saturate(shift_round(v, shift)) as i128,
+                    "{v} >> {shift}"
+                );
+            }
+        }
     }
 
     #[test]

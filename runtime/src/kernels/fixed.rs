@@ -10,10 +10,11 @@ use hass_proto::fixed::{average, requantize};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-/// `x`'s integer in format `f` (exact: `x` is a value of that format).
+/// `x`'s integer in format `f` (exact: `x` is a value of that format, at most 16 bits; the
+/// conversion goes through `i64`, one instruction, where `f64 -> i128` is a library call).
 #[inline]
 fn int(x: f32, f: Format) -> i128 {
-    (x as f64 * 2f64.powi(f.frac)) as i128
+    (x as f64 * f.scale()) as i64 as i128
 }
 
 /// Compute fixed-point `layer` on `inputs` (one batch per input value) into `out`.
@@ -128,14 +129,15 @@ fn epilogue(
     acc: &[f64],
     pixels: usize,
     out: &mut [f32],
-    to_out: &(dyn Fn(i128, i32) -> f32 + Sync),
+    to_out: &impl Fn(i128, i32) -> f32,
 ) {
     for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
         let frac = x.frac + ch.weight_frac[c];
-        let scale = 2f64.powi(frac);
+        let scale = Format { bits: 64, frac }.scale();
         let bias = ch.bias[c] as i128;
         for (o, &a) in out.iter_mut().zip(acc) {
-            *o = to_out((a * scale) as i128 + bias, frac);
+            // Exact: the accumulator holds at most 54 bits (see `FixedChannels`).
+            *o = to_out((a * scale) as i64 as i128 + bias, frac);
         }
     }
 }

@@ -221,13 +221,14 @@ fn weights_and_biases(
 fn activation(layer: &str, a: Option<&pb::Activation>) -> Result<Option<Activation>, RuntimeError> {
     use pb::activation::Kind;
     let Some(a) = a else { return Ok(None) };
-    let finite = |name: &str, v: &[f32]| match v.iter().find(|x| !x.is_finite()) {
+    // Clip bounds may be infinite (no bound); nothing may be NaN.
+    let bad = |name: &str, v: &[f32], ok: fn(f32) -> bool| match v.iter().find(|x| !ok(**x)) {
         Some(x) => Err(invalid(layer, format!("{name} activation has a parameter of {x}"))),
         None => Ok(()),
     };
     match &a.kind {
-        Some(Kind::Clip(c)) => finite("clip", &[c.min, c.max])?,
-        Some(Kind::HardSigmoid(h)) => finite("hard-sigmoid", &[h.alpha, h.beta])?,
+        Some(Kind::Clip(c)) => bad("clip", &[c.min, c.max], |x| !x.is_nan())?,
+        Some(Kind::HardSigmoid(h)) => bad("hard-sigmoid", &[h.alpha, h.beta], f32::is_finite)?,
         _ => {}
     }
     Ok(Some(match a.kind.as_ref().ok_or_else(|| invalid(layer, "activation of unknown kind"))? {
@@ -586,10 +587,10 @@ mod tests {
             (
                 "activation parameter",
                 |s, _| {
-                    let clip = pb::Clip { min: 0.0, max: f32::INFINITY };
+                    let clip = pb::Clip { min: 0.0, max: f32::NAN };
                     conv(s).activation = Some(pb::Activation { kind: Some(pb::activation::Kind::Clip(clip)) })
                 },
-                "clip activation has a parameter of inf",
+                "clip activation has a parameter of NaN",
             ),
             (
                 "activation",
