@@ -19,6 +19,9 @@ use std::collections::HashMap;
 /// logit can tie with another and change the prediction.
 const HEADROOM: f64 = 1.25;
 const OUTPUT_HEADROOM: f64 = 2.0;
+/// Finer formats tried below the one that holds everything: each clips the largest values
+/// a little more and halves the step for all the others.
+const FINER_FORMATS_TRIED: i32 = 3;
 
 /// Which arithmetic an artifact holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,10 +71,15 @@ impl Quantization {
 }
 
 /// Per output channel of a weight tensor (rows of its first dimension): the format of
-/// `bits` holding that channel's largest magnitude.
+/// `bits` with the least squared error over that channel's weights, of the one holding its
+/// largest magnitude and a few finer ones (which clip the largest weights).
 pub fn weight_formats(data: &[f32], channels: usize, bits: u32) -> Vec<Format> {
     data.chunks(data.len().div_ceil(channels.max(1)).max(1))
-        .map(|row| Format::for_range(bits, row.iter().fold(0f64, |m, &w| m.max((w as f64).abs()))))
+        .map(|row| {
+            let seen =
+                ranges::Seen { max_abs: row.iter().fold(0f64, |m, &w| m.max((w as f64).abs())), sample: row.to_vec() };
+            least_error_format(bits, &seen, 1.0, f64::INFINITY)
+        })
         .collect()
 }
 
@@ -89,6 +97,33 @@ fn bound(activation: Option<Activation>) -> f64 {
     }
 }
 
+/// The format of `bits` for a stream: the one that holds `headroom` times the largest value
+/// seen (at most `bound`), or a finer one if that loses less to rounding than it loses to
+/// clipping, measured as the squared error over the stream's sample scaled by `headroom`
+/// (as if unseen images went that much further). At 16 bits rounding errors are tiny and
+/// the first one stays; at 8 bits and below, rare outliers are clipped so that every other
+/// value gets finer steps.
+fn least_error_format(bits: u32, seen: &ranges::Seen, headroom: f64, bound: f64) -> Format {
+    let holding = Format::for_range(bits, (headroom * seen.max_abs).min(bound));
+    let error = |f: Format| -> f64 {
+        let scaled = seen.sample.iter().map(|&x| (headroom * x as f64).clamp(-bound, bound));
+        scaled.map(|x| (x - f.to_f64(f.quantize(x))).powi(2)).sum()
+    };
+    // Ties keep the coarser format (iteration order, strict comparison).
+    (1..=FINER_FORMATS_TRIED)
+        .map(|k| holding.with_frac(holding.frac + k))
+        .filter(|f| hass_proto::fixed::FRAC_RANGE.contains(&f.frac))
+        .fold((holding, error(holding)), |best, f| {
+            let e = error(f);
+            if e < best.1 {
+                (f, e)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
 /// Choose the formats of `graph` at `precision`, measuring activation ranges on `images`
 /// (or on [`SYNTHETIC_IMAGES`] seeded standard-normal images when `None`).
 pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Option<&Tensor>) -> Result<Quantization> {
@@ -104,7 +139,7 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
     let measured = ranges::measure(graph, board, images)?;
     let bits = precision.activation_bits;
     let mut layers: HashMap<NodeId, LayerFormats> = HashMap::new();
-    let input = Format::for_range(bits, HEADROOM * measured.input);
+    let input = least_error_format(bits, &measured.input, HEADROOM, f64::INFINITY);
     for (i, &id) in graph.layers().iter().enumerate() {
         let op = &graph.node(id).op;
         let activation = op.activation();
@@ -119,11 +154,51 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
                     layers[&from].output
                 }
             }
-            _ => Format::for_range(bits, (headroom * measured.outputs[i]).min(bound(activation))),
+            // Outputs keep every value: clipping a logit can tie it with another.
+            _ if graph.outputs.contains(&id) => {
+                Format::for_range(bits, (headroom * measured.outputs[i].max_abs).min(bound(activation)))
+            }
+            _ => least_error_format(bits, &measured.outputs[i], headroom, bound(activation)),
         };
-        let pre_activation =
-            needs_pre_activation(activation).then(|| Format::for_range(bits, HEADROOM * measured.pre_activation[i]));
+        let pre_activation = match (&measured.pre_activation[i], needs_pre_activation(activation)) {
+            (Some(seen), true) => Some(least_error_format(bits, seen, HEADROOM, f64::INFINITY)),
+            _ => None,
+        };
         layers.insert(id, LayerFormats { output, pre_activation });
     }
     Ok(Quantization { weight_bits: precision.weight_bits, input, layers, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(values: Vec<f32>) -> ranges::Seen {
+        ranges::Seen { max_abs: values.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)), sample: values }
+    }
+
+    #[test]
+    fn narrow_formats_clip_rare_outliers_and_wide_ones_hold_everything() {
+        // A thousand values within 0.5 and one at 7.9.
+        let mut values: Vec<f32> = (0..1000).map(|i| (i as f32 / 1000.0 - 0.5) * 0.999).collect();
+        values.push(7.9);
+        let s = seen(values);
+        let wide = least_error_format(16, &s, 1.0, f64::INFINITY);
+        assert_eq!(wide, Format::for_range(16, 7.9), "16 bits: rounding is too small to trade");
+        let narrow = least_error_format(4, &s, 1.0, f64::INFINITY);
+        assert!(narrow.frac > Format::for_range(4, 7.9).frac, "4 bits: the outlier is clipped ({narrow:?})");
+        // Headroom counts: a stream that only just fits a finer format keeps the coarser one.
+        let just = seen(vec![0.9, -0.85, 0.5]);
+        assert_eq!(least_error_format(16, &just, 1.25, f64::INFINITY), Format::for_range(16, 1.125));
+        // A bound (a clip's) caps the range.
+        assert_eq!(least_error_format(8, &seen(vec![5.0, 6.0]), 1.25, 6.0), Format::for_range(8, 6.0));
+    }
+
+    #[test]
+    fn weight_formats_are_per_channel() {
+        let w = [0.5f32, -0.25, 3.0, 1.0, 0.001, -0.002];
+        let f = weight_formats(&w, 3, 8);
+        // 0.5 = 2^-1 takes frac 8 (saturating by one step); 3 < 2^2 takes 5; 0.002 < 2^-8 takes 15.
+        assert_eq!(f.iter().map(|f| f.frac).collect::<Vec<_>>(), [8, 5, 15]);
+    }
 }

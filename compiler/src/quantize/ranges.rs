@@ -1,5 +1,6 @@
 //! Activation ranges: the largest magnitude of every value, and of what each nonlinear
-//! activation reads, over a set of images run through the float model.
+//! activation reads, over a set of images run through the float model, with a sample of
+//! the values for choosing formats by their error.
 
 use crate::board::Board;
 use crate::error::Result;
@@ -8,31 +9,48 @@ use hass_runtime::plan::Op;
 use hass_runtime::trace::Trace;
 use hass_runtime::Tensor;
 
-/// Largest magnitudes, per value of the float plan (layers in the backend's order).
+/// Values kept per stream for the error of a format: enough for a stable estimate.
+const SAMPLE: usize = 1 << 16;
+
+/// What was seen of one stream on the images.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Ranges {
-    /// Of the input.
-    pub input: f64,
-    /// Of each layer's output.
-    pub outputs: Vec<f64>,
-    /// Of each layer's value before its fused activation (its output when it has none).
-    pub pre_activation: Vec<f64>,
+pub struct Seen {
+    /// The largest magnitude, over every value.
+    pub max_abs: f64,
+    /// Every k-th value (the same k for the whole stream), at most [`SAMPLE`] of them.
+    pub sample: Vec<f32>,
 }
 
-fn max_abs(values: &[f32]) -> f64 {
-    values.iter().fold(0f64, |m, &v| m.max((v as f64).abs()))
+impl Seen {
+    fn of(values: &[f32]) -> Seen {
+        let stride = values.len().div_ceil(SAMPLE).max(1);
+        Seen {
+            max_abs: values.iter().fold(0f64, |m, &v| m.max((v as f64).abs())),
+            sample: values.iter().step_by(stride).copied().collect(),
+        }
+    }
+}
+
+/// Per value of the float plan (layers in the backend's order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranges {
+    /// The input.
+    pub input: Seen,
+    /// Each layer's output.
+    pub outputs: Vec<Seen>,
+    /// Each layer's value before its fused activation (`None` without one).
+    pub pre_activation: Vec<Option<Seen>>,
 }
 
 /// Run `graph` in float on `images` and take every value's range.
 pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<Ranges> {
     let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
     let trace = Trace::new(&plan, images)?;
-    let outputs: Vec<f64> = (1..=plan.layers.len()).map(|v| max_abs(trace.value(v))).collect();
+    let outputs = (1..=plan.layers.len()).map(|v| Seen::of(trace.value(v))).collect();
     let pre_activation = plan
         .layers
         .iter()
-        .zip(&outputs)
-        .map(|(layer, &out)| {
+        .map(|layer| {
             let mut bare = layer.clone();
             match &mut bare.op {
                 Op::Conv(c) if c.activation.is_some() => c.activation = None,
@@ -40,12 +58,12 @@ pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<Ranges> 
                 Op::Eltwise { activation, .. } | Op::ScaleShift { activation, .. } if activation.is_some() => {
                     *activation = None
                 }
-                _ => return out,
+                _ => return None,
             }
-            max_abs(&trace.compute_layer(&plan, &bare))
+            Some(Seen::of(&trace.compute_layer(&plan, &bare)))
         })
         .collect();
-    Ok(Ranges { input: max_abs(trace.value(0)), outputs, pre_activation })
+    Ok(Ranges { input: Seen::of(trace.value(0)), outputs, pre_activation })
 }
 
 /// `n` images of `graph`'s input shape drawn from the standard normal distribution
