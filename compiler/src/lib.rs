@@ -78,9 +78,19 @@ pub struct Compiled {
     pub artifact: Vec<u8>,
     /// The fixed-point formats (`None` on the float datapath).
     pub quantization: Option<quantize::Quantization>,
+    /// With calibration images, on the fixed-point datapath: % of them whose top-1 is the
+    /// float model's.
+    pub agreement_with_float: Option<f64>,
 }
 
 impl Compiled {
+    /// The report's datapath block (`None` on the float datapath), read from the artifact.
+    pub fn datapath_report(&self) -> Option<report::datapath::DatapathReport> {
+        let q = self.quantization.as_ref()?;
+        let decoded = hass_proto::open(&self.artifact).ok()?;
+        report::datapath::from_schedule(&decoded.schedule, q.source.clone(), self.agreement_with_float)
+    }
+
     /// The compiled model (pruned and thresholded, if asked) as standard ONNX.
     pub fn to_onnx(&self) -> Result<Vec<u8>> {
         frontend::export::to_onnx(&self.graph).map_err(CompileError::Export)
@@ -162,7 +172,11 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
     let design = design::design(&graph, board, &design_options)?;
     let _span = tracing::info_span!("backend").entered();
     let artifact = backend::emit(&graph, board, &design.layers, quantization.as_ref())?;
-    Ok(Compiled { graph, design, artifact, quantization })
+    let agreement_with_float = match (&quantization, &options.calibration) {
+        (Some(q), Some(images)) => Some(quantize::agreement_with_float(&graph, board, q, images)?),
+        _ => None,
+    };
+    Ok(Compiled { graph, design, artifact, quantization, agreement_with_float })
 }
 
 #[cfg(test)]

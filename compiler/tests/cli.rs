@@ -303,3 +303,42 @@ fn search_input_errors_are_one_line_and_write_nothing() {
     let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--labels", test_labels.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--calib"));
 }
+
+/// The datapath as users see it: each layer's formats and accumulator in the JSON report and
+/// in `inspect`, the agreement with float on the calibration images, and nothing of it for
+/// `--datapath float`; the weights section shrinks with the width.
+#[test]
+fn fixed_point_formats_are_reported_and_weights_shrink_with_the_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/fmnist_cnn_op13.onnx");
+    let calib = testdata("inputs/fmnist_train_500.npy");
+    let compile = |name: &str, extra: &[&str]| {
+        let (artifact, report) = (dir.path().join(format!("{name}.hass")), dir.path().join(format!("{name}.json")));
+        let mut args = vec![model.to_str().unwrap(), "--target", "zcu102", "-q", "-o", artifact.to_str().unwrap()];
+        args.extend(["--report", report.to_str().unwrap()]);
+        args.extend(extra);
+        let out = hassc(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        (std::fs::metadata(&artifact).unwrap().len(), json, artifact)
+    };
+    let eight =
+        ["--calib", calib.to_str().unwrap(), "--search", "none", "--weight-bits", "8", "--activation-bits", "8"];
+    let (bytes8, r, artifact) = compile("b8", &eight);
+    let d = &r["datapath"];
+    assert!(d["top1_agreement_with_float"].as_f64().unwrap() >= 95.0, "{d}");
+    let layers = d["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), r["layers"].as_array().unwrap().len());
+    // The first conv reads one channel through a 3x3 window: 8 + 8 + ceil(log2 9) bits.
+    assert_eq!(layers[0]["accumulator_bits"], 20, "{}", layers[0]);
+    assert_eq!(layers[0]["output"]["bits"], 8);
+    let inspect = hassc(&["inspect", artifact.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("fixed<8,"));
+
+    let (bytes16, r16, _) = compile("b16", &[]);
+    assert!(r16["datapath"]["top1_agreement_with_float"].is_null(), "no --calib, no agreement");
+    let (bytes_float, float, _) = compile("float", &["--datapath", "float"]);
+    assert!(float["datapath"].is_null());
+    // Whole artifacts (the weights dominate): 16 bits about half of float32, 8 a quarter.
+    assert!(bytes16 * 100 <= 55 * bytes_float && bytes8 * 100 <= 30 * bytes_float, "{bytes16} {bytes8} {bytes_float}");
+}

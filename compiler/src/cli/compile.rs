@@ -238,6 +238,7 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     };
     let mut report = hassc::report::report(&name, &board, &compiled.design);
     report.search = searched.as_ref().map(|r| r.summary.clone());
+    report.datapath = compiled.datapath_report();
     if let (Some(path), Some(result)) = (&args.pareto, &searched) {
         let json = serde_json::to_string_pretty(&hassc::search::pareto::to_json(&name, &result.points))? + "\n";
         let svg = hassc::search::pareto::to_svg(&name, &result.points)

@@ -169,6 +169,25 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
     Ok(Quantization { weight_bits: precision.weight_bits, input, layers, source })
 }
 
+/// % of `images` on which the fixed-point model's top-1 (of its first output) is the float
+/// model's.
+pub fn agreement_with_float(graph: &Graph, board: &Board, q: &Quantization, images: &Tensor) -> Result<f64> {
+    let _span = tracing::info_span!("agreement", images = images.batch()).entered();
+    let top1 = |quantization: Option<&Quantization>| -> Result<Vec<usize>> {
+        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, quantization)?;
+        let out = hass_runtime::run(&plan, images)?.remove(0);
+        let per_image = out.data().len() / out.batch().max(1);
+        Ok(out
+            .data()
+            .chunks(per_image.max(1))
+            .map(|row| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best }))
+            .collect())
+    };
+    let (float, fixed) = (top1(None)?, top1(Some(q))?);
+    let same = float.iter().zip(&fixed).filter(|(a, b)| a == b).count();
+    Ok(100.0 * same as f64 / float.len().max(1) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ pub struct ArtifactLayer {
     pub encoding: Option<&'static str>,
     /// Stored weight bits (all tensors of the layer).
     pub bits: u64,
-    /// Dense float32 bits of the same tensors.
+    /// Dense float32 bits of the same tensors (fixed-point artifacts gain their width too).
     pub dense_bits: u64,
     /// `dense_bits / bits`.
     pub compression: f64,
@@ -42,6 +42,8 @@ pub struct ArtifactSummary {
     pub dense_weights_bytes: u64,
     /// Layers in execution order.
     pub layers: Vec<ArtifactLayer>,
+    /// Each layer's fixed-point formats (null for a float artifact).
+    pub datapath: Option<super::datapath::DatapathReport>,
 }
 
 fn encoding_name(e: i32) -> &'static str {
@@ -58,6 +60,7 @@ fn encoding_name(e: i32) -> &'static str {
 /// full validation).
 pub fn summarize_artifact(bytes: &[u8]) -> Result<ArtifactSummary, pb::ContainerError> {
     let pb::Decoded { version, schedule, weights } = pb::open(bytes)?;
+    let datapath = super::datapath::from_schedule(&schedule, "as recorded in the artifact".into(), None);
     let mut dense_total = 0;
     let layers = schedule
         .layers
@@ -109,6 +112,7 @@ pub fn summarize_artifact(bytes: &[u8]) -> Result<ArtifactSummary, pb::Container
         weights_bytes: weights.len() as u64,
         dense_weights_bytes: dense_total,
         layers,
+        datapath,
     })
 }
 
@@ -149,6 +153,9 @@ impl ArtifactSummary {
             self.dense_weights_bytes,
             self.dense_weights_bytes as f64 / self.weights_bytes.max(1) as f64
         );
+        if let Some(d) = &self.datapath {
+            out += &d.to_table();
+        }
         out
     }
 }

@@ -140,6 +140,8 @@ pub struct DesignReport {
     /// The sparsity search that chose the knobs, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub search: Option<crate::search::SearchSummary>,
+    /// The fixed-point datapath (null for a float artifact).
+    pub datapath: Option<super::datapath::DatapathReport>,
 }
 
 /// Build the report of `design` for `board`.
@@ -187,6 +189,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         total_macs: net.macs,
         layers,
         search: None,
+        datapath: None,
     }
 }
 
@@ -371,6 +374,9 @@ impl DesignReport {
         out += &format!("caps        {:.0} % of each resource (board [limits])\n", 100.0 * r.dsp.cap);
         if let Some(s) = &self.search {
             out += &search_lines(s);
+        }
+        if let Some(d) = &self.datapath {
+            out += &d.to_table();
         }
         out
     }

@@ -1,6 +1,7 @@
 //! What users read: the per-layer inspect table and its JSON form, and a Graphviz view.
 
 mod artifact;
+pub mod datapath;
 mod design;
 mod dot;
 mod inspect;
