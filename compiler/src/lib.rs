@@ -135,7 +135,12 @@ pub fn compile_searched(
             "the sparsity search chooses the thresholds itself: drop the pruning and threshold options, or use --search none".into(),
         ));
     }
-    let mut result = search::search(&graph, board, &options.design, &images, search)?;
+    // The dense model's activation formats, on the images the search evaluates.
+    let quantization = match options.datapath {
+        quantize::Datapath::Fixed => Some(quantize::quantize(&graph, board, options.design.precision, Some(&images))?),
+        quantize::Datapath::Float => None,
+    };
+    let mut result = search::search(&graph, board, &options.design, &images, search, quantization.as_ref())?;
     let compiled = compile_graph(graph, board, &CompileOptions { pruning: result.config.clone(), ..options.clone() })?;
     result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
     Ok((compiled, result))

@@ -4,9 +4,9 @@
 use super::layer_op;
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, NodeId, Op, WeightId};
-use crate::quantize::{weight_formats, Quantization};
+use crate::quantize::{quantize_weights, Quantization};
 use hass_proto as pb;
-use hass_proto::fixed::{accumulator_bits, Format};
+use hass_proto::fixed::Format;
 use hass_runtime::plan::MAX_EXACT_ACCUMULATOR_BITS;
 
 /// The schedule's form of a format.
@@ -58,28 +58,17 @@ fn integer_weights(
 ) -> Result<(pb::WeightRef, pb::WeightRef)> {
     let t = graph.weights.tensor(weight);
     let channels = t.shape[0];
-    let fan_in = t.data.len() / channels.max(1);
-    let acc_bits = accumulator_bits(bits, input.bits, fan_in as u64);
+    let biases = bias.map(|b| graph.weights.tensor(b).data.clone()).unwrap_or_else(|| vec![0.0; channels]);
+    let q = quantize_weights(&t.data, &biases, channels, bits, input);
+    let acc_bits = q.accumulator_bits;
     if acc_bits > MAX_EXACT_ACCUMULATOR_BITS {
         return Err(CompileError::Options(format!(
-            "layer {layer} sums {fan_in} products of {bits}-bit weights and {}-bit inputs, which needs a {acc_bits}-bit accumulator; hassc computes up to {MAX_EXACT_ACCUMULATOR_BITS}: lower --weight-bits or --activation-bits",
+            "layer {layer} sums {} products of {bits}-bit weights and {}-bit inputs, which needs a {acc_bits}-bit accumulator; hassc computes up to {MAX_EXACT_ACCUMULATOR_BITS}: lower --weight-bits or --activation-bits",
+            t.data.len() / channels.max(1),
             input.bits
         )));
     }
-    let formats = weight_formats(&t.data, channels, bits);
-    let ints: Vec<i64> = t
-        .data
-        .chunks(fan_in.max(1))
-        .zip(&formats)
-        .flat_map(|(row, f)| row.iter().map(move |&v| f.quantize(v as f64)))
-        .collect();
-    let biases = bias.map(|b| graph.weights.tensor(b).data.clone()).unwrap_or_else(|| vec![0.0; channels]);
-    let bias_ints: Vec<i64> = biases
-        .iter()
-        .zip(&formats)
-        .map(|(&b, f)| Format { bits: acc_bits - 1, frac: input.frac + f.frac }.quantize(b as f64))
-        .collect();
-    record.weight_frac = formats.iter().map(|f| f.frac).collect();
+    record.weight_frac = q.formats.iter().map(|f| f.frac).collect();
     record.accumulator_bits = acc_bits;
-    Ok((w.push_ints(&t.shape, &ints, bits), w.push_ints(&[channels], &bias_ints, acc_bits - 1)))
+    Ok((w.push_ints(&t.shape, &q.weights, bits), w.push_ints(&[channels], &q.biases, acc_bits - 1)))
 }

@@ -83,6 +83,45 @@ pub fn weight_formats(data: &[f32], channels: usize, bits: u32) -> Vec<Format> {
         .collect()
 }
 
+/// A weighted layer in integers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedWeights {
+    /// Per output channel, its weights' format.
+    pub formats: Vec<Format>,
+    /// The weights, each in its channel's format.
+    pub weights: Vec<i64>,
+    /// Per output channel, the bias at the accumulator's binary point (input frac plus the
+    /// channel's), in `accumulator_bits - 1` bits.
+    pub biases: Vec<i64>,
+    /// The accumulator width the layer needs (ARCHITECTURE.md, "Datapath").
+    pub accumulator_bits: u32,
+}
+
+/// `weights` (`channels` rows) and `biases` of a layer reading values of format `input`, in
+/// `bits`-wide integers: what the backend writes and the search evaluates.
+pub fn quantize_weights(
+    weights: &[f32],
+    biases: &[f32],
+    channels: usize,
+    bits: u32,
+    input: Format,
+) -> QuantizedWeights {
+    let fan_in = weights.len() / channels.max(1);
+    let accumulator_bits = hass_proto::fixed::accumulator_bits(bits, input.bits, fan_in as u64);
+    let formats = weight_formats(weights, channels, bits);
+    let ints = weights
+        .chunks(fan_in.max(1))
+        .zip(&formats)
+        .flat_map(|(row, f)| row.iter().map(move |&v| f.quantize(v as f64)))
+        .collect();
+    let biases = biases
+        .iter()
+        .zip(&formats)
+        .map(|(&b, f)| Format { bits: accumulator_bits - 1, frac: input.frac + f.frac }.quantize(b as f64))
+        .collect();
+    QuantizedWeights { formats, weights: ints, biases, accumulator_bits }
+}
+
 /// Whether `activation` reads a pre-activation format.
 pub fn needs_pre_activation(activation: Option<Activation>) -> bool {
     matches!(activation, Some(Activation::HardSigmoid { .. } | Activation::HardSwish | Activation::Sigmoid))

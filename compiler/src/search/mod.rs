@@ -113,13 +113,16 @@ impl Context {
     }
 }
 
-/// Search `graph` (after the passes, unpruned) on `board` with calibration `images`.
+/// Search `graph` (after the passes, unpruned) on `board` with calibration `images`, on the
+/// fixed-point datapath with `quantization`'s activation formats (pruned weights are
+/// quantized again as they change).
 pub fn search(
     graph: &Graph,
     board: &Board,
     design: &DesignOptions,
     images: &hass_runtime::Tensor,
     options: &SearchOptions,
+    quantization: Option<&crate::quantize::Quantization>,
 ) -> Result<SearchResult> {
     let _span = tracing::info_span!("search", strategy = ?options.strategy, images = images.batch()).entered();
     let started = Instant::now();
@@ -130,7 +133,7 @@ pub fn search(
         )));
     }
     let labels = options.labels.as_deref();
-    let mut eval = Evaluator::new(graph, board, design, options.objective, images, labels, options.seed)?;
+    let mut eval = Evaluator::new(graph, board, design, quantization, options.objective, images, labels, options.seed)?;
     let dense_design =
         crate::design::design(graph, board, &DesignOptions { sparsity: Default::default(), ..design.clone() })?;
     let free = eval.accepted().metrics;

@@ -24,6 +24,7 @@ use crate::error::Result;
 use crate::hw::pipeline::Network;
 use crate::hw::Budget;
 use crate::ir::Graph;
+use crate::quantize::{quantize_weights, Quantization};
 use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
 use crate::sparsity::{prune, LayerKnobs, PerKnob};
@@ -114,22 +115,28 @@ pub struct Evaluator<'a> {
     estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
+    /// The weight width on the fixed-point datapath (`None`: float): pruned weights are
+    /// quantized again as the backend would.
+    weight_bits: Option<u32>,
 }
 
 impl<'a> Evaluator<'a> {
     /// Evaluate the dense `graph` on `images` (with `labels`, else against itself) and make
-    /// that the accepted state; `seed` draws the images the statistics are measured on.
+    /// that the accepted state, on the fixed-point datapath with `quantization`'s formats;
+    /// `seed` draws the images the statistics are measured on.
+    #[allow(clippy::too_many_arguments)] // each is one thing the evaluation depends on
     pub fn new(
         graph: &Graph,
         board: &'a Board,
         options: &DesignOptions,
+        quantization: Option<&Quantization>,
         objective: Objective,
         images: &Tensor,
         labels: Option<&[i64]>,
         seed: u64,
     ) -> Result<Evaluator<'a>> {
         let statistics_images = statistics_images(images.batch(), seed);
-        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
+        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, quantization)?;
         let mut network = crate::design::network(graph, options)?;
         let targets = targets::discover(graph, &plan, &network)?;
         let trace = Trace::new(&plan, images)?;
@@ -163,6 +170,7 @@ impl<'a> Evaluator<'a> {
             statistics_images,
             estimates: Default::default(),
             evaluations: 0,
+            weight_bits: quantization.map(|q| q.weight_bits),
         };
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
@@ -281,13 +289,32 @@ impl<'a> Evaluator<'a> {
     fn apply(&mut self, knobs: &[LayerKnobs]) -> Vec<usize> {
         for (t, target) in self.targets.iter().enumerate() {
             let (new, old) = (knobs[t], self.applied[t]);
-            let (w, s, th) = match &mut self.plan.layers[target.layer].op {
+            let input_format = self.plan.value_format(self.plan.layers[target.layer].inputs[0]);
+            let layer = &mut self.plan.layers[target.layer];
+            let (w, s, th) = match &mut layer.op {
                 Op::Conv(c) => (&mut c.weight, &mut c.sparse_weight, &mut c.input_threshold),
                 Op::Dense(d) => (&mut d.weight, &mut d.sparse_weight, &mut d.input_threshold),
                 _ => unreachable!("targets are conv or fully connected layers"),
             };
             if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
                 *w = prune::pruned(&target.weights, &new).unwrap_or_else(|| target.weights.to_vec());
+                // The fixed-point datapath: the pruned weights in integers, as the backend
+                // writes them (their formats and the biases' follow the weights).
+                let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
+                if let (Some(channels), Some(bits), Some(input)) = (channels, self.weight_bits, input_format) {
+                    let q = quantize_weights(w, &target.bias_values, target.rows, bits, input);
+                    let fan_in = w.len() / target.rows.max(1);
+                    for ((row, exact), f) in
+                        w.chunks_mut(fan_in).zip(channels.weight.chunks_mut(fan_in)).zip(&q.formats)
+                    {
+                        for (v, e) in row.iter_mut().zip(exact.iter_mut()) {
+                            *e = f.to_f64(f.quantize(*v as f64));
+                            *v = *e as f32;
+                        }
+                    }
+                    channels.weight_frac = q.formats.iter().map(|f| f.frac).collect();
+                    channels.bias = q.biases;
+                }
                 *s = SparseRows::from_dense(w, target.rows);
             }
             *th = new.activation_threshold;
@@ -426,14 +453,22 @@ mod tests {
 
     #[test]
     fn incremental_evaluation_matches_a_fresh_one() {
+        incremental_matches_fresh(crate::quantize::Datapath::Float);
+        incremental_matches_fresh(crate::quantize::Datapath::Fixed);
+    }
+
+    fn incremental_matches_fresh(datapath: crate::quantize::Datapath) {
         let graph = crate::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
         let board = Board::resolve("zcu102").unwrap();
         let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
         let images = Tensor::new(vec![64, 1, 28, 28], all.data()[..64 * 784].to_vec()).unwrap();
         let labels = &hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap()[..64];
         let options = DesignOptions::default();
+        let quantization = (datapath == crate::quantize::Datapath::Fixed)
+            .then(|| crate::quantize::quantize(&graph, &board, options.precision, Some(&images)).unwrap());
+        let q = quantization.as_ref();
         let mut eval =
-            Evaluator::new(&graph, &board, &options, Objective::Throughput, &images, Some(labels), 0).unwrap();
+            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0).unwrap();
         let dense = eval.accepted().metrics;
         let names: Vec<String> = eval.targets().iter().map(|t| t.name.clone()).collect();
         let mut knobs = vec![LayerKnobs::default(); names.len()];
@@ -444,7 +479,8 @@ mod tests {
         let mut pruned = graph.clone();
         let layers = names.iter().cloned().zip(knobs.iter().copied()).filter(|(_, k)| k.any()).collect();
         crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
-        let fresh = Evaluator::new(&pruned, &board, &options, Objective::Throughput, &images, Some(labels), 0).unwrap();
+        let fresh =
+            Evaluator::new(&pruned, &board, &options, q, Objective::Throughput, &images, Some(labels), 0).unwrap();
         let (a, b) = (candidate.metrics, fresh.accepted().metrics);
         // (The pressure is probed relative to each evaluator's accepted design, so it differs.)
         assert_eq!((a.top1, a.throughput_fps, a.latency_s), (b.top1, b.throughput_fps, b.latency_s));

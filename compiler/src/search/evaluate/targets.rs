@@ -26,6 +26,9 @@ pub struct Target {
     pub(super) rows: usize,
     /// Bias values.
     pub(super) biases: usize,
+    /// The biases (zeros without), which the fixed-point datapath re-quantizes with the
+    /// weights.
+    pub(super) bias_values: Arc<Vec<f32>>,
 }
 
 /// The targets of `graph`, in execution order; `plan` and `network` were made from it.
@@ -51,6 +54,7 @@ pub(super) fn discover(graph: &Graph, plan: &Plan, network: &Network) -> Result<
             weights: Arc::new(w.data.clone()),
             rows: w.shape[0],
             biases: bias.map_or(0, |b| graph.weights.tensor(b).data.len()),
+            bias_values: Arc::new(bias.map_or_else(|| vec![0.0; w.shape[0]], |b| graph.weights.tensor(b).data.clone())),
         });
     }
     Ok(targets)
