@@ -12,6 +12,7 @@ use crate::hw::Precision;
 use crate::ir::{Activation, Graph, NodeId, Op, PoolKind};
 use hass_proto::fixed::Format;
 use hass_runtime::Tensor;
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// The margin over the largest magnitude seen, so that images beyond the calibration set
@@ -144,23 +145,38 @@ fn bound(activation: Option<Activation>) -> f64 {
 /// value gets finer steps.
 fn least_error_format(bits: u32, seen: &ranges::Seen, headroom: f64, bound: f64) -> Format {
     let holding = Format::for_range(bits, (headroom * seen.max_abs).min(bound));
-    let error = |f: Format| -> f64 {
-        let scaled = seen.sample.iter().map(|&x| (headroom * x as f64).clamp(-bound, bound));
-        scaled.map(|x| (x - f.to_f64(f.quantize(x))).powi(2)).sum()
-    };
-    // Ties keep the coarser format (iteration order, strict comparison).
-    (1..=FINER_FORMATS_TRIED)
+    let candidates: Vec<Format> = (0..=FINER_FORMATS_TRIED)
         .map(|k| holding.with_frac(holding.frac + k))
         .filter(|f| hass_proto::fixed::FRAC_RANGE.contains(&f.frac))
-        .fold((holding, error(holding)), |best, f| {
-            let e = error(f);
-            if e < best.1 {
-                (f, e)
-            } else {
-                best
-            }
-        })
-        .0
+        .collect();
+    // One pass over the sample for every candidate, in f64 only: rounding half to even and
+    // clamping to the integer range is what `Format::quantize` does.
+    let scales: Vec<(f64, f64, f64, f64)> =
+        candidates.iter().map(|f| (f.scale(), 1.0 / f.scale(), f.min() as f64, f.max() as f64)).collect();
+    let mut errors = vec![0f64; candidates.len()];
+    for &x in &seen.sample {
+        let x = (headroom * x as f64).clamp(-bound, bound);
+        for (e, &(scale, step, lo, hi)) in errors.iter_mut().zip(&scales) {
+            let d = x - round_half_even(x * scale).clamp(lo, hi) * step;
+            *e += d * d;
+        }
+    }
+    // Ties keep the coarser format (the first).
+    let best = errors.iter().enumerate().fold(0, |best, (i, e)| if *e < errors[best] { i } else { best });
+    candidates[best]
+}
+
+/// `v` rounded half to even, without a library call: adding and removing 2^52 leaves the
+/// integer IEEE arithmetic rounds to (beyond 2^52 every f64 is an integer already).
+#[inline]
+fn round_half_even(v: f64) -> f64 {
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    if v.abs() < TWO_52 {
+        let shift = TWO_52.copysign(v);
+        (v + shift) - shift
+    } else {
+        v
+    }
 }
 
 /// Choose the formats of `graph` at `precision`, measuring activation ranges on `images`
@@ -179,7 +195,22 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
     let bits = precision.activation_bits;
     let mut layers: HashMap<NodeId, LayerFormats> = HashMap::new();
     let input = least_error_format(bits, &measured.input, HEADROOM, f64::INFINITY);
-    for (i, &id) in graph.layers().iter().enumerate() {
+    let order = graph.layers();
+    // Every stream's own choice, independent of the others: in parallel.
+    let (own, pre): (Vec<Format>, Vec<Option<Format>>) = order
+        .par_iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let activation = graph.node(id).op.activation();
+            let own = least_error_format(bits, &measured.outputs[i], HEADROOM, bound(activation));
+            let pre = match (&measured.pre_activation[i], needs_pre_activation(activation)) {
+                (Some(seen), true) => Some(least_error_format(bits, seen, HEADROOM, f64::INFINITY)),
+                _ => None,
+            };
+            (own, pre)
+        })
+        .unzip();
+    for (i, &id) in order.iter().enumerate() {
         let op = &graph.node(id).op;
         let activation = op.activation();
         let headroom = if graph.outputs.contains(&id) { OUTPUT_HEADROOM } else { HEADROOM };
@@ -197,12 +228,9 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
             _ if graph.outputs.contains(&id) => {
                 Format::for_range(bits, (headroom * measured.outputs[i].max_abs).min(bound(activation)))
             }
-            _ => least_error_format(bits, &measured.outputs[i], headroom, bound(activation)),
+            _ => own[i],
         };
-        let pre_activation = match (&measured.pre_activation[i], needs_pre_activation(activation)) {
-            (Some(seen), true) => Some(least_error_format(bits, seen, HEADROOM, f64::INFINITY)),
-            _ => None,
-        };
+        let pre_activation = pre[i];
         layers.insert(id, LayerFormats { output, pre_activation });
     }
     Ok(Quantization { weight_bits: precision.weight_bits, input, layers, source })
