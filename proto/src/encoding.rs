@@ -99,7 +99,7 @@ fn csr(values: &[f32], rows: usize) -> Vec<u8> {
 #[error("weight tensor is malformed: {0}")]
 pub struct DecodeError(pub String);
 
-fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
     Err(DecodeError(msg.into()))
 }
 
@@ -107,8 +107,39 @@ fn f32_at(bytes: &[u8], at: usize) -> Option<f32> {
     bytes.get(at..at + 4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The CSR layout's structure at the start of `bytes` (per row a u32 start offset, plus one
+/// past the end, then a u32 column index per stored value), every offset and index checked:
+/// the flat index of each stored value in order, and where the values begin. Float and
+/// integer tensors share it ([`crate::packed`]); only how values are stored differs.
+pub(crate) fn csr_positions(bytes: &[u8], count: usize, rows: usize) -> Result<(Vec<usize>, usize), DecodeError> {
+    let rows = rows.max(1);
+    if !count.is_multiple_of(rows) {
+        return err(format!("{count} values do not split into {rows} rows"));
+    }
+    let cols = count / rows;
+    let starts: Option<Vec<u32>> = (0..=rows).map(|r| u32_at(bytes, 4 * r)).collect();
+    let Some(starts) = starts else { return err("row offsets are truncated") };
+    let nnz = starts[rows] as usize;
+    let columns_at = 4 * (rows + 1);
+    let values_at = columns_at + 4 * nnz;
+    if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) || bytes.len() < values_at {
+        return err("row offsets are inconsistent");
+    }
+    let mut positions = Vec::with_capacity(nnz);
+    for r in 0..rows {
+        for k in starts[r] as usize..starts[r + 1] as usize {
+            let c = u32_at(bytes, columns_at + 4 * k).expect("length checked") as usize;
+            if c >= cols {
+                return err(format!("column {c} out of {cols}"));
+            }
+            positions.push(r * cols + c);
+        }
+    }
+    Ok((positions, values_at))
 }
 
 /// Decode `bytes` (exactly the tensor's bytes) into `count` values.
@@ -155,26 +186,12 @@ pub fn decode(encoding: WeightEncoding, bytes: &[u8], count: usize, rows: usize)
             }
         }
         WeightEncoding::Csr => {
-            let rows = rows.max(1);
-            if !count.is_multiple_of(rows) {
-                return err(format!("{count} values do not split into {rows} rows"));
-            }
-            let cols = count / rows;
-            let starts: Option<Vec<u32>> = (0..=rows).map(|r| u32_at(bytes, 4 * r)).collect();
-            let Some(starts) = starts else { return err("row offsets are truncated") };
-            let nnz = starts[rows] as usize;
-            if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) || bytes.len() != 4 * (rows + 1) + 8 * nnz {
+            let (positions, values_at) = csr_positions(bytes, count, rows)?;
+            if bytes.len() != values_at + 4 * positions.len() {
                 return err("row offsets are inconsistent");
             }
-            let (idx_at, val_at) = (4 * (rows + 1), 4 * (rows + 1) + 4 * nnz);
-            for r in 0..rows {
-                for k in starts[r] as usize..starts[r + 1] as usize {
-                    let c = u32_at(bytes, idx_at + 4 * k).expect("length checked") as usize;
-                    if c >= cols {
-                        return err(format!("column {c} out of {cols}"));
-                    }
-                    out[r * cols + c] = f32_at(bytes, val_at + 4 * k).expect("length checked");
-                }
+            for (k, &at) in positions.iter().enumerate() {
+                out[at] = f32_at(bytes, values_at + 4 * k).expect("length checked");
             }
         }
     }

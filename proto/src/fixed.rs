@@ -143,7 +143,7 @@ impl Format {
 /// `2^e` in f64, exact, built from its bits (no library call on the kernels' hot paths);
 /// 0 and infinity beyond the range of f64.
 #[inline]
-fn pow2(e: i32) -> f64 {
+pub fn pow2(e: i32) -> f64 {
     match e {
         -1022..=1023 => f64::from_bits(((e + 1023) as u64) << 52),
         // Subnormal, then beyond either end.
@@ -309,6 +309,13 @@ fn constant(x: f64, frac: i32) -> i128 {
 pub const HARD_SWISH_SLOPE: i128 = 5461;
 /// Fractional bits of [`HARD_SWISH_SLOPE`].
 pub const HARD_SWISH_SLOPE_FRAC: i32 = 15;
+
+/// Whether a fused `activation` reads the pre-activation format: HardSigmoid, HardSwish and
+/// Sigmoid do; ReLU and Clip commute with narrowing and act on the output.
+pub fn reads_pre_activation(activation: Option<crate::semantics::Activation>) -> bool {
+    use crate::semantics::Activation as A;
+    matches!(activation, Some(A::HardSigmoid { .. } | A::HardSwish | A::Sigmoid))
+}
 
 /// The activation unit after a layer's arithmetic: a wide value `v` at `v_frac` fractional
 /// bits goes to the output format. ReLU and Clip act on the requantized output (they

@@ -14,12 +14,8 @@
 //! Integers little-endian; ties go to the earlier encoding. Decoding validates every count,
 //! offset, index and the padding: a damaged tensor is an error, never a panic.
 
-use crate::encoding::DecodeError;
+use crate::encoding::{csr_positions, err, u32_at, DecodeError};
 use crate::WeightEncoding;
-
-fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
-    Err(DecodeError(msg.into()))
-}
 
 /// Bytes that `count` values of `bits` take packed.
 pub fn packed_len(count: usize, bits: u32) -> usize {
@@ -131,10 +127,6 @@ fn csr(values: &[i64], rows: usize, bits: u32) -> Vec<u8> {
     out
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 /// Decode `bytes` (exactly the tensor's) into `count` values of `bits` (2 to 64).
 pub fn decode(
     encoding: WeightEncoding,
@@ -178,30 +170,10 @@ pub fn decode(
             Ok(out)
         }
         WeightEncoding::Csr => {
-            let rows = rows.max(1);
-            if !count.is_multiple_of(rows) {
-                return err(format!("{count} values do not split into {rows} rows"));
-            }
-            let cols = count / rows;
-            let starts: Option<Vec<u32>> = (0..=rows).map(|r| u32_at(bytes, 4 * r)).collect();
-            let Some(starts) = starts else { return err("row offsets are truncated") };
-            let nnz = starts[rows] as usize;
-            let columns_at = 4 * (rows + 1);
-            let values_at = columns_at + 4 * nnz;
-            if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) || bytes.len() < values_at {
-                return err("row offsets are inconsistent");
-            }
-            let stored = unpack(&bytes[values_at..], nnz, bits)?;
+            let (positions, values_at) = csr_positions(bytes, count, rows)?;
             let mut out = vec![0; count];
-            for r in 0..rows {
-                let range = starts[r] as usize..starts[r + 1] as usize;
-                for (k, &value) in range.clone().zip(&stored[range]) {
-                    let c = u32_at(bytes, columns_at + 4 * k).expect("length checked") as usize;
-                    if c >= cols {
-                        return err(format!("column {c} out of {cols}"));
-                    }
-                    out[r * cols + c] = value;
-                }
+            for (&at, value) in positions.iter().zip(unpack(&bytes[values_at..], positions.len(), bits)?) {
+                out[at] = value;
             }
             Ok(out)
         }

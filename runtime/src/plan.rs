@@ -197,10 +197,9 @@ pub struct FixedChannels {
     /// Per output channel: the fractional bits of its weights.
     pub weight_frac: Vec<i32>,
     /// Per output channel: the bias (ScaleShift: the shift) at the accumulator's binary
-    /// point, `input frac + weight_frac[o]`.
+    /// point, `input frac + weight_frac[o]`. The loader has checked that the accumulator
+    /// needs at most [`MAX_EXACT_ACCUMULATOR_BITS`].
     pub bias: Vec<i64>,
-    /// The accumulator width (at most [`MAX_EXACT_ACCUMULATOR_BITS`]).
-    pub accumulator_bits: u32,
 }
 
 /// The widest accumulator the runtime computes exactly: the products' sum (one bit less)

@@ -123,11 +123,6 @@ pub fn quantize_weights(
     QuantizedWeights { formats, weights: ints, biases, accumulator_bits }
 }
 
-/// Whether `activation` reads a pre-activation format.
-pub fn needs_pre_activation(activation: Option<Activation>) -> bool {
-    matches!(activation, Some(Activation::HardSigmoid { .. } | Activation::HardSwish | Activation::Sigmoid))
-}
-
 /// The largest magnitude `activation` can output, where it is bounded.
 fn bound(activation: Option<Activation>) -> f64 {
     match activation {
@@ -196,41 +191,40 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
     let mut layers: HashMap<NodeId, LayerFormats> = HashMap::new();
     let input = least_error_format(bits, &measured.input, HEADROOM, f64::INFINITY);
     let order = graph.layers();
-    // Every stream's own choice, independent of the others: in parallel.
-    let (own, pre): (Vec<Format>, Vec<Option<Format>>) = order
+    // Every stream's own choice, independent of the others, in parallel; `None` where a
+    // layer passes its input's values on and keeps its input's format (the contract's rule
+    // for Reshape; free for max pools), resolved in order below.
+    let chosen: Vec<(Option<Format>, Option<Format>)> = order
         .par_iter()
         .enumerate()
         .map(|(i, &id)| {
-            let activation = graph.node(id).op.activation();
-            let own = least_error_format(bits, &measured.outputs[i], HEADROOM, bound(activation));
-            let pre = match (&measured.pre_activation[i], needs_pre_activation(activation)) {
+            let op = &graph.node(id).op;
+            let activation = op.activation();
+            let output = match op {
+                Op::Reshape(_) | Op::Pool(crate::ir::Pool { kind: PoolKind::Max, .. }) => None,
+                // Outputs keep every value: clipping a logit can tie it with another.
+                _ if graph.outputs.contains(&id) => Some(Format::for_range(
+                    bits,
+                    (OUTPUT_HEADROOM * measured.outputs[i].max_abs).min(bound(activation)),
+                )),
+                _ => Some(least_error_format(bits, &measured.outputs[i], HEADROOM, bound(activation))),
+            };
+            let pre = match (&measured.pre_activation[i], hass_proto::fixed::reads_pre_activation(activation)) {
                 (Some(seen), true) => Some(least_error_format(bits, seen, HEADROOM, f64::INFINITY)),
                 _ => None,
             };
-            (own, pre)
+            (output, pre)
         })
-        .unzip();
-    for (i, &id) in order.iter().enumerate() {
-        let op = &graph.node(id).op;
-        let activation = op.activation();
-        let headroom = if graph.outputs.contains(&id) { OUTPUT_HEADROOM } else { HEADROOM };
-        let output = match op {
-            // Same values: same format (the contract's rule for Reshape; free for max pools).
-            Op::Reshape(_) | Op::Pool(crate::ir::Pool { kind: PoolKind::Max, .. }) => {
-                let from = graph.inputs_of(id)[0];
-                if from == graph.input {
-                    input
-                } else {
-                    layers[&from].output
-                }
+        .collect();
+    for (&id, &(output, pre_activation)) in order.iter().zip(&chosen) {
+        let output = output.unwrap_or_else(|| {
+            let from = graph.inputs_of(id)[0];
+            if from == graph.input {
+                input
+            } else {
+                layers[&from].output
             }
-            // Outputs keep every value: clipping a logit can tie it with another.
-            _ if graph.outputs.contains(&id) => {
-                Format::for_range(bits, (headroom * measured.outputs[i].max_abs).min(bound(activation)))
-            }
-            _ => own[i],
-        };
-        let pre_activation = pre[i];
+        });
         layers.insert(id, LayerFormats { output, pre_activation });
     }
     Ok(Quantization { weight_bits: precision.weight_bits, input, layers, source })

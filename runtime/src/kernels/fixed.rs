@@ -133,7 +133,7 @@ fn epilogue(
 ) {
     for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
         let frac = x.frac + ch.weight_frac[c];
-        let scale = Format { bits: 64, frac }.scale();
+        let scale = hass_proto::fixed::pow2(frac);
         let bias = ch.bias[c] as i128;
         for (o, &a) in out.iter_mut().zip(acc) {
             // Exact: the accumulator holds at most 54 bits (see `FixedChannels`).

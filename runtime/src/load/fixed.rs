@@ -4,7 +4,7 @@
 
 use super::{tensor_bytes, LayerIn, Weighted};
 use crate::error::invalid;
-use crate::plan::{Activation, FixedChannels, Format, MAX_EXACT_ACCUMULATOR_BITS};
+use crate::plan::{FixedChannels, Format, MAX_EXACT_ACCUMULATOR_BITS};
 use crate::RuntimeError;
 use hass_proto as pb;
 use hass_proto::fixed::{self, MAX_DATA_BITS, MIN_DATA_BITS};
@@ -16,12 +16,6 @@ pub(super) fn data_format(layer: &str, what: &str, f: Option<&pb::FixedFormat>) 
         return Err(invalid(layer, format!("{what} format has {} bits; stored values take 2 to 16", f.bits)));
     }
     Format::new(f.bits, f.frac).map_err(|e| invalid(layer, format!("{what} format: {e}")))
-}
-
-/// Whether `activation` reads a pre-activation format (the ones that are not monotone
-/// re-scalings of their input).
-pub(super) fn needs_pre_activation(activation: Option<Activation>) -> bool {
-    matches!(activation, Some(Activation::HardSigmoid { .. } | Activation::HardSwish | Activation::Sigmoid))
 }
 
 /// An integer tensor: `(values, bits)`.
@@ -100,7 +94,7 @@ pub(super) fn channels(
         .zip(&weight_frac)
         .map(|(&b, &frac)| Format { bits: bias_bits, frac: input.frac + frac }.to_f64(b) as f32)
         .collect();
-    let channels = FixedChannels { weight: exact, weight_frac, bias: biases, accumulator_bits: needed };
+    let channels = FixedChannels { weight: exact, weight_frac, bias: biases };
     Ok(Weighted { weight: dequantized, bias: bias_real, channels: Some(channels) })
 }
 
@@ -123,48 +117,16 @@ mod tests {
     /// dense weights 0.25 at (8, 5), 22-bit accumulator, bias 1, output (12, 4).
     fn valid() -> (pb::Schedule, Vec<u8>) {
         let mut w = hass_proto::WeightsWriter::default();
-        let conv = pb::Conv {
-            weight: Some(w.push_ints(&[3, 2, 3, 3], &[32; 54], 8)),
-            bias: Some(w.push_ints(&[3], &[0; 3], 20)),
-            kernel: vec![3, 3],
-            stride: vec![1, 1],
-            dilation: vec![1, 1],
-            pads: vec![1; 4],
-            groups: 1,
-            activation: None,
-            input_threshold: None,
-        };
+        let conv = (w.push_ints(&[3, 2, 3, 3], &[32; 54], 8), w.push_ints(&[3], &[0; 3], 20));
         // Bias 1.0 at the accumulator's binary point, 3 + 5 fractional bits.
-        let dense = pb::Dense {
-            weight: Some(w.push_ints(&[5, 48], &[8; 240], 8)),
-            bias: Some(w.push_ints(&[5], &[256; 5], 21)),
-            activation: None,
-            input_threshold: None,
-        };
-        use pb::layer::Op as P;
-        let folding =
-            pb::Folding { coarse_in: 1, coarse_out: 1, coarse_group: 1, fine: 1, spatial: 1, ..Default::default() };
-        let layer = |name: &str, inputs: u32, output: &[u32], op: P, fixed| pb::Layer {
-            name: name.into(),
-            inputs: vec![inputs],
-            output: Some(pb::TensorType { shape: output.to_vec(), dtype: pb::DataType::F32 as i32 }),
-            folding: Some(folding.clone()),
-            op: Some(op),
-            fixed,
-        };
-        let schedule = pb::Schedule {
-            model: "m".into(),
-            input: Some(pb::TensorType { shape: vec![2, 4, 4], dtype: pb::DataType::F32 as i32 }),
-            layers: vec![
-                layer("conv", 0, &[3, 4, 4], P::Conv(conv), record(format(8, 3), vec![6; 3], 21)),
-                layer("flat", 1, &[48], P::Reshape(pb::Reshape {}), record(format(8, 3), vec![], 0)),
-                layer("fc", 2, &[5], P::Dense(dense), record(format(12, 4), vec![5; 5], 22)),
-            ],
-            outputs: vec![3],
-            input_format: format(8, 4),
-            ..Default::default()
-        };
-        (schedule, w.into_bytes())
+        let dense = (w.push_ints(&[5, 48], &[8; 240], 8), w.push_ints(&[5], &[256; 5], 21));
+        let records = [
+            record(format(8, 3), vec![6; 3], 21),
+            record(format(8, 3), vec![], 0),
+            record(format(12, 4), vec![5; 5], 22),
+        ];
+        let schedule = super::super::tests::small_network(conv, dense, records);
+        (pb::Schedule { input_format: format(8, 4), ..schedule }, w.into_bytes())
     }
 
     fn load(schedule: &pb::Schedule, weights: &[u8]) -> Result<Plan, RuntimeError> {

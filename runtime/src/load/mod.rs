@@ -95,7 +95,7 @@ fn fixed_layer(
     let activation = op.activation();
     let pre = match op {
         Op::Activation(_) => l.input_formats[0],
-        _ if fixed::needs_pre_activation(activation) => {
+        _ if hass_proto::fixed::reads_pre_activation(activation) => {
             fixed::data_format(l.name, "pre-activation", record.pre_activation.as_ref())?
         }
         _ => out,
@@ -486,9 +486,21 @@ mod tests {
     /// The valid schedule and its weights section.
     fn valid() -> (pb::Schedule, Vec<u8>) {
         let mut w = hass_proto::WeightsWriter::default();
+        let conv = (w.push_f32(&[3, 2, 3, 3], &[0.5; 54]), w.push_f32(&[3], &[0.0; 3]));
+        let dense = (w.push_f32(&[5, 48], &[0.25; 240]), w.push_f32(&[5], &[1.0; 5]));
+        (small_network(conv, dense, Default::default()), w.into_bytes())
+    }
+
+    /// The tests' network with the given (weight, bias) of its conv and dense layers and the
+    /// fixed-point records of its three layers (the fixed-point tests use it too).
+    pub(super) fn small_network(
+        (conv_weight, conv_bias): (pb::WeightRef, pb::WeightRef),
+        (dense_weight, dense_bias): (pb::WeightRef, pb::WeightRef),
+        [conv_fixed, flat_fixed, dense_fixed]: [Option<pb::FixedPoint>; 3],
+    ) -> pb::Schedule {
         let conv = pb::Conv {
-            weight: Some(w.push_f32(&[3, 2, 3, 3], &[0.5; 54])),
-            bias: Some(w.push_f32(&[3], &[0.0; 3])),
+            weight: Some(conv_weight),
+            bias: Some(conv_bias),
             kernel: vec![3, 3],
             stride: vec![1, 1],
             dilation: vec![1, 1],
@@ -497,33 +509,28 @@ mod tests {
             activation: None,
             input_threshold: None,
         };
-        let dense = pb::Dense {
-            weight: Some(w.push_f32(&[5, 48], &[0.25; 240])),
-            bias: Some(w.push_f32(&[5], &[1.0; 5])),
-            activation: None,
-            input_threshold: None,
-        };
+        let dense =
+            pb::Dense { weight: Some(dense_weight), bias: Some(dense_bias), activation: None, input_threshold: None };
         use pb::layer::Op as P;
-        let layer = |name: &str, inputs: u32, output: &[u32], op: P| pb::Layer {
+        let layer = |name: &str, inputs: u32, output: &[u32], op: P, fixed| pb::Layer {
             name: name.into(),
             inputs: vec![inputs],
             output: tensor(output),
             folding: Some(folding()),
             op: Some(op),
-            fixed: None,
+            fixed,
         };
-        let schedule = pb::Schedule {
+        pb::Schedule {
             model: "m".into(),
             input: tensor(&[2, 4, 4]),
             layers: vec![
-                layer("conv", 0, &[3, 4, 4], P::Conv(conv)),
-                layer("flat", 1, &[48], P::Reshape(pb::Reshape {})),
-                layer("fc", 2, &[5], P::Dense(dense)),
+                layer("conv", 0, &[3, 4, 4], P::Conv(conv), conv_fixed),
+                layer("flat", 1, &[48], P::Reshape(pb::Reshape {}), flat_fixed),
+                layer("fc", 2, &[5], P::Dense(dense), dense_fixed),
             ],
             outputs: vec![3],
             ..Default::default()
-        };
-        (schedule, w.into_bytes())
+        }
     }
 
     fn load(schedule: &pb::Schedule, weights: &[u8]) -> Result<Plan, RuntimeError> {

@@ -304,11 +304,10 @@ impl<'a> Evaluator<'a> {
                 if let (Some(channels), Some(bits), Some(input)) = (channels, self.weight_bits, input_format) {
                     let q = quantize_weights(w, &target.bias_values, target.rows, bits, input);
                     let fan_in = w.len() / target.rows.max(1);
-                    for ((row, exact), f) in
-                        w.chunks_mut(fan_in).zip(channels.weight.chunks_mut(fan_in)).zip(&q.formats)
-                    {
-                        for (v, e) in row.iter_mut().zip(exact.iter_mut()) {
-                            *e = f.to_f64(f.quantize(*v as f64));
+                    let rows = w.chunks_mut(fan_in).zip(channels.weight.chunks_mut(fan_in));
+                    for (((row, exact), ints), f) in rows.zip(q.weights.chunks(fan_in)).zip(&q.formats) {
+                        for ((v, e), &int) in row.iter_mut().zip(exact.iter_mut()).zip(ints) {
+                            *e = f.to_f64(int);
                             *v = *e as f32;
                         }
                     }
