@@ -40,8 +40,8 @@ pub enum SparsitySource {
 pub struct DesignOptions {
     /// Allocator.
     pub allocator: Allocator,
-    /// Operand widths.
-    pub precision: Precision,
+    /// Operand widths, per layer.
+    pub precision: Widths,
     /// Sparsity statistics.
     pub sparsity: SparsitySource,
     /// Images per batch, for the batched throughput (pipeline fill, reconfiguration).
@@ -52,10 +52,88 @@ impl Default for DesignOptions {
     fn default() -> Self {
         DesignOptions {
             allocator: Allocator::Exact,
-            precision: Precision::default(),
+            precision: Widths::default(),
             sparsity: SparsitySource::Dense,
             batch: 256,
         }
+    }
+}
+
+/// Operand widths per layer: a default for every layer and overrides by layer name. A
+/// layer's `weight_bits` is its weights' width; its `activation_bits` the width of the
+/// stream it writes (max pools and reshapes pass their input's values on in its format).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Widths {
+    /// Every layer's widths unless named below; also the network input's.
+    pub default: Precision,
+    /// Overrides by layer name.
+    pub layers: BTreeMap<String, Precision>,
+}
+
+impl Widths {
+    /// The same widths everywhere.
+    pub fn uniform(precision: Precision) -> Widths {
+        Widths { default: precision, layers: BTreeMap::new() }
+    }
+
+    /// The widths of the layer named `name`.
+    pub fn of(&self, name: &str) -> Precision {
+        self.layers.get(name).copied().unwrap_or(self.default)
+    }
+
+    /// The width of the stream value `id` of `graph` carries (the input's, or what its
+    /// producer writes).
+    pub fn stream_bits(&self, graph: &Graph, id: NodeId) -> u32 {
+        if id == graph.input {
+            return self.default.activation_bits;
+        }
+        match &graph.node(id).op {
+            crate::ir::Op::Reshape(_) | crate::ir::Op::Pool(crate::ir::Pool { kind: crate::ir::PoolKind::Max, .. }) => {
+                self.stream_bits(graph, graph.inputs_of(id)[0])
+            }
+            _ => self.of(&graph.node(id).name).activation_bits,
+        }
+    }
+
+    /// The widths a stage of layer `id` computes at: its weights', and the widest stream it
+    /// reads (what its windows, line buffers and multipliers hold).
+    pub fn of_stage(&self, graph: &Graph, id: NodeId) -> Precision {
+        let reads = graph.inputs_of(id).iter().map(|&i| self.stream_bits(graph, i)).max();
+        Precision {
+            weight_bits: self.of(&graph.node(id).name).weight_bits,
+            activation_bits: reads.unwrap_or(self.default.activation_bits),
+        }
+    }
+
+    /// Every width is 2 to 16 bits and names a layer of `graph`; weight widths name a layer
+    /// with weights.
+    pub fn check(&self, graph: &Graph) -> Result<()> {
+        let bad = |m: String| Err(CompileError::Options(m));
+        let range = 2..=16;
+        for (what, p) in std::iter::once(("the default".to_string(), &self.default))
+            .chain(self.layers.iter().map(|(n, p)| (format!("layer {n:?}"), p)))
+        {
+            if !range.contains(&p.weight_bits) || !range.contains(&p.activation_bits) {
+                return bad(format!(
+                    "{what} sets {} weight bits and {} activation bits; widths must be 2 to 16 bits",
+                    p.weight_bits, p.activation_bits
+                ));
+            }
+        }
+        let layers = graph.layers();
+        for (name, p) in &self.layers {
+            let Some(&id) = layers.iter().find(|&&id| &graph.node(id).name == name) else {
+                let names: Vec<&str> = layers.iter().map(|&id| graph.node(id).name.as_str()).collect();
+                return bad(format!(
+                    "widths are set for layer {name:?}, which is not a layer of this model; valid names: {}",
+                    names.join(", ")
+                ));
+            };
+            if p.weight_bits != self.default.weight_bits && graph.node(id).op.weight_ids().is_empty() {
+                return bad(format!("layer {name:?} has no weights: set only activation_bits on it"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -168,14 +246,16 @@ pub fn check_fraction(what: &str, v: f64) -> Result<()> {
 
 /// The network model of `graph` under `options`.
 pub fn network(graph: &Graph, options: &DesignOptions) -> Result<Network> {
+    options.precision.check(graph)?;
     let sparsity = sparsity_for(graph, &options.sparsity)?;
     let words = |id: NodeId| graph.shape(id).iter().product::<usize>();
     let output_words = graph.outputs.iter().map(|&o| words(o)).sum();
     let mut stages = stages(graph);
     for s in &mut stages {
-        s.encoded_weight_bits = encoded_bits(graph, s.node, options.precision.weight_bits as u64);
+        s.precision = options.precision.of_stage(graph, s.node);
+        s.encoded_weight_bits = encoded_bits(graph, s.node, s.precision.weight_bits as u64);
     }
-    Ok(Network::new(stages, sparsity, options.precision, words(graph.input), output_words))
+    Ok(Network::new(stages, sparsity, options.precision.default, words(graph.input), output_words))
 }
 
 /// Bits of a layer's weights (plus dense bias) in the artifact's encoding at `weight_bits`,
@@ -266,14 +346,54 @@ pub fn chosen_cost(design: &Design, global: usize) -> (crate::hw::cost::StageCos
         .expect("every stage is in a partition");
     let choice = part.choices[global - part.offset];
     let s = &design.network.stages[global];
-    (
-        stage_cost(
-            s,
-            choice.folding,
-            choice.placement,
-            design.network.precision,
-            design.network.sparsity[global].as_ref(),
-        ),
-        p,
-    )
+    (stage_cost(s, choice.folding, choice.placement, design.network.sparsity[global].as_ref()), p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cnn() -> Graph {
+        crate::load_model(&crate::testing::testdata("models/fmnist_cnn_op13.onnx")).unwrap()
+    }
+
+    fn id_of(graph: &Graph, name: &str) -> NodeId {
+        graph.layers().into_iter().find(|&id| graph.node(id).name == name).unwrap()
+    }
+
+    #[test]
+    fn a_stage_computes_at_its_weights_width_and_the_width_it_reads() {
+        let graph = cnn();
+        let eight = Precision { weight_bits: 8, activation_bits: 8 };
+        let mut widths = Widths::uniform(Precision::default());
+        widths.layers.insert("/c1/c1.0/Conv".into(), Precision { weight_bits: 16, activation_bits: 8 });
+        widths.layers.insert("/c2/c2.0/Conv".into(), Precision { weight_bits: 8, activation_bits: 16 });
+        widths.check(&graph).unwrap();
+        // c2 reads c1's 8-bit stream through a max pool, which passes it on.
+        assert_eq!(widths.of_stage(&graph, id_of(&graph, "/c2/c2.0/Conv")), eight);
+        assert_eq!(widths.stream_bits(&graph, id_of(&graph, "/MaxPool")), 8);
+        // The fully connected layer reads c2's 16-bit output (via a pool and a reshape).
+        assert_eq!(widths.of_stage(&graph, id_of(&graph, "/fc/Gemm")), Precision::default());
+        // The stages carry them, and c2's multipliers pack two to a DSP.
+        let net = network(&graph, &DesignOptions { precision: widths, ..DesignOptions::default() }).unwrap();
+        let c2 = net.stages.iter().find(|s| s.name == "/c2/c2.0/Conv").unwrap();
+        assert_eq!((c2.precision, c2.precision.dsp_per_mult()), (eight, 0.5));
+    }
+
+    #[test]
+    fn widths_name_real_layers_within_range() {
+        let graph = cnn();
+        let with = |name: &str, p: Precision| {
+            let mut w = Widths::default();
+            w.layers.insert(name.into(), p);
+            w.check(&graph).map_err(|e| e.to_string())
+        };
+        let err = with("/c3/Conv", Precision::default()).unwrap_err();
+        assert!(err.contains("\"/c3/Conv\"") && err.contains("/c2/c2.0/Conv"), "{err}");
+        let err = with("/MaxPool", Precision { weight_bits: 8, activation_bits: 16 }).unwrap_err();
+        assert!(err.contains("has no weights"), "{err}");
+        with("/MaxPool", Precision { weight_bits: 16, activation_bits: 8 }).unwrap();
+        let err = with("/fc/Gemm", Precision { weight_bits: 17, activation_bits: 16 }).unwrap_err();
+        assert!(err.contains("2 to 16 bits"), "{err}");
+    }
 }

@@ -91,9 +91,10 @@ impl Compiled {
         report::datapath::from_schedule(&decoded.schedule, q.source.clone(), self.agreement_with_float)
     }
 
-    /// The compiled model (pruned and thresholded, if asked) as standard ONNX.
+    /// The compiled model (pruned and thresholded, if asked) as standard ONNX: on the
+    /// fixed-point datapath with QuantizeLinear/DequantizeLinear pairs at every format.
     pub fn to_onnx(&self) -> Result<Vec<u8>> {
-        frontend::export::to_onnx(&self.graph).map_err(CompileError::Export)
+        frontend::export::to_onnx(&self.graph, self.quantization.as_ref()).map_err(CompileError::Export)
     }
 }
 
@@ -137,7 +138,7 @@ pub fn compile_searched(
     }
     // The dense model's activation formats, on the images the search evaluates.
     let quantization = match options.datapath {
-        quantize::Datapath::Fixed => Some(quantize::quantize(&graph, board, options.design.precision, Some(&images))?),
+        quantize::Datapath::Fixed => Some(quantize::quantize(&graph, board, &options.design.precision, Some(&images))?),
         quantize::Datapath::Float => None,
     };
     let mut result = search::search(&graph, board, &options.design, &images, search, quantization.as_ref())?;
@@ -161,7 +162,7 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
     }
     let quantization = match options.datapath {
         quantize::Datapath::Fixed => {
-            Some(quantize::quantize(&graph, board, design_options.precision, options.calibration.as_deref())?)
+            Some(quantize::quantize(&graph, board, &design_options.precision, options.calibration.as_deref())?)
         }
         quantize::Datapath::Float => None,
     };

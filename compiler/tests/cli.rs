@@ -308,6 +308,55 @@ fn search_input_errors_are_one_line_and_write_nothing() {
 /// in `inspect`, the agreement with float on the calibration images, and nothing of it for
 /// `--datapath float`; the weights section shrinks with the width.
 #[test]
+fn widths_set_per_layer_reach_the_artifact_and_the_hardware_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("widths.toml");
+    // c1 writes 8-bit values and c2 has 8-bit weights: c2 multiplies 8 by 8 bits.
+    std::fs::write(
+        &config,
+        "[layers.\"/c1/c1.0/Conv\"]\nactivation_bits = 8\n[layers.\"/c2/c2.0/Conv\"]\nweight_bits = 8\n",
+    )
+    .unwrap();
+    let (artifact, report) = (dir.path().join("w.hass"), dir.path().join("w.json"));
+    let model = testdata("models/fmnist_cnn_op13.onnx");
+    let out = hassc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "zcu102",
+        "--sparsity-config",
+        config.to_str().unwrap(),
+        "-o",
+        artifact.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 layer(s) at their own widths"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let datapath = r["datapath"]["layers"].as_array().unwrap();
+    let by_name = |name: &str| datapath.iter().find(|l| l["name"] == name).unwrap().clone();
+    assert_eq!(by_name("/c1/c1.0/Conv")["output"]["bits"], 8);
+    assert_eq!(by_name("/c1/c1.0/Conv")["weight_bits"], 16);
+    assert_eq!(by_name("/c2/c2.0/Conv")["weight_bits"], 8);
+    assert_eq!(by_name("/c2/c2.0/Conv")["output"]["bits"], 16);
+    assert_eq!(by_name("/fc/Gemm")["weight_bits"], 16);
+    let c2 = r["layers"].as_array().unwrap().iter().find(|l| l["name"] == "/c2/c2.0/Conv").unwrap();
+    let mults: f64 = ["coarse_in", "coarse_out", "coarse_group", "fine", "spatial"]
+        .iter()
+        .map(|k| c2[k].as_f64().unwrap())
+        .product();
+    assert_eq!(c2["dsp"].as_f64().unwrap(), (mults / 2.0).ceil(), "two 8-bit multiplies per DSP: {c2}");
+    // The runtime reads it.
+    hass_runtime::load_bytes(&std::fs::read(&artifact).unwrap()).unwrap();
+
+    // A width on a layer the model does not have is an error that lists the names.
+    std::fs::write(&config, "[layers.\"/c9/Conv\"]\nweight_bits = 8\n").unwrap();
+    let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--sparsity-config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/c9/Conv") && err.contains("/fc/Gemm"), "{err}");
+}
+
+#[test]
 fn fixed_point_formats_are_reported_and_weights_shrink_with_the_width() {
     let dir = tempfile::tempdir().unwrap();
     let model = testdata("models/fmnist_cnn_op13.onnx");

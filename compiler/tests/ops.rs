@@ -134,7 +134,7 @@ impl Model {
         let input = Tensor::new(shape.clone(), data.clone()).unwrap();
         let ours = hass_runtime::run(&plan, &input).unwrap().remove(0);
         // The fixed-point datapath at 16 bits, its ranges calibrated on this very input.
-        let quantization = hassc::quantize::quantize(&graph, &board, Default::default(), Some(&input)).unwrap();
+        let quantization = hassc::quantize::quantize(&graph, &board, &Default::default(), Some(&input)).unwrap();
         let fixed_plan = hass_runtime::load_bytes(
             &hassc::backend::emit(&graph, &board, &Default::default(), Some(&quantization)).unwrap(),
         )

@@ -5,7 +5,6 @@ mod common;
 
 use common::{test_images as images, testdata};
 use hassc::board::Board;
-use hassc::quantize::Datapath;
 use hassc::report::{report, DesignReport};
 use hassc::sparsity::{LayerKnobs, SparsityConfig};
 use hassc::CompileOptions;
@@ -89,51 +88,6 @@ fn config_file_layers_must_exist_and_override_the_flags() {
     let err = hassc::compile(&testdata("models/fmnist_cnn_op13.onnx"), &board, &options).err().unwrap().to_string();
     assert!(err.contains("\"nope\"") && err.contains(&first), "{err}");
     assert!(SparsityConfig::parse("weight_sparsity = 0.5\nunknown = 1\n", false).is_err());
-}
-
-/// tract's outputs on ONNX bytes for `x`.
-fn tract_outputs(bytes: &[u8], x: &hass_runtime::Tensor) -> Vec<f32> {
-    use tract_onnx::prelude::*;
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .unwrap()
-        .with_input_fact(0, f32::fact(x.shape()).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = tract_ndarray::ArrayD::from_shape_vec(x.shape().to_vec(), x.data().to_vec()).unwrap();
-    let out = model.run(tvec!(tract_onnx::prelude::Tensor::from(input).into())).unwrap();
-    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
-}
-
-#[test]
-fn emitted_onnx_of_the_pruned_thresholded_model_runs_in_tract_like_the_artifact() {
-    let x = images(100);
-    for model in ["fmnist_cnn_op13", "fmnist_resnet_op13", "fmnist_mobilenet_op18"] {
-        // The float datapath: the emitted ONNX is float.
-        let options =
-            CompileOptions { pruning: knobs(0.7, Some(0.05)), datapath: Datapath::Float, ..Default::default() };
-        let (_, c) = compile(model, options);
-        let ours = hass_runtime::run(&hass_runtime::load_bytes(&c.artifact).unwrap(), &x).unwrap().remove(0);
-        let reference = tract_outputs(&c.to_onnx().unwrap(), &x);
-        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = ours.data().iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst <= 1e-4 * scale, "{model}: {worst} vs scale {scale}");
-    }
-}
-
-#[test]
-fn emitted_onnx_of_the_unpruned_model_reproduces_the_golden_outputs() {
-    let x = images(100);
-    let (_, c) = compile("fmnist_mobilenet_op13", CompileOptions::default());
-    let reference = tract_outputs(&c.to_onnx().unwrap(), &x);
-    let golden = hass_runtime::npy::read_f32(&testdata("golden/fmnist_mobilenet_op13.npy")).unwrap();
-    let scale = golden.data().iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (a, b) in reference.iter().zip(golden.data()) {
-        assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
-    }
 }
 
 /// Images `start..start + n` of the bundled test set.

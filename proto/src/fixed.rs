@@ -385,6 +385,23 @@ impl ActivationUnit {
         self.out
     }
 
+    /// HardSigmoid's and HardSwish's gate as reals: `clamp(p * slope + offset, 0, 1)` with
+    /// the slope and offset the unit holds (HardSigmoid's alpha at 16 bits and beta at the
+    /// working point; HardSwish's 5461 / 2^15 and 1/2). `None` for other units.
+    pub fn gate(&self) -> Option<(f64, f64)> {
+        match self.kind {
+            UnitKind::HardSigmoid { alpha, frac, left_shift, offset } => {
+                // The product p * alpha sits at frac - left_shift fractional bits.
+                let alpha_frac = frac - left_shift as i32 - self.pre.frac;
+                Some((alpha as f64 * pow2(-alpha_frac), offset as f64 * pow2(-frac)))
+            }
+            UnitKind::HardSwish { frac, offset, .. } => {
+                Some((HARD_SWISH_SLOPE as f64 * pow2(-HARD_SWISH_SLOPE_FRAC), offset as f64 * pow2(-frac)))
+            }
+            _ => None,
+        }
+    }
+
     /// `v` (at `v_frac` fractional bits) through the unit, in the output format.
     #[inline]
     pub fn apply(&self, v: i128, v_frac: i32) -> i64 {

@@ -41,7 +41,7 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
     let fits =
         |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
     let mut push = |folding: Folding, placement: Placement| {
-        let c = stage_cost(stage, folding, placement, network.precision, sparsity);
+        let c = stage_cost(stage, folding, placement, sparsity);
         if fits(&c.usage) {
             out.push(CostedChoice { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage });
         }
@@ -77,7 +77,7 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                                     continue;
                                 }
                                 *slot = cycles;
-                                let (core, weights) = conv_cost_parts(stage, folding, network.precision, sparsity);
+                                let (core, weights) = conv_cost_parts(stage, folding, sparsity);
                                 if core.usage.dsp > budget.dsp || core.usage.lut > budget.lut {
                                     continue; // wider spatial parallelism only costs more
                                 }

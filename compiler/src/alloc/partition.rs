@@ -76,8 +76,7 @@ impl CheapestRun {
     /// The usage with stage `i` added, and whether it fits `budget`.
     fn with(&self, network: &Network, i: usize, budget: &Budget) -> (CheapestRun, bool) {
         let c = cheapest(network, i);
-        let cost =
-            stage_cost(&network.stages[i], c.folding, c.placement, network.precision, network.sparsity[i].as_ref());
+        let cost = stage_cost(&network.stages[i], c.folding, c.placement, network.sparsity[i].as_ref());
         let grown = CheapestRun { costs: self.costs + cost.usage, fixed: self.fixed + network.fixed[i] };
         let fits = budget.exceeded(&(grown.costs + grown.fixed)).is_empty();
         (grown, fits)

@@ -38,7 +38,7 @@ pub(super) fn lower_op(
     };
     let refs = match weighted {
         Some((weight, bias)) => {
-            Some(integer_weights(graph, &node.name, (weight, bias), input, q.weight_bits, &mut record, w)?)
+            Some(integer_weights(graph, &node.name, (weight, bias), input, formats.weight_bits, &mut record, w)?)
         }
         None => None,
     };

@@ -7,7 +7,6 @@ use clap::Args;
 use hass_runtime::output::Outputs;
 use hassc::board::Board;
 use hassc::design::{check_fraction, DesignOptions, SparsitySource};
-use hassc::hw::Precision;
 use hassc::search::{SearchOptions, Strategy};
 use hassc::sparsity::{LayerKnobs, SparsityConfig};
 use hassc::CompileOptions;
@@ -37,12 +36,14 @@ pub struct CompileArgs {
     /// Per-layer product sparsity: a TOML or JSON table of layer name = value.
     #[arg(long, value_name = "FILE")]
     assume_sparsity_file: Option<PathBuf>,
-    /// Weight width in bits, 2 to 16 (formats per output channel, from the weights' range).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=16))]
-    weight_bits: u32,
-    /// Activation width in bits, 2 to 16 (formats per stream, from ranges measured on --calib).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=16))]
-    activation_bits: u32,
+    /// Weight width in bits, 2 to 16 (formats per output channel, from the weights' range)
+    /// [default: 16, or the --sparsity-config file's global weight_bits].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    weight_bits: Option<u32>,
+    /// Activation width in bits, 2 to 16 (formats per stream, from ranges measured on
+    /// --calib) [default: 16, or the --sparsity-config file's global activation_bits].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    activation_bits: Option<u32>,
     /// The arithmetic the artifact holds: `fixed` is what the accelerator computes at
     /// --weight-bits/--activation-bits; `float` is the float32 reference.
     #[arg(long, value_enum, default_value_t = DatapathArg::Fixed)]
@@ -60,8 +61,9 @@ pub struct CompileArgs {
     /// Zero each conv's input where it is at or below T (not the network input).
     #[arg(long, value_name = "T")]
     activation_threshold: Option<f32>,
-    /// Per-layer knobs (TOML or JSON): `[layers."NAME"] weight_sparsity = 0.8`, ...;
-    /// they override the global flags.
+    /// Per-layer knobs and widths (TOML or JSON): `[layers."NAME"] weight_sparsity = 0.8`,
+    /// `weight_bits = 8`, `activation_bits = 8`, ...; they override the global flags. A
+    /// file that sets only widths leaves the sparsity search on.
     #[arg(long, value_name = "FILE")]
     sparsity_config: Option<PathBuf>,
     /// Calibration images (float32 NCHW `.npy`, normalised as the model expects): measure
@@ -106,7 +108,10 @@ fn strategy(args: &CompileArgs, pruning: &SparsityConfig) -> Result<Option<Strat
     if args.calib.is_none() {
         return Ok(None);
     }
-    match (args.search, pruning.any() || args.sparsity_config.is_some()) {
+    // A file that sets nothing at all still means "these knobs" (none); one that sets only
+    // widths leaves the thresholds to the search.
+    let file_sets_knobs = args.sparsity_config.is_some() && (pruning.any() || !pruning.sets_widths());
+    match (args.search, pruning.any() || file_sets_knobs) {
         // Explicit knobs and no search: the ordinary compile with those knobs.
         (Some(StrategyArg::None), true) => Ok(None),
         (Some(StrategyArg::None), false) => Ok(Some(Strategy::None)),
@@ -156,6 +161,8 @@ fn pruning(args: &CompileArgs) -> Result<SparsityConfig> {
         weight_threshold: args.weight_threshold,
         weight_sparsity: args.weight_sparsity,
         activation_threshold: args.activation_threshold,
+        weight_bits: args.weight_bits,
+        activation_bits: args.activation_bits,
     };
     config.global = flags.or(config.global);
     Ok(config)
@@ -212,7 +219,7 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     let options = CompileOptions {
         design: DesignOptions {
             allocator: args.allocator.into(),
-            precision: Precision { weight_bits: args.weight_bits, activation_bits: args.activation_bits },
+            precision: pruning.widths(),
             sparsity,
             batch: args.batch as usize,
         },

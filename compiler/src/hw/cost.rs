@@ -92,17 +92,17 @@ pub struct StageCost {
     pub usage: Usage,
 }
 
-/// Cost of `stage` at `folding`, weights at `placement`, with `sparsity` (conv stages only).
+/// Cost of `stage` at `folding`, weights at `placement`, with `sparsity` (conv stages only),
+/// at the stage's own operand widths.
 pub fn stage_cost(
     stage: &Stage,
     folding: Folding,
     placement: Placement,
-    precision: Precision,
     sparsity: Option<&LayerSparsity>,
 ) -> StageCost {
     match &stage.kind {
-        StageKind::Conv { .. } => conv_cost(stage, folding, placement, precision, sparsity),
-        StageKind::Lanes { .. } => lanes_cost(stage, folding, precision),
+        StageKind::Conv { .. } => conv_cost(stage, folding, placement, sparsity),
+        StageKind::Lanes { .. } => lanes_cost(stage, folding),
         StageKind::Free => StageCost { cycles: 0.0, usage: Usage::default() },
     }
 }
@@ -198,14 +198,8 @@ fn memory_usage(m: MemoryCost) -> Usage {
 }
 
 /// Resources and cycles of a conv stage.
-pub fn conv_cost(
-    stage: &Stage,
-    f: Folding,
-    placement: Placement,
-    precision: Precision,
-    sparsity: Option<&LayerSparsity>,
-) -> StageCost {
-    let (core, weights) = conv_cost_parts(stage, f, precision, sparsity);
+pub fn conv_cost(stage: &Stage, f: Folding, placement: Placement, sparsity: Option<&LayerSparsity>) -> StageCost {
+    let (core, weights) = conv_cost_parts(stage, f, sparsity);
     StageCost { cycles: core.cycles, usage: core.usage + weights.at(placement) }
 }
 
@@ -238,12 +232,8 @@ impl WeightMemory {
 
 /// A conv stage's cost without its weight memory, and that memory's shape: the
 /// allocator prices every placement of one folding from a single evaluation.
-pub fn conv_cost_parts(
-    stage: &Stage,
-    f: Folding,
-    precision: Precision,
-    sparsity: Option<&LayerSparsity>,
-) -> (StageCost, WeightMemory) {
+pub fn conv_cost_parts(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) -> (StageCost, WeightMemory) {
+    let precision = stage.precision;
     let StageKind::Conv { c_in, c_out, groups, kernel, in_hw, activation, .. } = stage.kind else {
         unreachable!("conv stage")
     };
@@ -290,7 +280,8 @@ pub fn conv_cost_parts(
 
 /// Resources and cycles of an element-wise, pooling or concatenation stage with
 /// `coarse_in` channel lanes times `spatial` pixels.
-pub fn lanes_cost(stage: &Stage, f: Folding, precision: Precision) -> StageCost {
+pub fn lanes_cost(stage: &Stage, f: Folding) -> StageCost {
+    let precision = stage.precision;
     let StageKind::Lanes { op, channels, rows, cols, window, activation, .. } = stage.kind else {
         unreachable!("lanes stage")
     };
@@ -353,6 +344,7 @@ mod tests {
             macs: (c_out * out * out * c_in / groups * k * k) as u64,
             weights: (c_out * c_in / groups * k * k) as u64,
             encoded_weight_bits: None,
+            precision: Precision::default(),
             words_out: c_out * out * out,
             inputs: vec![None],
         }
@@ -422,12 +414,12 @@ mod tests {
         // 16 bit: 4 BRAM18 (4x4096 shape) ... the 18x1024 shape needs 4 too; 576 * 4.
         let s = conv(512, 512, 1, 3, 7, 1);
         let f = fold(8, 8, 1, 9, 1);
-        let bram = conv_cost(&s, f, Placement::Bram, Precision::default(), None).usage.bram18;
+        let bram = conv_cost(&s, f, Placement::Bram, None).usage.bram18;
         let line = memory::bram(8, 16, (2 * 7 * 64) as u64).bram18 as f64;
         assert_eq!(bram, 576.0 * 4.0 + line);
-        let uram = conv_cost(&s, f, Placement::Uram, Precision::default(), None).usage.uram;
+        let uram = conv_cost(&s, f, Placement::Uram, None).usage.uram;
         assert_eq!(uram, 144.0);
-        let off = conv_cost(&s, f, Placement::OffChip, Precision::default(), None).usage;
+        let off = conv_cost(&s, f, Placement::OffChip, None).usage;
         assert_eq!(off.offchip_bits, (512 * 512 * 9 * 16) as f64);
     }
 
@@ -436,7 +428,8 @@ mod tests {
         let s = conv(16, 16, 1, 3, 8, 1);
         let f = fold(4, 4, 1, 3, 1);
         let at = |bits| {
-            conv_cost(&s, f, Placement::Bram, Precision { weight_bits: bits, activation_bits: bits }, None).usage.dsp
+            let s = Stage { precision: Precision { weight_bits: bits, activation_bits: bits }, ..s.clone() };
+            conv_cost(&s, f, Placement::Bram, None).usage.dsp
         };
         assert_eq!((at(16), at(8), at(4)), (48.0, 24.0, 12.0));
     }
@@ -445,7 +438,7 @@ mod tests {
     fn dense_conv_costs_about_150_luts_per_dsp() {
         // A typical mid-network stage at a typical folding, with its window and accumulators.
         let s = conv(128, 128, 1, 3, 28, 1);
-        let u = conv_cost(&s, fold(8, 16, 1, 3, 1), Placement::Bram, Precision::default(), None).usage;
+        let u = conv_cost(&s, fold(8, 16, 1, 3, 1), Placement::Bram, None).usage;
         let ratio = u.lut / u.dsp;
         assert!((120.0..=160.0).contains(&ratio), "{ratio} LUT per DSP");
     }

@@ -28,7 +28,8 @@ pub struct Network {
     pub stages: Vec<Stage>,
     /// Sparsity of each conv stage (`None`: dense).
     pub sparsity: Vec<Option<LayerSparsity>>,
-    /// Operand widths.
+    /// The default operand widths (each stage has its own): those of the network input and
+    /// output, and of the streams between partitions.
     pub precision: Precision,
     /// Per stage, resources independent of the folding: the buffer that holds the
     /// early branch of a join until the late one catches up.
@@ -100,7 +101,7 @@ impl Network {
                 let spread =
                     delays.iter().cloned().fold(0.0, f64::max) - delays.iter().cloned().fold(f64::MAX, f64::min);
                 let words = (spread.min(1.0) * s.words_out as f64).ceil() as u64;
-                let m = memory::bram(1, precision.activation_bits as u64, words);
+                let m = memory::bram(1, s.precision.activation_bits as u64, words);
                 Usage { bram18: m.bram18 as f64, lut: m.lutram as f64, ..Usage::default() }
             })
             .collect();
@@ -116,7 +117,7 @@ impl Network {
             .iter()
             .zip(choices)
             .zip(&self.sparsity)
-            .map(|((s, c), sp)| stage_cost(s, c.folding, c.placement, self.precision, sp.as_ref()))
+            .map(|((s, c), sp)| stage_cost(s, c.folding, c.placement, sp.as_ref()))
             .collect();
         let cycles: Vec<f64> = costs.iter().map(|c| c.cycles).collect();
         let mut usage: Usage = costs.iter().map(|c| c.usage).sum::<Usage>() + self.fixed.iter().copied().sum::<Usage>();
@@ -190,6 +191,7 @@ mod tests {
             macs: 0,
             weights: 0,
             encoded_weight_bits: None,
+            precision: Precision::default(),
             words_out: words,
             inputs: vec![input],
         }

@@ -78,6 +78,9 @@ pub struct Stage {
     /// Bits of the weights in their sparse encoding at the hardware width, when that is
     /// smaller than dense (set by `design::network`, which knows the width).
     pub encoded_weight_bits: Option<u64>,
+    /// Operand widths: its weights', and the widest stream it reads (set by
+    /// `design::network`, which knows the widths; 16 bits until then).
+    pub precision: super::Precision,
     /// Output words per image.
     pub words_out: usize,
     /// Indices (in the stage list) of the stages feeding this one; `None` is the graph input.
@@ -167,6 +170,7 @@ pub fn stages(graph: &Graph) -> Vec<Stage> {
                 macs,
                 weights,
                 encoded_weight_bits: None,
+                precision: super::Precision::default(),
                 words_out: words(&out),
                 inputs: inputs.iter().map(|n| index.get(n).copied()).collect(),
             }

@@ -7,8 +7,8 @@
 pub mod ranges;
 
 use crate::board::Board;
+use crate::design::Widths;
 use crate::error::Result;
-use crate::hw::Precision;
 use crate::ir::{Activation, Graph, NodeId, Op, PoolKind};
 use hass_proto::fixed::Format;
 use hass_runtime::Tensor;
@@ -40,8 +40,6 @@ pub const SYNTHETIC_IMAGES: usize = 16;
 /// Every value's format, keyed by the node that computes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quantization {
-    /// Bits of the weights (every layer, for now).
-    pub weight_bits: u32,
     /// The input's format.
     pub input: Format,
     /// Per layer: its output's format, and the pre-activation format where its activation
@@ -54,6 +52,9 @@ pub struct Quantization {
 /// One layer's value formats.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerFormats {
+    /// Its weights' width (per-channel formats follow from the weights when they are
+    /// written; unused by layers without weights).
+    pub weight_bits: u32,
     /// The output stream's format.
     pub output: Format,
     /// HardSigmoid, HardSwish, Sigmoid: where the activation unit reads its input.
@@ -174,10 +175,11 @@ fn round_half_even(v: f64) -> f64 {
     }
 }
 
-/// Choose the formats of `graph` at `precision`, measuring activation ranges on `images`
+/// Choose the formats of `graph` at `widths`, measuring activation ranges on `images`
 /// (or on [`SYNTHETIC_IMAGES`] seeded standard-normal images when `None`).
-pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Option<&Tensor>) -> Result<Quantization> {
-    let _span = tracing::info_span!("quantize", bits = precision.activation_bits).entered();
+pub fn quantize(graph: &Graph, board: &Board, widths: &Widths, images: Option<&Tensor>) -> Result<Quantization> {
+    let _span = tracing::info_span!("quantize", bits = widths.default.activation_bits).entered();
+    widths.check(graph)?;
     let synthetic;
     let (images, source) = match images {
         Some(images) => (images, format!("ranges measured on {} calibration images", images.batch())),
@@ -187,9 +189,8 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
         }
     };
     let measured = ranges::measure(graph, board, images)?;
-    let bits = precision.activation_bits;
     let mut layers: HashMap<NodeId, LayerFormats> = HashMap::new();
-    let input = least_error_format(bits, &measured.input, HEADROOM, f64::INFINITY);
+    let input = least_error_format(widths.default.activation_bits, &measured.input, HEADROOM, f64::INFINITY);
     let order = graph.layers();
     // Every stream's own choice, independent of the others, in parallel; `None` where a
     // layer passes its input's values on and keeps its input's format (the contract's rule
@@ -200,6 +201,7 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
         .map(|(i, &id)| {
             let op = &graph.node(id).op;
             let activation = op.activation();
+            let bits = widths.of(&graph.node(id).name).activation_bits;
             let output = match op {
                 Op::Reshape(_) | Op::Pool(crate::ir::Pool { kind: PoolKind::Max, .. }) => None,
                 // Outputs keep every value: clipping a logit can tie it with another.
@@ -217,6 +219,7 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
         })
         .collect();
     for (&id, &(output, pre_activation)) in order.iter().zip(&chosen) {
+        let weight_bits = widths.of(&graph.node(id).name).weight_bits;
         let output = output.unwrap_or_else(|| {
             let from = graph.inputs_of(id)[0];
             if from == graph.input {
@@ -225,9 +228,9 @@ pub fn quantize(graph: &Graph, board: &Board, precision: Precision, images: Opti
                 layers[&from].output
             }
         });
-        layers.insert(id, LayerFormats { output, pre_activation });
+        layers.insert(id, LayerFormats { weight_bits, output, pre_activation });
     }
-    Ok(Quantization { weight_bits: precision.weight_bits, input, layers, source })
+    Ok(Quantization { input, layers, source })
 }
 
 /// % of `images` on which the fixed-point model's top-1 (of its first output) is the float

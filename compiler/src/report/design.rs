@@ -123,10 +123,12 @@ pub struct DesignReport {
     pub binding: String,
     /// The slowest stage (of the slowest partition).
     pub bottleneck: String,
-    /// Weight and activation widths.
+    /// Weight width (every layer not set otherwise).
     pub weight_bits: u32,
-    /// Activation width.
+    /// Activation width (every layer not set otherwise, and the network input).
     pub activation_bits: u32,
+    /// Layers given their own widths (`[layers."NAME"]` in the config file).
+    pub layers_at_other_widths: usize,
     /// Where the sparsity statistics came from.
     pub sparsity_source: String,
     /// Weight storage.
@@ -152,13 +154,13 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
     let slowest =
         design.partitions.iter().max_by(|a, b| a.eval.ii.total_cmp(&b.eval.ii)).expect("at least one partition");
     let (layers, weight_bits) = layer_lines(design);
-    let nonzero: f64 = net
-        .stages
-        .iter()
-        .zip(&net.sparsity)
-        .map(|(s, sp)| s.macs as f64 * (1.0 - sp.as_ref().map_or(0.0, |x| x.product)))
-        .sum();
-    let roofline = budget.clock_hz * budget.dsp * precision.macs_per_dsp() / net.macs.max(1) as f64;
+    // DSP-cycles per image, each stage's multiply-accumulates at its own width.
+    let dsp_cycles = |nonzero: &dyn Fn(usize) -> f64| -> f64 {
+        net.stages.iter().enumerate().map(|(i, s)| s.macs as f64 * nonzero(i) * s.precision.dsp_per_mult()).sum()
+    };
+    let dense = dsp_cycles(&|_| 1.0);
+    let sparse = dsp_cycles(&|i| 1.0 - net.sparsity[i].as_ref().map_or(0.0, |x| x.product));
+    let roofline = budget.clock_hz * budget.dsp / dense.max(1e-9);
     DesignReport {
         model: model.to_string(),
         board: board.device.name.clone(),
@@ -170,14 +172,14 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         ii_cycles: slowest.eval.ii,
         gops_per_dsp: design.gops_per_dsp(),
         roofline_fps: roofline,
-        sparse_roofline_fps: (nonzero < net.macs as f64)
-            .then(|| budget.clock_hz * budget.dsp * precision.macs_per_dsp() / nonzero.max(1.0)),
+        sparse_roofline_fps: (sparse < dense).then(|| budget.clock_hz * budget.dsp / sparse.max(1e-9)),
         partitions: design.partitions.len(),
         allocator: design.options.allocator.name(),
         binding: slowest.binding.clone(),
         bottleneck: net.stages[slowest.offset + slowest.eval.bottleneck].name.clone(),
         weight_bits: precision.weight_bits,
         activation_bits: precision.activation_bits,
+        layers_at_other_widths: design.options.precision.layers.len(),
         sparsity_source: match &design.options.sparsity {
             crate::design::SparsitySource::Dense => "none (dense)".into(),
             crate::design::SparsitySource::Uniform(s) => format!("assumed uniform product sparsity {s}"),
@@ -209,7 +211,7 @@ fn layer_lines(design: &Design) -> (Vec<LayerLine>, WeightBits) {
         let (cost, p) = chosen_cost(design, i);
         let part = &design.partitions[p];
         let choice = part.choices[i - part.offset];
-        let wbits = s.encoded_weight_bits.unwrap_or(s.weights * net.precision.weight_bits as u64) as f64;
+        let wbits = s.encoded_weight_bits.unwrap_or(s.weights * s.precision.weight_bits as u64) as f64;
         if choice.placement == Placement::OffChip {
             bits.off_chip += wbits;
         } else {
@@ -342,8 +344,17 @@ impl DesignReport {
         let r = &self.resources;
         let pct = |x: &ResourceLine| 100.0 * x.used / x.available.max(1e-9);
         out += &format!(
-            "\n{} on {} at {} MHz ({} allocator, {}-bit weights, {}-bit activations)\n",
-            self.model, self.board, self.clock_mhz, self.allocator, self.weight_bits, self.activation_bits
+            "\n{} on {} at {} MHz ({} allocator, {}-bit weights, {}-bit activations{})\n",
+            self.model,
+            self.board,
+            self.clock_mhz,
+            self.allocator,
+            self.weight_bits,
+            self.activation_bits,
+            match self.layers_at_other_widths {
+                0 => String::new(),
+                n => format!("; {n} layer(s) at their own widths, see the datapath"),
+            }
         );
         out += &format!(
             "throughput  {:.1} images/s steady state, {:.1} images/s over a batch of {}\n",

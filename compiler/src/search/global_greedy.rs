@@ -18,8 +18,8 @@ fn knobs(eval: &Evaluator, weight: f32, activation: f32) -> Vec<LayerKnobs> {
         .iter()
         .map(|t| LayerKnobs {
             weight_threshold: (weight > 0.0).then_some(weight),
-            weight_sparsity: None,
             activation_threshold: (activation > 0.0 && !t.reads_image).then_some(activation),
+            ..LayerKnobs::default()
         })
         .collect()
 }

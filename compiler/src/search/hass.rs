@@ -238,8 +238,8 @@ fn knobs_at(ladders: &Ladders, levels: &[PerKnob<usize>]) -> Vec<LayerKnobs> {
         .zip(levels)
         .map(|(l, at)| LayerKnobs {
             weight_threshold: at.weights.checked_sub(1).map(|k| l.weights[k]),
-            weight_sparsity: None,
             activation_threshold: at.inputs.checked_sub(1).map(|k| l.inputs[k]),
+            ..LayerKnobs::default()
         })
         .collect()
 }

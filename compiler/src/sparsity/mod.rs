@@ -18,6 +18,7 @@ pub mod counts;
 pub mod prune;
 pub mod statistics;
 
+use crate::hw::Precision;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -81,6 +82,11 @@ pub struct LayerKnobs {
     pub weight_sparsity: Option<f64>,
     /// Inputs at or below this read as 0.
     pub activation_threshold: Option<f32>,
+    /// Its weights' width in bits (`None`: the global width). Not a sparsity knob, but set
+    /// per layer in the same file.
+    pub weight_bits: Option<u32>,
+    /// The width in bits of the stream it writes (`None`: the global width).
+    pub activation_bits: Option<u32>,
 }
 
 impl LayerKnobs {
@@ -109,16 +115,18 @@ impl LayerKnobs {
             weight_threshold: if own_weight { self.weight_threshold } else { fallback.weight_threshold },
             weight_sparsity: if own_weight { self.weight_sparsity } else { fallback.weight_sparsity },
             activation_threshold: self.activation_threshold.or(fallback.activation_threshold),
+            weight_bits: self.weight_bits.or(fallback.weight_bits),
+            activation_bits: self.activation_bits.or(fallback.activation_bits),
         }
     }
 
-    /// Whether any knob is set.
+    /// Whether any sparsity knob is set (widths are not).
     pub fn any(&self) -> bool {
         self.weight_threshold.is_some() || self.weight_sparsity.is_some() || self.activation_threshold.is_some()
     }
 }
 
-/// Global knobs and per-layer overrides by layer name.
+/// Global knobs and per-layer overrides by layer name: sparsity knobs, and widths.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparsityConfig {
@@ -134,6 +142,27 @@ impl SparsityConfig {
     /// Whether anything is pruned or thresholded.
     pub fn any(&self) -> bool {
         self.global.any() || self.layers.values().any(LayerKnobs::any)
+    }
+
+    /// Whether it sets any width.
+    pub fn sets_widths(&self) -> bool {
+        std::iter::once(&self.global).chain(self.layers.values()).any(|k| k.weight_bits.or(k.activation_bits).is_some())
+    }
+
+    /// The widths it sets, over `default` (16 bits for what neither sets).
+    pub fn widths(&self) -> crate::design::Widths {
+        let over = |k: &LayerKnobs, d: Precision| Precision {
+            weight_bits: k.weight_bits.unwrap_or(d.weight_bits),
+            activation_bits: k.activation_bits.unwrap_or(d.activation_bits),
+        };
+        let default = over(&self.global, Precision::default());
+        let layers = self
+            .layers
+            .iter()
+            .filter(|(_, k)| k.weight_bits.or(k.activation_bits).is_some())
+            .map(|(name, k)| (name.clone(), over(k, default)))
+            .collect();
+        crate::design::Widths { default, layers }
     }
 
     /// Parse a TOML or JSON config (`json` picks the format).

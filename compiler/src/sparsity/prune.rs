@@ -108,7 +108,7 @@ mod tests {
         let own = LayerKnobs { weight_threshold: Some(0.01), ..LayerKnobs::default() };
         assert_eq!(
             own.or(global),
-            LayerKnobs { weight_threshold: Some(0.01), weight_sparsity: None, activation_threshold: Some(0.1) }
+            LayerKnobs { weight_threshold: Some(0.01), activation_threshold: Some(0.1), ..LayerKnobs::default() }
         );
     }
 }

@@ -115,9 +115,9 @@ pub struct Evaluator<'a> {
     estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
-    /// The weight width on the fixed-point datapath (`None`: float): pruned weights are
-    /// quantized again as the backend would.
-    weight_bits: Option<u32>,
+    /// Per target, its weights' width on the fixed-point datapath (`None`: float): pruned
+    /// weights are quantized again as the backend would.
+    weight_bits: Option<Vec<u32>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -139,6 +139,8 @@ impl<'a> Evaluator<'a> {
         let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, quantization)?;
         let mut network = crate::design::network(graph, options)?;
         let targets = targets::discover(graph, &plan, &network)?;
+        let weight_bits =
+            quantization.map(|q| targets.iter().map(|t| q.layers[&network.stages[t.stage].node].weight_bits).collect());
         let trace = Trace::new(&plan, images)?;
         let accuracy = Accuracy::new(trace.value(plan.outputs[0]), images.batch(), labels)?;
         let mut masks = vec![None; plan.layers.len()];
@@ -170,7 +172,7 @@ impl<'a> Evaluator<'a> {
             statistics_images,
             estimates: Default::default(),
             evaluations: 0,
-            weight_bits: quantization.map(|q| q.weight_bits),
+            weight_bits,
         };
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
@@ -301,7 +303,8 @@ impl<'a> Evaluator<'a> {
                 // The fixed-point datapath: the pruned weights in integers, as the backend
                 // writes them (their formats and the biases' follow the weights).
                 let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
-                if let (Some(channels), Some(bits), Some(input)) = (channels, self.weight_bits, input_format) {
+                let bits = self.weight_bits.as_ref().map(|b| b[t]);
+                if let (Some(channels), Some(bits), Some(input)) = (channels, bits, input_format) {
                     let q = quantize_weights(w, &target.bias_values, target.rows, bits, input);
                     let fan_in = w.len() / target.rows.max(1);
                     let rows = w.chunks_mut(fan_in).zip(channels.weight.chunks_mut(fan_in));
@@ -357,7 +360,7 @@ impl<'a> Evaluator<'a> {
                     Op::Dense(d) => &d.weight,
                     _ => unreachable!("targets are conv or fully connected layers"),
                 };
-                let bits = self.options.precision.weight_bits as u64;
+                let bits = self.options.precision.of(&target.name).weight_bits as u64;
                 network.stages[target.stage].encoded_weight_bits =
                     encoded_weight_bits(weight, target.rows, target.biases, bits);
             }
@@ -464,7 +467,7 @@ mod tests {
         let labels = &hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap()[..64];
         let options = DesignOptions::default();
         let quantization = (datapath == crate::quantize::Datapath::Fixed)
-            .then(|| crate::quantize::quantize(&graph, &board, options.precision, Some(&images)).unwrap());
+            .then(|| crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap());
         let q = quantization.as_ref();
         let mut eval =
             Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0).unwrap();

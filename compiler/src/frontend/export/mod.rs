@@ -1,17 +1,24 @@
 //! IR -> ONNX: the compiled (folded, fused, pruned, thresholded) model as standard ONNX, so
-//! users can check its accuracy with onnxruntime or tract. Opset 14. An activation threshold
-//! becomes `ThresholdedRelu(alpha = T)` on the layer's input: `x if x > T else 0`, which is
-//! exactly "values at or below T read as zero".
+//! users can check its accuracy with onnxruntime or tract. Float models at opset 14; the
+//! fixed-point datapath as QuantizeLinear/DequantizeLinear pairs ([`qdq`]). An activation
+//! threshold becomes `ThresholdedRelu(alpha = T)` on the layer's input: `x if x > T else 0`,
+//! which is exactly "values at or below T read as zero".
+
+mod qdq;
 
 use crate::ir::{Activation, EltwiseKind, Graph, NodeId, Op, Padding, PoolKind, ReshapeTarget};
+use crate::quantize::Quantization;
+use hass_proto::fixed::Format;
 use prost::Message;
 use std::collections::HashMap;
 use tract_onnx::pb;
 
-const OPSET: i64 = 14;
+const FLOAT_OPSET: i64 = 14;
 
 struct Writer<'g> {
     graph: &'g Graph,
+    /// The fixed-point formats (`None`: a float model).
+    q: Option<&'g Quantization>,
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
     names: HashMap<NodeId, String>,
@@ -68,9 +75,41 @@ impl Writer<'_> {
         name
     }
 
-    fn activation(&mut self, base: &str, x: String, act: Option<Activation>) -> String {
+    /// `x` narrowed to format `f`: rounded half to even and saturated.
+    fn narrow(&mut self, base: &str, x: String, f: Format) -> String {
+        let scale = self.constant(format!("{base}/q.scale"), &[], vec![qdq::step(f.frac)]);
+        let zero = format!("{base}/q.zero");
+        self.initializers.push(qdq::int_tensor(zero.clone(), &[], f.bits, vec![0]));
+        let q = self.node("QuantizeLinear", format!("{base}/q"), vec![x, scale.clone(), zero.clone()], vec![]);
+        let y = self.node("DequantizeLinear", format!("{base}/dq"), vec![q, scale, zero], vec![]);
+        if qdq::fills_container(f) {
+            return y;
+        }
+        let (lo, hi) = qdq::range(f);
+        let lo = self.constant(format!("{base}/q.min"), &[], vec![lo]);
+        let hi = self.constant(format!("{base}/q.max"), &[], vec![hi]);
+        self.node("Clip", format!("{base}/saturate"), vec![y, lo, hi], vec![])
+    }
+
+    /// The activation unit, reading `x` narrowed to `pre` where the contract says so; its
+    /// gates (HardSigmoid, HardSwish) with the constants the accelerator holds.
+    fn activation(&mut self, base: &str, x: String, act: Option<Activation>, pre: Option<Format>) -> String {
         let Some(act) = act else { return x };
         let name = format!("{base}/{}", act.name());
+        let x = match pre {
+            Some(f) => self.narrow(&format!("{base}/pre"), x, f),
+            None => x,
+        };
+        // Any output format will do: the gate's constants depend on the input's only.
+        let unit = pre.map(|p| hass_proto::fixed::ActivationUnit::new(Some(act), p, p));
+        if let Some((slope, offset)) = unit.and_then(|u| u.gate()) {
+            let attrs = vec![float("alpha", slope as f32), float("beta", offset as f32)];
+            if act == Activation::HardSwish {
+                let gate = self.node("HardSigmoid", format!("{name}/gate"), vec![x.clone()], attrs);
+                return self.node("Mul", name, vec![x, gate], vec![]);
+            }
+            return self.node("HardSigmoid", name, vec![x], attrs);
+        }
         match act {
             Activation::Relu => self.node("Relu", name, vec![x], vec![]),
             Activation::Sigmoid => self.node("Sigmoid", name, vec![x], vec![]),
@@ -98,12 +137,58 @@ impl Writer<'_> {
         self.constant(format!("{base}.{what}"), &w.shape, w.data.clone())
     }
 
+    /// A Conv's or Gemm's weights and bias: float, or on the fixed-point datapath the
+    /// integers the artifact holds behind a per-channel `DequantizeLinear` and the bias's
+    /// exact value (to f32).
+    fn weights_and_bias(
+        &mut self,
+        id: NodeId,
+        weight: crate::ir::WeightId,
+        bias: Option<crate::ir::WeightId>,
+    ) -> Vec<String> {
+        let g = self.graph;
+        let base = g.node(id).name.clone();
+        let Some(q) = self.q else {
+            let mut names = vec![self.weight(&base, "weight", weight)];
+            names.extend(bias.map(|b| self.weight(&base, "bias", b)));
+            return names;
+        };
+        let w = g.weights.tensor(weight);
+        let channels = w.shape[0];
+        let biases = bias.map(|b| g.weights.tensor(b).data.clone()).unwrap_or_else(|| vec![0.0; channels]);
+        let input = q.format_of(g, g.inputs_of(id)[0]);
+        let bits = q.layers[&id].weight_bits;
+        let qw = crate::quantize::quantize_weights(&w.data, &biases, channels, bits, input);
+        let ints = format!("{base}.weight.int");
+        self.initializers.push(qdq::int_tensor(
+            ints.clone(),
+            &w.shape,
+            bits,
+            qw.weights.iter().map(|&v| v as i32).collect(),
+        ));
+        let steps = qw.formats.iter().map(|f| qdq::step(f.frac)).collect();
+        let scale = self.constant(format!("{base}.weight.scale"), &[channels], steps);
+        let zero = format!("{base}.weight.zero");
+        self.initializers.push(qdq::int_tensor(zero.clone(), &[channels], bits, vec![0; channels]));
+        let weight =
+            self.node("DequantizeLinear", format!("{base}.weight"), vec![ints, scale, zero], vec![int("axis", 0)]);
+        let exact = qw
+            .biases
+            .iter()
+            .zip(&qw.formats)
+            .map(|(&b, f)| (b as f64 * hass_proto::fixed::pow2(-(input.frac + f.frac))) as f32)
+            .collect();
+        let bias = self.constant(format!("{base}.bias"), &[channels], exact);
+        vec![weight, bias]
+    }
+
     fn layer(&mut self, id: NodeId) -> Result<String, String> {
         let g = self.graph;
         let node = g.node(id);
         let base = node.name.clone();
         let inputs: Vec<String> = g.inputs_of(id).iter().map(|i| self.names[i].clone()).collect();
         let x = inputs[0].clone();
+        let pre = self.q.and_then(|q| q.layers[&id].pre_activation);
         let pads = |p: &Padding| match p {
             Padding::Explicit(p) => ints("pads", p),
             _ => unreachable!("infer_shapes resolves auto padding"),
@@ -111,10 +196,8 @@ impl Writer<'_> {
         Ok(match &node.op {
             Op::Conv(c) => {
                 let x = self.threshold(&base, x, c.input_threshold);
-                let mut ins = vec![x, self.weight(&base, "weight", c.weight)];
-                if let Some(b) = c.bias {
-                    ins.push(self.weight(&base, "bias", b));
-                }
+                let mut ins = vec![x];
+                ins.extend(self.weights_and_bias(id, c.weight, c.bias));
                 let attrs = vec![
                     ints("strides", &c.stride),
                     ints("dilations", &c.dilation),
@@ -122,16 +205,14 @@ impl Writer<'_> {
                     int("group", c.groups as i64),
                 ];
                 let y = self.node("Conv", base.clone(), ins, attrs);
-                self.activation(&base, y, c.activation)
+                self.activation(&base, y, c.activation, pre)
             }
             Op::Dense(d) => {
                 let x = self.threshold(&base, x, d.input_threshold);
-                let mut ins = vec![x, self.weight(&base, "weight", d.weight)];
-                if let Some(b) = d.bias {
-                    ins.push(self.weight(&base, "bias", b));
-                }
+                let mut ins = vec![x];
+                ins.extend(self.weights_and_bias(id, d.weight, d.bias));
                 let y = self.node("Gemm", base.clone(), ins, vec![int("transB", 1)]);
-                self.activation(&base, y, d.activation)
+                self.activation(&base, y, d.activation, pre)
             }
             Op::Pool(p) => {
                 let mut attrs = vec![
@@ -166,19 +247,35 @@ impl Writer<'_> {
             Op::Eltwise { kind, activation } => {
                 let op = if *kind == EltwiseKind::Add { "Add" } else { "Mul" };
                 let y = self.node(op, base.clone(), inputs.clone(), vec![]);
-                self.activation(&base, y, *activation)
+                self.activation(&base, y, *activation, pre)
             }
             Op::ScaleShift(s) => {
                 let shape = g.shape(id);
                 let mut dims = vec![shape[0]];
                 dims.extend(std::iter::repeat_n(1, shape.len() - 1));
-                let scale = self.constant(format!("{base}.scale"), &dims, g.weights.tensor(s.scale).data.clone());
-                let shift = self.constant(format!("{base}.shift"), &dims, g.weights.tensor(s.shift).data.clone());
+                let mut scale = g.weights.tensor(s.scale).data.clone();
+                let mut shift = g.weights.tensor(s.shift).data.clone();
+                if let Some(q) = self.q {
+                    // Per channel, as weights and biases are: the values the artifact holds.
+                    let input = q.format_of(g, g.inputs_of(id)[0]);
+                    let bits = q.layers[&id].weight_bits;
+                    let qw = crate::quantize::quantize_weights(&scale, &shift, shape[0], bits, input);
+                    scale = qw.weights.iter().zip(&qw.formats).map(|(&v, f)| f.to_f64(v) as f32).collect();
+                    shift = qw
+                        .biases
+                        .iter()
+                        .zip(&qw.formats)
+                        .map(|(&v, f)| f.with_frac(f.frac + input.frac).to_f64(v) as f32)
+                        .collect();
+                }
+                let scale = self.constant(format!("{base}.scale"), &dims, scale);
+                let shift = self.constant(format!("{base}.shift"), &dims, shift);
                 let y = self.node("Mul", format!("{base}/mul"), vec![x, scale], vec![]);
                 let y = self.node("Add", base.clone(), vec![y, shift], vec![]);
-                self.activation(&base, y, s.activation)
+                self.activation(&base, y, s.activation, pre)
             }
-            Op::Activation(a) => self.activation(&base, x, Some(*a)),
+            // A layer of its own reads its input's format, already narrowed.
+            Op::Activation(a) => self.activation(&base, x, Some(*a), None),
             Op::Concat { .. } => self.node("Concat", base, inputs.clone(), vec![int("axis", 1)]),
             Op::Reshape(target) => {
                 let mut dims = vec![0i64];
@@ -196,13 +293,24 @@ impl Writer<'_> {
     }
 }
 
-/// `graph` as ONNX bytes (opset 14, symbolic batch).
-pub fn to_onnx(graph: &Graph) -> Result<Vec<u8>, String> {
+/// `graph` as ONNX bytes (symbolic batch): float at opset 14, or with `q` the fixed-point
+/// datapath as QDQ pairs (opset 13 or 21, see [`qdq`]).
+pub fn to_onnx(graph: &Graph, q: Option<&Quantization>) -> Result<Vec<u8>, String> {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let mut w = Writer { graph, nodes: Vec::new(), initializers: Vec::new(), names: HashMap::new() };
-    w.names.insert(graph.input, "input".to_string());
+    let mut w = Writer { graph, q, nodes: Vec::new(), initializers: Vec::new(), names: HashMap::new() };
+    let input = match q {
+        Some(q) => w.narrow("input", "input".into(), q.input),
+        None => "input".to_string(),
+    };
+    w.names.insert(graph.input, input);
     for id in graph.layers() {
-        let out = w.layer(id)?;
+        let mut out = w.layer(id)?;
+        // Every layer narrows to its output format, except those that pass values on.
+        let passes_on =
+            matches!(graph.node(id).op, Op::Reshape(_) | Op::Pool(crate::ir::Pool { kind: PoolKind::Max, .. }));
+        if let (Some(q), false) = (q, passes_on) {
+            out = w.narrow(&format!("{}/out", graph.node(id).name), out, q.layers[&id].output);
+        }
         w.names.insert(id, out);
     }
     let value_info = |name: &str, shape: Option<&[usize]>| {
@@ -241,7 +349,10 @@ pub fn to_onnx(graph: &Graph) -> Result<Vec<u8>, String> {
         ir_version: 8,
         producer_name: "hassc".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: q.map_or(FLOAT_OPSET, qdq::opset),
+        }],
         graph: Some(pb::GraphProto {
             name: graph.name.clone(),
             node: w.nodes,
