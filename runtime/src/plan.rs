@@ -187,19 +187,51 @@ pub struct Fixed {
     pub channels: Option<FixedChannels>,
 }
 
-/// The multiply-accumulate side of a fixed-point Conv, Dense or ScaleShift.
+/// The multiply-accumulate side of a fixed-point Conv, Dense or ScaleShift. Built with
+/// [`FixedChannels::new`] and replaced whole, never edited: the kernels keep a packed copy
+/// of the weights beside it.
 #[derive(Clone, Debug)]
 pub struct FixedChannels {
-    /// The weights (ScaleShift: the scales) as `f64`, each exactly `q * 2^-frac`: products
-    /// and sums of them are exact while the accumulator stays within 53 bits, so a float
-    /// GEMM computes the integer accumulator exactly, in any order.
-    pub weight: Vec<f64>,
+    weight: Vec<f64>,
+    weight_frac: Vec<i32>,
+    bias: Vec<i64>,
+    /// The integer GEMM's packed weights, one per group, made on first use.
+    packed: std::sync::OnceLock<Vec<crate::kernels::igemm::PackedA>>,
+}
+
+impl FixedChannels {
+    /// `weight` (ScaleShift: the scales) as `f64`, each exactly `q * 2^-frac` with `q` within
+    /// 16 bits, `weight_frac` per output channel, and per output channel the `bias`
+    /// (ScaleShift: the shift) at the accumulator's binary point, `input frac +
+    /// weight_frac[o]`, the accumulator needing at most [`MAX_EXACT_ACCUMULATOR_BITS`].
+    pub fn new(weight: Vec<f64>, weight_frac: Vec<i32>, bias: Vec<i64>) -> FixedChannels {
+        FixedChannels { weight, weight_frac, bias, packed: Default::default() }
+    }
+
+    /// The weights as exact reals: products and sums of them are exact while the
+    /// accumulator stays within 53 bits, so a float GEMM computes the integer accumulator
+    /// exactly, in any order.
+    pub fn weight(&self) -> &[f64] {
+        &self.weight
+    }
+
     /// Per output channel: the fractional bits of its weights.
-    pub weight_frac: Vec<i32>,
-    /// Per output channel: the bias (ScaleShift: the shift) at the accumulator's binary
-    /// point, `input frac + weight_frac[o]`. The loader has checked that the accumulator
-    /// needs at most [`MAX_EXACT_ACCUMULATOR_BITS`].
-    pub bias: Vec<i64>,
+    pub fn weight_frac(&self) -> &[i32] {
+        &self.weight_frac
+    }
+
+    /// Per output channel: the bias at the accumulator's binary point.
+    pub fn bias(&self) -> &[i64] {
+        &self.bias
+    }
+
+    /// The weights packed for the integer GEMM, made by `pack` on first use.
+    pub(crate) fn packed(
+        &self,
+        pack: impl FnOnce() -> Vec<crate::kernels::igemm::PackedA>,
+    ) -> &[crate::kernels::igemm::PackedA] {
+        self.packed.get_or_init(pack)
+    }
 }
 
 /// The widest accumulator the runtime computes exactly: the products' sum (one bit less)

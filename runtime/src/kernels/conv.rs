@@ -28,6 +28,38 @@ impl Element for f64 {
     }
 }
 
+impl Element for i16 {
+    fn sparse_group(_: &Conv, _: usize, _: &[i16], _: usize, _: &mut [i16]) -> bool {
+        false
+    }
+}
+
+/// Whether [`group_columns`] unfolds windows (every conv but a pointwise one).
+pub(crate) fn unfolds(conv: &Conv) -> bool {
+    !(conv.kernel == [1, 1] && conv.stride == [1, 1] && conv.pads == [0; 4])
+}
+
+/// Group `g`'s input of one image (`input`: [C_in, H, W]) as the GEMM's right-hand side,
+/// [C_in/groups * K_h * K_w, OH * OW]: the input itself for a pointwise conv, else unfolded
+/// into `cols`.
+pub(crate) fn group_columns<'a, T: Element>(
+    conv: &Conv,
+    input: &'a [T],
+    g: usize,
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+    cols: &'a mut Vec<T>,
+) -> &'a [T] {
+    let in_per_group = conv.c_in / conv.groups;
+    let group_in = &input[g * in_per_group * in_hw[0] * in_hw[1]..][..in_per_group * in_hw[0] * in_hw[1]];
+    if !unfolds(conv) {
+        return group_in;
+    }
+    cols.resize(in_per_group * conv.kernel[0] * conv.kernel[1] * out_hw[0] * out_hw[1], T::zero());
+    im2col(conv, group_in, in_hw, out_hw, cols);
+    cols
+}
+
 /// Columns per parallel GEMM task: large enough to amortise the task, small enough to
 /// split a 56 x 56 map across cores.
 const GEMM_COLUMNS_PER_TASK: usize = 512;
@@ -58,16 +90,9 @@ pub fn accumulate<T: Element>(
     } else {
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];
-        let pointwise = conv.kernel == [1, 1] && conv.stride == [1, 1] && conv.pads == [0; 4];
-        let mut cols = if pointwise { Vec::new() } else { vec![T::zero(); k * pixels] };
+        let mut cols = Vec::new();
         for g in 0..conv.groups {
-            let group_in = &input[g * in_per_group * in_hw[0] * in_hw[1]..][..in_per_group * in_hw[0] * in_hw[1]];
-            let b = if pointwise {
-                group_in
-            } else {
-                im2col(conv, group_in, in_hw, out_hw, &mut cols);
-                &cols[..]
-            };
+            let b = group_columns(conv, input, g, in_hw, out_hw, &mut cols);
             let dst = &mut out[g * out_per_group * pixels..][..out_per_group * pixels];
             if T::sparse_group(conv, g, b, pixels, dst) {
                 continue;

@@ -3,10 +3,11 @@
 //! in `f64` where that is exact: the convolution's and the fully connected layer's
 //! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, parallel_gemm};
-use super::{eltwise, pool, thresholded};
+use super::conv::{accumulate, group_columns, parallel_gemm, unfolds};
+use super::igemm::{gemm_with, PackedA};
+use super::{eltwise, pool, scratch, thresholded};
 use crate::plan::{EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
-use hass_proto::fixed::{average, requantize};
+use hass_proto::fixed::{average, pow2, requantize};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -27,7 +28,8 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     let out_shape = &layer.output_shape;
     let out_len: usize = out_shape.iter().product();
     let unit = &fixed.unit;
-    let to_out = |v: i128, frac: i32| unit.out().to_f32(unit.apply(v, frac));
+    let out_step = pow2(-unit.out().frac) as f32; // exact, as `Format::to_f32`
+    let to_out = |v: i128, frac: i32| unit.apply(v, frac) as f32 * out_step;
     let per_image = |out: &mut [f32], f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
         out.par_chunks_mut(out_len).enumerate().for_each(|(n, o)| f(n, o));
     };
@@ -35,40 +37,108 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     let channels = || fixed.channels.as_ref().expect("validated: weighted layers have channels");
     let x = formats[0];
     match &layer.op {
-        Op::Conv(conv) => per_image(out, &|n, o| {
+        Op::Conv(conv) if conv.groups == conv.c_in && conv.groups == conv.c_out => per_image(out, &|n, o| {
+            // Depthwise: a direct loop, exact in f64.
             let input: Vec<f64> = thresholded(image(0, n), conv.input_threshold).iter().map(|&v| v as f64).collect();
             let mut acc = vec![0.0f64; out_len];
-            accumulate(conv, &channels().weight, &input, hw(in_shape(0)), &mut acc, hw(out_shape));
+            accumulate(conv, channels().weight(), &input, hw(in_shape(0)), &mut acc, hw(out_shape));
             let pixels = out_len / conv.c_out;
-            epilogue(channels(), x, &acc, pixels, o, &to_out);
+            let acc: Vec<i64> = acc
+                .iter()
+                .zip(0..)
+                .map(|(&a, i)| (a * pow2(x.frac + channels().weight_frac()[i / pixels])) as i64)
+                .collect();
+            epilogue(channels(), x, &acc, pixels, o, unit);
         }),
+        Op::Conv(conv) => {
+            // The integer GEMM, its weights packed once for the batch.
+            let ch = channels();
+            let out_per_group = conv.c_out / conv.groups;
+            let k = conv.weight.len() / conv.c_out.max(1);
+            let packed = ch.packed(|| {
+                let ints = integer_weights(ch, k);
+                ints.chunks_exact(out_per_group * k)
+                    .map(|group| PackedA::new(group, out_per_group, k, x.bits))
+                    .collect()
+            });
+            // At or below `floor` reads as zero (no threshold: below every 16-bit integer).
+            let floor = conv.input_threshold.map_or(i32::MIN, |t| hass_proto::fixed::threshold(t, x) as i32);
+            let scale = pow2(x.frac) as f32; // exact: `frac` lies within f32's exponents
+            per_image(out, &|n, o| {
+                // The input's integers (16 bits at most: scaling the f32 by a power of two
+                // is exact), thresholded on integers.
+                let mut input = scratch::take::<i16>();
+                input.extend(image(0, n).iter().map(|&v| {
+                    let q = (v * scale) as i32;
+                    if q <= floor {
+                        0
+                    } else {
+                        q as i16
+                    }
+                }));
+                let pixels = out_len / conv.c_out;
+                // The unfolding writes every column.
+                let mut cols = scratch::take_len(if unfolds(conv) { k * pixels } else { 0 }, 0i16);
+                for (g, a) in packed.iter().enumerate() {
+                    let b = group_columns(conv, &input, g, hw(in_shape(0)), hw(out_shape), &mut cols);
+                    let o = &mut o[g * out_per_group * pixels..][..out_per_group * pixels];
+                    gemm_with(a, b, pixels, o, |row, sums, out| {
+                        let c = g * out_per_group + row;
+                        unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
+                    });
+                }
+                scratch::give_back(cols);
+                scratch::give_back(input);
+            })
+        }
         Op::Dense(dense) => {
             let input: Vec<f64> = thresholded(inputs[0], dense.input_threshold).iter().map(|&v| v as f64).collect();
             let mut acc = vec![0.0f64; batch * dense.outputs];
             let xs = ArrayView2::from_shape((batch, dense.inputs), &input).expect("validated input shape");
-            let w = ArrayView2::from_shape((dense.outputs, dense.inputs), &channels().weight[..])
+            let w = ArrayView2::from_shape((dense.outputs, dense.inputs), channels().weight())
                 .expect("validated weight shape");
             let ys = ArrayViewMut2::from_shape((batch, dense.outputs), &mut acc[..]).expect("validated output shape");
             // Y^T = W X^T: one column per image, as the parallel GEMM splits columns.
             parallel_gemm(w, xs.t(), ys.reversed_axes());
+            let ch = channels();
             for (acc, o) in acc.chunks_exact(dense.outputs).zip(out.chunks_exact_mut(dense.outputs)) {
-                epilogue(channels(), x, acc, 1, o, &to_out);
+                let acc: Vec<i64> =
+                    acc.iter().zip(ch.weight_frac()).map(|(&a, &f)| (a * pow2(x.frac + f)) as i64).collect();
+                epilogue(ch, x, &acc, 1, o, unit);
             }
         }
         Op::ScaleShift { .. } => per_image(out, &|n, o| {
             let ch = channels();
-            let pixels = out_len / ch.bias.len();
-            let products: Vec<f64> = image(0, n)
+            let pixels = out_len / ch.bias().len();
+            let scales = integer_weights(ch, 1);
+            let products: Vec<i64> = image(0, n)
                 .chunks_exact(pixels)
-                .zip(&ch.weight)
-                .flat_map(|(plane, &s)| plane.iter().map(move |&v| v as f64 * s))
+                .zip(&scales)
+                .flat_map(|(plane, &s)| plane.iter().map(move |&v| int(v, x) as i64 * s))
                 .collect();
-            epilogue(ch, x, &products, pixels, o, &to_out);
+            epilogue(ch, x, &products, pixels, o, unit);
         }),
         Op::Eltwise { kind, .. } => per_image(out, &|n, o| {
             let y = formats[1];
             let (a, b) = ((image(0, n), in_shape(0)), (image(1, n), in_shape(1)));
             match kind {
+                // (Binary points at most 40 bits apart keep every aligned value within 57 bits.)
+                // A residual sum of operands within 16 bits whose binary points lie at most 14
+                // bits apart: aligned at the finer one, each integer fits 31 bits, and its
+                // f32 times a power of two is exact.
+                EltwiseKind::Add if a.0.len() == o.len() && b.0.len() == o.len() && x.frac.abs_diff(y.frac) <= 14 => {
+                    let frac = x.frac.max(y.frac);
+                    let scale = pow2(frac) as f32;
+                    let mut sums = scratch::take::<i64>();
+                    let add = || {
+                        sums.extend(
+                            a.0.iter().zip(b.0).map(|(&p, &q)| (p * scale) as i32 as i64 + (q * scale) as i32 as i64),
+                        );
+                        unit.apply_all(&sums, 0, frac, o);
+                    };
+                    with_avx2(add);
+                    scratch::give_back(sums);
+                }
                 EltwiseKind::Add => {
                     // Both operands at the finer binary point: exact.
                     let frac = x.frac.max(y.frac);
@@ -120,24 +190,39 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     }
 }
 
-/// Per output channel `c` of `acc` (`pixels` values each, the exact accumulation of
-/// `x * w` as reals): the integer accumulator at `x.frac + weight_frac[c]`, plus the bias,
-/// through the activation unit.
+/// The weights of `ch` as integers of their channels' formats (`per_channel` each; exact:
+/// each is `q * 2^-frac` with `q` within 16 bits).
+fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
+    ch.weight()
+        .chunks(per_channel.max(1))
+        .zip(ch.weight_frac())
+        .flat_map(|(row, &f)| row.iter().map(move |&w| (w * pow2(f)) as i64))
+        .collect()
+}
+
+/// Per output channel `c` of `acc` (`pixels` values each, the integer sum of products at
+/// `x.frac + weight_frac[c]`): plus the bias, through the activation unit.
 fn epilogue(
     ch: &FixedChannels,
     x: Format,
-    acc: &[f64],
+    acc: &[i64],
     pixels: usize,
     out: &mut [f32],
-    to_out: &impl Fn(i128, i32) -> f32,
+    unit: &hass_proto::fixed::ActivationUnit,
 ) {
-    for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
-        let frac = x.frac + ch.weight_frac[c];
-        let scale = hass_proto::fixed::pow2(frac);
-        let bias = ch.bias[c] as i128;
-        for (o, &a) in out.iter_mut().zip(acc) {
-            // Exact: the accumulator holds at most 54 bits (see `FixedChannels`).
-            *o = to_out((a * scale) as i64 as i128 + bias, frac);
+    with_avx2(move || {
+        for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
+            unit.apply_all(acc, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
         }
+    })
+}
+
+/// Run `f` compiled for AVX2 where the processor has it, so that the loops it inlines
+/// vectorize; as it is elsewhere.
+fn with_avx2(f: impl FnOnce()) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        return pulp::Simd::vectorize(simd, f);
     }
+    f()
 }

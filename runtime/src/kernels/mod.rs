@@ -5,7 +5,9 @@ pub mod conv;
 pub mod dense;
 pub mod eltwise;
 pub mod fixed;
+pub mod igemm;
 pub mod pool;
+mod scratch;
 pub mod sparse;
 pub mod windows;
 

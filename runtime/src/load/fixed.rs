@@ -94,7 +94,7 @@ pub(super) fn channels(
         .zip(&weight_frac)
         .map(|(&b, &frac)| Format { bits: bias_bits, frac: input.frac + frac }.to_f64(b) as f32)
         .collect();
-    let channels = FixedChannels { weight: exact, weight_frac, bias: biases };
+    let channels = FixedChannels::new(exact, weight_frac, biases);
     Ok(Weighted { weight: dequantized, bias: bias_real, channels: Some(channels) })
 }
 

@@ -307,15 +307,15 @@ impl<'a> Evaluator<'a> {
                 if let (Some(channels), Some(bits), Some(input)) = (channels, bits, input_format) {
                     let q = quantize_weights(w, &target.bias_values, target.rows, bits, input);
                     let fan_in = w.len() / target.rows.max(1);
-                    let rows = w.chunks_mut(fan_in).zip(channels.weight.chunks_mut(fan_in));
-                    for (((row, exact), ints), f) in rows.zip(q.weights.chunks(fan_in)).zip(&q.formats) {
-                        for ((v, e), &int) in row.iter_mut().zip(exact.iter_mut()).zip(ints) {
-                            *e = f.to_f64(int);
-                            *v = *e as f32;
+                    let mut exact = Vec::with_capacity(w.len());
+                    for ((row, ints), f) in w.chunks_mut(fan_in).zip(q.weights.chunks(fan_in)).zip(&q.formats) {
+                        for (v, &int) in row.iter_mut().zip(ints) {
+                            exact.push(f.to_f64(int));
+                            *v = f.to_f32(int);
                         }
                     }
-                    channels.weight_frac = q.formats.iter().map(|f| f.frac).collect();
-                    channels.bias = q.biases;
+                    let fracs = q.formats.iter().map(|f| f.frac).collect();
+                    *channels = hass_runtime::plan::FixedChannels::new(exact, fracs, q.biases);
                 }
                 *s = SparseRows::from_dense(w, target.rows);
             }
