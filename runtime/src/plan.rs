@@ -195,8 +195,9 @@ pub struct FixedChannels {
     weight: Vec<f64>,
     weight_frac: Vec<i32>,
     bias: Vec<i64>,
-    /// The integer GEMM's packed weights, one per group, made on first use.
-    packed: std::sync::OnceLock<Vec<crate::kernels::igemm::PackedA>>,
+    /// What a kernel derives from the weights once (the integer GEMM's packed copy), made
+    /// on first use; of a type the plan does not know.
+    derived: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl FixedChannels {
@@ -205,7 +206,7 @@ impl FixedChannels {
     /// (ScaleShift: the shift) at the accumulator's binary point, `input frac +
     /// weight_frac[o]`, the accumulator needing at most [`MAX_EXACT_ACCUMULATOR_BITS`].
     pub fn new(weight: Vec<f64>, weight_frac: Vec<i32>, bias: Vec<i64>) -> FixedChannels {
-        FixedChannels { weight, weight_frac, bias, packed: Default::default() }
+        FixedChannels { weight, weight_frac, bias, derived: Default::default() }
     }
 
     /// The weights as exact reals: products and sums of them are exact while the
@@ -225,12 +226,13 @@ impl FixedChannels {
         &self.bias
     }
 
-    /// The weights packed for the integer GEMM, made by `pack` on first use.
-    pub(crate) fn packed(
-        &self,
-        pack: impl FnOnce() -> Vec<crate::kernels::igemm::PackedA>,
-    ) -> &[crate::kernels::igemm::PackedA] {
-        self.packed.get_or_init(pack)
+    /// What `derive` makes of these weights, made on the first call; every call must ask
+    /// for the same type (one kernel per layer kind uses it).
+    pub(crate) fn derived<T: std::any::Any + Send + Sync>(&self, derive: impl FnOnce() -> T) -> &T {
+        self.derived
+            .get_or_init(|| std::sync::Arc::new(derive()))
+            .downcast_ref()
+            .expect("one kernel derives one type from a layer's weights")
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let ch = channels();
             let out_per_group = conv.c_out / conv.groups;
             let k = conv.weight.len() / conv.c_out.max(1);
-            let packed = ch.packed(|| {
+            let packed: &Vec<PackedA> = ch.derived(|| {
                 let ints = integer_weights(ch, k);
                 ints.chunks_exact(out_per_group * k)
                     .map(|group| PackedA::new(group, out_per_group, k, x.bits))

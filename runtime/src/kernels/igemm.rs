@@ -22,6 +22,8 @@ use rayon::prelude::*;
 pub const MR: usize = 6;
 /// Columns of `B` per micro-tile (two 8-lane registers).
 pub const NR: usize = 16;
+/// Bytes of packed `B` a block of column panels holds (a share of a core's L2 cache).
+const B_BLOCK_BYTES: usize = 256 * 1024;
 /// Shortest block (in k-pairs) worth a pass without splitting the weights.
 const MIN_BLOCK_PAIRS: usize = 64;
 
@@ -132,24 +134,33 @@ pub fn gemm_with<T: Send>(
     let k_pairs = a.k_pairs;
     let k = b.len() / n.max(1);
     debug_assert_eq!(k.div_ceil(2), k_pairs);
+    // Blocks of column panels small enough to stay in a core's L2 cache while every row
+    // panel of A passes over them.
+    let panels = n.div_ceil(NR);
+    let per_block = (B_BLOCK_BYTES / (k_pairs * NR * 4).max(1)).clamp(1, panels.max(1));
     // `pack_b` writes every word.
-    let mut packed = super::scratch::take_len(n.div_ceil(NR) * k_pairs * NR, 0i32);
-    packed.par_chunks_mut(k_pairs * NR).enumerate().for_each(|(q, panel)| pack_b(b, k, n, q, panel));
-    // Row panels of C are contiguous: one task each, every column panel in turn.
-    c.par_chunks_mut(MR * n).enumerate().for_each(|(p, rows)| {
-        let valid_rows = rows.len() / n.max(1);
-        for (q, panel) in packed.chunks_exact(k_pairs * NR).enumerate() {
-            let mut tile = [0i64; MR * NR];
-            for pass in &a.passes {
-                let a_panel = &pass.panels[p * k_pairs * MR..][..k_pairs * MR];
-                micro_tiles(a_panel, panel, k_pairs, pass.block_pairs, pass.shift, &mut tile);
+    let mut packed = super::scratch::take_len(per_block * k_pairs * NR, 0i32);
+    for first in (0..panels).step_by(per_block) {
+        let block = &mut packed[..per_block.min(panels - first) * k_pairs * NR];
+        block.par_chunks_mut(k_pairs * NR).enumerate().for_each(|(q, panel)| pack_b(b, k, n, first + q, panel));
+        let block = &*block;
+        // Row panels of C are contiguous: one task each.
+        c.par_chunks_mut(MR * n).enumerate().for_each(|(p, rows)| {
+            let valid_rows = rows.len() / n.max(1);
+            for (q, panel) in block.chunks_exact(k_pairs * NR).enumerate() {
+                let mut tile = [0i64; MR * NR];
+                for pass in &a.passes {
+                    let a_panel = &pass.panels[p * k_pairs * MR..][..k_pairs * MR];
+                    micro_tiles(a_panel, panel, k_pairs, pass.block_pairs, pass.shift, &mut tile);
+                }
+                let c0 = (first + q) * NR;
+                let cols = NR.min(n - c0);
+                for r in 0..valid_rows {
+                    finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
+                }
             }
-            let (c0, cols) = (q * NR, NR.min(n - q * NR));
-            for r in 0..valid_rows {
-                finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
-            }
-        }
-    });
+        });
+    }
     super::scratch::give_back(packed);
 }
 
