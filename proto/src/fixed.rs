@@ -470,6 +470,27 @@ impl ActivationUnit {
         }
     }
 
+    /// [`ActivationUnit::apply`] on `sums`, each an exact real (a multiple of the output's
+    /// step or finer, with at most 24 significant bits, so that the f32 holds it exactly),
+    /// computed in f32 arithmetic: scaling by a power of two is exact and so is rounding
+    /// half to even; `false`, writing nothing, for units other than none, ReLU and Clip.
+    #[inline(always)]
+    pub fn apply_all_f32(&self, sums: impl Iterator<Item = f32>, out: &mut [f32]) -> bool {
+        let to = self.out;
+        let (lo, hi) = match self.kind {
+            UnitKind::Identity => (to.min(), to.max()),
+            UnitKind::Relu => (0, to.max()),
+            UnitKind::Clip { min, max } => (min.max(to.min()), max.min(to.max())),
+            _ => return false,
+        };
+        let (scale, step) = (pow2(to.frac) as f32, pow2(-to.frac) as f32);
+        let (lo, hi) = (lo as f32, hi as f32);
+        for (o, v) in out.iter_mut().zip(sums) {
+            *o = (v * scale).round_ties_even().clamp(lo, hi) * step;
+        }
+        true
+    }
+
     fn apply_each(&self, acc: &[i64], bias: i64, v_frac: i32, out: &mut [f32], step: f32) {
         for (o, &a) in out.iter_mut().zip(acc) {
             *o = self.apply(a as i128 + bias as i128, v_frac) as f32 * step;
@@ -643,6 +664,15 @@ mod tests {
                     for (&a, &f) in acc.iter().zip(&fast) {
                         let one = out.to_f32(unit.apply(a as i128 + bias as i128, v_frac));
                         assert_eq!(f, one, "{act:?} {out:?} acc {a} bias {bias} frac {v_frac}");
+                    }
+                    // The f32 path, on the sums an f32 holds exactly (24 bits).
+                    let exact: Vec<i64> = acc.iter().map(|a| a.clamp(&-(1 << 23), &(1 << 23)) + bias).collect();
+                    let mut in_f32 = vec![0.0; exact.len()];
+                    let reals = exact.iter().map(|&v| (v as f64 * pow2(-v_frac)) as f32);
+                    if unit.apply_all_f32(reals, &mut in_f32) {
+                        for (&v, &f) in exact.iter().zip(&in_f32) {
+                            assert_eq!(f, out.to_f32(unit.apply(v as i128, v_frac)), "{act:?} {out:?} f32 path, {v}");
+                        }
                     }
                 }
             }

@@ -7,7 +7,7 @@ use super::conv::{accumulate, group_columns, parallel_gemm, unfolds};
 use super::igemm::{gemm_with, PackedA};
 use super::{eltwise, pool, scratch, thresholded};
 use crate::plan::{EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
-use hass_proto::fixed::{average, pow2, requantize};
+use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -123,27 +123,13 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let (a, b) = ((image(0, n), in_shape(0)), (image(1, n), in_shape(1)));
             match kind {
                 // (Binary points at most 40 bits apart keep every aligned value within 57 bits.)
-                // A residual sum of operands within 16 bits whose binary points lie at most 14
-                // bits apart: aligned at the finer one, each integer fits 31 bits, and its
-                // f32 times a power of two is exact.
-                EltwiseKind::Add if a.0.len() == o.len() && b.0.len() == o.len() && x.frac.abs_diff(y.frac) <= 14 => {
-                    let frac = x.frac.max(y.frac);
-                    let scale = pow2(frac) as f32;
-                    let mut sums = scratch::take::<i64>();
-                    let add = || {
-                        sums.extend(
-                            a.0.iter().zip(b.0).map(|(&p, &q)| (p * scale) as i32 as i64 + (q * scale) as i32 as i64),
-                        );
-                        unit.apply_all(&sums, 0, frac, o);
-                    };
-                    with_avx2(add);
-                    scratch::give_back(sums);
-                }
                 EltwiseKind::Add => {
-                    // Both operands at the finer binary point: exact.
-                    let frac = x.frac.max(y.frac);
-                    let align = |v: f32, f: Format| int(v, f) << (frac - f.frac);
-                    eltwise::broadcast_image(a, b, o, out_shape, |p, q| to_out(align(p, x) + align(q, y), frac));
+                    if !(a.0.len() == o.len() && b.0.len() == o.len() && residual_sum(unit, (a.0, x), (b.0, y), o)) {
+                        // Both operands at the finer binary point: exact.
+                        let frac = x.frac.max(y.frac);
+                        let align = |v: f32, f: Format| int(v, f) << (frac - f.frac);
+                        eltwise::broadcast_image(a, b, o, out_shape, |p, q| to_out(align(p, x) + align(q, y), frac));
+                    }
                 }
                 EltwiseKind::Mul => {
                     eltwise::broadcast_image(a, b, o, out_shape, |p, q| to_out(int(p, x) * int(q, y), x.frac + y.frac));
@@ -157,7 +143,9 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let to = unit.out();
             pool::each_window(p, image(0, n), hw(in_shape(0)), o, hw(out_shape), |values, padded| {
                 let q = match p.kind {
-                    // Padding never wins a max; ordering the reals orders the integers.
+                    // Padding never wins a max; ordering the reals orders the integers. In
+                    // the input's own format (the quantizer's choice) narrowing is the identity.
+                    PoolKind::Max if to == x => return values.iter().copied().fold(f32::MIN, f32::max),
                     PoolKind::Max => requantize(int(values.iter().copied().fold(f32::MIN, f32::max), x), x.frac, to),
                     PoolKind::Average => {
                         let count = if p.count_include_pad { padded } else { values.len() };
@@ -202,14 +190,7 @@ fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
 
 /// Per output channel `c` of `acc` (`pixels` values each, the integer sum of products at
 /// `x.frac + weight_frac[c]`): plus the bias, through the activation unit.
-fn epilogue(
-    ch: &FixedChannels,
-    x: Format,
-    acc: &[i64],
-    pixels: usize,
-    out: &mut [f32],
-    unit: &hass_proto::fixed::ActivationUnit,
-) {
+fn epilogue(ch: &FixedChannels, x: Format, acc: &[i64], pixels: usize, out: &mut [f32], unit: &ActivationUnit) {
     with_avx2(move || {
         for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
             unit.apply_all(acc, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
@@ -217,9 +198,33 @@ fn epilogue(
     })
 }
 
+/// `a + b` (same shapes, operands of formats `x` and `y`) through `unit` into `out` by a
+/// fast path, if one applies (else `false`, nothing written). Binary points at most 7 bits
+/// apart: the f32 sum of two 16-bit values is exact (at most 24 significant bits), and so
+/// is narrowing it in f32. At most 14 apart: each operand at the finer binary point fits
+/// 31 bits (its f32 times a power of two is exact), summed in 64 bits.
+fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32], Format), out: &mut [f32]) -> bool {
+    let apart = x.frac.abs_diff(y.frac);
+    if apart <= 7 && with_avx2(|| unit.apply_all_f32(a.iter().zip(b).map(|(p, q)| p + q), out)) {
+        return true;
+    }
+    if apart > 14 {
+        return false;
+    }
+    let frac = x.frac.max(y.frac);
+    let scale = pow2(frac) as f32;
+    let mut sums = scratch::take::<i64>();
+    with_avx2(|| {
+        sums.extend(a.iter().zip(b).map(|(&p, &q)| (p * scale) as i32 as i64 + (q * scale) as i32 as i64));
+        unit.apply_all(&sums, 0, frac, out);
+    });
+    scratch::give_back(sums);
+    true
+}
+
 /// Run `f` compiled for AVX2 where the processor has it, so that the loops it inlines
 /// vectorize; as it is elsewhere.
-fn with_avx2(f: impl FnOnce()) {
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V3::try_new() {
         return pulp::Simd::vectorize(simd, f);
