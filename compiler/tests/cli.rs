@@ -349,6 +349,31 @@ fn widths_set_per_layer_reach_the_artifact_and_the_hardware_model() {
     // The runtime reads it.
     hass_runtime::load_bytes(&std::fs::read(&artifact).unwrap()).unwrap();
 
+    // A file that sets only widths leaves the sparsity search on, at those widths.
+    let calib = testdata("inputs/fmnist_train_500.npy");
+    let searched = dir.path().join("s.json");
+    let out = hassc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "zcu102",
+        "-q",
+        "--sparsity-config",
+        config.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--time-budget",
+        "1",
+        "-o",
+        dir.path().join("s.hass").to_str().unwrap(),
+        "--report",
+        searched.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&searched).unwrap()).unwrap();
+    assert_eq!(r["search"]["strategy"], "hass");
+    let c2 = r["datapath"]["layers"].as_array().unwrap().iter().find(|l| l["name"] == "/c2/c2.0/Conv").unwrap().clone();
+    assert_eq!(c2["weight_bits"], 8);
+
     // A width on a layer the model does not have is an error that lists the names.
     std::fs::write(&config, "[layers.\"/c9/Conv\"]\nweight_bits = 8\n").unwrap();
     let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--sparsity-config", config.to_str().unwrap()]);
