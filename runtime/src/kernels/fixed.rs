@@ -5,7 +5,7 @@
 
 use super::conv::{accumulate, group_columns, parallel_gemm, unfolds};
 use super::igemm::{gemm_with, PackedA};
-use super::{eltwise, pool, scratch, thresholded};
+use super::{eltwise, pool, scratch, thresholded, with_avx2};
 use crate::plan::{EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -82,10 +82,17 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                 for (g, a) in packed.iter().enumerate() {
                     let b = group_columns(conv, &input, g, hw(in_shape(0)), hw(out_shape), &mut cols);
                     let o = &mut o[g * out_per_group * pixels..][..out_per_group * pixels];
-                    gemm_with(a, b, pixels, o, |row, sums, out| {
-                        let c = g * out_per_group + row;
-                        unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
-                    });
+                    gemm_with(
+                        a,
+                        b,
+                        pixels,
+                        o,
+                        #[inline(always)]
+                        |row, sums, out| {
+                            let c = g * out_per_group + row;
+                            unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
+                        },
+                    );
                 }
                 scratch::give_back(cols);
                 scratch::give_back(input);
@@ -191,11 +198,14 @@ fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
 /// Per output channel `c` of `acc` (`pixels` values each, the integer sum of products at
 /// `x.frac + weight_frac[c]`): plus the bias, through the activation unit.
 fn epilogue(ch: &FixedChannels, x: Format, acc: &[i64], pixels: usize, out: &mut [f32], unit: &ActivationUnit) {
-    with_avx2(move || {
-        for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
-            unit.apply_all(acc, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
-        }
-    })
+    with_avx2(
+        #[inline(always)]
+        move || {
+            for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
+                unit.apply_all(acc, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
+            }
+        },
+    )
 }
 
 /// `a + b` (same shapes, operands of formats `x` and `y`) through `unit` into `out` by a
@@ -205,7 +215,12 @@ fn epilogue(ch: &FixedChannels, x: Format, acc: &[i64], pixels: usize, out: &mut
 /// 31 bits (its f32 times a power of two is exact), summed in 64 bits.
 fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32], Format), out: &mut [f32]) -> bool {
     let apart = x.frac.abs_diff(y.frac);
-    if apart <= 7 && with_avx2(|| unit.apply_all_f32(a.iter().zip(b).map(|(p, q)| p + q), out)) {
+    if apart <= 7
+        && with_avx2(
+            #[inline(always)]
+            || unit.apply_all_f32(a.iter().zip(b).map(|(p, q)| p + q), out),
+        )
+    {
         return true;
     }
     if apart > 14 {
@@ -214,20 +229,13 @@ fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32]
     let frac = x.frac.max(y.frac);
     let scale = pow2(frac) as f32;
     let mut sums = scratch::take::<i64>();
-    with_avx2(|| {
-        sums.extend(a.iter().zip(b).map(|(&p, &q)| (p * scale) as i32 as i64 + (q * scale) as i32 as i64));
-        unit.apply_all(&sums, 0, frac, out);
-    });
+    with_avx2(
+        #[inline(always)]
+        || {
+            sums.extend(a.iter().zip(b).map(|(&p, &q)| (p * scale) as i32 as i64 + (q * scale) as i32 as i64));
+            unit.apply_all(&sums, 0, frac, out);
+        },
+    );
     scratch::give_back(sums);
     true
-}
-
-/// Run `f` compiled for AVX2 where the processor has it, so that the loops it inlines
-/// vectorize; as it is elsewhere.
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return pulp::Simd::vectorize(simd, f);
-    }
-    f()
 }

@@ -155,9 +155,15 @@ pub fn gemm_with<T: Send>(
                 }
                 let c0 = (first + q) * NR;
                 let cols = NR.min(n - c0);
-                for r in 0..valid_rows {
-                    finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
-                }
+                // Compiled for AVX2 where the processor has it, so that `finish` vectorizes.
+                super::with_avx2(
+                    #[inline(always)]
+                    || {
+                        for r in 0..valid_rows {
+                            finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
+                        }
+                    },
+                );
             }
         });
     }
