@@ -67,15 +67,16 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             per_image(out, &|n, o| {
                 // The input's integers (16 bits at most: scaling the f32 by a power of two
                 // is exact), thresholded on integers.
-                let mut input = scratch::take::<i16>();
-                input.extend(image(0, n).iter().map(|&v| {
-                    let q = (v * scale) as i32;
-                    if q <= floor {
-                        0
-                    } else {
-                        q as i16
-                    }
-                }));
+                let mut input = scratch::take_len(in_len(0), 0i16);
+                with_avx2(
+                    #[inline(always)]
+                    || {
+                        for (q, &v) in input.iter_mut().zip(image(0, n)) {
+                            let i = (v * scale) as i32;
+                            *q = if i <= floor { 0 } else { i as i16 };
+                        }
+                    },
+                );
                 let pixels = out_len / conv.c_out;
                 // The unfolding writes every column.
                 let mut cols = scratch::take_len(if unfolds(conv) { k * pixels } else { 0 }, 0i16);

@@ -95,6 +95,7 @@ impl PackedA {
 }
 
 /// `B` (`k` x `n`, row-major) packed in column panels: per panel, per k-pair, [`NR`] words.
+#[inline(always)]
 fn pack_b(b: &[i16], k: usize, n: usize, panel: usize, out: &mut [i32]) {
     let c0 = panel * NR;
     let cols = NR.min(n - c0);
@@ -142,7 +143,12 @@ pub fn gemm_with<T: Send>(
     let mut packed = super::scratch::take_len(per_block * k_pairs * NR, 0i32);
     for first in (0..panels).step_by(per_block) {
         let block = &mut packed[..per_block.min(panels - first) * k_pairs * NR];
-        block.par_chunks_mut(k_pairs * NR).enumerate().for_each(|(q, panel)| pack_b(b, k, n, first + q, panel));
+        block.par_chunks_mut(k_pairs * NR).enumerate().for_each(|(q, panel)| {
+            super::with_avx2(
+                #[inline(always)]
+                || pack_b(b, k, n, first + q, panel),
+            )
+        });
         let block = &*block;
         // Row panels of C are contiguous: one task each.
         c.par_chunks_mut(MR * n).enumerate().for_each(|(p, rows)| {
