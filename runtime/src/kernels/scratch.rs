@@ -12,32 +12,45 @@ thread_local! {
     static SLOTS: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty vector, with the capacity of the last one of its type given back on this
-/// thread.
-pub fn take<T: 'static>() -> Vec<T> {
+/// Buffers of one type a thread keeps (a kernel takes a few at once).
+const KEPT_PER_TYPE: usize = 4;
+
+/// This thread's kept buffer of type `Vec<T>` that `better` prefers, taken out.
+fn take_kept<T: 'static>(better: impl Fn(&Vec<T>, &Vec<T>) -> bool) -> Option<Vec<T>> {
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
-        match slots.iter().position(|b| b.is::<Vec<T>>()) {
-            Some(i) => {
-                let mut v = *slots.swap_remove(i).downcast::<Vec<T>>().expect("checked type");
-                v.clear();
-                v
+        let mut best: Option<usize> = None;
+        for (i, b) in slots.iter().enumerate() {
+            let Some(v) = b.downcast_ref::<Vec<T>>() else { continue };
+            if best.is_none_or(|j| better(v, slots[j].downcast_ref().expect("checked type"))) {
+                best = Some(i);
             }
-            None => Vec::new(),
         }
+        best.map(|i| *slots.swap_remove(i).downcast::<Vec<T>>().expect("checked type"))
     })
 }
 
-/// A vector of `len` elements with whatever this thread's last one of its type held (or
-/// `fill`): for a caller that writes every element before reading it, which saves zeroing
-/// buffers that are about to be overwritten.
+/// An empty vector, with the largest capacity of those of its type given back on this
+/// thread.
+pub fn take<T: 'static>() -> Vec<T> {
+    let mut v = take_kept::<T>(|a, b| a.capacity() > b.capacity()).unwrap_or_default();
+    v.clear();
+    v
+}
+
+/// A vector of `len` elements with whatever a buffer of its type given back on this thread
+/// held (the shortest that is long enough, else the longest; `fill` beyond it): for a
+/// caller that writes every element before reading it, which saves zeroing buffers that
+/// are about to be overwritten.
 pub fn take_len<T: Copy + 'static>(len: usize, fill: T) -> Vec<T> {
-    let mut v = SLOTS.with(|slots| {
-        let mut slots = slots.borrow_mut();
-        let i = slots.iter().position(|b| b.is::<Vec<T>>())?;
-        Some(*slots.swap_remove(i).downcast::<Vec<T>>().expect("checked type"))
-    });
-    let mut v = v.take().unwrap_or_default();
+    let fits = |v: &Vec<T>| v.len() >= len;
+    let mut v = take_kept::<T>(|a, b| match (fits(a), fits(b)) {
+        (true, true) => a.len() < b.len(),
+        (true, false) => true,
+        (false, true) => false,
+        (false, false) => a.len() > b.len(),
+    })
+    .unwrap_or_default();
     if v.len() < len {
         v.resize(len, fill);
     }
@@ -45,11 +58,11 @@ pub fn take_len<T: Copy + 'static>(len: usize, fill: T) -> Vec<T> {
     v
 }
 
-/// Keep `v`'s memory for the next [`take`] of its type on this thread.
+/// Keep `v`'s memory for a later [`take`] or [`take_len`] of its type on this thread.
 pub fn give_back<T: 'static>(v: Vec<T>) {
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
-        if !slots.iter().any(|b| b.is::<Vec<T>>()) {
+        if slots.iter().filter(|b| b.is::<Vec<T>>()).count() < KEPT_PER_TYPE {
             slots.push(Box::new(v));
         }
     })
@@ -68,5 +81,21 @@ mod tests {
         // Another type has its own slot; a second take before a give-back gets a new one.
         assert_eq!(super::take::<u16>().capacity(), 0);
         assert_eq!(super::take::<u32>().capacity(), 0);
+        super::give_back(again);
+    }
+
+    #[test]
+    fn take_len_picks_the_shortest_buffer_long_enough() {
+        super::give_back(vec![1u8; 100]);
+        super::give_back(vec![2u8; 10]);
+        // The short one serves a short request, and the long one a long one.
+        let short = super::take_len(5, 0u8);
+        assert_eq!(short, vec![2; 5]);
+        let long = super::take_len(50, 0u8);
+        assert_eq!(long, vec![1; 50]);
+        // Longer than any: the longest, extended with the fill.
+        super::give_back(long);
+        let longer = super::take_len(60, 7u8);
+        assert_eq!((longer[49], longer[50]), (1, 7));
     }
 }
