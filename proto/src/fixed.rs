@@ -427,9 +427,7 @@ impl ActivationUnit {
             }
         }
     }
-}
 
-impl ActivationUnit {
     /// `acc[i] + bias` (at `v_frac` fractional bits, each within 62 bits) through the unit,
     /// as reals of the output format, into `out`: [`ActivationUnit::apply`] with its
     /// per-element constants computed once, and ReLU, Clip and plain narrowing in 64-bit
@@ -440,11 +438,8 @@ impl ActivationUnit {
         let to = self.out;
         let step = pow2(-to.frac) as f32; // exact: -frac within f32's range
         let shift = v_frac - to.frac;
-        let (lo, hi) = match self.kind {
-            UnitKind::Identity => (to.min(), to.max()),
-            UnitKind::Relu => (0, to.max()),
-            UnitKind::Clip { min, max } => (min.max(to.min()), max.min(to.max())),
-            _ => return self.apply_each(acc, bias, v_frac, out, step),
+        let Some((lo, hi)) = self.narrowing_bounds() else {
+            return self.apply_each(acc, bias, v_frac, out, step);
         };
         if (-22..=0).contains(&shift) {
             // A left shift: exact. Values beyond 2^40 saturate either way, and clamping them
@@ -476,19 +471,25 @@ impl ActivationUnit {
     /// half to even; `false`, writing nothing, for units other than none, ReLU and Clip.
     #[inline(always)]
     pub fn apply_all_f32(&self, sums: impl Iterator<Item = f32>, out: &mut [f32]) -> bool {
-        let to = self.out;
-        let (lo, hi) = match self.kind {
-            UnitKind::Identity => (to.min(), to.max()),
-            UnitKind::Relu => (0, to.max()),
-            UnitKind::Clip { min, max } => (min.max(to.min()), max.min(to.max())),
-            _ => return false,
-        };
-        let (scale, step) = (pow2(to.frac) as f32, pow2(-to.frac) as f32);
+        let Some((lo, hi)) = self.narrowing_bounds() else { return false };
+        let (scale, step) = (pow2(self.out.frac) as f32, pow2(-self.out.frac) as f32);
         let (lo, hi) = (lo as f32, hi as f32);
         for (o, v) in out.iter_mut().zip(sums) {
             *o = (v * scale).round_ties_even().clamp(lo, hi) * step;
         }
         true
+    }
+
+    /// For the units that are a narrowing then a clamp (none, ReLU, Clip): the integer range
+    /// of the result. ReLU and Clip commute with the rounding, so the clamp can follow it.
+    fn narrowing_bounds(&self) -> Option<(i64, i64)> {
+        let to = self.out;
+        match self.kind {
+            UnitKind::Identity => Some((to.min(), to.max())),
+            UnitKind::Relu => Some((0, to.max())),
+            UnitKind::Clip { min, max } => Some((min.max(to.min()), max.min(to.max()))),
+            _ => None,
+        }
     }
 
     fn apply_each(&self, acc: &[i64], bias: i64, v_frac: i32, out: &mut [f32], step: f32) {

@@ -43,12 +43,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let mut acc = vec![0.0f64; out_len];
             accumulate(conv, channels().weight(), &input, hw(in_shape(0)), &mut acc, hw(out_shape));
             let pixels = out_len / conv.c_out;
-            let acc: Vec<i64> = acc
-                .iter()
-                .zip(0..)
-                .map(|(&a, i)| (a * pow2(x.frac + channels().weight_frac()[i / pixels])) as i64)
-                .collect();
-            epilogue(channels(), x, &acc, pixels, o, unit);
+            epilogue(channels(), x, &integer_sums(channels(), x, &acc, pixels), pixels, o, unit);
         }),
         Op::Conv(conv) => {
             // The integer GEMM, its weights packed once for the batch.
@@ -89,10 +84,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                         pixels,
                         o,
                         #[inline(always)]
-                        |row, sums, out| {
-                            let c = g * out_per_group + row;
-                            unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
-                        },
+                        |row, sums, out| finish_channel(unit, ch, x, g * out_per_group + row, sums, out),
                     );
                 }
                 scratch::give_back(cols);
@@ -110,9 +102,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             parallel_gemm(w, xs.t(), ys.reversed_axes());
             let ch = channels();
             for (acc, o) in acc.chunks_exact(dense.outputs).zip(out.chunks_exact_mut(dense.outputs)) {
-                let acc: Vec<i64> =
-                    acc.iter().zip(ch.weight_frac()).map(|(&a, &f)| (a * pow2(x.frac + f)) as i64).collect();
-                epilogue(ch, x, &acc, 1, o, unit);
+                epilogue(ch, x, &integer_sums(ch, x, acc, 1), 1, o, unit);
             }
         }
         Op::ScaleShift { .. } => per_image(out, &|n, o| {
@@ -130,7 +120,6 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let y = formats[1];
             let (a, b) = ((image(0, n), in_shape(0)), (image(1, n), in_shape(1)));
             match kind {
-                // (Binary points at most 40 bits apart keep every aligned value within 57 bits.)
                 EltwiseKind::Add => {
                     if !(a.0.len() == o.len() && b.0.len() == o.len() && residual_sum(unit, (a.0, x), (b.0, y), o)) {
                         // Both operands at the finer binary point: exact.
@@ -196,14 +185,30 @@ fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
         .collect()
 }
 
-/// Per output channel `c` of `acc` (`pixels` values each, the integer sum of products at
-/// `x.frac + weight_frac[c]`): plus the bias, through the activation unit.
+/// Sums accumulated exactly in `f64` (`pixels` per output channel, reals of `x` times
+/// `ch`'s weights) as the integers of their binary points, `x.frac + weight_frac[c]` (exact:
+/// at most 54 bits, see [`FixedChannels`]).
+fn integer_sums(ch: &FixedChannels, x: Format, acc: &[f64], pixels: usize) -> Vec<i64> {
+    acc.chunks_exact(pixels)
+        .zip(ch.weight_frac())
+        .flat_map(|(sums, &f)| sums.iter().map(move |&a| (a * pow2(x.frac + f)) as i64))
+        .collect()
+}
+
+/// Output channel `c`'s integer sums of products (at `x.frac + weight_frac[c]`): plus its
+/// bias, through the activation unit, into `out`.
+#[inline(always)]
+fn finish_channel(unit: &ActivationUnit, ch: &FixedChannels, x: Format, c: usize, sums: &[i64], out: &mut [f32]) {
+    unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
+}
+
+/// [`finish_channel`] for every output channel of `acc` (`pixels` sums each).
 fn epilogue(ch: &FixedChannels, x: Format, acc: &[i64], pixels: usize, out: &mut [f32], unit: &ActivationUnit) {
     with_avx2(
         #[inline(always)]
         move || {
             for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
-                unit.apply_all(acc, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
+                finish_channel(unit, ch, x, c, acc, out);
             }
         },
     )

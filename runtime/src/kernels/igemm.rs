@@ -4,17 +4,18 @@
 //!
 //! The inner loop multiplies pairs of 16-bit values into 32-bit lanes (`vpmaddwd`, AVX2
 //! through `pulp`; with AVX-512 VNNI, `vpdpwssd` also adds), 16 multiply-accumulates per
-//! instruction. A
-//! 32-bit lane holds the sum of a block of pairs exactly when `2 * max|a| * max|x|` times
-//! the block's length stays below 2^31; each block is then added into the 64-bit tile. Where
+//! instruction. A 32-bit lane holds the sum of a block of pairs exactly when
+//! `2 * max|a| * max|x|` times the block's length stays below 2^31; each block is then
+//! added into the 64-bit tile. Where
 //! a single product is too wide for blocks worth having (16-bit weights times 16-bit
 //! inputs), the weights are split into a low byte (0..=255) and a high part, two passes
 //! whose tiles add as `lo + (hi << 8)`: still exact, at half the speed.
 //!
-//! Layout: `A` is packed once per call in panels of [`MR`] rows, each k-pair of a row as
-//! one 32-bit word; `B` in panels of [`NR`] columns, each k-pair of a column as one 32-bit
-//! word. Column panels run in parallel. Without AVX2 a scalar kernel computes the same
-//! integers; the tests check every kernel the machine has against it.
+//! Layout: `A` is packed once ([`PackedA`], kept by the plan) in panels of [`MR`] rows,
+//! each k-pair of a row as one 32-bit word; `B` per call in panels of [`NR`] columns, each
+//! k-pair of a column as one 32-bit word, a block of panels at a time. Row panels of `C` run
+//! in parallel. Without AVX2 a scalar kernel computes the same integers; the tests check
+//! every kernel the machine has against it.
 
 use rayon::prelude::*;
 
@@ -39,7 +40,6 @@ struct Pass {
 /// `A` (`m` x `k`, row-major) packed for [`gemm`], against inputs of at most `x_bits` bits.
 #[derive(Clone, Debug)]
 pub struct PackedA {
-    m: usize,
     k_pairs: usize,
     passes: Vec<Pass>,
 }
@@ -85,12 +85,7 @@ impl PackedA {
                 Pass { panels: pack(|v| v >> 8), shift: 8, block_pairs: block_pairs(max_hi, max_x) },
             ]
         };
-        PackedA { m, k_pairs, passes }
-    }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.m
+        PackedA { k_pairs, passes }
     }
 }
 
@@ -117,13 +112,13 @@ fn pack_b(b: &[i16], k: usize, n: usize, panel: usize, out: &mut [i32]) {
     }
 }
 
-/// `C = A · B` into `c` (`A.rows()` x `n`, row-major), `b` being `k` x `n` row-major.
+/// `C = A · B` into `c` (`A`'s rows x `n`, row-major), `b` being `k` x `n` row-major.
 pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
     gemm_with(a, b, n, c, |_, acc, out| out.copy_from_slice(acc));
 }
 
 /// `A · B` handed over in pieces: `finish(row, sums, out)` for each run of a row's sums,
-/// `out` being the matching part of `c` (`A.rows()` x `n`, row-major): the layer's
+/// `out` being the matching part of `c` (`A`'s rows x `n`, row-major): the layer's
 /// epilogue runs on each piece while it is in cache, and no 64-bit matrix is stored.
 pub fn gemm_with<T: Send>(
     a: &PackedA,
