@@ -110,8 +110,11 @@ impl Widths {
     pub fn check(&self, graph: &Graph) -> Result<()> {
         let bad = |m: String| Err(CompileError::Options(m));
         let range = 2..=16;
-        for (what, p) in std::iter::once(("the default".to_string(), &self.default))
-            .chain(self.layers.iter().map(|(n, p)| (format!("layer {n:?}"), p)))
+        for (what, p) in std::iter::once((
+            "the global setting (--weight-bits/--activation-bits or the config file's top level)".to_string(),
+            &self.default,
+        ))
+        .chain(self.layers.iter().map(|(n, p)| (format!("layer {n:?}"), p)))
         {
             if !range.contains(&p.weight_bits) || !range.contains(&p.activation_bits) {
                 return bad(format!(
