@@ -8,6 +8,10 @@
 //! narrowing saturates. Wide intermediates are `i128`, so no primitive here can overflow for
 //! formats that [`Format::new`] accepts.
 
+/// The widest right shift [`ActivationUnit::apply_all`] narrows in `f64`: a sum clamped to
+/// 51 bits and shifted by at most this still saturates every format of at most 16 bits.
+const F64_PATH_MAX_SHIFT: i32 = 51 - MAX_DATA_BITS as i32 - 1;
+
 /// The widest stored value (weights, activations): 16 bits.
 pub const MAX_DATA_BITS: u32 = 16;
 /// The narrowest stored value.
@@ -441,13 +445,21 @@ impl ActivationUnit {
         let Some((lo, hi)) = self.narrowing_bounds() else {
             return self.apply_each(acc, bias, v_frac, out, step);
         };
-        if (-22..=0).contains(&shift) {
-            // A left shift: exact. Values beyond 2^40 saturate either way, and clamping them
-            // first keeps the shifted value within 62 bits.
-            let left = (-shift) as u32;
+        if shift <= F64_PATH_MAX_SHIFT {
+            // By way of f64, which vectorizes where 64-bit integer shifts, clamps and
+            // conversions do not (AVX2): a sum within 51 bits converts exactly (the magic
+            // number's low bits take it), scaling by a power of two is exact and so is
+            // rounding half to even. A sum beyond 2^51 saturates with or without the clamp
+            // (the shift leaves it wider than any format).
+            const LIMIT: i64 = 1 << 51;
+            const MAGIC: f64 = 6_755_399_441_055_744.0; // 2^52 + 2^51
+            let (scale, lo, hi) = (pow2(-shift), lo as f64, hi as f64);
             for (o, &a) in out.iter_mut().zip(acc) {
-                let v = (a + bias).clamp(-(1 << 40), 1 << 40) << left;
-                *o = v.clamp(lo, hi) as i32 as f32 * step;
+                let v = (a + bias).clamp(-LIMIT, LIMIT - 1);
+                let exact = f64::from_bits((v + MAGIC.to_bits() as i64) as u64) - MAGIC;
+                // `+ 0.0`: a negative sum rounding to zero is -0.0, which reads as 0 but
+                // is other bits.
+                *o = ((exact * scale).round_ties_even() + 0.0).clamp(lo, hi) as f32 * step;
             }
             return;
         }
@@ -475,7 +487,7 @@ impl ActivationUnit {
         let (scale, step) = (pow2(self.out.frac) as f32, pow2(-self.out.frac) as f32);
         let (lo, hi) = (lo as f32, hi as f32);
         for (o, v) in out.iter_mut().zip(sums) {
-            *o = (v * scale).round_ties_even().clamp(lo, hi) * step;
+            *o = ((v * scale).round_ties_even() + 0.0).clamp(lo, hi) * step; // + 0.0: no -0.0
         }
         true
     }
@@ -655,16 +667,28 @@ mod tests {
         // Ties of both parities, negatives, saturation, and wide accumulators.
         let mut acc: Vec<i64> = (-300..300).collect();
         acc.extend([1 << 40, -(1 << 40), (1 << 53) - 1, -(1 << 53), 12345 << 20, -(12345 << 20) - (1 << 19)]);
+        acc.extend([
+            (1 << 51) - 1,
+            -(1 << 51),
+            (1 << 51) + 5,
+            -(1 << 51) - 5,
+            3 << 33,
+            (3 << 33) + (1 << 33),
+            -(5 << 33),
+        ]);
         let pre = Format { bits: 16, frac: 8 };
         for act in [None, Some(A::Relu), Some(A::Clip { min: -1.0, max: 6.0 }), Some(A::HardSwish), Some(A::Sigmoid)] {
             for out in [Format { bits: 8, frac: 4 }, Format { bits: 16, frac: 10 }, Format { bits: 4, frac: 0 }] {
                 let unit = ActivationUnit::new(act, pre, out);
-                for (v_frac, bias) in [(6, 0), (5, 7), (30, -3), (70, 1), (2, 0), (4, 0), (-10, 3), (-30, 1)] {
+                for (v_frac, bias) in
+                    [(6, 0), (5, 7), (30, -3), (70, 1), (2, 0), (4, 0), (-10, 3), (-30, 1), (38, 5), (39, -2), (-60, 0)]
+                {
                     let mut fast = vec![0.0; acc.len()];
                     unit.apply_all(&acc, bias, v_frac, &mut fast);
                     for (&a, &f) in acc.iter().zip(&fast) {
                         let one = out.to_f32(unit.apply(a as i128 + bias as i128, v_frac));
-                        assert_eq!(f, one, "{act:?} {out:?} acc {a} bias {bias} frac {v_frac}");
+                        // Bits: -0.0 equals 0.0 but is not what the contract writes.
+                        assert_eq!(f.to_bits(), one.to_bits(), "{act:?} {out:?} acc {a} bias {bias} frac {v_frac}");
                     }
                     // The f32 path, on the sums an f32 holds exactly (24 bits).
                     let exact: Vec<i64> = acc.iter().map(|a| a.clamp(&-(1 << 23), &(1 << 23)) + bias).collect();
@@ -672,7 +696,8 @@ mod tests {
                     let reals = exact.iter().map(|&v| (v as f64 * pow2(-v_frac)) as f32);
                     if unit.apply_all_f32(reals, &mut in_f32) {
                         for (&v, &f) in exact.iter().zip(&in_f32) {
-                            assert_eq!(f, out.to_f32(unit.apply(v as i128, v_frac)), "{act:?} {out:?} f32 path, {v}");
+                            let one = out.to_f32(unit.apply(v as i128, v_frac));
+                            assert_eq!(f.to_bits(), one.to_bits(), "{act:?} {out:?} f32 path, {v}");
                         }
                     }
                 }

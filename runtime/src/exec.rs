@@ -12,11 +12,18 @@ pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
 }
 
 /// Called before each layer with its index, the layer and its input batches.
-pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + 'a;
+pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + Send + 'a;
 
 /// [`run`], calling `observe` before each layer.
 pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
     let batch = batch_of(plan, input)?;
+    // On one of rayon's threads, so that the kernels' parallel loops split work among the
+    // pool's threads directly: from any other thread each loop would be handed to the pool
+    // and waited for, a wake-up per loop (most of a layer's time at batch 1).
+    rayon::scope(|_| run_layers(plan, input, batch, observe))
+}
+
+fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
     let last_use = last_uses(plan);
     let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
     values[0] = Some(input_values(plan, input));
@@ -61,9 +68,25 @@ pub(crate) fn batch_of(plan: &Plan, input: &Tensor) -> Result<usize, RuntimeErro
 /// to the input format (round half to even, saturating).
 pub(crate) fn input_values(plan: &Plan, input: &Tensor) -> Vec<f32> {
     match plan.input_format {
-        Some(f) => input.data().iter().map(|&x| f.to_f32(f.quantize(x as f64))).collect(),
+        Some(f) => quantized(f, input.data()),
         None => input.data().to_vec(),
     }
+}
+
+/// `xs` quantized to `f` and back, as `f.to_f32(f.quantize(x))` computes it, in a form
+/// that vectorizes: in `f64`, scaling by a power of two is exact; the saturating cast
+/// turns NaN into 0 as `quantize` does.
+fn quantized(f: hass_proto::fixed::Format, xs: &[f32]) -> Vec<f32> {
+    let (scale, step) = (f.scale(), hass_proto::fixed::pow2(-f.frac));
+    let (min, max) = (f.min() as f64, f.max() as f64);
+    crate::kernels::with_avx2(
+        #[inline(always)]
+        || {
+            xs.iter()
+                .map(|&x| ((x as f64 * scale).round_ties_even().clamp(min, max) as i64 as f64 * step) as f32)
+                .collect()
+        },
+    )
 }
 
 /// For each value, the index of the last layer that reads it (`usize::MAX` for outputs).
@@ -134,4 +157,40 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: us
         Op::Reshape => out.copy_from_slice(input(0)),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantized;
+    use hass_proto::fixed::Format;
+
+    #[test]
+    fn quantized_input_matches_the_format() {
+        let xs = [
+            0.0,
+            -0.0,
+            0.3,
+            -0.3,
+            1.5,
+            2.5,
+            -2.5,
+            1e9,
+            -1e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-30,
+            0.123456,
+        ];
+        for (bits, frac) in [(16, 12), (8, 4), (4, 1), (16, -3), (2, 0)] {
+            let f = Format { bits, frac };
+            let want: Vec<f32> = xs.iter().map(|&x| f.to_f32(f.quantize(x as f64))).collect();
+            let got = quantized(f, &xs);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{f:?}"
+            );
+        }
+    }
 }

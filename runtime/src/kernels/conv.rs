@@ -28,12 +28,6 @@ impl Element for f64 {
     }
 }
 
-impl Element for i16 {
-    fn sparse_group(_: &Conv, _: usize, _: &[i16], _: usize, _: &mut [i16]) -> bool {
-        false
-    }
-}
-
 /// Whether [`group_columns`] unfolds windows (every conv but a pointwise one).
 pub(crate) fn unfolds(conv: &Conv) -> bool {
     !(conv.kernel == [1, 1] && conv.stride == [1, 1] && conv.pads == [0; 4])
@@ -121,7 +115,7 @@ pub(crate) fn parallel_gemm<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, mut 
 
 /// Output positions `[lo, hi)` whose input coordinate `o * stride + offset` lies inside
 /// `[0, len)`; outside it the window reads padding.
-fn valid_range(outputs: usize, stride: usize, offset: isize, len: usize) -> (usize, usize) {
+pub(crate) fn valid_range(outputs: usize, stride: usize, offset: isize, len: usize) -> (usize, usize) {
     let lo = if offset >= 0 { 0 } else { (offset.unsigned_abs()).div_ceil(stride) };
     let end = len as isize - offset; // o * stride < end
     let hi = if end <= 0 { 0 } else { (end as usize).div_ceil(stride) };

@@ -3,10 +3,11 @@
 //! in `f64` where that is exact: the convolution's and the fully connected layer's
 //! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, group_columns, parallel_gemm, unfolds};
-use super::igemm::{gemm_with, PackedA};
+use super::conv::{accumulate, parallel_gemm, unfolds};
+use super::igemm::{gemm_with, Columns, Matrix, PackedA};
+use super::unfold::Windows;
 use super::{eltwise, pool, scratch, thresholded, with_avx2};
-use crate::plan::{EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
+use crate::plan::{Conv, EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -16,6 +17,15 @@ use rayon::prelude::*;
 #[inline]
 fn int(x: f32, f: Format) -> i128 {
     (x as f64 * f.scale()) as i64 as i128
+}
+
+/// `v`, an integer of at most 22 bits held in an `f32`, as an `i32`: adding 1.5 * 2^23
+/// puts it in the significand's low bits. Unlike `as i32` (which must saturate and map
+/// NaN to 0) this vectorizes.
+#[inline(always)]
+fn exact_int(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
 /// Compute fixed-point `layer` on `inputs` (one batch per input value) into `out`.
@@ -45,52 +55,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let pixels = out_len / conv.c_out;
             epilogue(channels(), x, &integer_sums(channels(), x, &acc, pixels), pixels, o, unit);
         }),
-        Op::Conv(conv) => {
-            // The integer GEMM, its weights packed once for the batch.
-            let ch = channels();
-            let out_per_group = conv.c_out / conv.groups;
-            let k = conv.weight.len() / conv.c_out.max(1);
-            let packed: &Vec<PackedA> = ch.derived(|| {
-                let ints = integer_weights(ch, k);
-                ints.chunks_exact(out_per_group * k)
-                    .map(|group| PackedA::new(group, out_per_group, k, x.bits))
-                    .collect()
-            });
-            // At or below `floor` reads as zero (no threshold: below every 16-bit integer).
-            let floor = conv.input_threshold.map_or(i32::MIN, |t| hass_proto::fixed::threshold(t, x) as i32);
-            let scale = pow2(x.frac) as f32; // exact: `frac` lies within f32's exponents
-            per_image(out, &|n, o| {
-                // The input's integers (16 bits at most: scaling the f32 by a power of two
-                // is exact), thresholded on integers.
-                let mut input = scratch::take_len(in_len(0), 0i16);
-                with_avx2(
-                    #[inline(always)]
-                    || {
-                        for (q, &v) in input.iter_mut().zip(image(0, n)) {
-                            let i = (v * scale) as i32;
-                            *q = if i <= floor { 0 } else { i as i16 };
-                        }
-                    },
-                );
-                let pixels = out_len / conv.c_out;
-                // The unfolding writes every column.
-                let mut cols = scratch::take_len(if unfolds(conv) { k * pixels } else { 0 }, 0i16);
-                for (g, a) in packed.iter().enumerate() {
-                    let b = group_columns(conv, &input, g, hw(in_shape(0)), hw(out_shape), &mut cols);
-                    let o = &mut o[g * out_per_group * pixels..][..out_per_group * pixels];
-                    gemm_with(
-                        a,
-                        b,
-                        pixels,
-                        o,
-                        #[inline(always)]
-                        |row, sums, out| finish_channel(unit, ch, x, g * out_per_group + row, sums, out),
-                    );
-                }
-                scratch::give_back(cols);
-                scratch::give_back(input);
-            })
-        }
+        Op::Conv(conv) => conv_layer(conv, channels(), unit, x, (inputs[0], in_shape(0)), (out, out_shape)),
         Op::Dense(dense) => {
             let input: Vec<f64> = thresholded(inputs[0], dense.input_threshold).iter().map(|&v| v as f64).collect();
             let mut acc = vec![0.0f64; batch * dense.outputs];
@@ -200,6 +165,99 @@ fn integer_sums(ch: &FixedChannels, x: Format, acc: &[f64], pixels: usize) -> Ve
 #[inline(always)]
 fn finish_channel(unit: &ActivationUnit, ch: &FixedChannels, x: Format, c: usize, sums: &[i64], out: &mut [f32]) {
     unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
+}
+
+/// Maps of at most this many pixels are convolved for the whole batch in one GEMM: its
+/// column panels full, the weights read once (a 7 x 7 map fills 49 of 64 columns alone).
+const BATCH_GEMM_MAX_PIXELS: usize = 256;
+
+/// A dense or grouped convolution of `input` (a batch of `in_shape` images) into `out`: the
+/// integer GEMM, the weights packed once per plan, the windows packed from the images.
+fn conv_layer(
+    conv: &Conv,
+    ch: &FixedChannels,
+    unit: &ActivationUnit,
+    x: Format,
+    (input, in_shape): (&[f32], &[usize]),
+    (out, out_shape): (&mut [f32], &[usize]),
+) {
+    let out_per_group = conv.c_out / conv.groups;
+    let in_per_group = conv.c_in / conv.groups;
+    let k = conv.weight.len() / conv.c_out.max(1);
+    let packed: &Vec<PackedA> = ch.derived(|| {
+        let ints = integer_weights(ch, k);
+        ints.chunks_exact(out_per_group * k).map(|group| PackedA::new(group, out_per_group, k, x.bits)).collect()
+    });
+    let (in_hw, out_hw) = ([in_shape[1], in_shape[2]], [out_shape[1], out_shape[2]]);
+    let (in_len, out_len) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
+    let (batch, pixels) = (input.len() / in_len.max(1), out_hw[0] * out_hw[1]);
+    // The input's integers (16 bits at most: scaling the f32 by a power of two is exact),
+    // at or below `floor` read as zero (no threshold: below every 16-bit integer).
+    let floor = conv.input_threshold.map_or(i32::MIN, |t| hass_proto::fixed::threshold(t, x) as i32);
+    let scale = pow2(x.frac) as f32; // exact: `frac` lies within f32's exponents
+    let to_ints = |src: &[f32], dst: &mut [i16]| {
+        with_avx2(
+            #[inline(always)]
+            || {
+                for (q, &v) in dst.iter_mut().zip(src) {
+                    let i = exact_int(v * scale);
+                    *q = if i <= floor { 0 } else { i as i16 };
+                }
+            },
+        )
+    };
+    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS {
+        let mut ints = scratch::take_len(input.len(), 0i16);
+        ints.par_chunks_mut(in_len).zip(input.par_chunks(in_len)).for_each(|(d, s)| to_ints(s, d));
+        // Per group: [channel][image][pixel], then each image's channels in place.
+        let mut sums = scratch::take_len(out_per_group * batch * pixels, 0.0f32);
+        for (g, a) in packed.iter().enumerate() {
+            let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
+            conv_gemm(a, &windows, &mut sums, (unit, ch, x, g * out_per_group));
+            for (n, image) in out.chunks_exact_mut(out_len).enumerate() {
+                let group = &mut image[g * out_per_group * pixels..][..out_per_group * pixels];
+                for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
+                    dst.copy_from_slice(&sums[(c * batch + n) * pixels..][..pixels]);
+                }
+            }
+        }
+        scratch::give_back(sums);
+        scratch::give_back(ints);
+        return;
+    }
+    out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, image)| {
+        let mut ints = scratch::take_len(in_len, 0i16);
+        to_ints(image, &mut ints);
+        for (g, a) in packed.iter().enumerate() {
+            let o = &mut o[g * out_per_group * pixels..][..out_per_group * pixels];
+            let first = g * out_per_group;
+            if unfolds(conv) {
+                let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
+                conv_gemm(a, &windows, o, (unit, ch, x, first));
+            } else {
+                let group_in = &ints[g * in_per_group * pixels..][..in_per_group * pixels];
+                conv_gemm(a, &Matrix { values: group_in, n: pixels }, o, (unit, ch, x, first));
+            }
+        }
+        scratch::give_back(ints);
+    });
+}
+
+/// The integer GEMM of a conv group's weights `a` and inputs `b` into `out`, each run of sums
+/// finished (output channels from `first` on) while in cache.
+fn conv_gemm(
+    a: &PackedA,
+    b: &impl Columns,
+    out: &mut [f32],
+    (unit, ch, x, first): (&ActivationUnit, &FixedChannels, Format, usize),
+) {
+    gemm_with(
+        a,
+        b,
+        out,
+        #[inline(always)]
+        |row, sums, out| finish_channel(unit, ch, x, first + row, sums, out),
+    );
 }
 
 /// [`finish_channel`] for every output channel of `acc` (`pixels` sums each).

@@ -6,16 +6,18 @@
 //! through `pulp`; with AVX-512 VNNI, `vpdpwssd` also adds), 16 multiply-accumulates per
 //! instruction. A 32-bit lane holds the sum of a block of pairs exactly when
 //! `2 * max|a| * max|x|` times the block's length stays below 2^31; each block is then
-//! added into the 64-bit tile. Where
-//! a single product is too wide for blocks worth having (16-bit weights times 16-bit
-//! inputs), the weights are split into a low byte (0..=255) and a high part, two passes
-//! whose tiles add as `lo + (hi << 8)`: still exact, at half the speed.
+//! added into the 64-bit tile. Where a single product is too wide for blocks worth having
+//! (16-bit weights times 16-bit inputs), each weight is split into a low byte (0..=255) and
+//! a high part, kept side by side, whose sums add as `lo + (hi << 8)`: still exact, twice
+//! the multiplies (as many instructions as an `f32` FMA kernel), each input loaded once.
 //!
-//! Layout: `A` is packed once ([`PackedA`], kept by the plan) in panels of [`MR`] rows,
-//! each k-pair of a row as one 32-bit word; `B` per call in panels of [`NR`] columns, each
-//! k-pair of a column as one 32-bit word, a block of panels at a time. Row panels of `C` run
-//! in parallel. Without AVX2 a scalar kernel computes the same integers; the tests check
-//! every kernel the machine has against it.
+//! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
+//! panels of [`MR`] rows, each k-pair of a row as one 32-bit word per part; `B` (any
+//! [`Columns`]: a matrix, or a convolution's windows read straight from the images) is
+//! packed as the GEMM goes, per block of column panels and chunk of [`KC_PAIRS`] k-pairs,
+//! which every row panel of `A` then passes over (in parallel). Without AVX2 a scalar
+//! kernel computes the same integers; the tests check every kernel the machine has against
+//! it.
 
 use rayon::prelude::*;
 
@@ -25,23 +27,26 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Bytes of packed `B` a block of column panels holds (a share of a core's L2 cache).
 const B_BLOCK_BYTES: usize = 256 * 1024;
+/// k-pairs per chunk: a chunk of a row panel of split weights (12 KiB) and of a column
+/// panel (16 KiB) fit a core's L1 cache together.
+const KC_PAIRS: usize = 256;
 /// Shortest block (in k-pairs) worth a pass without splitting the weights.
 const MIN_BLOCK_PAIRS: usize = 64;
 
-/// One pass over `A`: its values packed, the left shift of its products, and how many
-/// k-pairs a 32-bit lane sums exactly.
-#[derive(Clone, Debug)]
-struct Pass {
-    panels: Vec<i32>,
-    shift: u32,
-    block_pairs: usize,
-}
-
 /// `A` (`m` x `k`, row-major) packed for [`gemm`], against inputs of at most `x_bits` bits.
+///
+/// Each value enters the products whole, or (`parts == 2`, where a single product is too
+/// wide for blocks worth having) split into its low byte (0..=255) and high part (`v >> 8`),
+/// whose sums add as `lo + (hi << 8)`: twice the multiplies, each input loaded once.
 #[derive(Clone, Debug)]
 pub struct PackedA {
     k_pairs: usize,
-    passes: Vec<Pass>,
+    /// 1 (whole values) or 2 (low byte, high part).
+    parts: usize,
+    /// Per row panel, per k-pair, per row: `parts` words.
+    panels: Vec<i32>,
+    /// k-pairs a 32-bit lane sums exactly, for every part.
+    block_pairs: usize,
 }
 
 /// Two 16-bit values in one 32-bit word, low half first (the pair `vpmaddwd` multiplies).
@@ -63,169 +68,257 @@ impl PackedA {
         let max_x = 1i64 << (x_bits.clamp(1, 16) - 1);
         let max_a = a.iter().fold(0, |m, v| m.max(v.abs()));
         let k_pairs = k.div_ceil(2);
-        let pack = |value: fn(i64) -> i64| {
-            let panels = m.div_ceil(MR);
-            let mut out = vec![0i32; panels * k_pairs * MR];
-            for (p, panel) in out.chunks_exact_mut(k_pairs * MR).enumerate() {
-                for r in 0..MR.min(m - p * MR) {
-                    let row = &a[(p * MR + r) * k..][..k];
-                    for (j, two) in row.chunks(2).enumerate() {
-                        panel[j * MR + r] = pair(value(two[0]), two.get(1).map_or(0, |&v| value(v)));
+        let whole = block_pairs(max_a, max_x);
+        let (parts, block_pairs): (usize, _) =
+            if whole >= MIN_BLOCK_PAIRS.min(k_pairs).max(1) { (1, whole) } else { (2, block_pairs(0xff, max_x)) };
+        // Part 0 is the value or its low byte, part 1 its high part.
+        let part = |v: i64, p: usize| match (parts, p) {
+            (1, _) => v,
+            (_, 0) => v & 0xff,
+            _ => v >> 8,
+        };
+        let stride = k_pairs * MR * parts;
+        let mut panels = vec![0i32; m.div_ceil(MR) * stride];
+        for (p, panel) in panels.chunks_exact_mut(stride).enumerate() {
+            for r in 0..MR.min(m - p * MR) {
+                let row = &a[(p * MR + r) * k..][..k];
+                for (j, two) in row.chunks(2).enumerate() {
+                    for q in 0..parts {
+                        let second = two.get(1).map_or(0, |&v| part(v, q));
+                        panel[(j * MR + r) * parts + q] = pair(part(two[0], q), second);
                     }
                 }
             }
-            out
-        };
-        let passes = if block_pairs(max_a, max_x) >= MIN_BLOCK_PAIRS.min(k_pairs).max(1) {
-            vec![Pass { panels: pack(|v| v), shift: 0, block_pairs: block_pairs(max_a, max_x) }]
-        } else {
-            let max_hi = a.iter().fold(0, |m, v| m.max((v >> 8).abs()));
-            vec![
-                Pass { panels: pack(|v| v & 0xff), shift: 0, block_pairs: block_pairs(0xff, max_x) },
-                Pass { panels: pack(|v| v >> 8), shift: 8, block_pairs: block_pairs(max_hi, max_x) },
-            ]
-        };
-        PackedA { k_pairs, passes }
+        }
+        PackedA { k_pairs, parts, panels, block_pairs }
     }
 }
 
-/// `B` (`k` x `n`, row-major) packed in column panels: per panel, per k-pair, [`NR`] words.
+/// The right-hand side `B` of [`gemm_with`]: `k` x `n` 16-bit integers, which the GEMM
+/// packs a panel at a time as it goes, so that `B` need never exist whole (a convolution
+/// packs its windows straight from the image).
+pub trait Columns: Sync {
+    /// What [`Columns::row`] needs to know about a run of columns, worked out once for
+    /// every row it reads.
+    type Span;
+    /// `[k, n]`.
+    fn shape(&self) -> [usize; 2];
+    /// Columns `c0..c0 + len`.
+    fn span(&self, c0: usize, len: usize) -> Self::Span;
+    /// Row `r`'s values in `span`'s columns into `dst` (every one written).
+    fn row(&self, span: &Self::Span, r: usize, dst: &mut [i16]);
+}
+
+/// A row-major `k` x `n` matrix as [`Columns`].
+pub struct Matrix<'a> {
+    /// The values, row-major.
+    pub values: &'a [i16],
+    /// Columns per row (`n`).
+    pub n: usize,
+}
+
+impl Columns for Matrix<'_> {
+    /// The first column.
+    type Span = usize;
+
+    fn shape(&self) -> [usize; 2] {
+        [self.values.len() / self.n.max(1), self.n]
+    }
+
+    fn span(&self, c0: usize, _: usize) -> usize {
+        c0
+    }
+
+    #[inline(always)]
+    fn row(&self, &c0: &usize, r: usize, dst: &mut [i16]) {
+        dst.copy_from_slice(&self.values[r * self.n + c0..][..dst.len()]);
+    }
+}
+
+/// k-pairs `first..first + pairs` of the column panels from `panel0` on (as many as `out`
+/// holds) of `b`, packed: per panel, per k-pair, [`NR`] words (zeros past the last row or
+/// column). Rows are read across all the panels at once: a convolution's windows then
+/// copy whole runs of an image row.
 #[inline(always)]
-fn pack_b(b: &[i16], k: usize, n: usize, panel: usize, out: &mut [i32]) {
-    let c0 = panel * NR;
-    let cols = NR.min(n - c0);
-    for (j, dst) in out.chunks_exact_mut(NR).take(k.div_ceil(2)).enumerate() {
-        let even = &b[2 * j * n + c0..][..cols];
-        match (2 * j + 1 < k).then(|| &b[(2 * j + 1) * n + c0..][..cols]) {
-            Some(odd) => {
-                for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
-                    *d = pair(e as i64, o as i64);
-                }
-            }
-            None => {
-                for (d, &e) in dst.iter_mut().zip(even) {
-                    *d = pair(e as i64, 0);
-                }
+fn pack_b(b: &impl Columns, panel0: usize, first: usize, pairs: usize, out: &mut [i32]) {
+    let [k, n] = b.shape();
+    let panels = out.len() / (pairs * NR).max(1);
+    let c0 = panel0 * NR;
+    let cols = (panels * NR).min(n - c0);
+    // Zero past `cols`; `row` writes the rest.
+    let mut even = super::scratch::take_len(panels * NR, 0i16);
+    let mut odd = super::scratch::take_len(panels * NR, 0i16);
+    even[cols..].fill(0);
+    odd[cols..].fill(0);
+    let span = b.span(c0, cols);
+    for j in 0..pairs {
+        let r = 2 * (first + j);
+        b.row(&span, r, &mut even[..cols]);
+        if r + 1 < k {
+            b.row(&span, r + 1, &mut odd[..cols]);
+        } else {
+            odd.fill(0);
+        }
+        for ((dst, e), o) in out.chunks_exact_mut(pairs * NR).zip(even.chunks_exact(NR)).zip(odd.chunks_exact(NR)) {
+            let dst: &mut [i32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR words");
+            let (e, o): (&[i16; NR], &[i16; NR]) = (e.try_into().expect("NR"), o.try_into().expect("NR"));
+            for c in 0..NR {
+                dst[c] = (e[c] as u16 as u32 | (o[c] as u16 as u32) << 16) as i32;
             }
         }
-        dst[cols..].fill(0);
     }
+    super::scratch::give_back(odd);
+    super::scratch::give_back(even);
 }
 
 /// `C = A · B` into `c` (`A`'s rows x `n`, row-major), `b` being `k` x `n` row-major.
 pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
-    gemm_with(a, b, n, c, |_, acc, out| out.copy_from_slice(acc));
+    gemm_with(a, &Matrix { values: b, n }, c, |_, acc, out| out.copy_from_slice(acc));
 }
 
 /// `A · B` handed over in pieces: `finish(row, sums, out)` for each run of a row's sums,
 /// `out` being the matching part of `c` (`A`'s rows x `n`, row-major): the layer's
 /// epilogue runs on each piece while it is in cache, and no 64-bit matrix is stored.
-pub fn gemm_with<T: Send>(
-    a: &PackedA,
-    b: &[i16],
-    n: usize,
-    c: &mut [T],
-    finish: impl Fn(usize, &[i64], &mut [T]) + Sync,
-) {
-    let k_pairs = a.k_pairs;
-    let k = b.len() / n.max(1);
+///
+/// Loops as in GotoBLAS: columns in blocks, k in chunks of [`KC_PAIRS`]; each chunk of a
+/// block of `B` is packed once and stays in L2 while every row panel of `A` passes over it,
+/// each row panel's chunk staying in L1 across the block's column panels. `A` is read once
+/// per column block, however large it is.
+pub fn gemm_with<T: Send>(a: &PackedA, b: &impl Columns, c: &mut [T], finish: impl Fn(usize, &[i64], &mut [T]) + Sync) {
+    let (k_pairs, parts) = (a.k_pairs, a.parts);
+    let [k, n] = b.shape();
     debug_assert_eq!(k.div_ceil(2), k_pairs);
-    // Blocks of column panels small enough to stay in a core's L2 cache while every row
-    // panel of A passes over them.
+    let kc = KC_PAIRS.min(k_pairs).max(1);
     let panels = n.div_ceil(NR);
-    let per_block = (B_BLOCK_BYTES / (k_pairs * NR * 4).max(1)).clamp(1, panels.max(1));
-    // `pack_b` writes every word.
-    let mut packed = super::scratch::take_len(per_block * k_pairs * NR, 0i32);
+    let row_panels = a.panels.len() / (k_pairs * MR * parts).max(1);
+    let per_block = (B_BLOCK_BYTES / (kc * NR * 4)).clamp(1, panels.max(1));
+    // `pack_b` writes every word; each tile is zeroed before its first chunk.
+    let mut packed = super::scratch::take_len(per_block * kc * NR, 0i32);
+    let mut sums = super::scratch::take_len(row_panels * per_block * MR * NR, 0i64);
     for first in (0..panels).step_by(per_block) {
-        let block = &mut packed[..per_block.min(panels - first) * k_pairs * NR];
-        block.par_chunks_mut(k_pairs * NR).enumerate().for_each(|(q, panel)| {
-            super::with_avx2(
-                #[inline(always)]
-                || pack_b(b, k, n, first + q, panel),
-            )
-        });
-        let block = &*block;
-        // Row panels of C are contiguous: one task each.
-        c.par_chunks_mut(MR * n).enumerate().for_each(|(p, rows)| {
-            let valid_rows = rows.len() / n.max(1);
-            for (q, panel) in block.chunks_exact(k_pairs * NR).enumerate() {
-                let mut tile = [0i64; MR * NR];
-                for pass in &a.passes {
-                    let a_panel = &pass.panels[p * k_pairs * MR..][..k_pairs * MR];
-                    micro_tiles(a_panel, panel, k_pairs, pass.block_pairs, pass.shift, &mut tile);
-                }
-                let c0 = (first + q) * NR;
-                let cols = NR.min(n - c0);
-                // Compiled for AVX2 where the processor has it, so that `finish` vectorizes.
+        let block_panels = per_block.min(panels - first);
+        let sums = &mut sums[..row_panels * block_panels * MR * NR];
+        for start in (0..k_pairs).step_by(kc) {
+            let len = kc.min(k_pairs - start);
+            let block = &mut packed[..block_panels * len * NR];
+            // A few runs of panels per thread.
+            let per_task = block_panels.div_ceil(2 * rayon::current_num_threads()).max(1);
+            block.par_chunks_mut(per_task * len * NR).enumerate().for_each(|(t, panels)| {
                 super::with_avx2(
                     #[inline(always)]
-                    || {
-                        for r in 0..valid_rows {
-                            finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
-                        }
-                    },
-                );
-            }
-        });
+                    || pack_b(b, first + t * per_task, start, len, panels),
+                )
+            });
+            let block = &*block;
+            let last = start + len == k_pairs;
+            // Row panels of C are contiguous: one task each.
+            let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(block_panels * MR * NR));
+            tasks.enumerate().for_each(|(p, (rows, tiles))| {
+                let a_chunk = &a.panels[(p * k_pairs + start) * MR * parts..][..len * MR * parts];
+                for (q, (panel, tile)) in block.chunks_exact(len * NR).zip(tiles.chunks_exact_mut(MR * NR)).enumerate()
+                {
+                    if start == 0 {
+                        tile.fill(0);
+                    }
+                    micro_tiles(a_chunk, parts, panel, len, a.block_pairs, tile);
+                    if last {
+                        let c0 = (first + q) * NR;
+                        let cols = NR.min(n - c0);
+                        // Compiled for AVX2 where the processor has it, so that `finish`
+                        // vectorizes.
+                        super::with_avx2(
+                            #[inline(always)]
+                            || {
+                                for r in 0..rows.len() / n.max(1) {
+                                    finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
+                                }
+                            },
+                        );
+                    }
+                }
+            });
+        }
     }
+    super::scratch::give_back(sums);
     super::scratch::give_back(packed);
 }
 
-/// One micro-tile over all k: `out[r * NR + c] += (A_panel · B_panel)[r][c] << shift`.
-fn micro_tiles(a: &[i32], b: &[i32], k_pairs: usize, block: usize, shift: u32, out: &mut [i64]) {
+/// One micro-tile over all k: `out[r * NR + c] += (A_panel · B_panel)[r][c]`, `A_panel`
+/// holding `parts` words per row and k-pair.
+fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if vnni::available() {
-            return vnni::tile(a, b, k_pairs, block, shift, out);
+            return match parts {
+                1 => vnni::tile::<1>(a, b, k_pairs, block, out),
+                _ => vnni::tile::<2>(a, b, k_pairs, block, out),
+            };
         }
         if let Some(simd) = pulp::x86::V3::try_new() {
-            return pulp::Simd::vectorize(simd, Avx2Tile { simd, a, b, k_pairs, block, shift, out });
+            return match parts {
+                1 => pulp::Simd::vectorize(simd, Avx2Tile::<MR, 1> { simd, a, b, k_pairs, block, row0: 0, out }),
+                // 3 rows at a time: 12 accumulators fit AVX2's 16 registers.
+                _ => (0..MR).step_by(3).for_each(|row0| {
+                    let tile = Avx2Tile::<3, 2> { simd, a, b, k_pairs, block, row0, out: &mut *out };
+                    pulp::Simd::vectorize(simd, tile)
+                }),
+            };
         }
     }
-    tile_scalar(a, b, k_pairs, block, shift, out)
+    match parts {
+        1 => tile_scalar::<1>(a, b, k_pairs, block, out),
+        _ => tile_scalar::<2>(a, b, k_pairs, block, out),
+    }
 }
 
-/// The portable kernel: the same blocks, in 32-bit sums.
-fn tile_scalar(a: &[i32], b: &[i32], k_pairs: usize, block: usize, shift: u32, out: &mut [i64]) {
+/// The portable kernel: the same blocks, in wrapping 32-bit sums (exact: each block's sum
+/// fits 32 bits).
+fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
     let half = |w: i32| (w as i16 as i32, (w >> 16) as i16 as i32);
     for start in (0..k_pairs).step_by(block.max(1)) {
-        let mut acc = [0i32; MR * NR];
+        let mut acc = [[0i32; MR * NR]; PARTS];
         for j in start..(start + block).min(k_pairs) {
             for r in 0..MR {
-                let (a0, a1) = half(a[j * MR + r]);
-                for c in 0..NR {
-                    let (b0, b1) = half(b[j * NR + c]);
-                    acc[r * NR + c] += a0 * b0 + a1 * b1;
+                for (part, acc) in acc.iter_mut().enumerate() {
+                    let (a0, a1) = half(a[(j * MR + r) * PARTS + part]);
+                    for c in 0..NR {
+                        let (b0, b1) = half(b[j * NR + c]);
+                        let sum = a0.wrapping_mul(b0).wrapping_add(a1.wrapping_mul(b1));
+                        acc[r * NR + c] = acc[r * NR + c].wrapping_add(sum);
+                    }
                 }
             }
         }
-        for (o, &v) in out.iter_mut().zip(&acc) {
-            *o += (v as i64) << shift;
+        for (part, acc) in acc.iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(acc) {
+                *o += (v as i64) << (8 * part);
+            }
         }
     }
 }
 
-/// The AVX2 micro-kernel: per k-pair, two registers of `B` and one broadcast word of `A`
-/// per row, `vpmaddwd` then `vpaddd` into 2 x [`MR`] accumulators.
+/// The AVX2 micro-kernel for `ROWS` rows from `row0`: per k-pair, two registers of `B` and
+/// one broadcast word of `A` per row and part, `vpmaddwd` then `vpaddd` into
+/// 2 x `ROWS` x `PARTS` accumulators.
 #[cfg(target_arch = "x86_64")]
-struct Avx2Tile<'a> {
+struct Avx2Tile<'a, const ROWS: usize, const PARTS: usize> {
     simd: pulp::x86::V3,
     a: &'a [i32],
     b: &'a [i32],
     k_pairs: usize,
     block: usize,
-    shift: u32,
+    row0: usize,
     out: &'a mut [i64],
 }
 
 #[cfg(target_arch = "x86_64")]
-impl pulp::WithSimd for Avx2Tile<'_> {
+impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS, PARTS> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         use std::arch::x86_64::__m256i;
-        let Avx2Tile { simd, a, b, k_pairs, block, shift, out } = self;
+        let Avx2Tile { simd, a, b, k_pairs, block, row0, out } = self;
         let load = |words: &[i32]| -> __m256i {
             let lanes: [i32; 8] = words[..8].try_into().expect("8 words");
             pulp::cast(lanes)
@@ -233,19 +326,24 @@ impl pulp::WithSimd for Avx2Tile<'_> {
         let mut start = 0;
         while start < k_pairs {
             let end = (start + block.max(1)).min(k_pairs);
-            let mut acc = [[simd.avx._mm256_setzero_si256(); 2]; MR];
-            for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a[start * MR..end * MR].chunks_exact(MR)) {
+            let mut acc = [[[simd.avx._mm256_setzero_si256(); 2]; PARTS]; ROWS];
+            let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
+            for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
                 let (b0, b1) = (load(&bj[..8]), load(&bj[8..]));
-                for (acc, &w) in acc.iter_mut().zip(aj) {
-                    let w = simd.avx._mm256_set1_epi32(w);
-                    acc[0] = simd.avx2._mm256_add_epi32(acc[0], simd.avx2._mm256_madd_epi16(w, b0));
-                    acc[1] = simd.avx2._mm256_add_epi32(acc[1], simd.avx2._mm256_madd_epi16(w, b1));
+                for (acc, ws) in acc.iter_mut().zip(aj[row0 * PARTS..].chunks_exact(PARTS)) {
+                    for (acc, &w) in acc.iter_mut().zip(ws) {
+                        let w = simd.avx._mm256_set1_epi32(w);
+                        acc[0] = simd.avx2._mm256_add_epi32(acc[0], simd.avx2._mm256_madd_epi16(w, b0));
+                        acc[1] = simd.avx2._mm256_add_epi32(acc[1], simd.avx2._mm256_madd_epi16(w, b1));
+                    }
                 }
             }
-            for (acc, out) in acc.iter().zip(out.chunks_exact_mut(NR)) {
-                let lanes: [[i32; 8]; 2] = [pulp::cast(acc[0]), pulp::cast(acc[1])];
-                for (o, &v) in out.iter_mut().zip(lanes.iter().flatten()) {
-                    *o += (v as i64) << shift;
+            for (acc, out) in acc.iter().zip(out[row0 * NR..].chunks_exact_mut(NR)) {
+                for (part, acc) in acc.iter().enumerate() {
+                    let lanes: [[i32; 8]; 2] = [pulp::cast(acc[0]), pulp::cast(acc[1])];
+                    for (o, &v) in out.iter_mut().zip(lanes.iter().flatten()) {
+                        *o += (v as i64) << (8 * part);
+                    }
                 }
             }
             start = end;
@@ -254,8 +352,9 @@ impl pulp::WithSimd for Avx2Tile<'_> {
 }
 
 /// The same micro-kernel with AVX-512 VNNI's `vpdpwssd` (multiply pairs and add in one
-/// instruction) on 256-bit registers: half the instructions of the AVX2 kernel. `pulp` has
-/// no VNNI operations, hence the one `unsafe` module of the runtime.
+/// instruction) on 256-bit registers, all [`MR`] rows at once (AVX-512's 32 registers hold
+/// the split weights' 24 accumulators). `pulp` has no VNNI operations, hence the one
+/// `unsafe` module of the runtime.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
@@ -268,39 +367,44 @@ mod vnni {
     }
 
     /// See [`super::micro_tiles`]; call only when [`available`].
-    pub(super) fn tile(a: &[i32], b: &[i32], k_pairs: usize, block: usize, shift: u32, out: &mut [i64]) {
-        assert!(available() && a.len() >= k_pairs * MR && b.len() >= k_pairs * NR && out.len() >= MR * NR);
+    pub(super) fn tile<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
+        assert!(available() && a.len() >= k_pairs * MR * PARTS && b.len() >= k_pairs * NR && out.len() >= MR * NR);
         // SAFETY: the features `kernel` enables were detected just above.
-        unsafe { kernel(a, b, k_pairs, block, shift, out) }
+        unsafe { kernel::<PARTS>(a, b, k_pairs, block, out) }
     }
 
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    fn kernel(a: &[i32], b: &[i32], k_pairs: usize, block: usize, shift: u32, out: &mut [i64]) {
+    fn kernel<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
         let mut start = 0;
         while start < k_pairs {
             let end = (start + block.max(1)).min(k_pairs);
-            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
-            for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a[start * MR..end * MR].chunks_exact(MR)) {
+            let mut acc = [[[_mm256_setzero_si256(); 2]; PARTS]; MR];
+            let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
+            for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
                 // SAFETY: `bj` holds NR = 16 words, two unaligned 256-bit loads' worth.
                 let (b0, b1) = unsafe {
                     let p = bj.as_ptr() as *const __m256i;
                     (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
                 };
-                for (acc, &w) in acc.iter_mut().zip(aj) {
-                    let w = _mm256_set1_epi32(w);
-                    acc[0] = _mm256_dpwssd_epi32(acc[0], w, b0);
-                    acc[1] = _mm256_dpwssd_epi32(acc[1], w, b1);
+                for (acc, ws) in acc.iter_mut().zip(aj.chunks_exact(PARTS)) {
+                    for (acc, &w) in acc.iter_mut().zip(ws) {
+                        let w = _mm256_set1_epi32(w);
+                        acc[0] = _mm256_dpwssd_epi32(acc[0], w, b0);
+                        acc[1] = _mm256_dpwssd_epi32(acc[1], w, b1);
+                    }
                 }
             }
             for (acc, out) in acc.iter().zip(out.chunks_exact_mut(NR)) {
-                let mut lanes = [0i32; NR];
-                // SAFETY: `lanes` holds two 256-bit stores' worth.
-                unsafe {
-                    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc[0]);
-                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
-                }
-                for (o, &v) in out.iter_mut().zip(&lanes) {
-                    *o += (v as i64) << shift;
+                for (part, acc) in acc.iter().enumerate() {
+                    let mut lanes = [0i32; NR];
+                    // SAFETY: `lanes` holds two 256-bit stores' worth.
+                    unsafe {
+                        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc[0]);
+                        _mm256_storeu_si256(lanes.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+                    }
+                    for (o, &v) in out.iter_mut().zip(&lanes) {
+                        *o += (v as i64) << (8 * part);
+                    }
                 }
             }
             start = end;
@@ -336,23 +440,33 @@ mod tests {
         gemm(&packed, &b, n, &mut c);
         assert_eq!(c, naive(&a, &b, m, k, n), "{m}x{k}x{n} at {a_bits}x{x_bits} bits");
         // The portable kernel computes the same integers.
-        for pass in &packed.passes {
-            let mut simd = vec![0i64; MR * NR];
-            let mut scalar = vec![0i64; MR * NR];
-            let mut bp = vec![0i32; packed.k_pairs * NR];
-            pack_b(&b, k, n, 0, &mut bp);
-            let panel = &pass.panels[..packed.k_pairs * MR];
-            let (kp, block, shift) = (packed.k_pairs, pass.block_pairs, pass.shift);
-            tile_scalar(panel, &bp, kp, block, shift, &mut scalar);
-            micro_tiles(panel, &bp, kp, block, shift, &mut simd);
-            assert_eq!(simd, scalar);
-            #[cfg(target_arch = "x86_64")]
-            if let Some(v3) = pulp::x86::V3::try_new() {
-                let mut avx2 = vec![0i64; MR * NR];
-                let tile = Avx2Tile { simd: v3, a: panel, b: &bp, k_pairs: kp, block, shift, out: &mut avx2 };
+        let mut bp = vec![0i32; packed.k_pairs * NR];
+        pack_b(&Matrix { values: &b, n }, 0, 0, packed.k_pairs, &mut bp);
+        let (kp, block, parts) = (packed.k_pairs, packed.block_pairs, packed.parts);
+        let panel = &packed.panels[..kp * MR * parts];
+        let mut scalar = vec![0i64; MR * NR];
+        match parts {
+            1 => tile_scalar::<1>(panel, &bp, kp, block, &mut scalar),
+            _ => tile_scalar::<2>(panel, &bp, kp, block, &mut scalar),
+        }
+        let mut simd = vec![0i64; MR * NR];
+        micro_tiles(panel, parts, &bp, kp, block, &mut simd);
+        assert_eq!(simd, scalar);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            let mut avx2 = vec![0i64; MR * NR];
+            if parts == 1 {
+                let tile =
+                    Avx2Tile::<MR, 1> { simd: v3, a: panel, b: &bp, k_pairs: kp, block, row0: 0, out: &mut avx2 };
                 pulp::Simd::vectorize(v3, tile);
-                assert_eq!(avx2, scalar, "AVX2 kernel");
+            } else {
+                for row0 in [0, 3] {
+                    let tile =
+                        Avx2Tile::<3, 2> { simd: v3, a: panel, b: &bp, k_pairs: kp, block, row0, out: &mut avx2 };
+                    pulp::Simd::vectorize(v3, tile);
+                }
             }
+            assert_eq!(avx2, scalar, "AVX2 kernel");
         }
     }
 

@@ -9,6 +9,7 @@ pub mod igemm;
 pub mod pool;
 mod scratch;
 pub mod sparse;
+pub mod unfold;
 pub mod windows;
 
 use std::borrow::Cow;

@@ -1,0 +1,130 @@
+//! A convolution's windows as the integer GEMM's right-hand side: row `(c, ky, kx)`,
+//! column `(image, oy, ox)` holds that image's input `(c, oy * stride + ky * dilation -
+//! pad, ...)`, or zero in the padding. The GEMM asks for a panel of columns at a time and
+//! gets it straight from the images: no unfolded matrix is written and read back (im2col's
+//! cost on large maps), and the columns of several small maps make one wide GEMM.
+
+use super::igemm::Columns;
+use crate::plan::Conv;
+
+/// Where row `(c, ky, kx)` reads: its input plane, and the offsets of its window tap.
+#[derive(Clone, Copy, Debug)]
+struct Tap {
+    plane: usize,
+    dy: isize,
+    dx: isize,
+    /// Output columns `lo..hi` read inside the plane's width (padding elsewhere).
+    lo: usize,
+    hi: usize,
+}
+
+/// One group's windows over a batch of images.
+pub struct Windows<'a> {
+    /// The images, `image_len` values apart.
+    input: &'a [i16],
+    image_len: usize,
+    images: usize,
+    taps: Vec<Tap>,
+    stride: [usize; 2],
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+}
+
+impl<'a> Windows<'a> {
+    /// The windows `conv` slides over the `channels` planes (of `in_hw`) from `first` on
+    /// in each image of `input` (images `image_len` values apart), producing `out_hw`.
+    pub fn new(
+        conv: &Conv,
+        (input, image_len): (&'a [i16], usize),
+        (first, channels): (usize, usize),
+        in_hw: [usize; 2],
+        out_hw: [usize; 2],
+    ) -> Self {
+        let [kh, kw] = conv.kernel;
+        let [dh, dw] = conv.dilation;
+        let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
+        let plane = in_hw[0] * in_hw[1];
+        let mut taps = Vec::with_capacity(channels * kh * kw);
+        for c in first..first + channels {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let dx = (kx * dw) as isize - left;
+                    let (lo, hi) = super::conv::valid_range(out_hw[1], conv.stride[1], dx, in_hw[1]);
+                    let dy = (ky * dh) as isize - top;
+                    taps.push(Tap { plane: c * plane, dy, dx, lo, hi });
+                }
+            }
+        }
+        let images = input.len() / image_len.max(1);
+        Windows { input, image_len, images, taps, stride: conv.stride, in_hw, out_hw }
+    }
+}
+
+/// A run of columns within one output row of one image: `len` columns from (`oy`, `ox`)
+/// of the image at `image` in the input, at `at` in the span.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    at: usize,
+    image: usize,
+    oy: usize,
+    ox: usize,
+    len: usize,
+}
+
+impl Columns for Windows<'_> {
+    type Span = Vec<Run>;
+
+    fn shape(&self) -> [usize; 2] {
+        [self.taps.len(), self.images * self.out_hw[0] * self.out_hw[1]]
+    }
+
+    fn span(&self, c0: usize, len: usize) -> Vec<Run> {
+        let ow = self.out_hw[1].max(1);
+        let pixels = (self.out_hw[0] * ow).max(1);
+        let mut runs = Vec::with_capacity(len / ow + 2);
+        let mut at = 0;
+        while at < len {
+            let (image, pixel) = ((c0 + at) / pixels, (c0 + at) % pixels);
+            let (oy, ox) = (pixel / ow, pixel % ow);
+            let run = (ow - ox).min(len - at);
+            runs.push(Run { at, image: image * self.image_len, oy, ox, len: run });
+            at += run;
+        }
+        runs
+    }
+
+    #[inline(always)]
+    fn row(&self, runs: &Vec<Run>, r: usize, dst: &mut [i16]) {
+        let tap = self.taps[r];
+        let ([h, w], [sh, sw]) = (self.in_hw, self.stride);
+        for &Run { at, image, oy, ox, len } in runs {
+            let run = &mut dst[at..][..len];
+            let y = (oy * sh) as isize + tap.dy;
+            if y < 0 || y >= h as isize {
+                run.fill(0);
+                continue;
+            }
+            let src = &self.input[image + tap.plane + y as usize * w..][..w];
+            // Output columns ox..ox + len; those in lo..hi read the plane.
+            let lo = tap.lo.clamp(ox, ox + len);
+            let hi = tap.hi.clamp(lo, ox + len);
+            run[..lo - ox].fill(0);
+            run[hi - ox..].fill(0);
+            let first = ((lo * sw) as isize + tap.dx) as usize;
+            let inside = &mut run[lo - ox..hi - ox];
+            if sw == 1 {
+                inside.copy_from_slice(&src[first..][..inside.len()]);
+            } else if let Some(pairs) = src[first..].get(..2 * inside.len()).filter(|_| sw == 2) {
+                // Every other value (`step_by` does not vectorize).
+                for (d, two) in inside.iter_mut().zip(pairs.chunks_exact(2)) {
+                    *d = two[0];
+                }
+            } else if let Some(last) = inside.len().checked_sub(1) {
+                let src = &src[first..=first + last * sw];
+                for (i, d) in inside.iter_mut().enumerate() {
+                    *d = src[i * sw];
+                }
+            }
+        }
+    }
+}
