@@ -14,7 +14,7 @@
 //! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
 //! panels of [`MR`] rows, each k-pair of a row as one 32-bit word per part; `B` (any
 //! [`Columns`]: a matrix, or a convolution's windows read straight from the images) is
-//! packed as the GEMM goes, per block of column panels and chunk of [`KC_PAIRS`] k-pairs,
+//! packed as the GEMM goes, per block of column panels and chunk of `KC_PAIRS` k-pairs,
 //! which every row panel of `A` then passes over (in parallel). Without AVX2 a scalar
 //! kernel computes the same integers; the tests check every kernel the machine has against
 //! it.
@@ -180,7 +180,7 @@ pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
 /// `out` being the matching part of `c` (`A`'s rows x `n`, row-major): the layer's
 /// epilogue runs on each piece while it is in cache, and no 64-bit matrix is stored.
 ///
-/// Loops as in GotoBLAS: columns in blocks, k in chunks of [`KC_PAIRS`]; each chunk of a
+/// Loops as in GotoBLAS: columns in blocks, k in chunks of `KC_PAIRS`; each chunk of a
 /// block of `B` is packed once and stays in L2 while every row panel of `A` passes over it,
 /// each row panel's chunk staying in L1 across the block's column panels. `A` is read once
 /// per column block, however large it is.
