@@ -103,19 +103,19 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
         }),
         Op::Pool(p) => per_image(out, &|n, o| {
             let to = unit.out();
+            if p.kind == PoolKind::Max {
+                // Padding never wins a max; ordering the reals orders the integers. In the
+                // input's own format (the quantizer's choice) narrowing is the identity.
+                pool::max_pool_image(p, image(0, n), hw(in_shape(0)), o, hw(out_shape), f32::MIN);
+                if to != x {
+                    o.iter_mut().for_each(|v| *v = to.to_f32(requantize(int(*v, x), x.frac, to)));
+                }
+                return;
+            }
             pool::each_window(p, image(0, n), hw(in_shape(0)), o, hw(out_shape), |values, padded| {
-                let q = match p.kind {
-                    // Padding never wins a max; ordering the reals orders the integers. In
-                    // the input's own format (the quantizer's choice) narrowing is the identity.
-                    PoolKind::Max if to == x => return values.iter().copied().fold(f32::MIN, f32::max),
-                    PoolKind::Max => requantize(int(values.iter().copied().fold(f32::MIN, f32::max), x), x.frac, to),
-                    PoolKind::Average => {
-                        let count = if p.count_include_pad { padded } else { values.len() };
-                        let sum: i128 = values.iter().map(|&v| int(v, x)).sum();
-                        average(sum, count.max(1) as u32, x.frac, to)
-                    }
-                };
-                to.to_f32(q)
+                let count = if p.count_include_pad { padded } else { values.len() };
+                let sum: i128 = values.iter().map(|&v| int(v, x)).sum();
+                to.to_f32(average(sum, count.max(1) as u32, x.frac, to))
             });
         }),
         Op::GlobalAveragePool => per_image(out, &|n, o| {
@@ -213,7 +213,7 @@ fn conv_layer(
         let mut sums = scratch::take_len(out_per_group * batch * pixels, 0.0f32);
         for (g, a) in packed.iter().enumerate() {
             let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
-            conv_gemm(a, &windows, &mut sums, (unit, ch, x, g * out_per_group));
+            conv_gemm(a, &windows, &mut sums, true, (unit, ch, x, g * out_per_group));
             for (n, image) in out.chunks_exact_mut(out_len).enumerate() {
                 let group = &mut image[g * out_per_group * pixels..][..out_per_group * pixels];
                 for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
@@ -225,6 +225,9 @@ fn conv_layer(
         scratch::give_back(ints);
         return;
     }
+    // Images in parallel, each GEMM on one thread; or, with fewer images than threads, each
+    // GEMM over all of them.
+    let parallel = batch < rayon::current_num_threads();
     out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, image)| {
         let mut ints = scratch::take_len(in_len, 0i16);
         to_ints(image, &mut ints);
@@ -233,10 +236,10 @@ fn conv_layer(
             let first = g * out_per_group;
             if unfolds(conv) {
                 let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
-                conv_gemm(a, &windows, o, (unit, ch, x, first));
+                conv_gemm(a, &windows, o, parallel, (unit, ch, x, first));
             } else {
                 let group_in = &ints[g * in_per_group * pixels..][..in_per_group * pixels];
-                conv_gemm(a, &Matrix { values: group_in, n: pixels }, o, (unit, ch, x, first));
+                conv_gemm(a, &Matrix { values: group_in, n: pixels }, o, parallel, (unit, ch, x, first));
             }
         }
         scratch::give_back(ints);
@@ -244,17 +247,20 @@ fn conv_layer(
 }
 
 /// The integer GEMM of a conv group's weights `a` and inputs `b` into `out`, each run of sums
-/// finished (output channels from `first` on) while in cache.
+/// finished (output channels from `first` on) while in cache; over rayon's threads if
+/// `parallel`.
 fn conv_gemm(
     a: &PackedA,
     b: &impl Columns,
     out: &mut [f32],
+    parallel: bool,
     (unit, ch, x, first): (&ActivationUnit, &FixedChannels, Format, usize),
 ) {
     gemm_with(
         a,
         b,
         out,
+        parallel,
         #[inline(always)]
         |row, sums, out| finish_channel(unit, ch, x, first + row, sums, out),
     );

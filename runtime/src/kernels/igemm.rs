@@ -173,7 +173,7 @@ fn pack_b(b: &impl Columns, panel0: usize, first: usize, pairs: usize, out: &mut
 
 /// `C = A · B` into `c` (`A`'s rows x `n`, row-major), `b` being `k` x `n` row-major.
 pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
-    gemm_with(a, &Matrix { values: b, n }, c, |_, acc, out| out.copy_from_slice(acc));
+    gemm_with(a, &Matrix { values: b, n }, c, true, |_, acc, out| out.copy_from_slice(acc));
 }
 
 /// `A · B` handed over in pieces: `finish(row, sums, out)` for each run of a row's sums,
@@ -183,8 +183,16 @@ pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
 /// Loops as in GotoBLAS: columns in blocks, k in chunks of `KC_PAIRS`; each chunk of a
 /// block of `B` is packed once and stays in L2 while every row panel of `A` passes over it,
 /// each row panel's chunk staying in L1 across the block's column panels. `A` is read once
-/// per column block, however large it is.
-pub fn gemm_with<T: Send>(a: &PackedA, b: &impl Columns, c: &mut [T], finish: impl Fn(usize, &[i64], &mut [T]) + Sync) {
+/// per column block, however large it is. With `parallel`, packing and row panels spread
+/// over rayon's threads; without, one thread does it all (the caller runs GEMMs in
+/// parallel itself: nested splitting costs more than it gains).
+pub fn gemm_with<T: Send>(
+    a: &PackedA,
+    b: &impl Columns,
+    c: &mut [T],
+    parallel: bool,
+    finish: impl Fn(usize, &[i64], &mut [T]) + Sync,
+) {
     let (k_pairs, parts) = (a.k_pairs, a.parts);
     let [k, n] = b.shape();
     debug_assert_eq!(k.div_ceil(2), k_pairs);
@@ -192,18 +200,24 @@ pub fn gemm_with<T: Send>(a: &PackedA, b: &impl Columns, c: &mut [T], finish: im
     let panels = n.div_ceil(NR);
     let row_panels = a.panels.len() / (k_pairs * MR * parts).max(1);
     let per_block = (B_BLOCK_BYTES / (kc * NR * 4)).clamp(1, panels.max(1));
+    // Rayon splits no task shorter than this.
+    let min_len = if parallel { 1 } else { usize::MAX };
+    // Over several chunks each tile of a block keeps its sums; in one, a row panel's tiles
+    // take turns in one (in L1).
+    let tiles_kept = if kc < k_pairs { per_block } else { 1 };
     // `pack_b` writes every word; each tile is zeroed before its first chunk.
     let mut packed = super::scratch::take_len(per_block * kc * NR, 0i32);
-    let mut sums = super::scratch::take_len(row_panels * per_block * MR * NR, 0i64);
+    let mut sums = super::scratch::take_len(row_panels * tiles_kept * MR * NR, 0i64);
     for first in (0..panels).step_by(per_block) {
         let block_panels = per_block.min(panels - first);
-        let sums = &mut sums[..row_panels * block_panels * MR * NR];
+        let tiles_kept = tiles_kept.min(block_panels);
+        let sums = &mut sums[..row_panels * tiles_kept * MR * NR];
         for start in (0..k_pairs).step_by(kc) {
             let len = kc.min(k_pairs - start);
             let block = &mut packed[..block_panels * len * NR];
             // A few runs of panels per thread.
             let per_task = block_panels.div_ceil(2 * rayon::current_num_threads()).max(1);
-            block.par_chunks_mut(per_task * len * NR).enumerate().for_each(|(t, panels)| {
+            block.par_chunks_mut(per_task * len * NR).with_min_len(min_len).enumerate().for_each(|(t, panels)| {
                 super::with_avx2(
                     #[inline(always)]
                     || pack_b(b, first + t * per_task, start, len, panels),
@@ -212,11 +226,11 @@ pub fn gemm_with<T: Send>(a: &PackedA, b: &impl Columns, c: &mut [T], finish: im
             let block = &*block;
             let last = start + len == k_pairs;
             // Row panels of C are contiguous: one task each.
-            let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(block_panels * MR * NR));
-            tasks.enumerate().for_each(|(p, (rows, tiles))| {
+            let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(tiles_kept * MR * NR));
+            tasks.with_min_len(min_len).enumerate().for_each(|(p, (rows, tiles))| {
                 let a_chunk = &a.panels[(p * k_pairs + start) * MR * parts..][..len * MR * parts];
-                for (q, (panel, tile)) in block.chunks_exact(len * NR).zip(tiles.chunks_exact_mut(MR * NR)).enumerate()
-                {
+                for (q, panel) in block.chunks_exact(len * NR).enumerate() {
+                    let tile = &mut tiles[q % tiles_kept * MR * NR..][..MR * NR];
                     if start == 0 {
                         tile.fill(0);
                     }

@@ -4,13 +4,62 @@ use crate::plan::{Pool, PoolKind};
 
 /// Pool one image `input` ([C, H, W]) into `out` ([C, OH, OW]).
 pub fn pool_image(pool: &Pool, input: &[f32], hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
-    each_window(pool, input, hw, out, out_hw, |values, padded| match pool.kind {
-        PoolKind::Max => values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-        PoolKind::Average => {
-            let count = if pool.count_include_pad { padded } else { values.len() };
-            values.iter().sum::<f32>() / count.max(1) as f32
-        }
+    if pool.kind == PoolKind::Max {
+        return max_pool_image(pool, input, hw, out, out_hw, f32::NEG_INFINITY);
+    }
+    each_window(pool, input, hw, out, out_hw, |values, padded| {
+        let count = if pool.count_include_pad { padded } else { values.len() };
+        values.iter().sum::<f32>() / count.max(1) as f32
     });
+}
+
+/// Max pooling of one image: each window's largest value (NaN never wins), `empty` where a
+/// window holds only padding; what [`each_window`] with a fold from `empty` gives, by rows
+/// then by columns (the maximum of a set does not depend on the order).
+pub fn max_pool_image(
+    pool: &Pool,
+    input: &[f32],
+    [h, w]: [usize; 2],
+    out: &mut [f32],
+    [oh, ow]: [usize; 2],
+    empty: f32,
+) {
+    let [kh, kw] = pool.kernel;
+    let [sh, sw] = pool.stride;
+    let [dh, dw] = pool.dilation;
+    let (top, left) = (pool.pads[0] as isize, pool.pads[1] as isize);
+    // Each input row's maxima over the windows' columns: [H, OW].
+    let mut rows = super::scratch::take_len(h * ow, empty);
+    super::with_avx2(
+        #[inline(always)]
+        || {
+            for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+                for (src, row) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+                    row.fill(empty);
+                    for kx in 0..kw {
+                        let dx = (kx * dw) as isize - left;
+                        let (lo, hi) = super::conv::valid_range(ow, sw, dx, w);
+                        let first = ((lo * sw) as isize + dx) as usize;
+                        for (i, m) in row[lo..hi].iter_mut().enumerate() {
+                            *m = m.max(src[first + i * sw]);
+                        }
+                    }
+                }
+                for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                    d.fill(empty);
+                    for ky in 0..kh {
+                        let y = (oy * sh + ky * dh) as isize - top;
+                        if (0..h as isize).contains(&y) {
+                            for (m, &v) in d.iter_mut().zip(&rows[y as usize * ow..][..ow]) {
+                                *m = m.max(v);
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    super::scratch::give_back(rows);
 }
 
 /// `out[c, oy, ox] = reduce(values inside the window, window size counting padding but not
@@ -88,6 +137,34 @@ mod tests {
         assert_eq!(out, vec![1.0; 4]);
         pool_image(&pool(PoolKind::Average, [1, 1, 0, 0], false, true), &input, [3, 3], &mut out, [2, 2]);
         assert_eq!(out, vec![0.25, 0.5, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn max_pool_by_rows_and_columns_is_the_window_maximum() {
+        let input: Vec<f32> = (0..2 * 7 * 9).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        for (kernel, stride, dilation, pads) in [
+            ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+            ([2, 3], [1, 2], [2, 1], [0, 2, 1, 0]),
+            ([3, 2], [3, 1], [1, 2], [2, 0, 2, 1]),
+        ] {
+            let p = Pool {
+                kind: PoolKind::Max,
+                kernel,
+                stride,
+                dilation,
+                pads,
+                ceil_mode: false,
+                count_include_pad: false,
+            };
+            let [oh, ow] = [
+                (7 + pads[0] + pads[2] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1,
+                (9 + pads[1] + pads[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1,
+            ];
+            let (mut fast, mut slow) = (vec![0.0; 2 * oh * ow], vec![0.0; 2 * oh * ow]);
+            max_pool_image(&p, &input, [7, 9], &mut fast, [oh, ow], f32::MIN);
+            each_window(&p, &input, [7, 9], &mut slow, [oh, ow], |v, _| v.iter().copied().fold(f32::MIN, f32::max));
+            assert_eq!(fast, slow, "{kernel:?} {stride:?} {dilation:?} {pads:?}");
+        }
     }
 
     #[test]
