@@ -9,6 +9,10 @@
 # that a slow spell of a shared machine hits every datapath alike), and prints the best
 # images/s of each at batch 1 and 8 with the fixed-point paths' ratio to float; then
 # tract's figures.
+#
+# AVX2_ONLY=1 measures, on a processor with AVX-512, what one without it would do: hass-run
+# built (in target/avx2-only) with matrixmultiply's AVX-512 kernels compiled out
+# (MMTEST_FEATURE) and run with HASS_AVX2_ONLY=1 (the runtime's own kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-testdata/torchvision/resnet18_op13.onnx}
@@ -16,17 +20,23 @@ runs=${2:-5}
 rounds=${3:-3}
 [ -f "$model" ] || { echo "no $model; run scripts/export_torchvision.py first" >&2; exit 1; }
 cargo build --release -q --bin hassc --bin hass-run --example tract_bench
+run=target/release/hass-run
+if [ -n "${AVX2_ONLY:-}" ]; then
+    MMTEST_FEATURE=sse2,avx,avx2,fma CARGO_TARGET_DIR=target/avx2-only cargo build --release -q --bin hass-run
+    run=target/avx2-only/release/hass-run
+    export HASS_AVX2_ONLY=1
+fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 target/release/hassc "$model" --target u250 --datapath float -o "$dir/float.hass" -q > /dev/null
 target/release/hassc "$model" --target u250 -o "$dir/fixed16.hass" -q > /dev/null
 target/release/hassc "$model" --target u250 --weight-bits 8 --activation-bits 8 -o "$dir/fixed8.hass" -q > /dev/null
-echo "model: $model, $runs runs per measurement, best of $rounds rounds, $(nproc) cores"
+echo "model: $model, $runs runs per measurement, best of $rounds rounds, $(nproc) cores${AVX2_ONLY:+, AVX2 only}"
 printf '%-8s %-8s %12s %12s %8s %8s\n' threads datapath "batch 1" "batch 8" "b1/float" "b8/float"
 for threads in 1 2; do
     for round in $(seq "$rounds"); do
         for path in float fixed16 fixed8; do
-            RAYON_NUM_THREADS=$threads target/release/hass-run "$dir/$path.hass" --bench "$runs" \
+            RAYON_NUM_THREADS=$threads "$run" "$dir/$path.hass" --bench "$runs" \
                 | awk -v p="$path" '/batch 1:/ {b1=$(NF-3)} /batch 8:/ {b8=$(NF-3)} END {print p, b1, b8}'
         done
     done | awk -v t="$threads" '

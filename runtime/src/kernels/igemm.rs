@@ -262,7 +262,7 @@ pub fn gemm_with<T: Send>(
 fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if vnni::available() {
+        if vnni::available() && !super::avx2_only() {
             return match parts {
                 1 => vnni::tile::<1>(a, b, k_pairs, block, out),
                 _ => vnni::tile::<2>(a, b, k_pairs, block, out),
@@ -344,9 +344,12 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
             let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
             for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
                 let (b0, b1) = (load(&bj[..8]), load(&bj[8..]));
-                for (acc, ws) in acc.iter_mut().zip(aj[row0 * PARTS..].chunks_exact(PARTS)) {
-                    for (acc, &w) in acc.iter_mut().zip(ws) {
-                        let w = simd.avx._mm256_set1_epi32(w);
+                // A slice of constant length and constant loops: unrolled, every accumulator
+                // in a register.
+                let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        let w = simd.avx._mm256_set1_epi32(ws[r * PARTS + q]);
                         acc[0] = simd.avx2._mm256_add_epi32(acc[0], simd.avx2._mm256_madd_epi16(w, b0));
                         acc[1] = simd.avx2._mm256_add_epi32(acc[1], simd.avx2._mm256_madd_epi16(w, b1));
                     }

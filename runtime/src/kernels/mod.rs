@@ -23,6 +23,14 @@ pub fn thresholded(x: &[f32], threshold: Option<f32>) -> Cow<'_, [f32]> {
     }
 }
 
+/// Whether the environment sets `HASS_AVX2_ONLY` (non-empty): the kernels then leave the
+/// processor's AVX-512 unused, to measure here what one without it would do
+/// (`scripts/bench_runtime.sh`). Read once.
+pub(crate) fn avx2_only() -> bool {
+    static AVX2_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2_ONLY.get_or_init(|| std::env::var_os("HASS_AVX2_ONLY").is_some_and(|v| !v.is_empty()))
+}
+
 /// Run `f` compiled for AVX2 where the processor has it, so that the loops it inlines
 /// vectorize; as it is elsewhere. Give `f` as a closure marked `#[inline(always)]`: one
 /// that is not inlined is compiled for the baseline and gains nothing.
