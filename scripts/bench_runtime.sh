@@ -6,9 +6,9 @@
 #   default model: testdata/torchvision/resnet18_op13.onnx (scripts/export_torchvision.py)
 # Compiles the model three ways (float32, 16-bit and 8-bit fixed point), then, with 1 and
 # 2 threads, runs `hass-run --bench RUNS` on each in turn, ROUNDS times (interleaved, so
-# that a slow spell of a shared machine hits every datapath alike), and prints the best
-# images/s of each at batch 1 and 8 with the fixed-point paths' ratio to float; then
-# tract's figures.
+# that a slow spell of a shared machine hits every datapath alike), and prints each one's
+# images/s in its fastest run (the least disturbed) at batch 1 and 8, with the fixed-point
+# paths' ratio to float; then tract's figures.
 #
 # AVX2_ONLY=1 measures, on a processor with AVX-512, what one without it would do: hass-run
 # built (in target/avx2-only) with matrixmultiply's AVX-512 kernels compiled out
@@ -37,7 +37,7 @@ for threads in 1 2; do
     for round in $(seq "$rounds"); do
         for path in float fixed16 fixed8; do
             RAYON_NUM_THREADS=$threads "$run" "$dir/$path.hass" --bench "$runs" \
-                | awk -v p="$path" '/batch 1:/ {b1=$(NF-3)} /batch 8:/ {b8=$(NF-3)} END {print p, b1, b8}'
+                | awk -v p="$path" '/batch 1:/ {b1=$NF} /batch 8:/ {b8=$NF} END {gsub(/\)/, "", b1); gsub(/\)/, "", b8); print p, b1, b8}'
         done
     done | awk -v t="$threads" '
         { if ($2 > b1[$1]) b1[$1] = $2; if ($3 > b8[$1]) b8[$1] = $3 }
