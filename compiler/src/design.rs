@@ -5,7 +5,7 @@ use crate::alloc::{Allocation, Allocator};
 use crate::board::Board;
 use crate::error::{CompileError, Result};
 use crate::hw::cost::{stage_cost, Folding, Placement};
-use crate::hw::pipeline::Network;
+use crate::hw::pipeline::{Folds, Network};
 use crate::hw::sparse::{deal_snake, LayerSparsity};
 use crate::hw::stage::{stages, StageKind};
 use crate::hw::{Budget, Precision};
@@ -40,6 +40,8 @@ pub enum SparsitySource {
 pub struct DesignOptions {
     /// Allocator.
     pub allocator: Allocator,
+    /// Which foldings the allocator may choose.
+    pub folds: Folds,
     /// Operand widths, per layer.
     pub precision: Widths,
     /// Sparsity statistics.
@@ -52,6 +54,7 @@ impl Default for DesignOptions {
     fn default() -> Self {
         DesignOptions {
             allocator: Allocator::Exact,
+            folds: Folds::Any,
             precision: Widths::default(),
             sparsity: SparsitySource::Dense,
             batch: 256,
@@ -258,7 +261,9 @@ pub fn network(graph: &Graph, options: &DesignOptions) -> Result<Network> {
         s.precision = options.precision.of_stage(graph, s.node);
         s.encoded_weight_bits = encoded_bits(graph, s.node, s.precision.weight_bits as u64);
     }
-    Ok(Network::new(stages, sparsity, options.precision.default, words(graph.input), output_words))
+    let mut network = Network::new(stages, sparsity, options.precision.default, words(graph.input), output_words);
+    network.folds = options.folds;
+    Ok(network)
 }
 
 /// Bits of a layer's weights (plus dense bias) in the artifact's encoding at `weight_bits`,

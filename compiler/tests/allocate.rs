@@ -56,6 +56,50 @@ fn designs_fit_their_capped_budget_and_name_what_binds() {
 }
 
 #[test]
+fn divisor_folding_builds_only_what_fpgaconvnet_can() {
+    use hassc::hw::pipeline::Folds;
+    use hassc::ir::Op;
+    for name in MODELS {
+        let divisors = DesignOptions { folds: Folds::Divisors, ..DesignOptions::default() };
+        let (r, _) = compile(name, "zcu102", divisors);
+        assert_eq!(r.folding, "divisors");
+        let graph = hassc::load_model(&model(name)).unwrap();
+        for (layer, id) in r.layers.iter().zip(graph.layers()) {
+            assert_eq!(layer.spatial, 1, "{name} {}: one pixel per cycle", layer.name);
+            // (input channels per group, output channels per group, window) of the loops.
+            let (cin, cout, window) = match &graph.node(id).op {
+                Op::Conv(c) => {
+                    let w = &graph.weights.tensor(c.weight).shape;
+                    (w[1], w[0] / c.groups, w[2] * w[3])
+                }
+                Op::Dense(d) => {
+                    let w = &graph.weights.tensor(d.weight).shape;
+                    (w[1], w[0], 1)
+                }
+                _ => continue,
+            };
+            let divides = |n: usize, f: usize| n.is_multiple_of(f);
+            assert!(
+                divides(cin, layer.coarse_in) && divides(cout, layer.coarse_out) && divides(window, layer.fine),
+                "{name} {}: {}x{}x{} against {cin}x{cout}x{window}",
+                layer.name,
+                layer.coarse_in,
+                layer.coarse_out,
+                layer.fine
+            );
+        }
+        // Any factor includes every divisor: never slower.
+        let (any, _) = compile(name, "zcu102", DesignOptions::default());
+        assert!(
+            any.throughput_fps >= r.throughput_fps * (1.0 - 1e-9),
+            "{name}: {} < {}",
+            any.throughput_fps,
+            r.throughput_fps
+        );
+    }
+}
+
+#[test]
 fn exact_allocator_is_never_slower_than_greedy() {
     for name in MODELS {
         for board in ["u250", "zcu102"] {

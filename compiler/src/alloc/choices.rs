@@ -7,7 +7,7 @@
 //! buffer width or window logic).
 
 use crate::hw::cost::{conv_cost_parts, conv_cycles, stage_cost, Folding, Placement};
-use crate::hw::pipeline::{Choice, Network};
+use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::stage::StageKind;
 use crate::hw::{Budget, Usage};
 
@@ -33,9 +33,22 @@ pub fn efficient_factors(n: usize) -> Vec<usize> {
     f
 }
 
+/// The factors worth trying for a loop of `n` iterations.
+type Factors = fn(usize) -> Vec<usize>;
+
+/// The divisors of `n`, ascending.
+pub fn divisors(n: usize) -> Vec<usize> {
+    (1..=n.max(1)).filter(|&d| n.max(1).is_multiple_of(d)).collect()
+}
+
 /// Every choice of stage `i` worth considering that could fit `budget` on its own.
 pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoice> {
     let stage = &network.stages[i];
+    // The factors of a loop of n iterations, and the pixels per cycle over n columns.
+    let (factors, spatial_factors): (Factors, Factors) = match network.folds {
+        Folds::Any => (efficient_factors, efficient_factors),
+        Folds::Divisors => (divisors, |_| vec![1]),
+    };
     let sparsity = network.sparsity[i].as_ref();
     let mut out = Vec::new();
     let fits =
@@ -50,22 +63,25 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
         StageKind::Conv { c_in, c_out, groups, kernel, out_hw, .. } => {
             let window = kernel[0] * kernel[1];
             let sparse = sparsity.is_some_and(|s| s.is_sparse());
-            let fines: Vec<usize> = if sparse { (1..=window).collect() } else { efficient_factors(window) };
+            let fines: Vec<usize> = match network.folds {
+                Folds::Any if sparse => (1..=window).collect(),
+                _ => factors(window),
+            };
             let (cin_g, cout_g) = (c_in / groups, c_out / groups);
             let placements: &[Placement] = if budget.uram > 0.0 {
                 &[Placement::Bram, Placement::Uram, Placement::OffChip]
             } else {
                 &[Placement::Bram, Placement::OffChip]
             };
-            let spatials: Vec<usize> = efficient_factors(out_hw[1]).into_iter().filter(|&p| p <= MAX_SPATIAL).collect();
+            let spatials: Vec<usize> = spatial_factors(out_hw[1]).into_iter().filter(|&p| p <= MAX_SPATIAL).collect();
             let mut conv_entries = Vec::new();
-            for &cg in &efficient_factors(*groups) {
-                for &ci in &efficient_factors(cin_g) {
+            for &cg in &factors(*groups) {
+                for &ci in &factors(cin_g) {
                     // Per (fine, spatial): the cycles at the previous coarse_out. Cycles never
                     // rise with coarse_out; once they stop falling (a stream bound that
                     // coarse_out does not move), wider coarse_out only costs more.
                     let mut last = vec![f64::INFINITY; fines.len() * spatials.len()];
-                    for &co in &efficient_factors(cout_g) {
+                    for &co in &factors(cout_g) {
                         for (fi, &fine) in fines.iter().enumerate() {
                             let full = ci == cin_g && cg == *groups;
                             for (si, &spatial) in if full { &spatials[..] } else { &[1][..] }.iter().enumerate() {
@@ -96,8 +112,8 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
             out.extend(conv_entries);
         }
         StageKind::Lanes { channels, cols, .. } => {
-            for &l in &efficient_factors(*channels) {
-                let spatials = if l == *channels { efficient_factors(*cols) } else { vec![1] };
+            for &l in &factors(*channels) {
+                let spatials = if l == *channels { spatial_factors(*cols) } else { vec![1] };
                 for &p in spatials.iter().filter(|&&p| p <= MAX_SPATIAL) {
                     push(
                         Folding { coarse_in: l, coarse_out: 1, coarse_group: 1, fine: 1, spatial: p },

@@ -43,6 +43,7 @@ pub fn slice(network: &Network, range: std::ops::Range<usize>) -> Network {
     let bits = network.precision.activation_bits as f64;
     Network {
         stages,
+        folds: network.folds,
         sparsity: network.sparsity[range.clone()].to_vec(),
         precision: network.precision,
         fixed: network.fixed[range.clone()].to_vec(),

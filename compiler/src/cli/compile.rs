@@ -1,7 +1,7 @@
 //! `hassc MODEL --target BOARD [-o OUT] [--report R.json]`: compile a model into an artifact
 //! and say what the design achieves.
 
-use super::values::{AllocatorArg, DatapathArg, ObjectiveArg, StrategyArg};
+use super::values::{AllocatorArg, DatapathArg, FoldingArg, ObjectiveArg, StrategyArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use hass_runtime::output::Outputs;
@@ -30,6 +30,11 @@ pub struct CompileArgs {
     /// Allocator: `exact` searches the initiation interval; `greedy` is fpgaConvNet's rule.
     #[arg(long, value_enum, default_value_t = AllocatorArg::Exact)]
     allocator: AllocatorArg,
+    /// Foldings: `any` factor and several pixels per cycle where that pays; `divisors`:
+    /// factors that divide the channels and the window, one pixel per cycle (the designs
+    /// fpgaConvNet builds, to compare with it at equal folding).
+    #[arg(long, value_enum, default_value_t = FoldingArg::Any)]
+    folding: FoldingArg,
     /// Model every conv and fully connected layer with this product sparsity (0 to <1).
     #[arg(long, value_name = "S", conflicts_with = "assume_sparsity_file")]
     assume_sparsity: Option<f64>,
@@ -219,6 +224,7 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     let options = CompileOptions {
         design: DesignOptions {
             allocator: args.allocator.into(),
+            folds: args.folding.into(),
             precision: pruning.widths(),
             sparsity,
             batch: args.batch as usize,

@@ -3,6 +3,7 @@
 
 use clap::ValueEnum;
 use hassc::alloc::Allocator;
+use hassc::hw::pipeline::Folds;
 use hassc::quantize::Datapath;
 use hassc::search::{Objective, Strategy};
 
@@ -13,6 +14,24 @@ pub enum AllocatorArg {
     Exact,
     /// fpgaConvNet's greedy rule (baseline).
     Greedy,
+}
+
+/// `--folding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FoldingArg {
+    /// Any factor, several pixels per cycle where that pays (default).
+    Any,
+    /// Factors that divide the loops, one pixel per cycle (fpgaConvNet's designs).
+    Divisors,
+}
+
+impl From<FoldingArg> for Folds {
+    fn from(f: FoldingArg) -> Self {
+        match f {
+            FoldingArg::Any => Folds::Any,
+            FoldingArg::Divisors => Folds::Divisors,
+        }
+    }
 }
 
 impl From<AllocatorArg> for Allocator {

@@ -26,6 +26,8 @@ impl Choice {
 pub struct Network {
     /// Stages in execution order.
     pub stages: Vec<Stage>,
+    /// Which foldings the accelerator's generator can build.
+    pub folds: Folds,
     /// Sparsity of each conv stage (`None`: dense).
     pub sparsity: Vec<Option<LayerSparsity>>,
     /// The default operand widths (each stage has its own): those of the network input and
@@ -60,6 +62,28 @@ fn fill_fraction(stage: &Stage) -> f64 {
             (((kh - 1) * cols + kw) as f64 / (rows * cols) as f64).min(1.0)
         }
         StageKind::Free => 0.0,
+    }
+}
+
+/// Which foldings a stage may take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Folds {
+    /// Any factor (idle lanes on the last pass are charged), several pixels per cycle.
+    #[default]
+    Any,
+    /// Factors that divide the loops they unroll, one pixel per cycle: the designs
+    /// fpgaConvNet builds, to compare with it at equal folding.
+    Divisors,
+}
+
+impl Folds {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Folds::Any => "any",
+            Folds::Divisors => "divisors",
+        }
     }
 }
 
@@ -107,7 +131,7 @@ impl Network {
             .collect();
         let macs = stages.iter().map(|s| s.macs).sum();
         let io_bits = ((input_words + output_words) as u64 * precision.activation_bits as u64) as f64;
-        Network { stages, sparsity, precision, fixed, fill, io_bits, macs }
+        Network { stages, folds: Folds::Any, sparsity, precision, fixed, fill, io_bits, macs }
     }
 
     /// Evaluate a full design.

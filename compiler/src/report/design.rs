@@ -62,6 +62,8 @@ pub struct LayerLine {
     pub uram: f64,
     /// LUTs.
     pub lut: f64,
+    /// Flip-flops.
+    pub ff: f64,
     /// Where the weights live ("bram", "uram", "off-chip"; null without weights).
     pub weights: Option<&'static str>,
     /// Partition index.
@@ -118,6 +120,8 @@ pub struct DesignReport {
     pub partitions: usize,
     /// Allocator used.
     pub allocator: &'static str,
+    /// Foldings it could choose ("any", or "divisors": fpgaConvNet's).
+    pub folding: &'static str,
     /// What kept the interval from going lower ("dsp", "lut", "bram18", "uram", "ff",
     /// "bandwidth", or "folding": the bottleneck stage is fully unrolled).
     pub binding: String,
@@ -175,6 +179,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         sparse_roofline_fps: (sparse < dense).then(|| budget.clock_hz * budget.dsp / sparse.max(1e-9)),
         partitions: design.partitions.len(),
         allocator: design.options.allocator.name(),
+        folding: design.options.folds.name(),
         binding: slowest.binding.clone(),
         bottleneck: net.stages[slowest.offset + slowest.eval.bottleneck].name.clone(),
         weight_bits: precision.weight_bits,
@@ -233,6 +238,7 @@ fn layer_lines(design: &Design) -> (Vec<LayerLine>, WeightBits) {
             bram18: cost.usage.bram18,
             uram: cost.usage.uram,
             lut: cost.usage.lut.round(),
+            ff: cost.usage.ff.round(),
             weights: s.is_conv().then(|| choice.placement.name()),
             partition: p,
             weight_sparsity: sp.and_then(|s| s.weight),
@@ -344,11 +350,12 @@ impl DesignReport {
         let r = &self.resources;
         let pct = |x: &ResourceLine| 100.0 * x.used / x.available.max(1e-9);
         out += &format!(
-            "\n{} on {} at {} MHz ({} allocator, {}-bit weights, {}-bit activations{})\n",
+            "\n{} on {} at {} MHz ({} allocator{}, {}-bit weights, {}-bit activations{})\n",
             self.model,
             self.board,
             self.clock_mhz,
             self.allocator,
+            if self.folding == "any" { String::new() } else { format!(", {} folding", self.folding) },
             self.weight_bits,
             self.activation_bits,
             match self.layers_at_other_widths {
