@@ -13,7 +13,6 @@ Usage: python3 scripts/check_sparsity.py [--sparsity S]   (after `cargo build --
 """
 import argparse
 import glob
-import gzip
 import json
 import os
 import struct
@@ -25,7 +24,6 @@ import onnxruntime as ort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
-MEAN, STD = 0.2860, 0.3530
 
 
 def weights_bytes(path):
@@ -38,12 +36,6 @@ def weights_bytes(path):
     raise ValueError("no weights section")
 
 
-def calibration_images(path):
-    raw = gzip.open("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").read()
-    x = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)[:500].astype(np.float32) / 255.0
-    np.save(path, ((x - MEAN) / STD).astype(np.float32))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sparsity", type=float, default=0.7)
@@ -54,9 +46,10 @@ def main():
     print(f"{'model':<22} {'weights dense':>13} {'sparse':>8} {'ratio':>6} {'max rel err':>11} "
           f"{'top-1 ort':>9} {'top-1 ours':>10} {'dense fps':>10} {'sparse fps':>10} {'gain':>5} "
           f"{'sim fps':>10} {'net err':>7} {'stage err':>9}")
+    # The bundled calibration set (scripts/make_calibration_set.py): the first 500 training
+    # images, normalised.
+    calib = os.path.join(ROOT, "testdata/inputs/fmnist_train_500.npy")
     with tempfile.TemporaryDirectory() as tmp:
-        calib = os.path.join(tmp, "calib.npy")
-        calibration_images(calib)
         for model in sorted(glob.glob(os.path.join(ROOT, "testdata/models/fmnist_*.onnx"))):
             name = os.path.basename(model)[:-5]
             t = lambda s: os.path.join(tmp, f"{name}{s}")

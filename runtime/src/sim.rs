@@ -9,7 +9,8 @@
 //!   others through FIFOs. For each window, each of its channels and each of its filters
 //!   (filter f goes to lane `f mod coarse_out`), a pair spends `ceil(nnz / fine)` cycles,
 //!   skipping all-zero windows. The stage takes as long as its busiest pair, divided over
-//!   `spatial` pixel copies, and never less than its input or output stream needs.
+//!   `spatial` pixel copies, and never less than its input stream (the padded map: the
+//!   window reads padding like any word) or its output stream needs.
 //! - A sparse 1x1 (or fully connected) stage compacts the non-zero products of all its
 //!   channels across the `coarse_in` streams: `ceil(nnz / coarse_in)` cycles per window and
 //!   filter.
@@ -62,7 +63,10 @@ fn dense_conv_cycles(conv: &Conv, hw: &crate::plan::Hardware, in_hw: [usize; 2],
 }
 
 fn stream_bound(conv: &Conv, hw: &crate::plan::Hardware, in_hw: [usize; 2], out_hw: [usize; 2]) -> f64 {
-    let words_in = (conv.c_in * in_hw[0] * in_hw[1]) as f64 / (hw.coarse_in * hw.coarse_group * hw.spatial) as f64;
+    // The window reads the padded map: its zeros take cycles like any word.
+    let [top, left, bottom, right] = conv.pads;
+    let padded = (in_hw[0] + top + bottom) * (in_hw[1] + left + right);
+    let words_in = (conv.c_in * padded) as f64 / (hw.coarse_in * hw.coarse_group * hw.spatial) as f64;
     let words_out = (conv.c_out * out_hw[0] * out_hw[1]) as f64 / (hw.coarse_out * hw.coarse_group * hw.spatial) as f64;
     words_in.max(words_out)
 }

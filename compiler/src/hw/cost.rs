@@ -8,6 +8,9 @@
 //! - `spatial` (pixels per cycle, FINN's multi-pixel mode, HPIPE) lets the stages on large
 //!   early maps take several pixels per cycle. It multiplies multipliers, window logic and
 //!   line-buffer width, not weight memory (the pixels share the weights).
+//! - Cycles count what the hardware streams: a conv stage's window reads the padded map,
+//!   padding included, as fpgaConvNet's does (a 3x3 depthwise stage on a 7x7 map is bound by
+//!   81 words per channel, not 49).
 //! - Activations are fused into the stage that produces their input and charged per output
 //!   lane; stand-alone element-wise stages get as many lanes as the pipeline needs, charged
 //!   per lane.
@@ -109,7 +112,7 @@ pub fn stage_cost(
 
 /// Cycles of a conv stage (REFERENCE §2.2-2.4, with ceilings for non-divisor factors).
 pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) -> f64 {
-    let StageKind::Conv { c_in, c_out, groups, kernel, in_hw, out_hw, .. } = stage.kind else {
+    let StageKind::Conv { c_in, c_out, groups, kernel, padded_hw, out_hw, .. } = stage.kind else {
         unreachable!("conv stage")
     };
     let window = kernel[0] * kernel[1];
@@ -124,7 +127,8 @@ pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) 
             pixels * s.memo.get_or(key, || sparse_pixel_cycles(&stage.kind, f, s))
         }
     };
-    let words_in = (c_in * in_hw[0] * in_hw[1]) as f64 / (f.coarse_in * f.coarse_group * f.spatial) as f64;
+    // The window reads the padded map: its zeros take cycles like any word.
+    let words_in = (c_in * padded_hw[0] * padded_hw[1]) as f64 / (f.coarse_in * f.coarse_group * f.spatial) as f64;
     let words_out = (c_out * out_hw[0] * out_hw[1]) as f64 / (f.coarse_out * f.coarse_group * f.spatial) as f64;
     compute.max(words_in).max(words_out)
 }
@@ -326,6 +330,23 @@ mod tests {
     use super::*;
     use crate::hw::sparse::LayerSparsity;
 
+    #[test]
+    fn the_window_streams_the_padded_map() {
+        // Depthwise 3x3 on 7x7, pad 1, fully unrolled: compute takes 49 cycles per channel
+        // stream, reading the padded 9x9 map 81.
+        let mut stage = conv(32, 32, 32, 3, 7, 1);
+        let full = Folding { coarse_in: 1, coarse_out: 1, coarse_group: 32, fine: 9, spatial: 1 };
+        assert_eq!(conv_cycles(&stage, full, None), 49.0);
+        if let StageKind::Conv { padded_hw, .. } = &mut stage.kind {
+            *padded_hw = [9, 9];
+        }
+        assert_eq!(conv_cycles(&stage, full, None), 81.0);
+        // Where compute dominates (one multiplier per window, 8 channel passes), padding
+        // changes nothing.
+        let slow = Folding { coarse_group: 4, fine: 1, ..full };
+        assert_eq!(conv_cycles(&stage, slow, None), 49.0 * 9.0 * 8.0);
+    }
+
     fn conv(c_in: usize, c_out: usize, groups: usize, k: usize, hw: usize, stride: usize) -> Stage {
         let out = hw / stride;
         Stage {
@@ -338,6 +359,7 @@ mod tests {
                 groups,
                 kernel: [k, k],
                 in_hw: [hw, hw],
+                padded_hw: [hw, hw],
                 out_hw: [out, out],
                 activation: None,
             },

@@ -1,6 +1,6 @@
 //! One hardware stage per layer: the geometry the cost model needs, read off the IR.
 
-use crate::ir::{Activation, EltwiseKind, Graph, NodeId, Op, PoolKind};
+use crate::ir::{Activation, EltwiseKind, Graph, NodeId, Op, Padding, PoolKind};
 
 /// What a non-MAC stage does to each word (it sets the per-lane logic).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,6 +34,8 @@ pub enum StageKind {
         kernel: [usize; 2],
         /// Input `[H, W]`.
         in_hw: [usize; 2],
+        /// Input `[H, W]` as the sliding window streams it: padding included.
+        padded_hw: [usize; 2],
         /// Output `[H, W]`.
         out_hw: [usize; 2],
         /// Fused activation (its per-lane logic is charged to the stage).
@@ -128,12 +130,19 @@ pub fn stages(graph: &Graph) -> Vec<Stage> {
             let (kind, macs) = match &node.op {
                 Op::Conv(c) => {
                     let w = &graph.weights.tensor(c.weight).shape;
+                    let [h, w_in] = hw(&in_shape);
+                    // Shape inference made every padding explicit.
+                    let [top, left, bottom, right] = match c.padding {
+                        Padding::Explicit(p) => p,
+                        Padding::SameUpper | Padding::SameLower => [0; 4],
+                    };
                     let kind = StageKind::Conv {
                         c_in: in_shape[0],
                         c_out: out[0],
                         groups: c.groups,
                         kernel: [w[2], w[3]],
-                        in_hw: hw(&in_shape),
+                        in_hw: [h, w_in],
+                        padded_hw: [h + top + bottom, w_in + left + right],
                         out_hw: hw(&out),
                         activation: c.activation,
                     };
@@ -146,6 +155,7 @@ pub fn stages(graph: &Graph) -> Vec<Stage> {
                         groups: 1,
                         kernel: [1, 1],
                         in_hw: [1, 1],
+                        padded_hw: [1, 1],
                         out_hw: [1, 1],
                         activation: d.activation,
                     };
