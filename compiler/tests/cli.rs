@@ -292,6 +292,14 @@ fn search_input_errors_are_one_line_and_write_nothing() {
     let images = testdata("inputs/fmnist_test_1000.npy");
     assert_fails(&base(&["--labels", images.to_str().unwrap()]), &["fmnist_test_1000.npy", "1-D array of class"]);
     assert_fails(&base(&["--search", "hass", "--weight-sparsity", "0.5"]), &["chooses the thresholds itself"]);
+    // A search needs calibration images; `--search none` does not.
+    let bare = |extra: &[&str]| {
+        let mut args = vec![model.to_str().unwrap(), "--target", "zcu102", "-o", out.to_str().unwrap(), "-q"];
+        args.extend_from_slice(extra);
+        hassc(&args)
+    };
+    let needs = bare(&["--search", "global-greedy"]);
+    assert!(!needs.status.success() && String::from_utf8_lossy(&needs.stderr).contains("--calib <X.npy>"));
     assert_fails(&base(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
     // A bare negative number is the flag's value, refused as such.
     assert_fails(&base(&["--max-accuracy-drop", "-1"]), &["--max-accuracy-drop must be between 0 and 100", "-1"]);
@@ -302,6 +310,7 @@ fn search_input_errors_are_one_line_and_write_nothing() {
     // Labels belong to the search, which needs calibration images.
     let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--labels", test_labels.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--calib"));
+    assert!(bare(&["--search", "none"]).status.success(), "--search none needs no calibration images");
 }
 
 /// The datapath as users see it: each layer's formats and accumulator in the JSON report and

@@ -82,7 +82,7 @@ pub struct CompileArgs {
     /// Sparsity search over per-layer thresholds: `hass` (the default with --calib and no
     /// pruning or threshold options), `global-greedy` (one global weight and one global
     /// activation threshold, the public predecessor), or `none`.
-    #[arg(long, value_enum, requires = "calib")]
+    #[arg(long, value_enum, requires_ifs = [("hass", "calib"), ("global-greedy", "calib")])]
     search: Option<StrategyArg>,
     /// Class labels of the calibration images (integer `.npy`, one per image): the search
     /// measures top-1 against them; without, top-1 agreement with the dense model.
