@@ -115,6 +115,26 @@ fn labels_are_not_images() {
 }
 
 #[test]
+fn profile_shows_where_the_time_goes_per_layer_kind() {
+    let res = hass_run(&[artifact().to_str().unwrap(), "--bench", "1", "--profile"]);
+    assert!(res.status.success());
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert!(text.contains("time per layer kind") && text.contains("ms/image"), "{text}");
+    // One row per kind, the layers of all kinds adding up to the plan's.
+    let plan = hass_runtime::load_file(&artifact()).unwrap();
+    let rows: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("kind")).skip(1).collect();
+    let counted: usize = rows
+        .iter()
+        .filter(|l| !l.starts_with("total"))
+        .map(|l| l.split_whitespace().rev().nth(2).unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counted, plan.layers.len(), "{text}");
+    assert!(rows.iter().any(|l| l.starts_with("conv 3x3")), "{text}");
+    // Profiling times the benchmark's runs: it needs --bench.
+    assert!(!hass_run(&[artifact().to_str().unwrap(), "--profile"]).status.success());
+}
+
+#[test]
 fn bench_prints_batch_1_and_batch_8() {
     let res = hass_run(&[artifact().to_str().unwrap(), "--bench", "2"]);
     assert!(res.status.success());

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hass_runtime::output::Outputs;
+use hass_runtime::plan::{Layer, Op};
 use hass_runtime::{load_file, npy, run, Plan, Tensor};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::time::Instant;
 #[command(
     version,
     about,
-    after_help = "Examples:\n  hass-run model.hass --input images.npy --output logits.npy\n  hass-run model.hass --bench 50"
+    after_help = "Examples:\n  hass-run model.hass --input images.npy --output logits.npy\n  hass-run model.hass --bench 50 --profile"
 )]
 struct Args {
     /// The artifact written by `hassc`.
@@ -28,6 +29,10 @@ struct Args {
     /// all runs and in the fastest.
     #[arg(long, value_name = "N")]
     bench: Option<u32>,
+    /// With --bench: then time each layer over the N runs at batch 8 and print where the
+    /// time goes, per kind of layer (ms per image, share).
+    #[arg(long, requires = "bench")]
+    profile: bool,
     /// Count, on the --input images, the cycles per image each stage of the modelled
     /// accelerator spends (the artifact's folding, zero-skipping where built sparse), and
     /// the pipeline's interval and images/s.
@@ -93,18 +98,95 @@ fn real_main(args: Args) -> Result<()> {
             let (mean, best) = bench(&plan, batch, runs)?;
             println!("{}: batch {batch}: {mean:.1} images/s ({runs} runs; best run {best:.1})", plan.model);
         }
+        if args.profile {
+            print!("{}", profile(&plan, runs)?);
+        }
     }
     Ok(())
+}
+
+/// A fixed pseudo-random input batch for the plan.
+fn bench_input(plan: &Plan, batch: usize) -> Result<Tensor> {
+    let mut shape = vec![batch];
+    shape.extend_from_slice(&plan.input_shape);
+    let len: usize = shape.iter().product();
+    let data = (0..len).map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
+    Ok(Tensor::new(shape, data)?)
+}
+
+/// What kind of layer this is, for the profile: the op, and for convolutions the window,
+/// the grouping and the output map (layers of one kind cost alike).
+fn layer_kind(plan: &Plan, layer: &Layer) -> String {
+    let map = match layer.output_shape.as_slice() {
+        [_, h, w] => format!(" -> {h}x{w}"),
+        _ => String::new(),
+    };
+    match &layer.op {
+        Op::Conv(c) => {
+            let grouping = match c.groups {
+                1 => "",
+                g if g == c.c_in && g == c.c_out => " depthwise",
+                _ => " grouped",
+            };
+            let [kh, kw] = c.kernel;
+            let stride = if c.stride == [1, 1] { String::new() } else { format!("/{}", c.stride[0]) };
+            let input = plan.value_shape(layer.inputs[0]);
+            format!("conv {kh}x{kw}{stride}{grouping}, {} -> {} channels{map}", input[0], c.c_out)
+        }
+        Op::Dense(_) => "fully connected".into(),
+        Op::Pool(p) => format!("{:?} pool{map}", p.kind).to_lowercase(),
+        Op::GlobalAveragePool => "global average pool".into(),
+        Op::Eltwise { kind, .. } => format!("element-wise {kind:?}").to_lowercase(),
+        Op::ScaleShift { .. } => "scale and shift".into(),
+        Op::Activation(_) => "activation".into(),
+        Op::Concat => "concat".into(),
+        Op::Reshape => "reshape".into(),
+    }
+}
+
+/// Time each layer over `runs` runs at batch 8 and tabulate the time per layer kind.
+fn profile(plan: &Plan, runs: u32) -> Result<String> {
+    let batch = 8;
+    let input = bench_input(plan, batch)?;
+    let mut seconds: std::collections::HashMap<String, (f64, usize)> = Default::default();
+    let mut total = 0.0;
+    for _ in 0..runs {
+        // Each layer's time runs from its call to the next (or to the end of the run).
+        let mut current: Option<(String, Instant)> = None;
+        let close = |current: &mut Option<(String, Instant)>, seconds: &mut std::collections::HashMap<_, _>| {
+            if let Some((kind, start)) = current.take() {
+                let entry: &mut (f64, usize) = seconds.entry(kind).or_default();
+                entry.0 += start.elapsed().as_secs_f64();
+            }
+        };
+        let start = Instant::now();
+        hass_runtime::exec::run_observed(plan, &input, &mut |_, layer, _| {
+            close(&mut current, &mut seconds);
+            current = Some((layer_kind(plan, layer), Instant::now()));
+        })?;
+        close(&mut current, &mut seconds);
+        total += start.elapsed().as_secs_f64();
+    }
+    for layer in &plan.layers {
+        seconds.entry(layer_kind(plan, layer)).or_default().1 += 1;
+    }
+    let mut rows: Vec<(String, (f64, usize))> = seconds.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then_with(|| a.0.cmp(&b.0)));
+    let per_image = |s: f64| 1e3 * s / (f64::from(runs) * batch as f64);
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{}: time per layer kind, batch {batch}, {runs} runs\n", plan.model);
+    out += &format!("{:<width$}  {:>6}  {:>10}  {:>6}\n", "kind", "layers", "ms/image", "share");
+    for (kind, (s, n)) in &rows {
+        out += &format!("{kind:<width$}  {n:>6}  {:>10.3}  {:>5.1}%\n", per_image(*s), 100.0 * s / total.max(1e-12));
+    }
+    out += &format!("{:<width$}  {:>6}  {:>10.3}\n", "total", plan.layers.len(), per_image(total));
+    Ok(out)
 }
 
 /// Images per second over `runs` timed runs after one warm-up, on a fixed pseudo-random
 /// input, and in the fastest run (on a shared machine, the least disturbed).
 fn bench(plan: &Plan, batch: usize, runs: u32) -> Result<(f64, f64)> {
-    let mut shape = vec![batch];
-    shape.extend_from_slice(&plan.input_shape);
-    let len: usize = shape.iter().product();
-    let data = (0..len).map(|i| ((i.wrapping_mul(2654435761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
-    let input = Tensor::new(shape, data)?;
+    let input = bench_input(plan, batch)?;
     run(plan, &input)?;
     let (mut total, mut fastest) = (0.0, f64::INFINITY);
     for _ in 0..runs {
