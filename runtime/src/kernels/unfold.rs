@@ -128,3 +128,64 @@ impl Columns for Windows<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::group_columns;
+
+    /// Every row of the windows, over any run of columns, is the unfolded matrix's, image by
+    /// image: padding, stride, dilation, groups and runs across rows and images included.
+    #[test]
+    fn windows_are_the_unfolded_matrix() {
+        let (c_in, c_out) = (6, 4);
+        for (kernel, stride, dilation, pads, groups) in [
+            ([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
+            ([3, 2], [2, 1], [1, 2], [0, 2, 1, 0], 2),
+            ([1, 1], [2, 2], [1, 1], [0; 4], 3),
+            ([5, 5], [2, 3], [1, 1], [2, 2, 2, 2], 1),
+        ] {
+            let conv = Conv {
+                stride,
+                dilation,
+                pads,
+                groups,
+                ..Conv::new(vec![0.0; c_out * c_in / groups * kernel[0] * kernel[1]], c_in, c_out, kernel)
+            };
+            let in_hw = [7, 9];
+            let out_hw =
+                [0, 1].map(|a| (in_hw[a] + pads[a] + pads[a + 2] - dilation[a] * (kernel[a] - 1) - 1) / stride[a] + 1);
+            let image_len = c_in * in_hw[0] * in_hw[1];
+            let images: Vec<i16> = (0..2 * image_len).map(|i| ((i * 7919) % 601) as i16 - 300).collect();
+            let per_group = c_in / groups;
+            let pixels = out_hw[0] * out_hw[1];
+            for g in 0..groups {
+                let windows = Windows::new(&conv, (&images, image_len), (g * per_group, per_group), in_hw, out_hw);
+                let [k, n] = windows.shape();
+                assert_eq!(n, 2 * pixels);
+                // The reference: each image unfolded on its own (as f32, exact).
+                let unfolded: Vec<Vec<f32>> = images
+                    .chunks_exact(image_len)
+                    .map(|image| {
+                        let values: Vec<f32> = image.iter().map(|&v| v as f32).collect();
+                        let mut cols = Vec::new();
+                        group_columns(&conv, &values, g, in_hw, out_hw, &mut cols).to_vec()
+                    })
+                    .collect();
+                for (c0, len) in [(0, n), (3, 17), (pixels - 2, 5), (n - 1, 1)] {
+                    let span = windows.span(c0, len);
+                    for r in 0..k {
+                        let mut got = vec![i16::MIN; len];
+                        windows.row(&span, r, &mut got);
+                        let want: Vec<i16> =
+                            (c0..c0 + len).map(|c| unfolded[c / pixels][r * pixels + c % pixels] as i16).collect();
+                        assert_eq!(
+                            got, want,
+                            "{kernel:?} {stride:?} {dilation:?} {pads:?} group {g} row {r} from {c0}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
