@@ -148,29 +148,30 @@ fn layer_kind(plan: &Plan, layer: &Layer) -> String {
 fn profile(plan: &Plan, runs: u32) -> Result<String> {
     let batch = 8;
     let input = bench_input(plan, batch)?;
-    let mut seconds: std::collections::HashMap<String, (f64, usize)> = Default::default();
+    // Per layer, over all runs: each layer's time runs from its call to the next (or to the
+    // end of the run).
+    let mut seconds = vec![0.0; plan.layers.len()];
     let mut total = 0.0;
     for _ in 0..runs {
-        // Each layer's time runs from its call to the next (or to the end of the run).
-        let mut current: Option<(String, Instant)> = None;
-        let close = |current: &mut Option<(String, Instant)>, seconds: &mut std::collections::HashMap<_, _>| {
-            if let Some((kind, start)) = current.take() {
-                let entry: &mut (f64, usize) = seconds.entry(kind).or_default();
-                entry.0 += start.elapsed().as_secs_f64();
-            }
-        };
+        let mut current: Option<(usize, Instant)> = None;
         let start = Instant::now();
-        hass_runtime::exec::run_observed(plan, &input, &mut |_, layer, _| {
-            close(&mut current, &mut seconds);
-            current = Some((layer_kind(plan, layer), Instant::now()));
+        hass_runtime::exec::run_observed(plan, &input, &mut |i, _, _| {
+            if let Some((previous, since)) = current.replace((i, Instant::now())) {
+                seconds[previous] += since.elapsed().as_secs_f64();
+            }
         })?;
-        close(&mut current, &mut seconds);
+        if let Some((last, since)) = current {
+            seconds[last] += since.elapsed().as_secs_f64();
+        }
         total += start.elapsed().as_secs_f64();
     }
-    for layer in &plan.layers {
-        seconds.entry(layer_kind(plan, layer)).or_default().1 += 1;
+    let mut by_kind: std::collections::HashMap<String, (f64, usize)> = Default::default();
+    for (layer, s) in plan.layers.iter().zip(&seconds) {
+        let entry = by_kind.entry(layer_kind(plan, layer)).or_default();
+        entry.0 += s;
+        entry.1 += 1;
     }
-    let mut rows: Vec<(String, (f64, usize))> = seconds.into_iter().collect();
+    let mut rows: Vec<(String, (f64, usize))> = by_kind.into_iter().collect();
     rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then_with(|| a.0.cmp(&b.0)));
     let per_image = |s: f64| 1e3 * s / (f64::from(runs) * batch as f64);
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);

@@ -50,9 +50,9 @@ pub struct PackedA {
 }
 
 /// Two 16-bit values in one 32-bit word, low half first (the pair `vpmaddwd` multiplies).
-#[inline]
-fn pair(lo: i64, hi: i64) -> i32 {
-    ((lo as i16 as u16 as u32) | ((hi as i16 as u16 as u32) << 16)) as i32
+#[inline(always)]
+fn pair(lo: i16, hi: i16) -> i32 {
+    (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
 }
 
 /// k-pairs whose products (at most `max_a * max_x` each) a 32-bit lane sums exactly.
@@ -71,11 +71,13 @@ impl PackedA {
         let whole = block_pairs(max_a, max_x);
         let (parts, block_pairs): (usize, _) =
             if whole >= MIN_BLOCK_PAIRS.min(k_pairs).max(1) { (1, whole) } else { (2, block_pairs(0xff, max_x)) };
-        // Part 0 is the value or its low byte, part 1 its high part.
-        let part = |v: i64, p: usize| match (parts, p) {
-            (1, _) => v,
-            (_, 0) => v & 0xff,
-            _ => v >> 8,
+        // Part 0 is the value or its low byte, part 1 its high part (each within 16 bits).
+        let part = |v: i64, p: usize| {
+            (match (parts, p) {
+                (1, _) => v,
+                (_, 0) => v & 0xff,
+                _ => v >> 8,
+            }) as i16
         };
         let stride = k_pairs * MR * parts;
         let mut panels = vec![0i32; m.div_ceil(MR) * stride];
@@ -163,7 +165,7 @@ fn pack_b(b: &impl Columns, panel0: usize, first: usize, pairs: usize, out: &mut
             let dst: &mut [i32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR words");
             let (e, o): (&[i16; NR], &[i16; NR]) = (e.try_into().expect("NR"), o.try_into().expect("NR"));
             for c in 0..NR {
-                dst[c] = (e[c] as u16 as u32 | (o[c] as u16 as u32) << 16) as i32;
+                dst[c] = pair(e[c], o[c]);
             }
         }
     }

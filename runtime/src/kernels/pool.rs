@@ -156,10 +156,10 @@ mod tests {
                 ceil_mode: false,
                 count_include_pad: false,
             };
-            let [oh, ow] = [
-                (7 + pads[0] + pads[2] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1,
-                (9 + pads[1] + pads[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1,
-            ];
+            let [oh, ow] = [0, 1].map(|a| {
+                let (h, k, s, d) = ([7, 9][a], kernel[a], stride[a], dilation[a]);
+                hass_proto::geometry::window_output_len(h, k, s, d, pads[a], pads[a + 2], false).unwrap()
+            });
             let (mut fast, mut slow) = (vec![0.0; 2 * oh * ow], vec![0.0; 2 * oh * ow]);
             max_pool_image(&p, &input, [7, 9], &mut fast, [oh, ow], f32::MIN);
             each_window(&p, &input, [7, 9], &mut slow, [oh, ow], |v, _| v.iter().copied().fold(f32::MIN, f32::max));

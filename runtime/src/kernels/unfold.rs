@@ -153,8 +153,10 @@ mod tests {
                 ..Conv::new(vec![0.0; c_out * c_in / groups * kernel[0] * kernel[1]], c_in, c_out, kernel)
             };
             let in_hw = [7, 9];
-            let out_hw =
-                [0, 1].map(|a| (in_hw[a] + pads[a] + pads[a + 2] - dilation[a] * (kernel[a] - 1) - 1) / stride[a] + 1);
+            let out_hw = [0, 1].map(|a| {
+                let (h, k, s, d) = (in_hw[a], kernel[a], stride[a], dilation[a]);
+                hass_proto::geometry::window_output_len(h, k, s, d, pads[a], pads[a + 2], false).unwrap()
+            });
             let image_len = c_in * in_hw[0] * in_hw[1];
             let images: Vec<i16> = (0..2 * image_len).map(|i| ((i * 7919) % 601) as i16 - 300).collect();
             let per_group = c_in / groups;
