@@ -5,7 +5,7 @@ linear-regression resource models fitted to synthesis), at equal folding.
 For each model: `hassc --folding divisors` (factors that divide, one pixel per cycle: the
 designs fpgaConvNet builds) writes a report with every layer's folding and costs; the same
 conv and fully connected layers are then built as fpgaConvNet layer models at that folding
-(16-bit data and weights, 32-bit accumulator, its defaults) and both are printed side by
+(16-bit data and weights, its defaults; the accumulator as wide as hassc's) and both are printed side by
 side: DSP, LUT, FF, BRAM18, URAM and cycles per image (weights placed where hassc put
 them), with the ratio hassc / fpgaConvNet, then
 totals and how many layers agree within 30 %.
@@ -14,9 +14,11 @@ fpgaConvNet runs in a venv this script creates (not part of CI): fpgaconvnet-mod
 public repository at a pinned commit, without its long dependency list, plus the few
 packages its layer models import, at versions that agree with its protobuf pin.
 
-Where the two models count different things, on purpose: hassc fuses the activation into
-the conv stage (fpgaConvNet has a separate ReLU layer, not counted here), and hassc's cycle
-count skips the padding that fpgaConvNet streams.
+Where the two models count different things: hassc fuses the activation into the conv
+stage (fpgaConvNet has a separate ReLU layer, not counted here); fpgaConvNet's
+InnerProductLayer keeps its weights in BRAM whatever it is asked, so for a fully connected
+layer whose weights hassc put in URAM or off chip, the BRAM column compares everything but
+the weights and the URAM column is not compared.
 
 Usage: python3 scripts/check_fpgaconvnet.py [--board u250] [--source SRC] [MODEL.onnx ...]
   default models: testdata/torchvision/{resnet18,mobilenet_v2,mobilenet_v3_small}_op13.onnx
@@ -49,9 +51,11 @@ VENV = os.path.join(ROOT, "target", "fpgaconvnet-venv")
 # Runs inside the venv: layer descriptions (JSON on stdin) -> fpgaConvNet's estimates.
 FPGACONVNET_SIDE = r"""
 import json, sys
+from fpgaconvnet.data_types import FixedPoint
 from fpgaconvnet.models.layers import ConvolutionLayer, InnerProductLayer
 out = []
 for l in json.load(sys.stdin):
+    acc = FixedPoint(l["acc_bits"], l["acc_bits"] // 2)
     if l["kind"] == "conv":
         layer = ConvolutionLayer(
             l["filters"], l["rows"], l["cols"], l["channels"],
@@ -59,14 +63,20 @@ for l in json.load(sys.stdin):
             kernel_rows=l["kernel"][0], kernel_cols=l["kernel"][1],
             stride_rows=l["stride"][0], stride_cols=l["stride"][1], groups=l["groups"],
             pad_top=l["pads"][0], pad_left=l["pads"][1], pad_bottom=l["pads"][2], pad_right=l["pads"][3],
-            fine=l["fine"], has_bias=1, use_uram=l["uram"], stream_weights=l["stream"])
+            fine=l["fine"], has_bias=1, use_uram=l["uram"], stream_weights=l["stream"], acc_t=acc)
     else:
         layer = InnerProductLayer(
             l["filters"], 1, 1, l["channels"], coarse_in=l["coarse_in"], coarse_out=l["coarse_out"], has_bias=1,
-            use_uram=l["uram"], stream_weights=l["stream"])
+            use_uram=l["uram"], stream_weights=l["stream"], acc_t=acc)
     r = layer.resource()
-    out.append({"dsp": r["DSP"], "lut": r["LUT"], "ff": r["FF"], "bram18": r["BRAM"], "uram": r.get("URAM", 0),
-                "cycles": layer.latency()})
+    bram = r["BRAM"]
+    # Its InnerProductLayer keeps weights in BRAM whatever it is asked: where hassc put them
+    # in URAM or off chip, compare the rest.
+    weights_elsewhere = l["kind"] == "fc" and (l["uram"] or l["stream"])
+    if weights_elsewhere:
+        bram -= layer.weights_ram_usage
+    out.append({"dsp": r["DSP"], "lut": r["LUT"], "ff": r["FF"], "bram18": bram, "uram": r.get("URAM", 0),
+                "cycles": layer.latency(), "weights_elsewhere": weights_elsewhere})
 json.dump(out, sys.stdout)
 """
 
@@ -80,6 +90,12 @@ def venv_python(source):
         subprocess.run(pip + ["--no-deps", source], check=True)
         subprocess.run(pip + VENV_PACKAGES, check=True)
     return python
+
+
+def accumulator_bits(fan_in, bits=16):
+    """hassc's accumulator (hass_proto::fixed::accumulator_bits): no sum can overflow it.
+    fpgaConvNet's layers are given the same width (its default, 32 bits, would overflow)."""
+    return 2 * bits + max(fan_in - 1, 0).bit_length()
 
 
 def geometry(model_path):
@@ -97,6 +113,7 @@ def geometry(model_path):
             pads = list(attrs.get("pads", [0, 0, 0, 0]))
             layers[n.name] = {
                 "kind": "conv", "filters": w[0], "channels": c, "rows": h, "cols": wd,
+                "acc_bits": accumulator_bits(w[1] * w[2] * w[3]),
                 "kernel": w[2:4], "stride": list(attrs.get("strides", [1, 1])), "groups": attrs.get("group", 1),
                 "pads": pads,
             }
@@ -104,7 +121,7 @@ def geometry(model_path):
             w = inits[n.input[1]]
             trans_b = attrs.get("transB", 0) if n.op_type == "Gemm" else 0
             out_f, in_f = (w[0], w[1]) if trans_b else (w[1], w[0])
-            layers[n.name] = {"kind": "fc", "filters": out_f, "channels": in_f}
+            layers[n.name] = {"kind": "fc", "filters": out_f, "channels": in_f, "acc_bits": accumulator_bits(in_f)}
     return layers
 
 
@@ -154,6 +171,9 @@ def main():
         for ours, q, fcn in zip(rows, queries, theirs):
             cells = []
             for k in keys:
+                if k == "uram" and fcn["weights_elsewhere"]:
+                    cells.append(f"{ours[k]:.0f} / n/a")
+                    continue
                 a, b = float(ours[k]), float(fcn[k])
                 totals[k][0] += a
                 totals[k][1] += b

@@ -8,9 +8,9 @@ time, with fpgaConvNet's figures measured on this machine (REFERENCE §8) beside
 
 Where the models differ: fpgaConvNet keeps activations and splits as separate stages moving
 one pixel per cycle, requires folding factors that divide the channel counts, and uses its
-own linear-regression LUT model; hassc fuses activations into their producer, allows
-non-divisor factors and several pixels per cycle, and charges LUTs with the linear model in
-compiler/src/hw/cost.rs (calibrated to fpgaConvNet's ~150 LUT per DSP). Both report
+own linear-regression resource models; hassc fuses activations into their producer, allows
+non-divisor factors and several pixels per cycle, and prices resources with the module
+model in compiler/src/hw/modules.rs (calibrated on fpgaConvNet's per-module coefficients). Both report
 steady-state images/s here (fpgaConvNet's batch-256 figure is in the last column).
 
 Usage: python3 scripts/compare_allocators.py   (after `cargo build --release`)

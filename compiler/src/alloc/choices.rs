@@ -14,6 +14,10 @@ use crate::hw::{Budget, Usage};
 /// Largest spatial parallelism considered (pixels per cycle).
 pub const MAX_SPATIAL: usize = 64;
 
+/// How many of a stage's slowest entries within an interval [`StageChoices::cheapest_where`]
+/// looks at.
+pub const SCAN: usize = 128;
+
 /// A costed choice.
 #[derive(Clone, Copy, Debug)]
 pub struct CostedChoice {
@@ -23,6 +27,8 @@ pub struct CostedChoice {
     pub cycles: f64,
     /// Resources.
     pub usage: Usage,
+    /// Whether every factor divides its loop, one pixel per cycle ([`divides`]).
+    pub aligned: bool,
 }
 
 /// The distinct minimal factors of a loop of `n` iterations, ascending.
@@ -41,6 +47,22 @@ pub fn divisors(n: usize) -> Vec<usize> {
     (1..=n.max(1)).filter(|&d| n.max(1).is_multiple_of(d)).collect()
 }
 
+/// Whether `f` only has factors that divide the loops they unroll, one pixel per cycle (what
+/// `Folds::Divisors` allows).
+pub fn divides(stage: &crate::hw::stage::Stage, f: &Folding) -> bool {
+    match stage.kind {
+        StageKind::Conv { c_in, c_out, groups, kernel, .. } => {
+            (c_in / groups).is_multiple_of(f.coarse_in)
+                && (c_out / groups).is_multiple_of(f.coarse_out)
+                && groups.is_multiple_of(f.coarse_group)
+                && (kernel[0] * kernel[1]).is_multiple_of(f.fine)
+                && f.spatial == 1
+        }
+        StageKind::Lanes { channels, .. } => channels.is_multiple_of(f.coarse_in) && f.spatial == 1,
+        StageKind::Free => true,
+    }
+}
+
 /// Every choice of stage `i` worth considering that could fit `budget` on its own.
 pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoice> {
     let stage = &network.stages[i];
@@ -56,7 +78,8 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
     let mut push = |folding: Folding, placement: Placement| {
         let c = stage_cost(stage, folding, placement, sparsity);
         if fits(&c.usage) {
-            out.push(CostedChoice { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage });
+            let aligned = divides(stage, &folding);
+            out.push(CostedChoice { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage, aligned });
         }
     };
     match &stage.kind {
@@ -101,7 +124,12 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                                     let usage = core.usage + weights.at(placement);
                                     if fits(&usage) {
                                         let choice = Choice { folding, placement };
-                                        conv_entries.push(CostedChoice { choice, cycles: core.cycles, usage });
+                                        conv_entries.push(CostedChoice {
+                                            choice,
+                                            cycles: core.cycles,
+                                            usage,
+                                            aligned: divides(stage, &choice.folding),
+                                        });
                                     }
                                 }
                             }
@@ -164,10 +192,13 @@ impl StageChoices {
     /// Arrange `entries` for queries under `weights`.
     pub fn new(entries: Vec<CostedChoice>, weights: [f64; 5]) -> StageChoices {
         // Sort small keys, not the entries themselves.
-        let mut order: Vec<(f64, Placement, f64, u32)> =
-            entries.iter().enumerate().map(|(i, e)| (e.cycles, e.choice.placement, e.usage.dsp, i as u32)).collect();
+        let mut order: Vec<(f64, Placement, bool, f64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.cycles, e.choice.placement, e.aligned, e.usage.dsp, i as u32))
+            .collect();
         order.sort_unstable_by(|a, b| {
-            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3))
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.total_cmp(&b.3)).then(a.4.cmp(&b.4))
         });
         // Among entries of equal cycles and placement keep only those not dominated in
         // DSP, BRAM, URAM and LUT by an earlier (cheaper-in-DSP) one: no weighting can
@@ -175,9 +206,12 @@ impl StageChoices {
         // tie on cycles, so this removes most of a conv stage's entries.
         let mut kept: Vec<CostedChoice> = Vec::with_capacity(entries.len() / 4);
         let mut group_start = 0;
-        for &(_, _, _, i) in &order {
+        for &(_, _, _, _, i) in &order {
             let e = entries[i as usize];
-            let same_group = |k: &CostedChoice| k.cycles == e.cycles && k.choice.placement == e.choice.placement;
+            // Aligned entries are kept beside the others: the search may be restricted to them.
+            let same_group = |k: &CostedChoice| {
+                k.cycles == e.cycles && k.choice.placement == e.choice.placement && k.aligned == e.aligned
+            };
             if kept.last().is_none_or(|k| !same_group(k)) {
                 group_start = kept.len();
             }
@@ -199,6 +233,11 @@ impl StageChoices {
         StageChoices { on_chip, off_chip, best_on, best_off, weights }
     }
 
+    /// The aligned entries only ([`divides`]), arranged under `weights`.
+    pub fn aligned(&self, weights: [f64; 5]) -> StageChoices {
+        StageChoices::new(self.entries().filter(|e| e.aligned).copied().collect(), weights)
+    }
+
     /// Recompute the prefix minima for new weights.
     pub fn reweight(&mut self, weights: [f64; 5]) {
         self.best_on = prefix_best(&self.on_chip, &weights);
@@ -215,6 +254,30 @@ impl StageChoices {
     pub fn min_cycles(&self) -> f64 {
         let first = |v: &[CostedChoice]| v.first().map_or(f64::INFINITY, |e| e.cycles);
         first(&self.on_chip).min(first(&self.off_chip))
+    }
+
+    /// The weighted price of `u` under the current weights.
+    pub fn price(&self, u: &Usage, offchip_weight: f64) -> f64 {
+        scalar(u, &self.weights) + u.offchip_bits * offchip_weight
+    }
+
+    /// The cheapest entry among the slowest [`SCAN`] on chip and off chip with at most `ii`
+    /// cycles that `keep` accepts: the cheap entries are the slow ones, and the bound keeps
+    /// a pick O(stages x SCAN).
+    pub fn cheapest_where(
+        &self,
+        ii: f64,
+        offchip_weight: f64,
+        keep: impl Fn(&Choice) -> bool,
+    ) -> Option<&CostedChoice> {
+        let within = |v: &'_ [CostedChoice]| v.len().min(v.partition_point(|e| e.cycles <= ii));
+        let (on, off) = (&self.on_chip[..within(&self.on_chip)], &self.off_chip[..within(&self.off_chip)]);
+        on.iter()
+            .rev()
+            .take(SCAN)
+            .chain(off.iter().rev().take(SCAN))
+            .filter(|e| keep(&e.choice))
+            .min_by(|a, b| self.price(&a.usage, offchip_weight).total_cmp(&self.price(&b.usage, offchip_weight)))
     }
 
     /// The cheapest entry with at most `ii` cycles, counting off-chip weight bits against

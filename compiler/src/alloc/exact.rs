@@ -14,7 +14,7 @@
 use super::choices::{enumerate, StageChoices};
 use super::{fits, total_usage, Allocation};
 use crate::hw::cost::Placement;
-use crate::hw::pipeline::{Choice, Network};
+use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::{Budget, Usage};
 use rayon::prelude::*;
 
@@ -37,13 +37,25 @@ impl IntervalSearch<'_> {
         let mut choices = Vec::with_capacity(self.stage_choices.len());
         let mut usages = Vec::with_capacity(self.stage_choices.len());
         let mut interval = 1.0f64;
-        for stage in &self.stage_choices {
-            let e = stage.cheapest(ii, offchip_weight)?;
+        for (i, stage) in self.stage_choices.iter().enumerate() {
+            let mut e = stage.cheapest(ii, offchip_weight)?;
+            // A stream arriving at another width needs a converter; a choice that takes it
+            // as it comes may be cheaper than the two together.
+            let arriving = self.network.first_input_lanes(i, &choices);
+            if let Some((j, from)) = arriving.filter(|&(_, from)| self.network.lanes_in(i, &e.choice) != Some(from)) {
+                let to = self.network.lanes_in(i, &e.choice).unwrap_or(from);
+                let with_converter = stage.price(&(e.usage + self.network.converter(j, from, to)), offchip_weight);
+                let matching = stage.cheapest_where(ii, offchip_weight, |c| self.network.lanes_in(i, c) == Some(from));
+                if let Some(m) = matching.filter(|m| stage.price(&m.usage, offchip_weight) < with_converter) {
+                    e = m;
+                }
+            }
             choices.push(e.choice);
             usages.push(e.usage);
             interval = interval.max(e.cycles);
         }
-        Some((choices, total_usage(self.network, usages.into_iter()), interval))
+        let usage = total_usage(self.network, &choices, usages.into_iter());
+        Some((choices, usage, interval))
     }
 
     fn feasible(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
@@ -111,14 +123,18 @@ pub fn pressure<'a>(
     ii: f64,
 ) -> f64 {
     let offchip_weight = 1.0 / budget.offchip_bits_at(ii).max(1.0);
-    let mut usages = Vec::with_capacity(network.stages.len());
+    let (mut choices, mut usages) =
+        (Vec::with_capacity(network.stages.len()), Vec::with_capacity(network.stages.len()));
     for f in stage_choices {
         match f.cheapest(ii, offchip_weight) {
-            Some(e) => usages.push(e.usage),
+            Some(e) => {
+                choices.push(e.choice);
+                usages.push(e.usage);
+            }
             None => return f64::INFINITY,
         }
     }
-    let u = total_usage(network, usages.into_iter());
+    let u = total_usage(network, &choices, usages.into_iter());
     // On-chip resources only: the first five.
     utilisation(&u, budget, ii)[..5].iter().copied().fold(0.0, f64::max)
 }
@@ -136,7 +152,25 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
 /// Three phases: the smallest interval (bisection, re-weighting what blocks), then the
 /// headroom at that interval spent on the fullest resources, then streamed weights brought
 /// back on chip where memory is left.
+///
+/// Width converters couple neighbouring stages, which the per-stage picks only see one
+/// producer at a time. Divisor factors line up between stages far more often, so with any
+/// factor allowed the search runs a second time among divisor foldings only, and the faster
+/// design is kept.
 pub fn allocate_with(network: &Network, budget: &Budget, stage_choices: Vec<StageChoices>) -> Option<Allocation> {
+    let aligned: Option<Vec<StageChoices>> = (network.folds == Folds::Any).then(|| {
+        let w = base_weights(budget);
+        stage_choices.iter().map(|c| c.aligned(w)).collect()
+    });
+    let any = allocate_among(network, budget, stage_choices);
+    let Some(aligned) = aligned.and_then(|c| allocate_among(network, budget, c)) else { return any };
+    match any {
+        Some(a) if a.eval.throughput_fps >= aligned.eval.throughput_fps => Some(a),
+        _ => Some(aligned),
+    }
+}
+
+fn allocate_among(network: &Network, budget: &Budget, stage_choices: Vec<StageChoices>) -> Option<Allocation> {
     if stage_choices.iter().any(|f| f.entries().next().is_none()) {
         return None;
     }

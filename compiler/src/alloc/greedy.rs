@@ -6,8 +6,12 @@
 use super::choices::{enumerate, CostedChoice};
 use super::{fits, total_usage, Allocation};
 use crate::hw::cost::{Folding, Placement};
-use crate::hw::pipeline::Network;
+use crate::hw::pipeline::{Choice, Network};
 use crate::hw::Budget;
+
+fn choices_of(entries: &[CostedChoice]) -> Vec<Choice> {
+    entries.iter().map(|e| e.choice).collect()
+}
 
 /// Allocate `network` on `budget` as one partition; `None` if the slowest design does not fit.
 pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
@@ -21,7 +25,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
                 let e = *options.iter().find(|e| e.choice.folding == Folding::ONE && e.choice.placement == p)?;
                 let mut trial = current.clone();
                 trial.push(e);
-                let u = total_usage(network, trial.iter().map(|e| e.usage));
+                let u = total_usage(network, &choices_of(&trial), trial.iter().map(|e| e.usage));
                 let room = u.bram18 <= budget.bram18 * share && budget.exceeded(&u).is_empty();
                 (room || p == Placement::OffChip).then_some(e)
             },
@@ -29,7 +33,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         current.push(placed.or_else(|| options.first().copied())?);
     }
     let ii_of = |cur: &[CostedChoice]| cur.iter().map(|e| e.cycles).fold(1.0, f64::max);
-    if !fits(budget, &total_usage(network, current.iter().map(|e| e.usage)), ii_of(&current)) {
+    if !fits(budget, &total_usage(network, &choices_of(&current), current.iter().map(|e| e.usage)), ii_of(&current)) {
         return None;
     }
     let mut steps = 0;
@@ -41,7 +45,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         };
         let mut trial = current.clone();
         trial[slowest] = next;
-        let u = total_usage(network, trial.iter().map(|e| e.usage));
+        let u = total_usage(network, &choices_of(&trial), trial.iter().map(|e| e.usage));
         let ii = ii_of(&trial);
         if !fits(budget, &u, ii) {
             let mut over = budget.exceeded(&u);

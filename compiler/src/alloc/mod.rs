@@ -67,9 +67,10 @@ pub enum AllocationError {
     },
 }
 
-/// Total usage of a choice vector including the network's fixed parts and I/O traffic.
-pub fn total_usage(network: &Network, usages: impl Iterator<Item = Usage>) -> Usage {
-    let mut u = usages.sum::<Usage>() + network.fixed.iter().copied().sum::<Usage>();
+/// Total usage of `choices` (whose stage usages are `usages`) including the network's
+/// fixed parts, the width converters between stages and I/O traffic.
+pub fn total_usage(network: &Network, choices: &[Choice], usages: impl Iterator<Item = Usage>) -> Usage {
+    let mut u = usages.sum::<Usage>() + network.fixed.iter().copied().sum::<Usage>() + network.converters(choices);
     u.offchip_bits += network.io_bits;
     u
 }

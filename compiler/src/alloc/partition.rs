@@ -3,9 +3,9 @@
 //! partition grows while its cheapest design still fits; values crossing a cut go through
 //! off-chip memory.
 
-use super::{Allocation, AllocationError, Allocator};
+use super::{choices, Allocation, AllocationError, Allocator};
 use crate::hw::cost::{stage_cost, Placement};
-use crate::hw::pipeline::{Choice, Network};
+use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::{Budget, Usage};
 
 /// The stages `range` of `network` as a network of their own: inputs from before the cut
@@ -54,10 +54,29 @@ pub fn slice(network: &Network, range: std::ops::Range<usize>) -> Network {
     }
 }
 
-/// The cheapest choice of stage `i`: every factor 1, weights streamed off chip.
-fn cheapest(network: &Network, i: usize) -> Choice {
-    let placement = if network.stages[i].is_conv() { Placement::OffChip } else { Placement::Bram };
-    Choice { placement, ..Choice::MIN }
+/// The cheapest choice of stage `i`: coarse factors 1, weights streamed off chip, and the
+/// `fine` that costs least against `budget` (one multiplier per window needs a squeeze
+/// that can cost more than the window's multipliers).
+fn cheapest(network: &Network, i: usize, budget: &Budget) -> Choice {
+    let stage = &network.stages[i];
+    let placement = if stage.is_conv() { Placement::OffChip } else { Placement::Bram };
+    let price = |u: &Usage| {
+        let share = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
+        share(u.dsp, budget.dsp).max(share(u.lut, budget.lut)).max(share(u.bram18, budget.bram18))
+    };
+    let factors = match network.folds {
+        Folds::Any => choices::efficient_factors(stage.window_size()),
+        Folds::Divisors => choices::divisors(stage.window_size()),
+    };
+    factors
+        .into_iter()
+        .map(|fine| Choice { placement, folding: crate::hw::cost::Folding { fine, ..Choice::MIN.folding } })
+        .min_by(|a, b| {
+            let cost =
+                |c: &Choice| price(&stage_cost(stage, c.folding, c.placement, network.sparsity[i].as_ref()).usage);
+            cost(a).total_cmp(&cost(b))
+        })
+        .unwrap_or(Choice { placement, ..Choice::MIN })
 }
 
 /// The on-chip usage of a run of stages at their cheapest, grown one stage at a time. A
@@ -76,7 +95,7 @@ impl CheapestRun {
 
     /// The usage with stage `i` added, and whether it fits `budget`.
     fn with(&self, network: &Network, i: usize, budget: &Budget) -> (CheapestRun, bool) {
-        let c = cheapest(network, i);
+        let c = cheapest(network, i, budget);
         let cost = stage_cost(&network.stages[i], c.folding, c.placement, network.sparsity[i].as_ref());
         let grown = CheapestRun { costs: self.costs + cost.usage, fixed: self.fixed + network.fixed[i] };
         let fits = budget.exceeded(&(grown.costs + grown.fixed)).is_empty();

@@ -33,6 +33,30 @@ pub fn bram(banks: u64, width: u64, depth: u64) -> MemoryCost {
     MemoryCost { bram18: banks * per_bank, lutram: 0 }
 }
 
+/// A FIFO (or shift register) of `width` bits x `depth` words: BRAM18 when it is deeper
+/// than 32 words and holds more than 1 kbit, else LUTRAM ([`lutram_queue`]). The rule is
+/// fpgaConvNet's queue model (`tools/resource_analytical_model.py`), which follows what
+/// Vivado infers.
+pub fn fifo(width: u64, depth: u64) -> MemoryCost {
+    if width == 0 || depth == 0 {
+        return MemoryCost::default();
+    }
+    if depth <= 32 || width * depth <= LUTRAM_MAX_BITS {
+        return MemoryCost { bram18: 0, lutram: lutram_queue(width, depth) };
+    }
+    bram(1, width, depth)
+}
+
+/// LUTs of a shallow queue in distributed RAM: 16 bits per LUT at up to 32 words, 8 bits
+/// at 64 (deeper queues chain 64-word sections); one extra bit for the valid flag.
+pub fn lutram_queue(width: u64, depth: u64) -> u64 {
+    if width == 0 || depth == 0 {
+        return 0;
+    }
+    let (words, bits) = if depth <= 32 { (32, 16) } else { (64, 8) };
+    (width + 1).div_ceil(bits) * depth.div_ceil(words)
+}
+
 /// `banks` memories of `width` x `depth` packed side by side into URAMs (72 bits wide).
 pub fn uram(banks: u64, width: u64, depth: u64) -> u64 {
     if banks == 0 || width == 0 || depth == 0 {

@@ -5,6 +5,8 @@
 //! - [`stage`]: the stages of a graph (one per layer) and their geometry.
 //! - [`sparse`]: window histograms, expected cycles per window, channel-to-stream dealing.
 //! - [`cost`]: cycles and resources of one stage at one folding and weight placement.
+//! - [`modules`]: the building blocks of a stage (sliding window, dot products,
+//!   accumulators, converters ...), each priced from its parallelism and widths.
 //! - [`memory`]: BRAM18 / URAM / LUTRAM shapes.
 //! - [`pipeline`]: II, throughput, latency, roofline of a whole design.
 //!
@@ -13,6 +15,7 @@
 
 pub mod cost;
 pub mod memory;
+pub mod modules;
 pub mod pipeline;
 pub mod sparse;
 pub mod stage;

@@ -3,6 +3,7 @@
 
 use super::cost::{stage_cost, Folding, Placement};
 use super::memory;
+use super::modules;
 use super::sparse::LayerSparsity;
 use super::stage::{Stage, StageKind};
 use super::{Budget, Precision, Usage};
@@ -62,6 +63,26 @@ fn fill_fraction(stage: &Stage) -> f64 {
             (((kh - 1) * cols + kw) as f64 / (rows * cols) as f64).min(1.0)
         }
         StageKind::Free => 0.0,
+    }
+}
+
+/// Parallel words a stage reads per cycle (`None` for wiring).
+fn lanes_in(stage: &Stage, choice: &Choice) -> Option<usize> {
+    let f = choice.folding;
+    match stage.kind {
+        StageKind::Conv { .. } => Some(f.coarse_in * f.coarse_group * f.spatial),
+        StageKind::Lanes { .. } => Some(f.coarse_in * f.spatial),
+        StageKind::Free => None,
+    }
+}
+
+/// Parallel words a stage writes per cycle (`None` for wiring).
+fn lanes_out(stage: &Stage, choice: &Choice) -> Option<usize> {
+    let f = choice.folding;
+    match stage.kind {
+        StageKind::Conv { .. } => Some(f.coarse_out * f.coarse_group * f.spatial),
+        StageKind::Lanes { .. } => Some(f.coarse_in * f.spatial),
+        StageKind::Free => None,
     }
 }
 
@@ -134,6 +155,56 @@ impl Network {
         Network { stages, folds: Folds::Any, sparsity, precision, fixed, fill, io_bits, macs }
     }
 
+    /// The width converters `choices` need: wherever a stage reads a stream whose parallel
+    /// words (its producer's output lanes) differ from its own input lanes (REFERENCE §2.6;
+    /// [`modules::width_converter`]). Reshapes pass streams through. `choices` may cover
+    /// only the first stages (a design being built stage by stage).
+    pub fn converters(&self, choices: &[Choice]) -> Usage {
+        self.converters_counted(choices).1
+    }
+
+    /// [`Network::converters`] and how many there are.
+    pub fn converters_counted(&self, choices: &[Choice]) -> (usize, Usage) {
+        let (mut count, mut total) = (0, Usage::default());
+        for (i, s) in self.stages.iter().enumerate().take(choices.len()) {
+            let Some(to) = lanes_in(s, &choices[i]) else { continue };
+            for &input in &s.inputs {
+                let Some(j) = self.producer(input) else { continue };
+                let Some(from) = lanes_out(&self.stages[j], &choices[j]) else { continue };
+                if from != to {
+                    count += 1;
+                    total += self.converter(j, from, to);
+                }
+            }
+        }
+        (count, total)
+    }
+
+    /// The converter from stage `j`'s `from` lanes to `to`.
+    pub fn converter(&self, j: usize, from: usize, to: usize) -> Usage {
+        modules::width_converter(1, self.stages[j].precision.activation_bits, from, to)
+    }
+
+    /// The stage that produces the stream `input` carries, through reshapes.
+    fn producer(&self, mut input: Option<usize>) -> Option<usize> {
+        while let Some(j) = input.filter(|&j| matches!(self.stages[j].kind, StageKind::Free)) {
+            input = self.stages[j].inputs.first().copied().flatten();
+        }
+        input
+    }
+
+    /// Stage `i`'s first input as it arrives: its producer and that producer's output lanes
+    /// under `choices` (which must cover the producer).
+    pub fn first_input_lanes(&self, i: usize, choices: &[Choice]) -> Option<(usize, usize)> {
+        let j = self.producer(self.stages[i].inputs.first().copied().flatten())?;
+        Some((j, lanes_out(&self.stages[j], choices.get(j)?)?))
+    }
+
+    /// Parallel words stage `i` reads per cycle under `choice` (`None` for wiring).
+    pub fn lanes_in(&self, i: usize, choice: &Choice) -> Option<usize> {
+        lanes_in(&self.stages[i], choice)
+    }
+
     /// Evaluate a full design.
     pub fn evaluate(&self, choices: &[Choice], budget: &Budget) -> Evaluation {
         let costs: Vec<_> = self
@@ -144,7 +215,9 @@ impl Network {
             .map(|((s, c), sp)| stage_cost(s, c.folding, c.placement, sp.as_ref()))
             .collect();
         let cycles: Vec<f64> = costs.iter().map(|c| c.cycles).collect();
-        let mut usage: Usage = costs.iter().map(|c| c.usage).sum::<Usage>() + self.fixed.iter().copied().sum::<Usage>();
+        let mut usage: Usage = costs.iter().map(|c| c.usage).sum::<Usage>()
+            + self.fixed.iter().copied().sum::<Usage>()
+            + self.converters(choices);
         usage.offchip_bits += self.io_bits;
         let (bottleneck, compute_ii) =
             cycles.iter().enumerate().fold((0, 0.0f64), |best, (i, &c)| if c > best.1 { (i, c) } else { best });

@@ -78,6 +78,31 @@ pub struct LayerLine {
     pub bottleneck: bool,
 }
 
+/// Width converters between stages.
+#[derive(Clone, Debug, Serialize)]
+pub struct Converters {
+    /// How many.
+    pub count: usize,
+    /// LUTs.
+    pub lut: f64,
+    /// Flip-flops.
+    pub ff: f64,
+    /// BRAM18s.
+    pub bram18: f64,
+}
+
+fn converters(design: &Design) -> Converters {
+    let mut c = Converters { count: 0, lut: 0.0, ff: 0.0, bram18: 0.0 };
+    for part in &design.partitions {
+        let (count, u) = part.network.converters_counted(&part.choices);
+        c.count += count;
+        c.lut += u.lut.round();
+        c.ff += u.ff.round();
+        c.bram18 += u.bram18;
+    }
+    c
+}
+
 /// How the weights are stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct Memory {
@@ -139,6 +164,9 @@ pub struct DesignReport {
     pub memory: Memory,
     /// Resources.
     pub resources: Resources,
+    /// The width converters between stages whose stream widths differ (all partitions;
+    /// included in `resources`, not in any layer's line).
+    pub converters: Converters,
     /// Dense MACs per image.
     pub total_macs: u64,
     /// Layers in execution order.
@@ -193,6 +221,7 @@ pub fn report(model: &str, board: &Board, design: &Design) -> DesignReport {
         },
         memory: memory(design, weight_bits),
         resources: resources(board, design),
+        converters: converters(design),
         total_macs: net.macs,
         layers,
         search: None,
@@ -389,6 +418,13 @@ impl DesignReport {
             r.ff.used, r.ff.available, pct(&r.ff),
             r.bandwidth_gbps.used, r.bandwidth_gbps.available,
         );
+        if self.converters.count > 0 {
+            let c = &self.converters;
+            out += &format!(
+                "converters  {} width converters between stages: LUT {:.0}  FF {:.0}  BRAM18 {:.0} (in the resources above)\n",
+                c.count, c.lut, c.ff, c.bram18
+            );
+        }
         out += &format!("caps        {:.0} % of each resource (board [limits])\n", 100.0 * r.dsp.cap);
         if let Some(s) = &self.search {
             out += &search_lines(s);

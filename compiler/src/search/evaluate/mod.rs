@@ -486,7 +486,9 @@ mod tests {
         let (a, b) = (candidate.metrics, fresh.accepted().metrics);
         // (The pressure is probed relative to each evaluator's accepted design, so it differs.)
         assert_eq!((a.top1, a.throughput_fps, a.latency_s), (b.top1, b.throughput_fps, b.latency_s));
-        assert!(a.throughput_fps > dense.throughput_fps && a.divergence > 0.0);
+        // Pruning sheds work: a faster design, or the same interval with resources to spare.
+        assert!(a.divergence > 0.0, "{a:?}");
+        assert!(a.throughput_fps > dense.throughput_fps || a.pressure < dense.pressure, "{a:?} {dense:?}");
         // Accepted, then undone: back to the dense figures exactly.
         eval.accept(candidate).unwrap();
         let back = eval.evaluate(&vec![LayerKnobs::default(); names.len()]).unwrap().metrics;
