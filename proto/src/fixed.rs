@@ -219,7 +219,7 @@ pub fn average(sum: i128, count: u32, from_frac: i32, to: Format) -> i64 {
 }
 
 /// `ceil(log2(n))` (0 for `n <= 1`).
-fn ceil_log2(n: u64) -> u32 {
+pub fn ceil_log2(n: u64) -> u32 {
     if n <= 1 {
         0
     } else {

@@ -12,7 +12,7 @@
 //! Finally the remaining headroom is spent to lower the scarcest resource at the same II.
 
 use super::choices::{enumerate, StageChoices};
-use super::{fits, total_usage, Allocation};
+use super::{fits, Allocation};
 use crate::hw::cost::Placement;
 use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::{Budget, Usage};
@@ -42,19 +42,23 @@ impl IntervalSearch<'_> {
             // A stream arriving at another width needs a converter; a choice that takes it
             // as it comes may be cheaper than the two together.
             let arriving = self.network.first_input_lanes(i, &choices);
-            if let Some((j, from)) = arriving.filter(|&(_, from)| self.network.lanes_in(i, &e.choice) != Some(from)) {
-                let to = self.network.lanes_in(i, &e.choice).unwrap_or(from);
-                let with_converter = stage.price(&(e.usage + self.network.converter(j, from, to)), offchip_weight);
-                let matching = stage.cheapest_where(ii, offchip_weight, |c| self.network.lanes_in(i, c) == Some(from));
-                if let Some(m) = matching.filter(|m| stage.price(&m.usage, offchip_weight) < with_converter) {
-                    e = m;
+            let taking = self.network.lanes_in(i, &e.choice);
+            if let (Some((j, from)), Some(to)) = (arriving, taking) {
+                if from != to {
+                    let converter = self.network.converter(j, from, to);
+                    let with_converter = stage.price(&(e.usage + converter), offchip_weight);
+                    let matching =
+                        stage.cheapest_where(ii, offchip_weight, |c| self.network.lanes_in(i, c) == Some(from));
+                    if let Some(m) = matching.filter(|m| stage.price(&m.usage, offchip_weight) < with_converter) {
+                        e = m;
+                    }
                 }
             }
             choices.push(e.choice);
             usages.push(e.usage);
             interval = interval.max(e.cycles);
         }
-        let usage = total_usage(self.network, &choices, usages.into_iter());
+        let usage = self.network.total_usage(&choices, usages.into_iter());
         Some((choices, usage, interval))
     }
 
@@ -134,7 +138,7 @@ pub fn pressure<'a>(
             None => return f64::INFINITY,
         }
     }
-    let u = total_usage(network, &choices, usages.into_iter());
+    let u = network.total_usage(&choices, usages.into_iter());
     // On-chip resources only: the first five.
     utilisation(&u, budget, ii)[..5].iter().copied().fold(0.0, f64::max)
 }

@@ -4,13 +4,15 @@
 //! Weights go to URAM, then BRAM (up to half of it), then off-chip, in stage order.
 
 use super::choices::{enumerate, CostedChoice};
-use super::{fits, total_usage, Allocation};
+use super::{fits, Allocation};
 use crate::hw::cost::{Folding, Placement};
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::Budget;
 
-fn choices_of(entries: &[CostedChoice]) -> Vec<Choice> {
-    entries.iter().map(|e| e.choice).collect()
+/// The total usage of a design given as costed choices (converters between them included).
+fn usage_of(network: &Network, entries: &[CostedChoice]) -> crate::hw::Usage {
+    let choices: Vec<Choice> = entries.iter().map(|e| e.choice).collect();
+    network.total_usage(&choices, entries.iter().map(|e| e.usage))
 }
 
 /// Allocate `network` on `budget` as one partition; `None` if the slowest design does not fit.
@@ -25,7 +27,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
                 let e = *options.iter().find(|e| e.choice.folding == Folding::ONE && e.choice.placement == p)?;
                 let mut trial = current.clone();
                 trial.push(e);
-                let u = total_usage(network, &choices_of(&trial), trial.iter().map(|e| e.usage));
+                let u = usage_of(network, &trial);
                 let room = u.bram18 <= budget.bram18 * share && budget.exceeded(&u).is_empty();
                 (room || p == Placement::OffChip).then_some(e)
             },
@@ -33,7 +35,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         current.push(placed.or_else(|| options.first().copied())?);
     }
     let ii_of = |cur: &[CostedChoice]| cur.iter().map(|e| e.cycles).fold(1.0, f64::max);
-    if !fits(budget, &total_usage(network, &choices_of(&current), current.iter().map(|e| e.usage)), ii_of(&current)) {
+    if !fits(budget, &usage_of(network, &current), ii_of(&current)) {
         return None;
     }
     let mut steps = 0;
@@ -45,7 +47,7 @@ pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
         };
         let mut trial = current.clone();
         trial[slowest] = next;
-        let u = total_usage(network, &choices_of(&trial), trial.iter().map(|e| e.usage));
+        let u = usage_of(network, &trial);
         let ii = ii_of(&trial);
         if !fits(budget, &u, ii) {
             let mut over = budget.exceeded(&u);

@@ -67,14 +67,6 @@ pub enum AllocationError {
     },
 }
 
-/// Total usage of `choices` (whose stage usages are `usages`) including the network's
-/// fixed parts, the width converters between stages and I/O traffic.
-pub fn total_usage(network: &Network, choices: &[Choice], usages: impl Iterator<Item = Usage>) -> Usage {
-    let mut u = usages.sum::<Usage>() + network.fixed.iter().copied().sum::<Usage>() + network.converters(choices);
-    u.offchip_bits += network.io_bits;
-    u
-}
-
 /// Whether `u` fits the on-chip budget and the bandwidth at interval `ii`.
 pub fn fits(budget: &Budget, u: &Usage, ii: f64) -> bool {
     budget.exceeded(u).is_empty() && u.offchip_bits <= budget.offchip_bits_at(ii) * (1.0 + 1e-9)

@@ -193,10 +193,6 @@ fn activation_usage(act: Option<Activation>, lanes: f64, precision: Precision) -
     }
 }
 
-fn memory_usage(m: memory::MemoryCost) -> Usage {
-    Usage { bram18: m.bram18 as f64, lut: m.lutram as f64, ..Usage::default() }
-}
-
 /// Resources and cycles of a conv stage.
 pub fn conv_cost(stage: &Stage, f: Folding, placement: Placement, sparsity: Option<&LayerSparsity>) -> StageCost {
     let (core, weights) = conv_cost_parts(stage, f, sparsity);
@@ -218,8 +214,8 @@ impl WeightMemory {
     /// Resources of the weights at `placement`.
     pub fn at(&self, placement: Placement) -> Usage {
         match placement {
-            Placement::Bram if self.packed => memory_usage(memory::bram(1, self.banks * self.width, self.depth)),
-            Placement::Bram => memory_usage(memory::bram(self.banks, self.width, self.depth)),
+            Placement::Bram if self.packed => memory::bram(1, self.banks * self.width, self.depth).usage(),
+            Placement::Bram => memory::bram(self.banks, self.width, self.depth).usage(),
             Placement::Uram => {
                 let (banks, width) = if self.packed { (1, self.banks * self.width) } else { (self.banks, self.width) };
                 Usage { uram: memory::uram(banks, width, self.depth) as f64, ..Usage::default() }
@@ -285,8 +281,7 @@ pub fn conv_cost_parts(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsit
     // The biases, at the accumulator's width, one word per output lane read together: one
     // memory beside the weights but always on chip.
     let bias_lanes = (f.coarse_out * f.coarse_group) as u64;
-    usage +=
-        memory_usage(memory::bram(1, acc as u64 * bias_lanes, c_out.div_ceil(f.coarse_out * f.coarse_group) as u64));
+    usage += memory::bram(1, acc as u64 * bias_lanes, c_out.div_ceil(f.coarse_out * f.coarse_group) as u64).usage();
     if sparse {
         // Zero skipping: a crossbar per input stream from the window's taps to the
         // multipliers, and zero detection.
@@ -329,6 +324,8 @@ pub fn lanes_cost(stage: &Stage, f: Folding) -> StageCost {
     let data = precision.activation_bits;
     let b = data as f64;
     let per_stream = channels.div_ceil(f.coarse_in);
+    // One multiplier per lane, for the ops that multiply.
+    let multipliers = Usage { dsp: (lanes as f64 * precision.dsp_per_mult()).ceil(), ..Usage::default() };
     let mut usage = match op {
         LaneOp::Pool(kind) => {
             let kernel = window.unwrap_or([1, 1]);
@@ -342,24 +339,10 @@ pub fn lanes_cost(stage: &Stage, f: Folding) -> StageCost {
             }
             u
         }
-        LaneOp::GlobalPool => {
-            let u = modules::global_pool(data, 2 * data, per_stream);
-            Usage { lut: u.lut * lanes as f64, ff: u.ff * lanes as f64, ..Usage::default() }
-        }
-        LaneOp::Eltwise(kind) => {
-            let u = modules::eltwise();
-            let dsp = if kind == EltwiseKind::Mul { (lanes as f64 * precision.dsp_per_mult()).ceil() } else { 0.0 };
-            Usage { lut: u.lut * lanes as f64, ff: u.ff * lanes as f64, dsp, ..Usage::default() }
-        }
-        LaneOp::ScaleShift => {
-            let u = modules::eltwise() + modules::bias(1, data);
-            Usage {
-                lut: u.lut * lanes as f64,
-                ff: u.ff * lanes as f64,
-                dsp: (lanes as f64 * precision.dsp_per_mult()).ceil(),
-                ..Usage::default()
-            }
-        }
+        LaneOp::GlobalPool => modules::global_pool(data, 2 * data, per_stream) * lanes as f64,
+        LaneOp::Eltwise(EltwiseKind::Add) => modules::eltwise() * lanes as f64,
+        LaneOp::Eltwise(EltwiseKind::Mul) => modules::eltwise() * lanes as f64 + multipliers,
+        LaneOp::ScaleShift => (modules::eltwise() + modules::bias(1, data)) * lanes as f64 + multipliers,
         LaneOp::Activation(a) => activation_usage(Some(a), lanes as f64, precision),
         // A mux per lane and bit, registered.
         LaneOp::Concat => Usage { lut: b * lanes as f64, ff: b * lanes as f64, ..Usage::default() },

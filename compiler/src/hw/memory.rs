@@ -20,6 +20,13 @@ pub struct MemoryCost {
     pub lutram: u64,
 }
 
+impl MemoryCost {
+    /// As resources: BRAM18s, and LUTs for the distributed RAM.
+    pub fn usage(self) -> super::Usage {
+        super::Usage { bram18: self.bram18 as f64, lut: self.lutram as f64, ..super::Usage::default() }
+    }
+}
+
 /// `banks` independent memories, each `width` bits x `depth` words, in BRAM18 (the best
 /// aspect ratio) or, below [`LUTRAM_MAX_BITS`] each, in LUTRAM.
 pub fn bram(banks: u64, width: u64, depth: u64) -> MemoryCost {

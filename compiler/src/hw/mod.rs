@@ -99,6 +99,21 @@ impl std::ops::Sub for Usage {
     }
 }
 
+impl std::ops::Mul<f64> for Usage {
+    type Output = Usage;
+    /// `k` copies of the same hardware.
+    fn mul(self, k: f64) -> Usage {
+        Usage {
+            dsp: self.dsp * k,
+            bram18: self.bram18 * k,
+            uram: self.uram * k,
+            lut: self.lut * k,
+            ff: self.ff * k,
+            offchip_bits: self.offchip_bits * k,
+        }
+    }
+}
+
 impl AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
         *self = *self + o;

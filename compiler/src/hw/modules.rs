@@ -26,11 +26,7 @@ use super::Usage;
 
 /// `ceil(log2(n))`: bits of a counter over `n` values (0 for `n <= 1`).
 fn bits(n: usize) -> f64 {
-    if n <= 1 {
-        0.0
-    } else {
-        (usize::BITS - (n - 1).leading_zeros()) as f64
-    }
+    hass_proto::fixed::ceil_log2(n as u64) as f64
 }
 
 fn lut_ff(lut: f64, ff: f64) -> Usage {
@@ -40,8 +36,7 @@ fn lut_ff(lut: f64, ff: f64) -> Usage {
 /// A FIFO of `width` bits x `depth` words: BRAM18 when it is deeper than 32 words and
 /// holds more than 1 kbit, LUTRAM otherwise.
 fn fifo(width: u64, depth: u64) -> Usage {
-    let m = memory::fifo(width, depth);
-    Usage { bram18: m.bram18 as f64, lut: m.lutram as f64, ..Usage::default() }
+    memory::fifo(width, depth).usage()
 }
 
 /// Zero padding around the map (a counter and a mux on the stream).
@@ -57,14 +52,10 @@ pub fn sliding_window(streams: usize, data: u32, kernel: [usize; 2], channels: u
     let word = (streams * data as usize) as f64;
     let lut = word * (6.468 + 3.927 * (kh - 1) as f64 + 2.451 * (kh * (kw - 1)) as f64);
     let ff = 20.77 * bits(channels) + word * (5.212 * (kh - 1) as f64 + 3.440 * (kh * (kw - 1)) as f64);
-    let stream_bits = (streams * data as usize) as u64;
+    let stream_bits = word as u64;
     let line = fifo((kh as u64 - 1) * stream_bits, (channels * cols) as u64);
-    let mut window = fifo((kw as u64 - 1) * stream_bits, channels as u64);
-    window.lut *= kh as f64;
-    window.bram18 *= kh as f64;
-    let mut frame = fifo(stream_bits, 2);
-    frame.lut *= (kh * kw) as f64;
-    frame.bram18 *= (kh * kw) as f64;
+    let window = fifo((kw as u64 - 1) * stream_bits, channels as u64) * kh as f64;
+    let frame = fifo(stream_bits, 2) * (kh * kw) as f64;
     lut_ff(lut, ff) + line + window + frame
 }
 

@@ -66,21 +66,11 @@ fn fill_fraction(stage: &Stage) -> f64 {
     }
 }
 
-/// Parallel words a stage reads per cycle (`None` for wiring).
-fn lanes_in(stage: &Stage, choice: &Choice) -> Option<usize> {
+/// Parallel words a stage reads (or, with `output`, writes) per cycle; `None` for wiring.
+fn lanes(stage: &Stage, choice: &Choice, output: bool) -> Option<usize> {
     let f = choice.folding;
     match stage.kind {
-        StageKind::Conv { .. } => Some(f.coarse_in * f.coarse_group * f.spatial),
-        StageKind::Lanes { .. } => Some(f.coarse_in * f.spatial),
-        StageKind::Free => None,
-    }
-}
-
-/// Parallel words a stage writes per cycle (`None` for wiring).
-fn lanes_out(stage: &Stage, choice: &Choice) -> Option<usize> {
-    let f = choice.folding;
-    match stage.kind {
-        StageKind::Conv { .. } => Some(f.coarse_out * f.coarse_group * f.spatial),
+        StageKind::Conv { .. } => Some(if output { f.coarse_out } else { f.coarse_in } * f.coarse_group * f.spatial),
         StageKind::Lanes { .. } => Some(f.coarse_in * f.spatial),
         StageKind::Free => None,
     }
@@ -146,8 +136,7 @@ impl Network {
                 let spread =
                     delays.iter().cloned().fold(0.0, f64::max) - delays.iter().cloned().fold(f64::MAX, f64::min);
                 let words = (spread.min(1.0) * s.words_out as f64).ceil() as u64;
-                let m = memory::bram(1, s.precision.activation_bits as u64, words);
-                Usage { bram18: m.bram18 as f64, lut: m.lutram as f64, ..Usage::default() }
+                memory::bram(1, s.precision.activation_bits as u64, words).usage()
             })
             .collect();
         let macs = stages.iter().map(|s| s.macs).sum();
@@ -167,10 +156,10 @@ impl Network {
     pub fn converters_counted(&self, choices: &[Choice]) -> (usize, Usage) {
         let (mut count, mut total) = (0, Usage::default());
         for (i, s) in self.stages.iter().enumerate().take(choices.len()) {
-            let Some(to) = lanes_in(s, &choices[i]) else { continue };
+            let Some(to) = lanes(s, &choices[i], false) else { continue };
             for &input in &s.inputs {
                 let Some(j) = self.producer(input) else { continue };
-                let Some(from) = lanes_out(&self.stages[j], &choices[j]) else { continue };
+                let Some(from) = lanes(&self.stages[j], &choices[j], true) else { continue };
                 if from != to {
                     count += 1;
                     total += self.converter(j, from, to);
@@ -197,12 +186,20 @@ impl Network {
     /// under `choices` (which must cover the producer).
     pub fn first_input_lanes(&self, i: usize, choices: &[Choice]) -> Option<(usize, usize)> {
         let j = self.producer(self.stages[i].inputs.first().copied().flatten())?;
-        Some((j, lanes_out(&self.stages[j], choices.get(j)?)?))
+        Some((j, lanes(&self.stages[j], choices.get(j)?, true)?))
     }
 
     /// Parallel words stage `i` reads per cycle under `choice` (`None` for wiring).
     pub fn lanes_in(&self, i: usize, choice: &Choice) -> Option<usize> {
-        lanes_in(&self.stages[i], choice)
+        lanes(&self.stages[i], choice, false)
+    }
+
+    /// Total usage of `choices`, whose stages use `usages`: those, the join buffers, the
+    /// width converters between stages and the network's I/O traffic.
+    pub fn total_usage(&self, choices: &[Choice], usages: impl Iterator<Item = Usage>) -> Usage {
+        let mut u = usages.sum::<Usage>() + self.fixed.iter().copied().sum::<Usage>() + self.converters(choices);
+        u.offchip_bits += self.io_bits;
+        u
     }
 
     /// Evaluate a full design.
@@ -215,10 +212,7 @@ impl Network {
             .map(|((s, c), sp)| stage_cost(s, c.folding, c.placement, sp.as_ref()))
             .collect();
         let cycles: Vec<f64> = costs.iter().map(|c| c.cycles).collect();
-        let mut usage: Usage = costs.iter().map(|c| c.usage).sum::<Usage>()
-            + self.fixed.iter().copied().sum::<Usage>()
-            + self.converters(choices);
-        usage.offchip_bits += self.io_bits;
+        let usage = self.total_usage(choices, costs.iter().map(|c| c.usage));
         let (bottleneck, compute_ii) =
             cycles.iter().enumerate().fold((0, 0.0f64), |best, (i, &c)| if c > best.1 { (i, c) } else { best });
         // Memory traffic beyond the bandwidth stretches the interval.
