@@ -61,7 +61,16 @@ fn cheapest(network: &Network, i: usize, budget: &Budget) -> Choice {
     let stage = &network.stages[i];
     let placement = if stage.is_conv() { Placement::OffChip } else { Placement::Bram };
     let price = |u: &Usage| {
-        let share = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 0.0 };
+        // A resource the board lacks makes any use of it infinitely dear.
+        let share = |used: f64, cap: f64| {
+            if cap > 0.0 {
+                used / cap
+            } else if used > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            }
+        };
         share(u.dsp, budget.dsp).max(share(u.lut, budget.lut)).max(share(u.bram18, budget.bram18))
     };
     let factors = match network.folds {
@@ -117,8 +126,7 @@ pub fn partition(network: &Network, budget: &Budget, allocator: Allocator) -> Re
         let (mut run, fits) = CheapestRun::new().with(network, start, budget);
         if !fits {
             let one = slice(network, start..end);
-            let choices: Vec<Choice> = vec![Choice { placement: Placement::OffChip, ..Choice::MIN }; 1];
-            let u = one.evaluate(&choices, budget).usage;
+            let u = one.evaluate(&[cheapest(&one, 0, budget)], budget).usage;
             return Err(AllocationError::StageTooLarge {
                 stage: network.stages[start].name.clone(),
                 needs: format!(
