@@ -10,13 +10,10 @@ use crate::hw::cost::{conv_cost_parts, conv_cycles, stage_cost, Folding, Placeme
 use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::stage::StageKind;
 use crate::hw::{Budget, Usage};
+use std::sync::OnceLock;
 
 /// Largest spatial parallelism considered (pixels per cycle).
 pub const MAX_SPATIAL: usize = 64;
-
-/// How many of a stage's slowest entries within an interval [`StageChoices::cheapest_where`]
-/// looks at.
-pub const SCAN: usize = 128;
 
 /// A costed choice.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +26,8 @@ pub struct CostedChoice {
     pub usage: Usage,
     /// Whether every factor divides its loop, one pixel per cycle ([`divides`]).
     pub aligned: bool,
+    /// Parallel words the stage reads per cycle ([`Network::lanes_in`]; `None` for wiring).
+    pub lanes_in: Option<usize>,
 }
 
 /// The distinct minimal factors of a loop of `n` iterations, ascending.
@@ -75,11 +74,12 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
     let mut out = Vec::new();
     let fits =
         |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
-    let mut push = |folding: Folding, placement: Placement| {
+    let push = |out: &mut Vec<CostedChoice>, folding: Folding, placement: Placement| {
         let c = stage_cost(stage, folding, placement, sparsity);
         if fits(&c.usage) {
-            let aligned = divides(stage, &folding);
-            out.push(CostedChoice { choice: Choice { folding, placement }, cycles: c.cycles, usage: c.usage, aligned });
+            let choice = Choice { folding, placement };
+            let (aligned, lanes_in) = (divides(stage, &folding), network.lanes_in(i, &choice));
+            out.push(CostedChoice { choice, cycles: c.cycles, usage: c.usage, aligned, lanes_in });
         }
     };
     match &stage.kind {
@@ -97,14 +97,15 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                 &[Placement::Bram, Placement::OffChip]
             };
             let spatials: Vec<usize> = spatial_factors(out_hw[1]).into_iter().filter(|&p| p <= MAX_SPATIAL).collect();
-            let mut conv_entries = Vec::new();
+            let couts = factors(cout_g);
+            let dsp_per_mult = stage.precision.dsp_per_mult();
             for &cg in &factors(*groups) {
                 for &ci in &factors(cin_g) {
                     // Per (fine, spatial): the cycles at the previous coarse_out. Cycles never
                     // rise with coarse_out; once they stop falling (a stream bound that
                     // coarse_out does not move), wider coarse_out only costs more.
                     let mut last = vec![f64::INFINITY; fines.len() * spatials.len()];
-                    for &co in &factors(cout_g) {
+                    for &co in &couts {
                         for (fi, &fine) in fines.iter().enumerate() {
                             let full = ci == cin_g && cg == *groups;
                             for (si, &spatial) in if full { &spatials[..] } else { &[1][..] }.iter().enumerate() {
@@ -116,6 +117,10 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                                     continue;
                                 }
                                 *slot = cycles;
+                                // The multipliers alone already over budget: skip the costing.
+                                if ((cg * ci * co * fine * spatial) as f64 * dsp_per_mult).ceil() > budget.dsp {
+                                    continue;
+                                }
                                 let (core, weights) = conv_cost_parts(stage, folding, sparsity);
                                 if core.usage.dsp > budget.dsp || core.usage.lut > budget.lut {
                                     continue; // wider spatial parallelism only costs more
@@ -124,11 +129,12 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                                     let usage = core.usage + weights.at(placement);
                                     if fits(&usage) {
                                         let choice = Choice { folding, placement };
-                                        conv_entries.push(CostedChoice {
+                                        out.push(CostedChoice {
                                             choice,
                                             cycles: core.cycles,
                                             usage,
                                             aligned: divides(stage, &choice.folding),
+                                            lanes_in: network.lanes_in(i, &choice),
                                         });
                                     }
                                 }
@@ -137,123 +143,215 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                     }
                 }
             }
-            out.extend(conv_entries);
         }
         StageKind::Lanes { channels, cols, .. } => {
             for &l in &factors(*channels) {
                 let spatials = if l == *channels { spatial_factors(*cols) } else { vec![1] };
                 for &p in spatials.iter().filter(|&&p| p <= MAX_SPATIAL) {
                     push(
+                        &mut out,
                         Folding { coarse_in: l, coarse_out: 1, coarse_group: 1, fine: 1, spatial: p },
                         Placement::Bram,
                     );
                 }
             }
         }
-        StageKind::Free => push(Folding::ONE, Placement::Bram),
+        StageKind::Free => push(&mut out, Folding::ONE, Placement::Bram),
     }
     out
 }
 
+/// Some of a stage's entries by ascending cycles and, under the current weights, the
+/// cheapest among each prefix: "the cheapest entry with at most II cycles" in O(log n).
+/// Cycles and resources sit in their own arrays (a reweight reads 40 bytes per entry, not
+/// the whole entry), and the prefix minima are computed on the first query after a
+/// reweight, so a ladder the search never asks about costs nothing.
+#[derive(Clone, Debug, Default)]
+struct Ladder {
+    /// Indices into the stage's entries.
+    members: Vec<u32>,
+    cycles: Vec<f64>,
+    /// DSP, BRAM18, URAM, LUT, FF of each member (what [`scalar`] weighs).
+    resources: Vec<[f64; 5]>,
+    /// `best[k]`: position of the cheapest member among the first `k + 1`.
+    best: OnceLock<Vec<u32>>,
+}
+
+impl Ladder {
+    fn push(&mut self, index: usize, e: &CostedChoice) {
+        self.members.push(index as u32);
+        self.cycles.push(e.cycles);
+        self.resources.push(on_chip(&e.usage));
+    }
+
+    /// Index of the cheapest member with at most `ii` cycles.
+    fn cheapest(&self, ii: f64, w: &[f64; 5]) -> Option<usize> {
+        let k = self.cycles.partition_point(|&c| c <= ii);
+        if k == 0 {
+            return None;
+        }
+        let best = self.best.get_or_init(|| {
+            let (mut at, mut lowest) = (0, f64::INFINITY);
+            self.resources
+                .iter()
+                .enumerate()
+                .map(|(k, r)| {
+                    let cost = weigh(r, w);
+                    if cost < lowest {
+                        (at, lowest) = (k as u32, cost);
+                    }
+                    at
+                })
+                .collect()
+        });
+        Some(self.members[best[k - 1] as usize] as usize)
+    }
+
+    fn reweight(&mut self) {
+        self.best = OnceLock::new();
+    }
+}
+
+/// Entries split by where the weights live: off-chip entries also pay for bandwidth, which
+/// the prefix minima do not see (a stage streams the same weight bits whatever its folding,
+/// so within the off-chip ladder that price is the same for all).
+#[derive(Clone, Debug, Default)]
+struct Menu {
+    on_chip: Ladder,
+    off_chip: Ladder,
+}
+
+impl Menu {
+    fn push(&mut self, index: usize, e: &CostedChoice) {
+        match e.choice.placement {
+            Placement::OffChip => self.off_chip.push(index, e),
+            _ => self.on_chip.push(index, e),
+        }
+    }
+
+    fn reweight(&mut self) {
+        self.on_chip.reweight();
+        self.off_chip.reweight();
+    }
+}
+
 /// A stage's entries arranged to answer "the cheapest choice with at most II cycles" under
-/// per-resource weights, in O(log n).
+/// per-resource weights, in O(log n), among all entries or among those taking a given
+/// number of input lanes (a pick that needs no width converter).
 #[derive(Clone, Debug)]
 pub struct StageChoices {
-    /// Entries whose weights stay on chip, by ascending cycles.
-    on_chip: Vec<CostedChoice>,
-    /// Off-chip entries, by ascending cycles.
-    off_chip: Vec<CostedChoice>,
-    /// `best_on[k]`: index of the cheapest on-chip entry among `on_chip[..=k]`.
-    best_on: Vec<usize>,
-    best_off: Vec<usize>,
-    /// Weights the prefix minima were computed with.
+    /// By ascending cycles; none dominated by another of the same kind (see
+    /// [`StageChoices::new`]).
+    entries: Vec<CostedChoice>,
+    all: Menu,
+    /// The entries grouped by the input lanes they take ([`CostedChoice::lanes_in`]),
+    /// ascending.
+    by_lanes: Vec<(usize, Menu)>,
+    /// Weights the prices are computed with.
     weights: [f64; 5],
+}
+
+/// The on-chip resources of `u` in the order prices weigh them: dsp, bram18, uram, lut, ff.
+fn on_chip(u: &Usage) -> [f64; 5] {
+    [u.dsp, u.bram18, u.uram, u.lut, u.ff]
+}
+
+fn weigh(resources: &[f64; 5], w: &[f64; 5]) -> f64 {
+    resources.iter().zip(w).map(|(r, w)| r * w).sum()
 }
 
 /// Scalar cost of the on-chip resources of `u` under `w` (dsp, bram18, uram, lut, ff).
 pub fn scalar(u: &Usage, w: &[f64; 5]) -> f64 {
-    u.dsp * w[0] + u.bram18 * w[1] + u.uram * w[2] + u.lut * w[3] + u.ff * w[4]
-}
-
-fn prefix_best(entries: &[CostedChoice], w: &[f64; 5]) -> Vec<usize> {
-    let mut best = Vec::with_capacity(entries.len());
-    let (mut at, mut lowest) = (0, f64::INFINITY);
-    for (k, e) in entries.iter().enumerate() {
-        let cost = scalar(&e.usage, w);
-        if cost < lowest {
-            (at, lowest) = (k, cost);
-        }
-        best.push(at);
-    }
-    best
+    weigh(&on_chip(u), w)
 }
 
 impl StageChoices {
     /// Arrange `entries` for queries under `weights`.
+    ///
+    /// An entry is dropped when another at most as slow and of the same kind needs at most
+    /// as much of every resource: no weighting and no interval can prefer it. Most factor
+    /// splits go this way (2 x 4 passes against 4 x 2, a wider coarse_out that a stream
+    /// bound keeps from going faster). The kind is what a query may restrict to: the
+    /// placement, alignment (the search may run among aligned entries only) and, for the
+    /// converter-free picks, input lanes.
     pub fn new(entries: Vec<CostedChoice>, weights: [f64; 5]) -> StageChoices {
-        // Sort small keys, not the entries themselves.
-        let mut order: Vec<(f64, Placement, bool, f64, u32)> = entries
+        // Sort one integer key per entry, not the entries: kind, then cycles (non-negative,
+        // so their bits order as the values do), then position.
+        let kind = |e: &CostedChoice| {
+            // 29 bits of lanes: far beyond any stage's channels times pixels per cycle.
+            let lanes = e.lanes_in.map_or(0, |l| (l as u128 + 1).min(1 << 29));
+            (e.choice.placement as u128) << 30 | (e.aligned as u128) << 29 | lanes
+        };
+        let mut order: Vec<u128> = entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.cycles, e.choice.placement, e.aligned, e.usage.dsp, i as u32))
+            .map(|(i, e)| kind(e) << 96 | (e.cycles.to_bits() as u128) << 32 | i as u128)
             .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.total_cmp(&b.3)).then(a.4.cmp(&b.4))
-        });
-        // Among entries of equal cycles and placement keep only those not dominated in
-        // DSP, BRAM, URAM and LUT by an earlier (cheaper-in-DSP) one: no weighting can
-        // prefer a dominated entry. Different factor splits (2 x 4 vs 4 x 2 passes) often
-        // tie on cycles, so this removes most of a conv stage's entries.
-        let mut kept: Vec<CostedChoice> = Vec::with_capacity(entries.len() / 4);
-        let mut group_start = 0;
-        for &(_, _, _, _, i) in &order {
-            let e = entries[i as usize];
-            // Aligned entries are kept beside the others: the search may be restricted to them.
-            let same_group = |k: &CostedChoice| {
-                k.cycles == e.cycles && k.choice.placement == e.choice.placement && k.aligned == e.aligned
-            };
-            if kept.last().is_none_or(|k| !same_group(k)) {
-                group_start = kept.len();
+        order.sort_unstable();
+        let mut kept: Vec<u128> = Vec::with_capacity(entries.len() / 2);
+        let mut front: Vec<Usage> = Vec::new();
+        for (k, &key) in order.iter().enumerate() {
+            if k == 0 || order[k - 1] >> 96 != key >> 96 {
+                front.clear();
             }
-            let dominated = kept[group_start..].iter().any(|k| {
-                k.usage.dsp <= e.usage.dsp
-                    && k.usage.bram18 <= e.usage.bram18
-                    && k.usage.uram <= e.usage.uram
-                    && k.usage.lut <= e.usage.lut
-            });
-            if !dominated {
-                kept.push(e);
+            let e = &entries[key as u32 as usize];
+            // The likeliest to dominate are the last kept: the closest in speed.
+            if !front.iter().rev().any(|f| f.at_most(&e.usage)) {
+                front.push(e.usage);
+                kept.push(key & ((1 << 96) - 1));
             }
         }
-        let entries = kept;
-        let (off_chip, on_chip): (Vec<CostedChoice>, Vec<CostedChoice>) =
-            entries.into_iter().partition(|e| e.choice.placement == Placement::OffChip);
-        let best_on = prefix_best(&on_chip, &weights);
-        let best_off = prefix_best(&off_chip, &weights);
-        StageChoices { on_chip, off_chip, best_on, best_off, weights }
+        // By cycles, then position.
+        kept.sort_unstable();
+        StageChoices::arrange(kept.into_iter().map(|key| entries[key as u32 as usize]).collect(), weights)
+    }
+
+    /// `entries`, pruned per input-lane kind and by ascending cycles, as menus.
+    fn arrange(entries: Vec<CostedChoice>, weights: [f64; 5]) -> StageChoices {
+        let mut all = Menu::default();
+        let mut by_lanes: Vec<(usize, Menu)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            all.push(i, e);
+            let Some(lanes) = e.lanes_in else { continue };
+            let k = match by_lanes.binary_search_by_key(&lanes, |(l, _)| *l) {
+                Ok(k) => k,
+                Err(k) => {
+                    by_lanes.insert(k, (lanes, Menu::default()));
+                    k
+                }
+            };
+            by_lanes[k].1.push(i, e);
+        }
+        StageChoices { entries, all, by_lanes, weights }
     }
 
     /// The aligned entries only ([`divides`]), arranged under `weights`.
     pub fn aligned(&self, weights: [f64; 5]) -> StageChoices {
-        StageChoices::new(self.entries().filter(|e| e.aligned).copied().collect(), weights)
+        // Pruning compared entries of the same alignment only, so the aligned ones that
+        // survived are those that would survive among aligned ones alone.
+        StageChoices::arrange(self.entries.iter().filter(|e| e.aligned).copied().collect(), weights)
     }
 
-    /// Recompute the prefix minima for new weights.
+    /// Use new weights from the next query on.
     pub fn reweight(&mut self, weights: [f64; 5]) {
-        self.best_on = prefix_best(&self.on_chip, &weights);
-        self.best_off = prefix_best(&self.off_chip, &weights);
+        self.all.reweight();
+        self.by_lanes.iter_mut().for_each(|(_, m)| m.reweight());
         self.weights = weights;
     }
 
-    /// All entries (for the greedy allocator and reports).
+    /// Every entry kept (for reports and looking up a folding's other placements).
     pub fn entries(&self) -> impl Iterator<Item = &CostedChoice> {
-        self.on_chip.iter().chain(&self.off_chip)
+        self.entries.iter()
     }
 
     /// The fewest cycles any entry reaches.
     pub fn min_cycles(&self) -> f64 {
-        let first = |v: &[CostedChoice]| v.first().map_or(f64::INFINITY, |e| e.cycles);
-        first(&self.on_chip).min(first(&self.off_chip))
+        self.entries.first().map_or(f64::INFINITY, |e| e.cycles)
+    }
+
+    /// The most cycles any entry takes.
+    pub fn max_cycles(&self) -> f64 {
+        self.entries.last().map_or(0.0, |e| e.cycles)
     }
 
     /// The weighted price of `u` under the current weights.
@@ -261,47 +359,105 @@ impl StageChoices {
         scalar(u, &self.weights) + u.offchip_bits * offchip_weight
     }
 
-    /// The cheapest entry among the slowest [`SCAN`] on chip and off chip with at most `ii`
-    /// cycles that `keep` accepts: the cheap entries are the slow ones, and the bound keeps
-    /// a pick O(stages x SCAN).
-    pub fn cheapest_where(
-        &self,
-        ii: f64,
-        offchip_weight: f64,
-        keep: impl Fn(&Choice) -> bool,
-    ) -> Option<&CostedChoice> {
-        let within = |v: &'_ [CostedChoice]| v.len().min(v.partition_point(|e| e.cycles <= ii));
-        let (on, off) = (&self.on_chip[..within(&self.on_chip)], &self.off_chip[..within(&self.off_chip)]);
-        on.iter()
-            .rev()
-            .take(SCAN)
-            .chain(off.iter().rev().take(SCAN))
-            .filter(|e| keep(&e.choice))
-            .min_by(|a, b| self.price(&a.usage, offchip_weight).total_cmp(&self.price(&b.usage, offchip_weight)))
+    fn cheapest_in(&self, menu: &Menu, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
+        let on = menu.on_chip.cheapest(ii, &self.weights).map(|i| &self.entries[i]);
+        let off = menu.off_chip.cheapest(ii, &self.weights).map(|i| &self.entries[i]);
+        match (on, off) {
+            (Some(a), Some(b)) => {
+                Some(if self.price(&a.usage, 0.0) <= self.price(&b.usage, offchip_weight) { a } else { b })
+            }
+            (a, b) => a.or(b),
+        }
     }
 
     /// The cheapest entry with at most `ii` cycles, counting off-chip weight bits against
     /// `offchip_weight` per bit.
     pub fn cheapest(&self, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
-        fn pick<'e>(entries: &'e [CostedChoice], best: &[usize], ii: f64) -> Option<&'e CostedChoice> {
-            let k = entries.partition_point(|e| e.cycles <= ii);
-            (k > 0).then(|| &entries[best[k - 1]])
-        }
-        let on = pick(&self.on_chip, &self.best_on, ii);
-        let off = pick(&self.off_chip, &self.best_off, ii);
-        match (on, off) {
-            (Some(a), Some(b)) => {
-                let cost_b = scalar(&b.usage, &self.weights) + b.usage.offchip_bits * offchip_weight;
-                Some(if scalar(&a.usage, &self.weights) <= cost_b { a } else { b })
-            }
-            (a, b) => a.or(b),
-        }
+        self.cheapest_in(&self.all, ii, offchip_weight)
+    }
+
+    /// [`StageChoices::cheapest`] among the entries that take `lanes` input lanes.
+    pub fn cheapest_taking(&self, lanes: usize, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
+        let k = self.by_lanes.binary_search_by_key(&lanes, |(l, _)| *l).ok()?;
+        self.cheapest_in(&self.by_lanes[k].1, ii, offchip_weight)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Random entries over a few lane counts, cycle values and placements (ties included).
+    fn random_entries(seed: u64, n: usize) -> Vec<CostedChoice> {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let lanes = [1, 2, 3, 4, 6][rng.random_range(0..5)];
+                let placement = [Placement::Bram, Placement::Uram, Placement::OffChip][rng.random_range(0..3)];
+                let folding = Folding { coarse_in: lanes, coarse_out: rng.random_range(1..8), ..Folding::ONE };
+                let mut r = || rng.random_range(0..20) as f64;
+                let usage = Usage {
+                    dsp: r(),
+                    bram18: r(),
+                    uram: r(),
+                    lut: r(),
+                    ff: r(),
+                    // A stage streams its weights once per image whatever its folding.
+                    offchip_bits: if placement == Placement::OffChip { 1000.0 } else { 0.0 },
+                };
+                CostedChoice {
+                    choice: Choice { folding, placement },
+                    cycles: rng.random_range(1..30) as f64,
+                    usage,
+                    aligned: rng.random_bool(0.3),
+                    lanes_in: Some(lanes),
+                }
+            })
+            .collect()
+    }
+
+    /// The cheapest of `entries` within `ii` that `keep` accepts, by brute force: the
+    /// price [`StageChoices`] minimises.
+    fn brute_force(
+        entries: &[CostedChoice],
+        w: &[f64; 5],
+        ii: f64,
+        offchip_weight: f64,
+        keep: impl Fn(&CostedChoice) -> bool,
+    ) -> Option<f64> {
+        let price = |e: &CostedChoice| scalar(&e.usage, w) + e.usage.offchip_bits * offchip_weight;
+        entries.iter().filter(|e| e.cycles <= ii && keep(e)).map(price).min_by(f64::total_cmp)
+    }
+
+    #[test]
+    fn queries_match_brute_force_after_pruning_and_reweighting() {
+        for seed in 0..20 {
+            let entries = random_entries(seed, 400);
+            let mut arranged = StageChoices::new(entries.clone(), [1.0; 5]);
+            let aligned = arranged.aligned([0.5, 1.0, 2.0, 1.0, 0.1]);
+            assert!(arranged.entries().count() < entries.len(), "dominated entries are dropped");
+            for w in [[1.0, 1.0, 1.0, 1.0, 1.0], [4.0, 0.1, 1.0, 2.0, 0.01], [0.01, 3.0, 0.2, 1.0, 7.0]] {
+                arranged.reweight(w);
+                let mut aligned = aligned.clone();
+                aligned.reweight(w);
+                for ii in [0.5, 1.0, 7.0, 15.5, 29.0, 40.0] {
+                    for offchip_weight in [0.0, 0.01, 1.0] {
+                        let price = |e: Option<&CostedChoice>| e.map(|e| arranged.price(&e.usage, offchip_weight));
+                        let expect = brute_force(&entries, &w, ii, offchip_weight, |_| true);
+                        assert_eq!(price(arranged.cheapest(ii, offchip_weight)), expect, "seed {seed} ii {ii}");
+                        let expect = brute_force(&entries, &w, ii, offchip_weight, |e| e.aligned);
+                        assert_eq!(price(aligned.cheapest(ii, offchip_weight)), expect, "aligned, seed {seed}");
+                        for lanes in [1, 3, 5] {
+                            let expect = brute_force(&entries, &w, ii, offchip_weight, |e| e.lanes_in == Some(lanes));
+                            let got = price(arranged.cheapest_taking(lanes, ii, offchip_weight));
+                            assert_eq!(got, expect, "lanes {lanes}, seed {seed} ii {ii}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn efficient_factors_are_the_minimal_ones_per_pass_count() {

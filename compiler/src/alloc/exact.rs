@@ -47,8 +47,7 @@ impl IntervalSearch<'_> {
                 if from != to {
                     let converter = self.network.converter(j, from, to);
                     let with_converter = stage.price(&(e.usage + converter), offchip_weight);
-                    let matching =
-                        stage.cheapest_where(ii, offchip_weight, |c| self.network.lanes_in(i, c) == Some(from));
+                    let matching = stage.cheapest_taking(from, ii, offchip_weight);
                     if let Some(m) = matching.filter(|m| stage.price(&m.usage, offchip_weight) < with_converter) {
                         e = m;
                     }
@@ -75,7 +74,8 @@ impl IntervalSearch<'_> {
     fn smallest_feasible(&self, mut lo: f64, mut hi: f64) -> (f64, f64) {
         let mut witness = hi;
         while hi - lo > 1e-6 * hi.max(1.0) {
-            let mid = 0.5 * (lo + hi);
+            // Halve the ratio while the bracket spans orders of magnitude, then the gap.
+            let mid = if hi > 4.0 * lo.max(1.0) { (lo.max(1.0) * hi).sqrt() } else { 0.5 * (lo + hi) };
             match self.feasible(mid) {
                 // Jump to what the picked design actually needs: at most mid.
                 Some((_, _, interval)) => (hi, witness) = (interval.min(mid), mid),
@@ -181,7 +181,7 @@ fn allocate_among(network: &Network, budget: &Budget, stage_choices: Vec<StageCh
     // Every stage can reach `floor`; at `ceiling` every stage is at its slowest, and
     // intervals beyond it are set by memory traffic.
     let floor = stage_choices.iter().map(StageChoices::min_cycles).fold(1.0, f64::max);
-    let slowest = stage_choices.iter().map(|f| f.entries().map(|e| e.cycles).fold(0.0, f64::max)).fold(1.0, f64::max);
+    let slowest = stage_choices.iter().map(StageChoices::max_cycles).fold(1.0, f64::max);
     let ceiling = slowest * 256.0;
     tracing::info!(stages = stage_choices.len(), floor, ceiling, "searching the initiation interval");
 

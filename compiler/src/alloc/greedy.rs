@@ -8,6 +8,7 @@ use super::{fits, Allocation};
 use crate::hw::cost::{Folding, Placement};
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::Budget;
+use rayon::prelude::*;
 
 /// The total usage of a design given as costed choices (converters between them included).
 fn usage_of(network: &Network, entries: &[CostedChoice]) -> crate::hw::Usage {
@@ -17,7 +18,8 @@ fn usage_of(network: &Network, entries: &[CostedChoice]) -> crate::hw::Usage {
 
 /// Allocate `network` on `budget` as one partition; `None` if the slowest design does not fit.
 pub fn allocate(network: &Network, budget: &Budget) -> Option<Allocation> {
-    let entries: Vec<Vec<CostedChoice>> = (0..network.stages.len()).map(|i| enumerate(network, i, budget)).collect();
+    let entries: Vec<Vec<CostedChoice>> =
+        (0..network.stages.len()).into_par_iter().map(|i| enumerate(network, i, budget)).collect();
     // Initial placement, in stage order: URAM while it fits, then BRAM up to half of it
     // (the rest is left for line buffers and the banks that folding adds), then off-chip.
     let mut current: Vec<CostedChoice> = Vec::with_capacity(entries.len());

@@ -71,6 +71,18 @@ pub struct Usage {
     pub offchip_bits: f64,
 }
 
+impl Usage {
+    /// Whether `self` needs at most as much as `other` of every resource.
+    pub fn at_most(&self, other: &Usage) -> bool {
+        self.dsp <= other.dsp
+            && self.bram18 <= other.bram18
+            && self.uram <= other.uram
+            && self.lut <= other.lut
+            && self.ff <= other.ff
+            && self.offchip_bits <= other.offchip_bits
+    }
+}
+
 impl Add for Usage {
     type Output = Usage;
     fn add(self, o: Usage) -> Usage {
