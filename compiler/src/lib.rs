@@ -143,7 +143,11 @@ pub fn compile_searched(
     };
     let mut result = search::search(&graph, board, &options.design, &images, search, quantization.as_ref())?;
     let compiled = compile_graph(graph, board, &CompileOptions { pruning: result.config.clone(), ..options.clone() })?;
+    // The report's figure: statistics on every calibration image, not the search's sample.
     result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
+    if let Some(p) = result.points.iter_mut().find(|p| p.chosen) {
+        p.reported_throughput_fps = Some(compiled.design.throughput_fps());
+    }
     Ok((compiled, result))
 }
 

@@ -261,8 +261,13 @@ fn search_writes_the_pareto_front_and_a_search_report() {
     let points = front["points"].as_array().unwrap();
     assert_eq!(points.len() as u64, search["evaluations"].as_u64().unwrap() + 1);
     assert_eq!(points.iter().filter(|p| p["chosen"] == true).count(), 1);
+    // The chosen point carries the report's figure, and the front says what it measured.
+    let chosen = points.iter().find(|p| p["chosen"] == true).unwrap();
+    assert_eq!(chosen["reported_throughput_fps"], r["throughput_fps"]);
+    assert!(front["throughput"].as_str().unwrap().contains("statistics on 96 of 500 calibration images"));
     let svg = std::fs::read_to_string(dir.path().join("front.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("chosen"));
+    let label = format!("chosen: {:.0} images/s (as reported)", r["throughput_fps"].as_f64().unwrap());
+    assert!(svg.starts_with("<svg") && svg.contains(&label), "{label}");
 }
 
 #[test]

@@ -253,8 +253,10 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     report.search = searched.as_ref().map(|r| r.summary.clone());
     report.datapath = compiled.datapath_report();
     if let (Some(path), Some(result)) = (&args.pareto, &searched) {
-        let json = serde_json::to_string_pretty(&hassc::search::pareto::to_json(&name, &result.points))? + "\n";
-        let svg = hassc::search::pareto::to_svg(&name, &result.points)
+        let sample = result.summary.sample();
+        let json =
+            serde_json::to_string_pretty(&hassc::search::pareto::to_json(&name, &result.points, &sample))? + "\n";
+        let svg = hassc::search::pareto::to_svg(&name, &result.points, &sample)
             .map_err(|e| anyhow::anyhow!("drawing the Pareto plot: {e}"))?;
         files.stage(path, json.as_bytes())?;
         files.stage(&path.with_extension("svg"), svg.as_bytes())?;

@@ -96,6 +96,7 @@ impl Context {
             accepted: false,
             on_front: false,
             chosen: false,
+            reported_throughput_fps: None,
         });
         self.bar.inc(1);
         self.points.len() - 1

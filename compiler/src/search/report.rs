@@ -21,6 +21,10 @@ pub struct Point {
     pub on_front: bool,
     /// The design the search returned.
     pub chosen: bool,
+    /// For the chosen design, the images/s the report gives: its statistics measured again
+    /// on every calibration image (`throughput_fps` is the search's, from a sample of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_throughput_fps: Option<f64>,
 }
 
 /// Why the search stopped.
@@ -95,4 +99,18 @@ pub struct SearchSummary {
     pub message: Option<String>,
     /// Per conv and fully connected layer.
     pub layers: Vec<LayerChoice>,
+}
+
+impl SearchSummary {
+    /// What the search's throughput figures were measured on (the chosen design's reported
+    /// figure is measured again on every calibration image).
+    pub fn sample(&self) -> String {
+        let n = self.calibration_images;
+        let used = n.min(super::evaluate::STATISTICS_IMAGES);
+        if used < n {
+            format!("search: statistics on {used} of {n} calibration images")
+        } else {
+            format!("search: statistics on all {n} calibration images")
+        }
+    }
 }
