@@ -4,7 +4,10 @@
 For each testdata/models/fmnist_*_op13.onnx, on zcu102, with the 500 bundled training images
 and labels as calibration set and a budget of 1.0 point:
   - dense: no sparsity at all (`hassc MODEL --target zcu102`);
-  - global-greedy: the predecessor's one weight and one activation threshold;
+  - global-greedy: the predecessor's one weight and one activation threshold, at 16 bits
+    and at the lowest uniform width whose dense model stays within the budget (that
+    width's own loss taken out of the budget its search gets);
+  - uniform: the same fraction pruned in every layer, blind to the hardware;
   - hass: hassc's per-layer search.
 Each design's top-1 on the 1000 bundled test images is measured by onnxruntime on the
 `--emit-onnx` model; throughput is the report's modelled steady state; seconds are the
@@ -43,33 +46,52 @@ def main():
     labels = os.path.join(INPUTS, "fmnist_train_500_labels.npy")
     x = np.load(os.path.join(INPUTS, "fmnist_test_1000.npy"))
     y = np.load(os.path.join(INPUTS, "fmnist_test_1000_labels.npy"))
-    print(f"{'model':<18} {'design':<14} {'images/s':>10} {'x dense':>8} {'calib top-1':>11} "
+    print(f"{'model':<18} {'design':<18} {'bits':>4} {'images/s':>10} {'x dense':>8} {'calib top-1':>11} "
           f"{'test top-1':>10} {'test drop':>9} {'evals':>6} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for model in sorted(glob.glob(os.path.join(ROOT, "testdata/models/fmnist_*_op13.onnx"))):
             name = os.path.basename(model)[:-len("_op13.onnx")]
-            rows = {}
-            for design in ["dense", "global-greedy", "hass"]:
+
+            def run(design, bits, search, budget=None):
                 out = os.path.join(tmp, f"{name}.{design}")
                 cmd = [HASSC, model, "--target", args.board, "-q", "-o", out + ".hass", "--report", out + ".json",
-                       "--emit-onnx", out + ".onnx"]
-                if design != "dense":
-                    cmd += ["--calib", calib, "--labels", labels, "--search", design,
-                            "--max-accuracy-drop", str(args.budget)]
+                       "--emit-onnx", out + ".onnx", "--weight-bits", str(bits), "--activation-bits", str(bits)]
+                if search is not None:
+                    cmd += ["--calib", calib, "--labels", labels, "--search", search,
+                            "--max-accuracy-drop", str(args.budget if budget is None else budget)]
                 start = time.time()
                 subprocess.run(cmd, check=True)
                 seconds = time.time() - start
                 report = json.load(open(out + ".json"))
-                search = report.get("search", {})
-                rows[design] = (report["throughput_fps"], search.get("final", {}).get("top1"),
-                                top1(out + ".onnx", x, y), search.get("evaluations", 0), seconds)
-            dense_fps, _, dense_test, _, _ = rows["dense"]
-            for design, (fps, calib_top1, test, evals, seconds) in rows.items():
-                calib_text = f"{calib_top1:11.1f}" if calib_top1 is not None else f"{'-':>11}"
-                print(f"{name:<18} {design:<14} {fps:10.0f} {fps / dense_fps:8.2f} {calib_text} "
-                      f"{test:10.1f} {dense_test - test:9.1f} {evals:6d} {seconds:8.1f}")
-            print(f"{name:<18} hass / global-greedy: {rows['hass'][0] / rows['global-greedy'][0]:.2f}x")
+                search_block = report.get("search") or {}
+                return dict(bits=bits, fps=report["throughput_fps"], calib=search_block.get("final", {}).get("top1"),
+                            test=top1(out + ".onnx", x, y), evals=search_block.get("evaluations", 0),
+                            seconds=seconds)
 
+            rows = {"dense": run("dense", 16, None)}
+            # The lowest uniform width whose dense model stays within the budget on the
+            # calibration images; its own loss is taken out of the budget its search gets.
+            reference = run("dense-16-calib", 16, "none")["calib"]
+            low, low_budget = 16, args.budget
+            for bits in (8, 4):
+                lost = reference - run(f"dense-{bits}-calib", bits, "none")["calib"]
+                if lost > args.budget:
+                    break
+                low, low_budget = bits, args.budget - max(lost, 0.0)
+            rows["global-greedy"] = run("global-greedy", 16, "global-greedy")
+            if low < 16:
+                rows[f"global-greedy-{low}b"] = run(f"global-greedy-{low}b", low, "global-greedy", low_budget)
+            rows["uniform"] = run("uniform", 16, "uniform")
+            rows["hass"] = run("hass", 16, "hass")
+            dense = rows["dense"]
+            for design, r in rows.items():
+                calib_text = f"{r['calib']:11.1f}" if r["calib"] is not None else f"{'-':>11}"
+                print(f"{name:<18} {design:<18} {r['bits']:4d} {r['fps']:10.0f} {r['fps'] / dense['fps']:8.2f} "
+                      f"{calib_text} {r['test']:10.1f} {dense['test'] - r['test']:9.1f} {r['evals']:6d} "
+                      f"{r['seconds']:8.1f}")
+            greedy = max(r["fps"] for d, r in rows.items() if d.startswith("global-greedy"))
+            print(f"{name:<18} hass / better global-greedy: {rows['hass']['fps'] / greedy:.2f}x, "
+                  f"hass / uniform: {rows['hass']['fps'] / rows['uniform']['fps']:.2f}x")
 
 if __name__ == "__main__":
     main()

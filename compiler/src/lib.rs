@@ -162,7 +162,16 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
     let mut design_options = options.design.clone();
     if options.pruning.any() {
         let _span = tracing::info_span!("prune").entered();
+        let dense = options.pruning.refits().then(|| graph.clone());
         sparsity::prune::apply(&mut graph, &options.pruning)?;
+        if let Some(dense) = dense {
+            let images = options.calibration.as_ref().ok_or_else(|| {
+                CompileError::Options(
+                    "reconstruct = true re-fits pruned weights on calibration images: give --calib X.npy".into(),
+                )
+            })?;
+            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images)?;
+        }
     }
     let quantization = match options.datapath {
         quantize::Datapath::Fixed => {

@@ -19,6 +19,7 @@ fn run(strategy: Strategy, budget: f64, labels: bool, images: usize) -> (Compile
         time_budget: None,
         labels: labels.then_some(y),
         progress: false,
+        reconstruct: strategy == Strategy::Hass,
     };
     let board = Board::resolve("zcu102").unwrap();
     hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap()
@@ -81,6 +82,25 @@ fn without_labels_accuracy_is_agreement_with_the_dense_model() {
 }
 
 #[test]
+fn uniform_prunes_the_same_fraction_of_every_layer() {
+    let (_, r) = run(Strategy::Uniform, 1.0, true, 100);
+    let fractions: Vec<_> = r.config.layers.values().map(|k| k.weight_sparsity).collect();
+    assert_eq!(fractions.len(), 3, "{:?}", r.config);
+    assert!(fractions.iter().all(|f| f.is_some() && *f == fractions[0]), "{fractions:?}");
+    assert!(r.config.layers.values().all(|k| k.reconstruct.is_none()), "the baseline only prunes");
+    assert!(r.summary.chosen.top1 >= r.summary.dense.top1 - 1.0 - 1e-9);
+    assert!(r.summary.chosen.throughput_fps > r.summary.free_zeros.throughput_fps);
+}
+
+#[test]
+fn hass_re_fits_what_it_prunes() {
+    let (_, r) = run(Strategy::Hass, 1.0, true, 200);
+    let pruned: Vec<_> = r.config.layers.values().filter(|k| k.prunes()).collect();
+    assert!(!pruned.is_empty());
+    assert!(pruned.iter().all(|k| k.reconstruct == Some(true)), "{:?}", r.config);
+}
+
+#[test]
 fn global_greedy_sets_one_threshold_pair_for_every_layer() {
     let (_, r) = run(Strategy::GlobalGreedy, 1.0, true, 100);
     let layers = &r.summary.layers;
@@ -104,6 +124,7 @@ fn a_spent_time_budget_returns_the_best_design_so_far() {
         time_budget: Some(std::time::Duration::from_nanos(1)),
         labels: Some(y),
         progress: false,
+        reconstruct: true,
     };
     let board = Board::resolve("zcu102").unwrap();
     let (compiled, r) = hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap();

@@ -1,7 +1,7 @@
 //! `hassc MODEL --target BOARD [-o OUT] [--report R.json]`: compile a model into an artifact
 //! and say what the design achieves.
 
-use super::values::{AllocatorArg, DatapathArg, FoldingArg, ObjectiveArg, StrategyArg};
+use super::values::{AllocatorArg, DatapathArg, FoldingArg, ObjectiveArg, StrategyArg, Switch};
 use anyhow::{Context, Result};
 use clap::Args;
 use hass_runtime::output::Outputs;
@@ -101,6 +101,11 @@ pub struct CompileArgs {
     /// Stop the search after this many seconds and keep the best design found so far.
     #[arg(long, value_name = "SECONDS")]
     time_budget: Option<f64>,
+    /// Re-fit pruned layers' kept weights and biases to their dense outputs on the
+    /// calibration images (least squares) inside the search: `on` by default for `hass`,
+    /// `off` for the baselines.
+    #[arg(long, value_enum, value_name = "on|off")]
+    reconstruct: Option<Switch>,
     /// Write every design the search evaluated (accuracy drop, throughput, front, chosen)
     /// to FILE.json, and the front's plot beside it as FILE.svg.
     #[arg(long, value_name = "FILE.json", requires = "calib")]
@@ -150,6 +155,10 @@ fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result
         time_budget,
         labels,
         progress: !quiet,
+        reconstruct: match args.reconstruct {
+            Some(s) => s == Switch::On,
+            None => strategy == Strategy::Hass,
+        },
     })
 }
 
@@ -166,6 +175,7 @@ fn pruning(args: &CompileArgs) -> Result<SparsityConfig> {
         weight_threshold: args.weight_threshold,
         weight_sparsity: args.weight_sparsity,
         activation_threshold: args.activation_threshold,
+        reconstruct: None,
         weight_bits: args.weight_bits,
         activation_bits: args.activation_bits,
     };

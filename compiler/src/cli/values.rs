@@ -68,6 +68,9 @@ pub enum StrategyArg {
     Hass,
     /// One global weight and one global activation threshold, stepped (the predecessor).
     GlobalGreedy,
+    /// The same fraction pruned in every layer and one activation threshold, blind to the
+    /// hardware (a baseline).
+    Uniform,
     /// No search: the dense model with the zeros it produces by itself.
     None,
 }
@@ -84,6 +87,7 @@ impl From<StrategyArg> for Strategy {
         match s {
             StrategyArg::Hass => Strategy::Hass,
             StrategyArg::GlobalGreedy => Strategy::GlobalGreedy,
+            StrategyArg::Uniform => Strategy::Uniform,
             StrategyArg::None => Strategy::None,
         }
     }
@@ -108,4 +112,13 @@ impl From<ObjectiveArg> for Objective {
             ObjectiveArg::Latency => Objective::Latency,
         }
     }
+}
+
+/// An on/off flag value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
 }

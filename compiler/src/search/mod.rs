@@ -7,6 +7,7 @@
 //! - `hass`: the default strategy, driven by the hardware model (see its docs), ending with
 //!   `local`, a seeded local search that trades sparsity between layers.
 //! - `global_greedy`: the public predecessor's loop, as a baseline.
+//! - `uniform`: the same fraction pruned in every layer, blind to the hardware, as a baseline.
 //! - [`pareto`]: every evaluated design, the accuracy-throughput front and its plot.
 //!
 //! Every strategy starts from the dense model measured on the calibration images, so the
@@ -23,6 +24,7 @@ mod local;
 mod options;
 pub mod pareto;
 mod report;
+mod uniform;
 
 pub use budget::{AccuracyBudget, CHANGE_GUARD, DIVERGENCE_GUARD};
 pub use options::{Objective, SearchOptions, Strategy};
@@ -134,7 +136,17 @@ pub fn search(
         )));
     }
     let labels = options.labels.as_deref();
-    let mut eval = Evaluator::new(graph, board, design, quantization, options.objective, images, labels, options.seed)?;
+    let mut eval = Evaluator::new(
+        graph,
+        board,
+        design,
+        quantization,
+        options.objective,
+        images,
+        labels,
+        options.seed,
+        options.reconstruct,
+    )?;
     let dense_design =
         crate::design::design(graph, board, &DesignOptions { sparsity: Default::default(), ..design.clone() })?;
     let free = eval.accepted().metrics;
@@ -155,6 +167,7 @@ pub fn search(
     let stopped = match options.strategy {
         Strategy::Hass => hass::run(&mut eval, &mut ctx)?,
         Strategy::GlobalGreedy => global_greedy::run(&mut eval, &mut ctx)?,
+        Strategy::Uniform => uniform::run(&mut eval, &mut ctx)?,
         Strategy::None => Stop::NotSearched,
     };
     ctx.bar.finish_and_clear();
@@ -209,9 +222,12 @@ fn progress_bar(shown: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// The knobs as a sparsity config (only what is set).
+/// The knobs as a sparsity config (only what is set; pruned layers re-fitted when the
+/// search re-fitted them).
 fn config_of(eval: &Evaluator, knobs: &[LayerKnobs]) -> SparsityConfig {
-    let layers = eval.targets().iter().zip(knobs).filter(|(_, k)| k.any()).map(|(t, k)| (t.name.clone(), *k)).collect();
+    let refit = |k: &LayerKnobs| LayerKnobs { reconstruct: (eval.reconstructs() && k.prunes()).then_some(true), ..*k };
+    let layers =
+        eval.targets().iter().zip(knobs).filter(|(_, k)| k.any()).map(|(t, k)| (t.name.clone(), refit(k))).collect();
     SparsityConfig { global: LayerKnobs::default(), layers }
 }
 
@@ -226,8 +242,12 @@ fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<Lay
             let s = eval.sparsity_of_target(t);
             let share = shares[target.stage];
             let mut reason = format!("{:.0} % of II", 100.0 * share);
-            if k.weight_threshold.is_some() {
+            let reconstructed = eval.reconstructs() && k.prunes();
+            if k.prunes() {
                 reason += &format!("; weights pruned to {:.0} % zeros", 100.0 * s.weights);
+            }
+            if reconstructed {
+                reason += ", kept weights and bias re-fitted to the dense outputs";
             }
             if k.activation_threshold.is_some() {
                 reason += &format!("; inputs thresholded to {:.0} % zeros", 100.0 * s.inputs);
@@ -246,6 +266,7 @@ fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<Lay
                 weight_sparsity: s.weights,
                 activation_threshold: k.activation_threshold,
                 activation_sparsity: s.inputs,
+                reconstructed,
                 reason,
             }
         })

@@ -11,6 +11,9 @@ pub enum Strategy {
     Hass,
     /// One global weight and one global activation threshold, stepped (the predecessor).
     GlobalGreedy,
+    /// The same fraction pruned in every layer and one activation threshold, as far as the
+    /// accuracy budget allows, without looking at the hardware (a baseline).
+    Uniform,
     /// No search: the dense model with the zeros it produces by itself.
     None,
 }
@@ -46,4 +49,7 @@ pub struct SearchOptions {
     pub labels: Option<Vec<i64>>,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Re-fit every pruned layer's kept weights and bias to its dense outputs
+    /// ([`crate::sparsity::reconstruct`]), as the search evaluates it and in the result.
+    pub reconstruct: bool,
 }

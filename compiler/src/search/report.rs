@@ -52,6 +52,8 @@ pub struct LayerChoice {
     pub activation_threshold: Option<f32>,
     /// Fraction of its inputs that are zero on the calibration images.
     pub activation_sparsity: f64,
+    /// Whether its kept weights and bias were re-fitted to its dense outputs.
+    pub reconstructed: bool,
     /// Why, in one line.
     pub reason: String,
 }

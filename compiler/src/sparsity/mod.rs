@@ -4,6 +4,8 @@
 //! - [`prune`]: applies the knobs to the graph (weights zeroed, thresholds set on conv and
 //!   fully connected inputs).
 //! - [`counts`]: window histograms from the runtime's window masks and the weights.
+//! - [`reconstruct`]: re-fits the weights pruning keeps so the layer reproduces its dense
+//!   outputs (least squares on calibration inputs).
 //! - [`statistics`]: the cost model's statistics, from the weights alone or measured by the
 //!   runtime on calibration images.
 //!
@@ -16,6 +18,7 @@
 
 pub mod counts;
 pub mod prune;
+pub mod reconstruct;
 pub mod statistics;
 
 use crate::hw::Precision;
@@ -82,6 +85,9 @@ pub struct LayerKnobs {
     pub weight_sparsity: Option<f64>,
     /// Inputs at or below this read as 0.
     pub activation_threshold: Option<f32>,
+    /// Re-fit the weights pruning keeps, and the bias, to the dense layer's outputs on the
+    /// calibration images ([`reconstruct`]; needs `--calib`).
+    pub reconstruct: Option<bool>,
     /// Its weights' width in bits (`None`: the global width). Not a sparsity knob, but set
     /// per layer in the same file.
     pub weight_bits: Option<u32>,
@@ -115,6 +121,7 @@ impl LayerKnobs {
             weight_threshold: if own_weight { self.weight_threshold } else { fallback.weight_threshold },
             weight_sparsity: if own_weight { self.weight_sparsity } else { fallback.weight_sparsity },
             activation_threshold: self.activation_threshold.or(fallback.activation_threshold),
+            reconstruct: self.reconstruct.or(fallback.reconstruct),
             weight_bits: self.weight_bits.or(fallback.weight_bits),
             activation_bits: self.activation_bits.or(fallback.activation_bits),
         }
@@ -123,6 +130,21 @@ impl LayerKnobs {
     /// Whether any sparsity knob is set (widths are not).
     pub fn any(&self) -> bool {
         self.weight_threshold.is_some() || self.weight_sparsity.is_some() || self.activation_threshold.is_some()
+    }
+
+    /// Whether the weights are pruned.
+    pub fn prunes(&self) -> bool {
+        self.weight_threshold.is_some() || self.weight_sparsity.is_some()
+    }
+
+    /// Whether pruned weights are re-fitted.
+    pub fn refits(&self) -> bool {
+        self.prunes() && self.reconstruct == Some(true)
+    }
+
+    /// What decides the layer's weights: the pruning knobs and whether they are re-fitted.
+    pub fn weight_key(&self) -> (Option<f32>, Option<f64>, bool) {
+        (self.weight_threshold, self.weight_sparsity, self.refits())
     }
 }
 
@@ -142,6 +164,11 @@ impl SparsityConfig {
     /// Whether anything is pruned or thresholded.
     pub fn any(&self) -> bool {
         self.global.any() || self.layers.values().any(LayerKnobs::any)
+    }
+
+    /// Whether any layer's pruned weights are re-fitted.
+    pub fn refits(&self) -> bool {
+        self.layers.values().map(|k| k.or(self.global)).chain([self.global]).any(|k| k.refits())
     }
 
     /// Whether it sets any width.

@@ -27,7 +27,7 @@ use crate::ir::Graph;
 use crate::quantize::{quantize_weights, Quantization};
 use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
-use crate::sparsity::{prune, LayerKnobs, PerKnob};
+use crate::sparsity::{prune, reconstruct, LayerKnobs, PerKnob};
 use accuracy::Accuracy;
 use estimate::Estimated;
 use hass_runtime::kernels::sparse::SparseRows;
@@ -118,12 +118,29 @@ pub struct Evaluator<'a> {
     /// Per target, its weights' width on the fixed-point datapath (`None`: float): pruned
     /// weights are quantized again as the backend would.
     weight_bits: Option<Vec<u32>>,
+    /// With reconstruction on, every pruned target is re-fitted (see [`Refits`]).
+    refits: Option<Refits>,
+}
+
+/// What re-fitting pruned targets needs, and what it has computed.
+struct Refits {
+    /// Per target, its dense inputs' Gram matrices (`None` where the layer has none).
+    grams: Vec<Option<reconstruct::Gram>>,
+    /// Re-fitted weights and biases by target and weight knobs: a search revisits them.
+    cache: std::collections::HashMap<(usize, Option<u32>, Option<u64>), Arc<Refitted>>,
+}
+
+/// A target's re-fitted weights and biases.
+struct Refitted {
+    weights: Vec<f32>,
+    biases: Vec<f32>,
 }
 
 impl<'a> Evaluator<'a> {
     /// Evaluate the dense `graph` on `images` (with `labels`, else against itself) and make
     /// that the accepted state, on the fixed-point datapath with `quantization`'s formats;
     /// `seed` draws the images the statistics are measured on.
+    /// With `reconstruct`, pruned targets are re-fitted to the dense `graph`'s outputs.
     #[allow(clippy::too_many_arguments)] // each is one thing the evaluation depends on
     pub fn new(
         graph: &Graph,
@@ -134,6 +151,7 @@ impl<'a> Evaluator<'a> {
         images: &Tensor,
         labels: Option<&[i64]>,
         seed: u64,
+        reconstruct: bool,
     ) -> Result<Evaluator<'a>> {
         let statistics_images = statistics_images(images.batch(), seed);
         let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, quantization)?;
@@ -153,6 +171,13 @@ impl<'a> Evaluator<'a> {
             masks[t.layer] = Some(Arc::new(m));
             mask_zeros[t.layer] = zero_share(&input, None);
         }
+        let refits = if reconstruct {
+            let mut grams = reconstruct::grams(graph, board, images, |name| targets.iter().any(|t| t.name == name))?;
+            let grams = targets.iter().map(|t| grams.remove(&t.name)).collect();
+            Some(Refits { grams, cache: Default::default() })
+        } else {
+            None
+        };
         let knobs = vec![LayerKnobs::default(); targets.len()];
         let budget = Budget::of(board);
         let stage_choices = (0..network.stages.len())
@@ -173,6 +198,7 @@ impl<'a> Evaluator<'a> {
             estimates: Default::default(),
             evaluations: 0,
             weight_bits,
+            refits,
         };
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
@@ -193,6 +219,11 @@ impl<'a> Evaluator<'a> {
             network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&self.plan, t.layer, &masks)));
         }
         Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
+    }
+
+    /// Whether pruned targets are re-fitted.
+    pub fn reconstructs(&self) -> bool {
+        self.refits.is_some()
     }
 
     /// The layers whose knobs are searched, in execution order.
@@ -293,19 +324,36 @@ impl<'a> Evaluator<'a> {
             let (new, old) = (knobs[t], self.applied[t]);
             let input_format = self.plan.value_format(self.plan.layers[target.layer].inputs[0]);
             let layer = &mut self.plan.layers[target.layer];
-            let (w, s, th) = match &mut layer.op {
-                Op::Conv(c) => (&mut c.weight, &mut c.sparse_weight, &mut c.input_threshold),
-                Op::Dense(d) => (&mut d.weight, &mut d.sparse_weight, &mut d.input_threshold),
+            let (w, b, s, th) = match &mut layer.op {
+                Op::Conv(c) => (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold),
+                Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold),
                 _ => unreachable!("targets are conv or fully connected layers"),
             };
             if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
-                *w = prune::pruned(&target.weights, &new).unwrap_or_else(|| target.weights.to_vec());
+                let pruned = prune::pruned(&target.weights, &new);
+                let refitted = match (&mut self.refits, pruned.as_ref()) {
+                    (Some(refits), Some(pruned)) => refits.refit(t, target, &new, pruned),
+                    _ => None,
+                };
+                let bias = match refitted {
+                    Some(r) => {
+                        *w = r.weights.clone();
+                        r.biases.clone()
+                    }
+                    None => {
+                        *w = pruned.unwrap_or_else(|| target.weights.to_vec());
+                        target.bias_values.to_vec()
+                    }
+                };
+                if b.len() == bias.len() {
+                    b.copy_from_slice(&bias);
+                }
                 // The fixed-point datapath: the pruned weights in integers, as the backend
                 // writes them (their formats and the biases' follow the weights).
                 let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
                 let bits = self.weight_bits.as_ref().map(|b| b[t]);
                 if let (Some(channels), Some(bits), Some(input)) = (channels, bits, input_format) {
-                    let q = quantize_weights(w, &target.bias_values, target.rows, bits, input);
+                    let q = quantize_weights(w, &bias, target.rows, bits, input);
                     let fan_in = w.len() / target.rows.max(1);
                     let mut exact = Vec::with_capacity(w.len());
                     for ((row, ints), f) in w.chunks_mut(fan_in).zip(q.weights.chunks(fan_in)).zip(&q.formats) {
@@ -403,6 +451,22 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+impl Refits {
+    /// Target `t`'s weights `pruned` (by `knobs`) re-fitted, and its biases; `None` where
+    /// the layer has no Gram matrix.
+    fn refit(&mut self, t: usize, target: &Target, knobs: &LayerKnobs, pruned: &[f32]) -> Option<Arc<Refitted>> {
+        let key = (t, knobs.weight_threshold.map(f32::to_bits), knobs.weight_sparsity.map(f64::to_bits));
+        if let Some(hit) = self.cache.get(&key) {
+            return Some(hit.clone());
+        }
+        let gram = self.grams[t].as_ref()?;
+        let (weights, biases) = gram.refit(&target.weights, &target.bias_values, pruned, target.biases > 0).ok()?;
+        let refitted = Arc::new(Refitted { weights, biases });
+        self.cache.insert(key, refitted.clone());
+        Some(refitted)
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
@@ -470,7 +534,8 @@ mod tests {
             .then(|| crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap());
         let q = quantization.as_ref();
         let mut eval =
-            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0).unwrap();
+            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, false)
+                .unwrap();
         let dense = eval.accepted().metrics;
         let names: Vec<String> = eval.targets().iter().map(|t| t.name.clone()).collect();
         let mut knobs = vec![LayerKnobs::default(); names.len()];
@@ -482,7 +547,8 @@ mod tests {
         let layers = names.iter().cloned().zip(knobs.iter().copied()).filter(|(_, k)| k.any()).collect();
         crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
         let fresh =
-            Evaluator::new(&pruned, &board, &options, q, Objective::Throughput, &images, Some(labels), 0).unwrap();
+            Evaluator::new(&pruned, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, false)
+                .unwrap();
         let (a, b) = (candidate.metrics, fresh.accepted().metrics);
         // (The pressure is probed relative to each evaluator's accepted design, so it differs.)
         assert_eq!((a.top1, a.throughput_fps, a.latency_s), (b.top1, b.throughput_fps, b.latency_s));

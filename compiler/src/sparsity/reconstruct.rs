@@ -1,0 +1,398 @@
+//! Weight reconstruction after pruning (OBC / SparseGPT's layer-wise least squares, solved
+//! exactly per output row): the weights that survive pruning, and the bias, are re-fitted so
+//! that the layer reproduces its dense outputs on calibration inputs.
+//!
+//! For output row `r` with kept positions `S` (plus the bias, as an input that is always 1),
+//! the best weights minimise `|| X_S^T w - X^T [W_r, b_r] ||^2 + lambda || w - [W_r, b_r]_S ||^2`
+//! over the input patches `X`: `(H_SS + lambda I) w = (H [W_r, b_r])_S + lambda [W_r, b_r]_S`
+//! with `H = X X^T`. Only `H` (per channel group) is
+//! needed, so the inputs are read once per layer.
+//!
+//! The inputs are the **dense float** model's, on at most [`RECONSTRUCTION_IMAGES`] of the
+//! calibration images (the first ones): a layer's refit then depends on its own knobs alone,
+//! not on the order in which a search pruned the others, and a compile given the same knobs
+//! and images reproduces the search's weights exactly.
+
+use super::SparsityConfig;
+use crate::board::Board;
+use crate::error::{CompileError, Result};
+use crate::ir::{Graph, NodeId, Op as IrOp, WeightId};
+use faer::linalg::solvers::Solve;
+use faer::{Mat, Side};
+use hass_runtime::plan::Op;
+use hass_runtime::trace::Trace;
+use hass_runtime::Tensor;
+use std::collections::BTreeMap;
+
+/// Calibration images the Gram matrices are accumulated over (the first ones): second
+/// moments of a few hundred images' patches are well settled, and more only costs time.
+pub const RECONSTRUCTION_IMAGES: usize = 256;
+
+/// Ridge term, as a fraction of the mean diagonal of `H_SS` (as GPTQ and SparseGPT damp),
+/// pulling towards the dense weights: keeps the solve well conditioned where inputs are
+/// correlated or always zero, and leaves weights the inputs say nothing about as they were.
+pub const DAMPING: f64 = 0.01;
+
+/// Second moments of one layer's input patches, per channel group, with a constant 1
+/// appended (the bias's input): `(fan_in + 1)` square per group.
+#[derive(Clone, Debug)]
+pub struct Gram {
+    /// Weights per output row (input channels per group times the window).
+    fan_in: usize,
+    /// Output rows per group.
+    rows_per_group: usize,
+    /// One matrix per group.
+    groups: Vec<Mat<f64>>,
+}
+
+/// Geometry of a layer's patches: what [`Gram::of_layer`] reads of a runtime layer.
+struct Patches {
+    groups: usize,
+    channels_per_group: usize,
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    rows_per_group: usize,
+}
+
+impl Patches {
+    fn of(op: &Op, input_shape: &[usize], output_shape: &[usize]) -> Option<Patches> {
+        match op {
+            Op::Conv(c) => Some(Patches {
+                groups: c.groups,
+                channels_per_group: c.c_in / c.groups,
+                in_hw: [*input_shape.get(1)?, *input_shape.get(2)?],
+                out_hw: [*output_shape.get(1)?, *output_shape.get(2)?],
+                kernel: c.kernel,
+                stride: c.stride,
+                dilation: c.dilation,
+                pad: [c.pads[0], c.pads[1]],
+                rows_per_group: c.c_out / c.groups,
+            }),
+            // A fully connected layer: one patch per image, a 1x1 window over a 1x1 map.
+            Op::Dense(d) => Some(Patches {
+                groups: 1,
+                channels_per_group: d.inputs,
+                in_hw: [1, 1],
+                out_hw: [1, 1],
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [0, 0],
+                rows_per_group: d.outputs,
+            }),
+            _ => None,
+        }
+    }
+
+    fn fan_in(&self) -> usize {
+        self.channels_per_group * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Group `g`'s patches of one image (`[C, H, W]`), one row per output pixel, the
+    /// constant 1 last.
+    fn of_image(&self, image: &[f32], g: usize) -> Mat<f64> {
+        let ([h, w], [oh, ow], [kh, kw]) = (self.in_hw, self.out_hw, self.kernel);
+        Mat::from_fn(oh * ow, self.fan_in() + 1, |p, j| {
+            if j == self.fan_in() {
+                return 1.0;
+            }
+            let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
+            let (oy, ox) = (p / ow, p % ow);
+            let y = (oy * self.stride[0] + ky * self.dilation[0]).checked_sub(self.pad[0]).filter(|&y| y < h);
+            let x = (ox * self.stride[1] + kx * self.dilation[1]).checked_sub(self.pad[1]).filter(|&x| x < w);
+            match (y, x) {
+                (Some(y), Some(x)) => image[((g * self.channels_per_group + c) * h + y) * w + x] as f64,
+                _ => 0.0,
+            }
+        })
+    }
+}
+
+impl Gram {
+    /// The Gram matrices of a conv or fully connected runtime layer `op`, from its input
+    /// values `input` (a batch of `input_shape` each, at most [`RECONSTRUCTION_IMAGES`]
+    /// read). `None` for any other op.
+    pub fn of_layer(op: &Op, input: &[f32], input_shape: &[usize], output_shape: &[usize]) -> Option<Gram> {
+        let patches = Patches::of(op, input_shape, output_shape)?;
+        let per_image: usize = input_shape.iter().product();
+        let images = (input.len() / per_image.max(1)).min(RECONSTRUCTION_IMAGES);
+        let n = patches.fan_in() + 1;
+        let groups = (0..patches.groups)
+            .map(|g| {
+                let mut h = Mat::<f64>::zeros(n, n);
+                for image in input.chunks_exact(per_image).take(images) {
+                    let x = patches.of_image(image, g);
+                    h += x.transpose() * &x;
+                }
+                h
+            })
+            .collect();
+        Some(Gram { fan_in: patches.fan_in(), rows_per_group: patches.rows_per_group, groups })
+    }
+
+    /// Re-fit the weights `pruned` keeps (non-zero) and, when `with_bias`, the bias, so that
+    /// each row reproduces the `dense` row's outputs (weights `[rows, fan_in]` row-major,
+    /// one bias per row). Pruned positions stay exactly zero. A row whose system cannot be
+    /// solved keeps its pruned weights.
+    pub fn refit(&self, dense: &[f32], bias: &[f32], pruned: &[f32], with_bias: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let rows = self.rows_per_group * self.groups.len();
+        if dense.len() != rows * self.fan_in || pruned.len() != dense.len() || bias.len() != rows {
+            return Err(CompileError::internal(format!(
+                "reconstruction: {} weights and {} biases for {rows} rows of {} inputs",
+                dense.len(),
+                bias.len(),
+                self.fan_in
+            )));
+        }
+        let (mut weights, mut biases) = (pruned.to_vec(), bias.to_vec());
+        for r in 0..rows {
+            let h = &self.groups[r / self.rows_per_group];
+            let row = r * self.fan_in..(r + 1) * self.fan_in;
+            // The kept positions, and the bias's (index fan_in) when it is fitted.
+            let kept: Vec<usize> = (0..self.fan_in)
+                .filter(|&j| pruned[row.start + j] != 0.0)
+                .chain(with_bias.then_some(self.fan_in))
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            // The dense row's outputs, as seen through H: H [W_r, b_r].
+            let target: Vec<f64> =
+                (0..self.fan_in).map(|j| dense[row.start + j] as f64).chain([bias[r] as f64]).collect();
+            let mean_diagonal = kept.iter().map(|&i| h[(i, i)]).sum::<f64>() / kept.len() as f64;
+            let damping = DAMPING * mean_diagonal.max(f64::MIN_POSITIVE);
+            // The ridge pulls towards the dense values, not towards zero: with nothing
+            // pruned the answer is the dense row exactly.
+            let rhs = Mat::from_fn(kept.len(), 1, |i, _| {
+                (0..=self.fan_in).map(|j| h[(kept[i], j)] * target[j]).sum::<f64>() + damping * target[kept[i]]
+            });
+            let system =
+                Mat::from_fn(kept.len(), kept.len(), |a, b| h[(kept[a], kept[b])] + if a == b { damping } else { 0.0 });
+            let Ok(llt) = system.llt(Side::Lower) else { continue };
+            let solution = llt.solve(&rhs);
+            for (i, &j) in kept.iter().enumerate() {
+                let v = solution[(i, 0)] as f32;
+                if !v.is_finite() {
+                    continue;
+                }
+                if j == self.fan_in {
+                    biases[r] = v;
+                } else if v != 0.0 {
+                    // (An exact zero would read as pruned: keep the position's old value.)
+                    weights[row.start + j] = v;
+                }
+            }
+        }
+        Ok((weights, biases))
+    }
+}
+
+/// The first [`RECONSTRUCTION_IMAGES`] of `images`.
+pub fn reconstruction_images(images: &Tensor) -> Result<Tensor> {
+    let n = images.batch().min(RECONSTRUCTION_IMAGES);
+    let per_image: usize = images.shape()[1..].iter().product();
+    let mut shape = images.shape().to_vec();
+    shape[0] = n;
+    Tensor::new(shape, images.data()[..n * per_image].to_vec())
+        .map_err(|e| CompileError::internal(format!("reconstruction images: {e}")))
+}
+
+/// The Gram matrix of every conv and fully connected layer of the dense float `graph` that
+/// `wanted` names, from its inputs on `images` (see [`reconstruction_images`]), by layer name.
+pub fn grams(
+    graph: &Graph,
+    board: &Board,
+    images: &Tensor,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, Gram>> {
+    let images = reconstruction_images(images)?;
+    let plan = super::statistics::calibration_plan(graph, board, &images, None)?;
+    let trace = Trace::new(&plan, &images)
+        .map_err(|e| CompileError::internal(format!("running the dense model for reconstruction: {e}")))?;
+    let mut out = BTreeMap::new();
+    for layer in plan.layers.iter().filter(|l| wanted(&l.name)) {
+        let input = layer.inputs[0];
+        if let Some(g) = Gram::of_layer(&layer.op, trace.value(input), plan.value_shape(input), &layer.output_shape) {
+            out.insert(layer.name.clone(), g);
+        }
+    }
+    Ok(out)
+}
+
+/// Re-fit every pruned layer of `graph` whose knobs in `config` ask for it, against the
+/// unpruned `dense` graph (the same graph before [`super::prune::apply`]) on `images`.
+pub fn apply(graph: &mut Graph, dense: &Graph, config: &SparsityConfig, board: &Board, images: &Tensor) -> Result<()> {
+    let refitted: Vec<(NodeId, String)> = graph
+        .layers()
+        .into_iter()
+        .filter(|&id| matches!(graph.node(id).op, IrOp::Conv(_) | IrOp::Dense(_)))
+        .map(|id| (id, graph.node(id).name.clone()))
+        .filter(|(_, name)| config.layers.get(name).copied().unwrap_or_default().or(config.global).refits())
+        .collect();
+    if refitted.is_empty() {
+        return Ok(());
+    }
+    let _span = tracing::info_span!("reconstruct", layers = refitted.len()).entered();
+    let grams = grams(dense, board, images, |name| refitted.iter().any(|(_, n)| n == name))?;
+    for (id, name) in refitted {
+        let (weight, bias) = weight_and_bias(&graph.node(id).op);
+        let (dense_weight, dense_bias) = weight_and_bias(&dense.node(id).op);
+        let gram = grams.get(&name).ok_or_else(|| CompileError::internal(format!("no inputs for layer {name}")))?;
+        let shape = graph.weights.tensor(weight).shape.clone();
+        let rows = shape[0];
+        let bias_values =
+            |b: Option<WeightId>, g: &Graph| b.map_or(vec![0.0; rows], |b| g.weights.tensor(b).data.clone());
+        let (w, b) = gram.refit(
+            &dense.weights.tensor(dense_weight).data,
+            &bias_values(dense_bias, dense),
+            &graph.weights.tensor(weight).data,
+            bias.is_some(),
+        )?;
+        let new_weight = graph.weights.add(shape, w);
+        let new_bias = bias.map(|old| {
+            let shape = graph.weights.tensor(old).shape.clone();
+            graph.weights.add(shape, b)
+        });
+        match &mut graph.node_mut(id).op {
+            IrOp::Conv(c) => (c.weight, c.bias) = (new_weight, new_bias),
+            IrOp::Dense(d) => (d.weight, d.bias) = (new_weight, new_bias),
+            _ => unreachable!("filtered above"),
+        }
+    }
+    Ok(())
+}
+
+fn weight_and_bias(op: &IrOp) -> (WeightId, Option<WeightId>) {
+    match op {
+        IrOp::Conv(c) => (c.weight, c.bias),
+        IrOp::Dense(d) => (d.weight, d.bias),
+        _ => unreachable!("conv or fully connected"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hass_runtime::plan::{Conv, Dense};
+
+    /// A deterministic pseudo-random sequence in [-1, 1).
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Squared error of `weights`/`bias` against the dense layer on `x` (`[n, fan_in]`).
+    fn error(x: &[f32], fan_in: usize, dense: &[f32], bias: &[f32], weights: &[f32], new_bias: &[f32]) -> f64 {
+        let rows = bias.len();
+        x.chunks(fan_in)
+            .map(|xi| {
+                (0..rows)
+                    .map(|r| {
+                        let dot = |w: &[f32], b: f32| {
+                            w[r * fan_in..][..fan_in].iter().zip(xi).map(|(a, b)| (a * b) as f64).sum::<f64>()
+                                + b as f64
+                        };
+                        (dot(dense, bias[r]) - dot(weights, new_bias[r])).powi(2)
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    fn magnitude_pruned(w: &[f32], threshold: f32) -> Vec<f32> {
+        w.iter().map(|&v| if v.abs() < threshold { 0.0 } else { v }).collect()
+    }
+
+    fn dense_layer(inputs: usize, outputs: usize, weight: &[f32], bias: &[f32]) -> Op {
+        Op::Dense(Dense {
+            weight: weight.to_vec(),
+            bias: bias.to_vec(),
+            inputs,
+            outputs,
+            activation: None,
+            input_threshold: None,
+            sparse_weight: None,
+        })
+    }
+
+    #[test]
+    fn refit_makes_up_for_what_correlated_inputs_carry_and_keeps_the_zeros() {
+        let (inputs, outputs, n) = (24, 6, 300);
+        // Inputs in identical pairs: whatever a pruned input carried, its twin carries too.
+        let base = values(1, n * inputs / 2);
+        let x: Vec<f32> = (0..n * inputs).map(|i| base[i / 2] + 0.3).collect();
+        let dense = values(2, outputs * inputs);
+        let bias = values(3, outputs);
+        let gram = Gram::of_layer(&dense_layer(inputs, outputs, &dense, &bias), &x, &[inputs], &[outputs]).unwrap();
+        // Prune the smaller of each pair (half the weights).
+        let pruned: Vec<f32> =
+            dense.chunks(2).flat_map(|p| if p[0].abs() < p[1].abs() { [0.0, p[1]] } else { [p[0], 0.0] }).collect();
+        let (refit, new_bias) = gram.refit(&dense, &bias, &pruned, true).unwrap();
+        for (p, r) in pruned.iter().zip(&refit) {
+            assert_eq!(*p == 0.0, *r == 0.0, "the zero pattern is kept");
+        }
+        let before = error(&x, inputs, &dense, &bias, &pruned, &bias);
+        let after = error(&x, inputs, &dense, &bias, &refit, &new_bias);
+        // Exact but for the damping's shrinkage.
+        assert!(after < 1e-3 * before, "refit error {after} vs magnitude pruning {before}");
+    }
+
+    #[test]
+    fn refit_never_does_worse_than_magnitude_pruning() {
+        let (inputs, outputs, n) = (24, 6, 300);
+        let x: Vec<f32> = values(4, n * inputs).iter().map(|v| v + 0.3).collect();
+        let dense = values(5, outputs * inputs);
+        let bias = values(6, outputs);
+        let gram = Gram::of_layer(&dense_layer(inputs, outputs, &dense, &bias), &x, &[inputs], &[outputs]).unwrap();
+        for threshold in [0.2, 0.5, 0.9] {
+            let pruned = magnitude_pruned(&dense, threshold);
+            let (refit, new_bias) = gram.refit(&dense, &bias, &pruned, true).unwrap();
+            let before = error(&x, inputs, &dense, &bias, &pruned, &bias);
+            let after = error(&x, inputs, &dense, &bias, &refit, &new_bias);
+            assert!(after < before, "threshold {threshold}: {after} vs {before}");
+        }
+        // Nothing pruned: the dense layer is already the least-squares answer.
+        let (same, same_bias) = gram.refit(&dense, &bias, &dense, true).unwrap();
+        let scale = error(&x, inputs, &dense, &bias, &magnitude_pruned(&dense, 0.5), &bias);
+        assert!(error(&x, inputs, &dense, &bias, &same, &same_bias) < 1e-3 * scale);
+    }
+
+    #[test]
+    fn conv_patches_follow_the_weight_layout() {
+        // A 2-group 3x3 conv with padding and stride 2: its Gram matrix must make the refit of
+        // an unpruned layer reproduce it, which holds only if patches line up with weights.
+        let (c_in, c_out, hw) = (4, 4, [7, 7]);
+        let weight = values(4, c_out * (c_in / 2) * 9);
+        let conv = Conv { pads: [1; 4], stride: [2, 2], groups: 2, ..Conv::new(weight.clone(), c_in, c_out, [3, 3]) };
+        let input = values(5, 20 * c_in * hw[0] * hw[1]);
+        let op = Op::Conv(conv);
+        let gram = Gram::of_layer(&op, &input, &[c_in, hw[0], hw[1]], &[c_out, 4, 4]).unwrap();
+        assert_eq!((gram.fan_in, gram.rows_per_group, gram.groups.len()), (18, 2, 2));
+        // Prune one weight per row: the refit moves the rest to make up for it.
+        let mut pruned = weight.clone();
+        for r in 0..c_out {
+            pruned[r * 18 + 4] = 0.0;
+        }
+        let bias = vec![0.0; c_out];
+        let (refit, _) = gram.refit(&weight, &bias, &pruned, false).unwrap();
+        assert!(refit.iter().zip(&pruned).any(|(a, b)| a != b));
+        assert!(refit.iter().zip(&pruned).all(|(a, b)| (*a == 0.0) == (*b == 0.0)));
+        // The centre tap of output (0, 0) in group 1, its channel 0, reads input channel 2 at (0, 0)
+        // (stride 2, pad 1: the window's centre sits on the input's corner).
+        let patches = Patches::of(&op, &[c_in, 7, 7], &[c_out, 4, 4]).unwrap();
+        let first = patches.of_image(&input[..c_in * 49], 1);
+        assert_eq!(first[(0, 4)], input[2 * 49] as f64);
+        assert_eq!(first[(0, 0)], 0.0, "padding reads zero");
+        assert_eq!(first[(0, 18)], 1.0, "the bias input");
+    }
+}
