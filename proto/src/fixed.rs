@@ -188,13 +188,31 @@ pub fn requantize(v: i128, from_frac: i32, to: Format) -> i64 {
     let shift = from_frac - to.frac;
     // The common case in 64-bit arithmetic: the same rounding as `shift_round`.
     if let (Ok(v), 1..=62) = (i64::try_from(v), shift) {
-        let floor = v >> shift;
-        let rest = v - (floor << shift);
-        let half = 1i64 << (shift - 1);
-        let rounded = if rest > half || (rest == half && floor & 1 == 1) { floor + 1 } else { floor };
-        return rounded.clamp(to.min(), to.max());
+        return shift_round_i64(v, shift as u32).clamp(to.min(), to.max());
     }
     to.saturate(shift_round(v, shift))
+}
+
+/// [`shift_round`] of a 64-bit `v` by `shift` in `1..=62`, without branches (rounding
+/// directions are data-dependent, so branches mispredict half the time), so loops of it
+/// vectorize.
+#[inline(always)]
+fn shift_round_i64(v: i64, shift: u32) -> i64 {
+    let floor = v >> shift;
+    let rest = v - (floor << shift);
+    let half = 1i64 << (shift - 1);
+    floor + ((rest > half) | ((rest == half) & (floor & 1 == 1))) as i64
+}
+
+/// [`requantize`] of a 64-bit `v`: the branch-free path when the shift allows.
+#[inline(always)]
+fn requantize_i64(v: i64, from_frac: i32, to: Format) -> i64 {
+    let shift = from_frac - to.frac;
+    if (1..=62).contains(&shift) {
+        shift_round_i64(v, shift as u32).clamp(to.min(), to.max())
+    } else {
+        requantize(v as i128, from_frac, to)
+    }
 }
 
 /// `n / d` rounded half to even (`d > 0`): average pooling's division, exact.
@@ -505,6 +523,42 @@ impl ActivationUnit {
     }
 
     fn apply_each(&self, acc: &[i64], bias: i64, v_frac: i32, out: &mut [f32], step: f32) {
+        // HardSigmoid and HardSwish in 64-bit arithmetic where nothing can overflow (every
+        // design of 16 bits or fewer): the same integer operations as `apply`, exact, and
+        // several times faster than in i128.
+        let pre_bits = self.pre.bits as i64;
+        match self.kind {
+            UnitKind::HardSigmoid { alpha, frac, left_shift, offset }
+                if pre_bits + 15 + left_shift as i64 <= 61 && (0..=61).contains(&frac) =>
+            {
+                if let (Ok(alpha), Ok(offset)) = (i64::try_from(alpha), i64::try_from(offset)) {
+                    if alpha.unsigned_abs() < 1 << 16 && offset.unsigned_abs() < 1 << 61 {
+                        for (o, &a) in out.iter_mut().zip(acc) {
+                            let p = requantize_i64(a + bias, v_frac, self.pre);
+                            let t = (((p * alpha) << left_shift) + offset).clamp(0, 1 << frac);
+                            *o = requantize_i64(t, frac, self.out) as f32 * step;
+                        }
+                        return;
+                    }
+                }
+            }
+            UnitKind::HardSwish { frac, left_shift, offset }
+                if pre_bits + 13 + left_shift as i64 <= 61 && pre_bits - 1 + frac as i64 <= 61 && frac >= 0 =>
+            {
+                if let Ok(offset) = i64::try_from(offset) {
+                    if offset.unsigned_abs() < 1 << 61 {
+                        let slope = HARD_SWISH_SLOPE as i64;
+                        for (o, &a) in out.iter_mut().zip(acc) {
+                            let p = requantize_i64(a + bias, v_frac, self.pre);
+                            let gate = (((p * slope) << left_shift) + offset).clamp(0, 1 << frac);
+                            *o = requantize_i64(p * gate, self.pre.frac + frac, self.out) as f32 * step;
+                        }
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
         for (o, &a) in out.iter_mut().zip(acc) {
             *o = self.apply(a as i128 + bias as i128, v_frac) as f32 * step;
         }
@@ -676,8 +730,18 @@ mod tests {
             (3 << 33) + (1 << 33),
             -(5 << 33),
         ]);
-        let pre = Format { bits: 16, frac: 8 };
-        for act in [None, Some(A::Relu), Some(A::Clip { min: -1.0, max: 6.0 }), Some(A::HardSwish), Some(A::Sigmoid)] {
+        let acts = [
+            None,
+            Some(A::Relu),
+            Some(A::Clip { min: -1.0, max: 6.0 }),
+            Some(A::HardSwish),
+            Some(A::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+            Some(A::HardSigmoid { alpha: -1.5, beta: 0.25 }),
+            Some(A::Sigmoid),
+        ];
+        // Pre formats above and below one, and one too wide for HardSwish's 64-bit path.
+        let pres = [Format { bits: 16, frac: 8 }, Format { bits: 8, frac: -3 }, Format { bits: 40, frac: 20 }];
+        for (pre, act) in pres.into_iter().flat_map(|p| acts.map(|a| (p, a))) {
             for out in [Format { bits: 8, frac: 4 }, Format { bits: 16, frac: 10 }, Format { bits: 4, frac: 0 }] {
                 let unit = ActivationUnit::new(act, pre, out);
                 for (v_frac, bias) in
