@@ -225,9 +225,18 @@ fn progress_bar(shown: bool) -> indicatif::ProgressBar {
 /// The knobs as a sparsity config (only what is set; pruned layers re-fitted when the
 /// search re-fitted them).
 fn config_of(eval: &Evaluator, knobs: &[LayerKnobs]) -> SparsityConfig {
-    let refit = |k: &LayerKnobs| LayerKnobs { reconstruct: (eval.reconstructs() && k.prunes()).then_some(true), ..*k };
-    let layers =
-        eval.targets().iter().zip(knobs).filter(|(_, k)| k.any()).map(|(t, k)| (t.name.clone(), refit(k))).collect();
+    let refit = |t: usize, k: &LayerKnobs| LayerKnobs {
+        reconstruct: (eval.refits_target(t) && k.prunes()).then_some(true),
+        ..*k
+    };
+    let layers = eval
+        .targets()
+        .iter()
+        .zip(knobs)
+        .enumerate()
+        .filter(|(_, (_, k))| k.any())
+        .map(|(i, (t, k))| (t.name.clone(), refit(i, k)))
+        .collect();
     SparsityConfig { global: LayerKnobs::default(), layers }
 }
 
@@ -242,7 +251,7 @@ fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<Lay
             let s = eval.sparsity_of_target(t);
             let share = shares[target.stage];
             let mut reason = format!("{:.0} % of II", 100.0 * share);
-            let reconstructed = eval.reconstructs() && k.prunes();
+            let reconstructed = eval.refits_target(t) && k.prunes();
             if k.prunes() {
                 reason += &format!("; weights pruned to {:.0} % zeros", 100.0 * s.weights);
             }

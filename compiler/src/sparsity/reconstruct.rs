@@ -28,6 +28,13 @@ use std::collections::BTreeMap;
 /// moments of a few hundred images' patches are well settled, and more only costs time.
 pub const RECONSTRUCTION_IMAGES: usize = 256;
 
+/// Largest `rows x fan_in^3` re-fitted: each row's solve costs up to `fan_in^3 / 3`, and a
+/// search re-fits a layer at every move of its weights. Every layer of the bundled models
+/// fits (the largest, fmnist_cnn's classifier, 10 x 1568^3 = 3.9e10); ResNet-18's first
+/// stage fits, its wider 3x3 stages and its classifier do not and keep magnitude pruning (a
+/// shared-inverse update in the manner of SparseGPT would scale to them).
+pub const MAX_REFIT_WORK: f64 = 6.9e10;
+
 /// Ridge term, as a fraction of the mean diagonal of `H_SS` (as GPTQ and SparseGPT damp),
 /// pulling towards the dense weights: keeps the solve well conditioned where inputs are
 /// correlated or always zero, and leaves weights the inputs say nothing about as they were.
@@ -116,9 +123,13 @@ impl Patches {
 impl Gram {
     /// The Gram matrices of a conv or fully connected runtime layer `op`, from its input
     /// values `input` (a batch of `input_shape` each, at most [`RECONSTRUCTION_IMAGES`]
-    /// read). `None` for any other op.
+    /// read). `None` for any other op, and for layers beyond [`MAX_REFIT_WORK`].
     pub fn of_layer(op: &Op, input: &[f32], input_shape: &[usize], output_shape: &[usize]) -> Option<Gram> {
         let patches = Patches::of(op, input_shape, output_shape)?;
+        let rows = (patches.rows_per_group * patches.groups) as f64;
+        if rows * (patches.fan_in() as f64).powi(3) > MAX_REFIT_WORK {
+            return None;
+        }
         let per_image: usize = input_shape.iter().product();
         let images = (input.len() / per_image.max(1)).min(RECONSTRUCTION_IMAGES);
         let n = patches.fan_in() + 1;

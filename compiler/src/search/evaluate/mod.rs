@@ -226,6 +226,12 @@ impl<'a> Evaluator<'a> {
         self.refits.is_some()
     }
 
+    /// Whether target `t`'s weights are re-fitted when pruned (reconstruction on, and the
+    /// layer within [`reconstruct::MAX_REFIT_WORK`]).
+    pub fn refits_target(&self, t: usize) -> bool {
+        self.refits.as_ref().is_some_and(|r| r.grams[t].is_some())
+    }
+
     /// The layers whose knobs are searched, in execution order.
     pub fn targets(&self) -> &[Target] {
         &self.targets
