@@ -74,12 +74,17 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
     let mut out = Vec::new();
     let fits =
         |u: &Usage| u.dsp <= budget.dsp && u.lut <= budget.lut && u.bram18 <= budget.bram18 && u.uram <= budget.uram;
+    let costed = |choice: Choice, cycles: f64, usage: Usage| CostedChoice {
+        choice,
+        cycles,
+        usage,
+        aligned: divides(stage, &choice.folding),
+        lanes_in: network.lanes_in(i, &choice),
+    };
     let push = |out: &mut Vec<CostedChoice>, folding: Folding, placement: Placement| {
         let c = stage_cost(stage, folding, placement, sparsity);
         if fits(&c.usage) {
-            let choice = Choice { folding, placement };
-            let (aligned, lanes_in) = (divides(stage, &folding), network.lanes_in(i, &choice));
-            out.push(CostedChoice { choice, cycles: c.cycles, usage: c.usage, aligned, lanes_in });
+            out.push(costed(Choice { folding, placement }, c.cycles, c.usage));
         }
     };
     match &stage.kind {
@@ -128,14 +133,7 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                                 for &placement in placements {
                                     let usage = core.usage + weights.at(placement);
                                     if fits(&usage) {
-                                        let choice = Choice { folding, placement };
-                                        out.push(CostedChoice {
-                                            choice,
-                                            cycles: core.cycles,
-                                            usage,
-                                            aligned: divides(stage, &choice.folding),
-                                            lanes_in: network.lanes_in(i, &choice),
-                                        });
+                                        out.push(costed(Choice { folding, placement }, core.cycles, usage));
                                     }
                                 }
                             }

@@ -42,7 +42,7 @@ impl IntervalSearch<'_> {
             // A stream arriving at another width needs a converter; a choice that takes it
             // as it comes may be cheaper than the two together.
             let arriving = self.network.first_input_lanes(i, &choices);
-            let taking = self.network.lanes_in(i, &e.choice);
+            let taking = e.lanes_in;
             if let (Some((j, from)), Some(to)) = (arriving, taking) {
                 if from != to {
                     let converter = self.network.converter(j, from, to);

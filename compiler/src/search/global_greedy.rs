@@ -14,12 +14,19 @@ const WEIGHT_STEP: f32 = 0.001;
 const ACTIVATION_STEP: f32 = 0.01;
 
 fn knobs(eval: &Evaluator, weight: f32, activation: f32) -> Vec<LayerKnobs> {
+    let weights = LayerKnobs { weight_threshold: (weight > 0.0).then_some(weight), ..LayerKnobs::default() };
+    everywhere(eval, weights, activation)
+}
+
+/// `weights` (the weight knobs) on every target, and the activation `threshold` (none at 0)
+/// on every target's input but the image's: the knobs of the baselines that set one value for
+/// the whole network.
+pub(super) fn everywhere(eval: &Evaluator, weights: LayerKnobs, threshold: f32) -> Vec<LayerKnobs> {
     eval.targets()
         .iter()
         .map(|t| LayerKnobs {
-            weight_threshold: (weight > 0.0).then_some(weight),
-            activation_threshold: (activation > 0.0 && !t.reads_image).then_some(activation),
-            ..LayerKnobs::default()
+            activation_threshold: (threshold > 0.0 && !t.reads_image).then_some(threshold),
+            ..weights
         })
         .collect()
 }

@@ -18,14 +18,8 @@ const MAX_SPARSITY: f64 = 0.975;
 const ACTIVATION_STEP: f32 = 0.01;
 
 fn knobs(eval: &Evaluator, sparsity: f64, activation: f32) -> Vec<LayerKnobs> {
-    eval.targets()
-        .iter()
-        .map(|t| LayerKnobs {
-            weight_sparsity: (sparsity > 0.0).then_some(sparsity),
-            activation_threshold: (activation > 0.0 && !t.reads_image).then_some(activation),
-            ..LayerKnobs::default()
-        })
-        .collect()
+    let weights = LayerKnobs { weight_sparsity: (sparsity > 0.0).then_some(sparsity), ..LayerKnobs::default() };
+    super::global_greedy::everywhere(eval, weights, activation)
 }
 
 /// A step tried: what it does to the outputs, and where it leads.

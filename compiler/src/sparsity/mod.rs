@@ -141,11 +141,6 @@ impl LayerKnobs {
     pub fn refits(&self) -> bool {
         self.prunes() && self.reconstruct == Some(true)
     }
-
-    /// What decides the layer's weights: the pruning knobs and whether they are re-fitted.
-    pub fn weight_key(&self) -> (Option<f32>, Option<f64>, bool) {
-        (self.weight_threshold, self.weight_sparsity, self.refits())
-    }
 }
 
 /// Global knobs and per-layer overrides by layer name: sparsity knobs, and widths.

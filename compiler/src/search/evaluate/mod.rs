@@ -221,11 +221,6 @@ impl<'a> Evaluator<'a> {
         Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
     }
 
-    /// Whether pruned targets are re-fitted.
-    pub fn reconstructs(&self) -> bool {
-        self.refits.is_some()
-    }
-
     /// Whether target `t`'s weights are re-fitted when pruned (reconstruction on, and the
     /// layer within [`reconstruct::MAX_REFIT_WORK`]).
     pub fn refits_target(&self, t: usize) -> bool {
@@ -351,9 +346,7 @@ impl<'a> Evaluator<'a> {
                         target.bias_values.to_vec()
                     }
                 };
-                if b.len() == bias.len() {
-                    b.copy_from_slice(&bias);
-                }
+                b.copy_from_slice(&bias);
                 // The fixed-point datapath: the pruned weights in integers, as the backend
                 // writes them (their formats and the biases' follow the weights).
                 let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
