@@ -303,7 +303,14 @@ fn search_input_errors_are_one_line_and_write_nothing() {
         args.extend_from_slice(extra);
         hassc(&args)
     };
-    let needs = bare(&["--search", "global-greedy"]);
+    for search in ["global-greedy", "uniform"] {
+        let needs = bare(&["--search", search]);
+        assert!(
+            !needs.status.success() && String::from_utf8_lossy(&needs.stderr).contains("--calib <X.npy>"),
+            "{search}"
+        );
+    }
+    let needs = bare(&["--reconstruct", "on"]);
     assert!(!needs.status.success() && String::from_utf8_lossy(&needs.stderr).contains("--calib <X.npy>"));
     assert_fails(&base(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
     // A bare negative number is the flag's value, refused as such.

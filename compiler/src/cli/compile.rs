@@ -81,8 +81,9 @@ pub struct CompileArgs {
     emit_onnx: Option<PathBuf>,
     /// Sparsity search over per-layer thresholds: `hass` (the default with --calib and no
     /// pruning or threshold options), `global-greedy` (one global weight and one global
-    /// activation threshold, the public predecessor), or `none`.
-    #[arg(long, value_enum, requires_ifs = [("hass", "calib"), ("global-greedy", "calib")])]
+    /// activation threshold, the public predecessor), `uniform` (the same fraction pruned in
+    /// every layer, blind to the hardware), or `none`.
+    #[arg(long, value_enum, requires_ifs = [("hass", "calib"), ("global-greedy", "calib"), ("uniform", "calib")])]
     search: Option<StrategyArg>,
     /// Class labels of the calibration images (integer `.npy`, one per image): the search
     /// measures top-1 against them; without, top-1 agreement with the dense model.
@@ -104,7 +105,7 @@ pub struct CompileArgs {
     /// Re-fit pruned layers' kept weights and biases to their dense outputs on the
     /// calibration images (least squares) inside the search: `on` by default for `hass`,
     /// `off` for the baselines.
-    #[arg(long, value_enum, value_name = "on|off")]
+    #[arg(long, value_enum, value_name = "on|off", requires = "calib")]
     reconstruct: Option<Switch>,
     /// Write every design the search evaluated (accuracy drop, throughput, front, chosen)
     /// to FILE.json, and the front's plot beside it as FILE.svg.
