@@ -87,14 +87,11 @@ impl Widths {
     /// The width of the stream value `id` of `graph` carries (the input's, or what its
     /// producer writes).
     pub fn stream_bits(&self, graph: &Graph, id: NodeId) -> u32 {
-        if id == graph.input {
-            return self.default.activation_bits;
-        }
-        match &graph.node(id).op {
-            crate::ir::Op::Reshape(_) | crate::ir::Op::Pool(crate::ir::Pool { kind: crate::ir::PoolKind::Max, .. }) => {
-                self.stream_bits(graph, graph.inputs_of(id)[0])
-            }
-            _ => self.of(&graph.node(id).name).activation_bits,
+        let source = stream_source(graph, id);
+        if source == graph.input {
+            self.default.activation_bits
+        } else {
+            self.of(&graph.node(source).name).activation_bits
         }
     }
 
@@ -141,6 +138,21 @@ impl Widths {
         }
         Ok(())
     }
+}
+
+/// The value whose format value `id` of `graph` carries: `id` itself, or, through max
+/// pools and reshapes (which pass their input's values on), the input or the layer that
+/// wrote it.
+pub fn stream_source(graph: &Graph, mut id: NodeId) -> NodeId {
+    while id != graph.input {
+        match &graph.node(id).op {
+            crate::ir::Op::Reshape(_) | crate::ir::Op::Pool(crate::ir::Pool { kind: crate::ir::PoolKind::Max, .. }) => {
+                id = graph.inputs_of(id)[0]
+            }
+            _ => break,
+        }
+    }
+    id
 }
 
 /// The hardware of one layer, as the backend records it.

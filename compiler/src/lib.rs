@@ -142,7 +142,10 @@ pub fn compile_searched(
         quantize::Datapath::Float => None,
     };
     let mut result = search::search(&graph, board, &options.design, &images, search, quantization.as_ref())?;
-    let compiled = compile_graph(graph, board, &CompileOptions { pruning: result.config.clone(), ..options.clone() })?;
+    // The widths it chose (the ones it started from when it narrowed none).
+    let design = design::DesignOptions { precision: result.config.widths(), ..options.design.clone() };
+    let compiled =
+        compile_graph(graph, board, &CompileOptions { pruning: result.config.clone(), design, ..options.clone() })?;
     // The report's figure: statistics on every calibration image, not the search's sample.
     result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
     if let Some(p) = result.points.iter_mut().find(|p| p.chosen) {

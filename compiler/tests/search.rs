@@ -20,6 +20,7 @@ fn run(strategy: Strategy, budget: f64, labels: bool, images: usize) -> (Compile
         labels: labels.then_some(y),
         progress: false,
         reconstruct: strategy == Strategy::Hass,
+        widths: strategy == Strategy::Hass,
     };
     let board = Board::resolve("zcu102").unwrap();
     hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap()
@@ -55,9 +56,11 @@ fn the_chosen_design_is_within_budget_faster_and_reproducible_from_its_knobs() {
     assert_eq!(r.points.iter().filter(|p| p.chosen).count(), 1);
     assert!(r.points[0].accepted && r.points[0].accuracy_drop == 0.0);
     assert_eq!(r.points.len(), s.evaluations + 1);
-    // The reported knobs, given back as a config, compile to the very same artifact.
+    // The reported knobs, given back as a config (and its widths, as the CLI takes them),
+    // compile to the very same artifact.
     let (calib, _) = calibration(200);
-    let options = CompileOptions { calibration: Some(calib), pruning: r.config.clone(), ..Default::default() };
+    let design = hassc::design::DesignOptions { precision: r.config.widths(), ..Default::default() };
+    let options = CompileOptions { calibration: Some(calib), pruning: r.config.clone(), design, ..Default::default() };
     let board = Board::resolve("zcu102").unwrap();
     let again = hassc::compile(&model("fmnist_cnn_op13"), &board, &options).unwrap();
     assert_eq!(again.artifact, compiled.artifact);
@@ -101,6 +104,48 @@ fn hass_re_fits_what_it_prunes() {
 }
 
 #[test]
+fn hass_narrows_operands_where_it_pays_and_reports_the_widths_it_chose() {
+    let (compiled, r) = run(Strategy::Hass, 1.0, true, 200);
+    let widths = r.config.widths();
+    let narrowed: Vec<_> = r.summary.layers.iter().filter(|l| l.weight_bits < 16).collect();
+    assert!(!narrowed.is_empty(), "{:?}", r.summary.layers);
+    for l in &r.summary.layers {
+        // The report's widths are the compiled design's.
+        let stage = compiled.design.network.stages.iter().find(|s| s.name == l.name).unwrap();
+        assert_eq!((l.weight_bits, l.input_bits), (stage.precision.weight_bits, stage.precision.activation_bits));
+        assert_eq!(l.weight_bits, widths.of(&l.name).weight_bits);
+        if l.weight_bits < 16 {
+            assert!(l.reason.contains(&format!("{}-bit weights", l.weight_bits)), "{}", l.reason);
+        }
+    }
+    // The artifact computes at those widths.
+    let q = compiled.quantization.as_ref().unwrap();
+    let node = compiled.graph.layers().into_iter().find(|&id| compiled.graph.node(id).name == narrowed[0].name);
+    assert_eq!(q.layers[&node.unwrap()].weight_bits, narrowed[0].weight_bits);
+}
+
+#[test]
+fn without_the_widths_knob_every_layer_keeps_its_width() {
+    let (calib, y) = calibration(100);
+    let options = CompileOptions { calibration: Some(calib), ..Default::default() };
+    let search = SearchOptions {
+        strategy: Strategy::Hass,
+        objective: hassc::search::Objective::Throughput,
+        max_accuracy_drop: 1.0,
+        seed: 7,
+        time_budget: None,
+        labels: Some(y),
+        progress: false,
+        reconstruct: false,
+        widths: false,
+    };
+    let board = Board::resolve("zcu102").unwrap();
+    let (compiled, r) = hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap();
+    assert!(r.summary.layers.iter().all(|l| (l.weight_bits, l.input_bits) == (16, 16)), "{:?}", r.summary.layers);
+    assert!(compiled.design.network.stages.iter().all(|s| s.precision == hassc::hw::Precision::default()));
+}
+
+#[test]
 fn global_greedy_sets_one_threshold_pair_for_every_layer() {
     let (_, r) = run(Strategy::GlobalGreedy, 1.0, true, 100);
     let layers = &r.summary.layers;
@@ -125,6 +170,7 @@ fn a_spent_time_budget_returns_the_best_design_so_far() {
         labels: Some(y),
         progress: false,
         reconstruct: true,
+        widths: true,
     };
     let board = Board::resolve("zcu102").unwrap();
     let (compiled, r) = hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap();

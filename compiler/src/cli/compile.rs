@@ -107,6 +107,11 @@ pub struct CompileArgs {
     /// `off` for the baselines.
     #[arg(long, value_enum, value_name = "on|off", requires = "calib")]
     reconstruct: Option<Switch>,
+    /// Search each conv and fully connected layer's operand widths (its weights' and the
+    /// stream it reads, 12 / 8 / 6 / 4 bits below --weight-bits/--activation-bits) beside
+    /// its thresholds: `on` by default for `hass` on the fixed-point datapath.
+    #[arg(long, value_enum, value_name = "on|off", requires = "calib")]
+    search_widths: Option<Switch>,
     /// Write every design the search evaluated (accuracy drop, throughput, front, chosen)
     /// to FILE.json, and the front's plot beside it as FILE.svg.
     #[arg(long, value_name = "FILE.json", requires = "calib")]
@@ -159,6 +164,18 @@ fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result
         reconstruct: match args.reconstruct {
             Some(s) => s == Switch::On,
             None => strategy == Strategy::Hass,
+        },
+        widths: match (args.search_widths, strategy, args.datapath) {
+            (Some(Switch::On), Strategy::Hass, DatapathArg::Fixed) => true,
+            (Some(Switch::On), Strategy::Hass, _) => anyhow::bail!(
+                "--search-widths on needs the fixed-point datapath: on float32 a narrower width changes no output"
+            ),
+            (Some(Switch::On), ..) => anyhow::bail!(
+                "--search-widths on belongs to --search hass; --search {} keeps one width everywhere (set it with --weight-bits/--activation-bits)",
+                args.search.map_or_else(|| "hass".to_string(), |s| s.name())
+            ),
+            (Some(Switch::Off), ..) => false,
+            (None, s, d) => s == Strategy::Hass && d == DatapathArg::Fixed,
         },
     })
 }

@@ -180,6 +180,20 @@ fn round_half_even(v: f64) -> f64 {
 pub fn quantize(graph: &Graph, board: &Board, widths: &Widths, images: Option<&Tensor>) -> Result<Quantization> {
     let _span = tracing::info_span!("quantize", bits = widths.default.activation_bits).entered();
     widths.check(graph)?;
+    let measured = measure_ranges(graph, board, images)?;
+    Ok(formats(graph, widths, &measured))
+}
+
+/// What the formats are chosen from: the ranges of every value, and where they come from.
+#[derive(Clone, Debug)]
+pub struct MeasuredRanges {
+    ranges: ranges::Ranges,
+    source: String,
+}
+
+/// The activation ranges of `graph` on `images` (or on [`SYNTHETIC_IMAGES`] seeded
+/// standard-normal images when `None`): what [`formats`] needs at any widths.
+pub fn measure_ranges(graph: &Graph, board: &Board, images: Option<&Tensor>) -> Result<MeasuredRanges> {
     let synthetic;
     let (images, source) = match images {
         Some(images) => (images, format!("ranges measured on {} calibration images", images.batch())),
@@ -188,7 +202,12 @@ pub fn quantize(graph: &Graph, board: &Board, widths: &Widths, images: Option<&T
             (&synthetic, format!("ranges measured on {SYNTHETIC_IMAGES} standard-normal images (no --calib)"))
         }
     };
-    let measured = ranges::measure(graph, board, images)?;
+    Ok(MeasuredRanges { ranges: ranges::measure(graph, board, images)?, source })
+}
+
+/// The formats of `graph` at `widths` (already checked) from ranges `measured` on it.
+pub fn formats(graph: &Graph, widths: &Widths, measured: &MeasuredRanges) -> Quantization {
+    let (source, measured) = (measured.source.clone(), &measured.ranges);
     let mut layers: HashMap<NodeId, LayerFormats> = HashMap::new();
     let input = least_error_format(widths.default.activation_bits, &measured.input, HEADROOM, f64::INFINITY);
     let order = graph.layers();
@@ -230,7 +249,7 @@ pub fn quantize(graph: &Graph, board: &Board, widths: &Widths, images: Option<&T
         });
         layers.insert(id, LayerFormats { weight_bits, output, pre_activation });
     }
-    Ok(Quantization { input, layers, source })
+    Quantization { input, layers, source }
 }
 
 /// % of `images` on which the fixed-point model's top-1 (of its first output) is the float

@@ -41,7 +41,7 @@
 //! are measured on and the refinement's samples.
 
 use super::evaluate::{Candidate, Evaluator, Metrics};
-use super::ladder::{activation_ladder, weight_ladder};
+use super::ladder::{activation_ladder, bits_ladder, weight_ladder};
 use super::{Context, Stop};
 use crate::error::Result;
 use crate::sparsity::{KnobKind, LayerKnobs, PerKnob};
@@ -65,7 +65,7 @@ const UNDOS: usize = 4;
 /// saves (a stage turning sparse pays for its crossbar first).
 const LOOKAHEAD: usize = 4;
 
-/// The thresholds one layer steps through, per knob kind.
+/// The thresholds one layer steps through, per knob kind (widths, for the bits knob).
 type Ladders = Vec<PerKnob<Vec<f32>>>;
 
 /// A move under consideration this round.
@@ -130,7 +130,8 @@ fn refine(
 ) -> bool {
     let mut reopened = false;
     for t in 0..ladders.len() {
-        for kind in KnobKind::ALL {
+        // Widths are few and each step is a whole format: nothing to halve.
+        for kind in KnobKind::THRESHOLDS {
             let level = levels[t][kind];
             let ladder = &mut ladders[t][kind];
             if !closed[t][kind] || level >= ladder.len() {
@@ -162,7 +163,8 @@ fn median(v: &[f64]) -> f64 {
 const ENERGY_SAMPLE: usize = 1 << 16;
 
 /// Share of target `t`'s signal energy that `knobs` remove: squared weights below the weight
-/// threshold, or squared non-zero inputs (a sample) at or below the activation threshold.
+/// threshold, squared non-zero inputs (a sample) at or below the activation threshold, or
+/// the weights' rounding error at the knob's width.
 fn removed_energy(eval: &Evaluator, t: usize, kind: KnobKind, knobs: &LayerKnobs) -> f64 {
     let share = |values: &mut dyn Iterator<Item = f32>, cut: &dyn Fn(f32) -> bool| {
         let (mut removed, mut total) = (0.0, 0.0);
@@ -179,6 +181,9 @@ fn removed_energy(eval: &Evaluator, t: usize, kind: KnobKind, knobs: &LayerKnobs
             0.0
         }
     };
+    if kind == KnobKind::Bits {
+        return knobs.weight_bits.map_or(0.0, |bits| eval.targets()[t].rounding_noise(bits));
+    }
     let Some(threshold) = knobs.threshold(kind) else { return 0.0 };
     match kind {
         KnobKind::Weights => share(&mut eval.targets()[t].weights.iter().copied(), &|w| w.abs() < threshold),
@@ -187,6 +192,7 @@ fn removed_energy(eval: &Evaluator, t: usize, kind: KnobKind, knobs: &LayerKnobs
             let step = input.len().div_ceil(ENERGY_SAMPLE).max(1);
             share(&mut input.iter().step_by(step).copied(), &|x| x <= threshold)
         }
+        KnobKind::Bits => unreachable!("handled above"),
     }
 }
 
@@ -239,6 +245,7 @@ fn knobs_at(ladders: &Ladders, levels: &[PerKnob<usize>]) -> Vec<LayerKnobs> {
         .map(|(l, at)| LayerKnobs {
             weight_threshold: at.weights.checked_sub(1).map(|k| l.weights[k]),
             activation_threshold: at.inputs.checked_sub(1).map(|k| l.inputs[k]),
+            weight_bits: at.bits.checked_sub(1).map(|k| l.bits[k] as u32),
             ..LayerKnobs::default()
         })
         .collect()
@@ -274,12 +281,13 @@ enum Pick {
 }
 
 impl Greedy {
-    fn new(eval: &Evaluator) -> Greedy {
+    fn new(eval: &Evaluator, widths: bool) -> Greedy {
         let ladders: Ladders = (0..eval.targets().len())
             .map(|t| {
                 let target = &eval.targets()[t];
                 let inputs = if target.reads_image { Vec::new() } else { activation_ladder(eval.input_of(t)) };
-                PerKnob { weights: weight_ladder(&target.weights), inputs }
+                let bits = if widths { bits_ladder(eval.base_bits(t)) } else { Vec::new() };
+                PerKnob { weights: weight_ladder(&target.weights), inputs, bits }
             })
             .collect();
         let n = ladders.len();
@@ -439,7 +447,7 @@ impl Greedy {
 
 /// Run the strategy from the evaluator's accepted state.
 pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
-    let mut greedy = Greedy::new(eval);
+    let mut greedy = Greedy::new(eval, ctx.widths);
     loop {
         if ctx.out_of_time() {
             return Ok(Stop::TimeBudget);

@@ -9,6 +9,11 @@ pub const WEIGHT_LEVELS: [f64; 14] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 
 /// Fractions of a layer's positive inputs zeroed at each activation level above 0.
 pub const ACTIVATION_LEVELS: [f64; 12] = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
+/// Operand widths a bits knob steps through, narrowing. 8 and 4 bits pack two and four
+/// multiplies into a DSP; the widths between narrow adders, accumulators, windows and
+/// weight memories.
+pub const BITS_LEVELS: [u32; 4] = [12, 8, 6, 4];
+
 /// Values sampled from a large activation tensor to place its thresholds.
 const ACTIVATION_SAMPLE: usize = 1 << 20;
 
@@ -26,6 +31,12 @@ pub fn weight_ladder(weights: &[f32]) -> Vec<f32> {
         }
     }
     ladder
+}
+
+/// The widths a target whose operands are `base` bits wide steps through (as f32, the
+/// ladders' type): [`BITS_LEVELS`] narrower than `base`.
+pub fn bits_ladder(base: u32) -> Vec<f32> {
+    BITS_LEVELS.iter().filter(|&&b| b < base).map(|&b| b as f32).collect()
 }
 
 /// Activation thresholds, increasing, for a layer whose input (all calibration images) is

@@ -68,6 +68,7 @@ impl KnobScale {
             KnobKind::Weights => self.values[k],
             // x <= t zeroes: the k-th smallest value zeroes k of them.
             KnobKind::Inputs => self.values[k - 1],
+            KnobKind::Bits => unreachable!("the refinement moves thresholds only"),
         })
         .filter(|&t| t > 0.0)
         .or(self.floor)
@@ -79,6 +80,7 @@ impl KnobScale {
         let k = match self.kind {
             KnobKind::Weights => self.values.partition_point(|&v| v < t),
             KnobKind::Inputs => self.values.partition_point(|&v| v <= t),
+            KnobKind::Bits => unreachable!("the refinement moves thresholds only"),
         };
         k as f64 / self.values.len().max(1) as f64
     }

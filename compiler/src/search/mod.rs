@@ -59,6 +59,8 @@ pub(crate) struct Context {
     pub(crate) limits: Vec<PerKnob<Option<String>>>,
     /// Per target, the top-1 points its accepted moves cost (when moves are per layer).
     pub(crate) costs: Vec<Option<f64>>,
+    /// Whether operand widths are searched (see [`SearchOptions::widths`]).
+    pub(crate) widths: bool,
 }
 
 impl Context {
@@ -161,6 +163,7 @@ pub fn search(
         bar,
         limits: vec![PerKnob::default(); eval.targets().len()],
         costs: vec![None; eval.targets().len()],
+        widths: options.widths && eval.searches_widths(),
     };
     let first = ctx.record(eval.accepted());
     ctx.accept(first, &free);
@@ -223,13 +226,15 @@ fn progress_bar(shown: bool) -> indicatif::ProgressBar {
 }
 
 /// The knobs as a sparsity config (only what is set; pruned layers re-fitted when the
-/// search re-fitted them).
+/// search re-fitted them), with the widths of every layer that differs from the default:
+/// [`SparsityConfig::widths`] gives the accepted widths back.
 fn config_of(eval: &Evaluator, knobs: &[LayerKnobs]) -> SparsityConfig {
     let refit = |t: usize, k: &LayerKnobs| LayerKnobs {
         reconstruct: (eval.refits_target(t) && k.prunes()).then_some(true),
+        weight_bits: None,
         ..*k
     };
-    let layers = eval
+    let mut layers: std::collections::BTreeMap<String, LayerKnobs> = eval
         .targets()
         .iter()
         .zip(knobs)
@@ -237,7 +242,21 @@ fn config_of(eval: &Evaluator, knobs: &[LayerKnobs]) -> SparsityConfig {
         .filter(|(_, (_, k))| k.any())
         .map(|(i, (t, k))| (t.name.clone(), refit(i, k)))
         .collect();
-    SparsityConfig { global: LayerKnobs::default(), layers }
+    let widths = eval.widths();
+    let default = widths.default;
+    for (name, p) in &widths.layers {
+        if *p != default {
+            let k = layers.entry(name.clone()).or_default();
+            k.weight_bits = (p.weight_bits != default.weight_bits).then_some(p.weight_bits);
+            k.activation_bits = (p.activation_bits != default.activation_bits).then_some(p.activation_bits);
+        }
+    }
+    let global = LayerKnobs {
+        weight_bits: Some(default.weight_bits),
+        activation_bits: Some(default.activation_bits),
+        ..LayerKnobs::default()
+    };
+    SparsityConfig { global, layers }
 }
 
 /// Per target, the chosen knobs, the sparsity they give and why.
@@ -248,18 +267,25 @@ fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<Lay
         .enumerate()
         .map(|(t, target)| {
             let k = chosen.knobs[t];
-            let s = eval.sparsity_of_target(t);
+            let (weight_zeros, input_zeros) = eval.sparsity_of_target(t);
             let share = shares[target.stage];
             let mut reason = format!("{:.0} % of II", 100.0 * share);
             let reconstructed = eval.refits_target(t) && k.prunes();
             if k.prunes() {
-                reason += &format!("; weights pruned to {:.0} % zeros", 100.0 * s.weights);
+                reason += &format!("; weights pruned to {:.0} % zeros", 100.0 * weight_zeros);
             }
             if reconstructed {
                 reason += ", kept weights and bias re-fitted to the dense outputs";
             }
             if k.activation_threshold.is_some() {
-                reason += &format!("; inputs thresholded to {:.0} % zeros", 100.0 * s.inputs);
+                reason += &format!("; inputs thresholded to {:.0} % zeros", 100.0 * input_zeros);
+            }
+            let operands = eval.widths().of_stage(eval.graph(), eval.node_of(t));
+            if k.weight_bits.is_some() {
+                reason += &format!(
+                    "; operands narrowed to {}-bit weights, {}-bit inputs",
+                    operands.weight_bits, operands.activation_bits
+                );
             }
             if let Some(cost) = ctx.costs[t] {
                 reason += &format!("; {cost:.2} points");
@@ -272,10 +298,12 @@ fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<Lay
             LayerChoice {
                 name: target.name.clone(),
                 weight_threshold: k.weight_threshold,
-                weight_sparsity: s.weights,
+                weight_sparsity: weight_zeros,
                 activation_threshold: k.activation_threshold,
-                activation_sparsity: s.inputs,
+                activation_sparsity: input_zeros,
                 reconstructed,
+                weight_bits: operands.weight_bits,
+                input_bits: operands.activation_bits,
                 reason,
             }
         })

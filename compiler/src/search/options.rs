@@ -52,4 +52,7 @@ pub struct SearchOptions {
     /// Re-fit every pruned layer's kept weights and bias to its dense outputs
     /// ([`crate::sparsity::reconstruct`]), as the search evaluates it and in the result.
     pub reconstruct: bool,
+    /// Search each layer's operand widths beside its thresholds (hass, fixed-point
+    /// datapath only): a bits knob per conv and fully connected layer.
+    pub widths: bool,
 }

@@ -54,6 +54,10 @@ pub struct LayerChoice {
     pub activation_sparsity: f64,
     /// Whether its kept weights and bias were re-fitted to its dense outputs.
     pub reconstructed: bool,
+    /// Its weights' width, bits.
+    pub weight_bits: u32,
+    /// The width of the stream it reads, bits.
+    pub input_bits: u32,
     /// Why, in one line.
     pub reason: String,
 }

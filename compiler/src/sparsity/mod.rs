@@ -25,24 +25,32 @@ use crate::hw::Precision;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Which of a layer's two knobs: the threshold on its weights or the one on its input.
+/// Which of a layer's knobs: the threshold on its weights, the one on its input, or the
+/// width of its operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KnobKind {
     /// Weight magnitude pruning.
     Weights,
     /// Activation threshold on the layer's input.
     Inputs,
+    /// The width of its weights and of the stream it reads (the two operands of its
+    /// multipliers: a DSP packs more multiplies the narrower both are).
+    Bits,
 }
 
 impl KnobKind {
-    /// Both kinds, weights first (the order ties are broken in).
-    pub const ALL: [KnobKind; 2] = [KnobKind::Weights, KnobKind::Inputs];
+    /// Every kind, weights first (the order ties are broken in).
+    pub const ALL: [KnobKind; 3] = [KnobKind::Weights, KnobKind::Inputs, KnobKind::Bits];
+
+    /// The two sparsity knobs, which are thresholds.
+    pub const THRESHOLDS: [KnobKind; 2] = [KnobKind::Weights, KnobKind::Inputs];
 
     /// Name in logs and reports.
     pub fn name(self) -> &'static str {
         match self {
             KnobKind::Weights => "weights",
             KnobKind::Inputs => "inputs",
+            KnobKind::Bits => "bits",
         }
     }
 }
@@ -54,6 +62,8 @@ pub struct PerKnob<T> {
     pub weights: T,
     /// For the input's knob.
     pub inputs: T,
+    /// For the operand width's knob.
+    pub bits: T,
 }
 
 impl<T> std::ops::Index<KnobKind> for PerKnob<T> {
@@ -62,6 +72,7 @@ impl<T> std::ops::Index<KnobKind> for PerKnob<T> {
         match kind {
             KnobKind::Weights => &self.weights,
             KnobKind::Inputs => &self.inputs,
+            KnobKind::Bits => &self.bits,
         }
     }
 }
@@ -71,6 +82,7 @@ impl<T> std::ops::IndexMut<KnobKind> for PerKnob<T> {
         match kind {
             KnobKind::Weights => &mut self.weights,
             KnobKind::Inputs => &mut self.inputs,
+            KnobKind::Bits => &mut self.bits,
         }
     }
 }
@@ -97,19 +109,21 @@ pub struct LayerKnobs {
 
 impl LayerKnobs {
     /// The threshold of knob `kind` (weights: |w| below it pruned; inputs: at or below it
-    /// read as zero).
+    /// read as zero; widths are no threshold).
     pub fn threshold(&self, kind: KnobKind) -> Option<f32> {
         match kind {
             KnobKind::Weights => self.weight_threshold,
             KnobKind::Inputs => self.activation_threshold,
+            KnobKind::Bits => None,
         }
     }
 
-    /// Set the threshold of knob `kind`.
+    /// Set the threshold of knob `kind` (one of [`KnobKind::THRESHOLDS`]).
     pub fn set_threshold(&mut self, kind: KnobKind, threshold: Option<f32>) {
         match kind {
             KnobKind::Weights => self.weight_threshold = threshold,
             KnobKind::Inputs => self.activation_threshold = threshold,
+            KnobKind::Bits => unreachable!("widths are set through weight_bits"),
         }
     }
 

@@ -44,7 +44,11 @@ pub fn apply(graph: &mut Graph, config: &SparsityConfig) -> Result<()> {
     let targets: Vec<_> =
         graph.layers().into_iter().filter(|&n| matches!(graph.node(n).op, Op::Conv(_) | Op::Dense(_))).collect();
     let names: Vec<String> = targets.iter().map(|&n| graph.node(n).name.clone()).collect();
-    if let Some(unknown) = config.layers.keys().find(|k| !names.contains(k)) {
+    // Widths may name any layer (`Widths::check` checks them); sparsity knobs only these.
+    let sets_knobs = |k: &LayerKnobs| k.any() || k.reconstruct.is_some();
+    if let Some(unknown) =
+        config.layers.iter().filter(|(_, k)| sets_knobs(k)).map(|(n, _)| n).find(|n| !names.contains(n))
+    {
         return Err(CompileError::Options(format!(
             "sparsity config names layer {unknown:?}, which is not a conv or fully connected layer of this model; valid names: {}",
             names.join(", ")

@@ -24,8 +24,18 @@ fn internal(what: &str) -> CompileError {
 impl Evaluator<'_> {
     /// The hardware metrics of `knobs` without re-running the network: statistics of the
     /// changed layers from the accepted activations, every other layer's as accepted.
-    /// Accuracy fields are the accepted state's.
+    /// Accuracy fields are the accepted state's. A change of widths alone is costed from
+    /// the accepted statistics ([`Self::estimate_widths`]).
     pub fn estimate(&mut self, knobs: &[LayerKnobs]) -> Result<Metrics> {
+        let widths = self.widths_of(knobs);
+        if widths != self.state.widths {
+            let thresholds = |k: &LayerKnobs| LayerKnobs { weight_bits: None, ..*k };
+            if knobs.iter().zip(&self.state.knobs).all(|(a, b)| thresholds(a) == thresholds(b)) {
+                return self.estimate_widths(&widths);
+            }
+            // Widths and thresholds at once (the greedy never asks): measured in full.
+            return Ok(self.at_widths(knobs, widths)?.metrics);
+        }
         let changed: Vec<usize> = (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect();
         if let [t] = changed[..] {
             return self.estimate_one(knobs, t);

@@ -14,20 +14,21 @@
 mod accuracy;
 mod estimate;
 mod targets;
+mod widths;
 
 use super::Objective;
 use crate::alloc::choices::StageChoices;
 use crate::alloc::exact::choices_of_stage;
 use crate::board::Board;
-use crate::design::{encoded_weight_bits, from_network_with, DesignOptions};
+use crate::design::{encoded_weight_bits, from_network_with, DesignOptions, Widths};
 use crate::error::Result;
 use crate::hw::pipeline::Network;
 use crate::hw::Budget;
 use crate::ir::Graph;
-use crate::quantize::{quantize_weights, Quantization};
+use crate::quantize::{quantize_weights, MeasuredRanges, Quantization};
 use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
-use crate::sparsity::{prune, reconstruct, LayerKnobs, PerKnob};
+use crate::sparsity::{prune, reconstruct, LayerKnobs};
 use accuracy::Accuracy;
 use estimate::Estimated;
 use hass_runtime::kernels::sparse::SparseRows;
@@ -93,12 +94,27 @@ pub struct Candidate {
     network: Network,
     /// Every stage's costed choices for `network` (rebuilt only for changed stages).
     stage_choices: Vec<Arc<StageChoices>>,
+    /// The operand widths its knobs give (see [`Evaluator::widths_of`]).
+    widths: Widths,
+    /// The runtime plan at `widths` with its knobs applied, when they differ from the
+    /// accepted state's (a change of width re-quantizes the whole network).
+    plan: Option<Arc<Plan>>,
 }
 
 /// Evaluates candidates against the accepted state.
 pub struct Evaluator<'a> {
+    graph: &'a Graph,
     board: &'a Board,
+    images: &'a Tensor,
+    /// The accepted state's options (its widths are the accepted widths).
     options: DesignOptions,
+    /// The widths the search started from: a bits knob only narrows them.
+    base: Widths,
+    /// The dense model's activation ranges, from which a change of widths re-derives every
+    /// format (`None` until a width changes, or on the float datapath).
+    ranges: Option<MeasuredRanges>,
+    /// Whether the plan computes in fixed point (widths change the outputs).
+    fixed_point: bool,
     objective: Objective,
     plan: Plan,
     /// The knobs the plan's layers hold now.
@@ -115,8 +131,8 @@ pub struct Evaluator<'a> {
     estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
-    /// Per target, its weights' width on the fixed-point datapath (`None`: float): pruned
-    /// weights are quantized again as the backend would.
+    /// Per target, its weights' width on the fixed-point datapath in the accepted state
+    /// (`None`: float): pruned weights are quantized again as the backend would.
     weight_bits: Option<Vec<u32>>,
     /// With reconstruction on, every pruned target is re-fitted (see [`Refits`]).
     refits: Option<Refits>,
@@ -143,12 +159,12 @@ impl<'a> Evaluator<'a> {
     /// With `reconstruct`, pruned targets are re-fitted to the dense `graph`'s outputs.
     #[allow(clippy::too_many_arguments)] // each is one thing the evaluation depends on
     pub fn new(
-        graph: &Graph,
+        graph: &'a Graph,
         board: &'a Board,
         options: &DesignOptions,
         quantization: Option<&Quantization>,
         objective: Objective,
-        images: &Tensor,
+        images: &'a Tensor,
         labels: Option<&[i64]>,
         seed: u64,
         reconstruct: bool,
@@ -171,6 +187,7 @@ impl<'a> Evaluator<'a> {
             masks[t.layer] = Some(Arc::new(m));
             mask_zeros[t.layer] = zero_share(&input, None);
         }
+        let widths = options.precision.clone();
         let refits = if reconstruct {
             let mut grams = reconstruct::grams(graph, board, images, |name| targets.iter().any(|t| t.name == name))?;
             let grams = targets.iter().map(|t| grams.remove(&t.name)).collect();
@@ -185,14 +202,29 @@ impl<'a> Evaluator<'a> {
             .map(|i| Arc::new(choices_of_stage(&network, i, &budget)))
             .collect();
         let mut evaluator = Evaluator {
+            graph,
             board,
+            images,
             options: options.clone(),
+            base: widths.clone(),
+            ranges: None,
+            fixed_point: quantization.is_some(),
             objective,
             plan,
             applied: knobs.clone(),
             targets,
             accuracy,
-            state: Candidate { knobs, metrics: Metrics::default(), trace, masks, mask_zeros, network, stage_choices },
+            state: Candidate {
+                knobs,
+                metrics: Metrics::default(),
+                trace,
+                masks,
+                mask_zeros,
+                network,
+                stage_choices,
+                widths,
+                plan: None,
+            },
             probe_ii: 0.0,
             statistics_images,
             estimates: Default::default(),
@@ -255,12 +287,9 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Fractions of zero weights and zero inputs of target `t`, accepted state.
-    pub fn sparsity_of_target(&self, t: usize) -> PerKnob<f64> {
+    pub fn sparsity_of_target(&self, t: usize) -> (f64, f64) {
         let s = self.state.network.sparsity[self.targets[t].stage].as_ref();
-        PerKnob {
-            weights: s.and_then(|s| s.weight).unwrap_or(0.0),
-            inputs: s.and_then(|s| s.activation).unwrap_or(0.0),
-        }
+        (s.and_then(|s| s.weight).unwrap_or(0.0), s.and_then(|s| s.activation).unwrap_or(0.0))
     }
 
     /// The calibration input of target `t` in the accepted state (all images).
@@ -271,6 +300,10 @@ impl<'a> Evaluator<'a> {
     /// Evaluate `knobs` fully: accuracy on every calibration image, statistics, allocation.
     pub fn evaluate(&mut self, knobs: &[LayerKnobs]) -> Result<Candidate> {
         self.evaluations += 1;
+        let widths = self.widths_of(knobs);
+        if widths != self.state.widths {
+            return self.at_widths(knobs, widths);
+        }
         let changed = self.apply(knobs);
         let layers: Vec<usize> = changed.iter().map(|&t| self.targets[t].layer).collect();
         let trace = self.state.trace.rerun(&self.plan, &layers);
@@ -285,8 +318,19 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Make `candidate` the accepted state.
-    pub fn accept(&mut self, candidate: Candidate) -> Result<()> {
-        self.apply(&candidate.knobs);
+    pub fn accept(&mut self, mut candidate: Candidate) -> Result<()> {
+        match candidate.plan.take() {
+            Some(plan) => {
+                self.plan = Arc::try_unwrap(plan).unwrap_or_else(|shared| (*shared).clone());
+                self.applied = candidate.knobs.clone();
+                self.options.precision = candidate.widths.clone();
+                self.weight_bits = self.weight_bits_at(&candidate.widths);
+                self.estimates.clear();
+            }
+            None => {
+                self.apply(&candidate.knobs);
+            }
+        }
         self.state = candidate;
         let (targets, masks) = (&self.targets, &self.state.masks);
         self.estimates
@@ -321,53 +365,8 @@ impl<'a> Evaluator<'a> {
     /// Set the plan's layers to `knobs`; returns the targets whose knobs differ from the
     /// accepted ones.
     fn apply(&mut self, knobs: &[LayerKnobs]) -> Vec<usize> {
-        for (t, target) in self.targets.iter().enumerate() {
-            let (new, old) = (knobs[t], self.applied[t]);
-            let input_format = self.plan.value_format(self.plan.layers[target.layer].inputs[0]);
-            let layer = &mut self.plan.layers[target.layer];
-            let (w, b, s, th) = match &mut layer.op {
-                Op::Conv(c) => (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold),
-                Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold),
-                _ => unreachable!("targets are conv or fully connected layers"),
-            };
-            if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
-                let pruned = prune::pruned(&target.weights, &new);
-                let refitted = match (&mut self.refits, pruned.as_ref()) {
-                    (Some(refits), Some(pruned)) => refits.refit(t, target, &new, pruned),
-                    _ => None,
-                };
-                let bias = match refitted {
-                    Some(r) => {
-                        *w = r.weights.clone();
-                        r.biases.clone()
-                    }
-                    None => {
-                        *w = pruned.unwrap_or_else(|| target.weights.to_vec());
-                        target.bias_values.to_vec()
-                    }
-                };
-                b.copy_from_slice(&bias);
-                // The fixed-point datapath: the pruned weights in integers, as the backend
-                // writes them (their formats and the biases' follow the weights).
-                let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
-                let bits = self.weight_bits.as_ref().map(|b| b[t]);
-                if let (Some(channels), Some(bits), Some(input)) = (channels, bits, input_format) {
-                    let q = quantize_weights(w, &bias, target.rows, bits, input);
-                    let fan_in = w.len() / target.rows.max(1);
-                    let mut exact = Vec::with_capacity(w.len());
-                    for ((row, ints), f) in w.chunks_mut(fan_in).zip(q.weights.chunks(fan_in)).zip(&q.formats) {
-                        for (v, &int) in row.iter_mut().zip(ints) {
-                            exact.push(f.to_f64(int));
-                            *v = f.to_f32(int);
-                        }
-                    }
-                    let fracs = q.formats.iter().map(|f| f.frac).collect();
-                    *channels = hass_runtime::plan::FixedChannels::new(exact, fracs, q.biases);
-                }
-                *s = SparseRows::from_dense(w, target.rows);
-            }
-            *th = new.activation_threshold;
-        }
+        let bits = self.weight_bits.as_deref();
+        apply_knobs(&mut self.plan, &self.targets, &mut self.refits, bits, &self.applied, knobs);
         self.applied = knobs.to_vec();
         (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect()
     }
@@ -402,11 +401,7 @@ impl<'a> Evaluator<'a> {
                 stages.push(target.stage);
             }
             if weights_changed {
-                let weight = match &self.plan.layers[target.layer].op {
-                    Op::Conv(c) => &c.weight,
-                    Op::Dense(d) => &d.weight,
-                    _ => unreachable!("targets are conv or fully connected layers"),
-                };
+                let weight = layer_weights(&self.plan, target.layer);
                 let bits = self.options.precision.of(&target.name).weight_bits as u64;
                 network.stages[target.stage].encoded_weight_bits =
                     encoded_weight_bits(weight, target.rows, target.biases, bits);
@@ -420,7 +415,18 @@ impl<'a> Evaluator<'a> {
             stage_choices[i] = Arc::new(f);
         }
         let metrics = self.hardware(&network, &stage_choices)?;
-        Ok(Candidate { knobs: knobs.to_vec(), metrics, trace, masks, mask_zeros, network, stage_choices })
+        let widths = self.state.widths.clone();
+        Ok(Candidate {
+            knobs: knobs.to_vec(),
+            metrics,
+            trace,
+            masks,
+            mask_zeros,
+            network,
+            stage_choices,
+            widths,
+            plan: None,
+        })
     }
 
     fn design(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<crate::design::Design> {
@@ -447,6 +453,66 @@ impl<'a> Evaluator<'a> {
             pressure,
             score,
         })
+    }
+}
+
+/// Set `plan`'s target layers from knobs `old` to knobs `new`: weights pruned (and re-fitted
+/// when `refits` has the layer) where the weight knobs differ, then quantized at
+/// `weight_bits` on the fixed-point datapath; input thresholds everywhere.
+fn apply_knobs(
+    plan: &mut Plan,
+    targets: &[Target],
+    refits: &mut Option<Refits>,
+    weight_bits: Option<&[u32]>,
+    old: &[LayerKnobs],
+    new: &[LayerKnobs],
+) {
+    for (t, target) in targets.iter().enumerate() {
+        let (new, old) = (new[t], old[t]);
+        let input_format = plan.value_format(plan.layers[target.layer].inputs[0]);
+        let layer = &mut plan.layers[target.layer];
+        let (w, b, s, th) = match &mut layer.op {
+            Op::Conv(c) => (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold),
+            Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold),
+            _ => unreachable!("targets are conv or fully connected layers"),
+        };
+        if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
+            let pruned = prune::pruned(&target.weights, &new);
+            let refitted = match (refits.as_mut(), pruned.as_ref()) {
+                (Some(refits), Some(pruned)) => refits.refit(t, target, &new, pruned),
+                _ => None,
+            };
+            let bias = match refitted {
+                Some(r) => {
+                    *w = r.weights.clone();
+                    r.biases.clone()
+                }
+                None => {
+                    *w = pruned.unwrap_or_else(|| target.weights.to_vec());
+                    target.bias_values.to_vec()
+                }
+            };
+            b.copy_from_slice(&bias);
+            // The fixed-point datapath: the pruned weights in integers, as the backend
+            // writes them (their formats and the biases' follow the weights).
+            let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
+            let bits = weight_bits.map(|b| b[t]);
+            if let (Some(channels), Some(bits), Some(input)) = (channels, bits, input_format) {
+                let q = quantize_weights(w, &bias, target.rows, bits, input);
+                let fan_in = w.len() / target.rows.max(1);
+                let mut exact = Vec::with_capacity(w.len());
+                for ((row, ints), f) in w.chunks_mut(fan_in).zip(q.weights.chunks(fan_in)).zip(&q.formats) {
+                    for (v, &int) in row.iter_mut().zip(ints) {
+                        exact.push(f.to_f64(int));
+                        *v = f.to_f32(int);
+                    }
+                }
+                let fracs = q.formats.iter().map(|f| f.frac).collect();
+                *channels = hass_runtime::plan::FixedChannels::new(exact, fracs, q.biases);
+            }
+            *s = SparseRows::from_dense(w, target.rows);
+        }
+        *th = new.activation_threshold;
     }
 }
 
@@ -478,6 +544,15 @@ impl Default for Metrics {
             pressure: f64::INFINITY,
             score: 0.0,
         }
+    }
+}
+
+/// The weights layer `layer` of `plan` holds (a target: conv or fully connected).
+fn layer_weights(plan: &Plan, layer: usize) -> &[f32] {
+    match &plan.layers[layer].op {
+        Op::Conv(c) => &c.weight,
+        Op::Dense(d) => &d.weight,
+        _ => unreachable!("targets are conv or fully connected layers"),
     }
 }
 
@@ -513,6 +588,7 @@ fn sample<'v>(plan: &Plan, layer: usize, value: &'v [f32], pick: Option<&[usize]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hw::Precision;
     use crate::sparsity::SparsityConfig;
     use crate::testing::testdata;
 
@@ -520,6 +596,62 @@ mod tests {
     fn incremental_evaluation_matches_a_fresh_one() {
         incremental_matches_fresh(crate::quantize::Datapath::Float);
         incremental_matches_fresh(crate::quantize::Datapath::Fixed);
+    }
+
+    #[test]
+    fn a_change_of_widths_evaluates_as_a_fresh_evaluator_at_those_widths() {
+        let graph = crate::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
+        let board = Board::resolve("zcu102").unwrap();
+        let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
+        let images = Tensor::new(vec![64, 1, 28, 28], all.data()[..64 * 784].to_vec()).unwrap();
+        let options = DesignOptions::default();
+        let q = crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap();
+        fn new<'a>(
+            graph: &'a Graph,
+            board: &'a Board,
+            images: &'a Tensor,
+            o: &DesignOptions,
+            q: &Quantization,
+        ) -> Evaluator<'a> {
+            Evaluator::new(graph, board, o, Some(q), Objective::Throughput, images, None, 0, false).unwrap()
+        }
+        let mut eval = new(&graph, &board, &images, &options, &q);
+        let n = eval.targets().len();
+        // The second conv pruned and narrowed to 8 bits, then the classifier to 4 as well.
+        let mut knobs = vec![LayerKnobs::default(); n];
+        knobs[1] = LayerKnobs { weight_sparsity: Some(0.5), weight_bits: Some(8), ..LayerKnobs::default() };
+        let first = eval.evaluate(&knobs).unwrap();
+        let widths = eval.widths_of(&knobs);
+        // Its weights and the stream it reads (the first conv's, through a max pool).
+        assert_eq!(widths.of("/c2/c2.0/Conv").weight_bits, 8);
+        assert_eq!(widths.of("/c1/c1.0/Conv"), Precision { weight_bits: 16, activation_bits: 8 });
+        assert_eq!(widths.of("/fc/Gemm"), Precision::default());
+        eval.accept(first).unwrap();
+        // With a layer whose widths stay (the first conv) pruned in the same move.
+        knobs[2].weight_bits = Some(4);
+        knobs[0].weight_sparsity = Some(0.3);
+        let candidate = eval.evaluate(&knobs).unwrap();
+        // The same knobs applied to the graph, evaluated from scratch at the same widths (the
+        // formats from the dense model's ranges, as the search takes them).
+        let widths = eval.widths_of(&knobs);
+        let mut pruned = graph.clone();
+        let names = eval.targets().iter().map(|t| t.name.clone());
+        let thresholds = knobs.iter().map(|k| LayerKnobs { weight_bits: None, ..*k });
+        let layers = names.zip(thresholds).filter(|(_, k)| k.any()).collect();
+        crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
+        let options = DesignOptions { precision: widths.clone(), ..options.clone() };
+        let q = crate::quantize::quantize(&graph, &board, &widths, Some(&images)).unwrap();
+        let fresh = new(&pruned, &board, &images, &options, &q);
+        // (Accuracy figures are each against its own evaluator's start: compare the outputs.)
+        let output = |c: &Candidate| c.trace.value(fresh.plan.outputs[0]).to_vec();
+        assert_eq!(output(&candidate), output(fresh.accepted()));
+        let (m, e) = (candidate.metrics, fresh.accepted().metrics);
+        assert_eq!((m.throughput_fps, m.latency_s), (e.throughput_fps, e.latency_s));
+        eval.accept(candidate).unwrap();
+        assert_eq!(eval.widths(), &widths);
+        // And back to 16 bits everywhere and dense: the start again.
+        let back = eval.evaluate(&vec![LayerKnobs::default(); n]).unwrap().metrics;
+        assert_eq!((back.top1, back.divergence), (100.0, 0.0));
     }
 
     fn incremental_matches_fresh(datapath: crate::quantize::Datapath) {

@@ -31,6 +31,28 @@ pub struct Target {
     pub(super) bias_values: Arc<Vec<f32>>,
 }
 
+impl Target {
+    /// The share of its weights' energy lost to rounding them at `bits` (per output
+    /// channel, in the formats the quantizer picks).
+    pub fn rounding_noise(&self, bits: u32) -> f64 {
+        let formats = crate::quantize::weight_formats(&self.weights, self.rows, bits);
+        let fan_in = self.weights.len() / self.rows.max(1);
+        let (mut noise, mut energy) = (0.0, 0.0);
+        for (row, f) in self.weights.chunks(fan_in.max(1)).zip(&formats) {
+            for &w in row {
+                let d = w as f64 - f.to_f64(f.quantize(w as f64));
+                noise += d * d;
+                energy += (w as f64) * (w as f64);
+            }
+        }
+        if energy > 0.0 {
+            noise / energy
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The targets of `graph`, in execution order; `plan` and `network` were made from it.
 pub(super) fn discover(graph: &Graph, plan: &Plan, network: &Network) -> Result<Vec<Target>> {
     let mut targets = Vec::new();

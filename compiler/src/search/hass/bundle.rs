@@ -95,7 +95,7 @@ mod tests {
             measured: None,
         };
         // Damage 1 everywhere: priority = gain.
-        let measured = vec![PerKnob { weights: Some(1.0), inputs: Some(1.0) }; 5];
+        let measured = vec![PerKnob { weights: Some(1.0), inputs: Some(1.0), bits: Some(1.0) }; 5];
         let damages = Damages { measured, per_energy: PerKnob::default() };
         let moves = vec![mv(1, 0, 0.5), mv(1, 1, 0.6), mv(2, 0, 0.1), mv(3, 0, 0.4), mv(4, 1, 0.3), mv(0, 0, 0.9)];
         // Target 0 is the chosen one's; target 1 once (its best knob); 0.1 ranks below the floor.
