@@ -130,6 +130,21 @@ fn qdq_encoding_follows_the_widths() {
     let m = decode(&fixed("fmnist_cnn_op13", 6, SparsityConfig::default()));
     assert_eq!(m.opset_import[0].version, 14);
     assert_eq!(ops(&m, "Clip"), 4);
+    // Mixed widths (the search's per-layer choice): opset 21, and every integer in int16,
+    // 8-bit ones too, saturated by a Clip (onnxruntime mis-types an int8 pair it moves past
+    // the reshape in an opset-21 model, and refuses the model).
+    let mut widths = Widths::uniform(Precision::default());
+    widths.layers.insert("/c2/c2.0/Conv".into(), Precision { weight_bits: 8, activation_bits: 8 });
+    let calib = common::image_range("inputs/fmnist_train_500.npy", 0, 100);
+    let design = hassc::design::DesignOptions { precision: widths, ..Default::default() };
+    let m = decode(&compile(
+        "fmnist_cnn_op13",
+        CompileOptions { design, calibration: Some(Arc::new(calib)), ..Default::default() },
+    ));
+    assert_eq!(m.opset_import[0].version, 21);
+    let types: Vec<i32> = m.graph.as_ref().unwrap().initializer.iter().map(|t| t.data_type).collect();
+    assert!(types.contains(&5) && !types.contains(&3), "{types:?}");
+    assert_eq!(ops(&m, "Clip"), 1, "c2's 8-bit output");
     // The float datapath stays float.
     let c = compile("fmnist_cnn_op13", CompileOptions { datapath: Datapath::Float, ..Default::default() });
     let m = decode(&c);

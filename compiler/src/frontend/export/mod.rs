@@ -19,6 +19,8 @@ struct Writer<'g> {
     graph: &'g Graph,
     /// The fixed-point formats (`None`: a float model).
     q: Option<&'g Quantization>,
+    /// The integer container's width, bits (see [`qdq::container_bits`]).
+    container: u32,
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
     names: HashMap<NodeId, String>,
@@ -79,10 +81,10 @@ impl Writer<'_> {
     fn narrow(&mut self, base: &str, x: String, f: Format) -> String {
         let scale = self.constant(format!("{base}/q.scale"), &[], vec![qdq::step(f.frac)]);
         let zero = format!("{base}/q.zero");
-        self.initializers.push(qdq::int_tensor(zero.clone(), &[], f.bits, vec![0]));
+        self.initializers.push(qdq::int_tensor(zero.clone(), &[], self.container, vec![0]));
         let q = self.node("QuantizeLinear", format!("{base}/q"), vec![x, scale.clone(), zero.clone()], vec![]);
         let y = self.node("DequantizeLinear", format!("{base}/dq"), vec![q, scale, zero], vec![]);
-        if qdq::fills_container(f) {
+        if qdq::fills_container(f, self.container) {
             return y;
         }
         let (lo, hi) = qdq::range(f);
@@ -163,13 +165,13 @@ impl Writer<'_> {
         self.initializers.push(qdq::int_tensor(
             ints.clone(),
             &w.shape,
-            bits,
+            self.container,
             qw.weights.iter().map(|&v| v as i32).collect(),
         ));
         let steps = qw.formats.iter().map(|f| qdq::step(f.frac)).collect();
         let scale = self.constant(format!("{base}.weight.scale"), &[channels], steps);
         let zero = format!("{base}.weight.zero");
-        self.initializers.push(qdq::int_tensor(zero.clone(), &[channels], bits, vec![0; channels]));
+        self.initializers.push(qdq::int_tensor(zero.clone(), &[channels], self.container, vec![0; channels]));
         let weight =
             self.node("DequantizeLinear", format!("{base}.weight"), vec![ints, scale, zero], vec![int("axis", 0)]);
         let exact = qw
@@ -297,7 +299,8 @@ impl Writer<'_> {
 /// datapath as QDQ pairs (opset 13 or 21, see [`qdq`]).
 pub fn to_onnx(graph: &Graph, q: Option<&Quantization>) -> Result<Vec<u8>, String> {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let mut w = Writer { graph, q, nodes: Vec::new(), initializers: Vec::new(), names: HashMap::new() };
+    let container = q.map_or(16, qdq::container_bits);
+    let mut w = Writer { graph, q, container, nodes: Vec::new(), initializers: Vec::new(), names: HashMap::new() };
     let input = match q {
         Some(q) => w.narrow("input", "input".into(), q.input),
         None => "input".to_string(),

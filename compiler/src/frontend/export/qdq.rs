@@ -6,8 +6,9 @@
 //! is `DequantizeLinear(QuantizeLinear(x, 2^-frac, 0))` in a container of `bits`. ONNX has
 //! 8-bit containers from opset 13 and 16-bit ones from opset 21: a model whose every width
 //! is at most 8 bits is written at opset 14 (as float models are: HardSwish needs it; what
-//! most runtimes and tools read), any other at opset 21. Widths that are not a container's own (2-7, 9-15 bits) saturate with a
-//! `Clip` to the format's range after the pair (rounding first, then clamping at integer
+//! most runtimes and tools read), any other at opset 21, where every value travels in int16.
+//! Widths that are not their container's (below 8 bits at opset 14, below 16 at 21) saturate
+//! with a `Clip` to the format's range after the pair (rounding first, then clamping at integer
 //! bounds, is the contract's order). Weights are stored as the integers the artifact holds,
 //! with a per-output-channel `DequantizeLinear` (axis 0).
 //!
@@ -40,21 +41,25 @@ pub(super) fn opset(q: &Quantization) -> i64 {
     }
 }
 
-/// The container type of a `bits`-wide integer.
-fn container(bits: u32) -> i32 {
-    if bits <= 8 {
-        INT8
+/// The container every integer of a model quantized as `q` travels in, bits: int8 at
+/// opset 14 (every width fits), int16 at opset 21, for 8-bit values too (onnxruntime's QDQ
+/// propagation gives an int8 pair moved past a Reshape a uint8 zero point in an opset-21
+/// model, which it then rejects; an int16 container with a `Clip` is the same arithmetic).
+pub(super) fn container_bits(q: &Quantization) -> u32 {
+    if opset(q) == 14 {
+        8
     } else {
-        INT16
+        16
     }
 }
 
-/// An integer initializer (int8 and int16 travel in `int32_data`).
-pub(super) fn int_tensor(name: String, dims: &[usize], bits: u32, values: Vec<i32>) -> pb::TensorProto {
+/// An integer initializer in a `container`-bit integer (int8 and int16 travel in
+/// `int32_data`).
+pub(super) fn int_tensor(name: String, dims: &[usize], container: u32, values: Vec<i32>) -> pb::TensorProto {
     pb::TensorProto {
         name,
         dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: container(bits),
+        data_type: if container <= 8 { INT8 } else { INT16 },
         int32_data: values,
         ..Default::default()
     }
@@ -70,7 +75,7 @@ pub(super) fn range(f: Format) -> (f32, f32) {
     (f.to_f64(f.min()) as f32, f.to_f64(f.max()) as f32)
 }
 
-/// Whether `f`'s saturation is its container's (no `Clip` needed).
-pub(super) fn fills_container(f: Format) -> bool {
-    f.bits == 8 || f.bits == 16
+/// Whether `f`'s saturation is its `container`'s (no `Clip` needed).
+pub(super) fn fills_container(f: Format, container: u32) -> bool {
+    f.bits == container
 }
