@@ -10,7 +10,7 @@ use crate::hw::cost::{conv_cost_parts, conv_cycles, stage_cost, Folding, Placeme
 use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::stage::StageKind;
 use crate::hw::{Budget, Usage};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Largest spatial parallelism considered (pixels per cycle).
 pub const MAX_SPATIAL: usize = 64;
@@ -159,21 +159,23 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
     out
 }
 
-/// Some of a stage's entries by ascending cycles and, under the current weights, the
-/// cheapest among each prefix: "the cheapest entry with at most II cycles" in O(log n).
-/// Cycles and resources sit in their own arrays (a reweight reads 40 bytes per entry, not
-/// the whole entry), and the prefix minima are computed on the first query after a
-/// reweight, so a ladder the search never asks about costs nothing.
-#[derive(Clone, Debug, Default)]
+/// Some of a stage's entries by ascending cycles, for "the cheapest entry with at most II
+/// cycles" in O(log n) under any weights (see [`Minima`]). Cycles and resources sit in
+/// their own arrays: computing the prefix minima reads 40 bytes per entry, not the whole
+/// entry.
+#[derive(Debug, Default)]
 struct Ladder {
     /// Indices into the stage's entries.
     members: Vec<u32>,
     cycles: Vec<f64>,
     /// DSP, BRAM18, URAM, LUT, FF of each member (what [`scalar`] weighs).
     resources: Vec<[f64; 5]>,
-    /// `best[k]`: position of the cheapest member among the first `k + 1`.
-    best: OnceLock<Vec<u32>>,
 }
+
+/// A ladder's prefix minima under one set of weights: `best[k]` is the position of the
+/// cheapest member among the first `k + 1`. Computed on the first query after a reweight,
+/// so a ladder the search never asks about costs nothing.
+type Minima = OnceLock<Vec<u32>>;
 
 impl Ladder {
     fn push(&mut self, index: usize, e: &CostedChoice) {
@@ -182,13 +184,14 @@ impl Ladder {
         self.resources.push(on_chip(&e.usage));
     }
 
-    /// Index of the cheapest member with at most `ii` cycles.
-    fn cheapest(&self, ii: f64, w: &[f64; 5]) -> Option<usize> {
+    /// Index of the cheapest member with at most `ii` cycles under `w`, whose minima
+    /// `best` holds or will hold.
+    fn cheapest(&self, ii: f64, w: &[f64; 5], best: &Minima) -> Option<usize> {
         let k = self.cycles.partition_point(|&c| c <= ii);
         if k == 0 {
             return None;
         }
-        let best = self.best.get_or_init(|| {
+        let best = best.get_or_init(|| {
             let (mut at, mut lowest) = (0, f64::INFINITY);
             self.resources
                 .iter()
@@ -204,16 +207,12 @@ impl Ladder {
         });
         Some(self.members[best[k - 1] as usize] as usize)
     }
-
-    fn reweight(&mut self) {
-        self.best = OnceLock::new();
-    }
 }
 
 /// Entries split by where the weights live: off-chip entries also pay for bandwidth, which
 /// the prefix minima do not see (a stage streams the same weight bits whatever its folding,
 /// so within the off-chip ladder that price is the same for all).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Menu {
     on_chip: Ladder,
     off_chip: Ladder,
@@ -226,18 +225,13 @@ impl Menu {
             _ => self.on_chip.push(index, e),
         }
     }
-
-    fn reweight(&mut self) {
-        self.on_chip.reweight();
-        self.off_chip.reweight();
-    }
 }
 
-/// A stage's entries arranged to answer "the cheapest choice with at most II cycles" under
-/// per-resource weights, in O(log n), among all entries or among those taking a given
-/// number of input lanes (a pick that needs no width converter).
-#[derive(Clone, Debug)]
-pub struct StageChoices {
+/// A stage's entries and their menus: what does not depend on the weights, shared by every
+/// clone of a [`StageChoices`] (the search allocates thousands of times from the same
+/// choices).
+#[derive(Debug)]
+struct Arranged {
     /// By ascending cycles; none dominated by another of the same kind (see
     /// [`StageChoices::new`]).
     entries: Vec<CostedChoice>,
@@ -245,6 +239,41 @@ pub struct StageChoices {
     /// The entries grouped by the input lanes they take ([`CostedChoice::lanes_in`]),
     /// ascending.
     by_lanes: Vec<(usize, Menu)>,
+    /// The aligned entries only, arranged on first use (under the weights first asked for).
+    aligned: OnceLock<StageChoices>,
+}
+
+impl Arranged {
+    /// `entries`, grouped per input-lane kind, by ascending cycles, as menus.
+    fn new(entries: Vec<CostedChoice>) -> Arranged {
+        let mut all = Menu::default();
+        let mut by_lanes: Vec<(usize, Menu)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            all.push(i, e);
+            let Some(lanes) = e.lanes_in else { continue };
+            let k = match by_lanes.binary_search_by_key(&lanes, |(l, _)| *l) {
+                Ok(k) => k,
+                Err(k) => {
+                    by_lanes.insert(k, (lanes, Menu::default()));
+                    k
+                }
+            };
+            by_lanes[k].1.push(i, e);
+        }
+        Arranged { entries, all, by_lanes, aligned: OnceLock::new() }
+    }
+}
+
+/// A stage's entries arranged to answer "the cheapest choice with at most II cycles" under
+/// per-resource weights, in O(log n), among all entries or among those taking a given
+/// number of input lanes (a pick that needs no width converter). Clones share the entries,
+/// the menus and, until one of them is reweighted, the prefix minima.
+#[derive(Clone, Debug)]
+pub struct StageChoices {
+    arranged: Arc<Arranged>,
+    /// Prefix minima under `weights`: `[on chip, off chip]` of all entries first, then of
+    /// each lane count of `by_lanes` (they depend on nothing else, so clones share them).
+    minima: Arc<Vec<[Minima; 2]>>,
     /// Weights the prices are computed with.
     weights: [f64; 5],
 }
@@ -301,55 +330,48 @@ impl StageChoices {
         }
         // By cycles, then position.
         kept.sort_unstable();
-        StageChoices::arrange(kept.into_iter().map(|key| entries[key as u32 as usize]).collect(), weights)
+        let entries = kept.into_iter().map(|key| entries[key as u32 as usize]).collect();
+        StageChoices::with(Arc::new(Arranged::new(entries)), weights)
     }
 
-    /// `entries`, pruned per input-lane kind and by ascending cycles, as menus.
-    fn arrange(entries: Vec<CostedChoice>, weights: [f64; 5]) -> StageChoices {
-        let mut all = Menu::default();
-        let mut by_lanes: Vec<(usize, Menu)> = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            all.push(i, e);
-            let Some(lanes) = e.lanes_in else { continue };
-            let k = match by_lanes.binary_search_by_key(&lanes, |(l, _)| *l) {
-                Ok(k) => k,
-                Err(k) => {
-                    by_lanes.insert(k, (lanes, Menu::default()));
-                    k
-                }
-            };
-            by_lanes[k].1.push(i, e);
-        }
-        StageChoices { entries, all, by_lanes, weights }
+    fn with(arranged: Arc<Arranged>, weights: [f64; 5]) -> StageChoices {
+        let minima = Arc::new((0..=arranged.by_lanes.len()).map(|_| Default::default()).collect());
+        StageChoices { arranged, minima, weights }
     }
 
     /// The aligned entries only ([`divides`]), arranged under `weights`.
     pub fn aligned(&self, weights: [f64; 5]) -> StageChoices {
         // Pruning compared entries of the same alignment only, so the aligned ones that
         // survived are those that would survive among aligned ones alone.
-        StageChoices::arrange(self.entries.iter().filter(|e| e.aligned).copied().collect(), weights)
+        let aligned = self.arranged.aligned.get_or_init(|| {
+            let entries = self.arranged.entries.iter().filter(|e| e.aligned).copied().collect();
+            StageChoices::with(Arc::new(Arranged::new(entries)), weights)
+        });
+        let mut aligned = aligned.clone();
+        aligned.reweight(weights);
+        aligned
     }
 
     /// Use new weights from the next query on.
     pub fn reweight(&mut self, weights: [f64; 5]) {
-        self.all.reweight();
-        self.by_lanes.iter_mut().for_each(|(_, m)| m.reweight());
-        self.weights = weights;
+        if weights != self.weights {
+            *self = StageChoices::with(self.arranged.clone(), weights);
+        }
     }
 
     /// Every entry kept (for reports and looking up a folding's other placements).
     pub fn entries(&self) -> impl Iterator<Item = &CostedChoice> {
-        self.entries.iter()
+        self.arranged.entries.iter()
     }
 
     /// The fewest cycles any entry reaches.
     pub fn min_cycles(&self) -> f64 {
-        self.entries.first().map_or(f64::INFINITY, |e| e.cycles)
+        self.arranged.entries.first().map_or(f64::INFINITY, |e| e.cycles)
     }
 
     /// The most cycles any entry takes.
     pub fn max_cycles(&self) -> f64 {
-        self.entries.last().map_or(0.0, |e| e.cycles)
+        self.arranged.entries.last().map_or(0.0, |e| e.cycles)
     }
 
     /// The weighted price of `u` under the current weights.
@@ -357,9 +379,10 @@ impl StageChoices {
         scalar(u, &self.weights) + u.offchip_bits * offchip_weight
     }
 
-    fn cheapest_in(&self, menu: &Menu, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
-        let on = menu.on_chip.cheapest(ii, &self.weights).map(|i| &self.entries[i]);
-        let off = menu.off_chip.cheapest(ii, &self.weights).map(|i| &self.entries[i]);
+    fn cheapest_in(&self, menu: &Menu, minima: &[Minima; 2], ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
+        let entries = &self.arranged.entries;
+        let on = menu.on_chip.cheapest(ii, &self.weights, &minima[0]).map(|i| &entries[i]);
+        let off = menu.off_chip.cheapest(ii, &self.weights, &minima[1]).map(|i| &entries[i]);
         match (on, off) {
             (Some(a), Some(b)) => {
                 Some(if self.price(&a.usage, 0.0) <= self.price(&b.usage, offchip_weight) { a } else { b })
@@ -371,13 +394,13 @@ impl StageChoices {
     /// The cheapest entry with at most `ii` cycles, counting off-chip weight bits against
     /// `offchip_weight` per bit.
     pub fn cheapest(&self, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
-        self.cheapest_in(&self.all, ii, offchip_weight)
+        self.cheapest_in(&self.arranged.all, &self.minima[0], ii, offchip_weight)
     }
 
     /// [`StageChoices::cheapest`] among the entries that take `lanes` input lanes.
     pub fn cheapest_taking(&self, lanes: usize, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
-        let k = self.by_lanes.binary_search_by_key(&lanes, |(l, _)| *l).ok()?;
-        self.cheapest_in(&self.by_lanes[k].1, ii, offchip_weight)
+        let k = self.arranged.by_lanes.binary_search_by_key(&lanes, |(l, _)| *l).ok()?;
+        self.cheapest_in(&self.arranged.by_lanes[k].1, &self.minima[k + 1], ii, offchip_weight)
     }
 }
 

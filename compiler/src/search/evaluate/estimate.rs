@@ -57,9 +57,8 @@ impl Evaluator<'_> {
         let fresh = self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input));
         if !fresh {
             self.apply(knobs);
-            let candidate = self.with_statistics(knobs, &[t], self.state.trace.clone());
+            let c = self.tallied(knobs, &[t], self.state.trace.clone());
             self.apply(&self.state.knobs.clone());
-            let c = candidate?;
             let entry = Estimated {
                 input,
                 sparsity: c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?,

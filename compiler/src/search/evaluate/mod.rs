@@ -373,6 +373,14 @@ impl<'a> Evaluator<'a> {
 
     /// The statistics and design of `knobs` (already applied to the plan) on `trace`.
     fn with_statistics(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> Result<Candidate> {
+        let mut candidate = self.tallied(knobs, changed, trace);
+        candidate.metrics = self.hardware(&candidate.network, &candidate.stage_choices)?;
+        Ok(candidate)
+    }
+
+    /// The statistics of `knobs` (already applied to the plan) on `trace`, and the costed
+    /// choices of the stages they change; not allocated (metrics left at their default).
+    fn tallied(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> Candidate {
         let mut masks = self.state.masks.clone();
         let mut mask_zeros = self.state.mask_zeros.clone();
         let mut network = self.state.network.clone();
@@ -383,9 +391,10 @@ impl<'a> Evaluator<'a> {
             let threshold_changed = threshold != self.state.knobs[t].activation_threshold;
             let mut new_masks = false;
             if threshold_changed || !trace.shares(&self.state.trace, input) {
-                let images = sample(&self.plan, target.layer, trace.value(input), self.statistics_images.as_deref());
-                let zeros = zero_share(&images, threshold);
+                let pick = self.statistics_images.as_deref();
+                let zeros = sampled_zero_share(&self.plan, target.layer, trace.value(input), pick, threshold);
                 if threshold_changed || (zeros - mask_zeros[target.layer]).abs() > STATISTICS_DRIFT {
+                    let images = sample(&self.plan, target.layer, trace.value(input), pick);
                     masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, &images)));
                     mask_zeros[target.layer] = zeros;
                     new_masks = true;
@@ -414,11 +423,10 @@ impl<'a> Evaluator<'a> {
         for (i, f) in rebuilt {
             stage_choices[i] = Arc::new(f);
         }
-        let metrics = self.hardware(&network, &stage_choices)?;
         let widths = self.state.widths.clone();
-        Ok(Candidate {
+        Candidate {
             knobs: knobs.to_vec(),
-            metrics,
+            metrics: Metrics::default(),
             trace,
             masks,
             mask_zeros,
@@ -426,7 +434,7 @@ impl<'a> Evaluator<'a> {
             stage_choices,
             widths,
             plan: None,
-        })
+        }
     }
 
     fn design(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<crate::design::Design> {
@@ -572,8 +580,21 @@ fn statistics_images(batch: usize, seed: u64) -> Option<Vec<usize>> {
 
 /// Share of `values` at or below `threshold` (zero when there is none).
 fn zero_share(values: &[f32], threshold: Option<f32>) -> f64 {
-    let zeros = values.iter().filter(|&&v| v == 0.0 || threshold.is_some_and(|t| v <= t)).count();
-    zeros as f64 / values.len().max(1) as f64
+    zeros(values, threshold) as f64 / values.len().max(1) as f64
+}
+
+/// How many of `values` read as zero under `threshold`.
+fn zeros(values: &[f32], threshold: Option<f32>) -> usize {
+    values.iter().filter(|&&v| v == 0.0 || threshold.is_some_and(|t| v <= t)).count()
+}
+
+/// [`zero_share`] of [`sample`], without copying the sample (most evaluations only check
+/// how far it drifted).
+fn sampled_zero_share(plan: &Plan, layer: usize, value: &[f32], pick: Option<&[usize]>, threshold: Option<f32>) -> f64 {
+    let Some(pick) = pick else { return zero_share(value, threshold) };
+    let len: usize = plan.value_shape(plan.layers[layer].inputs[0]).iter().product();
+    let zeros: usize = pick.iter().map(|&i| zeros(&value[i * len..][..len], threshold)).sum();
+    zeros as f64 / (pick.len() * len).max(1) as f64
 }
 
 /// The images `pick` (all when `None`) of a batch of layer `layer`'s input.
