@@ -309,30 +309,44 @@ impl Greedy {
     }
 
     /// Per open knob, the first step (up to [`LOOKAHEAD`] levels ahead) whose hardware
-    /// estimate gains over `current`, with its damage stand-in.
+    /// estimate gains over `current`, with its damage stand-in. The knobs' next levels are
+    /// estimated together ([`Evaluator::estimate_all`]), then the next levels of those that
+    /// did not pay.
     fn paying_moves(&self, eval: &mut Evaluator, current: &Metrics) -> Result<Vec<Move>> {
         let mut moves = Vec::new();
+        let mut pending: Vec<(usize, KnobKind, usize)> = Vec::new();
         for t in 0..self.levels.len() {
             for kind in KnobKind::ALL {
-                if !self.open(t, kind) {
-                    continue;
-                }
-                let top = self.ladders[t][kind].len().min(self.levels[t][kind] + LOOKAHEAD);
-                for to in self.levels[t][kind] + 1..=top {
-                    let mut next = self.levels.clone();
-                    next[t][kind] = to;
-                    let knobs = knobs_at(&self.ladders, &next);
-                    let estimate = eval.estimate(&knobs)?;
-                    let gain = gain(current, &estimate);
-                    if gain > MIN_GAIN {
-                        let now = &knobs_at(&self.ladders, &self.levels)[t];
-                        let proxy = removed_energy(eval, t, kind, &knobs[t]) - removed_energy(eval, t, kind, now);
-                        moves.push(Move { target: t, kind, to, gain, proxy, measured: None });
-                        break;
-                    }
+                if self.open(t, kind) {
+                    pending.push((t, kind, self.levels[t][kind] + 1));
                 }
             }
         }
+        while !pending.is_empty() {
+            let candidates: Vec<Vec<LayerKnobs>> = pending
+                .iter()
+                .map(|&(t, kind, to)| {
+                    let mut next = self.levels.clone();
+                    next[t][kind] = to;
+                    knobs_at(&self.ladders, &next)
+                })
+                .collect();
+            let estimates = eval.estimate_all(&candidates);
+            let mut further = Vec::new();
+            for ((&(t, kind, to), knobs), estimate) in pending.iter().zip(&candidates).zip(estimates) {
+                let gain = gain(current, &estimate?);
+                if gain > MIN_GAIN {
+                    let now = &knobs_at(&self.ladders, &self.levels)[t];
+                    let proxy = removed_energy(eval, t, kind, &knobs[t]) - removed_energy(eval, t, kind, now);
+                    moves.push(Move { target: t, kind, to, gain, proxy, measured: None });
+                } else if to < self.ladders[t][kind].len().min(self.levels[t][kind] + LOOKAHEAD) {
+                    further.push((t, kind, to + 1));
+                }
+            }
+            pending = further;
+        }
+        // In knob order, as one knob at a time would find them.
+        moves.sort_by_key(|m| (m.target, m.kind));
         Ok(moves)
     }
 

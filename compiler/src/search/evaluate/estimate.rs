@@ -6,6 +6,7 @@ use crate::alloc::choices::StageChoices;
 use crate::error::{CompileError, Result};
 use crate::sparsity::LayerKnobs;
 use hass_runtime::stats::WindowMasks;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// What a one-layer move does to its own stage.
@@ -21,24 +22,32 @@ fn internal(what: &str) -> CompileError {
     CompileError::internal(format!("search estimate: {what}"))
 }
 
+/// What an estimate of some knobs needs to do.
+enum Kind {
+    /// Nothing changes.
+    Same,
+    /// Only widths change: costed from the accepted statistics.
+    Widths(crate::design::Widths),
+    /// One target's thresholds change: its cached statistics and choices.
+    One(usize),
+    /// Anything else.
+    Other,
+}
+
 impl Evaluator<'_> {
     /// The hardware metrics of `knobs` without re-running the network: statistics of the
     /// changed layers from the accepted activations, every other layer's as accepted.
     /// Accuracy fields are the accepted state's. A change of widths alone is costed from
     /// the accepted statistics ([`Self::estimate_widths`]).
     pub fn estimate(&mut self, knobs: &[LayerKnobs]) -> Result<Metrics> {
+        match self.kind(knobs) {
+            Kind::Other => {}
+            _ => return self.estimate_all(&[knobs.to_vec()]).remove(0),
+        }
         let widths = self.widths_of(knobs);
         if widths != self.state.widths {
-            let thresholds = |k: &LayerKnobs| LayerKnobs { weight_bits: None, ..*k };
-            if knobs.iter().zip(&self.state.knobs).all(|(a, b)| thresholds(a) == thresholds(b)) {
-                return self.estimate_widths(&widths);
-            }
             // Widths and thresholds at once (the greedy never asks): measured in full.
             return Ok(self.at_widths(knobs, widths)?.metrics);
-        }
-        let changed: Vec<usize> = (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect();
-        if let [t] = changed[..] {
-            return self.estimate_one(knobs, t);
         }
         let changed = self.apply(knobs);
         let candidate = self.with_statistics(knobs, &changed, self.state.trace.clone());
@@ -48,26 +57,80 @@ impl Evaluator<'_> {
         Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }
 
-    /// [`Self::estimate`] of a move of target `t` alone: its stage's statistics and costed choices
-    /// are cached, so re-estimating it after other layers moved costs one allocation.
-    fn estimate_one(&mut self, knobs: &[LayerKnobs], t: usize) -> Result<Metrics> {
-        let (layer, stage) = (self.targets[t].layer, self.targets[t].stage);
-        let key = (t, knobs[t].weight_threshold.map(f32::to_bits), knobs[t].activation_threshold.map(f32::to_bits));
-        let input = self.state.masks[layer].clone().ok_or_else(|| internal("a target without window masks"))?;
-        let fresh = self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input));
-        if !fresh {
-            self.apply(knobs);
-            let c = self.tallied(knobs, &[t], self.state.trace.clone());
-            self.apply(&self.state.knobs.clone());
-            let entry = Estimated {
-                input,
-                sparsity: c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?,
-                encoded_weight_bits: c.network.stages[stage].encoded_weight_bits,
-                choices: c.stage_choices[stage].clone(),
-            };
-            self.estimates.insert(key, entry);
+    /// [`Self::estimate`] of several candidates, each changing one target's thresholds or
+    /// only widths (what ranking moves asks): the statistics they need are tallied first,
+    /// then the allocations run in parallel.
+    pub fn estimate_all(&mut self, candidates: &[Vec<LayerKnobs>]) -> Vec<Result<Metrics>> {
+        let kinds: Vec<Kind> = candidates.iter().map(|k| self.kind(k)).collect();
+        let mut prepared = Vec::with_capacity(kinds.len());
+        for (knobs, kind) in candidates.iter().zip(&kinds) {
+            prepared.push(match kind {
+                Kind::One(t) => self.prepare_one(knobs, *t),
+                Kind::Other => Err(internal("estimate_all takes one-layer or width-only moves")),
+                _ => Ok(()),
+            });
         }
-        let entry = &self.estimates[&key];
+        let this = &*self;
+        kinds
+            .par_iter()
+            .zip(candidates)
+            .zip(prepared)
+            .map(|((kind, knobs), prepared)| {
+                prepared?;
+                match kind {
+                    Kind::Same => Ok(this.state.metrics),
+                    Kind::Widths(widths) => this.estimate_widths(widths),
+                    Kind::One(t) => this.estimate_one(knobs, *t),
+                    Kind::Other => unreachable!("refused above"),
+                }
+            })
+            .collect()
+    }
+
+    fn kind(&self, knobs: &[LayerKnobs]) -> Kind {
+        let widths = self.widths_of(knobs);
+        let thresholds = |k: &LayerKnobs| LayerKnobs { weight_bits: None, ..*k };
+        let moved: Vec<usize> =
+            (0..knobs.len()).filter(|&t| thresholds(&knobs[t]) != thresholds(&self.state.knobs[t])).collect();
+        match (widths == self.state.widths, moved.as_slice()) {
+            (true, []) => Kind::Same,
+            (false, []) => Kind::Widths(widths),
+            (true, [t]) => Kind::One(*t),
+            _ => Kind::Other,
+        }
+    }
+
+    fn estimate_key(knobs: &[LayerKnobs], t: usize) -> (usize, Option<u32>, Option<u32>) {
+        (t, knobs[t].weight_threshold.map(f32::to_bits), knobs[t].activation_threshold.map(f32::to_bits))
+    }
+
+    /// Tally target `t`'s statistics and costed choices under `knobs` unless cached: its
+    /// stage's entry stays valid while its accepted input masks do, so re-estimating a
+    /// move after other layers moved costs one allocation.
+    fn prepare_one(&mut self, knobs: &[LayerKnobs], t: usize) -> Result<()> {
+        let (layer, stage) = (self.targets[t].layer, self.targets[t].stage);
+        let key = Self::estimate_key(knobs, t);
+        let input = self.state.masks[layer].clone().ok_or_else(|| internal("a target without window masks"))?;
+        if self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input)) {
+            return Ok(());
+        }
+        self.apply(knobs);
+        let c = self.tallied(knobs, &[t], self.state.trace.clone());
+        self.apply(&self.state.knobs.clone());
+        let entry = Estimated {
+            input,
+            sparsity: c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?,
+            encoded_weight_bits: c.network.stages[stage].encoded_weight_bits,
+            choices: c.stage_choices[stage].clone(),
+        };
+        self.estimates.insert(key, entry);
+        Ok(())
+    }
+
+    /// [`Self::estimate`] of a move of target `t` alone, prepared by [`Self::prepare_one`].
+    fn estimate_one(&self, knobs: &[LayerKnobs], t: usize) -> Result<Metrics> {
+        let stage = self.targets[t].stage;
+        let entry = self.estimates.get(&Self::estimate_key(knobs, t)).ok_or_else(|| internal("not prepared"))?;
         let mut network = self.state.network.clone();
         network.sparsity[stage] = Some(entry.sparsity.clone());
         network.stages[stage].encoded_weight_bits = entry.encoded_weight_bits;
