@@ -57,6 +57,9 @@ const MIN_DAMAGE: f64 = 1e-5;
 /// models lose (0.2 to 0.6 points at 0.005 nats).
 const POINTS_PER_NAT: f64 = 100.0;
 
+/// The width [`Greedy::narrow_everywhere`] tries first: two multiplies to a DSP.
+const UNIFORM_BITS: u32 = 8;
+
 /// Times the ladders are refined once the loop converges.
 const REFINEMENTS: usize = 2;
 /// Idle steps taken back once nothing else moves (see [`undo_idle`]).
@@ -350,6 +353,37 @@ impl Greedy {
         Ok(moves)
     }
 
+    /// First move, with widths searched: every layer's operands at [`UNIFORM_BITS`] at
+    /// once, taken when it fits the budget and gains. One evaluation where the per-layer
+    /// steps (16, 12, 8 bits, one layer at a time, each re-running what is downstream) would
+    /// cost two per layer: on a large model more than a time budget gives.
+    fn narrow_everywhere(&mut self, eval: &mut Evaluator, ctx: &mut Context) -> Result<()> {
+        let mut next = self.levels.clone();
+        for (t, ladder) in self.ladders.iter().enumerate() {
+            if let Some(k) = ladder.bits.iter().position(|&b| b as u32 == UNIFORM_BITS) {
+                next[t].bits = k + 1;
+            }
+        }
+        if next == self.levels {
+            return Ok(());
+        }
+        let current = eval.accepted().metrics;
+        let candidate = eval.evaluate(&knobs_at(&self.ladders, &next))?;
+        let point = ctx.record(&candidate);
+        let m = candidate.metrics;
+        tracing::info!(bits = UNIFORM_BITS, gain = gain(&current, &m), drop = ctx.drop(&m), "narrowed every layer");
+        if !ctx.within_budget(&m) || gain(&current, &m) <= MIN_GAIN {
+            return Ok(());
+        }
+        let taken: Vec<Taken> = (0..next.len())
+            .filter(|&t| next[t].bits != self.levels[t].bits)
+            .map(|t| Taken { target: t, kind: KnobKind::Bits, level: next[t].bits, expected_damage: 0.0 })
+            .collect();
+        accept(eval, ctx, candidate, point, &taken, &current)?;
+        self.levels = next;
+        Ok(())
+    }
+
     /// The lazy greedy: re-measure the best-ranked move until one measured in this state
     /// ranks first. A move that breaks the budget closes its knob; one that no longer
     /// gains is dropped.
@@ -462,6 +496,7 @@ impl Greedy {
 /// Run the strategy from the evaluator's accepted state.
 pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let mut greedy = Greedy::new(eval, ctx.widths);
+    greedy.narrow_everywhere(eval, ctx)?;
     loop {
         if ctx.out_of_time() {
             return Ok(Stop::TimeBudget);
