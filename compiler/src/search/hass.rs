@@ -358,6 +358,9 @@ impl Greedy {
     /// steps (16, 12, 8 bits, one layer at a time, each re-running what is downstream) would
     /// cost two per layer: on a large model more than a time budget gives.
     fn narrow_everywhere(&mut self, eval: &mut Evaluator, ctx: &mut Context) -> Result<()> {
+        if ctx.out_of_time() {
+            return Ok(());
+        }
         let mut next = self.levels.clone();
         for (t, ladder) in self.ladders.iter().enumerate() {
             if let Some(k) = ladder.bits.iter().position(|&b| b as u32 == UNIFORM_BITS) {
