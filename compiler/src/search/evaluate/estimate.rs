@@ -89,9 +89,8 @@ impl Evaluator<'_> {
 
     fn kind(&self, knobs: &[LayerKnobs]) -> Kind {
         let widths = self.widths_of(knobs);
-        let thresholds = |k: &LayerKnobs| LayerKnobs { weight_bits: None, ..*k };
         let moved: Vec<usize> =
-            (0..knobs.len()).filter(|&t| thresholds(&knobs[t]) != thresholds(&self.state.knobs[t])).collect();
+            (0..knobs.len()).filter(|&t| super::thresholds_differ(&knobs[t], &self.state.knobs[t])).collect();
         match (widths == self.state.widths, moved.as_slice()) {
             (true, []) => Kind::Same,
             (false, []) => Kind::Widths(widths),

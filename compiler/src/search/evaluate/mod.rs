@@ -113,8 +113,6 @@ pub struct Evaluator<'a> {
     /// The dense model's activation ranges, from which a change of widths re-derives every
     /// format (`None` until a width changes, or on the float datapath).
     ranges: Option<MeasuredRanges>,
-    /// Whether the plan computes in fixed point (widths change the outputs).
-    fixed_point: bool,
     objective: Objective,
     plan: Plan,
     /// The knobs the plan's layers hold now.
@@ -177,16 +175,7 @@ impl<'a> Evaluator<'a> {
             quantization.map(|q| targets.iter().map(|t| q.layers[&network.stages[t.stage].node].weight_bits).collect());
         let trace = Trace::new(&plan, images)?;
         let accuracy = Accuracy::new(trace.value(plan.outputs[0]), images.batch(), labels)?;
-        let mut masks = vec![None; plan.layers.len()];
-        let mut mask_zeros = vec![0.0; plan.layers.len()];
-        for t in &targets {
-            let input =
-                sample(&plan, t.layer, trace.value(plan.layers[t.layer].inputs[0]), statistics_images.as_deref());
-            let m = window_masks(&plan, t.layer, &input);
-            network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&plan, t.layer, &m)));
-            masks[t.layer] = Some(Arc::new(m));
-            mask_zeros[t.layer] = zero_share(&input, None);
-        }
+        let (masks, mask_zeros) = tally_all(&plan, &trace, &targets, statistics_images.as_deref(), &mut network);
         let widths = options.precision.clone();
         let refits = if reconstruct {
             let mut grams = reconstruct::grams(graph, board, images, |name| targets.iter().any(|t| t.name == name))?;
@@ -196,11 +185,7 @@ impl<'a> Evaluator<'a> {
             None
         };
         let knobs = vec![LayerKnobs::default(); targets.len()];
-        let budget = Budget::of(board);
-        let stage_choices = (0..network.stages.len())
-            .into_par_iter()
-            .map(|i| Arc::new(choices_of_stage(&network, i, &budget)))
-            .collect();
+        let stage_choices = all_choices(&network, board);
         let mut evaluator = Evaluator {
             graph,
             board,
@@ -208,7 +193,6 @@ impl<'a> Evaluator<'a> {
             options: options.clone(),
             base: widths.clone(),
             ranges: None,
-            fixed_point: quantization.is_some(),
             objective,
             plan,
             applied: knobs.clone(),
@@ -552,6 +536,57 @@ impl Default for Metrics {
             pressure: f64::INFINITY,
             score: 0.0,
         }
+    }
+}
+
+/// Every target's window masks on the images `pick` (all when `None`) of `trace`, by plan
+/// layer, with its share of zero inputs under the threshold its layer holds; each target's
+/// statistics set in `network`. The targets are tallied in parallel.
+fn tally_all(
+    plan: &Plan,
+    trace: &Trace,
+    targets: &[Target],
+    pick: Option<&[usize]>,
+    network: &mut Network,
+) -> (Vec<Option<Arc<WindowMasks>>>, Vec<f64>) {
+    let tallied: Vec<_> = targets
+        .par_iter()
+        .map(|target| {
+            let input = sample(plan, target.layer, trace.value(plan.layers[target.layer].inputs[0]), pick);
+            let zeros = zero_share(&input, layer_threshold(plan, target.layer));
+            let masks = window_masks(plan, target.layer, &input);
+            let sparsity = sparsity_of(&layer_counts(plan, target.layer, &masks));
+            (Arc::new(masks), zeros, sparsity)
+        })
+        .collect();
+    let mut masks = vec![None; plan.layers.len()];
+    let mut mask_zeros = vec![0.0; plan.layers.len()];
+    for (target, (m, zeros, sparsity)) in targets.iter().zip(tallied) {
+        masks[target.layer] = Some(m);
+        mask_zeros[target.layer] = zeros;
+        network.sparsity[target.stage] = Some(sparsity);
+    }
+    (masks, mask_zeros)
+}
+
+/// Every stage's costed choices for `network` on `board`, built in parallel.
+fn all_choices(network: &Network, board: &Board) -> Vec<Arc<StageChoices>> {
+    let budget = Budget::of(board);
+    (0..network.stages.len()).into_par_iter().map(|i| Arc::new(choices_of_stage(network, i, &budget))).collect()
+}
+
+/// Whether `a` and `b` differ in a threshold (or in pruning or reconstruction): anything
+/// but the width knob.
+fn thresholds_differ(a: &LayerKnobs, b: &LayerKnobs) -> bool {
+    LayerKnobs { weight_bits: None, ..*a } != LayerKnobs { weight_bits: None, ..*b }
+}
+
+/// The input threshold layer `layer` of `plan` holds (a target).
+fn layer_threshold(plan: &Plan, layer: usize) -> Option<f32> {
+    match &plan.layers[layer].op {
+        Op::Conv(c) => c.input_threshold,
+        Op::Dense(d) => d.input_threshold,
+        _ => None,
     }
 }
 

@@ -2,17 +2,14 @@
 //! hardware estimate of a change of widths, and its evaluation, which re-quantizes the
 //! whole network (every format downstream of a narrowed stream moves).
 
-use super::{apply_knobs, layer_weights, sample, zero_share, Candidate, Evaluator, Metrics};
+use super::{all_choices, apply_knobs, layer_weights, tally_all, thresholds_differ, Candidate, Evaluator, Metrics};
 use crate::alloc::exact::choices_of_stage;
 use crate::design::{encoded_weight_bits, DesignOptions, Widths};
 use crate::error::Result;
 use crate::hw::Budget;
 use crate::ir::NodeId;
-use crate::sparsity::counts::layer_counts;
-use crate::sparsity::statistics::{calibration_plan, sparsity_of};
+use crate::sparsity::statistics::calibration_plan;
 use crate::sparsity::LayerKnobs;
-use hass_runtime::plan::Op;
-use hass_runtime::stats::window_masks;
 use hass_runtime::trace::Trace;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -22,7 +19,7 @@ impl Evaluator<'_> {
     /// Whether widths are knobs: only on the fixed-point datapath do they change the
     /// outputs (on the float datapath a narrower width would look free).
     pub fn searches_widths(&self) -> bool {
-        self.fixed_point
+        self.weight_bits.is_some()
     }
 
     /// The widest operands target `t` may ask for: the wider of its weights' and its input
@@ -89,7 +86,7 @@ impl Evaluator<'_> {
 
     /// Per target, its weights' width at `widths` (`None` on the float datapath).
     pub(super) fn weight_bits_at(&self, widths: &Widths) -> Option<Vec<u32>> {
-        self.fixed_point.then(|| self.targets.iter().map(|t| widths.of(&t.name).weight_bits).collect())
+        self.searches_widths().then(|| self.targets.iter().map(|t| widths.of(&t.name).weight_bits).collect())
     }
 
     /// The layers of `plan` (at `widths`) whose own widths differ from the accepted ones:
@@ -161,10 +158,7 @@ impl Evaluator<'_> {
         let trace = match self.narrowed_layers(&plan, &widths) {
             Some(mut roots) => {
                 // And the layers whose thresholds move with the widths.
-                let moved = |t: &usize| {
-                    LayerKnobs { weight_bits: None, ..knobs[*t] }
-                        != LayerKnobs { weight_bits: None, ..self.state.knobs[*t] }
-                };
+                let moved = |t: &usize| thresholds_differ(&knobs[*t], &self.state.knobs[*t]);
                 roots.extend((0..knobs.len()).filter(moved).map(|t| self.targets[t].layer));
                 self.state.trace.rerun(&plan, &roots)
             }
@@ -172,24 +166,9 @@ impl Evaluator<'_> {
         };
         let options = DesignOptions { precision: widths.clone(), ..self.options.clone() };
         let mut network = crate::design::network(self.graph, &options)?;
-        let pick = self.statistics_images.as_deref();
-        let tallied: Vec<_> = self
-            .targets
-            .par_iter()
-            .map(|target| {
-                let input = sample(&plan, target.layer, trace.value(plan.layers[target.layer].inputs[0]), pick);
-                let zeros = zero_share(&input, plan_threshold(&plan, target.layer));
-                let masks = window_masks(&plan, target.layer, &input);
-                let sparsity = sparsity_of(&layer_counts(&plan, target.layer, &masks));
-                (Arc::new(masks), zeros, sparsity)
-            })
-            .collect();
-        let mut masks = vec![None; plan.layers.len()];
-        let mut mask_zeros = vec![0.0; plan.layers.len()];
-        for ((t, target), (m, zeros, sparsity)) in self.targets.iter().enumerate().zip(tallied) {
-            masks[target.layer] = Some(m);
-            mask_zeros[target.layer] = zeros;
-            network.sparsity[target.stage] = Some(sparsity);
+        let (masks, mask_zeros) =
+            tally_all(&plan, &trace, &self.targets, self.statistics_images.as_deref(), &mut network);
+        for (t, target) in self.targets.iter().enumerate() {
             if knobs[t].prunes() {
                 let weight = layer_weights(&plan, target.layer);
                 let bits = widths.of(&target.name).weight_bits as u64;
@@ -197,11 +176,7 @@ impl Evaluator<'_> {
                     encoded_weight_bits(weight, target.rows, target.biases, bits);
             }
         }
-        let budget = Budget::of(self.board);
-        let stage_choices = (0..network.stages.len())
-            .into_par_iter()
-            .map(|i| Arc::new(choices_of_stage(&network, i, &budget)))
-            .collect::<Vec<_>>();
+        let stage_choices = all_choices(&network, self.board);
         let mut metrics = self.hardware(&network, &stage_choices)?;
         (metrics.top1, metrics.disagreement, metrics.divergence) = self.accuracy.measure(trace.value(plan.outputs[0]));
         Ok(Candidate {
@@ -215,14 +190,5 @@ impl Evaluator<'_> {
             widths,
             plan: Some(Arc::new(plan)),
         })
-    }
-}
-
-/// The input threshold layer `layer` of `plan` holds.
-fn plan_threshold(plan: &hass_runtime::Plan, layer: usize) -> Option<f32> {
-    match &plan.layers[layer].op {
-        Op::Conv(c) => c.input_threshold,
-        Op::Dense(d) => d.input_threshold,
-        _ => None,
     }
 }
