@@ -17,11 +17,13 @@ use super::SparsityConfig;
 use crate::board::Board;
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, NodeId, Op as IrOp, WeightId};
+use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
-use faer::{Mat, Side};
+use faer::{Accum, Mat, Par, Side};
 use hass_runtime::plan::Op;
 use hass_runtime::trace::Trace;
 use hass_runtime::Tensor;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// Calibration images the Gram matrices are accumulated over (the first ones): second
@@ -34,6 +36,9 @@ pub const RECONSTRUCTION_IMAGES: usize = 256;
 /// stage fits, its wider 3x3 stages and its classifier do not and keep magnitude pruning (a
 /// shared-inverse update in the manner of SparseGPT would scale to them).
 pub const MAX_REFIT_WORK: f64 = 6.9e10;
+
+/// Patch rows multiplied at a time when accumulating a Gram matrix.
+const PATCH_ROWS_PER_BLOCK: usize = 2048;
 
 /// Ridge term, as a fraction of the mean diagonal of `H_SS` (as GPTQ and SparseGPT damp),
 /// pulling towards the dense weights: keeps the solve well conditioned where inputs are
@@ -102,12 +107,20 @@ impl Patches {
 
     /// Group `g`'s patches of one image (`[C, H, W]`), one row per output pixel, the
     /// constant 1 last.
+    #[cfg(test)]
     fn of_image(&self, image: &[f32], g: usize) -> Mat<f64> {
+        self.of_images(&[image], g)
+    }
+
+    /// Group `g`'s patches of several images, one after the other.
+    fn of_images(&self, images: &[&[f32]], g: usize) -> Mat<f64> {
         let ([h, w], [oh, ow], [kh, kw]) = (self.in_hw, self.out_hw, self.kernel);
-        Mat::from_fn(oh * ow, self.fan_in() + 1, |p, j| {
+        Mat::from_fn(images.len() * oh * ow, self.fan_in() + 1, |p, j| {
             if j == self.fan_in() {
                 return 1.0;
             }
+            let image = images[p / (oh * ow)];
+            let p = p % (oh * ow);
             let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
             let (oy, ox) = (p / ow, p % ow);
             let y = (oy * self.stride[0] + ky * self.dilation[0]).checked_sub(self.pad[0]).filter(|&y| y < h);
@@ -133,12 +146,16 @@ impl Gram {
         let per_image: usize = input_shape.iter().product();
         let images = (input.len() / per_image.max(1)).min(RECONSTRUCTION_IMAGES);
         let n = patches.fan_in() + 1;
+        let images: Vec<&[f32]> = input.chunks_exact(per_image).take(images).collect();
+        // Patches of several images at a time: one product per block, not one (and one
+        // n x n temporary) per image.
+        let per_block = (PATCH_ROWS_PER_BLOCK / (patches.out_hw[0] * patches.out_hw[1]).max(1)).max(1);
         let groups = (0..patches.groups)
             .map(|g| {
                 let mut h = Mat::<f64>::zeros(n, n);
-                for image in input.chunks_exact(per_image).take(images) {
-                    let x = patches.of_image(image, g);
-                    h += x.transpose() * &x;
+                for block in images.chunks(per_block) {
+                    let x = patches.of_images(block, g);
+                    matmul(h.as_mut(), Accum::Add, x.transpose(), &x, 1.0, Par::Seq);
                 }
                 h
             })
@@ -225,14 +242,16 @@ pub fn grams(
     let plan = super::statistics::calibration_plan(graph, board, &images, None)?;
     let trace = Trace::new(&plan, &images)
         .map_err(|e| CompileError::internal(format!("running the dense model for reconstruction: {e}")))?;
-    let mut out = BTreeMap::new();
-    for layer in plan.layers.iter().filter(|l| wanted(&l.name)) {
-        let input = layer.inputs[0];
-        if let Some(g) = Gram::of_layer(&layer.op, trace.value(input), plan.value_shape(input), &layer.output_shape) {
-            out.insert(layer.name.clone(), g);
-        }
-    }
-    Ok(out)
+    // Layers in parallel: the result does not depend on the order.
+    let layers: Vec<_> = plan.layers.iter().filter(|l| wanted(&l.name)).collect();
+    Ok(layers
+        .into_par_iter()
+        .filter_map(|layer| {
+            let input = layer.inputs[0];
+            let gram = Gram::of_layer(&layer.op, trace.value(input), plan.value_shape(input), &layer.output_shape)?;
+            Some((layer.name.clone(), gram))
+        })
+        .collect())
 }
 
 /// Re-fit every pruned layer of `graph` whose knobs in `config` ask for it, against the
@@ -376,6 +395,32 @@ mod tests {
         let (same, same_bias) = gram.refit(&dense, &bias, &dense, true).unwrap();
         let scale = error(&x, inputs, &dense, &bias, &magnitude_pruned(&dense, 0.5), &bias);
         assert!(error(&x, inputs, &dense, &bias, &same, &same_bias) < 1e-3 * scale);
+    }
+
+    #[test]
+    fn the_gram_matrix_sums_every_image_s_patches_across_blocks() {
+        // 300 images of 16 patches: several blocks of [`PATCH_ROWS_PER_BLOCK`] rows.
+        let (c_in, c_out, hw, n) = (2, 3, [4, 4], 300);
+        assert!(n * 16 > 2 * PATCH_ROWS_PER_BLOCK);
+        let conv = Conv { pads: [1; 4], ..Conv::new(values(7, c_out * c_in * 9), c_in, c_out, [3, 3]) };
+        let op = Op::Conv(conv);
+        let input = values(8, n * c_in * hw[0] * hw[1]);
+        let gram = Gram::of_layer(&op, &input, &[c_in, 4, 4], &[c_out, 4, 4]).unwrap();
+        let patches = Patches::of(&op, &[c_in, 4, 4], &[c_out, 4, 4]).unwrap();
+        let images = n.min(RECONSTRUCTION_IMAGES);
+        let mut expected = Mat::<f64>::zeros(19, 19);
+        for image in input.chunks_exact(c_in * 16).take(images) {
+            let x = patches.of_image(image, 0);
+            expected += x.transpose() * &x;
+        }
+        let h = &gram.groups[0];
+        for i in 0..19 {
+            for j in 0..19 {
+                assert!((h[(i, j)] - expected[(i, j)]).abs() <= 1e-9 * expected[(i, j)].abs().max(1.0));
+            }
+        }
+        // The bias input's diagonal counts the patches: every image, no more.
+        assert_eq!(h[(18, 18)], (images * 16) as f64);
     }
 
     #[test]
