@@ -144,9 +144,8 @@ impl Gram {
             return None;
         }
         let per_image: usize = input_shape.iter().product();
-        let images = (input.len() / per_image.max(1)).min(RECONSTRUCTION_IMAGES);
         let n = patches.fan_in() + 1;
-        let images: Vec<&[f32]> = input.chunks_exact(per_image).take(images).collect();
+        let images: Vec<&[f32]> = input.chunks_exact(per_image.max(1)).take(RECONSTRUCTION_IMAGES).collect();
         // Patches of several images at a time: one product per block, not one (and one
         // n x n temporary) per image.
         let per_block = (PATCH_ROWS_PER_BLOCK / (patches.out_hw[0] * patches.out_hw[1]).max(1)).max(1);
@@ -399,9 +398,10 @@ mod tests {
 
     #[test]
     fn the_gram_matrix_sums_every_image_s_patches_across_blocks() {
-        // 300 images of 16 patches: several blocks of [`PATCH_ROWS_PER_BLOCK`] rows.
+        // 300 images (the first 256 read) of 16 patches: more than one block of
+        // [`PATCH_ROWS_PER_BLOCK`] rows.
         let (c_in, c_out, hw, n) = (2, 3, [4, 4], 300);
-        assert!(n * 16 > 2 * PATCH_ROWS_PER_BLOCK);
+        assert!(n.min(RECONSTRUCTION_IMAGES) * 16 > PATCH_ROWS_PER_BLOCK);
         let conv = Conv { pads: [1; 4], ..Conv::new(values(7, c_out * c_in * 9), c_in, c_out, [3, 3]) };
         let op = Op::Conv(conv);
         let input = values(8, n * c_in * hw[0] * hw[1]);
