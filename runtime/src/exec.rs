@@ -134,8 +134,8 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: us
         Op::Eltwise { kind, activation } => per_image(&mut out, &|n, o| {
             let (a, b) = (&input(0)[n * in_len(0)..][..in_len(0)], &input(1)[n * in_len(1)..][..in_len(1)]);
             eltwise::eltwise_image(*kind, a, in_shape(0), b, in_shape(1), o, out_shape);
-            if let Some(act) = activation {
-                act.apply_slice(o);
+            if activation.is_some() {
+                crate::kernels::activate_with(o, |v| v, *activation);
             }
         }),
         Op::ScaleShift { scale, shift, activation } => per_image(&mut out, &|n, o| {
@@ -144,7 +144,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: us
         }),
         Op::Activation(act) => per_image(&mut out, &|n, o| {
             o.copy_from_slice(&input(0)[n * out_len..][..out_len]);
-            act.apply_slice(o);
+            crate::kernels::activate_with(o, |v| v, Some(*act));
         }),
         Op::Concat => per_image(&mut out, &|n, o| {
             let mut at = 0;

@@ -1,5 +1,5 @@
 //! 2-D convolution: im2col + GEMM (ndarray/matrixmultiply) for dense and grouped convs,
-//! a direct loop for depthwise ones. The accumulation is generic over the element type:
+//! a direct loop for depthwise ones ([`super::depthwise`]). The accumulation is generic over the element type:
 //! `f32` on the float datapath, `f64` on the fixed-point one (where it is exact, see
 //! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
@@ -62,10 +62,9 @@ const GEMM_COLUMNS_PER_TASK: usize = 512;
 pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
     accumulate(conv, &conv.weight, input, in_hw, out, out_hw);
     let pixels = out_hw[0] * out_hw[1];
-    out.par_chunks_mut(pixels).zip(conv.bias.par_iter()).for_each(|(channel, &bias)| match conv.activation {
-        Some(act) => channel.iter_mut().for_each(|v| *v = act.apply(*v + bias)),
-        None => channel.iter_mut().for_each(|v| *v += bias),
-    });
+    out.par_chunks_mut(pixels)
+        .zip(conv.bias.par_iter())
+        .for_each(|(channel, &bias)| super::activate_with(channel, |v| v + bias, conv.activation));
 }
 
 /// `out` = the convolution of `input` with `weight` (`conv`'s geometry), without bias.
@@ -80,7 +79,7 @@ pub fn accumulate<T: Element>(
     let in_per_group = conv.c_in / conv.groups;
     let out_per_group = conv.c_out / conv.groups;
     if in_per_group == 1 && out_per_group == 1 {
-        depthwise(conv, weight, input, in_hw, out, out_hw);
+        super::depthwise::depthwise(conv, weight, input, in_hw, out, out_hw);
     } else {
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];
@@ -151,50 +150,6 @@ fn im2col<T: Element>(conv: &Conv, input: &[T], [h, w]: [usize; 2], [oh, ow]: [u
             } else {
                 for (d, x) in dst[lo..hi].iter_mut().zip((first as usize..).step_by(sw)) {
                     *d = src[x];
-                }
-            }
-        }
-    });
-}
-
-/// One filter per channel: a direct loop, parallel over channels.
-fn depthwise<T: Element>(
-    conv: &Conv,
-    weight: &[T],
-    input: &[T],
-    [h, w]: [usize; 2],
-    out: &mut [T],
-    [oh, ow]: [usize; 2],
-) {
-    let [kh, kw] = conv.kernel;
-    let [sh, sw] = conv.stride;
-    let [dh, dw] = conv.dilation;
-    let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
-        let plane = &input[c * h * w..][..h * w];
-        let taps = &weight[c * kh * kw..][..kh * kw];
-        dst.fill(T::zero());
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let tap = taps[ky * kw + kx];
-                if tap == T::zero() {
-                    continue; // a pruned tap: skip its multiply-adds
-                }
-                let x_offset = (kx * dw) as isize - left;
-                let (lo, hi) = valid_range(ow, sw, x_offset, w);
-                let first = ((lo * sw) as isize + x_offset) as usize;
-                for oy in 0..oh {
-                    let y = (oy * sh + ky * dh) as isize - top;
-                    if y < 0 || y >= h as isize || lo == hi {
-                        continue;
-                    }
-                    let src = &plane[y as usize * w..][..w];
-                    let row = &mut dst[oy * ow..][lo..hi];
-                    if sw == 1 {
-                        row.iter_mut().zip(&src[first..]).for_each(|(d, &s)| *d += tap * s);
-                    } else {
-                        row.iter_mut().zip(src[first..].iter().step_by(sw)).for_each(|(d, &s)| *d += tap * s);
-                    }
                 }
             }
         }
@@ -305,6 +260,14 @@ mod tests {
     fn strided_depthwise_with_wide_padding() {
         check(5, 5, 5, 3, 3, 1, [2, 0, 1, 3], 10);
         check(4, 4, 4, 3, 2, 2, [3, 3, 3, 3], 6);
+    }
+
+    #[test]
+    fn depthwise_rows_wider_than_a_block() {
+        // 40 and 20 columns: whole blocks of 16 and a partial one, stride 1 and 2.
+        check(3, 3, 3, 3, 1, 1, [1; 4], 40);
+        check(3, 3, 3, 3, 2, 1, [1, 0, 1, 2], 40);
+        check(2, 2, 2, 5, 1, 2, [4; 4], 19);
     }
 
     #[test]

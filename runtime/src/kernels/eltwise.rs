@@ -84,11 +84,8 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 /// `x[c] * scale[c] + shift[c]`, then the activation, in place, for one image.
 pub fn scale_shift_image(data: &mut [f32], scale: &[f32], shift: &[f32], activation: Option<Activation>) {
     let per_channel = data.len() / scale.len();
-    for ((plane, s), t) in data.chunks_exact_mut(per_channel).zip(scale).zip(shift) {
-        for v in plane.iter_mut() {
-            let y = *v * s + t;
-            *v = activation.map_or(y, |a| a.apply(y));
-        }
+    for ((plane, &s), &t) in data.chunks_exact_mut(per_channel).zip(scale).zip(shift) {
+        super::activate_with(plane, |v| v * s + t, activation);
     }
 }
 

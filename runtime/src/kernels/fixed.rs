@@ -48,12 +48,21 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     let x = formats[0];
     match &layer.op {
         Op::Conv(conv) if conv.groups == conv.c_in && conv.groups == conv.c_out => per_image(out, &|n, o| {
-            // Depthwise: a direct loop, exact in f64.
-            let input: Vec<f64> = thresholded(image(0, n), conv.input_threshold).iter().map(|&v| v as f64).collect();
-            let mut acc = vec![0.0f64; out_len];
-            accumulate(conv, channels().weight(), &input, hw(in_shape(0)), &mut acc, hw(out_shape));
+            let ch = channels();
             let pixels = out_len / conv.c_out;
-            epilogue(channels(), x, &integer_sums(channels(), x, &acc, pixels), pixels, o, unit);
+            let input = thresholded(image(0, n), conv.input_threshold);
+            let sums = match ch.derived(|| exact_f32_taps(ch, x, conv.kernel[0] * conv.kernel[1])) {
+                Some(taps) => depthwise_sums((conv, ch, x), taps, &input, (hw(in_shape(0)), hw(out_shape))),
+                None => {
+                    let mut wide = scratch::take_len(input.len(), 0.0f64);
+                    wide.iter_mut().zip(input.iter()).for_each(|(d, &v)| *d = v as f64);
+                    let sums = depthwise_sums((conv, ch, x), ch.weight(), &wide, (hw(in_shape(0)), hw(out_shape)));
+                    scratch::give_back(wide);
+                    sums
+                }
+            };
+            epilogue(ch, x, &sums, pixels, o, unit);
+            scratch::give_back(sums);
         }),
         Op::Conv(conv) => conv_layer(conv, channels(), unit, x, (inputs[0], in_shape(0)), (out, out_shape)),
         Op::Dense(dense) => {
@@ -154,10 +163,58 @@ fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
 /// `ch`'s weights) as the integers of their binary points, `x.frac + weight_frac[c]` (exact:
 /// at most 54 bits, see [`FixedChannels`]).
 fn integer_sums(ch: &FixedChannels, x: Format, acc: &[f64], pixels: usize) -> Vec<i64> {
-    acc.chunks_exact(pixels)
-        .zip(ch.weight_frac())
-        .flat_map(|(sums, &f)| sums.iter().map(move |&a| (a * pow2(x.frac + f)) as i64))
-        .collect()
+    let mut sums = Vec::with_capacity(acc.len());
+    append_integer_sums(ch, x, acc, pixels, &mut sums);
+    sums
+}
+
+/// [`integer_sums`] of sums accumulated exactly in `f32` or `f64`, appended to `sums`.
+fn append_integer_sums<T: Copy + Into<f64>>(
+    ch: &FixedChannels,
+    x: Format,
+    acc: &[T],
+    pixels: usize,
+    sums: &mut Vec<i64>,
+) {
+    with_avx2(
+        #[inline(always)]
+        || {
+            for (acc, &f) in acc.chunks_exact(pixels).zip(ch.weight_frac()) {
+                let scale = pow2(x.frac + f);
+                sums.extend(acc.iter().map(|&a| (a.into() * scale) as i64));
+            }
+        },
+    )
+}
+
+/// A depthwise layer's taps as `f32`, if every sum of products with inputs of format `x`
+/// stays within f32's 24-bit significand: then the f32 accumulation is exact (in any order,
+/// as the f64 one is), at twice the lanes. Per channel, the sum of its taps' magnitudes (as
+/// integers) times the largest input integer bounds every partial sum.
+fn exact_f32_taps(ch: &FixedChannels, x: Format, taps: usize) -> Option<Vec<f32>> {
+    let max_x = 1u64 << (x.bits.clamp(1, 16) - 1);
+    let fits = ch.weight().chunks(taps.max(1)).zip(ch.weight_frac()).all(|(row, &f)| {
+        let magnitude: u64 = row.iter().map(|&w| (w * pow2(f)).abs() as u64).sum();
+        magnitude.saturating_mul(max_x) < 1 << f32::MANTISSA_DIGITS
+    });
+    fits.then(|| ch.weight().iter().map(|&w| w as f32).collect())
+}
+
+/// A depthwise conv of one image, accumulated exactly in `T`, as [`integer_sums`] in a
+/// scratch buffer (to be given back).
+fn depthwise_sums<T: super::conv::Element + Into<f64>>(
+    (conv, ch, x): (&Conv, &FixedChannels, Format),
+    taps: &[T],
+    input: &[T],
+    (in_hw, out_hw): ([usize; 2], [usize; 2]),
+) -> Vec<i64> {
+    let pixels = out_hw[0] * out_hw[1];
+    let mut acc = scratch::take_len(conv.c_out * pixels, T::zero());
+    accumulate(conv, taps, input, in_hw, &mut acc, out_hw);
+    let mut sums = scratch::take();
+    append_integer_sums(ch, x, &acc, pixels, &mut sums);
+    scratch::give_back(acc);
+    sums
 }
 
 /// Output channel `c`'s integer sums of products (at `x.frac + weight_frac[c]`): plus its
@@ -308,4 +365,29 @@ fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32]
     );
     scratch::give_back(sums);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_taps_only_where_every_partial_sum_fits_24_bits() {
+        // 8-bit inputs (integers down to -2^7): the taps' integer magnitudes must sum below
+        // 2^17. Four taps of -2^15 reach it; a channel of smaller taps beside them is not
+        // enough to save the layer.
+        let x = Format { bits: 8, frac: 4 };
+        let full = [-32768.0, -32768.0, -32768.0, -32768.0];
+        let small = [1.0, 2.0, 3.0, 4.0];
+        let wide = FixedChannels::new([small, full].concat(), vec![0, 0], vec![0, 0]);
+        assert!(exact_f32_taps(&wide, x, 4).is_none());
+        let last = [-32768.0, -32768.0, -32768.0, -32767.0];
+        let fits = FixedChannels::new([small, last].concat(), vec![0, 0], vec![0, 0]);
+        assert_eq!(exact_f32_taps(&fits, x, 4), Some([small, last].concat().iter().map(|&w| w as f32).collect()));
+        // The binary points do not matter, only the integers: 2^-3 at 3 fractional bits is 1.
+        let x16 = Format { bits: 16, frac: 8 }; // down to -2^15: the taps must sum below 2^9
+        let channel = |w: f64| FixedChannels::new(vec![w / 8.0], vec![3], vec![0]);
+        assert!(exact_f32_taps(&channel(511.0), x16, 1).is_some());
+        assert!(exact_f32_taps(&channel(512.0), x16, 1).is_none());
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod dense;
+pub mod depthwise;
 pub mod eltwise;
 pub mod fixed;
 pub mod igemm;
@@ -20,6 +21,25 @@ pub fn thresholded(x: &[f32], threshold: Option<f32>) -> Cow<'_, [f32]> {
     match threshold {
         None => Cow::Borrowed(x),
         Some(t) => Cow::Owned(x.iter().map(|&v| if v <= t { 0.0 } else { v }).collect()),
+    }
+}
+
+/// `activation(pre(x))` for every `x` of `xs`, in place (no activation: `pre(x)`). The
+/// activation is matched once, outside the loop, so that each kind runs as one vectorized
+/// pass; every value is computed exactly as `Activation::apply` computes it.
+pub fn activate_with(xs: &mut [f32], pre: impl Fn(f32) -> f32 + Copy, activation: Option<crate::plan::Activation>) {
+    use crate::plan::Activation;
+    fn each(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+        with_avx2(
+            #[inline(always)]
+            || xs.iter_mut().for_each(|x| *x = f(*x)),
+        )
+    }
+    match activation {
+        None => each(xs, pre),
+        Some(Activation::Relu) => each(xs, |x| Activation::Relu.apply(pre(x))),
+        Some(Activation::Clip { min, max }) => each(xs, |x| Activation::Clip { min, max }.apply(pre(x))),
+        Some(act) => each(xs, |x| act.apply(pre(x))),
     }
 }
 
