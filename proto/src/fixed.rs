@@ -461,7 +461,10 @@ impl ActivationUnit {
         let step = pow2(-to.frac) as f32; // exact: -frac within f32's range
         let shift = v_frac - to.frac;
         let Some((lo, hi)) = self.narrowing_bounds() else {
-            return self.apply_each(acc, bias, v_frac, out, step);
+            if !self.apply_hard_f64(acc, bias, v_frac, out, step) {
+                self.apply_each(acc, bias, v_frac, out, step);
+            }
+            return;
         };
         if shift <= F64_PATH_MAX_SHIFT {
             // By way of f64, which vectorizes where 64-bit integer shifts, clamps and
@@ -520,6 +523,51 @@ impl ActivationUnit {
             UnitKind::Clip { min, max } => Some((min.max(to.min()), max.min(to.max()))),
             _ => None,
         }
+    }
+
+    /// HardSigmoid and HardSwish as [`ActivationUnit::apply_all`] computes the narrowing
+    /// units: by way of f64, where every intermediate is an integer below 2^52 (so exact)
+    /// for every pre-activation format of at most 16 bits, in a loop that vectorizes.
+    /// `false`, nothing written, for the other units and where a bound fails.
+    #[inline(always)]
+    fn apply_hard_f64(&self, acc: &[i64], bias: i64, v_frac: i32, out: &mut [f32], step: f32) -> bool {
+        let (pre, to) = (self.pre, self.out);
+        let (slope, left_shift, offset, frac, swish) = match self.kind {
+            UnitKind::HardSigmoid { alpha, frac, left_shift, offset } => (alpha, left_shift, offset, frac, false),
+            UnitKind::HardSwish { frac, left_shift, offset } => (HARD_SWISH_SLOPE, left_shift, offset, frac, true),
+            _ => return false,
+        };
+        // |p| <= 2^(pre.bits - 1) and |slope| < 2^16: the gate's sum stays below 2^52, as
+        // does HardSwish's product p * gate (gate <= 2^frac).
+        let pre_bits = pre.bits as i64;
+        let exact = pre.bits <= MAX_DATA_BITS
+            && v_frac - pre.frac <= F64_PATH_MAX_SHIFT
+            && slope.unsigned_abs() < 1 << 16
+            && pre_bits + 15 + left_shift as i64 <= 50
+            && offset.unsigned_abs() < 1 << 51
+            && (0..=52).contains(&frac)
+            && (!swish || pre_bits - 1 + frac as i64 <= 52);
+        if !exact {
+            return false;
+        }
+        // As the narrowing path: a sum clamped to 51 bits converts exactly (and saturates
+        // the pre-activation format as the unclamped one does).
+        const LIMIT: i64 = 1 << 51;
+        const MAGIC: f64 = 6_755_399_441_055_744.0; // 2^52 + 2^51
+        let (pre_scale, pre_lo, pre_hi) = (pow2(pre.frac - v_frac), pre.min() as f64, pre.max() as f64);
+        let (slope, offset, one) = (slope as f64 * pow2(left_shift as i32), offset as f64, pow2(frac));
+        let out_scale = pow2(to.frac - frac - if swish { pre.frac } else { 0 });
+        let (lo, hi) = (to.min() as f64, to.max() as f64);
+        for (o, &a) in out.iter_mut().zip(acc) {
+            let v = (a + bias).clamp(-LIMIT, LIMIT - 1);
+            let v = f64::from_bits((v + MAGIC.to_bits() as i64) as u64) - MAGIC;
+            let p = (v * pre_scale).round_ties_even().clamp(pre_lo, pre_hi);
+            let gate = (p * slope + offset).clamp(0.0, one);
+            let y = if swish { p * gate } else { gate };
+            *o = ((y * out_scale).round_ties_even() + 0.0).clamp(lo, hi) as f32 * step;
+            // + 0.0: no -0.0
+        }
+        true
     }
 
     fn apply_each(&self, acc: &[i64], bias: i64, v_frac: i32, out: &mut [f32], step: f32) {

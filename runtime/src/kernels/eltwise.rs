@@ -21,12 +21,12 @@ pub fn eltwise_image(
 
 /// `out[i] = op(a[..], b[..])` for one image, with numpy broadcasting of the per-image
 /// shapes; `op` sees its operands in `(a, b)` order.
-pub fn broadcast_image(
+pub fn broadcast_image<O>(
     (a, a_shape): (&[f32], &[usize]),
     (b, b_shape): (&[f32], &[usize]),
-    out: &mut [f32],
+    out: &mut [O],
     out_shape: &[usize],
-    op: impl Fn(f32, f32) -> f32,
+    op: impl Fn(f32, f32) -> O,
 ) {
     if a.len() == out.len() && b.len() == out.len() {
         out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = op(*x, *y));
