@@ -27,14 +27,19 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
     let last_use = last_uses(plan);
     let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
     values[0] = Some(input_values(plan, input));
+    // Buffers of values no longer read, for later layers' outputs: a fresh allocation of a
+    // large map costs a page fault per 4 KiB on first touch, more than the layer's work on
+    // some (a depthwise conv's).
+    let mut spare: Vec<Vec<f32>> = Vec::new();
     for (i, layer) in plan.layers.iter().enumerate() {
         let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| values[v].as_deref().expect("live value")).collect();
         observe(i, layer, &inputs);
-        let out = run_layer(plan, layer, &inputs, batch);
+        let len = layer.output_shape.iter().product::<usize>() * batch;
+        let out = run_layer_in(plan, layer, &inputs, batch, take_spare(&mut spare, len));
         values[i + 1] = Some(out);
         for &v in &layer.inputs {
             if last_use[v] == i {
-                values[v] = None;
+                spare.extend(values[v].take());
             }
         }
     }
@@ -103,14 +108,27 @@ fn last_uses(plan: &Plan) -> Vec<usize> {
     last
 }
 
+/// The spare buffer that holds `len` values with the least to spare (else a new one).
+fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let fits = (0..spare.len()).filter(|&k| spare[k].capacity() >= len).min_by_key(|&k| spare[k].capacity());
+    fits.map_or_else(Vec::new, |k| spare.swap_remove(k))
+}
+
 /// Compute `layer` on `inputs` (one batch per input value, in `layer.inputs` order).
 pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize) -> Vec<f32> {
+    run_layer_in(plan, layer, inputs, batch, Vec::new())
+}
+
+/// [`run_layer`] into `out`'s memory (whatever it holds is overwritten).
+fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut out: Vec<f32>) -> Vec<f32> {
     let input = |k: usize| inputs[k];
     let in_shape = |k: usize| plan.value_shape(layer.inputs[k]);
     let out_len: usize = layer.output_shape.iter().product();
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();
     let out_shape = &layer.output_shape;
-    let mut out = vec![0.0f32; out_len * batch];
+    // Zeroed: some kernels accumulate into their output.
+    out.clear();
+    out.resize(out_len * batch, 0.0);
     if let Some(fixed) = &layer.fixed {
         crate::kernels::fixed::run_layer(plan, layer, fixed, inputs, batch, &mut out);
         return out;
