@@ -318,6 +318,7 @@ fn search_input_errors_are_one_line_and_write_nothing() {
     assert_fails(&base(&["--time-budget", "0"]), &["--time-budget"]);
     assert_fails(&base(&["--time-budget", "1e20"]), &["--time-budget", "at most 1e9"]);
     assert_fails(&base(&["--time-budget", "NaN"]), &["--time-budget"]);
+    assert_fails(&base(&["--max-evaluations", "0"]), &["--max-evaluations"]);
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
     // Labels belong to the search, which needs calibration images.
     let out = hassc(&[model.to_str().unwrap(), "--target", "zcu102", "--labels", test_labels.to_str().unwrap()]);
@@ -382,8 +383,8 @@ fn widths_set_per_layer_reach_the_artifact_and_the_hardware_model() {
         config.to_str().unwrap(),
         "--calib",
         calib.to_str().unwrap(),
-        "--time-budget",
-        "1",
+        "--max-evaluations",
+        "2",
         "-o",
         dir.path().join("s.hass").to_str().unwrap(),
         "--report",
@@ -392,6 +393,10 @@ fn widths_set_per_layer_reach_the_artifact_and_the_hardware_model() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&searched).unwrap()).unwrap();
     assert_eq!(r["search"]["strategy"], "hass");
+    assert_eq!(
+        (r["search"]["stopped"].as_str(), r["search"]["evaluations"].as_u64()),
+        (Some("evaluation-budget"), Some(2))
+    );
     let c2 = r["datapath"]["layers"].as_array().unwrap().iter().find(|l| l["name"] == "/c2/c2.0/Conv").unwrap().clone();
     assert_eq!(c2["weight_bits"], 8);
 

@@ -17,6 +17,7 @@ fn run(strategy: Strategy, budget: f64, labels: bool, images: usize) -> (Compile
         max_accuracy_drop: budget,
         seed: 7,
         time_budget: None,
+        max_evaluations: None,
         labels: labels.then_some(y),
         progress: false,
         reconstruct: strategy == Strategy::Hass,
@@ -134,6 +135,7 @@ fn without_the_widths_knob_every_layer_keeps_its_width() {
         max_accuracy_drop: 1.0,
         seed: 7,
         time_budget: None,
+        max_evaluations: None,
         labels: Some(y),
         progress: false,
         reconstruct: false,
@@ -167,6 +169,7 @@ fn a_spent_time_budget_returns_the_best_design_so_far() {
         max_accuracy_drop: 1.0,
         seed: 0,
         time_budget: Some(std::time::Duration::from_nanos(1)),
+        max_evaluations: None,
         labels: Some(y),
         progress: false,
         reconstruct: true,
@@ -177,4 +180,42 @@ fn a_spent_time_budget_returns_the_best_design_so_far() {
     assert_eq!(r.summary.stopped, Stop::TimeBudget);
     assert!(r.config.layers.is_empty(), "nothing was accepted in no time");
     assert_eq!(compiled.design.throughput_fps(), r.summary.free_zeros.throughput_fps);
+}
+
+#[test]
+fn an_evaluation_cap_stops_after_that_many_and_retraces_the_uncapped_search() {
+    let (calib, y) = calibration(50);
+    let options = CompileOptions { calibration: Some(calib), ..Default::default() };
+    let board = Board::resolve("zcu102").unwrap();
+    let searched = |strategy: Strategy, max_evaluations: Option<usize>| {
+        let search = SearchOptions {
+            strategy,
+            objective: hassc::search::Objective::Throughput,
+            max_accuracy_drop: 1.0,
+            seed: 0,
+            time_budget: None,
+            max_evaluations,
+            labels: Some(y.clone()),
+            progress: false,
+            reconstruct: true,
+            widths: true,
+        };
+        hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap().1
+    };
+    let measured = |r: &SearchResult| -> Vec<(f64, f64)> {
+        r.points.iter().map(|p| (p.accuracy_drop, p.throughput_fps)).collect()
+    };
+    let full = searched(Strategy::Hass, None);
+    assert!(full.summary.evaluations > 6, "the cap must bind: {} evaluations", full.summary.evaluations);
+    for (strategy, cap) in [(Strategy::Hass, 6), (Strategy::GlobalGreedy, 3)] {
+        let capped = searched(strategy, Some(cap));
+        assert_eq!(capped.summary.stopped, Stop::EvaluationBudget, "{strategy:?}");
+        assert_eq!(capped.summary.evaluations, cap, "{strategy:?}");
+        if strategy == Strategy::Hass {
+            // The same evaluations as the uncapped search, up to the cap.
+            assert_eq!(measured(&capped), measured(&full)[..=cap]);
+            let chosen = capped.points.iter().find(|p| p.chosen).unwrap();
+            assert!(chosen.accuracy_drop <= 1.0 + 1e-9);
+        }
+    }
 }

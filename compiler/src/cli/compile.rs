@@ -102,6 +102,11 @@ pub struct CompileArgs {
     /// Stop the search after this many seconds and keep the best design found so far.
     #[arg(long, value_name = "SECONDS")]
     time_budget: Option<f64>,
+    /// Stop the search after N evaluations (runs of the network on the calibration images)
+    /// and keep the best design found so far: unlike --time-budget, the same N gives the
+    /// same design on any machine.
+    #[arg(long, value_name = "N")]
+    max_evaluations: Option<usize>,
     /// Re-fit pruned layers' kept weights and biases to their dense outputs on the
     /// calibration images (least squares) inside the search: `on` by default for `hass`,
     /// `off` for the baselines.
@@ -152,6 +157,10 @@ fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result
         Some(s) => anyhow::bail!("--time-budget must be a number of seconds above 0 and at most 1e9, got {s}"),
         None => None,
     };
+    let max_evaluations = match args.max_evaluations {
+        Some(0) => anyhow::bail!("--max-evaluations must be at least 1 (the search's first evaluation), got 0"),
+        n => n,
+    };
     let labels = args.labels.as_deref().map(hass_runtime::npy::read_labels).transpose()?;
     Ok(SearchOptions {
         strategy,
@@ -159,6 +168,7 @@ fn search_options(args: &CompileArgs, strategy: Strategy, quiet: bool) -> Result
         max_accuracy_drop: args.max_accuracy_drop,
         seed: args.seed,
         time_budget,
+        max_evaluations,
         labels,
         progress: !quiet,
         reconstruct: match args.reconstruct {

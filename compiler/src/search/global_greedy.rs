@@ -37,12 +37,12 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let (mut weight, mut activation) = (0.0f32, 0.0f32);
     loop {
         if ctx.out_of_time() {
-            return Ok(Stop::TimeBudget);
+            return Ok(ctx.spent());
         }
         let current = eval.accepted().metrics;
         let mut best: Option<(f64, Candidate, usize, f32, f32)> = None;
         for (w, a) in [(weight + WEIGHT_STEP, activation), (weight, activation + ACTIVATION_STEP)] {
-            if w > largest {
+            if w > largest || ctx.out_of_time() {
                 continue;
             }
             let candidate = eval.evaluate(&knobs(eval, w, a))?;
@@ -60,7 +60,9 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                 best = Some((cost, candidate, point, w, a));
             }
         }
-        let Some((_, candidate, point, w, a)) = best else { return Ok(Stop::Converged) };
+        let Some((_, candidate, point, w, a)) = best else {
+            return Ok(if ctx.out_of_time() { ctx.spent() } else { Stop::Converged });
+        };
         ctx.accept(point, &candidate.metrics);
         eval.accept(candidate)?;
         (weight, activation) = (w, a);

@@ -226,6 +226,9 @@ fn undo_idle(
         }
     }
     let Some((_, t, kind)) = best else { return Ok(None) };
+    if ctx.out_of_time() {
+        return Ok(None);
+    }
     let mut down = levels.to_vec();
     down[t][kind] -= 1;
     let candidate = eval.evaluate(&knobs_at(ladders, &down))?;
@@ -502,14 +505,14 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     greedy.narrow_everywhere(eval, ctx)?;
     loop {
         if ctx.out_of_time() {
-            return Ok(Stop::TimeBudget);
+            return Ok(ctx.spent());
         }
         let current = eval.accepted().metrics;
         let mut moves = greedy.paying_moves(eval, &current)?;
         let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
         let chosen = match greedy.choose(eval, ctx, &mut moves, &current)? {
             Pick::Move(chosen) => *chosen,
-            Pick::OutOfTime => return Ok(Stop::TimeBudget),
+            Pick::OutOfTime => return Ok(ctx.spent()),
             Pick::Nothing if greedy.reopen(eval, ctx)? => continue,
             Pick::Nothing => {
                 greedy.finish(eval, ctx)?;

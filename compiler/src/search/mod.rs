@@ -53,6 +53,8 @@ pub(crate) struct Context {
     budget: AccuracyBudget,
     seed: u64,
     deadline: Option<Instant>,
+    /// Largest number of evaluations (see [`SearchOptions::max_evaluations`]).
+    max_evaluations: Option<usize>,
     points: Vec<Point>,
     bar: indicatif::ProgressBar,
     /// Per target, what stopped each knob, for the report.
@@ -84,9 +86,27 @@ impl Context {
         format!("the next step would {}", self.budget.broken_limits(m).join(" and "))
     }
 
-    /// Whether the time budget is spent.
+    /// Whether the search must stop: its time budget is spent or its evaluations made.
     pub(crate) fn out_of_time(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.stop_reason().is_some()
+    }
+
+    /// Which budget is spent, if any.
+    pub(crate) fn stop_reason(&self) -> Option<Stop> {
+        // The starting point is no evaluation.
+        let made = self.points.len().saturating_sub(1);
+        if self.max_evaluations.is_some_and(|max| made >= max) {
+            Some(Stop::EvaluationBudget)
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Stop::TimeBudget)
+        } else {
+            None
+        }
+    }
+
+    /// Why a strategy stops when [`Self::out_of_time`] said so.
+    pub(crate) fn spent(&self) -> Stop {
+        self.stop_reason().unwrap_or(Stop::TimeBudget)
     }
 
     /// Record an evaluated candidate; returns its point's index.
@@ -159,6 +179,7 @@ pub fn search(
         budget: AccuracyBudget { dense_top1: free.top1, max_drop: options.max_accuracy_drop },
         seed: options.seed,
         deadline: options.time_budget.map(|d| started + d),
+        max_evaluations: options.max_evaluations,
         points: Vec::new(),
         bar,
         limits: vec![PerKnob::default(); eval.targets().len()],

@@ -45,6 +45,9 @@ pub struct SearchOptions {
     pub seed: u64,
     /// Stop after this long and keep the best design found.
     pub time_budget: Option<Duration>,
+    /// Stop after this many evaluations and keep the best design found: unlike the time
+    /// budget, the same cap gives the same design on any machine.
+    pub max_evaluations: Option<usize>,
     /// Calibration labels; without them accuracy is agreement with the dense model.
     pub labels: Option<Vec<i64>>,
     /// Draw a progress bar on stderr (when it is a terminal).

@@ -35,6 +35,8 @@ pub enum Stop {
     Converged,
     /// `--time-budget` ran out.
     TimeBudget,
+    /// `--max-evaluations` were made.
+    EvaluationBudget,
     /// `--search none`.
     NotSearched,
 }

@@ -37,12 +37,12 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let (mut steps, mut activation) = (0usize, 0.0f32);
     loop {
         if ctx.out_of_time() {
-            return Ok(Stop::TimeBudget);
+            return Ok(ctx.spent());
         }
         let mut best: Option<Step> = None;
         for (s, a) in [(steps + 1, activation), (steps, activation + ACTIVATION_STEP)] {
             let sparsity = s as f64 * SPARSITY_STEP;
-            if sparsity > MAX_SPARSITY {
+            if sparsity > MAX_SPARSITY || ctx.out_of_time() {
                 continue;
             }
             let candidate = eval.evaluate(&knobs(eval, sparsity, a))?;
@@ -57,7 +57,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                 best = Some(Step { damage, candidate, point, steps: s, activation: a });
             }
         }
-        let Some(step) = best else { return Ok(Stop::Converged) };
+        let Some(step) = best else { return Ok(if ctx.out_of_time() { ctx.spent() } else { Stop::Converged }) };
         ctx.accept(step.point, &step.candidate.metrics);
         eval.accept(step.candidate)?;
         (steps, activation) = (step.steps, step.activation);

@@ -33,7 +33,7 @@ pub(super) fn with_companions(
     let Some((candidate, point)) = chosen.measured else { unreachable!("chosen moves are measured") };
     let room = 0.5 * POINTS_PER_NAT * (ctx.divergence_limit() - candidate.metrics.divergence);
     let others = companions(moves, chosen.target, floor, *bundle - 1, room, damages);
-    if others.is_empty() {
+    if others.is_empty() || ctx.out_of_time() {
         *bundle = (*bundle + 1).min(MAX_BUNDLE);
         return Ok((candidate, point, taken));
     }
