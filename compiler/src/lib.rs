@@ -173,7 +173,8 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
                     "reconstruct = true re-fits pruned weights on calibration images: give --calib X.npy".into(),
                 )
             })?;
-            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images)?;
+            let widths = (options.datapath == quantize::Datapath::Fixed).then_some(&design_options.precision);
+            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images, widths)?;
         }
     }
     let quantization = match options.datapath {

@@ -76,13 +76,13 @@ impl Quantization {
 /// `bits` with the least squared error over that channel's weights, of the one holding its
 /// largest magnitude and a few finer ones (which clip the largest weights).
 pub fn weight_formats(data: &[f32], channels: usize, bits: u32) -> Vec<Format> {
-    data.chunks(data.len().div_ceil(channels.max(1)).max(1))
-        .map(|row| {
-            let seen =
-                ranges::Seen { max_abs: row.iter().fold(0f64, |m, &w| m.max((w as f64).abs())), sample: row.to_vec() };
-            least_error_format(bits, &seen, 1.0, f64::INFINITY)
-        })
-        .collect()
+    data.chunks(data.len().div_ceil(channels.max(1)).max(1)).map(|row| weight_format(row, bits)).collect()
+}
+
+/// The format of one output channel's weights `row` at `bits` (see [`weight_formats`]).
+pub fn weight_format(row: &[f32], bits: u32) -> Format {
+    let seen = ranges::Seen { max_abs: row.iter().fold(0f64, |m, &w| m.max((w as f64).abs())), sample: row.to_vec() };
+    least_error_format(bits, &seen, 1.0, f64::INFINITY)
 }
 
 /// A weighted layer in integers.

@@ -140,9 +140,12 @@ pub struct Evaluator<'a> {
 struct Refits {
     /// Per target, its dense inputs' Gram matrices (`None` where the layer has none).
     grams: Vec<Option<reconstruct::Gram>>,
-    /// Re-fitted weights and biases by target and weight knobs: a search revisits them.
-    cache: std::collections::HashMap<(usize, Option<u32>, Option<u64>), Arc<Refitted>>,
+    /// Re-fitted weights and biases by target, weight knobs and width: a search revisits them.
+    cache: std::collections::HashMap<RefitKey, Arc<Refitted>>,
 }
+
+/// Target, weight threshold and sparsity (as bits), and width of a re-fit.
+type RefitKey = (usize, Option<u32>, Option<u64>, Option<u32>);
 
 /// A target's re-fitted weights and biases.
 struct Refitted {
@@ -468,10 +471,11 @@ fn apply_knobs(
             Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold),
             _ => unreachable!("targets are conv or fully connected layers"),
         };
+        let bits = weight_bits.map(|b| b[t]);
         if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
             let pruned = prune::pruned(&target.weights, &new);
             let refitted = match (refits.as_mut(), pruned.as_ref()) {
-                (Some(refits), Some(pruned)) => refits.refit(t, target, &new, pruned),
+                (Some(refits), Some(pruned)) => refits.refit(t, target, &new, pruned, bits),
                 _ => None,
             };
             let bias = match refitted {
@@ -488,7 +492,6 @@ fn apply_knobs(
             // The fixed-point datapath: the pruned weights in integers, as the backend
             // writes them (their formats and the biases' follow the weights).
             let channels = layer.fixed.as_mut().and_then(|f| f.channels.as_mut());
-            let bits = weight_bits.map(|b| b[t]);
             if let (Some(channels), Some(bits), Some(input)) = (channels, bits, input_format) {
                 let q = quantize_weights(w, &bias, target.rows, bits, input);
                 let fan_in = w.len() / target.rows.max(1);
@@ -509,15 +512,23 @@ fn apply_knobs(
 }
 
 impl Refits {
-    /// Target `t`'s weights `pruned` (by `knobs`) re-fitted, and its biases; `None` where
-    /// the layer has no Gram matrix.
-    fn refit(&mut self, t: usize, target: &Target, knobs: &LayerKnobs, pruned: &[f32]) -> Option<Arc<Refitted>> {
-        let key = (t, knobs.weight_threshold.map(f32::to_bits), knobs.weight_sparsity.map(f64::to_bits));
+    /// Target `t`'s weights `pruned` (by `knobs`) re-fitted, and its biases, rounded to
+    /// `bits` on the fixed-point datapath; `None` where the layer has no Gram matrix.
+    fn refit(
+        &mut self,
+        t: usize,
+        target: &Target,
+        knobs: &LayerKnobs,
+        pruned: &[f32],
+        bits: Option<u32>,
+    ) -> Option<Arc<Refitted>> {
+        let key = (t, knobs.weight_threshold.map(f32::to_bits), knobs.weight_sparsity.map(f64::to_bits), bits);
         if let Some(hit) = self.cache.get(&key) {
             return Some(hit.clone());
         }
         let gram = self.grams[t].as_ref()?;
-        let (weights, biases) = gram.refit(&target.weights, &target.bias_values, pruned, target.biases > 0).ok()?;
+        let (weights, biases) =
+            gram.refit(&target.weights, &target.bias_values, pruned, target.biases > 0, bits).ok()?;
         let refitted = Arc::new(Refitted { weights, biases });
         self.cache.insert(key, refitted.clone());
         Some(refitted)
