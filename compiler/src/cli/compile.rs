@@ -104,7 +104,7 @@ pub struct CompileArgs {
     time_budget: Option<f64>,
     /// Stop the search after N evaluations (runs of the network on the calibration images)
     /// and keep the best design found so far: unlike --time-budget, the same N gives the
-    /// same design on any machine.
+    /// same design however busy the machine is.
     #[arg(long, value_name = "N")]
     max_evaluations: Option<usize>,
     /// Re-fit pruned layers' kept weights and biases to their dense outputs on the

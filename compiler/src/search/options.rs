@@ -46,7 +46,7 @@ pub struct SearchOptions {
     /// Stop after this long and keep the best design found.
     pub time_budget: Option<Duration>,
     /// Stop after this many evaluations and keep the best design found: unlike the time
-    /// budget, the same cap gives the same design on any machine.
+    /// budget, the same cap gives the same design however busy the machine is.
     pub max_evaluations: Option<usize>,
     /// Calibration labels; without them accuracy is agreement with the dense model.
     pub labels: Option<Vec<i64>>,
