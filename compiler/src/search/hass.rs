@@ -282,7 +282,7 @@ enum Pick {
     Move(Box<Move>),
     /// No open move gains.
     Nothing,
-    /// The time budget ran out.
+    /// The time budget ran out, or the evaluations were all made.
     OutOfTime,
 }
 

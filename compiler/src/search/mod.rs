@@ -13,7 +13,7 @@
 //! Every strategy starts from the dense model measured on the calibration images, so the
 //! zeros its ReLUs produce for free are in the hardware model from the start, and accepts
 //! only designs within the budget: the accepted state is always a valid answer, which is
-//! what `--time-budget` returns when it runs out.
+//! what `--time-budget` and `--max-evaluations` return when they run out.
 
 mod budget;
 pub mod evaluate;
