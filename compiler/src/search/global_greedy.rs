@@ -36,8 +36,8 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let largest = eval.targets().iter().flat_map(|t| t.weights.iter()).fold(0.0f32, |m, w| m.max(w.abs()));
     let (mut weight, mut activation) = (0.0f32, 0.0f32);
     loop {
-        if ctx.out_of_time() {
-            return Ok(ctx.spent());
+        if let Some(stop) = ctx.stop_reason() {
+            return Ok(stop);
         }
         let current = eval.accepted().metrics;
         let mut best: Option<(f64, Candidate, usize, f32, f32)> = None;
@@ -60,9 +60,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                 best = Some((cost, candidate, point, w, a));
             }
         }
-        let Some((_, candidate, point, w, a)) = best else {
-            return Ok(if ctx.out_of_time() { ctx.spent() } else { Stop::Converged });
-        };
+        let Some((_, candidate, point, w, a)) = best else { return Ok(ctx.stop_reason().unwrap_or(Stop::Converged)) };
         ctx.accept(point, &candidate.metrics);
         eval.accept(candidate)?;
         (weight, activation) = (w, a);

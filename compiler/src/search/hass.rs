@@ -282,8 +282,8 @@ enum Pick {
     Move(Box<Move>),
     /// No open move gains.
     Nothing,
-    /// The time budget ran out, or the evaluations were all made.
-    OutOfTime,
+    /// A budget ran out: time, or evaluations.
+    Spent(Stop),
 }
 
 impl Greedy {
@@ -401,8 +401,8 @@ impl Greedy {
         current: &Metrics,
     ) -> Result<Pick> {
         loop {
-            if ctx.out_of_time() {
-                return Ok(Pick::OutOfTime);
+            if let Some(stop) = ctx.stop_reason() {
+                return Ok(Pick::Spent(stop));
             }
             let damages = &self.damages;
             let best = (0..moves.len()).max_by(|&a, &b| {
@@ -504,15 +504,15 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let mut greedy = Greedy::new(eval, ctx.widths);
     greedy.narrow_everywhere(eval, ctx)?;
     loop {
-        if ctx.out_of_time() {
-            return Ok(ctx.spent());
+        if let Some(stop) = ctx.stop_reason() {
+            return Ok(stop);
         }
         let current = eval.accepted().metrics;
         let mut moves = greedy.paying_moves(eval, &current)?;
         let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
         let chosen = match greedy.choose(eval, ctx, &mut moves, &current)? {
             Pick::Move(chosen) => *chosen,
-            Pick::OutOfTime => return Ok(ctx.spent()),
+            Pick::Spent(stop) => return Ok(stop),
             Pick::Nothing if greedy.reopen(eval, ctx)? => continue,
             Pick::Nothing => {
                 greedy.finish(eval, ctx)?;

@@ -104,11 +104,6 @@ impl Context {
         }
     }
 
-    /// Why a strategy stops when [`Self::out_of_time`] said so.
-    pub(crate) fn spent(&self) -> Stop {
-        self.stop_reason().unwrap_or(Stop::TimeBudget)
-    }
-
     /// Record an evaluated candidate; returns its point's index.
     pub(crate) fn record(&mut self, c: &Candidate) -> usize {
         let m = c.metrics;

@@ -36,8 +36,8 @@ struct Step {
 pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let (mut steps, mut activation) = (0usize, 0.0f32);
     loop {
-        if ctx.out_of_time() {
-            return Ok(ctx.spent());
+        if let Some(stop) = ctx.stop_reason() {
+            return Ok(stop);
         }
         let mut best: Option<Step> = None;
         for (s, a) in [(steps + 1, activation), (steps, activation + ACTIVATION_STEP)] {
@@ -57,7 +57,7 @@ pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
                 best = Some(Step { damage, candidate, point, steps: s, activation: a });
             }
         }
-        let Some(step) = best else { return Ok(if ctx.out_of_time() { ctx.spent() } else { Stop::Converged }) };
+        let Some(step) = best else { return Ok(ctx.stop_reason().unwrap_or(Stop::Converged)) };
         ctx.accept(step.point, &step.candidate.metrics);
         eval.accept(step.candidate)?;
         (steps, activation) = (step.steps, step.activation);
