@@ -1,10 +1,13 @@
 //! Allocation speed: the exact-II and greedy allocators on torchvision ResNet-50 and
-//! ResNet-18 for u250 (the network model is built once, outside the timing).
+//! ResNet-18 for u250 (the network model is built once, outside the timing); and the exact
+//! allocator with every stage's choices already costed, as the search calls it thousands of
+//! times, on the bundled Fashion-MNIST models for zcu102.
 //!
 //! Needs `testdata/torchvision/` (`python3 scripts/export_torchvision.py`); models that are
 //! not there are skipped with a message. Run: `cargo bench --bench allocate`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use hassc::alloc::exact::{self, choices_of_stage};
 use hassc::alloc::{allocate, Allocator};
 use hassc::board::Board;
 use hassc::design::{network, DesignOptions};
@@ -29,9 +32,22 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+fn reallocate(c: &mut Criterion) {
+    let budget = Budget::of(&Board::resolve("zcu102").unwrap());
+    for model in ["fmnist_mobilenet", "fmnist_resnet"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/models/{model}_op13.onnx"));
+        let graph = hassc::load_model(&path).unwrap();
+        let net = network(&graph, &DesignOptions::default()).unwrap();
+        let choices: Vec<_> = (0..net.stages.len()).map(|i| choices_of_stage(&net, i, &budget)).collect();
+        c.bench_function(&format!("reallocate {model} zcu102"), |b| {
+            b.iter(|| exact::allocate_with(&net, &budget, choices.clone()).unwrap())
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = bench
+    targets = bench, reallocate
 }
 criterion_main!(benches);

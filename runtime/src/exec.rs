@@ -126,9 +126,10 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut
     let out_len: usize = layer.output_shape.iter().product();
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();
     let out_shape = &layer.output_shape;
-    // Zeroed: some kernels accumulate into their output.
+    // Zeroed: some kernels accumulate into their output. In parallel: a batch's output can
+    // be tens of megabytes, and zeroing it on one thread stalls the other.
     out.clear();
-    out.resize(out_len * batch, 0.0);
+    out.par_extend(rayon::iter::repeat_n(0.0f32, out_len * batch));
     if let Some(fixed) = &layer.fixed {
         crate::kernels::fixed::run_layer(plan, layer, fixed, inputs, batch, &mut out);
         return out;

@@ -241,7 +241,21 @@ struct Arranged {
     by_lanes: Vec<(usize, Menu)>,
     /// The aligned entries only, arranged on first use (under the weights first asked for).
     aligned: OnceLock<StageChoices>,
+    /// The prefix minima under the weights most recently asked for, newest last: every
+    /// allocation starts from the same base weights and raises them in the same steps, so
+    /// the search's thousands of allocations keep asking for the same few.
+    recent: std::sync::Mutex<Vec<(WeightBits, PrefixMinima)>>,
 }
+
+/// A weighting, as the bits of its weights (what [`Arranged::recent`] looks up).
+type WeightBits = [u64; 5];
+
+/// Prefix minima `[on chip, off chip]` under one weighting, of all entries and then of each
+/// lane count (see [`StageChoices::minima`]).
+type PrefixMinima = Arc<Vec<[Minima; 2]>>;
+
+/// Weightings whose prefix minima a stage keeps ([`Arranged::recent`]).
+const RECENT_WEIGHTS: usize = 16;
 
 impl Arranged {
     /// `entries`, grouped per input-lane kind, by ascending cycles, as menus.
@@ -260,7 +274,7 @@ impl Arranged {
             };
             by_lanes[k].1.push(i, e);
         }
-        Arranged { entries, all, by_lanes, aligned: OnceLock::new() }
+        Arranged { entries, all, by_lanes, aligned: OnceLock::new(), recent: Default::default() }
     }
 }
 
@@ -273,7 +287,7 @@ pub struct StageChoices {
     arranged: Arc<Arranged>,
     /// Prefix minima under `weights`: `[on chip, off chip]` of all entries first, then of
     /// each lane count of `by_lanes` (they depend on nothing else, so clones share them).
-    minima: Arc<Vec<[Minima; 2]>>,
+    minima: PrefixMinima,
     /// Weights the prices are computed with.
     weights: [f64; 5],
 }
@@ -335,7 +349,28 @@ impl StageChoices {
     }
 
     fn with(arranged: Arc<Arranged>, weights: [f64; 5]) -> StageChoices {
-        let minima = Arc::new((0..=arranged.by_lanes.len()).map(|_| Default::default()).collect());
+        let key = weights.map(f64::to_bits);
+        let minima = {
+            // (A poisoned lock only means another thread panicked mid-update of this cache.)
+            let mut recent = arranged.recent.lock().unwrap_or_else(|e| e.into_inner());
+            match recent.iter().position(|(k, _)| *k == key) {
+                Some(i) => {
+                    let hit = recent.remove(i);
+                    let minima = hit.1.clone();
+                    recent.push(hit);
+                    minima
+                }
+                None => {
+                    let minima: PrefixMinima =
+                        Arc::new((0..=arranged.by_lanes.len()).map(|_| Default::default()).collect());
+                    if recent.len() == RECENT_WEIGHTS {
+                        recent.remove(0);
+                    }
+                    recent.push((key, minima.clone()));
+                    minima
+                }
+            }
+        };
         StageChoices { arranged, minima, weights }
     }
 

@@ -35,7 +35,8 @@ impl IntervalSearch<'_> {
     fn pick(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
         let offchip_weight = self.offchip_tilt / self.budget.offchip_bits_at(ii).max(1.0);
         let mut choices = Vec::with_capacity(self.stage_choices.len());
-        let mut usages = Vec::with_capacity(self.stage_choices.len());
+        // Summed in stage order, as `Network::total_usage` sums them.
+        let mut summed = Usage::default();
         let mut interval = 1.0f64;
         for (i, stage) in self.stage_choices.iter().enumerate() {
             let mut e = stage.cheapest(ii, offchip_weight)?;
@@ -54,10 +55,10 @@ impl IntervalSearch<'_> {
                 }
             }
             choices.push(e.choice);
-            usages.push(e.usage);
+            summed += e.usage;
             interval = interval.max(e.cycles);
         }
-        let usage = self.network.total_usage(&choices, usages.into_iter());
+        let usage = self.network.total_usage(&choices, std::iter::once(summed));
         Some((choices, usage, interval))
     }
 
@@ -166,8 +167,12 @@ pub fn allocate_with(network: &Network, budget: &Budget, stage_choices: Vec<Stag
         let w = base_weights(budget);
         stage_choices.iter().map(|c| c.aligned(w)).collect()
     });
-    let any = allocate_among(network, budget, stage_choices);
-    let Some(aligned) = aligned.and_then(|c| allocate_among(network, budget, c)) else { return any };
+    // The two searches are independent: side by side.
+    let (any, aligned) = rayon::join(
+        || allocate_among(network, budget, stage_choices),
+        || aligned.and_then(|c| allocate_among(network, budget, c)),
+    );
+    let Some(aligned) = aligned else { return any };
     match any {
         Some(a) if a.eval.throughput_fps >= aligned.eval.throughput_fps => Some(a),
         _ => Some(aligned),

@@ -71,7 +71,7 @@ pub fn squeeze(streams: usize, data: u32, taps: usize, lanes: usize) -> Usage {
 /// divide (hassc's non-divisor folding) a gearbox of `from + to` words does the same job
 /// for less when the lcm is larger, and that is the one priced.
 pub fn width_converter(streams: usize, data: u32, from: usize, to: usize) -> Usage {
-    let buffer = lcm(from, to).min(from + to);
+    let buffer = converter_buffer(from, to);
     let word = (streams * data as usize) as f64;
     // Each buffered word double-buffered (fpgaConvNet's squeeze queues `lcm / from + 1`
     // words, the same 2 whenever `to` divides `from`).
@@ -82,6 +82,19 @@ pub fn width_converter(streams: usize, data: u32, from: usize, to: usize) -> Usa
     Usage { lut, ff, bram18: queue_bram, ..Usage::default() }
 }
 
+/// `min(lcm(from, to), from + to)` without the gcd (it is priced in every allocation's
+/// inner loop): the lcm is a multiple of the larger count, so it is that count when the
+/// smaller divides it, and at least twice it (so at least `from + to`) otherwise.
+fn converter_buffer(from: usize, to: usize) -> usize {
+    let (small, large) = (from.min(to), from.max(to));
+    match small {
+        0 => 0,
+        _ if large.is_multiple_of(small) => large,
+        _ => from + to,
+    }
+}
+
+#[cfg(test)]
 fn lcm(a: usize, b: usize) -> usize {
     let (mut x, mut y) = (a, b);
     while y != 0 {
@@ -182,6 +195,9 @@ mod tests {
     fn counters_take_ceil_log2_bits() {
         assert_eq!([1, 2, 3, 4, 5, 64, 65].map(bits), [0.0, 1.0, 2.0, 2.0, 3.0, 6.0, 7.0]);
         assert_eq!((lcm(9, 3), lcm(9, 2), lcm(16, 24)), (9, 18, 48));
+        for (from, to) in (1..=96).flat_map(|a| (0..=96).map(move |b| (a, b))) {
+            assert_eq!(converter_buffer(from, to), lcm(from, to).min(from + to), "{from} -> {to}");
+        }
     }
 
     #[test]

@@ -281,12 +281,12 @@ fn conv_layer(
         for (g, a) in packed.iter().enumerate() {
             let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
             conv_gemm(a, &windows, &mut sums, true, (unit, ch, x, g * out_per_group));
-            for (n, image) in out.chunks_exact_mut(out_len).enumerate() {
+            out.par_chunks_exact_mut(out_len).enumerate().for_each(|(n, image)| {
                 let group = &mut image[g * out_per_group * pixels..][..out_per_group * pixels];
                 for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
                     dst.copy_from_slice(&sums[(c * batch + n) * pixels..][..pixels]);
                 }
-            }
+            });
         }
         scratch::give_back(sums);
         scratch::give_back(ints);

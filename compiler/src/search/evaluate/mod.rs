@@ -372,20 +372,32 @@ impl<'a> Evaluator<'a> {
         let mut mask_zeros = self.state.mask_zeros.clone();
         let mut network = self.state.network.clone();
         let mut stages = Vec::new();
-        for (t, target) in self.targets.iter().enumerate() {
-            let input = self.plan.layers[target.layer].inputs[0];
-            let threshold = knobs[t].activation_threshold;
-            let threshold_changed = threshold != self.state.knobs[t].activation_threshold;
-            let mut new_masks = false;
-            if threshold_changed || !trace.shares(&self.state.trace, input) {
+        // The targets whose inputs changed, tallied again in parallel (each on its own).
+        let retallied: Vec<Option<(f64, WindowMasks)>> = self
+            .targets
+            .par_iter()
+            .enumerate()
+            .map(|(t, target)| {
+                let input = self.plan.layers[target.layer].inputs[0];
+                let threshold = knobs[t].activation_threshold;
+                let threshold_changed = threshold != self.state.knobs[t].activation_threshold;
+                if !threshold_changed && trace.shares(&self.state.trace, input) {
+                    return None;
+                }
                 let pick = self.statistics_images.as_deref();
                 let zeros = sampled_zero_share(&self.plan, target.layer, trace.value(input), pick, threshold);
-                if threshold_changed || (zeros - mask_zeros[target.layer]).abs() > STATISTICS_DRIFT {
-                    let images = sample(&self.plan, target.layer, trace.value(input), pick);
-                    masks[target.layer] = Some(Arc::new(window_masks(&self.plan, target.layer, &images)));
-                    mask_zeros[target.layer] = zeros;
-                    new_masks = true;
+                if !threshold_changed && (zeros - mask_zeros[target.layer]).abs() <= STATISTICS_DRIFT {
+                    return None;
                 }
+                let images = sample(&self.plan, target.layer, trace.value(input), pick);
+                Some((zeros, window_masks(&self.plan, target.layer, &images)))
+            })
+            .collect();
+        for ((t, target), retallied) in self.targets.iter().enumerate().zip(retallied) {
+            let new_masks = retallied.is_some();
+            if let Some((zeros, m)) = retallied {
+                masks[target.layer] = Some(Arc::new(m));
+                mask_zeros[target.layer] = zeros;
             }
             let weights_changed = changed.contains(&t)
                 && (knobs[t].weight_threshold, knobs[t].weight_sparsity)
