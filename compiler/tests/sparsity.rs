@@ -50,7 +50,7 @@ fn calibration_measures_well_formed_statistics_that_raise_throughput() {
                 _ => unreachable!(),
             }
         );
-        for h in &sp.histograms {
+        for h in sp.histograms.iter() {
             assert_eq!(h.len(), stage.window_size() + 1);
             assert!((h.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{}: {h:?}", stage.name);
         }

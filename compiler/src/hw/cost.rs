@@ -430,8 +430,8 @@ mod tests {
             weight: None,
             activation: None,
             product: 4.0 / 9.0,
-            histograms: vec![h],
-            filter_histograms: Vec::new(),
+            histograms: std::sync::Arc::new(vec![h]),
+            filter_histograms: Default::default(),
             pair_cycles: Default::default(),
             memo: Default::default(),
         };

@@ -15,12 +15,13 @@ pub struct LayerSparsity {
     /// Fraction of zero products.
     pub product: f64,
     /// Per input channel, `K*K + 1` bins summing to 1. A single histogram stands for every
-    /// channel.
-    pub histograms: Vec<Vec<f64>>,
+    /// channel. Shared by clones, as the fields below: the search clones a network for
+    /// every candidate and every allocation, and statistics never change once built.
+    pub histograms: Arc<Vec<Vec<f64>>>,
     /// Per output filter, the same over (window, channel) pairs; empty when every filter is
     /// alike. Filters sparser than others make some filter lanes finish early, which the
     /// model must see to agree with the busiest lane.
-    pub filter_histograms: Vec<Vec<f64>>,
+    pub filter_histograms: Arc<Vec<Vec<f64>>>,
     /// For small layers, per `fine` (index `fine - 1`) the expected cycles of each (input
     /// channel, filter of its group) pair per window, flat as `[c * filters_per_group + f]`:
     /// with few pairs per hardware unit the busiest unit depends on the very pairs it holds.
@@ -94,8 +95,8 @@ impl LayerSparsity {
             weight: None,
             activation: None,
             product: s,
-            histograms: vec![binomial(window, s)],
-            filter_histograms: Vec::new(),
+            histograms: Arc::new(vec![binomial(window, s)]),
+            filter_histograms: Default::default(),
             pair_cycles: Default::default(),
             memo: Default::default(),
         }

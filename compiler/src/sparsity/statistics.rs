@@ -9,6 +9,7 @@ use crate::hw::sparse::LayerSparsity;
 use crate::ir::{Graph, Op};
 use crate::quantize::Quantization;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Per conv and fully connected layer, histograms of zero weights per window and filter.
 pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
@@ -42,8 +43,8 @@ pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
                 weight: Some(zero),
                 activation: None,
                 product: zero,
-                histograms,
-                filter_histograms,
+                histograms: Arc::new(histograms),
+                filter_histograms: Arc::new(filter_histograms),
                 pair_cycles: Default::default(),
                 memo: Default::default(),
             },
@@ -105,8 +106,8 @@ pub fn sparsity_of(c: &LayerCounts) -> LayerSparsity {
         weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
         activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
         product: c.product_sparsity(),
-        histograms: normalise(&c.histograms),
-        filter_histograms: normalise(&c.filter_histograms),
+        histograms: Arc::new(normalise(&c.histograms)),
+        filter_histograms: Arc::new(normalise(&c.filter_histograms)),
         pair_cycles: std::sync::Arc::new(pair_cycles),
         memo: Default::default(),
     }

@@ -26,10 +26,10 @@ pub fn depthwise<T: Element>(
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
         let taps = &weight[c * kh * kw..][..kh * kw];
         // Pruned taps are skipped: their multiply-adds are what sparsity saves.
-        let live: Vec<(usize, T)> = (0..kh * kw)
-            .filter(|&t| taps[t] != T::zero())
-            .map(|t| (padded.offset(conv, t / kw, t % kw), taps[t]))
-            .collect();
+        let mut live = scratch::take::<(usize, T)>();
+        live.extend(
+            (0..kh * kw).filter(|&t| taps[t] != T::zero()).map(|t| (padded.offset(conv, t / kw, t % kw), taps[t])),
+        );
         let mut rows = scratch::take_len(padded.len(), T::zero());
         padded.fill(&input[c * h * w..][..h * w], &mut rows);
         with_avx2(
@@ -43,6 +43,7 @@ pub fn depthwise<T: Element>(
             },
         );
         scratch::give_back(rows);
+        scratch::give_back(live);
     });
 }
 
