@@ -325,10 +325,8 @@ pub fn from_network_with(
                 StageKind::Conv { c_in, .. } => {
                     let streams = choice.folding.coarse_in * choice.folding.coarse_group;
                     let assignment = match &network.sparsity[part.offset + k] {
-                        Some(s) if s.histograms.len() == *c_in => {
-                            s.stream_assignment(stage.window_size(), choice.folding.fine, streams)
-                        }
-                        _ => deal_snake(&vec![1.0; *c_in], streams),
+                        Some(s) => s.channel_streams(stage.window_size(), choice.folding.fine, streams, *c_in),
+                        None => deal_snake(&vec![1.0; *c_in], streams),
                     };
                     assignment.into_iter().map(|s| s as u32).collect()
                 }

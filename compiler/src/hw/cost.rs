@@ -138,13 +138,8 @@ fn sparse_pixel_cycles(kind: &StageKind, f: Folding, s: &LayerSparsity) -> f64 {
     match s {
         s if !s.pair_cycles.is_empty() => {
             let streams = f.coarse_in * f.coarse_group;
-            let assignment = if s.histograms.len() == c_in {
-                s.stream_assignment(window, f.fine, streams)
-            } else {
-                (0..c_in).map(|c| c % streams).collect()
-            };
             let floor = (window == 1).then(|| cin_g.div_ceil(f.coarse_in) as f64 / f.coarse_in as f64);
-            s.busiest_unit(f.fine, &assignment, streams, f.coarse_out, floor).unwrap_or(0.0)
+            s.busiest_unit(window, f.fine, c_in, streams, f.coarse_out, floor).unwrap_or(0.0)
         }
         s => {
             let streams = f.coarse_in * f.coarse_group;

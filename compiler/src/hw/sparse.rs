@@ -22,12 +22,10 @@ pub struct LayerSparsity {
     /// alike. Filters sparser than others make some filter lanes finish early, which the
     /// model must see to agree with the busiest lane.
     pub filter_histograms: Arc<Vec<Vec<f64>>>,
-    /// For small layers, per `fine` (index `fine - 1`) the expected cycles of each (input
-    /// channel, filter of its group) pair per window, flat as `[c * filters_per_group + f]`:
-    /// with few pairs per hardware unit the busiest unit depends on the very pairs it holds.
-    /// Empty when not measured. Shared by clones: a large layer holds millions of pairs,
-    /// and the search clones networks for every candidate.
-    pub pair_cycles: Arc<Vec<Vec<f64>>>,
+    /// For small layers, each (input channel, filter of its group) pair's cycles: with few
+    /// pairs per hardware unit the busiest unit depends on the very pairs it holds. Empty
+    /// when not measured. Shared by clones: the search clones networks for every candidate.
+    pub pair_cycles: Arc<PairCycles>,
     /// Compute cycles per output pixel already worked out, by folding (a cache: the
     /// allocator asks for the same foldings many times, each a pass over every pair).
     /// Shared by clones, which is sound because statistics never change once built.
@@ -43,7 +41,14 @@ pub type MemoKey = (usize, usize, usize, usize);
 pub struct Memo {
     values: std::sync::Mutex<std::collections::HashMap<MemoKey, f64>>,
     loads: std::sync::Mutex<std::collections::HashMap<usize, Arc<FineLoads>>>,
+    /// [`LayerSparsity::busiest_unit`]'s per-stream sums by `fine`, for one stream count at
+    /// a time (the allocator asks every folding of one coarse_in before the next; a
+    /// layer's pairs can take megabytes, so earlier counts are dropped, not kept).
+    stream_sums: std::sync::Mutex<StreamSums>,
 }
+
+/// A stream count and, by `fine`, each stream's per-filter cycles at that count.
+type StreamSums = (usize, std::collections::HashMap<usize, Arc<Vec<u64>>>);
 
 /// Expected cycles per window at one `fine`, per input channel and per filter, and the
 /// channels' dealing order: the same for every folding at that `fine`.
@@ -78,9 +83,72 @@ impl Memo {
     }
 }
 
+impl Memo {
+    fn stream_sums_or(&self, fine: usize, streams: usize, f: impl FnOnce() -> Vec<u64>) -> Arc<Vec<u64>> {
+        {
+            let mut cached = self.stream_sums.lock().expect("not poisoned");
+            if cached.0 != streams {
+                *cached = (streams, Default::default());
+            }
+            if let Some(sums) = cached.1.get(&fine) {
+                return sums.clone();
+            }
+        }
+        let sums = Arc::new(f());
+        let mut cached = self.stream_sums.lock().expect("not poisoned");
+        if cached.0 == streams {
+            cached.1.insert(fine, sums.clone());
+        }
+        sums
+    }
+}
+
 impl PartialEq for Memo {
     fn eq(&self, _: &Memo) -> bool {
         true
+    }
+}
+
+/// Per (input channel, filter of its group) pair and per `fine`, the cycles the pair's
+/// products take over the calibration windows, all pairs having seen the same windows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PairCycles {
+    /// Per `fine` (index `fine - 1`), flat as `[c * filters_per_group + f]`: the sum over
+    /// windows of `ceil(non-zero products / fine)`. Whole cycles, so sums of them are exact.
+    pub cycles: Vec<Vec<u64>>,
+    /// The windows every pair saw.
+    pub windows: u64,
+}
+
+impl PairCycles {
+    /// From per-pair counts (`window + 1` bins each, flat: pairs whose window held j zero
+    /// products). Empty when there are none, or when the pairs did not all see the same
+    /// number of windows (then per-pair figures would not share a denominator; the model
+    /// falls back on the per-channel histograms).
+    pub fn from_counts(counts: &[u64], window: usize) -> PairCycles {
+        let mut pairs = counts.chunks_exact(window + 1);
+        let Some(windows) = pairs.next().map(|h| h.iter().sum::<u64>()) else {
+            return PairCycles::default();
+        };
+        if pairs.any(|h| h.iter().sum::<u64>() != windows) {
+            return PairCycles::default();
+        }
+        let cycles = (1..=window)
+            .map(|fine| {
+                counts
+                    .chunks_exact(window + 1)
+                    .map(|h| {
+                        h.iter().take(window).enumerate().map(|(j, &n)| (window - j).div_ceil(fine) as u64 * n).sum()
+                    })
+                    .collect()
+            })
+            .collect();
+        PairCycles { cycles, windows }
+    }
+
+    /// Whether there are per-pair figures.
+    pub fn is_empty(&self) -> bool {
+        self.cycles.is_empty()
     }
 }
 
@@ -102,57 +170,81 @@ impl LayerSparsity {
         }
     }
 
-    /// Pair statistics from per-pair counts (`window + 1` bins each, flat): per `fine`, each
-    /// pair's expected cycles per window.
-    pub fn pair_cycles_from(counts: &[u64], window: usize) -> Vec<Vec<f64>> {
-        if counts.is_empty() {
-            return Vec::new();
-        }
-        let pairs = counts.len() / (window + 1);
-        let mut cycles = vec![Vec::with_capacity(pairs); window];
-        for h in counts.chunks_exact(window + 1) {
-            let total = h.iter().sum::<u64>().max(1) as f64;
-            for (fine, out) in (1..=window).zip(cycles.iter_mut()) {
-                let sum: u64 =
-                    h.iter().take(window).enumerate().map(|(j, &n)| (window - j).div_ceil(fine) as u64 * n).sum();
-                out.push(sum as f64 / total);
-            }
-        }
-        cycles
-    }
-
     /// With per-pair statistics: the work, per window, of the busiest (input stream, filter
-    /// lane) unit, streams as `assignment` deals the channels, filter `f` of each group in
-    /// lane `f mod lanes`. For a 1x1 window every unit does at least `floor` per (window,
-    /// filter) it serves (compaction cannot beat `coarse_in`).
+    /// lane) unit, the `c_in` channels dealt to `streams` as [`LayerSparsity::channel_streams`]
+    /// deals them, filter `f` of each group in lane `f mod lanes`. For a 1x1 window every
+    /// unit does at least `floor` per (window, filter) it serves (compaction cannot beat
+    /// `coarse_in`).
+    ///
+    /// The allocator asks this of every folding. The sums are of whole cycles, so they are
+    /// exact in any order: each stream's per-filter sums are worked out once per (`fine`,
+    /// `streams`) and every `lanes` reads those instead of every pair.
     pub fn busiest_unit(
         &self,
+        window: usize,
         fine: usize,
-        assignment: &[usize],
+        c_in: usize,
         streams: usize,
         lanes: usize,
         floor: Option<f64>,
     ) -> Option<f64> {
-        let cycles = self.pair_cycles.get(fine - 1)?;
-        let c_in = assignment.len();
+        let cycles = self.pair_cycles.cycles.get(fine - 1)?;
         let per_group_out = cycles.len() / c_in.max(1);
-        let mut work = vec![0.0; streams * lanes];
-        for (c, &s) in assignment.iter().enumerate() {
+        let (streams, lanes) = (streams.max(1), lanes.max(1));
+        let mut work = vec![0u64; streams * lanes];
+        let mut add = |s: usize, filters: &[u64]| {
             let unit = &mut work[s * lanes..][..lanes];
+            if lanes == 1 {
+                unit[0] += filters.iter().sum::<u64>();
+                return;
+            }
             // Filter f goes to lane f mod lanes: whole rounds of `lanes` filters at a time.
-            for round in cycles[c * per_group_out..][..per_group_out].chunks(lanes) {
+            for round in filters.chunks(lanes) {
                 unit.iter_mut().zip(round).for_each(|(w, c)| *w += c);
             }
-        }
-        if let Some(floor) = floor {
-            let groups = self.filter_histograms.len() / per_group_out.max(1);
-            for (k, w) in work.iter_mut().enumerate() {
-                // Filters f < per_group_out with f mod lanes == l.
-                let served = groups * per_group_out.saturating_sub(k % lanes).div_ceil(lanes);
-                *w = w.max(floor * served as f64);
+        };
+        if streams >= c_in {
+            // A channel per stream: nothing to sum first.
+            let assignment = self.channel_streams(window, fine, streams, c_in);
+            for (c, &s) in assignment.iter().enumerate() {
+                add(s, &cycles[c * per_group_out..][..per_group_out]);
+            }
+        } else {
+            let sums = self.memo.stream_sums_or(fine, streams, || {
+                let mut sums = vec![0u64; streams * per_group_out];
+                for (c, &s) in self.channel_streams(window, fine, streams, c_in).iter().enumerate() {
+                    let pairs = &cycles[c * per_group_out..][..per_group_out];
+                    sums[s * per_group_out..][..per_group_out].iter_mut().zip(pairs).for_each(|(t, p)| *t += p);
+                }
+                sums
+            });
+            for (s, filters) in sums.chunks_exact(per_group_out.max(1)).enumerate() {
+                add(s, filters);
             }
         }
-        Some(work.into_iter().fold(0.0, f64::max))
+        let windows = self.pair_cycles.windows.max(1) as f64;
+        let per_window = work.iter().map(|&w| w as f64 / windows);
+        let Some(floor) = floor else {
+            return Some(per_window.fold(0.0, f64::max));
+        };
+        let groups = self.filter_histograms.len() / per_group_out.max(1);
+        let floored = per_window.enumerate().map(|(k, w)| {
+            // Filters f < per_group_out with f mod lanes == l.
+            let served = groups * per_group_out.saturating_sub(k % lanes).div_ceil(lanes);
+            w.max(floor * served as f64)
+        });
+        Some(floored.fold(0.0, f64::max))
+    }
+
+    /// Which of `streams` input streams each of the `c_in` channels goes to at `fine`: by
+    /// load ([`LayerSparsity::stream_assignment`]) with per-channel statistics, else in
+    /// snake order, as the backend deals them.
+    pub fn channel_streams(&self, window: usize, fine: usize, streams: usize, c_in: usize) -> Vec<usize> {
+        if self.histograms.len() == c_in {
+            self.stream_assignment(window, fine, streams)
+        } else {
+            deal_snake(&vec![1.0; c_in], streams)
+        }
     }
 
     /// How many filters' worth of work the busiest of `lanes` filter lanes does, relative to
@@ -290,6 +382,72 @@ mod tests {
         let mean: f64 = h.iter().enumerate().map(|(j, p)| j as f64 * p).sum();
         assert!((mean - 4.5).abs() < 1e-12);
         assert_eq!(binomial(1, 0.3).iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(), vec![0.7, 0.3]);
+    }
+
+    /// Per-pair counts: 4 channels x 3 filters, window 4 (bins 0..=4 zeros), 6 windows each.
+    fn pair_counts() -> Vec<u64> {
+        let mut counts = Vec::new();
+        for pair in 0..12u64 {
+            let mut h = [0u64; 5];
+            h[(pair % 5) as usize] += 4;
+            h[((pair * 3) % 5) as usize] += 2;
+            counts.extend(h);
+        }
+        counts
+    }
+
+    #[test]
+    fn the_busiest_unit_sums_its_pairs_expected_cycles() {
+        let counts = pair_counts();
+        let pairs = PairCycles::from_counts(&counts, 4);
+        assert_eq!(pairs.windows, 6);
+        let s = LayerSparsity {
+            pair_cycles: Arc::new(pairs),
+            filter_histograms: Arc::new(vec![vec![0.0; 5]; 3]),
+            ..LayerSparsity::uniform(0.5, 4)
+        };
+        // Expected cycles per window of pair (c, f) at `fine`, from its histogram.
+        let expected = |c: usize, f: usize, fine: usize| {
+            let h: Vec<f64> = counts[(c * 3 + f) * 5..][..5].iter().map(|&n| n as f64 / 6.0).collect();
+            expected_window_cycles(&h, 4, fine)
+        };
+        // Every stream count, each asked twice (the second from the cached per-stream sums),
+        // fine inner as the allocator asks; with one histogram the channels go in snake order.
+        for streams in [1, 2, 4, 2, 1, 4] {
+            let assignment = s.channel_streams(4, 1, streams, 4);
+            assert_eq!(assignment, deal_snake(&[1.0; 4], streams));
+            for lanes in 1..=3 {
+                for fine in 1..=4 {
+                    let mut busiest: f64 = 0.0;
+                    for stream in 0..streams {
+                        for lane in 0..lanes {
+                            let work: f64 = (0..4)
+                                .filter(|&c| assignment[c] == stream)
+                                .flat_map(|c| (lane..3).step_by(lanes).map(move |f| (c, f)))
+                                .map(|(c, f)| expected(c, f, fine))
+                                .sum();
+                            busiest = busiest.max(work);
+                        }
+                    }
+                    let got = s.busiest_unit(4, fine, 4, streams, lanes, None).unwrap();
+                    assert!(
+                        (got - busiest).abs() < 1e-12,
+                        "fine {fine} streams {streams} lanes {lanes}: {got} vs {busiest}"
+                    );
+                    // A floor above every unit's work binds: lane 0 serves the most filters.
+                    let floored = s.busiest_unit(4, fine, 4, streams, lanes, Some(100.0)).unwrap();
+                    assert_eq!(floored, 100.0 * 3usize.div_ceil(lanes) as f64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairs_that_saw_different_windows_give_no_per_pair_figures() {
+        let mut counts = pair_counts();
+        counts[0] += 1;
+        assert!(PairCycles::from_counts(&counts, 4).is_empty());
+        assert!(PairCycles::from_counts(&[], 4).is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::counts::{layer_counts, LayerCounts};
 use crate::board::Board;
 use crate::error::{CompileError, Result};
-use crate::hw::sparse::LayerSparsity;
+use crate::hw::sparse::{LayerSparsity, PairCycles};
 use crate::ir::{Graph, Op};
 use crate::quantize::Quantization;
 use std::collections::BTreeMap;
@@ -101,14 +101,13 @@ pub fn sparsity_of(c: &LayerCounts) -> LayerSparsity {
             })
             .collect()
     };
-    let pair_cycles = LayerSparsity::pair_cycles_from(&c.pair_histograms, c.window);
     LayerSparsity {
         weight: Some(c.zero_weights as f64 / c.weights.max(1) as f64),
         activation: Some(c.zero_inputs as f64 / c.inputs.max(1) as f64),
         product: c.product_sparsity(),
         histograms: Arc::new(normalise(&c.histograms)),
         filter_histograms: Arc::new(normalise(&c.filter_histograms)),
-        pair_cycles: std::sync::Arc::new(pair_cycles),
+        pair_cycles: Arc::new(PairCycles::from_counts(&c.pair_histograms, c.window)),
         memo: Default::default(),
     }
 }
