@@ -81,9 +81,9 @@ impl Memo {
         self.loads.lock().expect("not poisoned").insert(fine, l.clone());
         l
     }
-}
 
-impl Memo {
+    /// Per-stream sums at (`fine`, `streams`), computed by `f` the first time since the
+    /// stream count last changed.
     fn stream_sums_or(&self, fine: usize, streams: usize, f: impl FnOnce() -> Vec<u64>) -> Arc<Vec<u64>> {
         {
             let mut cached = self.stream_sums.lock().expect("not poisoned");
