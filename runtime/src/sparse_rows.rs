@@ -1,17 +1,42 @@
 //! A pruned weight matrix as the zero-skipping kernels read it: the non-zeros of each row.
 //! Part of the executable plan (a layer holds one when its weights are sparse enough); the
-//! kernels that multiply with it are in `kernels/sparse.rs`.
+//! kernels that multiply with it are in `kernels/sparse.rs` and `kernels/sparse_conv.rs`.
 
-/// Largest fraction of non-zero weights for which the sparse kernels are used.
-pub const SPARSE_DENSITY: f64 = 0.15;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
+/// Largest fraction of non-zero weights for which a layer keeps its non-zeros. A conv then
+/// runs the direct sparse kernel, which beat im2col + SGEMM up to about half non-zeros on
+/// ResNet-18's 3x3 layers (`RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench
+/// sparse_gemm`: at 50 %, 0.75-0.95x the dense time; at 30 %, 0.45-0.65x).
+pub const SPARSE_DENSITY: f64 = 0.5;
+
+/// Largest fraction of non-zero weights for which the sparse product over a whole matrix
+/// ([`SparseRows::matmul_rows`]: fully connected layers, and grouped or dilated convs over
+/// unfolded windows) is used: it packs its right-hand side as SGEMM does, and was about as
+/// fast as SGEMM at 30 % non-zeros on the same shapes.
+pub const PRODUCT_DENSITY: f64 = 0.25;
 
 /// A row-major matrix keeping only its non-zeros: row `r` holds
 /// `cols[starts[r]..starts[r + 1]]` and the same range of `values`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct SparseRows {
     pub(crate) starts: Vec<usize>,
     pub(crate) cols: Vec<u32>,
     pub(crate) values: Vec<f32>,
+    /// Columns of the dense matrix.
+    columns: usize,
+    /// What a kernel derives from the non-zeros once (where the direct convolution reads
+    /// each one's inputs: the layer's geometry is fixed), made on first use; of a type the
+    /// plan does not know.
+    derived: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+/// Equal non-zeros: what kernels derive follows from them.
+impl PartialEq for SparseRows {
+    fn eq(&self, other: &SparseRows) -> bool {
+        (&self.starts, &self.cols, &self.values) == (&other.starts, &other.cols, &other.values)
+    }
 }
 
 impl SparseRows {
@@ -21,13 +46,21 @@ impl SparseRows {
         if values.is_empty() || nnz as f64 > SPARSE_DENSITY * values.len() as f64 {
             return None;
         }
-        let width = values.len() / rows;
+        Some(SparseRows::of_dense(values, rows))
+    }
+
+    /// The non-zeros of a `rows x (len / rows)` matrix, however many there are.
+    pub fn of_dense(values: &[f32], rows: usize) -> SparseRows {
+        let nnz = values.iter().filter(|v| **v != 0.0).count();
+        let width = values.len() / rows.max(1);
         let mut m = SparseRows {
             starts: Vec::with_capacity(rows + 1),
             cols: Vec::with_capacity(nnz),
             values: Vec::with_capacity(nnz),
+            columns: width,
+            derived: OnceLock::new(),
         };
-        for row in values.chunks_exact(width) {
+        for row in values.chunks_exact(width.max(1)) {
             m.starts.push(m.cols.len());
             for (c, &v) in row.iter().enumerate().filter(|(_, v)| **v != 0.0) {
                 m.cols.push(c as u32);
@@ -35,7 +68,31 @@ impl SparseRows {
             }
         }
         m.starts.push(m.cols.len());
-        Some(m)
+        m
+    }
+
+    /// What `derive` makes of these non-zeros, made on the first call; every call must ask
+    /// for the same type (one kernel per layer kind uses it).
+    pub(crate) fn derived<T: Any + Send + Sync>(&self, derive: impl FnOnce() -> T) -> &T {
+        self.derived
+            .get_or_init(|| Arc::new(derive()))
+            .downcast_ref()
+            .expect("one kernel derives one type from a layer's non-zeros")
+    }
+
+    /// Fraction of the dense matrix's entries that are non-zero.
+    pub fn density(&self) -> f64 {
+        let entries = self.starts.len().saturating_sub(1) * self.columns;
+        if entries == 0 {
+            return 0.0;
+        }
+        self.cols.len() as f64 / entries as f64
+    }
+
+    /// Whether [`SparseRows::matmul_rows`] beats SGEMM on this matrix (see
+    /// [`PRODUCT_DENSITY`]).
+    pub fn product_pays(&self) -> bool {
+        self.density() <= PRODUCT_DENSITY
     }
 
     /// Row `r`'s (column, value) pairs.

@@ -12,18 +12,32 @@ pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::A
     /// Multiply group `g` of `conv`'s pruned weights with `b` into `dst` with the
     /// zero-skipping kernel, if the layer has one for this element type.
     fn sparse_group(conv: &Conv, g: usize, b: &[Self], pixels: usize, dst: &mut [Self]) -> bool;
+
+    /// Convolve `input` with `conv`'s pruned weights into `out` without unfolding windows
+    /// ([`super::sparse_conv`]), if the layer has them for this element type and its
+    /// geometry allows it.
+    fn sparse_direct(conv: &Conv, input: &[Self], in_hw: [usize; 2], out: &mut [Self], out_hw: [usize; 2]) -> bool;
 }
 
 impl Element for f32 {
     fn sparse_group(conv: &Conv, g: usize, b: &[f32], pixels: usize, dst: &mut [f32]) -> bool {
-        let Some(sparse) = &conv.sparse_weight else { return false };
+        let Some(sparse) = conv.sparse_weight.as_ref().filter(|s| s.product_pays()) else { return false };
         sparse.matmul_rows(g * conv.c_out / conv.groups, b, pixels, dst);
         true
+    }
+
+    fn sparse_direct(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) -> bool {
+        let Some(sparse) = &conv.sparse_weight else { return false };
+        super::sparse_conv::conv_direct(conv, sparse, input, in_hw, out, out_hw)
     }
 }
 
 impl Element for f64 {
     fn sparse_group(_: &Conv, _: usize, _: &[f64], _: usize, _: &mut [f64]) -> bool {
+        false
+    }
+
+    fn sparse_direct(_: &Conv, _: &[f64], _: [usize; 2], _: &mut [f64], _: [usize; 2]) -> bool {
         false
     }
 }
@@ -80,6 +94,7 @@ pub fn accumulate<T: Element>(
     let out_per_group = conv.c_out / conv.groups;
     if in_per_group == 1 && out_per_group == 1 {
         super::depthwise::depthwise(conv, weight, input, in_hw, out, out_hw);
+    } else if T::sparse_direct(conv, input, in_hw, out, out_hw) {
     } else {
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];

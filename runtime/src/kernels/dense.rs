@@ -6,7 +6,7 @@ use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2};
 /// `input` is [batch, inputs], `out` is [batch, outputs].
 pub fn dense_batch(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) {
     let x = ArrayView2::from_shape((batch, dense.inputs), input).expect("validated input shape");
-    if let Some(sparse) = &dense.sparse_weight {
+    if let Some(sparse) = dense.sparse_weight.as_ref().filter(|s| s.product_pays()) {
         // Y^T = W X^T over the non-zero weights only.
         let xt: Vec<f32> = x.t().iter().copied().collect();
         let mut yt = vec![0.0f32; dense.outputs * batch];

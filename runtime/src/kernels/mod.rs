@@ -10,6 +10,7 @@ pub mod igemm;
 pub mod pool;
 mod scratch;
 pub mod sparse;
+pub mod sparse_conv;
 pub mod unfold;
 pub mod windows;
 

@@ -1,85 +1,300 @@
 //! Zero-skipping kernels for pruned weights: a sparse x dense product over a layer's
 //! [`SparseRows`] that touches only the non-zero weights.
 //!
-//! Used when at most [`SPARSE_DENSITY`] of a layer's weights are non-zero. Measured with
-//! `hass-run --bench` on ResNet-18 at 70 % zeros on an AVX-512 machine, the blocked dense
-//! SGEMM was still faster (13.1 vs 10.5 images/s at batch 1), so only very sparse layers
-//! take this path.
+//! The right-hand side is copied, a block of rows at a time, into panels of 128 columns
+//! (64 without AVX-512; a last one as wide as it needs, in steps of 16 columns), a block
+//! of each panel filling half a core's L1 cache. An output row then walks its non-zeros
+//! in the block with its panel's sums in eight registers: per non-zero, one broadcast and
+//! per register one load from L1 and one fused multiply-add. Read in place instead, the
+//! rows a sparse row picks lie a whole image row apart, every non-zero touches fresh cache
+//! lines the prefetcher cannot foresee, and the kernel lost to dense SGEMM even at 85 %
+//! zeros. It pays below [`PRODUCT_DENSITY`]; convs take the direct kernel of
+//! [`super::sparse_conv`] instead, which needs no unfolded windows and pays up to twice
+//! as dense.
+//!
+//! Each output sums its row's non-zeros in column order from zero, whatever the threads.
 
-pub use crate::sparse_rows::{SparseRows, SPARSE_DENSITY};
+use super::scratch;
+pub use crate::sparse_rows::{SparseRows, PRODUCT_DENSITY, SPARSE_DENSITY};
 use rayon::prelude::*;
 
-/// Output columns per task: a `K x 256` slice of the input stays in cache while every
-/// weight row runs over it.
-const COLUMNS_PER_TASK: usize = 256;
-/// Columns accumulated in registers at once (four AVX-512 or eight AVX2 vectors).
-const BLOCK: usize = 64;
+/// Columns per panel with AVX-512: an output row's sums over a panel fill eight registers,
+/// enough independent multiply-add chains to hide their latency.
+const WIDE_PANEL: usize = 128;
+/// Columns per panel otherwise (eight AVX2 registers).
+const PANEL: usize = 64;
+/// Steps in which a last, narrower panel is as wide as it needs (one AVX-512 register).
+const NARROW: usize = 16;
+/// Panels a task packs and passes over together at most: the right-hand side is read in
+/// runs this many panels long (a panel's run alone, one image row apart from the next,
+/// left the prefetcher nothing to go on).
+const PANELS_PER_TASK: usize = 8;
+/// Bytes of a panel packed and passed over at a time: half of a core's L1 data cache,
+/// where every non-zero's loads then hit (from L2, each non-zero waited on its lines).
+const L1_PANEL_BYTES: usize = 24 * 1024;
+/// Output rows per parallel task, at least.
+const MIN_ROWS_PER_TASK: usize = 8;
+
+/// One panel of a task: columns `c0..c0 + w` of the task's, packed `width` wide (`w`
+/// rounded up to [`NARROW`]), after `before` columns of the task's other panels (packed
+/// blocks and tiles are laid out panel after panel).
+#[derive(Clone, Copy)]
+struct Panel {
+    c0: usize,
+    w: usize,
+    width: usize,
+    before: usize,
+}
+
+/// The panels `columns` columns split into: full ones of `panel` columns, then the rest as
+/// one panel as wide as it needs.
+fn panels(columns: usize, panel: usize) -> Vec<Panel> {
+    let mut before = 0;
+    (0..columns)
+        .step_by(panel)
+        .map(|c0| {
+            let w = panel.min(columns - c0);
+            let p = Panel { c0, w, width: w.next_multiple_of(NARROW), before };
+            before += p.width;
+            p
+        })
+        .collect()
+}
+
+/// One task of [`SparseRows::matmul_rows`]: output rows `rows` (counted in `out`) over
+/// `columns`, in `panels`, summed into a tile of `rows.len() x padded` at `tile`.
+struct Task {
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+    panels: Vec<Panel>,
+    padded: usize,
+    tile: usize,
+}
+
+impl Task {
+    /// Where row `r` (of `out`) of panel `p` sits in the tiles.
+    fn at(&self, p: &Panel, r: usize) -> usize {
+        self.tile + p.before * self.rows.len() + (r - self.rows.start) * p.width
+    }
+}
 
 impl SparseRows {
     /// `out[rows_range x n] = self[rows_range] * b[k x n]` (row-major `b`, `n` columns),
     /// for the rows `first..first + out.len() / n`.
+    ///
+    /// Tasks are runs of columns (up to eight panels), split into row ranges
+    /// when there are too few for the threads; each task sums into its own tile, panel by
+    /// panel (each row as wide as the panel is packed, so that its sums load and store as
+    /// whole registers), and the tiles are then copied into `out`.
     pub fn matmul_rows(&self, first: usize, b: &[f32], n: usize, out: &mut [f32]) {
+        if n == 0 || out.is_empty() {
+            return;
+        }
         let rows = out.len() / n;
-        let tasks: Vec<(usize, usize)> =
-            (0..n).step_by(COLUMNS_PER_TASK).map(|c| (c, COLUMNS_PER_TASK.min(n - c))).collect();
-        let arch = pulp::Arch::new();
-        let computed: Vec<Vec<f32>> = tasks
-            .par_iter()
-            // Compiled for the CPU's vector extensions, chosen at run time.
-            .map(|&(c0, w)| arch.dispatch(Tile { matrix: self, first, rows, b, n, c0, w }))
-            .collect();
-        for ((c0, w), tile) in tasks.iter().zip(computed) {
-            for (r, src) in tile.chunks_exact(*w).enumerate() {
-                out[r * n + c0..][..*w].copy_from_slice(src);
+        let threads = rayon::current_num_threads();
+        let panel = if isa() == Isa::Avx512 { WIDE_PANEL } else { PANEL };
+        let per_task = (n.div_ceil(panel) / (2 * threads)).clamp(1, PANELS_PER_TASK) * panel;
+        let runs = n.div_ceil(per_task);
+        let rows_per_task = rows.div_ceil((2 * threads).div_ceil(runs)).max(MIN_ROWS_PER_TASK);
+        let mut tasks = Vec::new();
+        let mut tile = 0;
+        for c0 in (0..n).step_by(per_task) {
+            let columns = c0..n.min(c0 + per_task);
+            let panels = panels(columns.len(), panel);
+            let padded = panels.iter().map(|p| p.width).sum::<usize>();
+            for r0 in (0..rows).step_by(rows_per_task) {
+                let rows = r0..rows.min(r0 + rows_per_task);
+                tasks.push(Task { tile, rows: rows.clone(), columns: columns.clone(), panels: panels.clone(), padded });
+                tile += rows.len() * padded;
             }
         }
+        let mut tiles = scratch::take_len(tile, 0.0f32);
+        let mut pieces = Vec::with_capacity(tasks.len());
+        let mut rest = &mut tiles[..tile];
+        for task in &tasks {
+            let (piece, tail) = rest.split_at_mut(task.rows.len() * task.padded);
+            pieces.push((task, piece));
+            rest = tail;
+        }
+        pieces.into_par_iter().for_each(|(task, tile)| multiply(Product { matrix: self, first, task, b, n }, tile));
+        out.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+            for task in tasks.iter().filter(|t| t.rows.contains(&r)) {
+                for p in &task.panels {
+                    let c = task.columns.start + p.c0;
+                    row[c..c + p.w].copy_from_slice(&tiles[task.at(p, r)..][..p.w]);
+                }
+            }
+        });
+        scratch::give_back(tiles);
     }
 }
 
-/// One task of [`SparseRows::matmul_rows`]: `rows` output rows over columns `c0..c0 + w`.
-struct Tile<'a> {
-    matrix: &'a SparseRows,
-    first: usize,
-    rows: usize,
-    b: &'a [f32],
-    n: usize,
-    c0: usize,
-    w: usize,
+/// The vector extensions the kernel is compiled for.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Isa {
+    Avx512,
+    Avx2,
+    Plain,
 }
 
-impl pulp::WithSimd for Tile<'_> {
-    type Output = Vec<f32>;
+/// The widest vector extensions this processor has (AVX-512 not under `HASS_AVX2_ONLY`).
+pub(super) fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512::available() {
+            return Isa::Avx512;
+        }
+        if pulp::x86::V3::try_new().is_some() {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Plain
+}
 
-    // Inlined into pulp's per-architecture entry point, so the loops below are
-    // vectorised with the extensions that entry point enables.
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<f32> {
-        let Tile { matrix, first, rows, b, n, c0, w } = self;
-        let mut tile = vec![0.0f32; rows * w];
-        for (r, dst) in tile.chunks_exact_mut(w).enumerate() {
-            let range = matrix.starts[first + r]..matrix.starts[first + r + 1];
-            let (cols, values) = (&matrix.cols[range.clone()], &matrix.values[range]);
-            // Accumulate BLOCK columns in registers over the row's non-zeros.
-            let mut c = c0;
-            let mut blocks = dst.chunks_exact_mut(BLOCK);
-            for out in &mut blocks {
-                let mut acc = [0.0f32; BLOCK];
-                for (&k, &a) in cols.iter().zip(values) {
-                    let src: &[f32; BLOCK] = b[k as usize * n + c..][..BLOCK].try_into().expect("BLOCK long");
-                    for j in 0..BLOCK {
-                        acc[j] += a * src[j];
-                    }
-                }
-                out.copy_from_slice(&acc);
-                c += BLOCK;
-            }
-            let rest = blocks.into_remainder();
-            for (&k, &a) in cols.iter().zip(values) {
-                let src = &b[k as usize * n + c..][..rest.len()];
-                rest.iter_mut().zip(src).for_each(|(d, s)| *d += a * s);
+/// What one task multiplies: `task`'s rows (of `matrix`, from `first` on) times its columns
+/// of `b` (`n` columns, row-major).
+struct Product<'a> {
+    matrix: &'a SparseRows,
+    first: usize,
+    task: &'a Task,
+    b: &'a [f32],
+    n: usize,
+}
+
+/// Compute `product` into `tile` (the task's) with the widest vectors the processor has.
+fn multiply(product: Product, tile: &mut [f32]) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::multiply(product, tile),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => pulp::Simd::vectorize(
+            pulp::x86::V3::try_new().expect("detected"),
+            #[inline(always)]
+            || multiply_in::<true>(product, tile),
+        ),
+        _ => multiply_in::<false>(product, tile),
+    }
+}
+
+/// The loops of [`multiply`], for the caller's vector extensions. `FUSED`: multiply-adds
+/// as single instructions (only where the processor has them: else each is a library call).
+/// The task's panels are packed and passed over a block of rows of `b` at a time (the
+/// right-hand side read once, in runs as long as the task is wide); each row's non-zeros
+/// in the block are found once for all the panels.
+#[inline(always)]
+fn multiply_in<const FUSED: bool>(product: Product, tile: &mut [f32]) {
+    let Product { matrix, first, task, b, n } = product;
+    let k = b.len() / n;
+    let chunk = (L1_PANEL_BYTES / (4 * task.panels[0].width)).max(1);
+    let mut packed = scratch::take_len(chunk * task.padded, 0.0f32);
+    // Per row, the range of its non-zeros in the current block (the next block's start
+    // after it).
+    let mut next: Vec<(usize, usize)> = scratch::take();
+    next.extend(task.rows.clone().map(|r| (matrix.starts[first + r], matrix.starts[first + r])));
+    for k0 in (0..k).step_by(chunk) {
+        let k1 = (k0 + chunk).min(k);
+        for (i, src) in b[k0 * n..k1 * n].chunks_exact(n).enumerate() {
+            let src = &src[task.columns.clone()];
+            for p in &task.panels {
+                let dst = &mut packed[chunk * p.before + i * p.width..][..p.width];
+                dst[..p.w].copy_from_slice(&src[p.c0..p.c0 + p.w]);
+                dst[p.w..].fill(0.0);
             }
         }
-        tile
+        for (r, next) in task.rows.clone().zip(next.iter_mut()) {
+            let from = next.1;
+            let end = matrix.starts[first + r + 1];
+            let taken = matrix.cols[from..end].iter().take_while(|&&c| (c as usize) < k1).count();
+            *next = (from, from + taken);
+        }
+        // Panel by panel, so that each block stays in L1 while every row passes over it.
+        for p in &task.panels {
+            let packed = &packed[chunk * p.before..][..chunk * p.width];
+            let rows = &mut tile[p.before * task.rows.len()..][..task.rows.len() * p.width];
+            for (&(from, to), dst) in next.iter().zip(rows.chunks_exact_mut(p.width)) {
+                if from == to && k0 > 0 {
+                    continue;
+                }
+                let block = Block { cols: &matrix.cols[from..to], values: &matrix.values[from..to], k0, packed };
+                let fresh = k0 == 0;
+                match p.width {
+                    128 => row_sums::<128, FUSED>(block, dst, fresh),
+                    112 => row_sums::<112, FUSED>(block, dst, fresh),
+                    96 => row_sums::<96, FUSED>(block, dst, fresh),
+                    80 => row_sums::<80, FUSED>(block, dst, fresh),
+                    64 => row_sums::<64, FUSED>(block, dst, fresh),
+                    48 => row_sums::<48, FUSED>(block, dst, fresh),
+                    32 => row_sums::<32, FUSED>(block, dst, fresh),
+                    _ => row_sums::<16, FUSED>(block, dst, fresh),
+                }
+            }
+        }
+    }
+    scratch::give_back(packed);
+    scratch::give_back(next);
+}
+
+/// One row's non-zeros (`cols`, `values`) within a block of a packed panel, whose rows
+/// start at `k0`.
+struct Block<'a> {
+    cols: &'a [u32],
+    values: &'a [f32],
+    k0: usize,
+    packed: &'a [f32],
+}
+
+/// Add one output row's products over a block of a `W`-column panel,
+/// `sum_j values[j] * panel[cols[j]]`, to `dst`, or set `dst` to them when `fresh`.
+#[inline(always)]
+fn row_sums<const W: usize, const FUSED: bool>(block: Block, dst: &mut [f32], fresh: bool) {
+    let dst: &mut [f32; W] = dst.try_into().expect("a row as wide as its panel");
+    let mut acc = if fresh { [0.0f32; W] } else { *dst };
+    for (&k, &a) in block.cols.iter().zip(block.values) {
+        let src: &[f32; W] = block.packed[(k as usize - block.k0) * W..][..W].try_into().expect("W long");
+        for (acc, &x) in acc.iter_mut().zip(src) {
+            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
+        }
+    }
+    *dst = acc;
+}
+
+/// The AVX-512 build of [`multiply`] (`std::arch` rather than `pulp`, whose AVX-512 support
+/// is a feature of its own): detected at run time, and left unused under `HASS_AVX2_ONLY`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub(super) mod avx512 {
+    use super::{multiply_in, Product};
+    use crate::kernels::sparse_conv::{rows_in, Task};
+
+    /// Whether this processor has the instructions (detected once, cached by `std`).
+    pub(super) fn available() -> bool {
+        !crate::kernels::avx2_only()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// See [`super::multiply`]; call only when [`available`].
+    pub(super) fn multiply(product: Product, tile: &mut [f32]) {
+        assert!(available());
+        // SAFETY: the features `compiled` enables were detected just above.
+        unsafe { compiled(product, tile) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    fn compiled(product: Product, tile: &mut [f32]) {
+        multiply_in::<true>(product, tile)
+    }
+
+    /// See [`crate::kernels::sparse_conv`]'s `run`; call only when [`available`].
+    pub(in crate::kernels) fn conv_rows(task: Task, block: usize, rows: &mut [f32]) {
+        assert!(available());
+        // SAFETY: the features `conv_compiled` enables were detected just above.
+        unsafe { conv_compiled(task, block, rows) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    fn conv_compiled(task: Task, block: usize, rows: &mut [f32]) {
+        rows_in::<true>(task, block, rows)
     }
 }
 
@@ -89,16 +304,20 @@ mod tests {
 
     #[test]
     fn sparse_product_matches_the_dense_one() {
-        let (m, k, n) = (5, 7, 300);
-        let a: Vec<f32> = (0..m * k).map(|i| if i % 8 == 0 { (i as f32 - 10.0) / 7.0 } else { 0.0 }).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 31 % 17) as f32 - 8.0) / 3.0).collect();
-        let s = SparseRows::from_dense(&a, m).expect("an eighth non-zero");
-        let mut out = vec![f32::NAN; (m - 1) * n];
-        s.matmul_rows(1, &b, n, &mut out);
-        for r in 0..m - 1 {
-            for c in 0..n {
-                let want: f32 = (0..k).map(|j| a[(r + 1) * k + j] * b[j * n + c]).sum();
-                assert!((out[r * n + c] - want).abs() < 1e-4, "({r}, {c})");
+        // One panel, a short tail, several row blocks and panels, and a product narrower
+        // than a vector.
+        for (m, k, n) in [(5, 7, 300), (9, 130, 49), (17, 100, 1000), (3, 5, 3)] {
+            let a: Vec<f32> = (0..m * k).map(|i| if i % 8 == 0 { (i as f32 - 10.0) / 7.0 } else { 0.0 }).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 31 % 17) as f32 - 8.0) / 3.0).collect();
+            let s = SparseRows::of_dense(&a, m);
+            let mut out = vec![f32::NAN; (m - 1) * n];
+            s.matmul_rows(1, &b, n, &mut out);
+            for r in 0..m - 1 {
+                for c in 0..n {
+                    let want: f32 = (0..k).map(|j| a[(r + 1) * k + j] * b[j * n + c]).sum();
+                    let got = out[r * n + c];
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{m}x{k}x{n} ({r}, {c}): {got} vs {want}");
+                }
             }
         }
     }
@@ -107,9 +326,13 @@ mod tests {
     fn dense_enough_weights_keep_the_dense_kernel() {
         assert!(SparseRows::from_dense(&[1.0, 2.0, 0.0, 3.0], 2).is_none());
         let mut w = vec![0.0f32; 100];
-        w[..20].iter_mut().for_each(|v| *v = 1.0);
-        assert!(SparseRows::from_dense(&w, 10).is_none(), "20 % non-zeros stay dense");
-        w[15..20].iter_mut().for_each(|v| *v = 0.0);
-        assert!(SparseRows::from_dense(&w, 10).is_some(), "15 % non-zeros skip zeros");
+        w[..60].iter_mut().for_each(|v| *v = 1.0);
+        assert!(SparseRows::from_dense(&w, 10).is_none(), "60 % non-zeros stay dense");
+        w[50..60].iter_mut().for_each(|v| *v = 0.0);
+        let half = SparseRows::from_dense(&w, 10).expect("50 % non-zeros skip zeros in a conv");
+        assert_eq!(half.density(), 0.5);
+        assert!(!half.product_pays(), "but not in a product over a whole matrix");
+        w[25..50].iter_mut().for_each(|v| *v = 0.0);
+        assert!(SparseRows::from_dense(&w, 10).expect("25 %").product_pays());
     }
 }

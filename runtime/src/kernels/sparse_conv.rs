@@ -1,0 +1,439 @@
+//! Direct sparse convolution (one group, any stride): each non-zero weight adds a shifted
+//! copy of its input channel, scaled, to its output channel, with no unfolded windows.
+//!
+//! The input is copied once into zero-padded planes, one per channel and stride phase
+//! (rows `y % S_h`, columns `x % S_w` of the padded input), whose rows are as long as an
+//! output row plus `(K_w - 1) / S_w`. Computed on that grid (a few junk columns per row,
+//! dropped at the end), output `i` of a channel reads tap `(c, ky, kx)` at
+//! `i + (ky / S_h) * pitch + kx / S_w` of plane `(c, ky % S_h, kx % S_w)`: a constant
+//! offset per weight. A block of outputs then sums, over its row's non-zeros, runs of
+//! consecutive inputs, in registers, reading the padded input in place: no im2col (which
+//! writes nine times the input for a 3x3 kernel) and no packing. Each output sums its
+//! row's non-zeros in one fixed order whatever the threads (column order; blocks of 64
+//! outputs or fewer in two interleaved halves).
+
+use super::scratch;
+use super::sparse::{isa, Isa, SparseRows};
+use crate::plan::Conv;
+use rayon::prelude::*;
+
+/// Output rows per parallel task, at least.
+const MIN_ROWS_PER_TASK: usize = 8;
+/// Bytes of input a block reads per pass over the rows: half of a core's L1 data cache.
+/// The rows pass over the input channels in groups this large, so that every non-zero's
+/// loads hit L1 (reading all channels at once, a non-zero waited on L2 for its lines).
+const L1_INPUT_BYTES: usize = 24 * 1024;
+
+/// The geometry of the padded grid for one image.
+struct Grid {
+    /// Length of a plane's row (an output row plus `(K_w - 1) / S_w`), and its rows.
+    pitch: usize,
+    rows: usize,
+    /// Outputs computed per channel (`oh * pitch`, rounded up to whole blocks) and per
+    /// block.
+    outputs: usize,
+    block: usize,
+    /// Length of one plane (every input a block reads, zeros beyond).
+    plane: usize,
+    /// Input channels whose planes' inputs for one block fit [`L1_INPUT_BYTES`].
+    channels_per_pass: usize,
+}
+
+impl Grid {
+    /// What a [`Layout`] depends on.
+    fn key(&self) -> [usize; 3] {
+        [self.pitch, self.plane, self.channels_per_pass]
+    }
+
+    fn new(conv: &Conv, [oh, ow]: [usize; 2], widest: usize) -> Grid {
+        let ([kh, kw], [sh, sw]) = (conv.kernel, conv.stride);
+        let (reach_y, reach_x) = ((kh - 1) / sh, (kw - 1) / sw);
+        let pitch = ow + reach_x;
+        // A block as wide as the vectors allow, or as the whole map when it is smaller.
+        let block = (oh * pitch).next_multiple_of(16).min(widest);
+        let outputs = (oh * pitch).next_multiple_of(block);
+        let per_channel = 4 * sh * sw * (block + reach_y * pitch + reach_x + 1);
+        Grid {
+            pitch,
+            rows: oh + reach_y,
+            outputs,
+            block,
+            plane: outputs + reach_y * pitch + reach_x + 1,
+            channels_per_pass: (L1_INPUT_BYTES / per_channel).max(1),
+        }
+    }
+}
+
+/// `out` ([C_out, OH, OW]) = `input` ([C_in, H, W]) convolved with `sparse` (`conv`'s
+/// weights, pruned), without bias, if the layer's geometry allows it (no dilation, one
+/// group); else `false`, and `out` untouched.
+pub fn conv_direct(
+    conv: &Conv,
+    sparse: &SparseRows,
+    input: &[f32],
+    in_hw: [usize; 2],
+    out: &mut [f32],
+    out_hw: [usize; 2],
+) -> bool {
+    if conv.groups != 1 || conv.dilation != [1, 1] || conv.stride.contains(&0) || out_hw.contains(&0) {
+        return false;
+    }
+    let widest = if isa() == Isa::Avx512 { 128 } else { 64 };
+    conv_blocks(conv, sparse, Image { input, in_hw, out, out_hw }, widest);
+    true
+}
+
+/// One image's input and output, with their maps' `[h, w]`.
+struct Image<'a> {
+    input: &'a [f32],
+    in_hw: [usize; 2],
+    out: &'a mut [f32],
+    out_hw: [usize; 2],
+}
+
+/// [`conv_direct`] in blocks of at most `widest` outputs.
+fn conv_blocks(conv: &Conv, sparse: &SparseRows, image: Image, widest: usize) {
+    let grid = Grid::new(conv, image.out_hw, widest);
+    let layout: &Layout = sparse.derived(|| Layout::new(conv, sparse, &grid));
+    if layout.key != grid.key() {
+        // Another geometry than the first image's (a plan's layers have one): work it out
+        // for this call alone.
+        return conv_with(conv, sparse, &Layout::new(conv, sparse, &grid), &grid, image);
+    }
+    conv_with(conv, sparse, layout, &grid, image)
+}
+
+/// Where a direct convolution reads: per non-zero, the offset of its first input in the
+/// padded planes; per row, where each pass over the input channels starts among its
+/// non-zeros.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    /// The grid's pitch, plane length and channels per pass it was worked out for.
+    key: [usize; 3],
+    offsets: Vec<u32>,
+    /// Per row, `passes + 1` indices into the non-zeros.
+    pass_starts: Vec<usize>,
+    passes: usize,
+}
+
+impl Layout {
+    fn new(conv: &Conv, sparse: &SparseRows, grid: &Grid) -> Layout {
+        let ([kh, kw], [sh, sw]) = (conv.kernel, conv.stride);
+        let offsets = sparse
+            .cols
+            .iter()
+            .map(|&j| {
+                let j = j as usize;
+                let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
+                let plane = (c * sh + ky % sh) * sw + kx % sw;
+                (plane * grid.plane + ky / sh * grid.pitch + kx / sw) as u32
+            })
+            .collect();
+        let per_pass = grid.channels_per_pass * kh * kw;
+        let passes = conv.c_in.div_ceil(grid.channels_per_pass);
+        let mut pass_starts = Vec::with_capacity(conv.c_out * (passes + 1));
+        for r in 0..conv.c_out {
+            let (first, cols) = (sparse.starts[r], &sparse.cols[sparse.starts[r]..sparse.starts[r + 1]]);
+            pass_starts.extend((0..=passes).map(|p| first + cols.partition_point(|&j| (j as usize) < p * per_pass)));
+        }
+        Layout { key: grid.key(), offsets, pass_starts, passes }
+    }
+}
+
+/// The input's planes, one per channel and stride phase, zero-padded as `grid` lays them
+/// out (phases no tap reads are left as they were).
+fn pad_input(conv: &Conv, grid: &Grid, input: &[f32], [h, w]: [usize; 2], padded: &mut [f32]) {
+    let ([sh, sw], phases) = (conv.stride, conv.stride[0] * conv.stride[1]);
+    let (top, left) = (conv.pads[0], conv.pads[1]);
+    padded.par_chunks_mut(grid.plane).enumerate().for_each(|(i, plane)| {
+        let (c, py, px) = (i / phases, i % phases / sw, i % sw);
+        if py >= conv.kernel[0] || px >= conv.kernel[1] {
+            return; // No tap reads this phase (a 1x1 kernel with stride 2 reads one in four).
+        }
+        plane.fill(0.0);
+        let channel = &input[c * h * w..][..h * w];
+        // Plane column x reads input column x * sw + px - left, where that is inside.
+        let x0 = left.saturating_sub(px).div_ceil(sw);
+        let x1 = (w + left).saturating_sub(px).div_ceil(sw).clamp(x0, grid.pitch.max(x0));
+        for y in 0..grid.rows {
+            let Some(iy) = (y * sh + py).checked_sub(top).filter(|&iy| iy < h) else { continue };
+            let (src, dst) = (&channel[iy * w..][..w], &mut plane[y * grid.pitch..][..grid.pitch]);
+            if sw == 1 {
+                dst[x0..x1].copy_from_slice(&src[x0 + px - left..x1 + px - left]);
+            } else {
+                for (x, d) in dst.iter_mut().enumerate().take(x1).skip(x0) {
+                    *d = src[x * sw + px - left];
+                }
+            }
+        }
+    });
+}
+
+/// [`conv_direct`] with its layout: pad the input, sum every block of every output row
+/// (in parallel over blocks and groups of rows), then copy the outputs off the grid.
+fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, image: Image) {
+    let Image { input, in_hw, out, out_hw: [oh, ow] } = image;
+    let planes = conv.c_in * conv.stride[0] * conv.stride[1];
+    let mut padded = scratch::take_len(planes * grid.plane, 0.0f32);
+    pad_input(conv, grid, input, in_hw, &mut padded[..planes * grid.plane]);
+    let blocks = grid.outputs / grid.block;
+    let threads = rayon::current_num_threads();
+    let rows_per_task = conv.c_out.div_ceil((2 * threads).div_ceil(blocks)).max(MIN_ROWS_PER_TASK);
+    // Per block, every output channel's sums over it.
+    let mut tiles = scratch::take_len(blocks * conv.c_out * grid.block, 0.0f32);
+    let padded_ref = &padded[..planes * grid.plane];
+    tiles[..blocks * conv.c_out * grid.block]
+        .par_chunks_mut(conv.c_out * grid.block)
+        .enumerate()
+        .flat_map(|(b, tile)| {
+            tile.par_chunks_mut(rows_per_task * grid.block).enumerate().map(move |(t, rows)| (b, t, rows))
+        })
+        .for_each(|(b, t, rows)| {
+            let task = Task {
+                values: &sparse.values,
+                layout,
+                first: t * rows_per_task,
+                padded: padded_ref,
+                start: b * grid.block,
+            };
+            run(task, grid.block, rows);
+        });
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(r, channel)| {
+        // Output row `oy` is grid run `oy * pitch..` (its first `ow`), which may cross blocks.
+        for (oy, row) in channel.chunks_exact_mut(ow).enumerate() {
+            let mut i = oy * grid.pitch;
+            let mut done = 0;
+            while done < ow {
+                let (b, at) = (i / grid.block, i % grid.block);
+                let run = (ow - done).min(grid.block - at);
+                let tile = &tiles[(b * conv.c_out + r) * grid.block..][..grid.block];
+                row[done..done + run].copy_from_slice(&tile[at..at + run]);
+                (done, i) = (done + run, i + run);
+            }
+        }
+    });
+    scratch::give_back(tiles);
+    scratch::give_back(padded);
+}
+
+/// One task: output rows from `first` on, over the block of outputs from `start` on,
+/// reading the padded input `padded` where `layout` says.
+pub(super) struct Task<'a> {
+    values: &'a [f32],
+    layout: &'a Layout,
+    first: usize,
+    padded: &'a [f32],
+    start: usize,
+}
+
+/// Compute `task` into `rows` (one `block`-long row per output row) with the widest vectors
+/// the processor has.
+fn run(task: Task, block: usize, rows: &mut [f32]) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => super::sparse::avx512::conv_rows(task, block, rows),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => pulp::Simd::vectorize(
+            pulp::x86::V3::try_new().expect("detected"),
+            #[inline(always)]
+            || rows_in::<true>(task, block, rows),
+        ),
+        _ => rows_in::<false>(task, block, rows),
+    }
+}
+
+/// The loops of [`run`], for the caller's vector extensions (`FUSED`: see
+/// [`super::sparse`]): pass by pass over the input channels, every row adds its non-zeros
+/// in the pass's channels to its sums.
+#[inline(always)]
+pub(super) fn rows_in<const FUSED: bool>(task: Task, block: usize, rows: &mut [f32]) {
+    let Layout { offsets, pass_starts, passes, .. } = task.layout;
+    for pass in 0..*passes {
+        for (r, dst) in (task.first..).zip(rows.chunks_exact_mut(block)) {
+            let (from, to) = (pass_starts[r * (passes + 1) + pass], pass_starts[r * (passes + 1) + pass + 1]);
+            if from == to && pass > 0 {
+                continue;
+            }
+            let sums = Sums {
+                values: &task.values[from..to],
+                offsets: &offsets[from..to],
+                padded: task.padded,
+                start: task.start,
+                fresh: pass == 0,
+            };
+            match block {
+                128 => sums.into::<128, FUSED>(dst),
+                112 => sums.into::<112, FUSED>(dst),
+                96 => sums.into::<96, FUSED>(dst),
+                80 => sums.into::<80, FUSED>(dst),
+                64 => sums.into::<64, FUSED>(dst),
+                48 => sums.into::<48, FUSED>(dst),
+                32 => sums.into::<32, FUSED>(dst),
+                _ => sums.into::<16, FUSED>(dst),
+            }
+        }
+    }
+}
+
+/// Some of one output row's non-zeros over one block; `fresh` for the first (the sums
+/// start from zero).
+struct Sums<'a> {
+    values: &'a [f32],
+    offsets: &'a [u32],
+    padded: &'a [f32],
+    start: usize,
+    fresh: bool,
+}
+
+impl Sums<'_> {
+    /// `dst[i] (+)= sum_j values[j] * padded[offsets[j] + start + i]`, `W` outputs.
+    ///
+    /// Blocks of 64 outputs or fewer sum the non-zeros in two interleaved halves (even and
+    /// odd), added at the end: one chain of multiply-adds per register waits on each
+    /// one's latency, and four registers of sums leave the units half idle.
+    #[inline(always)]
+    fn into<const W: usize, const FUSED: bool>(self, dst: &mut [f32]) {
+        let dst: &mut [f32; W] = dst.try_into().expect("a block-long row");
+        let mut acc = if self.fresh { [0.0f32; W] } else { *dst };
+        let add = |acc: &mut [f32; W], offset: u32, a: f32| {
+            let at = offset as usize + self.start;
+            let src: &[f32; W] = self.padded[at..][..W].try_into().expect("W long");
+            for (acc, &x) in acc.iter_mut().zip(src) {
+                *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
+            }
+        };
+        if W <= 64 {
+            let mut odd = [0.0f32; W];
+            let (pairs, rest) = (self.offsets.chunks_exact(2), self.values.chunks_exact(2));
+            let (last_offset, last_value) = (pairs.remainder().first(), rest.remainder().first());
+            for (o, v) in pairs.zip(rest) {
+                add(&mut acc, o[0], v[0]);
+                add(&mut odd, o[1], v[1]);
+            }
+            if let (Some(&o), Some(&v)) = (last_offset, last_value) {
+                add(&mut acc, o, v);
+            }
+            acc.iter_mut().zip(&odd).for_each(|(a, o)| *a += o);
+        } else {
+            for (&offset, &a) in self.offsets.iter().zip(self.values) {
+                add(&mut acc, offset, a);
+            }
+        }
+        *dst = acc;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::accumulate;
+    use rand::{RngExt, SeedableRng};
+
+    /// A conv of `c_in -> c_out` channels on an `h x w` map, its weights pruned to
+    /// `density` (one filter left all zeros), and a random input.
+    fn case(
+        c: [usize; 2],
+        hw: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: [usize; 4],
+        density: f64,
+    ) -> (Conv, Vec<f32>) {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64((c[0] * 31 + hw[0] * 7 + kernel[0] + stride[1] * 3) as u64);
+        let len = c[1] * c[0] * kernel[0] * kernel[1];
+        let mut weight: Vec<f32> =
+            (0..len).map(|_| if rng.random::<f64>() < density { rng.random_range(-1.0..1.0) } else { 0.0 }).collect();
+        weight[..len / c[1]].fill(0.0);
+        let input = (0..c[0] * hw[0] * hw[1]).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let sparse_weight = Some(SparseRows::of_dense(&weight, c[1]));
+        (Conv { stride, pads, sparse_weight, ..Conv::new(weight, c[0], c[1], kernel) }, input)
+    }
+
+    fn out_hw(conv: &Conv, [h, w]: [usize; 2]) -> [usize; 2] {
+        let (p, [kh, kw], [sh, sw]) = (conv.pads, conv.kernel, conv.stride);
+        [(h + p[0] + p[2] - kh) / sh + 1, (w + p[1] + p[3] - kw) / sw + 1]
+    }
+
+    #[test]
+    fn direct_sums_match_the_unfolded_product_for_every_geometry_and_block() {
+        let cases = [
+            // (channels, map, kernel, stride, pads): ResNet's stride-1 and stride-2 3x3s,
+            // its 7x7/2 stem and 1x1/2 shortcut, maps smaller than a vector, uneven pads,
+            // a non-square kernel and stride, and enough channels for several passes.
+            ([8, 16], [9, 11], [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([6, 9], [12, 13], [3, 3], [2, 2], [1, 1, 1, 1]),
+            ([3, 8], [21, 20], [7, 7], [2, 2], [3, 3, 3, 3]),
+            ([8, 12], [10, 9], [1, 1], [2, 2], [0; 4]),
+            ([5, 7], [3, 2], [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([4, 6], [8, 7], [3, 2], [2, 1], [0, 1, 2, 0]),
+            ([160, 10], [14, 14], [3, 3], [1, 1], [1, 1, 1, 1]),
+        ];
+        for (c, hw, kernel, stride, pads) in cases {
+            for density in [0.05, 0.3, 1.0] {
+                let (conv, input) = case(c, hw, kernel, stride, pads, density);
+                let ohw = out_hw(&conv, hw);
+                let mut want = vec![0.0f32; c[1] * ohw[0] * ohw[1]];
+                let dense = Conv { sparse_weight: None, ..conv.clone() };
+                accumulate(&dense, &dense.weight, &input, hw, &mut want, ohw);
+                for widest in [64, 128] {
+                    let sparse = SparseRows::of_dense(&conv.weight, c[1]);
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv_blocks(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw }, widest);
+                    // Twice: the second run reads the cached layout.
+                    let mut again = vec![f32::NAN; want.len()];
+                    conv_blocks(
+                        &conv,
+                        &sparse,
+                        Image { input: &input, in_hw: hw, out: &mut again, out_hw: ohw },
+                        widest,
+                    );
+                    assert_eq!(got, again, "{c:?} {hw:?} {kernel:?}/{stride:?}");
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{c:?} {hw:?} {kernel:?}/{stride:?} {pads:?} at {i}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_portable_loop_sums_what_every_vector_build_does() {
+        let (conv, input) = case([8, 16], [9, 11], [3, 3], [1, 1], [1; 4], 0.3);
+        let sparse = conv.sparse_weight.as_ref().expect("pruned");
+        let grid = Grid::new(&conv, [9, 11], 64);
+        let layout = Layout::new(&conv, sparse, &grid);
+        let mut padded = vec![0.0f32; 8 * grid.plane];
+        padded.iter_mut().enumerate().for_each(|(i, v)| *v = input[i % input.len()]);
+        let task = || Task { values: &sparse.values, layout: &layout, first: 0, padded: &padded, start: 0 };
+        let mut plain = vec![0.0; 16 * grid.block];
+        rows_in::<false>(task(), grid.block, &mut plain);
+        let mut builds = vec![vec![0.0; 16 * grid.block]];
+        run(task(), grid.block, &mut builds[0]);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            let mut avx2 = vec![0.0; 16 * grid.block];
+            pulp::Simd::vectorize(simd, || rows_in::<true>(task(), grid.block, &mut avx2));
+            builds.push(avx2);
+        }
+        for vector in &builds {
+            for (p, v) in plain.iter().zip(vector) {
+                assert!((p - v).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn dilated_or_grouped_convs_are_left_to_the_other_kernels() {
+        let (conv, input) = case([4, 4], [6, 6], [3, 3], [1, 1], [1; 4], 0.3);
+        let sparse = conv.sparse_weight.clone().expect("pruned");
+        let mut out = vec![7.0f32; 4 * 36];
+        let dilated = Conv { dilation: [2, 2], pads: [2; 4], ..conv.clone() };
+        assert!(!conv_direct(&dilated, &sparse, &input, [6, 6], &mut out, [6, 6]));
+        let grouped = Conv { groups: 2, ..conv };
+        assert!(!conv_direct(&grouped, &sparse, &input, [6, 6], &mut out, [6, 6]));
+        assert!(out.iter().all(|&v| v == 7.0), "untouched");
+    }
+}
