@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 /// Largest fraction of non-zero weights for which a layer keeps its non-zeros. A conv then
 /// runs the direct sparse kernel, which beat im2col + SGEMM up to about half non-zeros on
 /// ResNet-18's 3x3 layers (`RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench
-/// sparse_gemm`: at 50 %, 0.75-0.95x the dense time; at 30 %, 0.45-0.65x).
+/// sparse_gemm`: at 50 %, 0.75-1.05x the dense time; at 30 %, 0.45-0.8x).
 pub const SPARSE_DENSITY: f64 = 0.5;
 
 /// Largest fraction of non-zero weights for which the sparse product over a whole matrix

@@ -9,8 +9,7 @@
 //! offset per weight. A block of outputs then sums, over its row's non-zeros, runs of
 //! consecutive inputs, in registers, reading the padded input in place: no im2col (which
 //! writes nine times the input for a 3x3 kernel) and no packing. Each output sums its
-//! row's non-zeros in one fixed order whatever the threads (column order; blocks of 64
-//! outputs or fewer in two interleaved halves).
+//! row's non-zeros in column order from zero, whatever the threads.
 
 use super::scratch;
 use super::sparse::{isa, Isa, SparseRows};
@@ -287,36 +286,15 @@ struct Sums<'a> {
 
 impl Sums<'_> {
     /// `dst[i] (+)= sum_j values[j] * padded[offsets[j] + start + i]`, `W` outputs.
-    ///
-    /// Blocks of 64 outputs or fewer sum the non-zeros in two interleaved halves (even and
-    /// odd), added at the end: one chain of multiply-adds per register waits on each
-    /// one's latency, and four registers of sums leave the units half idle.
     #[inline(always)]
     fn into<const W: usize, const FUSED: bool>(self, dst: &mut [f32]) {
         let dst: &mut [f32; W] = dst.try_into().expect("a block-long row");
         let mut acc = if self.fresh { [0.0f32; W] } else { *dst };
-        let add = |acc: &mut [f32; W], offset: u32, a: f32| {
+        for (&offset, &a) in self.offsets.iter().zip(self.values) {
             let at = offset as usize + self.start;
             let src: &[f32; W] = self.padded[at..][..W].try_into().expect("W long");
             for (acc, &x) in acc.iter_mut().zip(src) {
                 *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
-            }
-        };
-        if W <= 64 {
-            let mut odd = [0.0f32; W];
-            let (pairs, rest) = (self.offsets.chunks_exact(2), self.values.chunks_exact(2));
-            let (last_offset, last_value) = (pairs.remainder().first(), rest.remainder().first());
-            for (o, v) in pairs.zip(rest) {
-                add(&mut acc, o[0], v[0]);
-                add(&mut odd, o[1], v[1]);
-            }
-            if let (Some(&o), Some(&v)) = (last_offset, last_value) {
-                add(&mut acc, o, v);
-            }
-            acc.iter_mut().zip(&odd).for_each(|(a, o)| *a += o);
-        } else {
-            for (&offset, &a) in self.offsets.iter().zip(self.values) {
-                add(&mut acc, offset, a);
             }
         }
         *dst = acc;
