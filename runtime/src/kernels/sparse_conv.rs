@@ -78,6 +78,12 @@ pub fn conv_direct(
         return false;
     }
     let widest = if isa() == Isa::Avx512 { 128 } else { 64 };
+    // Offsets into the padded planes are 32-bit (half the bytes a row streams per non-zero
+    // index); planes beyond that reach take the other kernels.
+    let planes = conv.c_in * conv.stride[0] * conv.stride[1];
+    if planes.saturating_mul(Grid::new(conv, out_hw, widest).plane) > u32::MAX as usize {
+        return false;
+    }
     conv_blocks(conv, sparse, Image { input, in_hw, out, out_hw }, widest);
     true
 }
