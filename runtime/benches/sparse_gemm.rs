@@ -1,7 +1,7 @@
 //! Where zero-skipping pays: ResNet-18's 3x3 convolutions (one image, stride 1, pad 1, one
 //! per stage) run dense (im2col + SGEMM, `conv::accumulate`) and with their weights
 //! pruned to several densities at random positions (the direct sparse kernel,
-//! `sparse_conv`, and the sparse product over unfolded windows that strided convs use).
+//! `sparse_conv`).
 //!
 //! Run single-threaded, as the crossover in `sparse_rows.rs` was measured:
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench sparse_gemm`.

@@ -94,8 +94,7 @@ pub fn accumulate<T: Element>(
     let out_per_group = conv.c_out / conv.groups;
     if in_per_group == 1 && out_per_group == 1 {
         super::depthwise::depthwise(conv, weight, input, in_hw, out, out_hw);
-    } else if T::sparse_direct(conv, input, in_hw, out, out_hw) {
-    } else {
+    } else if !T::sparse_direct(conv, input, in_hw, out, out_hw) {
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];
         let mut cols = Vec::new();

@@ -215,18 +215,12 @@ fn multiply_in<const FUSED: bool>(product: Product, tile: &mut [f32]) {
                 if from == to && k0 > 0 {
                     continue;
                 }
-                let block = Block { cols: &matrix.cols[from..to], values: &matrix.values[from..to], k0, packed };
-                let fresh = k0 == 0;
-                match p.width {
-                    128 => row_sums::<128, FUSED>(block, dst, fresh),
-                    112 => row_sums::<112, FUSED>(block, dst, fresh),
-                    96 => row_sums::<96, FUSED>(block, dst, fresh),
-                    80 => row_sums::<80, FUSED>(block, dst, fresh),
-                    64 => row_sums::<64, FUSED>(block, dst, fresh),
-                    48 => row_sums::<48, FUSED>(block, dst, fresh),
-                    32 => row_sums::<32, FUSED>(block, dst, fresh),
-                    _ => row_sums::<16, FUSED>(block, dst, fresh),
-                }
+                // Non-zero (k, a) reads the packed row k - k0 of the panel.
+                let runs = matrix.cols[from..to]
+                    .iter()
+                    .zip(&matrix.values[from..to])
+                    .map(|(&k, &a)| ((k as usize - k0) * p.width, a));
+                add_runs::<FUSED>(p.width, packed, runs, dst, k0 == 0);
             }
         }
     }
@@ -234,23 +228,42 @@ fn multiply_in<const FUSED: bool>(product: Product, tile: &mut [f32]) {
     scratch::give_back(next);
 }
 
-/// One row's non-zeros (`cols`, `values`) within a block of a packed panel, whose rows
-/// start at `k0`.
-struct Block<'a> {
-    cols: &'a [u32],
-    values: &'a [f32],
-    k0: usize,
-    packed: &'a [f32],
+/// Add `sum a * data[at..at + width]` over the `(at, a)` of `runs` to `dst` (`width` long),
+/// or set `dst` to it when `fresh`: one output row's sums over a block of outputs, held in
+/// registers, in the order of `runs`. The inner loop of both zero-skipping kernels; `width`
+/// is a multiple of 16 up to 128.
+#[inline(always)]
+pub(super) fn add_runs<const FUSED: bool>(
+    width: usize,
+    data: &[f32],
+    runs: impl Iterator<Item = (usize, f32)>,
+    dst: &mut [f32],
+    fresh: bool,
+) {
+    match width {
+        128 => add_runs_of::<128, FUSED>(data, runs, dst, fresh),
+        112 => add_runs_of::<112, FUSED>(data, runs, dst, fresh),
+        96 => add_runs_of::<96, FUSED>(data, runs, dst, fresh),
+        80 => add_runs_of::<80, FUSED>(data, runs, dst, fresh),
+        64 => add_runs_of::<64, FUSED>(data, runs, dst, fresh),
+        48 => add_runs_of::<48, FUSED>(data, runs, dst, fresh),
+        32 => add_runs_of::<32, FUSED>(data, runs, dst, fresh),
+        _ => add_runs_of::<16, FUSED>(data, runs, dst, fresh),
+    }
 }
 
-/// Add one output row's products over a block of a `W`-column panel,
-/// `sum_j values[j] * panel[cols[j]]`, to `dst`, or set `dst` to them when `fresh`.
+/// [`add_runs`] for a width known when compiling, so that the sums stay in registers.
 #[inline(always)]
-fn row_sums<const W: usize, const FUSED: bool>(block: Block, dst: &mut [f32], fresh: bool) {
-    let dst: &mut [f32; W] = dst.try_into().expect("a row as wide as its panel");
+fn add_runs_of<const W: usize, const FUSED: bool>(
+    data: &[f32],
+    runs: impl Iterator<Item = (usize, f32)>,
+    dst: &mut [f32],
+    fresh: bool,
+) {
+    let dst: &mut [f32; W] = dst.try_into().expect("a row as wide as its block");
     let mut acc = if fresh { [0.0f32; W] } else { *dst };
-    for (&k, &a) in block.cols.iter().zip(block.values) {
-        let src: &[f32; W] = block.packed[(k as usize - block.k0) * W..][..W].try_into().expect("W long");
+    for (at, a) in runs {
+        let src: &[f32; W] = data[at..][..W].try_into().expect("W long");
         for (acc, &x) in acc.iter_mut().zip(src) {
             *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
         }

@@ -12,7 +12,7 @@
 //! row's non-zeros in column order from zero, whatever the threads.
 
 use super::scratch;
-use super::sparse::{isa, Isa, SparseRows};
+use super::sparse::{add_runs, isa, Isa, SparseRows};
 use crate::plan::Conv;
 use rayon::prelude::*;
 
@@ -80,11 +80,12 @@ pub fn conv_direct(
     let widest = if isa() == Isa::Avx512 { 128 } else { 64 };
     // Offsets into the padded planes are 32-bit (half the bytes a row streams per non-zero
     // index); planes beyond that reach take the other kernels.
+    let grid = Grid::new(conv, out_hw, widest);
     let planes = conv.c_in * conv.stride[0] * conv.stride[1];
-    if planes.saturating_mul(Grid::new(conv, out_hw, widest).plane) > u32::MAX as usize {
+    if planes.saturating_mul(grid.plane) > u32::MAX as usize {
         return false;
     }
-    conv_blocks(conv, sparse, Image { input, in_hw, out, out_hw }, widest);
+    conv_on(conv, sparse, Image { input, in_hw, out, out_hw }, &grid);
     true
 }
 
@@ -96,16 +97,15 @@ struct Image<'a> {
     out_hw: [usize; 2],
 }
 
-/// [`conv_direct`] in blocks of at most `widest` outputs.
-fn conv_blocks(conv: &Conv, sparse: &SparseRows, image: Image, widest: usize) {
-    let grid = Grid::new(conv, image.out_hw, widest);
-    let layout: &Layout = sparse.derived(|| Layout::new(conv, sparse, &grid));
+/// [`conv_direct`] on `grid`, with the layout kept for the layer.
+fn conv_on(conv: &Conv, sparse: &SparseRows, image: Image, grid: &Grid) {
+    let layout: &Layout = sparse.derived(|| Layout::new(conv, sparse, grid));
     if layout.key != grid.key() {
         // Another geometry than the first image's (a plan's layers have one): work it out
         // for this call alone.
-        return conv_with(conv, sparse, &Layout::new(conv, sparse, &grid), &grid, image);
+        return conv_with(conv, sparse, &Layout::new(conv, sparse, grid), grid, image);
     }
-    conv_with(conv, sparse, layout, &grid, image)
+    conv_with(conv, sparse, layout, grid, image)
 }
 
 /// Where a direct convolution reads: per non-zero, the offset of its first input in the
@@ -259,51 +259,10 @@ pub(super) fn rows_in<const FUSED: bool>(task: Task, block: usize, rows: &mut [f
             if from == to && pass > 0 {
                 continue;
             }
-            let sums = Sums {
-                values: &task.values[from..to],
-                offsets: &offsets[from..to],
-                padded: task.padded,
-                start: task.start,
-                fresh: pass == 0,
-            };
-            match block {
-                128 => sums.into::<128, FUSED>(dst),
-                112 => sums.into::<112, FUSED>(dst),
-                96 => sums.into::<96, FUSED>(dst),
-                80 => sums.into::<80, FUSED>(dst),
-                64 => sums.into::<64, FUSED>(dst),
-                48 => sums.into::<48, FUSED>(dst),
-                32 => sums.into::<32, FUSED>(dst),
-                _ => sums.into::<16, FUSED>(dst),
-            }
+            let runs =
+                offsets[from..to].iter().zip(&task.values[from..to]).map(|(&o, &a)| (o as usize + task.start, a));
+            add_runs::<FUSED>(block, task.padded, runs, dst, pass == 0);
         }
-    }
-}
-
-/// Some of one output row's non-zeros over one block; `fresh` for the first (the sums
-/// start from zero).
-struct Sums<'a> {
-    values: &'a [f32],
-    offsets: &'a [u32],
-    padded: &'a [f32],
-    start: usize,
-    fresh: bool,
-}
-
-impl Sums<'_> {
-    /// `dst[i] (+)= sum_j values[j] * padded[offsets[j] + start + i]`, `W` outputs.
-    #[inline(always)]
-    fn into<const W: usize, const FUSED: bool>(self, dst: &mut [f32]) {
-        let dst: &mut [f32; W] = dst.try_into().expect("a block-long row");
-        let mut acc = if self.fresh { [0.0f32; W] } else { *dst };
-        for (&offset, &a) in self.offsets.iter().zip(self.values) {
-            let at = offset as usize + self.start;
-            let src: &[f32; W] = self.padded[at..][..W].try_into().expect("W long");
-            for (acc, &x) in acc.iter_mut().zip(src) {
-                *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
-            }
-        }
-        *dst = acc;
     }
 }
 
@@ -362,15 +321,11 @@ mod tests {
                 for widest in [64, 128] {
                     let sparse = SparseRows::of_dense(&conv.weight, c[1]);
                     let mut got = vec![f32::NAN; want.len()];
-                    conv_blocks(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw }, widest);
+                    let grid = Grid::new(&conv, ohw, widest);
+                    conv_on(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw }, &grid);
                     // Twice: the second run reads the cached layout.
                     let mut again = vec![f32::NAN; want.len()];
-                    conv_blocks(
-                        &conv,
-                        &sparse,
-                        Image { input: &input, in_hw: hw, out: &mut again, out_hw: ohw },
-                        widest,
-                    );
+                    conv_on(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut again, out_hw: ohw }, &grid);
                     assert_eq!(got, again, "{c:?} {hw:?} {kernel:?}/{stride:?}");
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
