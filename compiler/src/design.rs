@@ -6,7 +6,7 @@ use crate::board::Board;
 use crate::error::{CompileError, Result};
 use crate::hw::cost::{stage_cost, Folding, Placement};
 use crate::hw::pipeline::{Folds, Network};
-use crate::hw::sparse::{deal_snake, LayerSparsity};
+use crate::hw::sparse::{channel_streams, LayerSparsity};
 use crate::hw::stage::{stages, StageKind};
 use crate::hw::{Budget, Precision};
 use crate::ir::{Graph, NodeId};
@@ -324,10 +324,9 @@ pub fn from_network_with(
             let channel_stream = match &stage.kind {
                 StageKind::Conv { c_in, .. } => {
                     let streams = choice.folding.coarse_in * choice.folding.coarse_group;
-                    let assignment = match &network.sparsity[part.offset + k] {
-                        Some(s) => s.channel_streams(stage.window_size(), choice.folding.fine, streams, *c_in),
-                        None => deal_snake(&vec![1.0; *c_in], streams),
-                    };
+                    let sparsity = network.sparsity[part.offset + k].as_ref();
+                    let assignment =
+                        channel_streams(sparsity, stage.window_size(), choice.folding.fine, streams, *c_in);
                     assignment.into_iter().map(|s| s as u32).collect()
                 }
                 _ => Vec::new(),

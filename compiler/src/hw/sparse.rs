@@ -152,6 +152,23 @@ impl PairCycles {
     }
 }
 
+/// Which of `streams` input streams each of the `c_in` channels of a layer with a
+/// `window`-tap window goes to at `fine`, as the backend deals them: by load
+/// ([`LayerSparsity::stream_assignment`]) with per-channel statistics, else (none measured,
+/// or a layer without statistics) in snake order.
+pub fn channel_streams(
+    sparsity: Option<&LayerSparsity>,
+    window: usize,
+    fine: usize,
+    streams: usize,
+    c_in: usize,
+) -> Vec<usize> {
+    match sparsity {
+        Some(s) if s.histograms.len() == c_in => s.stream_assignment(window, fine, streams),
+        _ => deal_snake(&vec![1.0; c_in], streams),
+    }
+}
+
 /// Below this product sparsity a stage stays dense: the crossbar would cost more than the
 /// skipped cycles save (fpgaConvNet's threshold).
 pub const SPARSE_THRESHOLD: f64 = 0.1;
@@ -171,7 +188,7 @@ impl LayerSparsity {
     }
 
     /// With per-pair statistics: the work, per window, of the busiest (input stream, filter
-    /// lane) unit, the `c_in` channels dealt to `streams` as [`LayerSparsity::channel_streams`]
+    /// lane) unit, the `c_in` channels dealt to `streams` as [`channel_streams`]
     /// deals them, filter `f` of each group in lane `f mod lanes`. For a 1x1 window every
     /// unit does at least `floor` per (window, filter) it serves (compaction cannot beat
     /// `coarse_in`).
@@ -205,14 +222,14 @@ impl LayerSparsity {
         };
         if streams >= c_in {
             // A channel per stream: nothing to sum first.
-            let assignment = self.channel_streams(window, fine, streams, c_in);
+            let assignment = channel_streams(Some(self), window, fine, streams, c_in);
             for (c, &s) in assignment.iter().enumerate() {
                 add(s, &cycles[c * per_group_out..][..per_group_out]);
             }
         } else {
             let sums = self.memo.stream_sums_or(fine, streams, || {
                 let mut sums = vec![0u64; streams * per_group_out];
-                for (c, &s) in self.channel_streams(window, fine, streams, c_in).iter().enumerate() {
+                for (c, &s) in channel_streams(Some(self), window, fine, streams, c_in).iter().enumerate() {
                     let pairs = &cycles[c * per_group_out..][..per_group_out];
                     sums[s * per_group_out..][..per_group_out].iter_mut().zip(pairs).for_each(|(t, p)| *t += p);
                 }
@@ -234,17 +251,6 @@ impl LayerSparsity {
             w.max(floor * served as f64)
         });
         Some(floored.fold(0.0, f64::max))
-    }
-
-    /// Which of `streams` input streams each of the `c_in` channels goes to at `fine`: by
-    /// load ([`LayerSparsity::stream_assignment`]) with per-channel statistics, else in
-    /// snake order, as the backend deals them.
-    pub fn channel_streams(&self, window: usize, fine: usize, streams: usize, c_in: usize) -> Vec<usize> {
-        if self.histograms.len() == c_in {
-            self.stream_assignment(window, fine, streams)
-        } else {
-            deal_snake(&vec![1.0; c_in], streams)
-        }
     }
 
     /// How many filters' worth of work the busiest of `lanes` filter lanes does, relative to
@@ -414,7 +420,7 @@ mod tests {
         // Every stream count, each asked twice (the second from the cached per-stream sums),
         // fine inner as the allocator asks; with one histogram the channels go in snake order.
         for streams in [1, 2, 4, 2, 1, 4] {
-            let assignment = s.channel_streams(4, 1, streams, 4);
+            let assignment = channel_streams(Some(&s), 4, 1, streams, 4);
             assert_eq!(assignment, deal_snake(&[1.0; 4], streams));
             for lanes in 1..=3 {
                 for fine in 1..=4 {
