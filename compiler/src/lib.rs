@@ -144,8 +144,8 @@ pub fn compile_searched(
     let mut result = search::search(&graph, board, &options.design, &images, search, quantization.as_ref())?;
     // The widths it chose (the ones it started from when it narrowed none).
     let design = design::DesignOptions { precision: result.config.widths(), ..options.design.clone() };
-    let compiled =
-        compile_graph(graph, board, &CompileOptions { pruning: result.config.clone(), design, ..options.clone() })?;
+    let options = CompileOptions { pruning: result.config.clone(), design, ..options.clone() };
+    let compiled = compile_graph_reusing(graph, board, &options, std::mem::take(&mut result.grams))?;
     // The report's figure: statistics on every calibration image, not the search's sample.
     result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
     if let Some(p) = result.points.iter_mut().find(|p| p.chosen) {
@@ -155,7 +155,18 @@ pub fn compile_searched(
 }
 
 /// Compile a graph fresh from [`load_model`].
-pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &CompileOptions) -> Result<Compiled> {
+pub fn compile_graph(graph: ir::Graph, board: &board::Board, options: &CompileOptions) -> Result<Compiled> {
+    compile_graph_reusing(graph, board, options, Default::default())
+}
+
+/// [`compile_graph`], re-fitting pruned layers from `grams` where it has them (computed on
+/// the same dense graph and images, as a search does).
+fn compile_graph_reusing(
+    mut graph: ir::Graph,
+    board: &board::Board,
+    options: &CompileOptions,
+    grams: std::collections::BTreeMap<String, sparsity::reconstruct::Gram>,
+) -> Result<Compiled> {
     if graph.layers().is_empty() {
         return Err(CompileError::InvalidModel {
             path: graph.name.clone().into(),
@@ -174,7 +185,7 @@ pub fn compile_graph(mut graph: ir::Graph, board: &board::Board, options: &Compi
                 )
             })?;
             let widths = (options.datapath == quantize::Datapath::Fixed).then_some(&design_options.precision);
-            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images, widths)?;
+            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images, widths, grams)?;
         }
     }
     let quantization = match options.datapath {
@@ -210,6 +221,15 @@ pub(crate) mod testing {
     /// A path under the repository's `testdata/`.
     pub fn testdata(rel: &str) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+    }
+
+    /// The bundled Fashion-MNIST CNN on zcu102, with the first `images` training images.
+    pub fn fmnist_cnn(images: usize) -> (Graph, crate::board::Board, hass_runtime::Tensor) {
+        let graph = crate::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
+        let board = crate::board::Board::resolve("zcu102").unwrap();
+        let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
+        let data = all.data()[..images * 784].to_vec();
+        (graph, board, hass_runtime::Tensor::new(vec![images, 1, 28, 28], data).unwrap())
     }
 
     /// Emit `graph`, load it in the runtime and run it on a deterministic input.

@@ -76,7 +76,7 @@ impl Quantization {
 /// `bits` with the least squared error over that channel's weights, of the one holding its
 /// largest magnitude and a few finer ones (which clip the largest weights).
 pub fn weight_formats(data: &[f32], channels: usize, bits: u32) -> Vec<Format> {
-    data.chunks(data.len().div_ceil(channels.max(1)).max(1)).map(|row| weight_format(row, bits)).collect()
+    data.par_chunks(data.len().div_ceil(channels.max(1)).max(1)).map(|row| weight_format(row, bits)).collect()
 }
 
 /// The format of one output channel's weights `row` at `bits` (see [`weight_formats`]).
@@ -111,11 +111,14 @@ pub fn quantize_weights(
     let fan_in = weights.len() / channels.max(1);
     let accumulator_bits = hass_proto::fixed::accumulator_bits(bits, input.bits, fan_in as u64);
     let formats = weight_formats(weights, channels, bits);
-    let ints = weights
-        .chunks(fan_in.max(1))
-        .zip(&formats)
-        .flat_map(|(row, f)| row.iter().map(move |&v| f.quantize(v as f64)))
-        .collect();
+    let mut ints = vec![0; weights.len()];
+    ints.par_chunks_mut(fan_in.max(1)).zip(weights.par_chunks(fan_in.max(1))).zip(&formats).for_each(
+        |((ints, row), f)| {
+            for (q, &v) in ints.iter_mut().zip(row) {
+                *q = f.quantize(v as f64);
+            }
+        },
+    );
     let biases = biases
         .iter()
         .zip(&formats)
@@ -153,26 +156,13 @@ fn least_error_format(bits: u32, seen: &ranges::Seen, headroom: f64, bound: f64)
     for &x in &seen.sample {
         let x = (headroom * x as f64).clamp(-bound, bound);
         for (e, &(scale, step, lo, hi)) in errors.iter_mut().zip(&scales) {
-            let d = x - round_half_even(x * scale).clamp(lo, hi) * step;
+            let d = x - hass_proto::fixed::round_ties_even(x * scale).clamp(lo, hi) * step;
             *e += d * d;
         }
     }
     // Ties keep the coarser format (the first).
     let best = errors.iter().enumerate().fold(0, |best, (i, e)| if *e < errors[best] { i } else { best });
     candidates[best]
-}
-
-/// `v` rounded half to even, without a library call: adding and removing 2^52 leaves the
-/// integer IEEE arithmetic rounds to (beyond 2^52 every f64 is an integer already).
-#[inline]
-fn round_half_even(v: f64) -> f64 {
-    const TWO_52: f64 = 4_503_599_627_370_496.0;
-    if v.abs() < TWO_52 {
-        let shift = TWO_52.copysign(v);
-        (v + shift) - shift
-    } else {
-        v
-    }
 }
 
 /// Choose the formats of `graph` at `widths`, measuring activation ranges on `images`

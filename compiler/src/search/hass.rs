@@ -46,6 +46,7 @@ use super::{Context, Stop};
 use crate::error::Result;
 use crate::sparsity::{KnobKind, LayerKnobs, PerKnob};
 use bundle::with_companions;
+use rayon::prelude::*;
 
 mod bundle;
 
@@ -167,8 +168,8 @@ const ENERGY_SAMPLE: usize = 1 << 16;
 
 /// Share of target `t`'s signal energy that `knobs` remove: squared weights below the weight
 /// threshold, squared non-zero inputs (a sample) at or below the activation threshold, or
-/// the weights' rounding error at the knob's width.
-fn removed_energy(eval: &Evaluator, t: usize, kind: KnobKind, knobs: &LayerKnobs) -> f64 {
+/// the weights' rounding error at the knob's width (from `noise`, see [`rounding_noises`]).
+fn removed_energy(eval: &Evaluator, noise: &[Vec<(u32, f64)>], t: usize, kind: KnobKind, knobs: &LayerKnobs) -> f64 {
     let share = |values: &mut dyn Iterator<Item = f32>, cut: &dyn Fn(f32) -> bool| {
         let (mut removed, mut total) = (0.0, 0.0);
         for v in values {
@@ -185,7 +186,10 @@ fn removed_energy(eval: &Evaluator, t: usize, kind: KnobKind, knobs: &LayerKnobs
         }
     };
     if kind == KnobKind::Bits {
-        return knobs.weight_bits.map_or(0.0, |bits| eval.targets()[t].rounding_noise(bits));
+        return knobs.weight_bits.map_or(0.0, |bits| match noise[t].iter().find(|&&(b, _)| b == bits) {
+            Some(&(_, share)) => share,
+            None => eval.targets()[t].rounding_noise(bits),
+        });
     }
     let Some(threshold) = knobs.threshold(kind) else { return 0.0 };
     match kind {
@@ -243,6 +247,20 @@ fn undo_idle(
     Ok(Some((t, kind)))
 }
 
+/// Per target, the rounding noise of its weights at every width of its bits ladder: the
+/// damage stand-in of width moves, asked for every paying one every round, worked out once
+/// (in parallel over targets and widths).
+fn rounding_noises(eval: &Evaluator, ladders: &Ladders) -> Vec<Vec<(u32, f64)>> {
+    let pairs: Vec<(usize, u32)> =
+        (0..ladders.len()).flat_map(|t| ladders[t].bits.iter().map(move |&b| (t, b as u32))).collect();
+    let shares: Vec<f64> = pairs.par_iter().map(|&(t, bits)| eval.targets()[t].rounding_noise(bits)).collect();
+    let mut noise = vec![Vec::new(); ladders.len()];
+    for (&(t, bits), share) in pairs.iter().zip(shares) {
+        noise[t].push((bits, share));
+    }
+    noise
+}
+
 /// The knobs at `levels` of `ladders` (level 0: not set).
 fn knobs_at(ladders: &Ladders, levels: &[PerKnob<usize>]) -> Vec<LayerKnobs> {
     ladders
@@ -274,6 +292,8 @@ struct Greedy {
     undos: usize,
     /// Moves tried together next (see [`with_companions`]).
     bundle: usize,
+    /// Per target, its weights' rounding noise at each width of its ladder.
+    noise: Vec<Vec<(u32, f64)>>,
 }
 
 /// What the lazy greedy picked this round.
@@ -289,6 +309,7 @@ enum Pick {
 impl Greedy {
     fn new(eval: &Evaluator, widths: bool) -> Greedy {
         let ladders: Ladders = (0..eval.targets().len())
+            .into_par_iter()
             .map(|t| {
                 let target = &eval.targets()[t];
                 let inputs = if target.reads_image { Vec::new() } else { activation_ladder(eval.input_of(t)) };
@@ -297,7 +318,9 @@ impl Greedy {
             })
             .collect();
         let n = ladders.len();
+        let noise = rounding_noises(eval, &ladders);
         Greedy {
+            noise,
             ladders,
             levels: vec![PerKnob::default(); n],
             closed: vec![PerKnob::default(); n],
@@ -343,7 +366,8 @@ impl Greedy {
                 let gain = gain(current, &estimate?);
                 if gain > MIN_GAIN {
                     let now = &knobs_at(&self.ladders, &self.levels)[t];
-                    let proxy = removed_energy(eval, t, kind, &knobs[t]) - removed_energy(eval, t, kind, now);
+                    let proxy = removed_energy(eval, &self.noise, t, kind, &knobs[t])
+                        - removed_energy(eval, &self.noise, t, kind, now);
                     moves.push(Move { target: t, kind, to, gain, proxy, measured: None });
                 } else if to < self.ladders[t][kind].len().min(self.levels[t][kind] + LOOKAHEAD) {
                     further.push((t, kind, to + 1));

@@ -46,6 +46,9 @@ pub struct SearchResult {
     pub summary: SearchSummary,
     /// Every evaluated design.
     pub points: Vec<Point>,
+    /// The dense model's Gram matrices the search re-fitted pruned layers from, by layer
+    /// name: compiling the chosen design re-fits from the same ones.
+    pub(crate) grams: std::collections::BTreeMap<String, crate::sparsity::reconstruct::Gram>,
 }
 
 /// State shared by the strategies: budget, clock, the record of evaluations, progress.
@@ -225,7 +228,7 @@ pub fn search(
         message,
         layers,
     };
-    Ok(SearchResult { config, summary, points })
+    Ok(SearchResult { config, summary, points, grams: eval.into_grams() })
 }
 
 /// A spinner with the evaluations and the best design so far, or a hidden bar.

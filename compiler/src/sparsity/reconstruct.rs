@@ -199,24 +199,33 @@ impl Gram {
                 self.fan_in
             )));
         }
-        let (mut weights, mut biases) = (pruned.to_vec(), bias.to_vec());
-        for (r, new_bias) in biases.iter_mut().enumerate() {
-            let h = &self.groups[r / self.rows_per_group];
-            let row = r * self.fan_in..(r + 1) * self.fan_in;
-            // The kept positions, and the bias's (index fan_in, last) when it is fitted.
-            let kept: Vec<usize> = (0..self.fan_in)
-                .filter(|&j| pruned[row.start + j] != 0.0)
-                .chain(with_bias.then_some(self.fan_in))
-                .collect();
-            let Some(mut fitted) = solve_row(h, &kept, dense, bias, r, self.fan_in) else { continue };
-            let kept_weights = kept.len() - usize::from(with_bias);
-            if let Some(bits) = bits {
-                let mut values = pruned[row.clone()].to_vec();
-                for (&j, v) in kept[..kept_weights].iter().zip(&fitted.values) {
-                    values[j] = *v as f32;
+        // Rows in parallel: each is its own system.
+        let fitted: Vec<Option<(Vec<usize>, FittedRow)>> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let h = &self.groups[r / self.rows_per_group];
+                let row = r * self.fan_in..(r + 1) * self.fan_in;
+                // The kept positions, and the bias's (index fan_in, last) when it is fitted.
+                let kept: Vec<usize> = (0..self.fan_in)
+                    .filter(|&j| pruned[row.start + j] != 0.0)
+                    .chain(with_bias.then_some(self.fan_in))
+                    .collect();
+                let mut fitted = solve_row(h, &kept, dense, bias, r, self.fan_in)?;
+                let kept_weights = kept.len() - usize::from(with_bias);
+                if let Some(bits) = bits {
+                    let mut values = pruned[row].to_vec();
+                    for (&j, v) in kept[..kept_weights].iter().zip(&fitted.values) {
+                        values[j] = *v as f32;
+                    }
+                    fitted.round_in_turn(kept_weights, weight_format(&values, bits));
                 }
-                fitted.round_in_turn(kept_weights, weight_format(&values, bits));
-            }
+                Some((kept, fitted))
+            })
+            .collect();
+        let (mut weights, mut biases) = (pruned.to_vec(), bias.to_vec());
+        for ((r, new_bias), fitted) in biases.iter_mut().enumerate().zip(fitted) {
+            let Some((kept, fitted)) = fitted else { continue };
+            let row = r * self.fan_in..(r + 1) * self.fan_in;
             for (&j, &v) in kept.iter().zip(&fitted.values) {
                 let v = v as f32;
                 if !v.is_finite() {
@@ -332,6 +341,8 @@ pub fn grams(
 /// Re-fit every pruned layer of `graph` whose knobs in `config` ask for it, against the
 /// unpruned `dense` graph (the same graph before [`super::prune::apply`]) on `images`; on
 /// the fixed-point datapath (`widths`), rounded to each layer's weight width as it goes.
+/// `known` holds Gram matrices already worked out by [`grams`] from `dense` and `images`;
+/// the others are.
 pub fn apply(
     graph: &mut Graph,
     dense: &Graph,
@@ -339,6 +350,7 @@ pub fn apply(
     board: &Board,
     images: &Tensor,
     widths: Option<&Widths>,
+    mut known: BTreeMap<String, Gram>,
 ) -> Result<()> {
     let refitted: Vec<(NodeId, String)> = graph
         .layers()
@@ -351,7 +363,12 @@ pub fn apply(
         return Ok(());
     }
     let _span = tracing::info_span!("reconstruct", layers = refitted.len()).entered();
-    let grams = grams(dense, board, images, |name| refitted.iter().any(|(_, n)| n == name))?;
+    let missing = |name: &str| refitted.iter().any(|(_, n)| n == name) && !known.contains_key(name);
+    if refitted.iter().any(|(_, name)| missing(name)) {
+        let computed = grams(dense, board, images, missing)?;
+        known.extend(computed);
+    }
+    let grams = known;
     for (id, name) in refitted {
         let (weight, bias) = weight_and_bias(&graph.node(id).op);
         let (dense_weight, dense_bias) = weight_and_bias(&dense.node(id).op);
@@ -543,6 +560,44 @@ mod tests {
         }
         // The bias input's diagonal counts the patches: every image, no more.
         assert_eq!(h[(18, 18)], (images * 16) as f64);
+    }
+
+    #[test]
+    fn gram_matrices_given_re_fit_as_those_worked_out_here() {
+        let (dense, board, images) = crate::testing::fmnist_cnn(32);
+        use super::super::LayerKnobs;
+        let knobs = LayerKnobs { weight_sparsity: Some(0.5), reconstruct: Some(true), ..LayerKnobs::default() };
+        let config = SparsityConfig { global: knobs, layers: Default::default() };
+        let widths = Widths::default();
+        let refitted = |known: BTreeMap<String, Gram>| {
+            let mut graph = dense.clone();
+            super::super::prune::apply(&mut graph, &config).unwrap();
+            apply(&mut graph, &dense, &config, &board, &images, Some(&widths), known).unwrap();
+            graph
+                .layers()
+                .into_iter()
+                .filter_map(|id| match graph.node(id).op {
+                    IrOp::Conv(_) | IrOp::Dense(_) => {
+                        let (w, b) = weight_and_bias(&graph.node(id).op);
+                        Some((graph.weights.tensor(w).data.clone(), b.map(|b| graph.weights.tensor(b).data.clone())))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let fresh = refitted(BTreeMap::new());
+        let mut known = grams(&dense, &board, &images, |_| true).unwrap();
+        assert_eq!(known.len(), 3, "every layer of the CNN fits");
+        assert_eq!(refitted(known.clone()), fresh);
+        // Some given, the others worked out.
+        let first = known.keys().next().unwrap().clone();
+        known.remove(&first);
+        assert_eq!(refitted(known), fresh);
+        // The re-fit moved the weights pruning kept.
+        let mut pruned = dense.clone();
+        super::super::prune::apply(&mut pruned, &config).unwrap();
+        let (w, _) = weight_and_bias(&pruned.node(pruned.layers()[0]).op);
+        assert_ne!(pruned.weights.tensor(w).data, fresh[0].0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::{Evaluator, Metrics};
 use crate::alloc::choices::StageChoices;
+use crate::alloc::exact::choices_of_stage;
 use crate::error::{CompileError, Result};
 use crate::sparsity::LayerKnobs;
 use hass_runtime::stats::WindowMasks;
@@ -20,6 +21,20 @@ pub(super) struct Estimated {
 
 fn internal(what: &str) -> CompileError {
     CompileError::internal(format!("search estimate: {what}"))
+}
+
+/// Target, weight threshold and activation threshold (as bits) of a one-layer estimate.
+pub(super) type EstimateKey = (usize, Option<u32>, Option<u32>);
+
+/// A one-layer move counted but not yet costed (see [`Evaluator::estimate_all`]).
+struct Uncosted {
+    key: EstimateKey,
+    input: Arc<WindowMasks>,
+    /// The accepted network with the move's statistics and weights in its stage.
+    network: crate::hw::pipeline::Network,
+    stage: usize,
+    sparsity: crate::hw::sparse::LayerSparsity,
+    encoded_weight_bits: Option<u64>,
 }
 
 /// What an estimate of some knobs needs to do.
@@ -59,17 +74,34 @@ impl Evaluator<'_> {
 
     /// [`Self::estimate`] of several candidates, each changing one target's thresholds or
     /// only widths (what ranking moves asks): the statistics they need are tallied first,
-    /// then the allocations run in parallel.
+    /// then their stages are costed, then the allocations run; both in parallel.
     pub fn estimate_all(&mut self, candidates: &[Vec<LayerKnobs>]) -> Vec<Result<Metrics>> {
         let kinds: Vec<Kind> = candidates.iter().map(|k| self.kind(k)).collect();
         let mut prepared = Vec::with_capacity(kinds.len());
+        let mut uncosted = Vec::new();
         for (knobs, kind) in candidates.iter().zip(&kinds) {
             prepared.push(match kind {
-                Kind::One(t) => self.prepare_one(knobs, *t),
+                Kind::One(t) => self.count_one(knobs, *t, &uncosted).map(|c| uncosted.extend(c)),
                 Kind::Other => Err(internal("estimate_all takes one-layer or width-only moves")),
                 _ => Ok(()),
             });
         }
+        // Costing a stage's foldings is most of a one-layer estimate: every move's at once.
+        let budget = crate::hw::Budget::of(self.board);
+        let costed: Vec<(EstimateKey, Estimated)> = uncosted
+            .into_par_iter()
+            .map(|u| {
+                let choices = Arc::new(choices_of_stage(&u.network, u.stage, &budget));
+                let entry = Estimated {
+                    input: u.input,
+                    sparsity: u.sparsity,
+                    encoded_weight_bits: u.encoded_weight_bits,
+                    choices,
+                };
+                (u.key, entry)
+            })
+            .collect();
+        self.estimates.extend(costed);
         let this = &*self;
         kinds
             .par_iter()
@@ -99,31 +131,28 @@ impl Evaluator<'_> {
         }
     }
 
-    fn estimate_key(knobs: &[LayerKnobs], t: usize) -> (usize, Option<u32>, Option<u32>) {
+    fn estimate_key(knobs: &[LayerKnobs], t: usize) -> EstimateKey {
         (t, knobs[t].weight_threshold.map(f32::to_bits), knobs[t].activation_threshold.map(f32::to_bits))
     }
 
-    /// Tally target `t`'s statistics and costed choices under `knobs` unless cached: its
-    /// stage's entry stays valid while its accepted input masks do, so re-estimating a
-    /// move after other layers moved costs one allocation.
-    fn prepare_one(&mut self, knobs: &[LayerKnobs], t: usize) -> Result<()> {
+    /// Target `t`'s statistics under `knobs`, to be costed, unless cached or among
+    /// `pending`: its stage's entry stays valid while its accepted input masks do, so
+    /// re-estimating a move after other layers moved costs one allocation.
+    fn count_one(&mut self, knobs: &[LayerKnobs], t: usize, pending: &[Uncosted]) -> Result<Option<Uncosted>> {
         let (layer, stage) = (self.targets[t].layer, self.targets[t].stage);
         let key = Self::estimate_key(knobs, t);
         let input = self.state.masks[layer].clone().ok_or_else(|| internal("a target without window masks"))?;
-        if self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input)) {
-            return Ok(());
+        if self.estimates.get(&key).is_some_and(|e| Arc::ptr_eq(&e.input, &input))
+            || pending.iter().any(|u| u.key == key)
+        {
+            return Ok(None);
         }
         self.apply(knobs);
-        let c = self.tallied(knobs, &[t], self.state.trace.clone());
+        let (c, _) = self.counted(knobs, &[t], self.state.trace.clone());
         self.apply(&self.state.knobs.clone());
-        let entry = Estimated {
-            input,
-            sparsity: c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?,
-            encoded_weight_bits: c.network.stages[stage].encoded_weight_bits,
-            choices: c.stage_choices[stage].clone(),
-        };
-        self.estimates.insert(key, entry);
-        Ok(())
+        let sparsity = c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?;
+        let encoded_weight_bits = c.network.stages[stage].encoded_weight_bits;
+        Ok(Some(Uncosted { key, input, network: c.network, stage, sparsity, encoded_weight_bits }))
     }
 
     /// [`Self::estimate`] of a move of target `t` alone, prepared by [`Self::prepare_one`].

@@ -126,7 +126,7 @@ pub struct Evaluator<'a> {
     statistics_images: Option<Vec<usize>>,
     /// One-layer estimates' statistics and stage_choices, by (target, knobs); valid while the
     /// layer's accepted input masks are the ones kept in the entry.
-    estimates: std::collections::HashMap<(usize, Option<u32>, Option<u32>), Estimated>,
+    estimates: std::collections::HashMap<estimate::EstimateKey, Estimated>,
     /// Candidates evaluated (accuracy and hardware).
     pub evaluations: usize,
     /// Per target, its weights' width on the fixed-point datapath in the accepted state
@@ -232,10 +232,17 @@ impl<'a> Evaluator<'a> {
     /// samples [`STATISTICS_IMAGES`]). Reads the kept trace: nothing runs again.
     pub fn throughput_on_all_images(&self) -> Result<f64> {
         let mut network = self.state.network.clone();
-        for t in &self.targets {
-            let input = self.state.trace.value(self.plan.layers[t.layer].inputs[0]);
-            let masks = window_masks(&self.plan, t.layer, input);
-            network.sparsity[t.stage] = Some(sparsity_of(&layer_counts(&self.plan, t.layer, &masks)));
+        let tallied: Vec<_> = self
+            .targets
+            .par_iter()
+            .map(|t| {
+                let input = self.state.trace.value(self.plan.layers[t.layer].inputs[0]);
+                let masks = window_masks(&self.plan, t.layer, input);
+                sparsity_of(&layer_counts(&self.plan, t.layer, &masks))
+            })
+            .collect();
+        for (t, sparsity) in self.targets.iter().zip(tallied) {
+            network.sparsity[t.stage] = Some(sparsity);
         }
         Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
     }
@@ -244,6 +251,12 @@ impl<'a> Evaluator<'a> {
     /// layer within [`reconstruct::MAX_REFIT_WORK`]).
     pub fn refits_target(&self, t: usize) -> bool {
         self.refits.as_ref().is_some_and(|r| r.grams[t].is_some())
+    }
+
+    /// The Gram matrices re-fits read (none with reconstruction off), by target name.
+    pub fn into_grams(self) -> std::collections::BTreeMap<String, reconstruct::Gram> {
+        let Some(refits) = self.refits else { return Default::default() };
+        self.targets.into_iter().zip(refits.grams).filter_map(|(t, g)| Some((t.name, g?))).collect()
     }
 
     /// The layers whose knobs are searched, in execution order.
@@ -368,6 +381,20 @@ impl<'a> Evaluator<'a> {
     /// The statistics of `knobs` (already applied to the plan) on `trace`, and the costed
     /// choices of the stages they change; not allocated (metrics left at their default).
     fn tallied(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> Candidate {
+        let (mut candidate, stages) = self.counted(knobs, changed, trace);
+        let budget = Budget::of(self.board);
+        let network = &candidate.network;
+        let rebuilt: Vec<(usize, StageChoices)> =
+            stages.into_par_iter().map(|i| (i, choices_of_stage(network, i, &budget))).collect();
+        for (i, f) in rebuilt {
+            candidate.stage_choices[i] = Arc::new(f);
+        }
+        candidate
+    }
+
+    /// [`Self::tallied`] without costing: the candidate keeps the accepted stages' choices,
+    /// and the stages whose statistics or weights changed are returned to be costed.
+    fn counted(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> (Candidate, Vec<usize>) {
         let mut masks = self.state.masks.clone();
         let mut mask_zeros = self.state.mask_zeros.clone();
         let mut network = self.state.network.clone();
@@ -415,25 +442,18 @@ impl<'a> Evaluator<'a> {
                     encoded_weight_bits(weight, target.rows, target.biases, bits);
             }
         }
-        let budget = Budget::of(self.board);
-        let rebuilt: Vec<(usize, StageChoices)> =
-            stages.into_par_iter().map(|i| (i, choices_of_stage(&network, i, &budget))).collect();
-        let mut stage_choices = self.state.stage_choices.clone();
-        for (i, f) in rebuilt {
-            stage_choices[i] = Arc::new(f);
-        }
-        let widths = self.state.widths.clone();
-        Candidate {
+        let candidate = Candidate {
             knobs: knobs.to_vec(),
             metrics: Metrics::default(),
             trace,
             masks,
             mask_zeros,
             network,
-            stage_choices,
-            widths,
+            stage_choices: self.state.stage_choices.clone(),
+            widths: self.state.widths.clone(),
             plan: None,
-        }
+        };
+        (candidate, stages)
     }
 
     fn design(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<crate::design::Design> {
@@ -679,10 +699,7 @@ mod tests {
 
     #[test]
     fn a_change_of_widths_evaluates_as_a_fresh_evaluator_at_those_widths() {
-        let graph = crate::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
-        let board = Board::resolve("zcu102").unwrap();
-        let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
-        let images = Tensor::new(vec![64, 1, 28, 28], all.data()[..64 * 784].to_vec()).unwrap();
+        let (graph, board, images) = crate::testing::fmnist_cnn(64);
         let options = DesignOptions::default();
         let q = crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap();
         fn new<'a>(
@@ -733,11 +750,40 @@ mod tests {
         assert_eq!((back.top1, back.divergence), (100.0, 0.0));
     }
 
+    #[test]
+    fn estimates_asked_together_match_estimates_asked_one_at_a_time() {
+        let (graph, board, images) = crate::testing::fmnist_cnn(32);
+        let options = DesignOptions::default();
+        let q = crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap();
+        let new = || {
+            Evaluator::new(&graph, &board, &options, Some(&q), Objective::Throughput, &images, None, 0, true).unwrap()
+        };
+        let mut together = new();
+        let n = together.targets().len();
+        // Every one-layer move of each knob kind, one asked twice, and a width move.
+        let mut candidates = Vec::new();
+        for t in 0..n {
+            let mut knobs = vec![LayerKnobs::default(); n];
+            knobs[t].weight_threshold = Some(0.02);
+            candidates.push(knobs.clone());
+            if !together.targets()[t].reads_image {
+                knobs[t].activation_threshold = Some(0.25);
+                candidates.push(knobs);
+            }
+        }
+        candidates.push(candidates[0].clone());
+        let mut narrower = vec![LayerKnobs::default(); n];
+        narrower[1].weight_bits = Some(8);
+        candidates.push(narrower);
+        let estimates = together.estimate_all(&candidates);
+        let mut alone = new();
+        for (knobs, estimate) in candidates.iter().zip(estimates) {
+            assert_eq!(estimate.unwrap(), alone.estimate(knobs).unwrap(), "{knobs:?}");
+        }
+    }
+
     fn incremental_matches_fresh(datapath: crate::quantize::Datapath) {
-        let graph = crate::load_model(&testdata("models/fmnist_cnn_op13.onnx")).unwrap();
-        let board = Board::resolve("zcu102").unwrap();
-        let all = hass_runtime::npy::read_f32(&testdata("inputs/fmnist_train_500.npy")).unwrap();
-        let images = Tensor::new(vec![64, 1, 28, 28], all.data()[..64 * 784].to_vec()).unwrap();
+        let (graph, board, images) = crate::testing::fmnist_cnn(64);
         let labels = &hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap()[..64];
         let options = DesignOptions::default();
         let quantization = (datapath == crate::quantize::Datapath::Fixed)
