@@ -564,8 +564,8 @@ mod tests {
 
     #[test]
     fn gram_matrices_given_re_fit_as_those_worked_out_here() {
-        let (dense, board, images) = crate::testing::fmnist_cnn(32);
         use super::super::LayerKnobs;
+        let (dense, board, images) = crate::testing::fmnist_cnn(32);
         let knobs = LayerKnobs { weight_sparsity: Some(0.5), reconstruct: Some(true), ..LayerKnobs::default() };
         let config = SparsityConfig { global: knobs, layers: Default::default() };
         let widths = Widths::default();

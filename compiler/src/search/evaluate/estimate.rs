@@ -155,7 +155,8 @@ impl Evaluator<'_> {
         Ok(Some(Uncosted { key, input, network: c.network, stage, sparsity, encoded_weight_bits }))
     }
 
-    /// [`Self::estimate`] of a move of target `t` alone, prepared by [`Self::prepare_one`].
+    /// [`Self::estimate`] of a move of target `t` alone, counted by [`Self::count_one`] and
+    /// costed in [`Self::estimate_all`].
     fn estimate_one(&self, knobs: &[LayerKnobs], t: usize) -> Result<Metrics> {
         let stage = self.targets[t].stage;
         let entry = self.estimates.get(&Self::estimate_key(knobs, t)).ok_or_else(|| internal("not prepared"))?;
