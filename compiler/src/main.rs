@@ -6,6 +6,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    hass_runtime::memory::keep_freed_memory();
     hass_runtime::output::remove_staged_on_interrupt();
     let args = cli::Cli::parse();
     cli::init_tracing(args.verbose, args.quiet);

@@ -15,6 +15,7 @@ mod error;
 pub mod exec;
 pub mod kernels;
 pub mod load;
+pub mod memory;
 pub mod npy;
 pub mod output;
 pub mod plan;

@@ -44,6 +44,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    hass_runtime::memory::keep_freed_memory();
     hass_runtime::output::remove_staged_on_interrupt();
     match real_main(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
