@@ -136,12 +136,13 @@ pub fn compile_searched(
             "the sparsity search chooses the thresholds itself: drop the pruning and threshold options, or use --search none".into(),
         ));
     }
-    // The dense model's activation formats, on the images the search evaluates.
-    let quantization = match options.datapath {
-        quantize::Datapath::Fixed => Some(quantize::quantize(&graph, board, &options.design.precision, Some(&images))?),
+    // The dense model's activation ranges, on the images the search evaluates: its formats
+    // at any widths come from them.
+    let ranges = match options.datapath {
+        quantize::Datapath::Fixed => Some(quantize::measure_ranges(&graph, board, Some(&images))?),
         quantize::Datapath::Float => None,
     };
-    let mut result = search::search(&graph, board, &options.design, &images, search, quantization.as_ref())?;
+    let mut result = search::search(&graph, board, &options.design, &images, search, ranges.as_ref())?;
     // The widths it chose (the ones it started from when it narrowed none).
     let design = design::DesignOptions { precision: result.config.widths(), ..options.design.clone() };
     let options = CompileOptions { pruning: result.config.clone(), design, ..options.clone() };
@@ -188,14 +189,21 @@ fn compile_graph_reusing(
             sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images, widths, grams)?;
         }
     }
-    let quantization = match options.datapath {
+    // The ranges are measured on the float model (on the calibration images when given),
+    // the formats chosen from them.
+    let ranges = match options.datapath {
         quantize::Datapath::Fixed => {
-            Some(quantize::quantize(&graph, board, &design_options.precision, options.calibration.as_deref())?)
+            design_options.precision.check(&graph)?;
+            Some(quantize::measure_ranges(&graph, board, options.calibration.as_deref())?)
         }
         quantize::Datapath::Float => None,
     };
+    let quantization = ranges.as_ref().map(|r| quantize::formats(&graph, &design_options.precision, r));
+    // The pruned model's first output on the calibration images, as it runs on the datapath.
+    let mut output = None;
     if let Some(images) = &options.calibration {
-        let layers = sparsity::statistics::measured(&graph, board, images, quantization.as_ref())?;
+        let (layers, out) = sparsity::statistics::measured(&graph, board, images, quantization.as_ref())?;
+        output = Some(out);
         let source = format!("measured on {} calibration images", images.batch());
         design_options.sparsity = design::SparsitySource::Measured { layers, source };
     } else if options.pruning.any() && design_options.sparsity == design::SparsitySource::Dense {
@@ -206,8 +214,9 @@ fn compile_graph_reusing(
     let design = design::design(&graph, board, &design_options)?;
     let _span = tracing::info_span!("backend").entered();
     let artifact = backend::emit(&graph, board, &design.layers, quantization.as_ref())?;
-    let agreement_with_float = match (&quantization, &options.calibration) {
-        (Some(q), Some(images)) => Some(quantize::agreement_with_float(&graph, board, q, images)?),
+    // Both runs were on the calibration images (the ranges' with --calib only).
+    let agreement_with_float = match (&ranges, &output) {
+        (Some(r), Some(fixed)) => Some(quantize::top1_agreement(r.float_output(), fixed)),
         _ => None,
     };
     Ok(Compiled { graph, design, artifact, quantization, agreement_with_float })

@@ -181,25 +181,47 @@ pub fn window_masks(plan: &Plan, index: usize, input: &[f32]) -> WindowMasks {
     WindowMasks { window, channels: tally.into_sorted(), zero_inputs, inputs: input.len() as u64 }
 }
 
+/// What [`measure_window_masks`] gathers from a run.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// The window masks of every conv and fully connected layer, with its index in the plan.
+    pub masks: Vec<(usize, WindowMasks)>,
+    /// The plan's first output on every image, batch first (what its predictions are
+    /// compared on, without running it again).
+    pub output: Tensor,
+}
+
 /// Run `plan` on `images` and gather the window masks of every conv and fully connected
-/// layer, with the layer's index in the plan.
-pub fn measure_window_masks(plan: &Plan, images: &Tensor) -> Result<Vec<(usize, WindowMasks)>, RuntimeError> {
+/// layer, and the first output.
+pub fn measure_window_masks(plan: &Plan, images: &Tensor) -> Result<Measured, RuntimeError> {
     let mut masks: Vec<Option<WindowMasks>> =
         plan.layers.iter().map(|l| is_counted(l).then(WindowMasks::default)).collect();
     let per_image: usize = plan.input_shape.iter().product();
     let batch = images.batch();
+    let mut output = Vec::new();
+    let mut output_shape = vec![batch, 0];
     for start in (0..batch).step_by(CHUNK) {
         let n = CHUNK.min(batch - start);
         let mut shape = vec![n];
         shape.extend_from_slice(&plan.input_shape);
         let chunk = Tensor::new(shape, images.data()[start * per_image..(start + n) * per_image].to_vec())?;
-        run_observed(plan, &chunk, &mut |index, _, inputs| {
+        let outputs = run_observed(plan, &chunk, &mut |index, _, inputs| {
             if let Some(total) = masks[index].as_mut() {
                 total.merge(&window_masks(plan, index, inputs[0]));
             }
         })?;
+        // (A loaded plan has an output; one built by hand may not, and then there is none.)
+        if let Some(first) = outputs.into_iter().next() {
+            let (shape, data) = first.into_parts();
+            output_shape.truncate(1);
+            output_shape.extend_from_slice(&shape[1..]);
+            output.extend(data);
+        }
     }
-    Ok(masks.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).collect())
+    Ok(Measured {
+        masks: masks.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).collect(),
+        output: Tensor::new(output_shape, output)?,
+    })
 }
 
 #[cfg(test)]
@@ -254,8 +276,10 @@ mod tests {
         let plan = one_conv(vec![1.0; 4], 1, 2, 0, 3);
         let x = Tensor::new(vec![40, 1, 3, 3], (0..360).map(|i| (i % 3) as f32).collect()).unwrap();
         let measured = measure_window_masks(&plan, &x).unwrap();
-        assert_eq!(measured.len(), 1);
-        assert_eq!(measured[0].0, 0);
-        assert_eq!(measured[0].1, window_masks(&plan, 0, x.data()), "chunked runs tally as one");
+        assert_eq!(measured.masks.len(), 1);
+        assert_eq!(measured.masks[0].0, 0);
+        assert_eq!(measured.masks[0].1, window_masks(&plan, 0, x.data()), "chunked runs tally as one");
+        // The output of every chunk, in order: the run's on the whole batch.
+        assert_eq!(measured.output, crate::run(&plan, &x).unwrap()[0]);
     }
 }

@@ -179,11 +179,22 @@ pub fn quantize(graph: &Graph, board: &Board, widths: &Widths, images: Option<&T
 pub struct MeasuredRanges {
     ranges: ranges::Ranges,
     source: String,
+    /// The float model's first output on the images measured.
+    float_output: Tensor,
+}
+
+impl MeasuredRanges {
+    /// The float model's first output on the images the ranges were measured on, batch
+    /// first: what [`top1_agreement`] compares the fixed-point model's with.
+    pub fn float_output(&self) -> &Tensor {
+        &self.float_output
+    }
 }
 
 /// The activation ranges of `graph` on `images` (or on [`SYNTHETIC_IMAGES`] seeded
 /// standard-normal images when `None`): what [`formats`] needs at any widths.
 pub fn measure_ranges(graph: &Graph, board: &Board, images: Option<&Tensor>) -> Result<MeasuredRanges> {
+    let _span = tracing::info_span!("ranges").entered();
     let synthetic;
     let (images, source) = match images {
         Some(images) => (images, format!("ranges measured on {} calibration images", images.batch())),
@@ -192,7 +203,8 @@ pub fn measure_ranges(graph: &Graph, board: &Board, images: Option<&Tensor>) -> 
             (&synthetic, format!("ranges measured on {SYNTHETIC_IMAGES} standard-normal images (no --calib)"))
         }
     };
-    Ok(MeasuredRanges { ranges: ranges::measure(graph, board, images)?, source })
+    let (ranges, float_output) = ranges::measure(graph, board, images)?;
+    Ok(MeasuredRanges { ranges, source, float_output })
 }
 
 /// The formats of `graph` at `widths` (already checked) from ranges `measured` on it.
@@ -242,23 +254,19 @@ pub fn formats(graph: &Graph, widths: &Widths, measured: &MeasuredRanges) -> Qua
     Quantization { input, layers, source }
 }
 
-/// % of `images` on which the fixed-point model's top-1 (of its first output) is the float
-/// model's.
-pub fn agreement_with_float(graph: &Graph, board: &Board, q: &Quantization, images: &Tensor) -> Result<f64> {
-    let _span = tracing::info_span!("agreement", images = images.batch()).entered();
-    let top1 = |quantization: Option<&Quantization>| -> Result<Vec<usize>> {
-        let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, quantization)?;
-        let out = hass_runtime::run(&plan, images)?.remove(0);
+/// % of images on which the fixed-point model's top-1 is the float model's, from their
+/// outputs on the same images (batch first; the first of the largest wins a tie).
+pub fn top1_agreement(float: &Tensor, fixed: &Tensor) -> f64 {
+    let top1 = |out: &Tensor| -> Vec<usize> {
         let per_image = out.data().len() / out.batch().max(1);
-        Ok(out
-            .data()
+        out.data()
             .chunks(per_image.max(1))
             .map(|row| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best }))
-            .collect())
+            .collect()
     };
-    let (float, fixed) = (top1(None)?, top1(Some(q))?);
+    let (float, fixed) = (top1(float), top1(fixed));
     let same = float.iter().zip(&fixed).filter(|(a, b)| a == b).count();
-    Ok(100.0 * same as f64 / float.len().max(1) as f64)
+    100.0 * same as f64 / float.len().max(1) as f64
 }
 
 #[cfg(test)]
@@ -267,6 +275,16 @@ mod tests {
 
     fn seen(values: Vec<f32>) -> ranges::Seen {
         ranges::Seen { max_abs: values.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)), sample: values }
+    }
+
+    #[test]
+    fn top1_agreement_counts_images_whose_largest_output_is_the_same() {
+        let outputs = |rows: &[[f32; 3]]| Tensor::new(vec![rows.len(), 3], rows.concat()).unwrap();
+        let float = outputs(&[[0.1, 0.9, 0.0], [1.0, 0.0, 0.0], [0.2, 0.2, 0.1], [0.0, 0.0, 5.0]]);
+        // The second image's top-1 moves; the third's is a tie, which the first class wins.
+        let fixed = outputs(&[[0.0, 0.5, 0.25], [0.0, 0.5, 0.0], [0.25, 0.25, 0.0], [0.0, 0.0, 5.0]]);
+        assert_eq!(top1_agreement(&float, &fixed), 75.0);
+        assert_eq!(top1_agreement(&float, &float), 100.0);
     }
 
     #[test]

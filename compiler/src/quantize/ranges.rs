@@ -42,8 +42,9 @@ pub struct Ranges {
     pub pre_activation: Vec<Option<Seen>>,
 }
 
-/// Run `graph` in float on `images` and take every value's range.
-pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<Ranges> {
+/// Run `graph` in float on `images` and take every value's range; with the run's first
+/// output.
+pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<(Ranges, Tensor)> {
     let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
     let trace = Trace::new(&plan, images)?;
     let outputs = (1..=plan.layers.len()).map(|v| Seen::of(trace.value(v))).collect();
@@ -63,7 +64,10 @@ pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<Ranges> 
             Some(Seen::of(&trace.compute_layer(&plan, &bare)))
         })
         .collect();
-    Ok(Ranges { input: Seen::of(trace.value(0)), outputs, pre_activation })
+    let mut output_shape = vec![images.batch()];
+    output_shape.extend_from_slice(plan.value_shape(plan.outputs[0]));
+    let output = Tensor::new(output_shape, trace.value(plan.outputs[0]).to_vec())?;
+    Ok((Ranges { input: Seen::of(trace.value(0)), outputs, pre_activation }, output))
 }
 
 /// `n` images of `graph`'s input shape drawn from the standard normal distribution

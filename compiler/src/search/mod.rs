@@ -137,15 +137,15 @@ impl Context {
 }
 
 /// Search `graph` (after the passes, unpruned) on `board` with calibration `images`, on the
-/// fixed-point datapath with `quantization`'s activation formats (pruned weights are
-/// quantized again as they change).
+/// fixed-point datapath with activation formats chosen from `ranges` (the dense model's on
+/// `images`; `None`: float); pruned weights are quantized again as they change.
 pub fn search(
     graph: &Graph,
     board: &Board,
     design: &DesignOptions,
     images: &hass_runtime::Tensor,
     options: &SearchOptions,
-    quantization: Option<&crate::quantize::Quantization>,
+    ranges: Option<&crate::quantize::MeasuredRanges>,
 ) -> Result<SearchResult> {
     let _span = tracing::info_span!("search", strategy = ?options.strategy, images = images.batch()).entered();
     let started = Instant::now();
@@ -160,7 +160,7 @@ pub fn search(
         graph,
         board,
         design,
-        quantization,
+        ranges,
         options.objective,
         images,
         labels,

@@ -54,20 +54,22 @@ pub fn from_weights(graph: &Graph) -> BTreeMap<String, LayerSparsity> {
 }
 
 /// Run `graph` (already pruned and thresholded) on `images` and measure every conv and
-/// fully connected layer.
+/// fully connected layer; with the run's first output.
 pub fn measured(
     graph: &Graph,
     board: &Board,
     images: &hass_runtime::Tensor,
     quantization: Option<&Quantization>,
-) -> Result<BTreeMap<String, LayerSparsity>> {
+) -> Result<(BTreeMap<String, LayerSparsity>, hass_runtime::Tensor)> {
     let _span = tracing::info_span!("calibrate", images = images.batch()).entered();
     let plan = calibration_plan(graph, board, images, quantization)?;
-    let masks = hass_runtime::stats::measure_window_masks(&plan, images)?;
-    Ok(masks
+    let measured = hass_runtime::stats::measure_window_masks(&plan, images)?;
+    let layers = measured
+        .masks
         .into_iter()
         .map(|(layer, m)| (plan.layers[layer].name.clone(), sparsity_of(&layer_counts(&plan, layer, &m))))
-        .collect())
+        .collect();
+    Ok((layers, measured.output))
 }
 
 /// The runtime plan of `graph` (as the backend writes it, on the fixed-point datapath with

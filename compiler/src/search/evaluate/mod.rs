@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::hw::pipeline::Network;
 use crate::hw::Budget;
 use crate::ir::Graph;
-use crate::quantize::{quantize_weights, MeasuredRanges, Quantization};
+use crate::quantize::{quantize_weights, MeasuredRanges};
 use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
 use crate::sparsity::{prune, reconstruct, LayerKnobs};
@@ -91,6 +91,9 @@ pub struct Candidate {
     masks: Vec<Option<Arc<WindowMasks>>>,
     /// Per layer, the share of zero inputs (after its threshold) its masks were tallied from.
     mask_zeros: Vec<f64>,
+    /// Per layer, whether its masks were tallied on the input `trace` holds (not kept
+    /// through a drift within [`STATISTICS_DRIFT`]).
+    masks_current: Vec<bool>,
     network: Network,
     /// Every stage's costed choices for `network` (rebuilt only for changed stages).
     stage_choices: Vec<Arc<StageChoices>>,
@@ -111,7 +114,7 @@ pub struct Evaluator<'a> {
     /// The widths the search started from: a bits knob only narrows them.
     base: Widths,
     /// The dense model's activation ranges, from which a change of widths re-derives every
-    /// format (`None` until a width changes, or on the float datapath).
+    /// format (`None` on the float datapath).
     ranges: Option<MeasuredRanges>,
     objective: Objective,
     plan: Plan,
@@ -155,15 +158,16 @@ struct Refitted {
 
 impl<'a> Evaluator<'a> {
     /// Evaluate the dense `graph` on `images` (with `labels`, else against itself) and make
-    /// that the accepted state, on the fixed-point datapath with `quantization`'s formats;
-    /// `seed` draws the images the statistics are measured on.
+    /// that the accepted state, on the fixed-point datapath with formats chosen from
+    /// `ranges` (the dense model's, on `images`; `None`: float); `seed` draws the images the
+    /// statistics are measured on.
     /// With `reconstruct`, pruned targets are re-fitted to the dense `graph`'s outputs.
     #[allow(clippy::too_many_arguments)] // each is one thing the evaluation depends on
     pub fn new(
         graph: &'a Graph,
         board: &'a Board,
         options: &DesignOptions,
-        quantization: Option<&Quantization>,
+        ranges: Option<&MeasuredRanges>,
         objective: Objective,
         images: &'a Tensor,
         labels: Option<&[i64]>,
@@ -171,6 +175,11 @@ impl<'a> Evaluator<'a> {
         reconstruct: bool,
     ) -> Result<Evaluator<'a>> {
         let statistics_images = statistics_images(images.batch(), seed);
+        if ranges.is_some() {
+            options.precision.check(graph)?;
+        }
+        let quantization = ranges.map(|r| crate::quantize::formats(graph, &options.precision, r));
+        let quantization = quantization.as_ref();
         let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, quantization)?;
         let mut network = crate::design::network(graph, options)?;
         let targets = targets::discover(graph, &plan, &network)?;
@@ -178,7 +187,8 @@ impl<'a> Evaluator<'a> {
             quantization.map(|q| targets.iter().map(|t| q.layers[&network.stages[t.stage].node].weight_bits).collect());
         let trace = Trace::new(&plan, images)?;
         let accuracy = Accuracy::new(trace.value(plan.outputs[0]), images.batch(), labels)?;
-        let (masks, mask_zeros) = tally_all(&plan, &trace, &targets, statistics_images.as_deref(), &mut network);
+        let pick = statistics_images.as_deref();
+        let (masks, mask_zeros) = tally_all(&plan, &trace, &targets, pick, &mut network, |_, _| None);
         let widths = options.precision.clone();
         let refits = if reconstruct {
             let mut grams = reconstruct::grams(graph, board, images, |name| targets.iter().any(|t| t.name == name))?;
@@ -195,7 +205,7 @@ impl<'a> Evaluator<'a> {
             images,
             options: options.clone(),
             base: widths.clone(),
-            ranges: None,
+            ranges: ranges.cloned(),
             objective,
             plan,
             applied: knobs.clone(),
@@ -205,6 +215,7 @@ impl<'a> Evaluator<'a> {
                 knobs,
                 metrics: Metrics::default(),
                 trace,
+                masks_current: vec![true; masks.len()],
                 masks,
                 mask_zeros,
                 network,
@@ -397,10 +408,17 @@ impl<'a> Evaluator<'a> {
     fn counted(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> (Candidate, Vec<usize>) {
         let mut masks = self.state.masks.clone();
         let mut mask_zeros = self.state.mask_zeros.clone();
+        let mut masks_current = self.state.masks_current.clone();
         let mut network = self.state.network.clone();
         let mut stages = Vec::new();
-        // The targets whose inputs changed, tallied again in parallel (each on its own).
-        let retallied: Vec<Option<(f64, WindowMasks)>> = self
+        // What the targets whose inputs changed read now, tallied again in parallel (each on
+        // its own) unless their share of zeros barely moved.
+        enum Tally {
+            Unchanged,
+            Drifted,
+            New(f64, WindowMasks),
+        }
+        let retallied: Vec<Tally> = self
             .targets
             .par_iter()
             .enumerate()
@@ -409,22 +427,27 @@ impl<'a> Evaluator<'a> {
                 let threshold = knobs[t].activation_threshold;
                 let threshold_changed = threshold != self.state.knobs[t].activation_threshold;
                 if !threshold_changed && trace.shares(&self.state.trace, input) {
-                    return None;
+                    return Tally::Unchanged;
                 }
                 let pick = self.statistics_images.as_deref();
                 let zeros = sampled_zero_share(&self.plan, target.layer, trace.value(input), pick, threshold);
                 if !threshold_changed && (zeros - mask_zeros[target.layer]).abs() <= STATISTICS_DRIFT {
-                    return None;
+                    return Tally::Drifted;
                 }
                 let images = sample(&self.plan, target.layer, trace.value(input), pick);
-                Some((zeros, window_masks(&self.plan, target.layer, &images)))
+                Tally::New(zeros, window_masks(&self.plan, target.layer, &images))
             })
             .collect();
         for ((t, target), retallied) in self.targets.iter().enumerate().zip(retallied) {
-            let new_masks = retallied.is_some();
-            if let Some((zeros, m)) = retallied {
-                masks[target.layer] = Some(Arc::new(m));
-                mask_zeros[target.layer] = zeros;
+            let new_masks = matches!(retallied, Tally::New(..));
+            match retallied {
+                Tally::Unchanged => {}
+                Tally::Drifted => masks_current[target.layer] = false,
+                Tally::New(zeros, m) => {
+                    masks[target.layer] = Some(Arc::new(m));
+                    mask_zeros[target.layer] = zeros;
+                    masks_current[target.layer] = true;
+                }
             }
             let weights_changed = changed.contains(&t)
                 && (knobs[t].weight_threshold, knobs[t].weight_sparsity)
@@ -448,6 +471,7 @@ impl<'a> Evaluator<'a> {
             trace,
             masks,
             mask_zeros,
+            masks_current,
             network,
             stage_choices: self.state.stage_choices.clone(),
             widths: self.state.widths.clone(),
@@ -584,22 +608,27 @@ impl Default for Metrics {
 
 /// Every target's window masks on the images `pick` (all when `None`) of `trace`, by plan
 /// layer, with its share of zero inputs under the threshold its layer holds; each target's
-/// statistics set in `network`. The targets are tallied in parallel.
+/// statistics set in `network`. The targets are tallied in parallel, except where `known`
+/// (given a target's index) has its masks and share of zeros on these very inputs.
 fn tally_all(
     plan: &Plan,
     trace: &Trace,
     targets: &[Target],
     pick: Option<&[usize]>,
     network: &mut Network,
+    known: impl Fn(usize, &Target) -> Option<(Arc<WindowMasks>, f64)> + Sync,
 ) -> (Vec<Option<Arc<WindowMasks>>>, Vec<f64>) {
     let tallied: Vec<_> = targets
         .par_iter()
-        .map(|target| {
-            let input = sample(plan, target.layer, trace.value(plan.layers[target.layer].inputs[0]), pick);
-            let zeros = zero_share(&input, layer_threshold(plan, target.layer));
-            let masks = window_masks(plan, target.layer, &input);
+        .enumerate()
+        .map(|(t, target)| {
+            let (masks, zeros) = known(t, target).unwrap_or_else(|| {
+                let input = sample(plan, target.layer, trace.value(plan.layers[target.layer].inputs[0]), pick);
+                let zeros = zero_share(&input, layer_threshold(plan, target.layer));
+                (Arc::new(window_masks(plan, target.layer, &input)), zeros)
+            });
             let sparsity = sparsity_of(&layer_counts(plan, target.layer, &masks));
-            (Arc::new(masks), zeros, sparsity)
+            (masks, zeros, sparsity)
         })
         .collect();
     let mut masks = vec![None; plan.layers.len()];
@@ -701,17 +730,17 @@ mod tests {
     fn a_change_of_widths_evaluates_as_a_fresh_evaluator_at_those_widths() {
         let (graph, board, images) = crate::testing::fmnist_cnn(64);
         let options = DesignOptions::default();
-        let q = crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap();
+        let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
         fn new<'a>(
             graph: &'a Graph,
             board: &'a Board,
             images: &'a Tensor,
             o: &DesignOptions,
-            q: &Quantization,
+            ranges: &MeasuredRanges,
         ) -> Evaluator<'a> {
-            Evaluator::new(graph, board, o, Some(q), Objective::Throughput, images, None, 0, false).unwrap()
+            Evaluator::new(graph, board, o, Some(ranges), Objective::Throughput, images, None, 0, false).unwrap()
         }
-        let mut eval = new(&graph, &board, &images, &options, &q);
+        let mut eval = new(&graph, &board, &images, &options, &ranges);
         let n = eval.targets().len();
         // The second conv pruned and narrowed to 8 bits, then the classifier to 4 as well.
         let mut knobs = vec![LayerKnobs::default(); n];
@@ -736,8 +765,7 @@ mod tests {
         let layers = names.zip(thresholds).filter(|(_, k)| k.any()).collect();
         crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
         let options = DesignOptions { precision: widths.clone(), ..options.clone() };
-        let q = crate::quantize::quantize(&graph, &board, &widths, Some(&images)).unwrap();
-        let fresh = new(&pruned, &board, &images, &options, &q);
+        let fresh = new(&pruned, &board, &images, &options, &ranges);
         // (Accuracy figures are each against its own evaluator's start: compare the outputs.)
         let output = |c: &Candidate| c.trace.value(fresh.plan.outputs[0]).to_vec();
         assert_eq!(output(&candidate), output(fresh.accepted()));
@@ -754,9 +782,10 @@ mod tests {
     fn estimates_asked_together_match_estimates_asked_one_at_a_time() {
         let (graph, board, images) = crate::testing::fmnist_cnn(32);
         let options = DesignOptions::default();
-        let q = crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap();
+        let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
         let new = || {
-            Evaluator::new(&graph, &board, &options, Some(&q), Objective::Throughput, &images, None, 0, true).unwrap()
+            Evaluator::new(&graph, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, true)
+                .unwrap()
         };
         let mut together = new();
         let n = together.targets().len();
@@ -786,9 +815,9 @@ mod tests {
         let (graph, board, images) = crate::testing::fmnist_cnn(64);
         let labels = &hass_runtime::npy::read_labels(&testdata("inputs/fmnist_train_500_labels.npy")).unwrap()[..64];
         let options = DesignOptions::default();
-        let quantization = (datapath == crate::quantize::Datapath::Fixed)
-            .then(|| crate::quantize::quantize(&graph, &board, &options.precision, Some(&images)).unwrap());
-        let q = quantization.as_ref();
+        let ranges = (datapath == crate::quantize::Datapath::Fixed)
+            .then(|| crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap());
+        let q = ranges.as_ref();
         let mut eval =
             Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, false)
                 .unwrap();

@@ -2,7 +2,9 @@
 //! hardware estimate of a change of widths, and its evaluation, which re-quantizes the
 //! whole network (every format downstream of a narrowed stream moves).
 
-use super::{all_choices, apply_knobs, layer_weights, tally_all, thresholds_differ, Candidate, Evaluator, Metrics};
+use super::{
+    all_choices, apply_knobs, layer_weights, tally_all, thresholds_differ, Candidate, Evaluator, Metrics, Target,
+};
 use crate::alloc::exact::choices_of_stage;
 use crate::design::{encoded_weight_bits, DesignOptions, Widths};
 use crate::error::Result;
@@ -166,8 +168,18 @@ impl Evaluator<'_> {
         };
         let options = DesignOptions { precision: widths.clone(), ..self.options.clone() };
         let mut network = crate::design::network(self.graph, &options)?;
-        let (masks, mask_zeros) =
-            tally_all(&plan, &trace, &self.targets, self.statistics_images.as_deref(), &mut network);
+        // A target whose input and threshold stay keeps its masks, if they were tallied on
+        // that very input.
+        let accepted = &self.state;
+        let known = |t: usize, target: &Target| {
+            let input = plan.layers[target.layer].inputs[0];
+            let same = accepted.masks_current[target.layer]
+                && knobs[t].activation_threshold == accepted.knobs[t].activation_threshold
+                && trace.shares(&accepted.trace, input);
+            Some((accepted.masks[target.layer].clone().filter(|_| same)?, accepted.mask_zeros[target.layer]))
+        };
+        let pick = self.statistics_images.as_deref();
+        let (masks, mask_zeros) = tally_all(&plan, &trace, &self.targets, pick, &mut network, known);
         for (t, target) in self.targets.iter().enumerate() {
             if knobs[t].prunes() {
                 let weight = layer_weights(&plan, target.layer);
@@ -183,6 +195,7 @@ impl Evaluator<'_> {
             knobs: knobs.to_vec(),
             metrics,
             trace,
+            masks_current: vec![true; masks.len()],
             masks,
             mask_zeros,
             network,
