@@ -779,6 +779,46 @@ mod tests {
     }
 
     #[test]
+    fn a_width_move_tallies_again_the_masks_a_drift_kept() {
+        let (graph, board, images) = crate::testing::fmnist_cnn(64);
+        let options = DesignOptions::default();
+        let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
+        let new =
+            |g| Evaluator::new(g, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, false);
+        let mut eval = new(&graph).unwrap();
+        let n = eval.targets().len();
+        // The first conv's smallest weights pruned: the second conv's input moves a little,
+        // its zeros too, but within the drift its masks are kept through.
+        let second = eval.targets()[1].layer;
+        let input = eval.plan.layers[second].inputs[0];
+        let mut knobs = vec![LayerKnobs::default(); n];
+        let drifted = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08].into_iter().find_map(|threshold| {
+            knobs[0].weight_threshold = Some(threshold);
+            let c = eval.evaluate(&knobs).unwrap();
+            let zeros = zero_share(c.trace.value(input), None);
+            (!c.masks_current[second] && zeros != c.mask_zeros[second]).then_some(c)
+        });
+        eval.accept(drifted.expect("a threshold whose drift is within STATISTICS_DRIFT")).unwrap();
+        // A width move downstream of it (the classifier and the stream it reads) leaves the
+        // second conv's input as it is; its masks are tallied again all the same.
+        knobs[n - 1].weight_bits = Some(8);
+        let moved = eval.evaluate(&knobs).unwrap();
+        assert!(moved.trace.shares(&eval.accepted().trace, eval.plan.layers[second].inputs[0]));
+        // A fresh evaluator of the same knobs at the same widths tallies everything.
+        let mut pruned = graph.clone();
+        let names = eval.targets().iter().map(|t| t.name.clone());
+        let thresholds = knobs.iter().map(|k| LayerKnobs { weight_bits: None, ..*k });
+        let layers = names.zip(thresholds).filter(|(_, k)| k.any()).collect();
+        crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
+        let options = DesignOptions { precision: eval.widths_of(&knobs), ..options.clone() };
+        let fresh =
+            Evaluator::new(&pruned, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, false)
+                .unwrap();
+        assert_eq!(moved.masks, fresh.accepted().masks);
+        assert_eq!(moved.mask_zeros, fresh.accepted().mask_zeros);
+    }
+
+    #[test]
     fn estimates_asked_together_match_estimates_asked_one_at_a_time() {
         let (graph, board, images) = crate::testing::fmnist_cnn(32);
         let options = DesignOptions::default();
