@@ -63,7 +63,7 @@ pub enum StageKind {
 }
 
 /// One layer's stage.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Stage {
     /// The layer.
     pub node: NodeId,

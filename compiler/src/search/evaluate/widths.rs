@@ -2,9 +2,7 @@
 //! hardware estimate of a change of widths, and its evaluation, which re-quantizes the
 //! whole network (every format downstream of a narrowed stream moves).
 
-use super::{
-    all_choices, apply_knobs, layer_weights, tally_all, thresholds_differ, Candidate, Evaluator, Metrics, Target,
-};
+use super::{apply_knobs, layer_weights, tally_all, thresholds_differ, Candidate, Evaluator, Metrics, Target};
 use crate::alloc::exact::choices_of_stage;
 use crate::design::{encoded_weight_bits, DesignOptions, Widths};
 use crate::error::Result;
@@ -188,7 +186,22 @@ impl Evaluator<'_> {
                     encoded_weight_bits(weight, target.rows, target.biases, bits);
             }
         }
-        let stage_choices = all_choices(&network, self.board);
+        // A stage's choices depend on nothing but the stage, its statistics and the folds:
+        // where all three are as accepted, so are its choices.
+        let budget = Budget::of(self.board);
+        let stage_choices: Vec<_> = (0..network.stages.len())
+            .into_par_iter()
+            .map(|i| {
+                let (was, now) = (&accepted.network, &network);
+                let same = was.folds == now.folds
+                    && was.stages.get(i) == Some(&now.stages[i])
+                    && was.sparsity.get(i) == Some(&now.sparsity[i]);
+                match accepted.stage_choices.get(i) {
+                    Some(kept) if same => kept.clone(),
+                    _ => Arc::new(choices_of_stage(&network, i, &budget)),
+                }
+            })
+            .collect();
         let mut metrics = self.hardware(&network, &stage_choices)?;
         (metrics.top1, metrics.disagreement, metrics.divergence) = self.accuracy.measure(trace.value(plan.outputs[0]));
         Ok(Candidate {
