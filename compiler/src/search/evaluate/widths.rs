@@ -186,8 +186,9 @@ impl Evaluator<'_> {
                     encoded_weight_bits(weight, target.rows, target.biases, bits);
             }
         }
-        // A stage's choices depend on nothing but the stage, its statistics and the folds:
-        // where all three are as accepted, so are its choices.
+        // A stage's choices depend on nothing but the stage, its statistics, the folds and
+        // the board (`alloc::choices::enumerate`): where they are as accepted, so are its
+        // choices.
         let budget = Budget::of(self.board);
         let stage_choices: Vec<_> = (0..network.stages.len())
             .into_par_iter()
