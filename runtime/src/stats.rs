@@ -198,8 +198,11 @@ pub fn measure_window_masks(plan: &Plan, images: &Tensor) -> Result<Measured, Ru
         plan.layers.iter().map(|l| is_counted(l).then(WindowMasks::default)).collect();
     let per_image: usize = plan.input_shape.iter().product();
     let batch = images.batch();
+    // The first output, image after image (a plan built by hand may have none: then empty).
+    let first_output = plan.outputs.first().map(|&o| plan.value_shape(o));
+    let mut output_shape = vec![batch];
+    output_shape.extend_from_slice(first_output.unwrap_or(&[0]));
     let mut output = Vec::new();
-    let mut output_shape = vec![batch, 0];
     for start in (0..batch).step_by(CHUNK) {
         let n = CHUNK.min(batch - start);
         let mut shape = vec![n];
@@ -210,12 +213,8 @@ pub fn measure_window_masks(plan: &Plan, images: &Tensor) -> Result<Measured, Ru
                 total.merge(&window_masks(plan, index, inputs[0]));
             }
         })?;
-        // (A loaded plan has an output; one built by hand may not, and then there is none.)
         if let Some(first) = outputs.into_iter().next() {
-            let (shape, data) = first.into_parts();
-            output_shape.truncate(1);
-            output_shape.extend_from_slice(&shape[1..]);
-            output.extend(data);
+            output.extend(first.into_parts().1);
         }
     }
     Ok(Measured {
