@@ -526,13 +526,13 @@ impl Greedy {
 /// Run the strategy from the evaluator's accepted state.
 pub(super) fn run(eval: &mut Evaluator, ctx: &mut Context) -> Result<Stop> {
     let mut greedy = Greedy::new(eval, ctx.widths);
-    greedy.narrow_everywhere(eval, ctx)?;
+    tracing::debug_span!("narrow").in_scope(|| greedy.narrow_everywhere(eval, ctx))?;
     loop {
         if let Some(stop) = ctx.stop_reason() {
             return Ok(stop);
         }
         let current = eval.accepted().metrics;
-        let mut moves = greedy.paying_moves(eval, &current)?;
+        let mut moves = tracing::debug_span!("moves").in_scope(|| greedy.paying_moves(eval, &current))?;
         let _round = tracing::debug_span!("round", moves = moves.len(), score = current.score).entered();
         let chosen = match greedy.choose(eval, ctx, &mut moves, &current)? {
             Pick::Move(chosen) => *chosen,

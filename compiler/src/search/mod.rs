@@ -171,7 +171,7 @@ pub fn search(
         crate::design::design(graph, board, &DesignOptions { sparsity: Default::default(), ..design.clone() })?;
     let free = eval.accepted().metrics;
     // The sample's figure would differ from what a compile with --calib reports.
-    let free_zeros_fps = eval.throughput_on_all_images()?;
+    let free_zeros_fps = tracing::debug_span!("all-images").in_scope(|| eval.throughput_on_all_images())?;
     let bar = progress_bar(options.progress);
     let mut ctx = Context {
         budget: AccuracyBudget { dense_top1: free.top1, max_drop: options.max_accuracy_drop },

@@ -82,12 +82,20 @@ pub fn layer_counts(plan: &Plan, index: usize, masks: &WindowMasks) -> LayerCoun
         .map(|(c, seen)| {
             let (g, local) = (c / per_group_in, c % per_group_in);
             let mut h = vec![0u64; per_group_out * bins];
+            // Filters whose kernels zero the same taps share a histogram: worked out once
+            // per distinct mask (all of them alike in an unpruned layer).
+            let mut first_with: std::collections::HashMap<u128, usize> = Default::default();
             for f in 0..per_group_out {
                 let w = weight_masks[(g * per_group_out + f) * per_group_in + local];
+                if let Some(&first) = first_with.get(&w) {
+                    h.copy_within(first * bins..(first + 1) * bins, f * bins);
+                    continue;
+                }
                 let hf = &mut h[f * bins..][..bins];
                 for &(m, n) in seen {
                     hf[(m | w).count_ones() as usize] += n;
                 }
+                first_with.insert(w, f);
             }
             h
         })

@@ -25,7 +25,7 @@ use crate::design::Widths;
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, NodeId, Op as IrOp, WeightId};
 use crate::quantize::weight_format;
-use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::{Llt, Solve};
 use faer::{Accum, Mat, Par, Side};
 use hass_proto::fixed::Format;
@@ -121,24 +121,35 @@ impl Patches {
         self.of_images(&[image], g)
     }
 
-    /// Group `g`'s patches of several images, one after the other.
+    /// Group `g`'s patches of several images, one after the other. Filled a column (one
+    /// channel and tap) at a time: the matrix is column-major, and along a column only the
+    /// output position moves.
     fn of_images(&self, images: &[&[f32]], g: usize) -> Mat<f64> {
         let ([h, w], [oh, ow], [kh, kw]) = (self.in_hw, self.out_hw, self.kernel);
-        Mat::from_fn(images.len() * oh * ow, self.fan_in() + 1, |p, j| {
-            if j == self.fan_in() {
-                return 1.0;
-            }
-            let image = images[p / (oh * ow)];
-            let p = p % (oh * ow);
+        let (fan_in, per_image) = (self.fan_in(), oh * ow);
+        let mut m = Mat::<f64>::zeros(images.len() * per_image, fan_in + 1);
+        m.col_as_slice_mut(fan_in).fill(1.0);
+        // The input row or column a tap at offset `k` reads from output position `o`, if
+        // inside the map.
+        let at = |o: usize, k: usize, axis: usize, size: usize| {
+            (o * self.stride[axis] + k * self.dilation[axis]).checked_sub(self.pad[axis]).filter(|&v| v < size)
+        };
+        for j in 0..fan_in {
             let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
-            let (oy, ox) = (p / ow, p % ow);
-            let y = (oy * self.stride[0] + ky * self.dilation[0]).checked_sub(self.pad[0]).filter(|&y| y < h);
-            let x = (ox * self.stride[1] + kx * self.dilation[1]).checked_sub(self.pad[1]).filter(|&x| x < w);
-            match (y, x) {
-                (Some(y), Some(x)) => image[((g * self.channels_per_group + c) * h + y) * w + x] as f64,
-                _ => 0.0,
+            let column = m.col_as_slice_mut(j);
+            for (image, out) in images.iter().zip(column.chunks_exact_mut(per_image)) {
+                let plane = &image[(g * self.channels_per_group + c) * h * w..][..h * w];
+                for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+                    let Some(y) = at(oy, ky, 0, h) else { continue };
+                    for (ox, v) in out_row.iter_mut().enumerate() {
+                        if let Some(x) = at(ox, kx, 1, w) {
+                            *v = plane[y * w + x] as f64;
+                        }
+                    }
+                }
             }
-        })
+        }
+        m
     }
 }
 
@@ -160,10 +171,26 @@ impl Gram {
         let per_block = (PATCH_ROWS_PER_BLOCK / (patches.out_hw[0] * patches.out_hw[1]).max(1)).max(1);
         let groups = (0..patches.groups)
             .map(|g| {
+                // The product is symmetric: its lower half is worked out, then mirrored.
                 let mut h = Mat::<f64>::zeros(n, n);
                 for block in images.chunks(per_block) {
                     let x = patches.of_images(block, g);
-                    matmul(h.as_mut(), Accum::Add, x.transpose(), &x, 1.0, Par::Seq);
+                    triangular::matmul(
+                        h.as_mut(),
+                        BlockStructure::TriangularLower,
+                        Accum::Add,
+                        x.transpose(),
+                        BlockStructure::Rectangular,
+                        &x,
+                        BlockStructure::Rectangular,
+                        1.0,
+                        Par::Seq,
+                    );
+                }
+                for j in 1..n {
+                    for i in 0..j {
+                        h[(i, j)] = h[(j, i)];
+                    }
                 }
                 h
             })
@@ -598,6 +625,39 @@ mod tests {
         super::super::prune::apply(&mut pruned, &config).unwrap();
         let (w, _) = weight_and_bias(&pruned.node(pruned.layers()[0]).op);
         assert_ne!(pruned.weights.tensor(w).data, fresh[0].0);
+    }
+
+    #[test]
+    fn patches_of_several_images_read_each_tap_where_the_window_puts_it() {
+        // Stride, dilation, padding and groups at once, two images: every entry against
+        // the tap's position worked out on its own.
+        let (c_in, hw, out) = (4, [6, 5], [3, 3]);
+        let conv = Conv {
+            pads: [2, 1, 2, 1],
+            stride: [2, 1],
+            dilation: [2, 2],
+            groups: 2,
+            ..Conv::new(values(1, 2 * 2 * 9), c_in, 2, [3, 3])
+        };
+        let patches = Patches::of(&Op::Conv(conv), &[c_in, hw[0], hw[1]], &[2, out[0], out[1]]).unwrap();
+        let input = values(7, 2 * c_in * hw[0] * hw[1]);
+        let images: Vec<&[f32]> = input.chunks_exact(c_in * hw[0] * hw[1]).collect();
+        for g in 0..2 {
+            let m = patches.of_images(&images, g);
+            assert_eq!((m.nrows(), m.ncols()), (2 * out[0] * out[1], 19));
+            for p in 0..m.nrows() {
+                let (image, oy, ox) = (p / 9, p % 9 / 3, p % 3);
+                for j in 0..18 {
+                    let (c, ky, kx) = (g * 2 + j / 9, j / 3 % 3, j % 3);
+                    let (y, x) = ((oy * 2 + ky * 2) as isize - 2, (ox + kx * 2) as isize - 1);
+                    let inside = (0..hw[0] as isize).contains(&y) && (0..hw[1] as isize).contains(&x);
+                    let expected =
+                        if inside { images[image][(c * hw[0] + y as usize) * hw[1] + x as usize] as f64 } else { 0.0 };
+                    assert_eq!(m[(p, j)], expected, "group {g} row {p} column {j}");
+                }
+                assert_eq!(m[(p, 18)], 1.0);
+            }
+        }
     }
 
     #[test]

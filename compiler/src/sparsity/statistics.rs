@@ -80,6 +80,7 @@ pub fn calibration_plan(
     images: &hass_runtime::Tensor,
     quantization: Option<&Quantization>,
 ) -> Result<hass_runtime::Plan> {
+    let _span = tracing::debug_span!("calibration-plan").entered();
     let bytes = crate::backend::emit(graph, board, &Default::default(), quantization)?;
     let plan = hass_runtime::load_bytes(&bytes)
         .map_err(|e| CompileError::internal(format!("the runtime rejects the artifact the backend wrote: {e}")))?;

@@ -77,6 +77,7 @@ impl Evaluator<'_> {
     /// then their stages are costed, then the allocations run; both in parallel.
     pub fn estimate_all(&mut self, candidates: &[Vec<LayerKnobs>]) -> Vec<Result<Metrics>> {
         let kinds: Vec<Kind> = candidates.iter().map(|k| self.kind(k)).collect();
+        let counting = tracing::debug_span!("count").entered();
         let mut prepared = Vec::with_capacity(kinds.len());
         let mut uncosted = Vec::new();
         for (knobs, kind) in candidates.iter().zip(&kinds) {
@@ -86,6 +87,8 @@ impl Evaluator<'_> {
                 _ => Ok(()),
             });
         }
+        drop(counting);
+        let _costing = tracing::debug_span!("cost", stages = uncosted.len()).entered();
         // Costing a stage's foldings is most of a one-layer estimate: every move's at once.
         let budget = crate::hw::Budget::of(self.board);
         let costed: Vec<(EstimateKey, Estimated)> = uncosted
@@ -147,8 +150,8 @@ impl Evaluator<'_> {
         {
             return Ok(None);
         }
-        self.apply(knobs);
-        let (c, _) = self.counted(knobs, &[t], self.state.trace.clone());
+        tracing::debug_span!("apply").in_scope(|| self.apply(knobs));
+        let (c, _) = tracing::debug_span!("tally").in_scope(|| self.counted(knobs, &[t], self.state.trace.clone()));
         self.apply(&self.state.knobs.clone());
         let sparsity = c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?;
         let encoded_weight_bits = c.network.stages[stage].encoded_weight_bits;

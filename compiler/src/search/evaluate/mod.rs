@@ -174,6 +174,7 @@ impl<'a> Evaluator<'a> {
         seed: u64,
         reconstruct: bool,
     ) -> Result<Evaluator<'a>> {
+        let _span = tracing::debug_span!("evaluator").entered();
         let statistics_images = statistics_images(images.batch(), seed);
         if ranges.is_some() {
             options.precision.check(graph)?;
@@ -185,12 +186,14 @@ impl<'a> Evaluator<'a> {
         let targets = targets::discover(graph, &plan, &network)?;
         let weight_bits =
             quantization.map(|q| targets.iter().map(|t| q.layers[&network.stages[t.stage].node].weight_bits).collect());
-        let trace = Trace::new(&plan, images)?;
+        let trace = tracing::debug_span!("trace").in_scope(|| Trace::new(&plan, images))?;
         let accuracy = Accuracy::new(trace.value(plan.outputs[0]), images.batch(), labels)?;
         let pick = statistics_images.as_deref();
-        let (masks, mask_zeros) = tally_all(&plan, &trace, &targets, pick, &mut network, |_, _| None);
+        let (masks, mask_zeros) = tracing::debug_span!("tally")
+            .in_scope(|| tally_all(&plan, &trace, &targets, pick, &mut network, |_, _| None));
         let widths = options.precision.clone();
         let refits = if reconstruct {
+            let _span = tracing::debug_span!("grams").entered();
             let mut grams = reconstruct::grams(graph, board, images, |name| targets.iter().any(|t| t.name == name))?;
             let grams = targets.iter().map(|t| grams.remove(&t.name)).collect();
             Some(Refits { grams, cache: Default::default() })
@@ -198,7 +201,7 @@ impl<'a> Evaluator<'a> {
             None
         };
         let knobs = vec![LayerKnobs::default(); targets.len()];
-        let stage_choices = all_choices(&network, board);
+        let stage_choices = tracing::debug_span!("choices").in_scope(|| all_choices(&network, board));
         let mut evaluator = Evaluator {
             graph,
             board,
@@ -317,8 +320,8 @@ impl<'a> Evaluator<'a> {
         }
         let changed = self.apply(knobs);
         let layers: Vec<usize> = changed.iter().map(|&t| self.targets[t].layer).collect();
-        let trace = self.state.trace.rerun(&self.plan, &layers);
-        let candidate = self.with_statistics(knobs, &changed, trace);
+        let trace = tracing::debug_span!("rerun").in_scope(|| self.state.trace.rerun(&self.plan, &layers));
+        let candidate = tracing::debug_span!("statistics").in_scope(|| self.with_statistics(knobs, &changed, trace));
         self.apply(&self.state.knobs.clone());
         let mut candidate = candidate?;
         let (top1, disagreement, divergence) = self.accuracy.measure(candidate.trace.value(self.plan.outputs[0]));

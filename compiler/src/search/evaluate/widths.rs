@@ -155,6 +155,7 @@ impl Evaluator<'_> {
         let bits = self.weight_bits_at(&widths);
         let dense = vec![LayerKnobs::default(); knobs.len()];
         apply_knobs(&mut plan, &self.targets, &mut self.refits, bits.as_deref(), &dense, knobs);
+        let _rerun = tracing::debug_span!("rerun").entered();
         let trace = match self.narrowed_layers(&plan, &widths) {
             Some(mut roots) => {
                 // And the layers whose thresholds move with the widths.
@@ -164,6 +165,7 @@ impl Evaluator<'_> {
             }
             None => Trace::new(&plan, self.images)?,
         };
+        drop(_rerun);
         let options = DesignOptions { precision: widths.clone(), ..self.options.clone() };
         let mut network = crate::design::network(self.graph, &options)?;
         // A target whose input and threshold stay keeps its masks, if they were tallied on
@@ -177,7 +179,8 @@ impl Evaluator<'_> {
             Some((accepted.masks[target.layer].clone().filter(|_| same)?, accepted.mask_zeros[target.layer]))
         };
         let pick = self.statistics_images.as_deref();
-        let (masks, mask_zeros) = tally_all(&plan, &trace, &self.targets, pick, &mut network, known);
+        let (masks, mask_zeros) = tracing::debug_span!("tally")
+            .in_scope(|| tally_all(&plan, &trace, &self.targets, pick, &mut network, known));
         for (t, target) in self.targets.iter().enumerate() {
             if knobs[t].prunes() {
                 let weight = layer_weights(&plan, target.layer);
@@ -190,6 +193,7 @@ impl Evaluator<'_> {
         // the board (`alloc::choices::enumerate`): where they are as accepted, so are its
         // choices.
         let budget = Budget::of(self.board);
+        let _choices = tracing::debug_span!("choices").entered();
         let stage_choices: Vec<_> = (0..network.stages.len())
             .into_par_iter()
             .map(|i| {
@@ -203,6 +207,7 @@ impl Evaluator<'_> {
                 }
             })
             .collect();
+        drop(_choices);
         let mut metrics = self.hardware(&network, &stage_choices)?;
         (metrics.top1, metrics.disagreement, metrics.divergence) = self.accuracy.measure(trace.value(plan.outputs[0]));
         Ok(Candidate {
