@@ -53,10 +53,17 @@ impl MaskTally {
         }
     }
 
-    fn add(&mut self, c: usize, mask: u128, n: u64) {
+    /// Tally the windows of channel `c`'s `plane` (see [`plane_zero_masks`]).
+    fn add_plane(&mut self, c: usize, conv: &Conv, plane: &[f32], hw: [usize; 2], out_hw: [usize; 2]) {
         match self {
-            MaskTally::Dense(t) => t[c][mask as usize] += n,
-            MaskTally::Sparse(t) => *t[c].entry(mask).or_default() += n,
+            MaskTally::Dense(t) => {
+                let counts = &mut t[c];
+                plane_zero_masks(conv, plane, hw, out_hw, |m, n| counts[m as usize] += n)
+            }
+            MaskTally::Sparse(t) => {
+                let counts = &mut t[c];
+                plane_zero_masks(conv, plane, hw, out_hw, |m, n| *counts.entry(m).or_default() += n)
+            }
         }
     }
 
@@ -172,7 +179,7 @@ pub fn window_masks(plan: &Plan, index: usize, input: &[f32]) -> WindowMasks {
                 zeros += x.iter().filter(|&&v| v == 0.0).count() as u64;
                 for c in 0..conv.c_in {
                     let plane = &x[c * h * w..][..h * w];
-                    plane_zero_masks(&conv, plane, [h, w], [oh, ow], |m, n| tally.add(c, m, n));
+                    tally.add_plane(c, &conv, plane, [h, w], [oh, ow]);
                 }
                 (tally, zeros)
             },

@@ -33,9 +33,11 @@ pub fn input_zero_mask(conv: &Conv, plane: &[f32], [h, w]: [usize; 2], oy: usize
 }
 
 /// The zero-tap masks of the output positions' windows over one input `plane`, as
-/// (mask, windows) pairs: [`input_zero_mask`] at each position, but from bit rows (one bit
-/// per padded input column, set for zero or padding) so a window costs K_h shifts, and a
-/// plain 1x1 conv costs one count.
+/// (mask, windows) pairs: [`input_zero_mask`] at each position, but a row of windows at a
+/// time. Each padded column gets a code holding, for the K_h input rows the row of windows
+/// reads, whether that row's value there is zero (row `ky` at bit `ky * K_w`); a window's
+/// mask is then its K_w columns' codes, shifted into place. A plain 1x1 conv costs one
+/// count.
 pub fn plane_zero_masks(
     conv: &Conv,
     plane: &[f32],
@@ -50,7 +52,7 @@ pub fn plane_zero_masks(
         emit(0, plane.len() as u64 - zeros);
         return;
     }
-    if conv.dilation != [1, 1] || kw > 64 {
+    if conv.dilation != [1, 1] || kh * kw > 64 {
         for oy in 0..oh {
             for ox in 0..ow {
                 emit(input_zero_mask(conv, plane, [h, w], oy, ox), 1);
@@ -60,31 +62,30 @@ pub fn plane_zero_masks(
     }
     let [sh, sw] = conv.stride;
     let (top, left) = (conv.pads[0], conv.pads[1]);
-    let (rows, cols) = ((oh - 1) * sh + kh, (ow - 1) * sw + kw);
-    let words = cols.div_ceil(64) + 1;
-    // Everything reads as zero (padding) until a non-zero input clears its bit.
-    let mut bits = vec![u64::MAX; rows * words];
-    for y in 0..h.min(rows.saturating_sub(top)) {
-        let row = &mut bits[(y + top) * words..][..words];
-        for (x, &v) in plane[y * w..][..w].iter().enumerate().take(cols.saturating_sub(left)) {
-            let c = x + left;
-            row[c / 64] &= !(u64::from(v != 0.0) << (c % 64));
-        }
-    }
-    let taps = if kw == 64 { u64::MAX } else { (1u64 << kw) - 1 };
+    let cols = (ow - 1) * sw + kw;
+    // Input columns that land inside the padded extent the windows read.
+    let (inside, read) = (left.min(cols)..(left + w).min(cols), cols.saturating_sub(left).min(w));
+    let mut code = vec![0u64; cols];
     for oy in 0..oh {
-        for ox in 0..ow {
-            let (p, mut mask) = (ox * sw, 0u128);
-            let (word, offset) = (p / 64, p % 64);
-            for ky in 0..kh {
-                let row = &bits[(oy * sh + ky) * words..][..words];
-                let mut v = row[word] >> offset;
-                if offset > 0 {
-                    v |= row[word + 1] << (64 - offset);
-                }
-                mask |= ((v & taps) as u128) << (ky * kw);
+        code.fill(0);
+        for ky in 0..kh {
+            let padding = 1u64 << (ky * kw);
+            let y = (oy * sh + ky).checked_sub(top).filter(|&y| y < h);
+            let Some(y) = y else {
+                code.iter_mut().for_each(|c| *c |= padding);
+                continue;
+            };
+            code[..inside.start].iter_mut().for_each(|c| *c |= padding);
+            code[inside.end..].iter_mut().for_each(|c| *c |= padding);
+            let row = &plane[y * w..][..read];
+            for (c, &v) in code[inside.clone()].iter_mut().zip(row) {
+                *c |= u64::from(v == 0.0) << (ky * kw);
             }
-            emit(mask, 1);
+        }
+        for ox in 0..ow {
+            let columns = &code[ox * sw..][..kw];
+            let mask = columns.iter().enumerate().fold(0u64, |m, (kx, &c)| m | c << kx);
+            emit(u128::from(mask), 1);
         }
     }
 }
@@ -94,9 +95,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bit_rows_give_the_same_masks_as_tap_by_tap() {
-        for (k, s, p, h, w) in [(3, 1, 1, 7, 9), (3, 2, 1, 8, 8), (1, 1, 0, 5, 5), (5, 2, 2, 11, 70), (7, 2, 3, 9, 130)]
-        {
+    fn column_codes_give_the_same_masks_as_tap_by_tap() {
+        let cases = [
+            (3, 1, 1, 7, 9),
+            (3, 2, 1, 8, 8),
+            (1, 1, 0, 5, 5),
+            (5, 2, 2, 11, 70),
+            (7, 2, 3, 9, 130),
+            (2, 1, 0, 6, 6),
+            (3, 1, 0, 5, 5),
+            (3, 3, 2, 10, 10),
+            // 81 taps: beyond a 64-bit code, tap by tap.
+            (9, 1, 4, 12, 12),
+        ];
+        for (k, s, p, h, w) in cases {
             let conv = Conv { stride: [s, s], pads: [p; 4], ..Conv::new(Vec::new(), 1, 1, [k, k]) };
             let plane: Vec<f32> = (0..h * w).map(|i| if (i * 7919) % 5 < 2 { 0.0 } else { 1.0 }).collect();
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
