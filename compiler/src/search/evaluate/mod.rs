@@ -137,6 +137,10 @@ pub struct Evaluator<'a> {
     weight_bits: Option<Vec<u32>>,
     /// With reconstruction on, every pruned target is re-fitted (see [`Refits`]).
     refits: Option<Refits>,
+    /// The accepted state's layer of each target the plan holds at other knobs now: coming
+    /// back to the accepted knobs (after every candidate) puts it back instead of pruning
+    /// and quantizing again.
+    accepted_layers: std::collections::HashMap<usize, hass_runtime::plan::Layer>,
 }
 
 /// What re-fitting pruned targets needs, and what it has computed.
@@ -232,6 +236,7 @@ impl<'a> Evaluator<'a> {
             evaluations: 0,
             weight_bits,
             refits,
+            accepted_layers: Default::default(),
         };
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
@@ -346,6 +351,8 @@ impl<'a> Evaluator<'a> {
             }
         }
         self.state = candidate;
+        // (Kept for the old state; a move away from the new one keeps its layer afresh.)
+        self.accepted_layers.clear();
         let (targets, masks) = (&self.targets, &self.state.masks);
         self.estimates
             .retain(|&(t, _, _), e| masks[targets[t].layer].as_ref().is_some_and(|m| Arc::ptr_eq(m, &e.input)));
@@ -379,8 +386,20 @@ impl<'a> Evaluator<'a> {
     /// Set the plan's layers to `knobs`; returns the targets whose knobs differ from the
     /// accepted ones.
     fn apply(&mut self, knobs: &[LayerKnobs]) -> Vec<usize> {
+        let mut held = self.applied.clone();
+        for (t, target) in self.targets.iter().enumerate() {
+            let accepted = &self.state.knobs[t];
+            if held[t] == *accepted && knobs[t] != *accepted {
+                self.accepted_layers.insert(t, self.plan.layers[target.layer].clone());
+            } else if held[t] != *accepted && knobs[t] == *accepted {
+                if let Some(layer) = self.accepted_layers.remove(&t) {
+                    self.plan.layers[target.layer] = layer;
+                    held[t] = *accepted;
+                }
+            }
+        }
         let bits = self.weight_bits.as_deref();
-        apply_knobs(&mut self.plan, &self.targets, &mut self.refits, bits, &self.applied, knobs);
+        apply_knobs(&mut self.plan, &self.targets, &mut self.refits, bits, &held, knobs);
         self.applied = knobs.to_vec();
         (0..knobs.len()).filter(|&t| knobs[t] != self.state.knobs[t]).collect()
     }
@@ -727,6 +746,48 @@ mod tests {
     fn incremental_evaluation_matches_a_fresh_one() {
         incremental_matches_fresh(crate::quantize::Datapath::Float);
         incremental_matches_fresh(crate::quantize::Datapath::Fixed);
+    }
+
+    #[test]
+    fn candidates_leave_the_plan_at_the_accepted_layers() {
+        // Pruned and re-fitted layers come back from candidates as they were accepted:
+        // estimates and evaluations afterwards see the accepted model.
+        let (graph, board, images) = crate::testing::fmnist_cnn(32);
+        let options = DesignOptions::default();
+        let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
+        let q = Some(&ranges);
+        let mut eval =
+            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, None, 0, true).unwrap();
+        let n = eval.targets().len();
+        let mut accepted = vec![LayerKnobs::default(); n];
+        accepted[0].weight_sparsity = Some(0.5);
+        let candidate = eval.evaluate(&accepted).unwrap();
+        eval.accept(candidate).unwrap();
+        let snapshot = |e: &Evaluator| -> Vec<(Vec<f32>, Vec<f64>, Vec<i64>)> {
+            let exact = |l: &hass_runtime::plan::Layer| {
+                let channels = l.fixed.as_ref().and_then(|f| f.channels.as_ref()).expect("fixed-point weights");
+                (channels.weight().to_vec(), channels.bias().to_vec())
+            };
+            let of = |t: &Target| {
+                let (weight, bias) = exact(&e.plan.layers[t.layer]);
+                (layer_weights(&e.plan, t.layer).to_vec(), weight, bias)
+            };
+            e.targets.iter().map(of).collect()
+        };
+        let before = snapshot(&eval);
+        let mut other = accepted.clone();
+        other[0].weight_sparsity = Some(0.8);
+        other[1].weight_sparsity = Some(0.3);
+        other[2].activation_threshold = Some(0.25);
+        eval.evaluate(&other).unwrap();
+        let mut one = accepted.clone();
+        one[0].weight_sparsity = Some(0.7);
+        eval.estimate_all(&[one]).remove(0).unwrap();
+        assert_eq!(snapshot(&eval), before);
+        // Evaluating the accepted knobs again gives the accepted outputs.
+        let again = eval.evaluate(&accepted).unwrap();
+        let output = |c: &Candidate| c.trace.value(eval.plan.outputs[0]).to_vec();
+        assert_eq!(output(&again), output(eval.accepted()));
     }
 
     #[test]
