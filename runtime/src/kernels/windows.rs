@@ -64,7 +64,7 @@ pub fn plane_zero_masks(
     let (top, left) = (conv.pads[0], conv.pads[1]);
     let cols = (ow - 1) * sw + kw;
     // Input columns that land inside the padded extent the windows read.
-    let (inside, read) = (left.min(cols)..(left + w).min(cols), cols.saturating_sub(left).min(w));
+    let inside = left.min(cols)..(left + w).min(cols);
     let mut code = vec![0u64; cols];
     for oy in 0..oh {
         code.fill(0);
@@ -77,7 +77,7 @@ pub fn plane_zero_masks(
             };
             code[..inside.start].iter_mut().for_each(|c| *c |= padding);
             code[inside.end..].iter_mut().for_each(|c| *c |= padding);
-            let row = &plane[y * w..][..read];
+            let row = &plane[y * w..][..inside.len()];
             for (c, &v) in code[inside.clone()].iter_mut().zip(row) {
                 *c |= u64::from(v == 0.0) << (ky * kw);
             }

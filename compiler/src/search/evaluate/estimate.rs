@@ -88,22 +88,24 @@ impl Evaluator<'_> {
             });
         }
         drop(counting);
-        let _costing = tracing::debug_span!("cost", stages = uncosted.len()).entered();
+        let costing = tracing::debug_span!("cost", stages = uncosted.len());
         // Costing a stage's foldings is most of a one-layer estimate: every move's at once.
         let budget = crate::hw::Budget::of(self.board);
-        let costed: Vec<(EstimateKey, Estimated)> = uncosted
-            .into_par_iter()
-            .map(|u| {
-                let choices = Arc::new(choices_of_stage(&u.network, u.stage, &budget));
-                let entry = Estimated {
-                    input: u.input,
-                    sparsity: u.sparsity,
-                    encoded_weight_bits: u.encoded_weight_bits,
-                    choices,
-                };
-                (u.key, entry)
-            })
-            .collect();
+        let costed: Vec<(EstimateKey, Estimated)> = costing.in_scope(|| {
+            uncosted
+                .into_par_iter()
+                .map(|u| {
+                    let choices = Arc::new(choices_of_stage(&u.network, u.stage, &budget));
+                    let entry = Estimated {
+                        input: u.input,
+                        sparsity: u.sparsity,
+                        encoded_weight_bits: u.encoded_weight_bits,
+                        choices,
+                    };
+                    (u.key, entry)
+                })
+                .collect()
+        });
         self.estimates.extend(costed);
         let this = &*self;
         kinds

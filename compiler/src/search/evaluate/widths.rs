@@ -155,17 +155,15 @@ impl Evaluator<'_> {
         let bits = self.weight_bits_at(&widths);
         let dense = vec![LayerKnobs::default(); knobs.len()];
         apply_knobs(&mut plan, &self.targets, &mut self.refits, bits.as_deref(), &dense, knobs);
-        let _rerun = tracing::debug_span!("rerun").entered();
-        let trace = match self.narrowed_layers(&plan, &widths) {
+        let trace = tracing::debug_span!("rerun").in_scope(|| match self.narrowed_layers(&plan, &widths) {
             Some(mut roots) => {
                 // And the layers whose thresholds move with the widths.
                 let moved = |t: &usize| thresholds_differ(&knobs[*t], &self.state.knobs[*t]);
                 roots.extend((0..knobs.len()).filter(moved).map(|t| self.targets[t].layer));
-                self.state.trace.rerun(&plan, &roots)
+                Ok(self.state.trace.rerun(&plan, &roots))
             }
-            None => Trace::new(&plan, self.images)?,
-        };
-        drop(_rerun);
+            None => Trace::new(&plan, self.images),
+        })?;
         let options = DesignOptions { precision: widths.clone(), ..self.options.clone() };
         let mut network = crate::design::network(self.graph, &options)?;
         // A target whose input and threshold stay keeps its masks, if they were tallied on
@@ -193,21 +191,22 @@ impl Evaluator<'_> {
         // the board (`alloc::choices::enumerate`): where they are as accepted, so are its
         // choices.
         let budget = Budget::of(self.board);
-        let _choices = tracing::debug_span!("choices").entered();
-        let stage_choices: Vec<_> = (0..network.stages.len())
-            .into_par_iter()
-            .map(|i| {
-                let (was, now) = (&accepted.network, &network);
-                let same = was.folds == now.folds
-                    && was.stages.get(i) == Some(&now.stages[i])
-                    && was.sparsity.get(i) == Some(&now.sparsity[i]);
-                match accepted.stage_choices.get(i) {
-                    Some(kept) if same => kept.clone(),
-                    _ => Arc::new(choices_of_stage(&network, i, &budget)),
-                }
-            })
-            .collect();
-        drop(_choices);
+        let choices = tracing::debug_span!("choices");
+        let stage_choices: Vec<_> = choices.in_scope(|| {
+            (0..network.stages.len())
+                .into_par_iter()
+                .map(|i| {
+                    let (was, now) = (&accepted.network, &network);
+                    let same = was.folds == now.folds
+                        && was.stages.get(i) == Some(&now.stages[i])
+                        && was.sparsity.get(i) == Some(&now.sparsity[i]);
+                    match accepted.stage_choices.get(i) {
+                        Some(kept) if same => kept.clone(),
+                        _ => Arc::new(choices_of_stage(&network, i, &budget)),
+                    }
+                })
+                .collect()
+        });
         let mut metrics = self.hardware(&network, &stage_choices)?;
         (metrics.top1, metrics.disagreement, metrics.divergence) = self.accuracy.measure(trace.value(plan.outputs[0]));
         Ok(Candidate {
