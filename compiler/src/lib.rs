@@ -137,12 +137,19 @@ pub fn compile_searched(
         ));
     }
     // The dense model's activation ranges, on the images the search evaluates: its formats
-    // at any widths come from them.
-    let ranges = match options.datapath {
-        quantize::Datapath::Fixed => Some(quantize::measure_ranges(&graph, board, Some(&images))?),
-        quantize::Datapath::Float => None,
+    // at any widths come from them. The same float run gives the Gram matrices re-fits read.
+    let (ranges, grams) = match options.datapath {
+        quantize::Datapath::Fixed => {
+            let grams = |plan: &_, trace: &_| {
+                let _span = tracing::debug_span!("grams").entered();
+                search.reconstruct.then(|| sparsity::reconstruct::grams_of_run(plan, trace, |_| true))
+            };
+            let (ranges, grams) = quantize::measure_ranges_and(&graph, board, Some(&images), grams)?;
+            (Some(ranges), grams)
+        }
+        quantize::Datapath::Float => (None, None),
     };
-    let mut result = search::search(&graph, board, &options.design, &images, search, ranges.as_ref())?;
+    let mut result = search::search(&graph, board, &options.design, &images, search, ranges.as_ref(), grams)?;
     // The widths it chose (the ones it started from when it narrowed none).
     let design = design::DesignOptions { precision: result.config.widths(), ..options.design.clone() };
     let options = CompileOptions { pruning: result.config.clone(), design, ..options.clone() };

@@ -114,6 +114,13 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                         for (fi, &fine) in fines.iter().enumerate() {
                             let full = ci == cin_g && cg == *groups;
                             for (si, &spatial) in if full { &spatials[..] } else { &[1][..] }.iter().enumerate() {
+                                // The multipliers alone already over budget: skip the costing.
+                                // (Before the cycles: they are most of a sparse stage's
+                                // costing, and the multipliers only grow with coarse_out, so
+                                // no later slot reads a skipped one.)
+                                if ((cg * ci * co * fine * spatial) as f64 * dsp_per_mult).ceil() > budget.dsp {
+                                    continue;
+                                }
                                 let folding =
                                     Folding { coarse_in: ci, coarse_out: co, coarse_group: cg, fine, spatial };
                                 let cycles = conv_cycles(stage, folding, sparsity);
@@ -122,10 +129,6 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
                                     continue;
                                 }
                                 *slot = cycles;
-                                // The multipliers alone already over budget: skip the costing.
-                                if ((cg * ci * co * fine * spatial) as f64 * dsp_per_mult).ceil() > budget.dsp {
-                                    continue;
-                                }
                                 let (core, weights) = conv_cost_parts(stage, folding, sparsity);
                                 if core.usage.dsp > budget.dsp || core.usage.lut > budget.lut {
                                     continue; // wider spatial parallelism only costs more

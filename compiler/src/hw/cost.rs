@@ -31,7 +31,7 @@
 
 use super::memory;
 use super::modules;
-use super::sparse::{max_stream_mean, LayerSparsity};
+use super::sparse::{max_stream_mean, LayerSparsity, Part};
 use super::stage::{LaneOp, Stage, StageKind};
 use super::{Precision, Usage};
 use crate::ir::{Activation, EltwiseKind, PoolKind};
@@ -143,17 +143,21 @@ fn sparse_pixel_cycles(kind: &StageKind, f: Folding, s: &LayerSparsity) -> f64 {
         }
         s => {
             let streams = f.coarse_in * f.coarse_group;
-            let loads = s.loads(window, f.fine);
-            let worst = if loads.channels.len() == 1 {
-                loads.channels[0]
-            } else {
-                max_stream_mean(&loads.channels, &s.stream_assignment(window, f.fine, streams), streams)
-            };
+            let worst = s.memo.part_or(Part::BusiestStream { fine: f.fine, streams }, || {
+                let loads = s.loads(window, f.fine);
+                if loads.channels.len() == 1 {
+                    loads.channels[0]
+                } else {
+                    max_stream_mean(&loads.channels, &s.stream_assignment(window, f.fine, streams), streams)
+                }
+            });
             // A 1x1 window holds one product: skipping needs compaction across the input
             // streams, so the speed-up is capped at coarse_in (none with one stream).
             let worst = if window == 1 { worst.max(1.0 / f.coarse_in as f64) } else { worst };
             // Filter lanes: the busiest one, if filters differ.
-            let lanes = s.lane_passes(window, f.fine, groups, f.coarse_out);
+            let lanes = s.memo.part_or(Part::LanePasses { fine: f.fine, lanes: f.coarse_out }, || {
+                s.lane_passes(window, f.fine, groups, f.coarse_out)
+            });
             let filter_passes = if lanes.is_nan() { filter_passes } else { lanes };
             channel_passes as f64 * filter_passes * worst
         }
@@ -434,6 +438,41 @@ mod tests {
         let sparse = conv_cycles(&s, fold(4, 4, 1, 3, 1), Some(&sp));
         assert_eq!(dense, 64.0 * 4.0 * 3.0 * 4.0);
         assert_eq!(sparse, 64.0 * 4.0 * 2.0 * 4.0);
+    }
+
+    #[test]
+    fn cached_figures_are_those_of_each_folding_on_its_own() {
+        // Channels and filters of unlike sparsity (no per-pair figures): the busiest stream
+        // and the lane passes are shared by foldings with the same (fine, streams) and
+        // (fine, coarse_out); each must come out as a fresh cache gives it.
+        for (k, groups) in [(3, 1), (1, 1), (3, 2)] {
+            let window = k * k;
+            let histogram = |seed: usize| {
+                let mut h: Vec<f64> = (0..=window).map(|j| ((seed * 7 + j * 13) % 11) as f64 + 0.5).collect();
+                let total: f64 = h.iter().sum();
+                h.iter_mut().for_each(|v| *v /= total);
+                h
+            };
+            let sparsity = || LayerSparsity {
+                weight: None,
+                activation: None,
+                product: 0.5,
+                histograms: std::sync::Arc::new((0..12).map(histogram).collect()),
+                filter_histograms: std::sync::Arc::new((0..10).map(|f| histogram(f + 50)).collect()),
+                pair_cycles: Default::default(),
+                memo: Default::default(),
+            };
+            let stage = conv(12, 10, groups, k, 6, 1);
+            let foldings: Vec<Folding> = (1..=window)
+                .flat_map(|fine| (1..=12 / groups).flat_map(move |ci| (1..=10 / groups).map(move |co| (fine, ci, co))))
+                .flat_map(|(fine, ci, co)| (1..=groups).map(move |cg| fold(ci, co, cg, fine, 1)))
+                .collect();
+            let shared = sparsity();
+            for f in foldings.iter().rev().chain(&foldings) {
+                let alone = conv_cycles(&stage, *f, Some(&sparsity()));
+                assert_eq!(conv_cycles(&stage, *f, Some(&shared)), alone, "{f:?}, k {k}, groups {groups}");
+            }
+        }
     }
 
     #[test]

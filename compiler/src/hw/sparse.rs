@@ -40,11 +40,33 @@ pub type MemoKey = (usize, usize, usize, usize);
 #[derive(Debug, Default)]
 pub struct Memo {
     values: std::sync::Mutex<std::collections::HashMap<MemoKey, f64>>,
+    /// Figures that depend on fewer factors than a folding (see [`Part`]).
+    parts: std::sync::Mutex<std::collections::HashMap<Part, f64>>,
     loads: std::sync::Mutex<std::collections::HashMap<usize, Arc<FineLoads>>>,
     /// [`LayerSparsity::busiest_unit`]'s per-stream sums by `fine`, for one stream count at
     /// a time (the allocator asks every folding of one coarse_in before the next; a
     /// layer's pairs can take megabytes, so earlier counts are dropped, not kept).
     stream_sums: std::sync::Mutex<StreamSums>,
+}
+
+/// A figure of the per-channel model (no per-pair statistics) that every folding sharing
+/// its factors reads: worked out once, not once per (coarse_in, coarse_group, coarse_out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// The busiest input stream's expected cycles per window, channels dealt to `streams`.
+    BusiestStream {
+        /// Multipliers per window.
+        fine: usize,
+        /// Input streams (coarse_in times coarse_group).
+        streams: usize,
+    },
+    /// [`LayerSparsity::lane_passes`] over `lanes` filter lanes.
+    LanePasses {
+        /// Multipliers per window.
+        fine: usize,
+        /// Filter lanes (coarse_out).
+        lanes: usize,
+    },
 }
 
 /// A stream count and, by `fine`, each stream's per-filter cycles at that count.
@@ -70,6 +92,16 @@ impl Memo {
         }
         let v = f();
         self.values.lock().expect("not poisoned").insert(key, v);
+        v
+    }
+
+    /// The figure `part`, computed by `f` the first time.
+    pub fn part_or(&self, part: Part, f: impl FnOnce() -> f64) -> f64 {
+        if let Some(&v) = self.parts.lock().expect("not poisoned").get(&part) {
+            return v;
+        }
+        let v = f();
+        self.parts.lock().expect("not poisoned").insert(part, v);
         v
     }
 

@@ -194,6 +194,17 @@ impl MeasuredRanges {
 /// The activation ranges of `graph` on `images` (or on [`SYNTHETIC_IMAGES`] seeded
 /// standard-normal images when `None`): what [`formats`] needs at any widths.
 pub fn measure_ranges(graph: &Graph, board: &Board, images: Option<&Tensor>) -> Result<MeasuredRanges> {
+    Ok(measure_ranges_and(graph, board, images, |_, _| ())?.0)
+}
+
+/// [`measure_ranges`], with what `also` makes of the dense float run it measures them on
+/// (the runtime plan and every value): one run where a caller needs another view of it.
+pub fn measure_ranges_and<T>(
+    graph: &Graph,
+    board: &Board,
+    images: Option<&Tensor>,
+    also: impl FnOnce(&hass_runtime::Plan, &hass_runtime::trace::Trace) -> T,
+) -> Result<(MeasuredRanges, T)> {
     let _span = tracing::info_span!("ranges").entered();
     let synthetic;
     let (images, source) = match images {
@@ -203,8 +214,8 @@ pub fn measure_ranges(graph: &Graph, board: &Board, images: Option<&Tensor>) -> 
             (&synthetic, format!("ranges measured on {SYNTHETIC_IMAGES} standard-normal images (no --calib)"))
         }
     };
-    let (ranges, float_output) = ranges::measure(graph, board, images)?;
-    Ok(MeasuredRanges { ranges, source, float_output })
+    let (ranges, float_output, also) = ranges::measure(graph, board, images, also)?;
+    Ok((MeasuredRanges { ranges, source, float_output }, also))
 }
 
 /// The formats of `graph` at `widths` (already checked) from ranges `measured` on it.

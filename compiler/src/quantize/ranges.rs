@@ -5,7 +5,7 @@
 use crate::board::Board;
 use crate::error::Result;
 use crate::ir::Graph;
-use hass_runtime::plan::Op;
+use hass_runtime::plan::{Op, Plan};
 use hass_runtime::trace::Trace;
 use hass_runtime::Tensor;
 
@@ -38,36 +38,47 @@ pub struct Ranges {
     pub input: Seen,
     /// Each layer's output.
     pub outputs: Vec<Seen>,
-    /// Each layer's value before its fused activation (`None` without one).
+    /// Each layer's value before its fused activation, where the activation reads it (see
+    /// [`hass_proto::fixed::reads_pre_activation`]; `None` for the others).
     pub pre_activation: Vec<Option<Seen>>,
 }
 
 /// Run `graph` in float on `images` and take every value's range; with the run's first
-/// output.
-pub fn measure(graph: &Graph, board: &Board, images: &Tensor) -> Result<(Ranges, Tensor)> {
+/// output, and what `also` makes of the run (the plan and every value).
+pub fn measure<T>(
+    graph: &Graph,
+    board: &Board,
+    images: &Tensor,
+    also: impl FnOnce(&Plan, &Trace) -> T,
+) -> Result<(Ranges, Tensor, T)> {
     let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
     let trace = Trace::new(&plan, images)?;
+    let also = also(&plan, &trace);
     let outputs = (1..=plan.layers.len()).map(|v| Seen::of(trace.value(v))).collect();
     let pre_activation = plan
         .layers
         .iter()
         .map(|layer| {
             let mut bare = layer.clone();
-            match &mut bare.op {
-                Op::Conv(c) if c.activation.is_some() => c.activation = None,
-                Op::Dense(d) if d.activation.is_some() => d.activation = None,
-                Op::Eltwise { activation, .. } | Op::ScaleShift { activation, .. } if activation.is_some() => {
-                    *activation = None
-                }
+            let activation = match &mut bare.op {
+                Op::Conv(c) => &mut c.activation,
+                Op::Dense(d) => &mut d.activation,
+                Op::Eltwise { activation, .. } | Op::ScaleShift { activation, .. } => activation,
                 _ => return None,
+            };
+            // Only these have a pre-activation format (ReLU and Clip act on the output's):
+            // the layer is not computed a second time for the others.
+            if !hass_proto::fixed::reads_pre_activation(*activation) {
+                return None;
             }
+            *activation = None;
             Some(Seen::of(&trace.compute_layer(&plan, &bare)))
         })
         .collect();
     let mut output_shape = vec![images.batch()];
     output_shape.extend_from_slice(plan.value_shape(plan.outputs[0]));
     let output = Tensor::new(output_shape, trace.value(plan.outputs[0]).to_vec())?;
-    Ok((Ranges { input: Seen::of(trace.value(0)), outputs, pre_activation }, output))
+    Ok((Ranges { input: Seen::of(trace.value(0)), outputs, pre_activation }, output, also))
 }
 
 /// `n` images of `graph`'s input shape drawn from the standard normal distribution

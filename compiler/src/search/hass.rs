@@ -444,6 +444,10 @@ impl Greedy {
             let (t, kind) = (moves[best].target, moves[best].kind);
             let mut next = self.levels.clone();
             next[t][kind] = moves[best].to;
+            // At most one trace beside the accepted one: the candidate being measured.
+            for (held, _) in moves.iter_mut().filter_map(|m| m.measured.as_mut()) {
+                eval.shelve(held);
+            }
             let candidate = eval.evaluate(&knobs_at(&self.ladders, &next))?;
             let point = ctx.record(&candidate);
             let m = candidate.metrics;

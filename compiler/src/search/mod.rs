@@ -146,6 +146,7 @@ pub fn search(
     images: &hass_runtime::Tensor,
     options: &SearchOptions,
     ranges: Option<&crate::quantize::MeasuredRanges>,
+    grams: Option<std::collections::BTreeMap<String, crate::sparsity::reconstruct::Gram>>,
 ) -> Result<SearchResult> {
     let _span = tracing::info_span!("search", strategy = ?options.strategy, images = images.batch()).entered();
     let started = Instant::now();
@@ -156,17 +157,18 @@ pub fn search(
         )));
     }
     let labels = options.labels.as_deref();
-    let mut eval = Evaluator::new(
-        graph,
-        board,
-        design,
-        ranges,
-        options.objective,
-        images,
-        labels,
-        options.seed,
-        options.reconstruct,
-    )?;
+    // With reconstruction, every conv and fully connected layer's Gram matrices (the ones
+    // the caller already has, else from a dense float run of their own).
+    let grams = match (options.reconstruct, grams) {
+        (false, _) => None,
+        (true, Some(known)) => Some(known),
+        (true, None) => Some(
+            tracing::debug_span!("grams")
+                .in_scope(|| crate::sparsity::reconstruct::grams(graph, board, images, |_| true))?,
+        ),
+    };
+    let mut eval =
+        Evaluator::new(graph, board, design, ranges, options.objective, images, labels, options.seed, grams)?;
     let dense_design =
         crate::design::design(graph, board, &DesignOptions { sparsity: Default::default(), ..design.clone() })?;
     let free = eval.accepted().metrics;

@@ -353,16 +353,23 @@ pub fn grams(
     let plan = super::statistics::calibration_plan(graph, board, &images, None)?;
     let trace = Trace::new(&plan, &images)
         .map_err(|e| CompileError::internal(format!("running the dense model for reconstruction: {e}")))?;
+    Ok(grams_of_run(&plan, &trace, wanted))
+}
+
+/// [`grams`] from a run of the dense float plan that is already done: `trace` holds every
+/// value of `plan` on the images (only the first [`RECONSTRUCTION_IMAGES`] are read), e.g.
+/// the run that measured the activation ranges.
+pub fn grams_of_run(plan: &hass_runtime::Plan, trace: &Trace, wanted: impl Fn(&str) -> bool) -> BTreeMap<String, Gram> {
     // Layers in parallel: the result does not depend on the order.
     let layers: Vec<_> = plan.layers.iter().filter(|l| wanted(&l.name)).collect();
-    Ok(layers
+    layers
         .into_par_iter()
         .filter_map(|layer| {
             let input = layer.inputs[0];
             let gram = Gram::of_layer(&layer.op, trace.value(input), plan.value_shape(input), &layer.output_shape)?;
             Some((layer.name.clone(), gram))
         })
-        .collect())
+        .collect()
 }
 
 /// Re-fit every pruned layer of `graph` whose knobs in `config` ask for it, against the
@@ -687,5 +694,26 @@ mod tests {
         assert_eq!(first[(0, 4)], input[2 * 49] as f64);
         assert_eq!(first[(0, 0)], 0.0, "padding reads zero");
         assert_eq!(first[(0, 18)], 1.0, "the bias input");
+    }
+
+    #[test]
+    fn grams_of_a_longer_run_read_its_first_images() {
+        // The ranges' float run covers every calibration image; Grams taken from it read the
+        // first RECONSTRUCTION_IMAGES, exactly what their own run on those images gives.
+        let (graph, board, images) = crate::testing::fmnist_cnn(RECONSTRUCTION_IMAGES + 44);
+        let own = grams(&graph, &board, &images, |_| true).unwrap();
+        let plan = crate::sparsity::statistics::calibration_plan(&graph, &board, &images, None).unwrap();
+        let trace = Trace::new(&plan, &images).unwrap();
+        let shared = grams_of_run(&plan, &trace, |_| true);
+        assert_eq!(own.len(), 3, "two convs and the classifier");
+        assert_eq!(own.keys().collect::<Vec<_>>(), shared.keys().collect::<Vec<_>>());
+        for (name, gram) in &own {
+            assert!(gram.groups == shared[name].groups, "{name}");
+        }
+        // And a run on other images does not give the same.
+        let (_, _, fewer) = crate::testing::fmnist_cnn(RECONSTRUCTION_IMAGES / 2);
+        let other = grams(&graph, &board, &fewer, |_| true).unwrap();
+        let first = own.keys().next().expect("three");
+        assert!(other[first].groups != own[first].groups);
     }
 }

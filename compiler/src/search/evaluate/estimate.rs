@@ -19,7 +19,7 @@ pub(super) struct Estimated {
     choices: Arc<StageChoices>,
 }
 
-fn internal(what: &str) -> CompileError {
+pub(super) fn internal(what: &str) -> CompileError {
     CompileError::internal(format!("search estimate: {what}"))
 }
 
@@ -65,7 +65,7 @@ impl Evaluator<'_> {
             return Ok(self.at_widths(knobs, widths)?.metrics);
         }
         let changed = self.apply(knobs);
-        let candidate = self.with_statistics(knobs, &changed, self.state.trace.clone());
+        let candidate = self.with_statistics(knobs, &changed, self.state.trace().clone());
         self.apply(&self.state.knobs.clone());
         let metrics = candidate?.metrics;
         let s = self.state.metrics;
@@ -153,7 +153,7 @@ impl Evaluator<'_> {
             return Ok(None);
         }
         tracing::debug_span!("apply").in_scope(|| self.apply(knobs));
-        let (c, _) = tracing::debug_span!("tally").in_scope(|| self.counted(knobs, &[t], self.state.trace.clone()));
+        let (c, _) = tracing::debug_span!("tally").in_scope(|| self.counted(knobs, &[t], self.state.trace().clone()));
         self.apply(&self.state.knobs.clone());
         let sparsity = c.network.sparsity[stage].clone().ok_or_else(|| internal("a target without statistics"))?;
         let encoded_weight_bits = c.network.stages[stage].encoded_weight_bits;

@@ -30,7 +30,7 @@ use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
 use crate::sparsity::{prune, reconstruct, LayerKnobs};
 use accuracy::Accuracy;
-use estimate::Estimated;
+use estimate::{internal, Estimated};
 use hass_runtime::kernels::sparse::SparseRows;
 use hass_runtime::plan::{Op, Plan};
 use hass_runtime::stats::{window_masks, WindowMasks};
@@ -87,7 +87,11 @@ pub struct Candidate {
     pub knobs: Vec<LayerKnobs>,
     /// What it achieves.
     pub metrics: Metrics,
-    trace: Trace,
+    /// Every value on the calibration images; `None` once shelved ([`Evaluator::shelve`]).
+    trace: Option<Trace>,
+    /// The layers whose re-run from the accepted trace gives `trace` (`None`: a fresh run of
+    /// `plan`): what brings a shelved trace back.
+    rerun_roots: Option<Vec<usize>>,
     masks: Vec<Option<Arc<WindowMasks>>>,
     /// Per layer, the share of zero inputs (after its threshold) its masks were tallied from.
     mask_zeros: Vec<f64>,
@@ -102,6 +106,13 @@ pub struct Candidate {
     /// The runtime plan at `widths` with its knobs applied, when they differ from the
     /// accepted state's (a change of width re-quantizes the whole network).
     plan: Option<Arc<Plan>>,
+}
+
+impl Candidate {
+    /// Every value on the calibration images (not shelved: see [`Evaluator::shelve`]).
+    fn trace(&self) -> &Trace {
+        self.trace.as_ref().expect("the accepted state and fresh candidates hold their traces")
+    }
 }
 
 /// Evaluates candidates against the accepted state.
@@ -165,7 +176,8 @@ impl<'a> Evaluator<'a> {
     /// that the accepted state, on the fixed-point datapath with formats chosen from
     /// `ranges` (the dense model's, on `images`; `None`: float); `seed` draws the images the
     /// statistics are measured on.
-    /// With `reconstruct`, pruned targets are re-fitted to the dense `graph`'s outputs.
+    /// With `grams` (the dense `graph`'s on `images`, by layer: [`reconstruct::grams`]),
+    /// pruned targets are re-fitted to its outputs; `None`: reconstruction off.
     #[allow(clippy::too_many_arguments)] // each is one thing the evaluation depends on
     pub fn new(
         graph: &'a Graph,
@@ -176,7 +188,7 @@ impl<'a> Evaluator<'a> {
         images: &'a Tensor,
         labels: Option<&[i64]>,
         seed: u64,
-        reconstruct: bool,
+        grams: Option<std::collections::BTreeMap<String, reconstruct::Gram>>,
     ) -> Result<Evaluator<'a>> {
         let _span = tracing::debug_span!("evaluator").entered();
         let statistics_images = statistics_images(images.batch(), seed);
@@ -196,14 +208,10 @@ impl<'a> Evaluator<'a> {
         let (masks, mask_zeros) = tracing::debug_span!("tally")
             .in_scope(|| tally_all(&plan, &trace, &targets, pick, &mut network, |_, _| None));
         let widths = options.precision.clone();
-        let refits = if reconstruct {
-            let _span = tracing::debug_span!("grams").entered();
-            let mut grams = reconstruct::grams(graph, board, images, |name| targets.iter().any(|t| t.name == name))?;
+        let refits = grams.map(|mut grams| {
             let grams = targets.iter().map(|t| grams.remove(&t.name)).collect();
-            Some(Refits { grams, cache: Default::default() })
-        } else {
-            None
-        };
+            Refits { grams, cache: Default::default() }
+        });
         let knobs = vec![LayerKnobs::default(); targets.len()];
         let stage_choices = tracing::debug_span!("choices").in_scope(|| all_choices(&network, board));
         let mut evaluator = Evaluator {
@@ -221,7 +229,8 @@ impl<'a> Evaluator<'a> {
             state: Candidate {
                 knobs,
                 metrics: Metrics::default(),
-                trace,
+                trace: Some(trace),
+                rerun_roots: Some(Vec::new()),
                 masks_current: vec![true; masks.len()],
                 masks,
                 mask_zeros,
@@ -241,7 +250,7 @@ impl<'a> Evaluator<'a> {
         evaluator.set_probe()?;
         let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
         let (top1, disagreement, divergence) =
-            evaluator.accuracy.measure(evaluator.state.trace.value(evaluator.plan.outputs[0]));
+            evaluator.accuracy.measure(evaluator.state.trace().value(evaluator.plan.outputs[0]));
         evaluator.state.metrics = Metrics { top1, disagreement, divergence, ..design };
         Ok(evaluator)
     }
@@ -255,7 +264,7 @@ impl<'a> Evaluator<'a> {
             .targets
             .par_iter()
             .map(|t| {
-                let input = self.state.trace.value(self.plan.layers[t.layer].inputs[0]);
+                let input = self.state.trace().value(self.plan.layers[t.layer].inputs[0]);
                 let masks = window_masks(&self.plan, t.layer, input);
                 sparsity_of(&layer_counts(&self.plan, t.layer, &masks))
             })
@@ -313,7 +322,7 @@ impl<'a> Evaluator<'a> {
 
     /// The calibration input of target `t` in the accepted state (all images).
     pub fn input_of(&self, t: usize) -> &[f32] {
-        self.state.trace.value(self.plan.layers[self.targets[t].layer].inputs[0])
+        self.state.trace().value(self.plan.layers[self.targets[t].layer].inputs[0])
     }
 
     /// Evaluate `knobs` fully: accuracy on every calibration image, statistics, allocation.
@@ -325,19 +334,52 @@ impl<'a> Evaluator<'a> {
         }
         let changed = self.apply(knobs);
         let layers: Vec<usize> = changed.iter().map(|&t| self.targets[t].layer).collect();
-        let trace = tracing::debug_span!("rerun").in_scope(|| self.state.trace.rerun(&self.plan, &layers));
+        let trace = tracing::debug_span!("rerun").in_scope(|| self.state.trace().rerun(&self.plan, &layers));
         let candidate = tracing::debug_span!("statistics").in_scope(|| self.with_statistics(knobs, &changed, trace));
         self.apply(&self.state.knobs.clone());
         let mut candidate = candidate?;
-        let (top1, disagreement, divergence) = self.accuracy.measure(candidate.trace.value(self.plan.outputs[0]));
+        candidate.rerun_roots = Some(layers);
+        let (top1, disagreement, divergence) = self.accuracy.measure(candidate.trace().value(self.plan.outputs[0]));
         candidate.metrics.top1 = top1;
         candidate.metrics.disagreement = disagreement;
         candidate.metrics.divergence = divergence;
         Ok(candidate)
     }
 
+    /// Drop the values `candidate` (evaluated in the accepted state) computed: a candidate
+    /// held while others are evaluated would otherwise hold a trace of the network on every
+    /// calibration image (hundreds of megabytes on a large model), and memory the process
+    /// touches for the first time costs more than re-running the layers (the kernel zeroes
+    /// each page). [`Self::accept`] runs them again; the kernels are deterministic, so the
+    /// values are the same.
+    pub fn shelve(&self, candidate: &mut Candidate) {
+        candidate.trace = None;
+    }
+
+    /// `candidate`'s values, run again from the accepted trace (see [`Self::shelve`]).
+    fn unshelve(&mut self, candidate: &mut Candidate) -> Result<()> {
+        if candidate.trace.is_some() {
+            return Ok(());
+        }
+        let _span = tracing::debug_span!("unshelve").entered();
+        let trace = match (&candidate.plan, &candidate.rerun_roots) {
+            (Some(plan), Some(roots)) => self.state.trace().rerun(plan, roots),
+            (Some(plan), None) => Trace::new(plan, self.images)?,
+            (None, roots) => {
+                let roots = roots.as_ref().ok_or_else(|| internal("a candidate on the accepted plan without roots"))?;
+                self.apply(&candidate.knobs);
+                let trace = self.state.trace().rerun(&self.plan, roots);
+                self.apply(&self.state.knobs.clone());
+                trace
+            }
+        };
+        candidate.trace = Some(trace);
+        Ok(())
+    }
+
     /// Make `candidate` the accepted state.
     pub fn accept(&mut self, mut candidate: Candidate) -> Result<()> {
+        self.unshelve(&mut candidate)?;
         match candidate.plan.take() {
             Some(plan) => {
                 self.plan = Arc::try_unwrap(plan).unwrap_or_else(|shared| (*shared).clone());
@@ -448,7 +490,7 @@ impl<'a> Evaluator<'a> {
                 let input = self.plan.layers[target.layer].inputs[0];
                 let threshold = knobs[t].activation_threshold;
                 let threshold_changed = threshold != self.state.knobs[t].activation_threshold;
-                if !threshold_changed && trace.shares(&self.state.trace, input) {
+                if !threshold_changed && trace.shares(self.state.trace(), input) {
                     return Tally::Unchanged;
                 }
                 let pick = self.statistics_images.as_deref();
@@ -490,7 +532,8 @@ impl<'a> Evaluator<'a> {
         let candidate = Candidate {
             knobs: knobs.to_vec(),
             metrics: Metrics::default(),
-            trace,
+            trace: Some(trace),
+            rerun_roots: None,
             masks,
             mask_zeros,
             masks_current,
@@ -754,10 +797,14 @@ mod tests {
         // estimates and evaluations afterwards see the accepted model.
         let (graph, board, images) = crate::testing::fmnist_cnn(32);
         let options = DesignOptions::default();
-        let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
+        // The Gram matrices from the ranges' float run, as a compile's search takes them.
+        let (ranges, grams) = crate::quantize::measure_ranges_and(&graph, &board, Some(&images), |plan, trace| {
+            reconstruct::grams_of_run(plan, trace, |_| true)
+        })
+        .unwrap();
         let q = Some(&ranges);
         let mut eval =
-            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, None, 0, true).unwrap();
+            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, None, 0, Some(grams)).unwrap();
         let n = eval.targets().len();
         let mut accepted = vec![LayerKnobs::default(); n];
         accepted[0].weight_sparsity = Some(0.5);
@@ -786,8 +833,54 @@ mod tests {
         assert_eq!(snapshot(&eval), before);
         // Evaluating the accepted knobs again gives the accepted outputs.
         let again = eval.evaluate(&accepted).unwrap();
-        let output = |c: &Candidate| c.trace.value(eval.plan.outputs[0]).to_vec();
+        let output = |c: &Candidate| c.trace().value(eval.plan.outputs[0]).to_vec();
         assert_eq!(output(&again), output(eval.accepted()));
+    }
+
+    #[test]
+    fn a_shelved_candidate_is_accepted_as_it_was_measured() {
+        // Two evaluators take the same candidates, one of them shelved first: a threshold
+        // move (re-run from the accepted plan) and then a width move (a plan of its own).
+        let (graph, board, images) = crate::testing::fmnist_cnn(48);
+        let options = DesignOptions::default();
+        let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
+        let new = || {
+            Evaluator::new(&graph, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, None)
+                .unwrap()
+        };
+        let (mut shelving, mut keeping) = (new(), new());
+        let n = shelving.targets().len();
+        let same_state = |a: &Evaluator, b: &Evaluator| {
+            for v in 0..=a.plan.layers.len() {
+                assert_eq!(a.accepted().trace().value(v), b.accepted().trace().value(v), "value {v}");
+            }
+            assert_eq!(a.accepted().masks, b.accepted().masks);
+            assert_eq!(a.accepted().metrics, b.accepted().metrics);
+        };
+        let mut knobs = vec![LayerKnobs::default(); n];
+        knobs[1].weight_sparsity = Some(0.5);
+        knobs[2].activation_threshold = Some(0.05);
+        for step in 0..2 {
+            if step == 1 {
+                knobs[0].weight_bits = Some(8);
+            }
+            let mut shelved = shelving.evaluate(&knobs).unwrap();
+            assert_eq!(shelved.plan.is_some(), step == 1, "the second move changes widths");
+            shelving.shelve(&mut shelved);
+            assert!(shelved.trace.is_none());
+            // Another evaluation in between, as the search measures other moves.
+            let mut other = knobs.clone();
+            other[0].weight_sparsity = Some(0.7);
+            shelving.evaluate(&other).unwrap();
+            shelving.accept(shelved).unwrap();
+            let kept = keeping.evaluate(&knobs).unwrap();
+            keeping.accept(kept).unwrap();
+            same_state(&shelving, &keeping);
+        }
+        // And the next evaluation from either is the same.
+        knobs[0].weight_sparsity = Some(0.3);
+        let (a, b) = (shelving.evaluate(&knobs).unwrap(), keeping.evaluate(&knobs).unwrap());
+        assert_eq!(a.metrics, b.metrics);
     }
 
     #[test]
@@ -802,7 +895,7 @@ mod tests {
             o: &DesignOptions,
             ranges: &MeasuredRanges,
         ) -> Evaluator<'a> {
-            Evaluator::new(graph, board, o, Some(ranges), Objective::Throughput, images, None, 0, false).unwrap()
+            Evaluator::new(graph, board, o, Some(ranges), Objective::Throughput, images, None, 0, None).unwrap()
         }
         let mut eval = new(&graph, &board, &images, &options, &ranges);
         let n = eval.targets().len();
@@ -831,7 +924,7 @@ mod tests {
         let options = DesignOptions { precision: widths.clone(), ..options.clone() };
         let fresh = new(&pruned, &board, &images, &options, &ranges);
         // (Accuracy figures are each against its own evaluator's start: compare the outputs.)
-        let output = |c: &Candidate| c.trace.value(fresh.plan.outputs[0]).to_vec();
+        let output = |c: &Candidate| c.trace().value(fresh.plan.outputs[0]).to_vec();
         assert_eq!(output(&candidate), output(fresh.accepted()));
         let (m, e) = (candidate.metrics, fresh.accepted().metrics);
         assert_eq!((m.throughput_fps, m.latency_s), (e.throughput_fps, e.latency_s));
@@ -847,8 +940,7 @@ mod tests {
         let (graph, board, images) = crate::testing::fmnist_cnn(64);
         let options = DesignOptions::default();
         let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
-        let new =
-            |g| Evaluator::new(g, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, false);
+        let new = |g| Evaluator::new(g, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, None);
         let mut eval = new(&graph).unwrap();
         let n = eval.targets().len();
         // The first conv's smallest weights pruned: the second conv's input moves a little,
@@ -859,7 +951,7 @@ mod tests {
         let drifted = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08].into_iter().find_map(|threshold| {
             knobs[0].weight_threshold = Some(threshold);
             let c = eval.evaluate(&knobs).unwrap();
-            let zeros = zero_share(c.trace.value(input), None);
+            let zeros = zero_share(c.trace().value(input), None);
             (!c.masks_current[second] && zeros != c.mask_zeros[second]).then_some(c)
         });
         eval.accept(drifted.expect("a threshold whose drift is within STATISTICS_DRIFT")).unwrap();
@@ -867,7 +959,7 @@ mod tests {
         // second conv's input as it is; its masks are tallied again all the same.
         knobs[n - 1].weight_bits = Some(8);
         let moved = eval.evaluate(&knobs).unwrap();
-        assert!(moved.trace.shares(&eval.accepted().trace, eval.plan.layers[second].inputs[0]));
+        assert!(moved.trace().shares(eval.accepted().trace(), eval.plan.layers[second].inputs[0]));
         // A fresh evaluator of the same knobs at the same widths tallies everything.
         let mut pruned = graph.clone();
         let names = eval.targets().iter().map(|t| t.name.clone());
@@ -876,7 +968,7 @@ mod tests {
         crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
         let options = DesignOptions { precision: eval.widths_of(&knobs), ..options.clone() };
         let fresh =
-            Evaluator::new(&pruned, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, false)
+            Evaluator::new(&pruned, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, None)
                 .unwrap();
         assert_eq!(moved.masks, fresh.accepted().masks);
         assert_eq!(moved.mask_zeros, fresh.accepted().mask_zeros);
@@ -888,7 +980,8 @@ mod tests {
         let options = DesignOptions::default();
         let ranges = crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap();
         let new = || {
-            Evaluator::new(&graph, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, true)
+            let grams = Some(reconstruct::grams(&graph, &board, &images, |_| true).unwrap());
+            Evaluator::new(&graph, &board, &options, Some(&ranges), Objective::Throughput, &images, None, 0, grams)
                 .unwrap()
         };
         let mut together = new();
@@ -923,8 +1016,7 @@ mod tests {
             .then(|| crate::quantize::measure_ranges(&graph, &board, Some(&images)).unwrap());
         let q = ranges.as_ref();
         let mut eval =
-            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, false)
-                .unwrap();
+            Evaluator::new(&graph, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, None).unwrap();
         let dense = eval.accepted().metrics;
         let names: Vec<String> = eval.targets().iter().map(|t| t.name.clone()).collect();
         let mut knobs = vec![LayerKnobs::default(); names.len()];
@@ -935,9 +1027,8 @@ mod tests {
         let mut pruned = graph.clone();
         let layers = names.iter().cloned().zip(knobs.iter().copied()).filter(|(_, k)| k.any()).collect();
         crate::sparsity::prune::apply(&mut pruned, &SparsityConfig { global: LayerKnobs::default(), layers }).unwrap();
-        let fresh =
-            Evaluator::new(&pruned, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, false)
-                .unwrap();
+        let fresh = Evaluator::new(&pruned, &board, &options, q, Objective::Throughput, &images, Some(labels), 0, None)
+            .unwrap();
         let (a, b) = (candidate.metrics, fresh.accepted().metrics);
         // (The pressure is probed relative to each evaluator's accepted design, so it differs.)
         assert_eq!((a.top1, a.throughput_fps, a.latency_s), (b.top1, b.throughput_fps, b.latency_s));

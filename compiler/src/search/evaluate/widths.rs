@@ -155,13 +155,14 @@ impl Evaluator<'_> {
         let bits = self.weight_bits_at(&widths);
         let dense = vec![LayerKnobs::default(); knobs.len()];
         apply_knobs(&mut plan, &self.targets, &mut self.refits, bits.as_deref(), &dense, knobs);
-        let trace = tracing::debug_span!("rerun").in_scope(|| match self.narrowed_layers(&plan, &widths) {
-            Some(mut roots) => {
-                // And the layers whose thresholds move with the widths.
-                let moved = |t: &usize| thresholds_differ(&knobs[*t], &self.state.knobs[*t]);
-                roots.extend((0..knobs.len()).filter(moved).map(|t| self.targets[t].layer));
-                Ok(self.state.trace.rerun(&plan, &roots))
-            }
+        let roots = self.narrowed_layers(&plan, &widths).map(|mut roots| {
+            // And the layers whose thresholds move with the widths.
+            let moved = |t: &usize| thresholds_differ(&knobs[*t], &self.state.knobs[*t]);
+            roots.extend((0..knobs.len()).filter(moved).map(|t| self.targets[t].layer));
+            roots
+        });
+        let trace = tracing::debug_span!("rerun").in_scope(|| match &roots {
+            Some(roots) => Ok(self.state.trace().rerun(&plan, roots)),
             None => Trace::new(&plan, self.images),
         })?;
         let options = DesignOptions { precision: widths.clone(), ..self.options.clone() };
@@ -173,7 +174,7 @@ impl Evaluator<'_> {
             let input = plan.layers[target.layer].inputs[0];
             let same = accepted.masks_current[target.layer]
                 && knobs[t].activation_threshold == accepted.knobs[t].activation_threshold
-                && trace.shares(&accepted.trace, input);
+                && trace.shares(accepted.trace(), input);
             Some((accepted.masks[target.layer].clone().filter(|_| same)?, accepted.mask_zeros[target.layer]))
         };
         let pick = self.statistics_images.as_deref();
@@ -212,7 +213,8 @@ impl Evaluator<'_> {
         Ok(Candidate {
             knobs: knobs.to_vec(),
             metrics,
-            trace,
+            trace: Some(trace),
+            rerun_roots: roots,
             masks_current: vec![true; masks.len()],
             masks,
             mask_zeros,

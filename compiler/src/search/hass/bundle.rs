@@ -30,7 +30,7 @@ pub(super) fn with_companions(
     let current = eval.accepted().metrics;
     let mut taken = vec![Taken::of(&chosen, damages)];
     let floor = COMPANION_RANK * damages.priority(&chosen);
-    let Some((candidate, point)) = chosen.measured else { unreachable!("chosen moves are measured") };
+    let Some((mut candidate, point)) = chosen.measured else { unreachable!("chosen moves are measured") };
     let room = 0.5 * POINTS_PER_NAT * (ctx.divergence_limit() - candidate.metrics.divergence);
     let others = companions(moves, chosen.target, floor, *bundle - 1, room, damages);
     if others.is_empty() || ctx.out_of_time() {
@@ -42,6 +42,7 @@ pub(super) fn with_companions(
     for &i in &others {
         next[moves[i].target][moves[i].kind] = moves[i].to;
     }
+    eval.shelve(&mut candidate);
     let together = eval.evaluate(&knobs_at(ladders, &next))?;
     let together_point = ctx.record(&together);
     let m = together.metrics;
