@@ -138,7 +138,9 @@ impl Context {
 
 /// Search `graph` (after the passes, unpruned) on `board` with calibration `images`, on the
 /// fixed-point datapath with activation formats chosen from `ranges` (the dense model's on
-/// `images`; `None`: float); pruned weights are quantized again as they change.
+/// `images`; `None`: float); pruned weights are quantized again as they change. With
+/// reconstruction on, pruned layers are re-fitted from `grams` (the dense float model's on
+/// `images`, e.g. from the run that measured `ranges`), else from a dense run of its own.
 pub fn search(
     graph: &Graph,
     board: &Board,
