@@ -31,7 +31,7 @@
 
 use super::memory;
 use super::modules;
-use super::sparse::{max_stream_mean, LayerSparsity, Part};
+use super::sparse::{max_stream_mean, LayerSparsity, MemoKey};
 use super::stage::{LaneOp, Stage, StageKind};
 use super::{Precision, Usage};
 use crate::ir::{Activation, EltwiseKind, PoolKind};
@@ -118,7 +118,12 @@ pub fn conv_cycles(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsity>) 
     let compute = match sparsity.filter(|s| s.is_sparse()) {
         None => pixels * channel_passes as f64 * window.div_ceil(f.fine) as f64 * filter_passes,
         Some(s) => {
-            let key = (f.fine, f.coarse_in, f.coarse_group, f.coarse_out);
+            let key = MemoKey::Folding {
+                fine: f.fine,
+                coarse_in: f.coarse_in,
+                coarse_group: f.coarse_group,
+                coarse_out: f.coarse_out,
+            };
             pixels * s.memo.get_or(key, || sparse_pixel_cycles(&stage.kind, f, s))
         }
     };
@@ -143,7 +148,7 @@ fn sparse_pixel_cycles(kind: &StageKind, f: Folding, s: &LayerSparsity) -> f64 {
         }
         s => {
             let streams = f.coarse_in * f.coarse_group;
-            let worst = s.memo.part_or(Part::BusiestStream { fine: f.fine, streams }, || {
+            let worst = s.memo.get_or(MemoKey::BusiestStream { fine: f.fine, streams }, || {
                 let loads = s.loads(window, f.fine);
                 if loads.channels.len() == 1 {
                     loads.channels[0]
@@ -155,7 +160,7 @@ fn sparse_pixel_cycles(kind: &StageKind, f: Folding, s: &LayerSparsity) -> f64 {
             // streams, so the speed-up is capped at coarse_in (none with one stream).
             let worst = if window == 1 { worst.max(1.0 / f.coarse_in as f64) } else { worst };
             // Filter lanes: the busiest one, if filters differ.
-            let lanes = s.memo.part_or(Part::LanePasses { fine: f.fine, lanes: f.coarse_out }, || {
+            let lanes = s.memo.get_or(MemoKey::LanePasses { fine: f.fine, lanes: f.coarse_out }, || {
                 s.lane_passes(window, f.fine, groups, f.coarse_out)
             });
             let filter_passes = if lanes.is_nan() { filter_passes } else { lanes };

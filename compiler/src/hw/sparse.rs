@@ -32,16 +32,11 @@ pub struct LayerSparsity {
     pub memo: Arc<Memo>,
 }
 
-/// Key of [`Memo`]: (fine, coarse_in, coarse_group, coarse_out).
-pub type MemoKey = (usize, usize, usize, usize);
-
 /// A cache of per-folding results and of what every folding at one `fine` reads;
 /// comparisons ignore it.
 #[derive(Debug, Default)]
 pub struct Memo {
     values: std::sync::Mutex<std::collections::HashMap<MemoKey, f64>>,
-    /// Figures that depend on fewer factors than a folding (see [`Part`]).
-    parts: std::sync::Mutex<std::collections::HashMap<Part, f64>>,
     loads: std::sync::Mutex<std::collections::HashMap<usize, Arc<FineLoads>>>,
     /// [`LayerSparsity::busiest_unit`]'s per-stream sums by `fine`, for one stream count at
     /// a time (the allocator asks every folding of one coarse_in before the next; a
@@ -49,10 +44,22 @@ pub struct Memo {
     stream_sums: std::sync::Mutex<StreamSums>,
 }
 
-/// A figure of the per-channel model (no per-pair statistics) that every folding sharing
-/// its factors reads: worked out once, not once per (coarse_in, coarse_group, coarse_out).
+/// Key of a [`Memo`] value: a folding's compute cycles per pixel, or a figure of the
+/// per-channel model (no per-pair statistics) that every folding sharing its factors reads,
+/// worked out once rather than once per (coarse_in, coarse_group, coarse_out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Part {
+pub enum MemoKey {
+    /// Compute cycles per output pixel at a folding (any spatial).
+    Folding {
+        /// Multipliers per window.
+        fine: usize,
+        /// Input channel lanes.
+        coarse_in: usize,
+        /// Group lanes.
+        coarse_group: usize,
+        /// Filter lanes.
+        coarse_out: usize,
+    },
     /// The busiest input stream's expected cycles per window, channels dealt to `streams`.
     BusiestStream {
         /// Multipliers per window.
@@ -92,16 +99,6 @@ impl Memo {
         }
         let v = f();
         self.values.lock().expect("not poisoned").insert(key, v);
-        v
-    }
-
-    /// The figure `part`, computed by `f` the first time.
-    pub fn part_or(&self, part: Part, f: impl FnOnce() -> f64) -> f64 {
-        if let Some(&v) = self.parts.lock().expect("not poisoned").get(&part) {
-            return v;
-        }
-        let v = f();
-        self.parts.lock().expect("not poisoned").insert(part, v);
         v
     }
 

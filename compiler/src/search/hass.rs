@@ -446,7 +446,7 @@ impl Greedy {
             next[t][kind] = moves[best].to;
             // At most one trace beside the accepted one: the candidate being measured.
             for (held, _) in moves.iter_mut().filter_map(|m| m.measured.as_mut()) {
-                eval.shelve(held);
+                held.shelve();
             }
             let candidate = eval.evaluate(&knobs_at(&self.ladders, &next))?;
             let point = ctx.record(&candidate);

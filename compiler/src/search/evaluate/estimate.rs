@@ -19,7 +19,7 @@ pub(super) struct Estimated {
     choices: Arc<StageChoices>,
 }
 
-pub(super) fn internal(what: &str) -> CompileError {
+fn internal(what: &str) -> CompileError {
     CompileError::internal(format!("search estimate: {what}"))
 }
 

@@ -30,7 +30,7 @@ use crate::sparsity::counts::layer_counts;
 use crate::sparsity::statistics::sparsity_of;
 use crate::sparsity::{prune, reconstruct, LayerKnobs};
 use accuracy::Accuracy;
-use estimate::{internal, Estimated};
+use estimate::Estimated;
 use hass_runtime::kernels::sparse::SparseRows;
 use hass_runtime::plan::{Op, Plan};
 use hass_runtime::stats::{window_masks, WindowMasks};
@@ -87,10 +87,10 @@ pub struct Candidate {
     pub knobs: Vec<LayerKnobs>,
     /// What it achieves.
     pub metrics: Metrics,
-    /// Every value on the calibration images; `None` once shelved ([`Evaluator::shelve`]).
+    /// Every value on the calibration images; `None` once shelved ([`Self::shelve`]).
     trace: Option<Trace>,
     /// The layers whose re-run from the accepted trace gives `trace` (`None`: a fresh run of
-    /// `plan`): what brings a shelved trace back.
+    /// the plan it runs on): what brings a shelved trace back.
     rerun_roots: Option<Vec<usize>>,
     masks: Vec<Option<Arc<WindowMasks>>>,
     /// Per layer, the share of zero inputs (after its threshold) its masks were tallied from.
@@ -109,7 +109,17 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Every value on the calibration images (not shelved: see [`Evaluator::shelve`]).
+    /// Drop the values this candidate (evaluated in the accepted state) computed: one held
+    /// while others are evaluated would otherwise hold a trace of the network on every
+    /// calibration image (hundreds of megabytes on a large model), and memory the process
+    /// touches for the first time costs more than re-running the layers (the kernel zeroes
+    /// each page). [`Evaluator::accept`] runs them again; the kernels are deterministic, so
+    /// the values are the same.
+    pub fn shelve(&mut self) {
+        self.trace = None;
+    }
+
+    /// Every value on the calibration images (not shelved: see [`Self::shelve`]).
     fn trace(&self) -> &Trace {
         self.trace.as_ref().expect("the accepted state and fresh candidates hold their traces")
     }
@@ -230,7 +240,7 @@ impl<'a> Evaluator<'a> {
                 knobs,
                 metrics: Metrics::default(),
                 trace: Some(trace),
-                rerun_roots: Some(Vec::new()),
+                rerun_roots: None,
                 masks_current: vec![true; masks.len()],
                 masks,
                 mask_zeros,
@@ -346,43 +356,27 @@ impl<'a> Evaluator<'a> {
         Ok(candidate)
     }
 
-    /// Drop the values `candidate` (evaluated in the accepted state) computed: a candidate
-    /// held while others are evaluated would otherwise hold a trace of the network on every
-    /// calibration image (hundreds of megabytes on a large model), and memory the process
-    /// touches for the first time costs more than re-running the layers (the kernel zeroes
-    /// each page). [`Self::accept`] runs them again; the kernels are deterministic, so the
-    /// values are the same.
-    pub fn shelve(&self, candidate: &mut Candidate) {
-        candidate.trace = None;
-    }
-
-    /// `candidate`'s values, run again from the accepted trace (see [`Self::shelve`]).
-    fn unshelve(&mut self, candidate: &mut Candidate) -> Result<()> {
+    /// A shelved `candidate`'s values (see [`Candidate::shelve`]), run again on `plan` (the
+    /// plan with its knobs applied) from the accepted trace.
+    fn unshelve(&self, candidate: &mut Candidate, plan: &Plan) -> Result<()> {
         if candidate.trace.is_some() {
             return Ok(());
         }
         let _span = tracing::debug_span!("unshelve").entered();
-        let trace = match (&candidate.plan, &candidate.rerun_roots) {
-            (Some(plan), Some(roots)) => self.state.trace().rerun(plan, roots),
-            (Some(plan), None) => Trace::new(plan, self.images)?,
-            (None, roots) => {
-                let roots = roots.as_ref().ok_or_else(|| internal("a candidate on the accepted plan without roots"))?;
-                self.apply(&candidate.knobs);
-                let trace = self.state.trace().rerun(&self.plan, roots);
-                self.apply(&self.state.knobs.clone());
-                trace
-            }
-        };
-        candidate.trace = Some(trace);
+        candidate.trace = Some(match &candidate.rerun_roots {
+            Some(roots) => self.state.trace().rerun(plan, roots),
+            None => Trace::new(plan, self.images)?,
+        });
         Ok(())
     }
 
     /// Make `candidate` the accepted state.
     pub fn accept(&mut self, mut candidate: Candidate) -> Result<()> {
-        self.unshelve(&mut candidate)?;
         match candidate.plan.take() {
             Some(plan) => {
-                self.plan = Arc::try_unwrap(plan).unwrap_or_else(|shared| (*shared).clone());
+                let plan = Arc::try_unwrap(plan).unwrap_or_else(|shared| (*shared).clone());
+                self.unshelve(&mut candidate, &plan)?;
+                self.plan = plan;
                 self.applied = candidate.knobs.clone();
                 self.options.precision = candidate.widths.clone();
                 self.weight_bits = self.weight_bits_at(&candidate.widths);
@@ -390,6 +384,7 @@ impl<'a> Evaluator<'a> {
             }
             None => {
                 self.apply(&candidate.knobs);
+                self.unshelve(&mut candidate, &self.plan)?;
             }
         }
         self.state = candidate;
@@ -866,7 +861,7 @@ mod tests {
             }
             let mut shelved = shelving.evaluate(&knobs).unwrap();
             assert_eq!(shelved.plan.is_some(), step == 1, "the second move changes widths");
-            shelving.shelve(&mut shelved);
+            shelved.shelve();
             assert!(shelved.trace.is_none());
             // Another evaluation in between, as the search measures other moves.
             let mut other = knobs.clone();

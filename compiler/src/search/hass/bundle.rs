@@ -42,7 +42,7 @@ pub(super) fn with_companions(
     for &i in &others {
         next[moves[i].target][moves[i].kind] = moves[i].to;
     }
-    eval.shelve(&mut candidate);
+    candidate.shelve();
     let together = eval.evaluate(&knobs_at(ladders, &next))?;
     let together_point = ctx.record(&together);
     let m = together.metrics;
