@@ -1,13 +1,13 @@
 //! Where zero-skipping pays: ResNet-18's 3x3 convolutions (one image, stride 1, pad 1, one
-//! per stage) run dense (im2col + SGEMM, `conv::accumulate`) and with their weights
-//! pruned to several densities at random positions (the direct sparse kernel,
-//! `sparse_conv`).
+//! per stage) run dense (im2col + SGEMM, `conv::accumulate`; and the float path's packed
+//! GEMM, `conv::conv_image`) and with their weights pruned to several densities at random
+//! positions (the direct sparse kernel, `sparse_conv`).
 //!
 //! Run single-threaded, as the crossover in `sparse_rows.rs` was measured:
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench sparse_gemm`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hass_runtime::kernels::conv::accumulate;
+use hass_runtime::kernels::conv::{accumulate, conv_image};
 use hass_runtime::kernels::sparse::SparseRows;
 use hass_runtime::plan::Conv;
 use rand::{RngExt, SeedableRng};
@@ -26,6 +26,9 @@ fn bench(c: &mut Criterion) {
         let dense = Conv { pads: [1; 4], ..Conv::new(weight.clone(), channels, channels, [3, 3]) };
         c.bench_function(&format!("conv {channels}ch {side}x{side} dense"), |b| {
             b.iter(|| accumulate(&dense, &dense.weight, &input, hw, &mut out, hw))
+        });
+        c.bench_function(&format!("conv {channels}ch {side}x{side} dense packed"), |b| {
+            b.iter(|| conv_image(&dense, &input, hw, &mut out, hw, true))
         });
         for density in DENSITIES {
             let pruned: Vec<f32> =

@@ -1,7 +1,7 @@
 //! Executes a [`Plan`] on a batch: layers in order, one buffer per live value, images of a
 //! batch in parallel.
 
-use crate::kernels::{conv::conv_image, dense::dense_batch, eltwise, pool, thresholded};
+use crate::kernels::{conv::conv_batch, dense::dense_batch, eltwise, pool, thresholded};
 use crate::plan::{Layer, Op, Plan};
 use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
@@ -139,10 +139,7 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut
     };
     let hw = |s: &[usize]| [s[1], s[2]];
     match &layer.op {
-        Op::Conv(conv) => per_image(&mut out, &|n, o| {
-            let x = thresholded(&input(0)[n * in_len(0)..][..in_len(0)], conv.input_threshold);
-            conv_image(conv, &x, hw(in_shape(0)), o, hw(out_shape))
-        }),
+        Op::Conv(conv) => conv_batch(conv, input(0), hw(in_shape(0)), &mut out, hw(out_shape)),
         Op::Dense(dense) => dense_batch(dense, &thresholded(input(0), dense.input_threshold), batch, &mut out),
         Op::Pool(p) => per_image(&mut out, &|n, o| {
             pool::pool_image(p, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))

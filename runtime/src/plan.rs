@@ -34,6 +34,9 @@ pub struct Conv {
     pub input_threshold: Option<f32>,
     /// The weights' non-zeros by filter, when pruned enough for zero-skipping kernels.
     pub sparse_weight: Option<crate::sparse_rows::SparseRows>,
+    /// What a kernel makes of `weight` once (the float GEMM's packed copy). Whoever
+    /// changes `weight` resets it: `conv.derived = Derived::default()`.
+    pub derived: Derived,
 }
 
 impl Conv {
@@ -54,7 +57,31 @@ impl Conv {
             activation: None,
             input_threshold: None,
             sparse_weight: None,
+            derived: Derived::default(),
         }
+    }
+}
+
+/// What a kernel derives from a layer's weights once (a packed copy), made on first use and
+/// shared by clones of the layer; of a type the plan does not know. Reset it (replace it
+/// with `Derived::default()`) when the weights change.
+#[derive(Clone, Default)]
+pub struct Derived(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Derived {
+    /// What `derive` makes of the weights, made on the first call; every call must ask for
+    /// the same type (one kernel per layer kind uses it).
+    pub(crate) fn get_or<T: std::any::Any + Send + Sync>(&self, derive: impl FnOnce() -> T) -> &T {
+        self.0
+            .get_or_init(|| std::sync::Arc::new(derive()))
+            .downcast_ref()
+            .expect("one kernel derives one type from a layer's weights")
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Derived(made)" } else { "Derived(not yet)" })
     }
 }
 
@@ -195,9 +222,8 @@ pub struct FixedChannels {
     weight: Vec<f64>,
     weight_frac: Vec<i32>,
     bias: Vec<i64>,
-    /// What a kernel derives from the weights once (the integer GEMM's packed copy), made
-    /// on first use; of a type the plan does not know.
-    derived: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// The integer GEMM's packed copy of the weights.
+    derived: Derived,
 }
 
 impl FixedChannels {
@@ -229,10 +255,7 @@ impl FixedChannels {
     /// What `derive` makes of these weights, made on the first call; every call must ask
     /// for the same type (one kernel per layer kind uses it).
     pub(crate) fn derived<T: std::any::Any + Send + Sync>(&self, derive: impl FnOnce() -> T) -> &T {
-        self.derived
-            .get_or_init(|| std::sync::Arc::new(derive()))
-            .downcast_ref()
-            .expect("one kernel derives one type from a layer's weights")
+        self.derived.get_or(derive)
     }
 }
 

@@ -1,8 +1,13 @@
-//! 2-D convolution: im2col + GEMM (ndarray/matrixmultiply) for dense and grouped convs,
-//! a direct loop for depthwise ones ([`super::depthwise`]). The accumulation is generic over the element type:
+//! 2-D convolution. On the float datapath, dense and grouped convs run the packed GEMM
+//! ([`super::sgemm`]) over their windows with bias and activation fused, pruned ones their
+//! zero-skipping kernels; elsewhere (the fixed-point datapath's wide accumulators, pruned
+//! layers the zero-skipping kernels decline) im2col + GEMM (ndarray/matrixmultiply);
+//! depthwise ones a direct loop ([`super::depthwise`]). The accumulation is generic over the element type:
 //! `f32` on the float datapath, `f64` on the fixed-point one (where it is exact, see
 //! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
+use super::sgemm::{self, PackedWeights};
+use super::unfold::{Matrix, Windows};
 use crate::plan::Conv;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -72,13 +77,101 @@ pub(crate) fn group_columns<'a, T: Element>(
 /// split a 56 x 56 map across cores.
 const GEMM_COLUMNS_PER_TASK: usize = 512;
 
-/// Convolve one image `input` ([C_in, H, W]) into `out` ([C_out, OH, OW]).
-pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
-    accumulate(conv, &conv.weight, input, in_hw, out, out_hw);
+/// Maps of at most this many pixels are convolved for the whole batch in one GEMM: its
+/// column panels full, the weights read once per batch rather than per image.
+pub(crate) const BATCH_GEMM_MAX_PIXELS: usize = 256;
+
+/// Convolve a batch `input` ([N, C_in, H, W]) into `out` ([N, C_out, OH, OW]), bias and
+/// activation included, `input_threshold` applied.
+pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
+    let (in_len, out_len) = (conv.c_in * in_hw[0] * in_hw[1], conv.c_out * out_hw[0] * out_hw[1]);
+    let batch = input.len() / in_len.max(1);
     let pixels = out_hw[0] * out_hw[1];
-    out.par_chunks_mut(pixels)
-        .zip(conv.bias.par_iter())
-        .for_each(|(channel, &bias)| super::activate_with(channel, |v| v + bias, conv.activation));
+    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && runs_packed(conv) {
+        let input = super::thresholded(input, conv.input_threshold);
+        // Per group: [channel][image][pixel], then each image's channels in place.
+        let out_per_group = conv.c_out / conv.groups;
+        let mut sums = super::scratch::take_len(out_per_group * batch * pixels, 0.0f32);
+        for g in 0..conv.groups {
+            packed_group(conv, g, (&input, in_len), in_hw, &mut sums, out_hw, true);
+            out.par_chunks_exact_mut(out_len).enumerate().for_each(|(n, image)| {
+                let group = &mut image[g * out_per_group * pixels..][..out_per_group * pixels];
+                for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
+                    dst.copy_from_slice(&sums[(c * batch + n) * pixels..][..pixels]);
+                }
+            });
+        }
+        super::scratch::give_back(sums);
+        return;
+    }
+    // Images in parallel, each conv on one thread; or, with fewer images than threads, each
+    // conv over all of them.
+    let parallel = batch < rayon::current_num_threads();
+    out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, image)| {
+        let x = super::thresholded(image, conv.input_threshold);
+        conv_image(conv, &x, in_hw, o, out_hw, parallel)
+    });
+}
+
+/// Whether the float path runs `conv` on the packed GEMM: every conv but depthwise ones and
+/// pruned ones (their own kernels).
+fn runs_packed(conv: &Conv) -> bool {
+    let depthwise = conv.c_in == conv.groups && conv.c_out == conv.groups;
+    !depthwise && conv.sparse_weight.is_none()
+}
+
+/// Convolve one image `input` ([C_in, H, W]) into `out` ([C_out, OH, OW]), bias and
+/// activation included; with `parallel`, over rayon's threads (else on the caller's).
+///
+/// Depthwise and pruned layers run their own kernels, then a bias and activation pass;
+/// the rest run the packed float GEMM ([`super::sgemm`]) over the image's windows, each
+/// run of sums finished while in cache.
+pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2], parallel: bool) {
+    let pixels = out_hw[0] * out_hw[1];
+    if !runs_packed(conv) {
+        accumulate(conv, &conv.weight, input, in_hw, out, out_hw);
+        out.par_chunks_mut(pixels)
+            .zip(conv.bias.par_iter())
+            .with_min_len(if parallel { 1 } else { usize::MAX })
+            .for_each(|(channel, &bias)| super::activate_with(channel, |v| v + bias, conv.activation));
+        return;
+    }
+    let out_per_group = conv.c_out / conv.groups;
+    for g in 0..conv.groups {
+        let dst = &mut out[g * out_per_group * pixels..][..out_per_group * pixels];
+        packed_group(conv, g, (input, input.len()), in_hw, dst, out_hw, parallel);
+    }
+}
+
+/// Group `g` of `conv` over the images of `input` (`image_len` values apart) into `out`
+/// ([C_out / groups, N * OH * OW]) on the packed GEMM, bias and activation fused.
+fn packed_group(
+    conv: &Conv,
+    g: usize,
+    (input, image_len): (&[f32], usize),
+    in_hw: [usize; 2],
+    out: &mut [f32],
+    out_hw: [usize; 2],
+    parallel: bool,
+) {
+    let (in_per_group, out_per_group) = (conv.c_in / conv.groups, conv.c_out / conv.groups);
+    let k = in_per_group * conv.kernel[0] * conv.kernel[1];
+    let packed: &Vec<PackedWeights> = conv.derived.get_or(|| {
+        conv.weight.chunks_exact(out_per_group * k).map(|group| PackedWeights::new(group, out_per_group, k)).collect()
+    });
+    let finish = |row: usize, sums: &[f32], out: &mut [f32]| {
+        let bias = conv.bias[g * out_per_group + row];
+        out.copy_from_slice(sums);
+        super::activate_with(out, |v| v + bias, conv.activation);
+    };
+    let pixels = in_hw[0] * in_hw[1];
+    if unfolds(conv) || input.len() > image_len {
+        let windows = Windows::new(conv, (input, image_len), (g * in_per_group, in_per_group), in_hw, out_hw);
+        sgemm::gemm_with(&packed[g], &windows, out, parallel, finish);
+    } else {
+        let group_in = &input[g * in_per_group * pixels..][..in_per_group * pixels];
+        sgemm::gemm_with(&packed[g], &Matrix { values: group_in, n: pixels }, out, parallel, finish);
+    }
 }
 
 /// `out` = the convolution of `input` with `weight` (`conv`'s geometry), without bias.
@@ -233,7 +326,7 @@ mod tests {
         let ow =
             hass_proto::geometry::window_output_len(hw, kernel, stride, dilation, pads[1], pads[3], false).unwrap();
         let mut out = vec![f32::NAN; c_out * oh * ow];
-        conv_image(&conv, &input, [hw, hw], &mut out, [oh, ow]);
+        conv_image(&conv, &input, [hw, hw], &mut out, [oh, ow], true);
         let expected = reference(&conv, &input, [hw, hw], [oh, ow]);
         for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "element {i}: {a} vs {b}");

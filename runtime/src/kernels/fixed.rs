@@ -3,9 +3,10 @@
 //! in `f64` where that is exact: the convolution's and the fully connected layer's
 //! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, parallel_gemm, unfolds};
-use super::igemm::{gemm_with, Columns, Matrix, PackedA};
+use super::conv::{accumulate, parallel_gemm, unfolds, BATCH_GEMM_MAX_PIXELS};
+use super::igemm::{gemm_with, PackedA};
 use super::unfold::Windows;
+use super::unfold::{Columns, Matrix};
 use super::{eltwise, pool, scratch, thresholded, with_avx2};
 use crate::plan::{Conv, EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
@@ -234,10 +235,6 @@ fn finish_channel(unit: &ActivationUnit, ch: &FixedChannels, x: Format, c: usize
     unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
 }
 
-/// Maps of at most this many pixels are convolved for the whole batch in one GEMM: its
-/// column panels full, the weights read once (a 7 x 7 map fills 49 of 64 columns alone).
-const BATCH_GEMM_MAX_PIXELS: usize = 256;
-
 /// A dense or grouped convolution of `input` (a batch of `in_shape` images) into `out`: the
 /// integer GEMM, the weights packed once per plan, the windows packed from the images.
 fn conv_layer(
@@ -318,7 +315,7 @@ fn conv_layer(
 /// `parallel`.
 fn conv_gemm(
     a: &PackedA,
-    b: &impl Columns,
+    b: &impl Columns<i16>,
     out: &mut [f32],
     parallel: bool,
     (unit, ch, x, first): (&ActivationUnit, &FixedChannels, Format, usize),

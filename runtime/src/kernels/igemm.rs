@@ -13,12 +13,13 @@
 //!
 //! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
 //! panels of [`MR`] rows, each k-pair of a row as one 32-bit word per part; `B` (any
-//! [`Columns`]: a matrix, or a convolution's windows read straight from the images) is
+//! [`Columns`](super::unfold::Columns): a matrix, or a convolution's windows read straight from the images) is
 //! packed as the GEMM goes, per block of column panels and chunk of `KC_PAIRS` k-pairs,
 //! which every row panel of `A` then passes over (in parallel). Without AVX2 a scalar
 //! kernel computes the same integers; the tests check every kernel the machine has against
 //! it.
 
+use super::unfold::{Columns, Matrix};
 use rayon::prelude::*;
 
 /// Rows of `A` per micro-tile.
@@ -96,53 +97,12 @@ impl PackedA {
     }
 }
 
-/// The right-hand side `B` of [`gemm_with`]: `k` x `n` 16-bit integers, which the GEMM
-/// packs a panel at a time as it goes, so that `B` need never exist whole (a convolution
-/// packs its windows straight from the image).
-pub trait Columns: Sync {
-    /// What [`Columns::row`] needs to know about a run of columns, worked out once for
-    /// every row it reads.
-    type Span;
-    /// `[k, n]`.
-    fn shape(&self) -> [usize; 2];
-    /// Columns `c0..c0 + len`.
-    fn span(&self, c0: usize, len: usize) -> Self::Span;
-    /// Row `r`'s values in `span`'s columns into `dst` (every one written).
-    fn row(&self, span: &Self::Span, r: usize, dst: &mut [i16]);
-}
-
-/// A row-major `k` x `n` matrix as [`Columns`].
-pub struct Matrix<'a> {
-    /// The values, row-major.
-    pub values: &'a [i16],
-    /// Columns per row (`n`).
-    pub n: usize,
-}
-
-impl Columns for Matrix<'_> {
-    /// The first column.
-    type Span = usize;
-
-    fn shape(&self) -> [usize; 2] {
-        [self.values.len() / self.n.max(1), self.n]
-    }
-
-    fn span(&self, c0: usize, _: usize) -> usize {
-        c0
-    }
-
-    #[inline(always)]
-    fn row(&self, &c0: &usize, r: usize, dst: &mut [i16]) {
-        dst.copy_from_slice(&self.values[r * self.n + c0..][..dst.len()]);
-    }
-}
-
 /// k-pairs `first..first + pairs` of the column panels from `panel0` on (as many as `out`
 /// holds) of `b`, packed: per panel, per k-pair, [`NR`] words (zeros past the last row or
 /// column). Rows are read across all the panels at once: a convolution's windows then
 /// copy whole runs of an image row.
 #[inline(always)]
-fn pack_b(b: &impl Columns, panel0: usize, first: usize, pairs: usize, out: &mut [i32]) {
+fn pack_b(b: &impl Columns<i16>, panel0: usize, first: usize, pairs: usize, out: &mut [i32]) {
     let [k, n] = b.shape();
     let panels = out.len() / (pairs * NR).max(1);
     let c0 = panel0 * NR;
@@ -190,7 +150,7 @@ pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
 /// parallel itself: nested splitting costs more than it gains).
 pub fn gemm_with<T: Send>(
     a: &PackedA,
-    b: &impl Columns,
+    b: &impl Columns<i16>,
     c: &mut [T],
     parallel: bool,
     finish: impl Fn(usize, &[i64], &mut [T]) + Sync,

@@ -9,6 +9,7 @@ pub mod fixed;
 pub mod igemm;
 pub mod pool;
 mod scratch;
+pub mod sgemm;
 pub mod sparse;
 pub mod sparse_conv;
 pub mod unfold;

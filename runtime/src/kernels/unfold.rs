@@ -1,11 +1,54 @@
-//! A convolution's windows as the integer GEMM's right-hand side: row `(c, ky, kx)`,
+//! The right-hand side of the GEMMs ([`super::igemm`], [`super::sgemm`]), which they pack a
+//! panel at a time as they go: a matrix, or a convolution's windows.
+//!
+//! A convolution's windows: row `(c, ky, kx)`,
 //! column `(image, oy, ox)` holds that image's input `(c, oy * stride + ky * dilation -
 //! pad, ...)`, or zero in the padding. The GEMM asks for a panel of columns at a time and
 //! gets it straight from the images: no unfolded matrix is written and read back (im2col's
 //! cost on large maps), and the columns of several small maps make one wide GEMM.
 
-use super::igemm::Columns;
 use crate::plan::Conv;
+
+/// A GEMM's right-hand side `B`: `k` x `n` values of type `T`, packed a panel at a time as
+/// the GEMM goes, so that `B` need never exist whole (a convolution packs its windows
+/// straight from the image).
+pub trait Columns<T>: Sync {
+    /// What [`Columns::row`] needs to know about a run of columns, worked out once for
+    /// every row it reads.
+    type Span;
+    /// `[k, n]`.
+    fn shape(&self) -> [usize; 2];
+    /// Columns `c0..c0 + len`.
+    fn span(&self, c0: usize, len: usize) -> Self::Span;
+    /// Row `r`'s values in `span`'s columns into `dst` (every one written).
+    fn row(&self, span: &Self::Span, r: usize, dst: &mut [T]);
+}
+
+/// A row-major `k` x `n` matrix as [`Columns`].
+pub struct Matrix<'a, T> {
+    /// The values, row-major.
+    pub values: &'a [T],
+    /// Columns per row (`n`).
+    pub n: usize,
+}
+
+impl<T: Copy + Sync> Columns<T> for Matrix<'_, T> {
+    /// The first column.
+    type Span = usize;
+
+    fn shape(&self) -> [usize; 2] {
+        [self.values.len() / self.n.max(1), self.n]
+    }
+
+    fn span(&self, c0: usize, _: usize) -> usize {
+        c0
+    }
+
+    #[inline(always)]
+    fn row(&self, &c0: &usize, r: usize, dst: &mut [T]) {
+        dst.copy_from_slice(&self.values[r * self.n + c0..][..dst.len()]);
+    }
+}
 
 /// Where row `(c, ky, kx)` reads: its input plane, and the offsets of its window tap.
 #[derive(Clone, Copy, Debug)]
@@ -18,10 +61,10 @@ struct Tap {
     hi: usize,
 }
 
-/// One group's windows over a batch of images.
-pub struct Windows<'a> {
+/// One group's windows over a batch of images (zeros in the padding: `T::default()`).
+pub struct Windows<'a, T> {
     /// The images, `image_len` values apart.
-    input: &'a [i16],
+    input: &'a [T],
     image_len: usize,
     images: usize,
     taps: Vec<Tap>,
@@ -30,12 +73,12 @@ pub struct Windows<'a> {
     out_hw: [usize; 2],
 }
 
-impl<'a> Windows<'a> {
+impl<'a, T> Windows<'a, T> {
     /// The windows `conv` slides over the `channels` planes (of `in_hw`) from `first` on
     /// in each image of `input` (images `image_len` values apart), producing `out_hw`.
     pub fn new(
         conv: &Conv,
-        (input, image_len): (&'a [i16], usize),
+        (input, image_len): (&'a [T], usize),
         (first, channels): (usize, usize),
         in_hw: [usize; 2],
         out_hw: [usize; 2],
@@ -71,7 +114,7 @@ pub struct Run {
     len: usize,
 }
 
-impl Columns for Windows<'_> {
+impl<T: Copy + Default + Sync> Columns<T> for Windows<'_, T> {
     type Span = Vec<Run>;
 
     fn shape(&self) -> [usize; 2] {
@@ -94,22 +137,22 @@ impl Columns for Windows<'_> {
     }
 
     #[inline(always)]
-    fn row(&self, runs: &Vec<Run>, r: usize, dst: &mut [i16]) {
+    fn row(&self, runs: &Vec<Run>, r: usize, dst: &mut [T]) {
         let tap = self.taps[r];
         let ([h, w], [sh, sw]) = (self.in_hw, self.stride);
         for &Run { at, image, oy, ox, len } in runs {
             let run = &mut dst[at..][..len];
             let y = (oy * sh) as isize + tap.dy;
             if y < 0 || y >= h as isize {
-                run.fill(0);
+                run.fill(T::default());
                 continue;
             }
             let src = &self.input[image + tap.plane + y as usize * w..][..w];
             // Output columns ox..ox + len; those in lo..hi read the plane.
             let lo = tap.lo.clamp(ox, ox + len);
             let hi = tap.hi.clamp(lo, ox + len);
-            run[..lo - ox].fill(0);
-            run[hi - ox..].fill(0);
+            run[..lo - ox].fill(T::default());
+            run[hi - ox..].fill(T::default());
             let first = ((lo * sw) as isize + tap.dx) as usize;
             let inside = &mut run[lo - ox..hi - ox];
             if sw == 1 {

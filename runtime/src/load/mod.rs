@@ -353,6 +353,7 @@ fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
     Ok((
         Op::Conv(Conv {
             sparse_weight: SparseRows::from_dense(&weight, c_out),
+            derived: Default::default(),
             weight,
             bias,
             c_in,

@@ -583,7 +583,11 @@ fn apply_knobs(
         let input_format = plan.value_format(plan.layers[target.layer].inputs[0]);
         let layer = &mut plan.layers[target.layer];
         let (w, b, s, th) = match &mut layer.op {
-            Op::Conv(c) => (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold),
+            Op::Conv(c) => {
+                // The packed copy of the weights is made again from the new ones.
+                c.derived = Default::default();
+                (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold)
+            }
             Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold),
             _ => unreachable!("targets are conv or fully connected layers"),
         };
