@@ -114,6 +114,18 @@ fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     fits.map_or_else(Vec::new, |k| spare.swap_remove(k))
 }
 
+/// Whether `layer`'s kernel writes every value of its output without reading it first:
+/// float convs other than pruned ones (the packed GEMM's epilogue, the depthwise loop) and
+/// fully connected layers. The rest get a zeroed output.
+fn writes_every_output(layer: &Layer) -> bool {
+    match &layer.op {
+        _ if layer.fixed.is_some() => false,
+        Op::Conv(conv) => conv.sparse_weight.is_none(),
+        Op::Dense(_) => true,
+        _ => false,
+    }
+}
+
 /// Compute `layer` on `inputs` (one batch per input value, in `layer.inputs` order).
 pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize) -> Vec<f32> {
     run_layer_in(plan, layer, inputs, batch, Vec::new())
@@ -126,10 +138,15 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut
     let out_len: usize = layer.output_shape.iter().product();
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();
     let out_shape = &layer.output_shape;
-    // Zeroed: some kernels accumulate into their output. In parallel: a batch's output can
-    // be tens of megabytes, and zeroing it on one thread stalls the other.
-    out.clear();
-    out.par_extend(rayon::iter::repeat_n(0.0f32, out_len * batch));
+    if writes_every_output(layer) && out.len() >= out_len * batch {
+        // A spare buffer's stale values, each overwritten.
+        out.truncate(out_len * batch);
+    } else {
+        // Zeroed: some kernels accumulate into their output. In parallel: a batch's output
+        // can be tens of megabytes, and zeroing it on one thread stalls the other.
+        out.clear();
+        out.par_extend(rayon::iter::repeat_n(0.0f32, out_len * batch));
+    }
     if let Some(fixed) = &layer.fixed {
         crate::kernels::fixed::run_layer(plan, layer, fixed, inputs, batch, &mut out);
         return out;

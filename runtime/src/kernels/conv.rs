@@ -161,8 +161,7 @@ fn packed_group(
     });
     let finish = |row: usize, sums: &[f32], out: &mut [f32]| {
         let bias = conv.bias[g * out_per_group + row];
-        out.copy_from_slice(sums);
-        super::activate_with(out, |v| v + bias, conv.activation);
+        super::activate_into(out, sums, |v| v + bias, conv.activation);
     };
     let pixels = in_hw[0] * in_hw[1];
     if unfolds(conv) || input.len() > image_len {
@@ -375,6 +374,37 @@ mod tests {
         check(3, 3, 3, 3, 1, 1, [1; 4], 40);
         check(3, 3, 3, 3, 2, 1, [1, 0, 1, 2], 40);
         check(2, 2, 2, 5, 1, 2, [4; 4], 19);
+        // 41 rows and columns: pairs of rows and a last one alone, a block of 32 and 9.
+        check(2, 2, 2, 3, 1, 1, [1; 4], 41);
+    }
+
+    /// A batch of small maps runs as one GEMM over all the images' windows; each image's
+    /// output is the same floats as when convolved alone, threshold, bias and activation
+    /// included.
+    #[test]
+    fn a_batch_of_small_maps_is_each_image_convolved_alone() {
+        let (c_in, c_out, hw, batch) = (5, 14, 7, 3);
+        let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
+        let conv = Conv {
+            pads: [1; 4],
+            bias: (0..c_out).map(|i| i as f32 * 0.1 - 0.5).collect(),
+            activation: Some(Activation::Relu),
+            input_threshold: Some(0.2),
+            ..Conv::new(weight, c_in, c_out, [3, 3])
+        };
+        let image_len = c_in * hw * hw;
+        let input: Vec<f32> = (0..batch * image_len).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
+        let mut batched = vec![f32::NAN; batch * c_out * hw * hw];
+        conv_batch(&conv, &input, [hw, hw], &mut batched, [hw, hw]);
+        for (image, got) in input.chunks_exact(image_len).zip(batched.chunks_exact(c_out * hw * hw)) {
+            let thresholded: Vec<f32> = image.iter().map(|&v| if v <= 0.2 { 0.0 } else { v }).collect();
+            let mut alone = vec![f32::NAN; c_out * hw * hw];
+            conv_image(&conv, &thresholded, [hw, hw], &mut alone, [hw, hw], true);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

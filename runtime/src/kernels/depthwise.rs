@@ -31,14 +31,17 @@ pub fn depthwise<T: Element>(
             (0..kh * kw).filter(|&t| taps[t] != T::zero()).map(|t| (padded.offset(conv, t / kw, t % kw), taps[t])),
         );
         let mut rows = scratch::take_len(padded.len(), T::zero());
-        padded.fill(&input[c * h * w..][..h * w], &mut rows);
         with_avx2(
             #[inline(always)]
             || {
+                padded.fill(&input[c * h * w..][..h * w], &mut rows);
+                // Two rows of sums fill 4 (f64: 8) AVX2 registers at 16 columns, 8 at 32.
                 if ow <= 8 {
                     channel::<T, 8>(&live, &rows, &padded, dst, ow);
-                } else {
+                } else if ow <= 16 || size_of::<T>() > 4 {
                     channel::<T, 16>(&live, &rows, &padded, dst, ow);
+                } else {
+                    channel::<T, 32>(&live, &rows, &padded, dst, ow);
                 }
             },
         );
@@ -62,7 +65,7 @@ struct Padded {
 
 /// Columns read past the last output column's: the last block of an output row may run
 /// that far beyond it (into the next row, or this slack), its extra sums discarded.
-const SLACK: usize = 16;
+const SLACK: usize = 32;
 
 impl Padded {
     fn new(conv: &Conv, hw: [usize; 2], [oh, ow]: [usize; 2]) -> Padded {
@@ -95,6 +98,7 @@ impl Padded {
     }
 
     /// Copy `plane` into `rows` (every element written: padding zero).
+    #[inline(always)]
     fn fill<T: Element>(&self, plane: &[T], rows: &mut [T]) {
         let [h, w] = self.hw;
         let (sw, phase_len) = (self.stride[1], self.phase_len);
@@ -112,29 +116,76 @@ impl Padded {
                 let offset = p as isize - self.left as isize;
                 let (lo, hi) = super::conv::valid_range(phase_len, sw, offset, w);
                 let first = (lo * sw) as isize + offset;
-                if lo < hi {
-                    phase[lo..hi].iter_mut().zip(src[first as usize..].iter().step_by(sw)).for_each(|(d, &v)| *d = v);
+                if lo >= hi {
+                    continue;
+                }
+                let (dst, src) = (&mut phase[lo..hi], &src[first as usize..]);
+                if sw == 2 {
+                    // Every other value, from pairs (`step_by` does not vectorize); an odd
+                    // last one on its own.
+                    let whole = dst.len().min(src.len() / 2);
+                    dst[..whole].iter_mut().zip(src.chunks_exact(2)).for_each(|(d, two)| *d = two[0]);
+                    if let Some(d) = dst.get_mut(whole) {
+                        *d = src[2 * whole];
+                    }
+                } else {
+                    dst.iter_mut().zip(src.iter().step_by(sw)).for_each(|(d, &v)| *d = v);
                 }
             }
         }
     }
 }
 
-/// One channel's output rows from its padded copy `rows`, in blocks of `L` columns.
+/// One channel's output rows from its padded copy `rows`, two rows at a time (twice the
+/// independent sums in flight), in blocks of `L` columns.
 #[inline(always)]
 fn channel<T: Element, const L: usize>(live: &[(usize, T)], rows: &[T], padded: &Padded, dst: &mut [T], ow: usize) {
     let row_step = padded.stride[0] * padded.row_len();
-    for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
+    // Rows in pairs; the last, if their number is odd, at `paired * row_step`.
+    let paired = dst.len() / ow.max(1) / 2 * 2;
+    let mut pairs = dst.chunks_exact_mut(2 * ow);
+    for (pair, two) in (&mut pairs).enumerate() {
+        let (top, bottom) = two.split_at_mut(ow);
+        let base = 2 * pair * row_step;
         for x in (0..ow).step_by(L) {
-            let mut acc = [T::zero(); L];
+            let (mut upper, mut lower) = ([T::zero(); L], [T::zero(); L]);
             for &(offset, tap) in live {
-                let src = &rows[oy * row_step + offset + x..][..L];
-                for (a, &s) in acc.iter_mut().zip(src) {
-                    *a += tap * s;
+                let above = &rows[base + offset + x..][..L];
+                let below = &rows[base + row_step + offset + x..][..L];
+                for ((u, l), (&a, &b)) in upper.iter_mut().zip(lower.iter_mut()).zip(above.iter().zip(below)) {
+                    *u += tap * a;
+                    *l += tap * b;
                 }
             }
-            let n = L.min(ow - x);
-            row[x..x + n].copy_from_slice(&acc[..n]);
+            store(&mut top[x..], &upper);
+            store(&mut bottom[x..], &lower);
+        }
+    }
+    let last = pairs.into_remainder();
+    if last.is_empty() {
+        return;
+    }
+    let base = paired * row_step;
+    for x in (0..ow).step_by(L) {
+        let mut acc = [T::zero(); L];
+        for &(offset, tap) in live {
+            for (a, &s) in acc.iter_mut().zip(&rows[base + offset + x..][..L]) {
+                *a += tap * s;
+            }
+        }
+        store(&mut last[x..], &acc);
+    }
+}
+
+/// The first `dst.len()` (at most `L`) sums of `block` into `dst`; a whole block as one
+/// copy of constant length (inlined, not a call).
+#[inline(always)]
+fn store<T: Copy, const L: usize>(dst: &mut [T], block: &[T; L]) {
+    match dst.first_chunk_mut::<L>() {
+        Some(whole) => *whole = *block,
+        None => {
+            let n = dst.len();
+            dst.copy_from_slice(&block[..n]);
         }
     }
 }

@@ -45,6 +45,29 @@ pub fn activate_with(xs: &mut [f32], pre: impl Fn(f32) -> f32 + Copy, activation
     }
 }
 
+/// `dst[i] = activation(pre(src[i]))`, as [`activate_with`] computes it, in one pass (for
+/// a GEMM's epilogue). Not compiled for AVX2 itself: call it where that is done (the
+/// GEMMs' `finish`).
+#[inline(always)]
+pub(crate) fn activate_into(
+    dst: &mut [f32],
+    src: &[f32],
+    pre: impl Fn(f32) -> f32 + Copy,
+    activation: Option<crate::plan::Activation>,
+) {
+    use crate::plan::Activation;
+    #[inline(always)]
+    fn each(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32) {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(s));
+    }
+    match activation {
+        None => each(dst, src, pre),
+        Some(Activation::Relu) => each(dst, src, |x| Activation::Relu.apply(pre(x))),
+        Some(Activation::Clip { min, max }) => each(dst, src, |x| Activation::Clip { min, max }.apply(pre(x))),
+        Some(act) => each(dst, src, |x| act.apply(pre(x))),
+    }
+}
+
 /// Whether the environment sets `HASS_AVX2_ONLY` (non-empty): the kernels then leave the
 /// processor's AVX-512 unused, to measure here what one without it would do
 /// (`scripts/bench_runtime.sh`). Read once.

@@ -1,6 +1,7 @@
 //! Max and average pooling, and global average pooling, over one image.
 
 use crate::plan::{Pool, PoolKind};
+use rayon::prelude::*;
 
 /// Pool one image `input` ([C, H, W]) into `out` ([C, OH, OW]).
 pub fn pool_image(pool: &Pool, input: &[f32], hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
@@ -28,20 +29,20 @@ pub fn max_pool_image(
     let [sh, sw] = pool.stride;
     let [dh, dw] = pool.dilation;
     let (top, left) = (pool.pads[0] as isize, pool.pads[1] as isize);
-    // Each input row's maxima over the windows' columns: [H, OW].
-    let mut rows = super::scratch::take_len(h * ow, empty);
-    super::with_avx2(
-        #[inline(always)]
-        || {
-            for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+    // Channels in parallel; each input row's maxima over the windows' columns: [H, OW].
+    out.par_chunks_exact_mut(oh * ow).zip(input.par_chunks_exact(h * w)).with_min_len(4).for_each(|(dst, plane)| {
+        let mut rows = super::scratch::take_len(h * ow, empty);
+        super::with_avx2(
+            #[inline(always)]
+            || {
                 for (src, row) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
                     row.fill(empty);
                     for kx in 0..kw {
                         let dx = (kx * dw) as isize - left;
                         let (lo, hi) = super::conv::valid_range(ow, sw, dx, w);
-                        let first = ((lo * sw) as isize + dx) as usize;
-                        for (i, m) in row[lo..hi].iter_mut().enumerate() {
-                            *m = m.max(src[first + i * sw]);
+                        if lo < hi {
+                            let first = ((lo * sw) as isize + dx) as usize;
+                            max_strided(&mut row[lo..hi], &src[first..], sw);
                         }
                     }
                 }
@@ -56,10 +57,27 @@ pub fn max_pool_image(
                         }
                     }
                 }
+            },
+        );
+        super::scratch::give_back(rows);
+    });
+}
+
+/// `dst[i] = max(dst[i], src[i * stride])`; stride 2 from pairs (`step_by` does not
+/// vectorize), an odd last value on its own.
+#[inline(always)]
+fn max_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    match stride {
+        1 => dst.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v)),
+        2 => {
+            let whole = dst.len().min(src.len() / 2);
+            dst[..whole].iter_mut().zip(src.chunks_exact(2)).for_each(|(m, two)| *m = m.max(two[0]));
+            if let Some(m) = dst.get_mut(whole) {
+                *m = m.max(src[2 * whole]);
             }
-        },
-    );
-    super::scratch::give_back(rows);
+        }
+        _ => dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(m, &v)| *m = m.max(v)),
+    }
 }
 
 /// `out[c, oy, ox] = reduce(values inside the window, window size counting padding but not

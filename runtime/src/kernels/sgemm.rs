@@ -75,7 +75,9 @@ fn pack_b(b: &impl Columns<f32>, panel0: usize, first: usize, len: usize, out: &
     for j in 0..len {
         b.row(&span, first + j, &mut row[..cols]);
         for (dst, src) in out.chunks_exact_mut(len * NR).zip(row.chunks_exact(NR)) {
-            dst[j * NR..][..NR].copy_from_slice(src);
+            // Arrays, not slices: a copy of constant length, inlined.
+            let dst: &mut [f32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR values");
+            *dst = *<&[f32; NR]>::try_from(src).expect("NR values");
         }
     }
     super::scratch::give_back(row);
