@@ -6,10 +6,11 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 /// Largest fraction of non-zero weights for which a layer keeps its non-zeros. A conv then
-/// runs the direct sparse kernel, which beat im2col + SGEMM up to about half non-zeros on
-/// ResNet-18's 3x3 layers (`RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench
-/// sparse_gemm`: at 50 %, 0.75-1.05x the dense time; at 30 %, 0.45-0.8x).
-pub const SPARSE_DENSITY: f64 = 0.5;
+/// runs the direct sparse kernel, which beat the float path's packed GEMM up to 40 %
+/// non-zeros on ResNet-18's 3x3 layers (`RAYON_NUM_THREADS=1 cargo bench -p hass-runtime
+/// --bench sparse_gemm`: at 30 %, 0.64-0.68x the dense time; at 40 %, 0.68-0.92x; at 50 %,
+/// 0.85-1.22x).
+pub const SPARSE_DENSITY: f64 = 0.4;
 
 /// Largest fraction of non-zero weights for which the sparse product over a whole matrix
 /// ([`SparseRows::matmul_rows`]: fully connected layers, and grouped or dilated convs over
