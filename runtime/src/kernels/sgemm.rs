@@ -44,7 +44,7 @@ impl PackedWeights {
         debug_assert_eq!(a.len(), m * k);
         let stride = k * MR;
         let mut panels = vec![0.0; m.div_ceil(MR) * stride];
-        for (p, panel) in panels.chunks_exact_mut(stride).enumerate() {
+        for (p, panel) in panels.chunks_exact_mut(stride.max(1)).enumerate() {
             for r in 0..MR.min(m - p * MR) {
                 for (j, &v) in a[(p * MR + r) * k..][..k].iter().enumerate() {
                     panel[j * MR + r] = v;
@@ -97,7 +97,13 @@ pub fn gemm_with<T: Send>(
     let [k, n] = b.shape();
     debug_assert_eq!(k, a.k);
     debug_assert_eq!(c.len(), a.rows * n);
-    let kc = KC.min(k).max(1);
+    if k == 0 {
+        // Empty sums: every row still finished.
+        let zeros = vec![0.0f32; n];
+        c.chunks_mut(n.max(1)).enumerate().for_each(|(row, out)| finish(row, &zeros, out));
+        return;
+    }
+    let kc = KC.min(k);
     let panels = n.div_ceil(NR);
     let row_panels = a.rows.div_ceil(MR);
     let per_block = BLOCK_PANELS.min(panels).max(1);
@@ -297,6 +303,16 @@ mod tests {
         check(64, 576, 3136, 4); // resnet's first 3x3 block: several column blocks
         check(512, 4608, 49, 5); // its widest fan-in on a 7x7 map
         check(24, 16, 1000, 6);
+    }
+
+    #[test]
+    fn rows_without_products_are_finished_from_zero() {
+        let mut c = vec![f32::NAN; 3 * 4];
+        let empty = PackedWeights::new(&[], 3, 0);
+        gemm_with(&empty, &Matrix { values: &[], n: 4 }, &mut c, true, |row, sums, out| {
+            out.iter_mut().zip(sums).for_each(|(o, &s)| *o = s + row as f32)
+        });
+        assert_eq!(c, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]);
     }
 
     #[test]
