@@ -94,12 +94,7 @@ pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
         let mut sums = super::scratch::take_len(out_per_group * batch * pixels, 0.0f32);
         for g in 0..conv.groups {
             packed_group(conv, g, (&input, in_len), in_hw, &mut sums, out_hw, true);
-            out.par_chunks_exact_mut(out_len).enumerate().for_each(|(n, image)| {
-                let group = &mut image[g * out_per_group * pixels..][..out_per_group * pixels];
-                for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
-                    dst.copy_from_slice(&sums[(c * batch + n) * pixels..][..pixels]);
-                }
-            });
+            put_group_in_images(&sums, g, out_per_group, pixels, out);
         }
         super::scratch::give_back(sums);
         return;
@@ -110,6 +105,19 @@ pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
     out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, image)| {
         let x = super::thresholded(image, conv.input_threshold);
         conv_image(conv, &x, in_hw, o, out_hw, parallel)
+    });
+}
+
+/// Group `g`'s sums of a batched GEMM (`sums`: [channel][image][pixel], `channels` of them)
+/// into its place in each image of `out` ([N, C_out, pixels]).
+pub(crate) fn put_group_in_images(sums: &[f32], g: usize, channels: usize, pixels: usize, out: &mut [f32]) {
+    let batch = sums.len() / (channels * pixels).max(1);
+    let out_len = out.len() / batch.max(1);
+    out.par_chunks_exact_mut(out_len).enumerate().for_each(|(n, image)| {
+        let group = &mut image[g * channels * pixels..][..channels * pixels];
+        for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
+            dst.copy_from_slice(&sums[(c * batch + n) * pixels..][..pixels]);
+        }
     });
 }
 

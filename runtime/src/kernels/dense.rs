@@ -19,11 +19,7 @@ pub fn dense_batch(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) 
         let xt: Vec<f32> = x.t().iter().copied().collect();
         let mut yt = vec![0.0f32; dense.outputs * batch];
         sparse.matmul_rows(0, &xt, batch, &mut yt);
-        for (o, row) in yt.chunks_exact(batch).enumerate() {
-            for (b, v) in row.iter().enumerate() {
-                out[b * dense.outputs + o] = *v;
-            }
-        }
+        transpose_into(&yt, batch, out);
     } else if batch <= DOT_MAX_BATCH {
         dot_rows(dense, input, batch, out);
     } else {
@@ -58,6 +54,12 @@ fn dot_rows(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) {
             },
         )
     });
+    transpose_into(&yt, batch, out);
+}
+
+/// `yt` ([outputs, batch]) into `out` ([batch, outputs]).
+fn transpose_into(yt: &[f32], batch: usize, out: &mut [f32]) {
+    let outputs = yt.len() / batch.max(1);
     for (o, row) in yt.chunks_exact(batch).enumerate() {
         for (b, &v) in row.iter().enumerate() {
             out[b * outputs + o] = v;

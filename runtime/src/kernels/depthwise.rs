@@ -126,6 +126,8 @@ fn channels_last<T: Element>(
         }
     }
     let offsets: Vec<usize> = (0..taps).map(|t| ((t / kw) * dh * pw + (t % kw) * dw) * c).collect();
+    // Channels in blocks of 32, then of 8, then one by one.
+    let (whole, eights) = (c / 32 * 32, c / 8 * 8);
     let mut sums = scratch::take_len(oh * ow * c, T::zero());
     sums.par_chunks_mut(ow * c).enumerate().for_each(|(oy, row)| {
         with_avx2(
@@ -133,8 +135,6 @@ fn channels_last<T: Element>(
             || {
                 for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
                     let at = (oy * sh * pw + ox * sw) * c;
-                    let whole = c / 32 * 32;
-                    let eights = c / 8 * 8;
                     pixel_channels::<T, 32>(&padded[at..], &by_tap, &offsets, c, 0..whole, pixel);
                     pixel_channels::<T, 8>(&padded[at..], &by_tap, &offsets, c, whole..eights, pixel);
                     pixel_channels::<T, 1>(&padded[at..], &by_tap, &offsets, c, eights..c, pixel);
@@ -246,20 +246,8 @@ impl Padded {
                 let offset = p as isize - self.left as isize;
                 let (lo, hi) = super::conv::valid_range(phase_len, sw, offset, w);
                 let first = (lo * sw) as isize + offset;
-                if lo >= hi {
-                    continue;
-                }
-                let (dst, src) = (&mut phase[lo..hi], &src[first as usize..]);
-                if sw == 2 {
-                    // Every other value, from pairs (`step_by` does not vectorize); an odd
-                    // last one on its own.
-                    let whole = dst.len().min(src.len() / 2);
-                    dst[..whole].iter_mut().zip(src.chunks_exact(2)).for_each(|(d, two)| *d = two[0]);
-                    if let Some(d) = dst.get_mut(whole) {
-                        *d = src[2 * whole];
-                    }
-                } else {
-                    dst.iter_mut().zip(src.iter().step_by(sw)).for_each(|(d, &v)| *d = v);
+                if lo < hi {
+                    super::each_strided(&mut phase[lo..hi], &src[first as usize..], sw, |d, v| *d = v);
                 }
             }
         }

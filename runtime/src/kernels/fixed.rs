@@ -3,10 +3,9 @@
 //! in `f64` where that is exact: the convolution's and the fully connected layer's
 //! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, parallel_gemm, unfolds, BATCH_GEMM_MAX_PIXELS};
+use super::conv::{accumulate, parallel_gemm, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
 use super::igemm::{gemm_with, PackedA};
-use super::unfold::Windows;
-use super::unfold::{Columns, Matrix};
+use super::unfold::{Columns, Matrix, Windows};
 use super::{eltwise, pool, scratch, thresholded, with_avx2};
 use crate::plan::{Conv, EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
@@ -278,12 +277,7 @@ fn conv_layer(
         for (g, a) in packed.iter().enumerate() {
             let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
             conv_gemm(a, &windows, &mut sums, true, (unit, ch, x, g * out_per_group));
-            out.par_chunks_exact_mut(out_len).enumerate().for_each(|(n, image)| {
-                let group = &mut image[g * out_per_group * pixels..][..out_per_group * pixels];
-                for (c, dst) in group.chunks_exact_mut(pixels).enumerate() {
-                    dst.copy_from_slice(&sums[(c * batch + n) * pixels..][..pixels]);
-                }
-            });
+            put_group_in_images(&sums, g, out_per_group, pixels, out);
         }
         scratch::give_back(sums);
         scratch::give_back(ints);

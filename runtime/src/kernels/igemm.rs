@@ -19,7 +19,7 @@
 //! kernel computes the same integers; the tests check every kernel the machine has against
 //! it.
 
-use super::unfold::{Columns, Matrix};
+use super::unfold::{pack_block, Columns, Matrix};
 use rayon::prelude::*;
 
 /// Rows of `A` per micro-tile.
@@ -177,14 +177,13 @@ pub fn gemm_with<T: Send>(
         for start in (0..k_pairs).step_by(kc) {
             let len = kc.min(k_pairs - start);
             let block = &mut packed[..block_panels * len * NR];
-            // A few runs of panels per thread.
-            let per_task = block_panels.div_ceil(2 * rayon::current_num_threads()).max(1);
-            block.par_chunks_mut(per_task * len * NR).with_min_len(min_len).enumerate().for_each(|(t, panels)| {
-                super::with_avx2(
-                    #[inline(always)]
-                    || pack_b(b, first + t * per_task, start, len, panels),
-                )
-            });
+            pack_block(
+                block,
+                len * NR,
+                parallel,
+                #[inline(always)]
+                |panel, run| pack_b(b, first + panel, start, len, run),
+            );
             let block = &*block;
             let last = start + len == k_pairs;
             // Row panels of C are contiguous: one task each.

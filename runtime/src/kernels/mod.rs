@@ -68,6 +68,24 @@ pub(crate) fn activate_into(
     }
 }
 
+/// `f(&mut dst[i], src[i * stride])` for every `i` of `dst` (`src` holding at least
+/// `(dst.len() - 1) * stride + 1` values): stride 2 from pairs (`step_by` does not
+/// vectorize), an odd last value on its own.
+#[inline(always)]
+pub(crate) fn each_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize, f: impl Fn(&mut T, T)) {
+    match stride {
+        1 => dst.iter_mut().zip(src).for_each(|(d, &s)| f(d, s)),
+        2 => {
+            let whole = dst.len().min(src.len() / 2);
+            dst[..whole].iter_mut().zip(src.chunks_exact(2)).for_each(|(d, two)| f(d, two[0]));
+            if let Some(d) = dst.get_mut(whole) {
+                f(d, src[2 * whole]);
+            }
+        }
+        _ => dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(d, &s)| f(d, s)),
+    }
+}
+
 /// Whether the environment sets `HASS_AVX2_ONLY` (non-empty): the kernels then leave the
 /// processor's AVX-512 unused, to measure here what one without it would do
 /// (`scripts/bench_runtime.sh`). Read once.

@@ -42,7 +42,7 @@ pub fn max_pool_image(
                         let (lo, hi) = super::conv::valid_range(ow, sw, dx, w);
                         if lo < hi {
                             let first = ((lo * sw) as isize + dx) as usize;
-                            max_strided(&mut row[lo..hi], &src[first..], sw);
+                            super::each_strided(&mut row[lo..hi], &src[first..], sw, |m, v| *m = m.max(v));
                         }
                     }
                 }
@@ -61,23 +61,6 @@ pub fn max_pool_image(
         );
         super::scratch::give_back(rows);
     });
-}
-
-/// `dst[i] = max(dst[i], src[i * stride])`; stride 2 from pairs (`step_by` does not
-/// vectorize), an odd last value on its own.
-#[inline(always)]
-fn max_strided(dst: &mut [f32], src: &[f32], stride: usize) {
-    match stride {
-        1 => dst.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v)),
-        2 => {
-            let whole = dst.len().min(src.len() / 2);
-            dst[..whole].iter_mut().zip(src.chunks_exact(2)).for_each(|(m, two)| *m = m.max(two[0]));
-            if let Some(m) = dst.get_mut(whole) {
-                *m = m.max(src[2 * whole]);
-            }
-        }
-        _ => dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(m, &v)| *m = m.max(v)),
-    }
 }
 
 /// `out[c, oy, ox] = reduce(values inside the window, window size counting padding but not

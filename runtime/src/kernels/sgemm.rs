@@ -5,8 +5,8 @@
 //!
 //! Loops as in GotoBLAS, like [`super::igemm`]: columns in blocks that stay in L2, k in
 //! chunks of [`KC`]; each chunk of a block of `B` is packed once into panels of [`NR`]
-//! columns, and every row panel of `A` ([`MR`] rows) passes over it, its chunk staying in
-//! L1. The micro-kernel keeps an `MR` x `NR` tile of sums in registers: with AVX-512, 24
+//! columns, and each column panel in turn stays in L1 while every row panel of `A` ([`MR`]
+//! rows) passes over it, their chunks streaming from L2. The micro-kernel keeps an `MR` x `NR` tile of sums in registers: with AVX-512, 24
 //! registers of 16 lanes at once; with AVX2 and FMA, four passes of 6 x 16 (12 registers).
 //!
 //! Every kernel computes the same floats: each sum of a chunk starts from zero and adds its
@@ -14,7 +14,7 @@
 //! The result does not depend on the processor, the number of threads or the blocking of
 //! the columns.
 
-use super::unfold::Columns;
+use super::unfold::{pack_block, Columns};
 use rayon::prelude::*;
 
 /// Rows of `A` per micro-tile.
@@ -64,6 +64,7 @@ impl PackedWeights {
 /// holds) of `b`, packed: per panel, per row, [`NR`] values (zeros past the last column).
 /// A row is read across all the panels at once: a convolution's windows then copy whole
 /// runs of an image row.
+#[inline(always)]
 fn pack_b(b: &impl Columns<f32>, panel0: usize, first: usize, len: usize, out: &mut [f32]) {
     let n = b.shape()[1];
     let panels = out.len() / (len * NR).max(1);
@@ -124,14 +125,13 @@ pub fn gemm_with<T: Send>(
         for start in (0..k).step_by(kc) {
             let len = kc.min(k - start);
             let block = &mut packed[..block_panels * len * NR];
-            // A few runs of panels per thread.
-            let per_pack = block_panels.div_ceil(2 * rayon::current_num_threads()).max(1);
-            block.par_chunks_mut(per_pack * len * NR).with_min_len(min_len).enumerate().for_each(|(t, panels)| {
-                super::with_avx2(
-                    #[inline(always)]
-                    || pack_b(b, first + t * per_pack, start, len, panels),
-                )
-            });
+            pack_block(
+                block,
+                len * NR,
+                parallel,
+                #[inline(always)]
+                |panel, run| pack_b(b, first + panel, start, len, run),
+            );
             let block = &*block;
             let last = start + len == k;
             let tasks = c.par_chunks_mut(per_task * MR * n).zip(sums.par_chunks_mut(per_task * MR * block_cols));

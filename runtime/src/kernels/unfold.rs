@@ -8,6 +8,7 @@
 //! cost on large maps), and the columns of several small maps make one wide GEMM.
 
 use crate::plan::Conv;
+use rayon::prelude::*;
 
 /// A GEMM's right-hand side `B`: `k` x `n` values of type `T`, packed a panel at a time as
 /// the GEMM goes, so that `B` need never exist whole (a convolution packs its windows
@@ -22,6 +23,27 @@ pub trait Columns<T>: Sync {
     fn span(&self, c0: usize, len: usize) -> Self::Span;
     /// Row `r`'s values in `span`'s columns into `dst` (every one written).
     fn row(&self, span: &Self::Span, r: usize, dst: &mut [T]);
+}
+
+/// Pack a block of column panels (`panel_len` values each) over rayon's threads, a few runs
+/// of panels per thread: `pack(first, run)` for the run of panels from the block's `first`
+/// on, compiled for AVX2 where the processor has it (give `pack` as a closure marked
+/// `#[inline(always)]`). Without `parallel`, on the caller's thread alone.
+pub(crate) fn pack_block<T: Send>(
+    block: &mut [T],
+    panel_len: usize,
+    parallel: bool,
+    pack: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let panels = block.len() / panel_len.max(1);
+    let per_task = panels.div_ceil(2 * rayon::current_num_threads()).max(1);
+    let min_len = if parallel { 1 } else { usize::MAX };
+    block.par_chunks_mut(per_task * panel_len).with_min_len(min_len).enumerate().for_each(|(t, run)| {
+        super::with_avx2(
+            #[inline(always)]
+            || pack(t * per_task, run),
+        )
+    });
 }
 
 /// A row-major `k` x `n` matrix as [`Columns`].
@@ -157,16 +179,8 @@ impl<T: Copy + Default + Sync> Columns<T> for Windows<'_, T> {
             let inside = &mut run[lo - ox..hi - ox];
             if sw == 1 {
                 inside.copy_from_slice(&src[first..][..inside.len()]);
-            } else if let Some(pairs) = src[first..].get(..2 * inside.len()).filter(|_| sw == 2) {
-                // Every other value (`step_by` does not vectorize).
-                for (d, two) in inside.iter_mut().zip(pairs.chunks_exact(2)) {
-                    *d = two[0];
-                }
-            } else if let Some(last) = inside.len().checked_sub(1) {
-                let src = &src[first..=first + last * sw];
-                for (i, d) in inside.iter_mut().enumerate() {
-                    *d = src[i * sw];
-                }
+            } else if !inside.is_empty() {
+                super::each_strided(inside, &src[first..], sw, |d, v| *d = v);
             }
         }
     }
