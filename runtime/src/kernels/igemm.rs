@@ -2,14 +2,16 @@
 //! (inputs) 16-bit integers and `C` 64-bit, the accumulator of ARCHITECTURE.md's
 //! "Datapath" computed exactly in any order.
 //!
-//! The inner loop multiplies pairs of 16-bit values into 32-bit lanes (`vpmaddwd`, AVX2
-//! through `pulp`; with AVX-512 VNNI, `vpdpwssd` also adds), 16 multiply-accumulates per
-//! instruction. A 32-bit lane holds the sum of a block of pairs exactly when
-//! `2 * max|a| * max|x|` times the block's length stays below 2^31; each block is then
-//! added into the 64-bit tile. Where a single product is too wide for blocks worth having
-//! (16-bit weights times 16-bit inputs), each weight is split into a low byte (0..=255) and
-//! a high part, kept side by side, whose sums add as `lo + (hi << 8)`: still exact, twice
-//! the multiplies (as many instructions as an `f32` FMA kernel), each input loaded once.
+//! The inner loop multiplies pairs of 16-bit values into 32-bit lanes and adds them: with
+//! AVX-512 VNNI, `vpdpwssd` on 512-bit registers, 32 multiply-accumulates per instruction
+//! (twice an `f32` FMA's 16) in a 12 x 32 tile of 24 registers; with AVX2, `vpmaddwd` and
+//! `vpaddd` through `pulp`, in sub-tiles of 16 columns. A 32-bit lane holds the sum of a
+//! block of pairs exactly when `2 * max|a| * max|x|` times the block's length stays below
+//! 2^31; each block is then added into the 64-bit tile. Where a single product is too wide
+//! for blocks worth having (16-bit weights times 16-bit inputs), each weight is split into
+//! a low byte (0..=255) and a high part, kept side by side, whose sums add as
+//! `lo + (hi << 8)`: still exact, twice the multiplies (as many as an `f32` FMA kernel),
+//! each input loaded once.
 //!
 //! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
 //! panels of [`MR`] rows, each k-pair of a row as one 32-bit word per part; `B` (any
@@ -23,14 +25,14 @@ use super::unfold::{pack_block, Columns, Matrix};
 use rayon::prelude::*;
 
 /// Rows of `A` per micro-tile.
-pub const MR: usize = 6;
-/// Columns of `B` per micro-tile (two 8-lane registers).
-pub const NR: usize = 16;
+pub const MR: usize = 12;
+/// Columns of `B` per micro-tile (two 16-lane registers).
+pub const NR: usize = 32;
 /// Bytes of packed `B` a block of column panels holds (a share of a core's L2 cache).
 const B_BLOCK_BYTES: usize = 256 * 1024;
 /// k-pairs per chunk: a chunk of a row panel of split weights (12 KiB) and of a column
 /// panel (16 KiB) fit a core's L1 cache together.
-const KC_PAIRS: usize = 256;
+const KC_PAIRS: usize = 128;
 /// Shortest block (in k-pairs) worth a pass without splitting the weights.
 const MIN_BLOCK_PAIRS: usize = 64;
 
@@ -225,19 +227,34 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
     {
         if vnni::available() && !super::avx2_only() {
             return match parts {
-                1 => vnni::tile::<1>(a, b, k_pairs, block, out),
-                _ => vnni::tile::<2>(a, b, k_pairs, block, out),
+                1 => vnni::tile::<MR, 1>(a, b, k_pairs, block, 0, out),
+                // Two passes of 6 rows: 24 accumulators, as for whole weights.
+                _ => {
+                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, 0, out);
+                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, MR / 2, out);
+                }
             };
         }
         if let Some(simd) = pulp::x86::V3::try_new() {
-            return match parts {
-                1 => pulp::Simd::vectorize(simd, Avx2Tile::<MR, 1> { simd, a, b, k_pairs, block, row0: 0, out }),
-                // 3 rows at a time: 12 accumulators fit AVX2's 16 registers.
-                _ => (0..MR).step_by(3).for_each(|row0| {
-                    let tile = Avx2Tile::<3, 2> { simd, a, b, k_pairs, block, row0, out: &mut *out };
-                    pulp::Simd::vectorize(simd, tile)
-                }),
-            };
+            // Sub-tiles of 16 columns and 6 rows (3 of split weights): 12 accumulators fit
+            // AVX2's 16 registers.
+            let rows = if parts == 1 { 6 } else { 3 };
+            for row0 in (0..MR).step_by(rows) {
+                for col0 in [0, NR / 2] {
+                    let out = &mut *out;
+                    match parts {
+                        1 => pulp::Simd::vectorize(
+                            simd,
+                            Avx2Tile::<6, 1> { simd, a, b, k_pairs, block, row0, col0, out },
+                        ),
+                        _ => pulp::Simd::vectorize(
+                            simd,
+                            Avx2Tile::<3, 2> { simd, a, b, k_pairs, block, row0, col0, out },
+                        ),
+                    }
+                }
+            }
+            return;
         }
     }
     match parts {
@@ -272,9 +289,9 @@ fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: 
     }
 }
 
-/// The AVX2 micro-kernel for `ROWS` rows from `row0`: per k-pair, two registers of `B` and
-/// one broadcast word of `A` per row and part, `vpmaddwd` then `vpaddd` into
-/// 2 x `ROWS` x `PARTS` accumulators.
+/// The AVX2 micro-kernel for `ROWS` rows from `row0` and 16 columns from `col0`: per
+/// k-pair, two registers of `B` and one broadcast word of `A` per row and part,
+/// `vpmaddwd` then `vpaddd` into 2 x `ROWS` x `PARTS` accumulators.
 #[cfg(target_arch = "x86_64")]
 struct Avx2Tile<'a, const ROWS: usize, const PARTS: usize> {
     simd: pulp::x86::V3,
@@ -283,6 +300,7 @@ struct Avx2Tile<'a, const ROWS: usize, const PARTS: usize> {
     k_pairs: usize,
     block: usize,
     row0: usize,
+    col0: usize,
     out: &'a mut [i64],
 }
 
@@ -293,7 +311,7 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         use std::arch::x86_64::__m256i;
-        let Avx2Tile { simd, a, b, k_pairs, block, row0, out } = self;
+        let Avx2Tile { simd, a, b, k_pairs, block, row0, col0, out } = self;
         let load = |words: &[i32]| -> __m256i {
             let lanes: [i32; 8] = words[..8].try_into().expect("8 words");
             pulp::cast(lanes)
@@ -304,7 +322,7 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
             let mut acc = [[[simd.avx._mm256_setzero_si256(); 2]; PARTS]; ROWS];
             let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
             for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
-                let (b0, b1) = (load(&bj[..8]), load(&bj[8..]));
+                let (b0, b1) = (load(&bj[col0..]), load(&bj[col0 + 8..]));
                 // A slice of constant length and constant loops: unrolled, every accumulator
                 // in a register.
                 let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
@@ -319,7 +337,7 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
             for (acc, out) in acc.iter().zip(out[row0 * NR..].chunks_exact_mut(NR)) {
                 for (part, acc) in acc.iter().enumerate() {
                     let lanes: [[i32; 8]; 2] = [pulp::cast(acc[0]), pulp::cast(acc[1])];
-                    for (o, &v) in out.iter_mut().zip(lanes.iter().flatten()) {
+                    for (o, &v) in out[col0..].iter_mut().zip(lanes.iter().flatten()) {
                         *o += (v as i64) << (8 * part);
                     }
                 }
@@ -329,10 +347,10 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
     }
 }
 
-/// The same micro-kernel with AVX-512 VNNI's `vpdpwssd` (multiply pairs and add in one
-/// instruction) on 256-bit registers, all [`MR`] rows at once (AVX-512's 32 registers hold
-/// the split weights' 24 accumulators). `pulp` has no VNNI operations, hence the one
-/// `unsafe` module of the runtime.
+/// The micro-kernel with AVX-512 VNNI's `vpdpwssd` (multiply pairs and add in one
+/// instruction, 32 multiply-accumulates per 512-bit register), for `ROWS` rows from
+/// `row0` and all [`NR`] columns: 2 x `ROWS` x `PARTS` accumulators of AVX-512's 32
+/// registers. `pulp` has no VNNI operations, hence `std::arch` and `unsafe` here.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
@@ -341,51 +359,69 @@ mod vnni {
 
     /// Whether this processor has the instructions (detected once, cached by `std`).
     pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl")
+        std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f")
     }
 
     /// See [`super::micro_tiles`]; call only when [`available`].
-    pub(super) fn tile<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
-        assert!(available() && a.len() >= k_pairs * MR * PARTS && b.len() >= k_pairs * NR && out.len() >= MR * NR);
-        // SAFETY: the features `kernel` enables were detected just above.
-        unsafe { kernel::<PARTS>(a, b, k_pairs, block, out) }
+    pub(super) fn tile<const ROWS: usize, const PARTS: usize>(
+        a: &[i32],
+        b: &[i32],
+        k_pairs: usize,
+        block: usize,
+        row0: usize,
+        out: &mut [i64],
+    ) {
+        assert!(available() && a.len() >= k_pairs * MR * PARTS && b.len() >= k_pairs * NR);
+        assert!(row0 + ROWS <= MR && out.len() >= MR * NR);
+        let out: &mut [i64; MR * NR] = (&mut out[..MR * NR]).try_into().expect("a tile");
+        for start in (0..k_pairs).step_by(block.max(1)) {
+            let end = (start + block.max(1)).min(k_pairs);
+            let (a, b) = (&a[start * MR * PARTS..end * MR * PARTS], &b[start * NR..end * NR]);
+            // SAFETY: the features `kernel` enables were detected just above.
+            unsafe { kernel::<ROWS, PARTS>(a, b, row0, out) }
+        }
     }
 
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    fn kernel<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
-        let mut start = 0;
-        while start < k_pairs {
-            let end = (start + block.max(1)).min(k_pairs);
-            let mut acc = [[[_mm256_setzero_si256(); 2]; PARTS]; MR];
-            let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
-            for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
-                // SAFETY: `bj` holds NR = 16 words, two unaligned 256-bit loads' worth.
-                let (b0, b1) = unsafe {
-                    let p = bj.as_ptr() as *const __m256i;
-                    (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
-                };
-                for (acc, ws) in acc.iter_mut().zip(aj.chunks_exact(PARTS)) {
-                    for (acc, &w) in acc.iter_mut().zip(ws) {
-                        let w = _mm256_set1_epi32(w);
-                        acc[0] = _mm256_dpwssd_epi32(acc[0], w, b0);
-                        acc[1] = _mm256_dpwssd_epi32(acc[1], w, b1);
+    /// One block of k-pairs (whose sums fit 32 bits), added into `out`. A function of its
+    /// own: with the loop over blocks around it, LLVM kept a third of the accumulators on
+    /// the stack.
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+    fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usize, out: &mut [i64; MR * NR]) {
+        let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
+        for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR * PARTS)) {
+            // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
+            let (b0, b1) = unsafe {
+                let p = bj.as_ptr() as *const __m512i;
+                (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
+            };
+            let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
+            // Constant bounds: fully unrolled, every accumulator in a register.
+            for r in 0..ROWS {
+                for q in 0..PARTS {
+                    let w = _mm512_set1_epi32(ws[r * PARTS + q]);
+                    acc[r][q][0] = _mm512_dpwssd_epi32(acc[r][q][0], w, b0);
+                    acc[r][q][1] = _mm512_dpwssd_epi32(acc[r][q][1], w, b1);
+                }
+            }
+        }
+        // The 32-bit sums widened and added into the 64-bit tile.
+        for (r, acc) in acc.iter().enumerate() {
+            let out = &mut out[(row0 + r) * NR..][..NR];
+            for (q, acc) in acc.iter().enumerate() {
+                let shift = _mm_cvtsi32_si128(8 * q as i32);
+                for (half, &sums) in acc.iter().enumerate() {
+                    let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
+                    for (quarter, lanes) in lanes.into_iter().enumerate() {
+                        let wide = _mm512_sll_epi64(_mm512_cvtepi32_epi64(lanes), shift);
+                        // SAFETY: `out` holds NR = 32 values; this is the 8 at
+                        // `16 * half + 8 * quarter`.
+                        unsafe {
+                            let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
+                            _mm512_storeu_si512(p, _mm512_add_epi64(_mm512_loadu_si512(p), wide));
+                        }
                     }
                 }
             }
-            for (acc, out) in acc.iter().zip(out.chunks_exact_mut(NR)) {
-                for (part, acc) in acc.iter().enumerate() {
-                    let mut lanes = [0i32; NR];
-                    // SAFETY: `lanes` holds two 256-bit stores' worth.
-                    unsafe {
-                        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc[0]);
-                        _mm256_storeu_si256(lanes.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
-                    }
-                    for (o, &v) in out.iter_mut().zip(&lanes) {
-                        *o += (v as i64) << (8 * part);
-                    }
-                }
-            }
-            start = end;
         }
     }
 }
@@ -433,15 +469,20 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = pulp::x86::V3::try_new() {
             let mut avx2 = vec![0i64; MR * NR];
-            if parts == 1 {
-                let tile =
-                    Avx2Tile::<MR, 1> { simd: v3, a: panel, b: &bp, k_pairs: kp, block, row0: 0, out: &mut avx2 };
-                pulp::Simd::vectorize(v3, tile);
-            } else {
-                for row0 in [0, 3] {
-                    let tile =
-                        Avx2Tile::<3, 2> { simd: v3, a: panel, b: &bp, k_pairs: kp, block, row0, out: &mut avx2 };
-                    pulp::Simd::vectorize(v3, tile);
+            let rows = if parts == 1 { 6 } else { 3 };
+            for row0 in (0..MR).step_by(rows) {
+                for col0 in [0, NR / 2] {
+                    let (a, b, out) = (panel, &bp[..], &mut avx2[..]);
+                    match parts {
+                        1 => pulp::Simd::vectorize(
+                            v3,
+                            Avx2Tile::<6, 1> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
+                        ),
+                        _ => pulp::Simd::vectorize(
+                            v3,
+                            Avx2Tile::<3, 2> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
+                        ),
+                    }
                 }
             }
             assert_eq!(avx2, scalar, "AVX2 kernel");
