@@ -84,7 +84,7 @@ pub(crate) fn input_values(plan: &Plan, input: &Tensor) -> Vec<f32> {
 fn quantized(f: hass_proto::fixed::Format, xs: &[f32]) -> Vec<f32> {
     let (scale, step) = (f.scale(), hass_proto::fixed::pow2(-f.frac));
     let (min, max) = (f.min() as f64, f.max() as f64);
-    crate::kernels::with_avx2(
+    crate::kernels::with_simd(
         #[inline(always)]
         || {
             xs.iter()

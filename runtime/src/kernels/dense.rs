@@ -44,7 +44,7 @@ fn dot_rows(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) {
     let (inputs, outputs) = (dense.inputs, dense.outputs);
     let mut yt = vec![0.0f32; outputs * batch];
     yt.par_chunks_mut(batch).zip(dense.weight.par_chunks_exact(inputs)).with_min_len(16).for_each(|(y, w)| {
-        super::with_avx2(
+        super::with_simd(
             #[inline(always)]
             || {
                 // The row stays in L1 from one image to the next.

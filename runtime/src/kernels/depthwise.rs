@@ -10,11 +10,11 @@
 //! pixel sums blocks of channels held in registers across all the taps, and the sums are
 //! put back in `[C, OH, OW]` order.
 //!
-//! Both are compiled for AVX2 where the processor has it, and in both every output element
+//! Both are compiled for the widest vectors the processor has, and in both every output element
 //! sums its taps in row-major tap order, starting from zero: the same floats either way.
 
 use super::conv::Element;
-use super::{scratch, with_avx2};
+use super::{scratch, with_simd};
 use crate::plan::Conv;
 use rayon::prelude::*;
 
@@ -52,7 +52,7 @@ fn by_channel<T: Element>(
     out.par_chunks_mut(per_task * oh * ow).enumerate().for_each(|(task, planes)| {
         let mut live = scratch::take::<(usize, T)>();
         let mut rows = scratch::take_len(padded.len(), T::zero());
-        with_avx2(
+        with_simd(
             #[inline(always)]
             || {
                 for (i, dst) in planes.chunks_exact_mut(oh * ow).enumerate() {
@@ -130,7 +130,7 @@ fn channels_last<T: Element>(
     let (whole, eights) = (c / 32 * 32, c / 8 * 8);
     let mut sums = scratch::take_len(oh * ow * c, T::zero());
     sums.par_chunks_mut(ow * c).enumerate().for_each(|(oy, row)| {
-        with_avx2(
+        with_simd(
             #[inline(always)]
             || {
                 for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {

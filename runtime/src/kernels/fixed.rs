@@ -6,7 +6,7 @@
 use super::conv::{accumulate, parallel_gemm, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
 use super::igemm::{gemm_with, PackedA};
 use super::unfold::{Columns, Matrix, Windows};
-use super::{eltwise, pool, scratch, thresholded, with_avx2};
+use super::{eltwise, pool, scratch, thresholded, with_simd};
 use crate::plan::{Conv, EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -109,7 +109,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                     eltwise::broadcast_image(a, b, &mut products, out_shape, |p, q| {
                         int(p, x) as i64 * int(q, y) as i64
                     });
-                    with_avx2(
+                    with_simd(
                         #[inline(always)]
                         || unit.apply_all(&products, 0, x.frac + y.frac, o),
                     );
@@ -186,7 +186,7 @@ fn append_integer_sums<T: Copy + Into<f64>>(
     pixels: usize,
     sums: &mut Vec<i64>,
 ) {
-    with_avx2(
+    with_simd(
         #[inline(always)]
         || {
             for (acc, &f) in acc.chunks_exact(pixels).zip(ch.weight_frac()) {
@@ -259,7 +259,7 @@ fn conv_layer(
     let floor = conv.input_threshold.map_or(i32::MIN, |t| hass_proto::fixed::threshold(t, x) as i32);
     let scale = pow2(x.frac) as f32; // exact: `frac` lies within f32's exponents
     let to_ints = |src: &[f32], dst: &mut [i16]| {
-        with_avx2(
+        with_simd(
             #[inline(always)]
             || {
                 for (q, &v) in dst.iter_mut().zip(src) {
@@ -326,7 +326,7 @@ fn conv_gemm(
 
 /// [`finish_channel`] for every output channel of `acc` (`pixels` sums each).
 fn epilogue(ch: &FixedChannels, x: Format, acc: &[i64], pixels: usize, out: &mut [f32], unit: &ActivationUnit) {
-    with_avx2(
+    with_simd(
         #[inline(always)]
         move || {
             for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
@@ -344,7 +344,7 @@ fn epilogue(ch: &FixedChannels, x: Format, acc: &[i64], pixels: usize, out: &mut
 fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32], Format), out: &mut [f32]) -> bool {
     let apart = x.frac.abs_diff(y.frac);
     if apart <= 7
-        && with_avx2(
+        && with_simd(
             #[inline(always)]
             || unit.apply_all_f32(a.iter().zip(b).map(|(p, q)| p + q), out),
         )
@@ -357,7 +357,7 @@ fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32]
     let frac = x.frac.max(y.frac);
     let scale = pow2(frac) as f32;
     let mut sums = scratch::take::<i64>();
-    with_avx2(
+    with_simd(
         #[inline(always)]
         || {
             sums.extend(a.iter().zip(b).map(|(&p, &q)| (p * scale) as i32 as i64 + (q * scale) as i32 as i64));

@@ -201,9 +201,9 @@ pub fn gemm_with<T: Send>(
                     if last {
                         let c0 = (first + q) * NR;
                         let cols = NR.min(n - c0);
-                        // Compiled for AVX2 where the processor has it, so that `finish`
+                        // Compiled for the widest vectors the processor has, so that `finish`
                         // vectorizes.
-                        super::with_avx2(
+                        super::with_simd(
                             #[inline(always)]
                             || {
                                 for r in 0..rows.len() / n.max(1) {
@@ -239,8 +239,8 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
             // Sub-tiles of 16 columns and 6 rows (3 of split weights): 12 accumulators fit
             // AVX2's 16 registers.
             let rows = if parts == 1 { 6 } else { 3 };
-            for row0 in (0..MR).step_by(rows) {
-                for col0 in [0, NR / 2] {
+            for col0 in [0, NR / 2] {
+                for row0 in (0..MR).step_by(rows) {
                     let out = &mut *out;
                     match parts {
                         1 => pulp::Simd::vectorize(
@@ -335,9 +335,11 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
                 }
             }
             for (acc, out) in acc.iter().zip(out[row0 * NR..].chunks_exact_mut(NR)) {
+                // Arrays of constant length: the widening adds vectorize.
+                let out: &mut [i64; 16] = (&mut out[col0..][..16]).try_into().expect("16 sums");
                 for (part, acc) in acc.iter().enumerate() {
-                    let lanes: [[i32; 8]; 2] = [pulp::cast(acc[0]), pulp::cast(acc[1])];
-                    for (o, &v) in out[col0..].iter_mut().zip(lanes.iter().flatten()) {
+                    let lanes: [i32; 16] = pulp::cast([acc[0], acc[1]]);
+                    for (o, &v) in out.iter_mut().zip(&lanes) {
                         *o += (v as i64) << (8 * part);
                     }
                 }
@@ -470,8 +472,8 @@ mod tests {
         if let Some(v3) = pulp::x86::V3::try_new() {
             let mut avx2 = vec![0i64; MR * NR];
             let rows = if parts == 1 { 6 } else { 3 };
-            for row0 in (0..MR).step_by(rows) {
-                for col0 in [0, NR / 2] {
+            for col0 in [0, NR / 2] {
+                for row0 in (0..MR).step_by(rows) {
                     let (a, b, out) = (panel, &bp[..], &mut avx2[..]);
                     match parts {
                         1 => pulp::Simd::vectorize(

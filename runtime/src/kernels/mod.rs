@@ -32,7 +32,7 @@ pub fn thresholded(x: &[f32], threshold: Option<f32>) -> Cow<'_, [f32]> {
 pub fn activate_with(xs: &mut [f32], pre: impl Fn(f32) -> f32 + Copy, activation: Option<crate::plan::Activation>) {
     use crate::plan::Activation;
     fn each(xs: &mut [f32], f: impl Fn(f32) -> f32) {
-        with_avx2(
+        with_simd(
             #[inline(always)]
             || xs.iter_mut().for_each(|x| *x = f(*x)),
         )
@@ -94,13 +94,48 @@ pub(crate) fn avx2_only() -> bool {
     *AVX2_ONLY.get_or_init(|| std::env::var_os("HASS_AVX2_ONLY").is_some_and(|v| !v.is_empty()))
 }
 
-/// Run `f` compiled for AVX2 where the processor has it, so that the loops it inlines
-/// vectorize; as it is elsewhere. Give `f` as a closure marked `#[inline(always)]`: one
-/// that is not inlined is compiled for the baseline and gains nothing.
-pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+/// Run `f` compiled for the widest vector instructions the processor has (AVX-512, else
+/// AVX2 and FMA; the baseline elsewhere), so that the loops it inlines vectorize that wide.
+/// Give `f` as a closure marked `#[inline(always)]`: one that is not inlined is compiled
+/// for the baseline and gains nothing. Every build computes the same values: the compiler
+/// only widens loops, and fuses no multiply with an add that the source does not.
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return pulp::Simd::vectorize(simd, f);
+    {
+        if avx512::available() {
+            return avx512::run(f);
+        }
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return pulp::Simd::vectorize(simd, f);
+        }
     }
     f()
+}
+
+/// [`with_simd`]'s AVX-512 build (`pulp` keeps AVX-512 behind a feature of its own).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    /// Whether this processor has the instructions (detected once, cached by `std`) and
+    /// `HASS_AVX2_ONLY` leaves them in use.
+    pub(super) fn available() -> bool {
+        !super::avx2_only()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// `f()` compiled for AVX-512; call only when [`available`].
+    pub(super) fn run<R>(f: impl FnOnce() -> R) -> R {
+        assert!(available());
+        // SAFETY: the features `compiled` enables were detected just above.
+        unsafe { compiled(f) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512dq")]
+    fn compiled<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }

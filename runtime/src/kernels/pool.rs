@@ -32,7 +32,7 @@ pub fn max_pool_image(
     // Channels in parallel; each input row's maxima over the windows' columns: [H, OW].
     out.par_chunks_exact_mut(oh * ow).zip(input.par_chunks_exact(h * w)).with_min_len(4).for_each(|(dst, plane)| {
         let mut rows = super::scratch::take_len(h * ow, empty);
-        super::with_avx2(
+        super::with_simd(
             #[inline(always)]
             || {
                 for (src, row) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {

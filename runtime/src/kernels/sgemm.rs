@@ -145,9 +145,9 @@ pub fn gemm_with<T: Send>(
                     }
                 }
                 if last {
-                    // Compiled for AVX2 where the processor has it, so that `finish`
+                    // Compiled for the widest vectors the processor has, so that `finish`
                     // vectorizes.
-                    super::with_avx2(
+                    super::with_simd(
                         #[inline(always)]
                         || {
                             for (i, (rows, sums)) in
@@ -179,15 +179,11 @@ fn micro_tile(a: &[f32], b: &[f32], k: usize, fresh: bool, tile: &mut [f32], ld:
         }
         if let Some(simd) = pulp::x86::V3::try_new() {
             // Four passes of 6 x 16: 12 accumulators fit AVX2's 16 registers.
-            return pulp::Simd::vectorize(
-                simd,
-                #[inline(always)]
-                || {
-                    for (row0, col0) in [(0, 0), (0, 16), (6, 0), (6, 16)] {
-                        sub_tile::<6, 16>(a, b, k, fresh, [row0, col0], tile, ld);
-                    }
-                },
-            );
+            for (row0, col0) in [(0, 0), (0, 16), (6, 0), (6, 16)] {
+                let tile = &mut *tile;
+                pulp::Simd::vectorize(simd, Avx2Tile { simd, a, b, k, fresh, at: [row0, col0], tile, ld });
+            }
+            return;
         }
     }
     for row0 in (0..MR).step_by(4) {
@@ -226,6 +222,54 @@ fn sub_tile<const ROWS: usize, const COLS: usize>(
             dst.copy_from_slice(acc);
         } else {
             dst.iter_mut().zip(acc).for_each(|(d, &s)| *d += s);
+        }
+    }
+}
+
+/// [`micro_tile`]'s 6 x 16 block at `at` with AVX2 and FMA: per k, two registers of `B`
+/// and one broadcast weight per row, fused into 12 accumulators. Written with intrinsics:
+/// from [`sub_tile`]'s arrays LLVM kept the sums on the stack, one lane at a time.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Tile<'a> {
+    simd: pulp::x86::V3,
+    a: &'a [f32],
+    b: &'a [f32],
+    k: usize,
+    fresh: bool,
+    at: [usize; 2],
+    tile: &'a mut [f32],
+    ld: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for Avx2Tile<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        use std::arch::x86_64::__m256;
+        const ROWS: usize = 6;
+        let Avx2Tile { simd, a, b, k, fresh, at: [row0, col0], tile, ld } = self;
+        let load = |values: &[f32]| -> __m256 {
+            let lanes: [f32; 8] = values[..8].try_into().expect("8 values");
+            pulp::cast(lanes)
+        };
+        let mut acc = [[simd.avx._mm256_setzero_ps(); 2]; ROWS];
+        for (aj, bj) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
+            let (x0, x1) = (load(&bj[col0..]), load(&bj[col0 + 8..]));
+            let ws = &aj[row0..][..ROWS];
+            for r in 0..ROWS {
+                let w = simd.avx._mm256_set1_ps(ws[r]);
+                acc[r][0] = simd.fma._mm256_fmadd_ps(w, x0, acc[r][0]);
+                acc[r][1] = simd.fma._mm256_fmadd_ps(w, x1, acc[r][1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let sums: [[f32; 8]; 2] = [pulp::cast(acc[0]), pulp::cast(acc[1])];
+            let dst = &mut tile[(row0 + r) * ld + col0..][..16];
+            for (d, &s) in dst.iter_mut().zip(sums.iter().flatten()) {
+                *d = if fresh { s } else { *d + s };
+            }
         }
     }
 }
@@ -349,11 +393,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
             let mut avx2 = [0.0f32; MR * NR];
-            pulp::Simd::vectorize(simd, || {
-                for (row0, col0) in [(0, 0), (0, 16), (6, 0), (6, 16)] {
-                    sub_tile::<6, 16>(&a, &b, k, true, [row0, col0], &mut avx2, NR);
-                }
-            });
+            for at in [[0, 0], [0, 16], [6, 0], [6, 16]] {
+                let tile = Avx2Tile { simd, a: &a, b: &b, k, fresh: true, at, tile: &mut avx2, ld: NR };
+                pulp::Simd::vectorize(simd, tile);
+            }
             assert_eq!(portable.map(f32::to_bits), avx2.map(f32::to_bits));
         }
     }

@@ -27,7 +27,7 @@ pub trait Columns<T>: Sync {
 
 /// Pack a block of column panels (`panel_len` values each) over rayon's threads, a few runs
 /// of panels per thread: `pack(first, run)` for the run of panels from the block's `first`
-/// on, compiled for AVX2 where the processor has it (give `pack` as a closure marked
+/// on, compiled for the widest vectors the processor has (give `pack` as a closure marked
 /// `#[inline(always)]`). Without `parallel`, on the caller's thread alone.
 pub(crate) fn pack_block<T: Send>(
     block: &mut [T],
@@ -39,7 +39,7 @@ pub(crate) fn pack_block<T: Send>(
     let per_task = panels.div_ceil(2 * rayon::current_num_threads()).max(1);
     let min_len = if parallel { 1 } else { usize::MAX };
     block.par_chunks_mut(per_task * panel_len).with_min_len(min_len).enumerate().for_each(|(t, run)| {
-        super::with_avx2(
+        super::with_simd(
             #[inline(always)]
             || pack(t * per_task, run),
         )
