@@ -140,9 +140,10 @@ pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
     gemm_with(a, &Matrix { values: b, n }, c, true, |_, acc, out| out.copy_from_slice(acc));
 }
 
-/// `A · B` handed over in pieces: `finish(row, sums, out)` for each run of a row's sums,
-/// `out` being the matching part of `c` (`A`'s rows x `n`, row-major): the layer's
-/// epilogue runs on each piece while it is in cache, and no 64-bit matrix is stored.
+/// `A · B` handed over in pieces: `finish(row, sums, out)` for each run of a row's sums
+/// over a block of columns, `out` being the matching part of `c` (`A`'s rows x `n`,
+/// row-major): the layer's epilogue runs on each piece while it is in cache, and no 64-bit
+/// matrix is stored.
 ///
 /// Loops as in GotoBLAS: columns in blocks, k in chunks of `KC_PAIRS`; each chunk of a
 /// block of `B` is packed once and stays in L2 while every row panel of `A` passes over it,
@@ -164,18 +165,18 @@ pub fn gemm_with<T: Send>(
     let panels = n.div_ceil(NR);
     let row_panels = a.panels.len() / (k_pairs * MR * parts).max(1);
     let per_block = (B_BLOCK_BYTES / (kc * NR * 4)).clamp(1, panels.max(1));
+    // Per row panel, its rows' sums over a block's columns, row by row: `finish` then takes
+    // a row's run of the whole block at once (per tile, its setup cost more than the
+    // epilogue itself on layers with short k).
+    let block_cols = per_block * NR;
     // Rayon splits no task shorter than this.
     let min_len = if parallel { 1 } else { usize::MAX };
-    // Over several chunks each tile of a block keeps its sums; in one, a row panel's tiles
-    // take turns in one (in L1).
-    let tiles_kept = if kc < k_pairs { per_block } else { 1 };
-    // `pack_b` writes every word; each tile is zeroed before its first chunk.
+    // `pack_b` writes every word; the first chunk writes every sum.
     let mut packed = super::scratch::take_len(per_block * kc * NR, 0i32);
-    let mut sums = super::scratch::take_len(row_panels * tiles_kept * MR * NR, 0i64);
+    let mut sums = super::scratch::take_len(row_panels * MR * block_cols, 0i64);
     for first in (0..panels).step_by(per_block) {
         let block_panels = per_block.min(panels - first);
-        let tiles_kept = tiles_kept.min(block_panels);
-        let sums = &mut sums[..row_panels * tiles_kept * MR * NR];
+        let (c0, cols) = (first * NR, (block_panels * NR).min(n - first * NR));
         for start in (0..k_pairs).step_by(kc) {
             let len = kc.min(k_pairs - start);
             let block = &mut packed[..block_panels * len * NR];
@@ -189,29 +190,24 @@ pub fn gemm_with<T: Send>(
             let block = &*block;
             let last = start + len == k_pairs;
             // Row panels of C are contiguous: one task each.
-            let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(tiles_kept * MR * NR));
-            tasks.with_min_len(min_len).enumerate().for_each(|(p, (rows, tiles))| {
+            let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(MR * block_cols));
+            tasks.with_min_len(min_len).enumerate().for_each(|(p, (rows, sums))| {
                 let a_chunk = &a.panels[(p * k_pairs + start) * MR * parts..][..len * MR * parts];
                 for (q, panel) in block.chunks_exact(len * NR).enumerate() {
-                    let tile = &mut tiles[q % tiles_kept * MR * NR..][..MR * NR];
-                    if start == 0 {
-                        tile.fill(0);
-                    }
+                    let tile = TileSums { values: &mut sums[q * NR..], ld: block_cols, fresh: start == 0 };
                     micro_tiles(a_chunk, parts, panel, len, a.block_pairs, tile);
-                    if last {
-                        let c0 = (first + q) * NR;
-                        let cols = NR.min(n - c0);
-                        // Compiled for the widest vectors the processor has, so that `finish`
-                        // vectorizes.
-                        super::with_simd(
-                            #[inline(always)]
-                            || {
-                                for r in 0..rows.len() / n.max(1) {
-                                    finish(p * MR + r, &tile[r * NR..][..cols], &mut rows[r * n + c0..][..cols]);
-                                }
-                            },
-                        );
-                    }
+                }
+                if last {
+                    // Compiled for the widest vectors the processor has, so that `finish`
+                    // vectorizes.
+                    super::with_simd(
+                        #[inline(always)]
+                        || {
+                            for r in 0..rows.len() / n.max(1) {
+                                finish(p * MR + r, &sums[r * block_cols..][..cols], &mut rows[r * n + c0..][..cols]);
+                            }
+                        },
+                    );
                 }
             });
         }
@@ -220,9 +216,32 @@ pub fn gemm_with<T: Send>(
     super::scratch::give_back(packed);
 }
 
-/// One micro-tile over all k: `out[r * NR + c] += (A_panel · B_panel)[r][c]`, `A_panel`
+/// Where a micro-tile's sums go: row `r` at `values[r * ld..][..NR]`, added to what is
+/// there or, when `fresh`, written over it.
+struct TileSums<'a> {
+    values: &'a mut [i64],
+    ld: usize,
+    fresh: bool,
+}
+
+impl TileSums<'_> {
+    /// Row `r` of the tile.
+    #[inline(always)]
+    fn row(&mut self, r: usize) -> &mut [i64; NR] {
+        (&mut self.values[r * self.ld..][..NR]).try_into().expect("NR sums")
+    }
+
+    /// The same tile, its later blocks added to the first.
+    #[inline(always)]
+    fn reborrow(&mut self, fresh: bool) -> TileSums<'_> {
+        TileSums { values: &mut *self.values, ld: self.ld, fresh: self.fresh && fresh }
+    }
+}
+
+/// One micro-tile over all k: row `r` of `out` gets `(A_panel · B_panel)[r]`, `A_panel`
 /// holding `parts` words per row and k-pair.
-fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
+fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize, mut out: TileSums) {
+    assert!(out.values.len() >= (MR - 1) * out.ld + NR, "a whole tile");
     #[cfg(target_arch = "x86_64")]
     {
         if vnni::available() && !super::avx2_only() {
@@ -230,7 +249,7 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
                 1 => vnni::tile::<MR, 1>(a, b, k_pairs, block, 0, out),
                 // Two passes of 6 rows: 24 accumulators, as for whole weights.
                 _ => {
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, 0, out);
+                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, 0, out.reborrow(true));
                     vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, MR / 2, out);
                 }
             };
@@ -241,7 +260,7 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
             let rows = if parts == 1 { 6 } else { 3 };
             for col0 in [0, NR / 2] {
                 for row0 in (0..MR).step_by(rows) {
-                    let out = &mut *out;
+                    let out = out.reborrow(true);
                     match parts {
                         1 => pulp::Simd::vectorize(
                             simd,
@@ -265,7 +284,7 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
 
 /// The portable kernel: the same blocks, in wrapping 32-bit sums (exact: each block's sum
 /// fits 32 bits).
-fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, out: &mut [i64]) {
+fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, mut out: TileSums) {
     let half = |w: i32| (w as i16 as i32, (w >> 16) as i16 as i32);
     for start in (0..k_pairs).step_by(block.max(1)) {
         let mut acc = [[0i32; MR * NR]; PARTS];
@@ -281,9 +300,14 @@ fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: 
                 }
             }
         }
-        for (part, acc) in acc.iter().enumerate() {
-            for (o, &v) in out.iter_mut().zip(acc) {
-                *o += (v as i64) << (8 * part);
+        let fresh = out.fresh && start == 0;
+        for r in 0..MR {
+            let row = out.row(r);
+            for (part, acc) in acc.iter().enumerate() {
+                for (o, &v) in row.iter_mut().zip(&acc[r * NR..][..NR]) {
+                    let v = (v as i64) << (8 * part);
+                    *o = if fresh && part == 0 { v } else { *o + v };
+                }
             }
         }
     }
@@ -301,7 +325,7 @@ struct Avx2Tile<'a, const ROWS: usize, const PARTS: usize> {
     block: usize,
     row0: usize,
     col0: usize,
-    out: &'a mut [i64],
+    out: TileSums<'a>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -311,7 +335,7 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         use std::arch::x86_64::__m256i;
-        let Avx2Tile { simd, a, b, k_pairs, block, row0, col0, out } = self;
+        let Avx2Tile { simd, a, b, k_pairs, block, row0, col0, mut out } = self;
         let load = |words: &[i32]| -> __m256i {
             let lanes: [i32; 8] = words[..8].try_into().expect("8 words");
             pulp::cast(lanes)
@@ -334,13 +358,15 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
                     }
                 }
             }
-            for (acc, out) in acc.iter().zip(out[row0 * NR..].chunks_exact_mut(NR)) {
+            let fresh = out.fresh && start == 0;
+            for (r, acc) in acc.iter().enumerate() {
                 // Arrays of constant length: the widening adds vectorize.
-                let out: &mut [i64; 16] = (&mut out[col0..][..16]).try_into().expect("16 sums");
+                let out: &mut [i64; 16] = (&mut out.row(row0 + r)[col0..][..16]).try_into().expect("16 sums");
                 for (part, acc) in acc.iter().enumerate() {
                     let lanes: [i32; 16] = pulp::cast([acc[0], acc[1]]);
                     for (o, &v) in out.iter_mut().zip(&lanes) {
-                        *o += (v as i64) << (8 * part);
+                        let v = (v as i64) << (8 * part);
+                        *o = if fresh && part == 0 { v } else { *o + v };
                     }
                 }
             }
@@ -356,7 +382,7 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
-    use super::{MR, NR};
+    use super::{TileSums, MR, NR};
     use std::arch::x86_64::*;
 
     /// Whether this processor has the instructions (detected once, cached by `std`).
@@ -371,24 +397,23 @@ mod vnni {
         k_pairs: usize,
         block: usize,
         row0: usize,
-        out: &mut [i64],
+        mut out: TileSums,
     ) {
         assert!(available() && a.len() >= k_pairs * MR * PARTS && b.len() >= k_pairs * NR);
-        assert!(row0 + ROWS <= MR && out.len() >= MR * NR);
-        let out: &mut [i64; MR * NR] = (&mut out[..MR * NR]).try_into().expect("a tile");
+        assert!(row0 + ROWS <= MR && out.values.len() >= (MR - 1) * out.ld + NR);
         for start in (0..k_pairs).step_by(block.max(1)) {
             let end = (start + block.max(1)).min(k_pairs);
             let (a, b) = (&a[start * MR * PARTS..end * MR * PARTS], &b[start * NR..end * NR]);
             // SAFETY: the features `kernel` enables were detected just above.
-            unsafe { kernel::<ROWS, PARTS>(a, b, row0, out) }
+            unsafe { kernel::<ROWS, PARTS>(a, b, row0, out.reborrow(start == 0)) }
         }
     }
 
-    /// One block of k-pairs (whose sums fit 32 bits), added into `out`. A function of its
-    /// own: with the loop over blocks around it, LLVM kept a third of the accumulators on
-    /// the stack.
+    /// One block of k-pairs (whose sums fit 32 bits) into `out`. A function of its own:
+    /// with the loop over blocks around it, LLVM kept a third of the accumulators on the
+    /// stack.
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-    fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usize, out: &mut [i64; MR * NR]) {
+    fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usize, mut out: TileSums) {
         let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
         for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR * PARTS)) {
             // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
@@ -406,9 +431,10 @@ mod vnni {
                 }
             }
         }
-        // The 32-bit sums widened and added into the 64-bit tile.
+        // The 32-bit sums widened and added into (or, fresh, written over) the 64-bit tile.
+        let fresh = out.fresh;
         for (r, acc) in acc.iter().enumerate() {
-            let out = &mut out[(row0 + r) * NR..][..NR];
+            let out = out.row(row0 + r);
             for (q, acc) in acc.iter().enumerate() {
                 let shift = _mm_cvtsi32_si128(8 * q as i32);
                 for (half, &sums) in acc.iter().enumerate() {
@@ -419,7 +445,9 @@ mod vnni {
                         // `16 * half + 8 * quarter`.
                         unsafe {
                             let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
-                            _mm512_storeu_si512(p, _mm512_add_epi64(_mm512_loadu_si512(p), wide));
+                            let sum =
+                                if fresh && q == 0 { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
+                            _mm512_storeu_si512(p, sum);
                         }
                     }
                 }
@@ -460,33 +488,52 @@ mod tests {
         pack_b(&Matrix { values: &b, n }, 0, 0, packed.k_pairs, &mut bp);
         let (kp, block, parts) = (packed.k_pairs, packed.block_pairs, packed.parts);
         let panel = &packed.panels[..kp * MR * parts];
-        let mut scalar = vec![0i64; MR * NR];
-        match parts {
-            1 => tile_scalar::<1>(panel, &bp, kp, block, &mut scalar),
-            _ => tile_scalar::<2>(panel, &bp, kp, block, &mut scalar),
+        // Each kernel into a tile whose rows lie `ld` apart (wider than the tile), over
+        // what was there: written when fresh, else added.
+        let ld = NR + 3;
+        let run = |kernel: &dyn Fn(TileSums)| {
+            let mut fresh = vec![7i64; (MR - 1) * ld + NR];
+            kernel(TileSums { values: &mut fresh, ld, fresh: true });
+            let mut added = vec![7i64; (MR - 1) * ld + NR];
+            kernel(TileSums { values: &mut added, ld, fresh: false });
+            (fresh, added)
+        };
+        let scalar = run(&|out| match parts {
+            1 => tile_scalar::<1>(panel, &bp, kp, block, out),
+            _ => tile_scalar::<2>(panel, &bp, kp, block, out),
+        });
+        for (i, (&fresh, &added)) in scalar.0.iter().zip(&scalar.1).enumerate() {
+            let (r, col) = (i / ld, i % ld);
+            if col < NR {
+                // The first tile of C; zeros past its last row or column.
+                let want = if r < m && col < n { c[r * n + col] } else { 0 };
+                assert_eq!(fresh, want, "row {r} column {col}");
+                assert_eq!(added, fresh + 7);
+            } else {
+                assert_eq!((fresh, added), (7, 7), "outside the tile");
+            }
         }
-        let mut simd = vec![0i64; MR * NR];
-        micro_tiles(panel, parts, &bp, kp, block, &mut simd);
-        assert_eq!(simd, scalar);
+        assert_eq!(run(&|out| micro_tiles(panel, parts, &bp, kp, block, out)), scalar);
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = pulp::x86::V3::try_new() {
-            let mut avx2 = vec![0i64; MR * NR];
-            let rows = if parts == 1 { 6 } else { 3 };
-            for col0 in [0, NR / 2] {
+            let avx2 = run(&|mut out| {
+                let rows = if parts == 1 { 6 } else { 3 };
                 for row0 in (0..MR).step_by(rows) {
-                    let (a, b, out) = (panel, &bp[..], &mut avx2[..]);
-                    match parts {
-                        1 => pulp::Simd::vectorize(
-                            v3,
-                            Avx2Tile::<6, 1> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
-                        ),
-                        _ => pulp::Simd::vectorize(
-                            v3,
-                            Avx2Tile::<3, 2> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
-                        ),
+                    for col0 in [0, NR / 2] {
+                        let (a, b, out) = (panel, &bp[..], out.reborrow(true));
+                        match parts {
+                            1 => pulp::Simd::vectorize(
+                                v3,
+                                Avx2Tile::<6, 1> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
+                            ),
+                            _ => pulp::Simd::vectorize(
+                                v3,
+                                Avx2Tile::<3, 2> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
+                            ),
+                        }
                     }
                 }
-            }
+            });
             assert_eq!(avx2, scalar, "AVX2 kernel");
         }
     }
