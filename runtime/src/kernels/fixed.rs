@@ -3,7 +3,7 @@
 //! in `f64` where that is exact: the convolution's and the fully connected layer's
 //! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, parallel_gemm, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
+use super::conv::{accumulate, in_image_runs, parallel_gemm, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
 use super::igemm::{gemm_with, PackedA};
 use super::unfold::{Columns, Matrix, Windows};
 use super::{eltwise, pool, scratch, thresholded, with_simd};
@@ -270,17 +270,19 @@ fn conv_layer(
         )
     };
     if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS {
-        let mut ints = scratch::take_len(input.len(), 0i16);
-        ints.par_chunks_mut(in_len).zip(input.par_chunks(in_len)).for_each(|(d, s)| to_ints(s, d));
-        // Per group: [channel][image][pixel], then each image's channels in place.
-        let mut sums = scratch::take_len(out_per_group * batch * pixels, 0.0f32);
-        for (g, a) in packed.iter().enumerate() {
-            let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
-            conv_gemm(a, &windows, &mut sums, true, (unit, ch, x, g * out_per_group));
-            put_group_in_images(&sums, g, out_per_group, pixels, out);
-        }
-        scratch::give_back(sums);
-        scratch::give_back(ints);
+        in_image_runs(batch, (input, in_len), (out, out_len), |input, out, parallel| {
+            let mut ints = scratch::take_len(input.len(), 0i16);
+            ints.chunks_mut(in_len).zip(input.chunks(in_len)).for_each(|(d, s)| to_ints(s, d));
+            // Per group: [channel][image][pixel], then each image's channels in place.
+            let mut sums = scratch::take_len(out_per_group * (input.len() / in_len) * pixels, 0.0f32);
+            for (g, a) in packed.iter().enumerate() {
+                let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
+                conv_gemm(a, &windows, &mut sums, parallel, (unit, ch, x, g * out_per_group));
+                put_group_in_images(&sums, g, out_per_group, pixels, out);
+            }
+            scratch::give_back(sums);
+            scratch::give_back(ints);
+        });
         return;
     }
     // Images in parallel, each GEMM on one thread; or, with fewer images than threads, each
