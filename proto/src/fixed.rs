@@ -517,6 +517,37 @@ impl ActivationUnit {
         }
     }
 
+    /// [`ActivationUnit::apply_all`] on sums held as floats: `sums[i] * scale` is the
+    /// integer `acc[i]` (exact: `scale` is a power of two), and the caller guarantees
+    /// `|acc[i]| + |bias| < 2^51`, so that the f64 sum is exact and `apply_all`'s clamp to
+    /// 51 bits never applies: then both write the same values, with no pass through
+    /// integers. The units and shifts `apply_all` computes in f64 only (narrowing units,
+    /// HardSigmoid and HardSwish); `false`, nothing written, otherwise.
+    #[inline(always)]
+    pub fn apply_all_scaled<T: Copy + Into<f64>>(
+        &self,
+        sums: &[T],
+        scale: f64,
+        bias: i64,
+        v_frac: i32,
+        out: &mut [f32],
+    ) -> bool {
+        let step = pow2(-self.out.frac) as f32; // exact, as in `apply_all`
+        let bias = bias as f64;
+        let exact = |s: T| s.into() * scale + bias;
+        let Some((lo, hi)) = self.narrowing_bounds() else { return self.hard_f64(sums, exact, v_frac, out, step) };
+        let shift = v_frac - self.out.frac;
+        if shift > F64_PATH_MAX_SHIFT {
+            return false;
+        }
+        let (down, lo, hi) = (pow2(-shift), lo as f64, hi as f64);
+        for (o, &s) in out.iter_mut().zip(sums) {
+            // `+ 0.0`: a negative sum rounding to zero is -0.0, as in `apply_all`.
+            *o = ((exact(s) * down).round_ties_even() + 0.0).clamp(lo, hi) as f32 * step;
+        }
+        true
+    }
+
     /// [`ActivationUnit::apply`] on `sums`, each an exact real (a multiple of the output's
     /// step or finer, with at most 24 significant bits, so that the f32 holds it exactly),
     /// computed in f32 arithmetic: scaling by a power of two is exact and so is rounding
@@ -550,6 +581,19 @@ impl ActivationUnit {
     /// `false`, nothing written, for the other units and where a bound fails.
     #[inline(always)]
     fn apply_hard_f64(&self, acc: &[i64], bias: i64, v_frac: i32, out: &mut [f32], step: f32) -> bool {
+        // As the narrowing path: a sum clamped to 51 bits converts exactly (and saturates
+        // the pre-activation format as the unclamped one does).
+        const LIMIT: i64 = 1 << 51;
+        const MAGIC: f64 = 6_755_399_441_055_744.0; // 2^52 + 2^51
+        let exact =
+            |a: i64| f64::from_bits(((a + bias).clamp(-LIMIT, LIMIT - 1) + MAGIC.to_bits() as i64) as u64) - MAGIC;
+        self.hard_f64(acc, exact, v_frac, out, step)
+    }
+
+    /// The loop of [`ActivationUnit::apply_hard_f64`] over `sums`, `exact(sum)` being each
+    /// one's accumulator (bias included) as an exact f64 within 51 bits.
+    #[inline(always)]
+    fn hard_f64<S: Copy>(&self, sums: &[S], exact: impl Fn(S) -> f64, v_frac: i32, out: &mut [f32], step: f32) -> bool {
         let (pre, to) = (self.pre, self.out);
         let (slope, left_shift, offset, frac, swish) = match self.kind {
             UnitKind::HardSigmoid { alpha, frac, left_shift, offset } => (alpha, left_shift, offset, frac, false),
@@ -559,28 +603,22 @@ impl ActivationUnit {
         // |p| <= 2^(pre.bits - 1) and |slope| < 2^16: the gate's sum stays below 2^52, as
         // does HardSwish's product p * gate (gate <= 2^frac).
         let pre_bits = pre.bits as i64;
-        let exact = pre.bits <= MAX_DATA_BITS
+        let within = pre.bits <= MAX_DATA_BITS
             && v_frac - pre.frac <= F64_PATH_MAX_SHIFT
             && slope.unsigned_abs() < 1 << 16
             && pre_bits + 15 + left_shift as i64 <= 50
             && offset.unsigned_abs() < 1 << 51
             && (0..=52).contains(&frac)
             && (!swish || pre_bits - 1 + frac as i64 <= 52);
-        if !exact {
+        if !within {
             return false;
         }
-        // As the narrowing path: a sum clamped to 51 bits converts exactly (and saturates
-        // the pre-activation format as the unclamped one does).
-        const LIMIT: i64 = 1 << 51;
-        const MAGIC: f64 = 6_755_399_441_055_744.0; // 2^52 + 2^51
         let (pre_scale, pre_lo, pre_hi) = (pow2(pre.frac - v_frac), pre.min() as f64, pre.max() as f64);
         let (slope, offset, one) = (slope as f64 * pow2(left_shift as i32), offset as f64, pow2(frac));
         let out_scale = pow2(to.frac - frac - if swish { pre.frac } else { 0 });
         let (lo, hi) = (to.min() as f64, to.max() as f64);
-        for (o, &a) in out.iter_mut().zip(acc) {
-            let v = (a + bias).clamp(-LIMIT, LIMIT - 1);
-            let v = f64::from_bits((v + MAGIC.to_bits() as i64) as u64) - MAGIC;
-            let p = (v * pre_scale).round_ties_even().clamp(pre_lo, pre_hi);
+        for (o, &a) in out.iter_mut().zip(sums) {
+            let p = (exact(a) * pre_scale).round_ties_even().clamp(pre_lo, pre_hi);
             let gate = (p * slope + offset).clamp(0.0, one);
             let y = if swish { p * gate } else { gate };
             *o = ((y * out_scale).round_ties_even() + 0.0).clamp(lo, hi) as f32 * step;
@@ -847,6 +885,34 @@ mod tests {
                         let one = out.to_f32(unit.apply(a as i128 + bias as i128, v_frac));
                         // Bits: -0.0 equals 0.0 but is not what the contract writes.
                         assert_eq!(f.to_bits(), one.to_bits(), "{act:?} {out:?} acc {a} bias {bias} frac {v_frac}");
+                    }
+                    // Float sums at a scale, where sum and bias stay below 2^51 (f64 and
+                    // f32 sums, the latter within 24 bits).
+                    let within: Vec<i64> =
+                        acc.iter().copied().filter(|a| a.unsigned_abs() + bias.unsigned_abs() < 1 << 51).collect();
+                    let scale = pow2(v_frac.clamp(-40, 40));
+                    let reals: Vec<f64> = within.iter().map(|&a| a as f64 / scale).collect();
+                    let mut scaled = vec![0.0; within.len()];
+                    if unit.apply_all_scaled(&reals, scale, bias, v_frac, &mut scaled) {
+                        assert!(!matches!(act, Some(A::Sigmoid)), "no f64 path for Sigmoid");
+                        for (&a, &f) in within.iter().zip(&scaled) {
+                            let one = out.to_f32(unit.apply(a as i128 + bias as i128, v_frac));
+                            assert_eq!(f.to_bits(), one.to_bits(), "{act:?} {out:?} scaled, {a} + {bias} at {v_frac}");
+                        }
+                        let small: Vec<f32> =
+                            reals.iter().filter(|r| r.abs() * scale < (1 << 24) as f64).map(|&r| r as f32).collect();
+                        let mut from_f32 = vec![0.0; small.len()];
+                        assert!(unit.apply_all_scaled(&small, scale, bias, v_frac, &mut from_f32));
+                        for (&r, &f) in small.iter().zip(&from_f32) {
+                            let one = out.to_f32(unit.apply((r as f64 * scale) as i128 + bias as i128, v_frac));
+                            assert_eq!(f.to_bits(), one.to_bits(), "{act:?} {out:?} scaled f32, {r}");
+                        }
+                    } else {
+                        let narrowing = matches!(act, None | Some(A::Relu | A::Clip { .. }));
+                        assert!(
+                            !narrowing || v_frac - out.frac > F64_PATH_MAX_SHIFT,
+                            "{act:?} {out:?} at {v_frac}: a narrowing unit on the f64 path takes float sums"
+                        );
                     }
                     // The f32 path, on the sums an f32 holds exactly (24 bits).
                     let exact: Vec<i64> = acc.iter().map(|a| a.clamp(&-(1 << 23), &(1 << 23)) + bias).collect();

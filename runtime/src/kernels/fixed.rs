@@ -49,20 +49,18 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     match &layer.op {
         Op::Conv(conv) if conv.groups == conv.c_in && conv.groups == conv.c_out => per_image(out, &|n, o| {
             let ch = channels();
-            let pixels = out_len / conv.c_out;
             let input = thresholded(image(0, n), conv.input_threshold);
-            let sums = match ch.derived(|| exact_f32_taps(ch, x, conv.kernel[0] * conv.kernel[1])) {
-                Some(taps) => depthwise_sums((conv, ch, x), taps, &input, (hw(in_shape(0)), hw(out_shape))),
+            let taps = ch.derived(|| DepthwiseTaps::new(ch, x, conv.kernel[0] * conv.kernel[1]));
+            let hws = (hw(in_shape(0)), hw(out_shape));
+            match &taps.f32 {
+                Some(f32_taps) => depthwise_into((conv, ch, x, unit), (f32_taps, taps.fits_f64), &input, hws, o),
                 None => {
                     let mut wide = scratch::take_len(input.len(), 0.0f64);
                     wide.iter_mut().zip(input.iter()).for_each(|(d, &v)| *d = v as f64);
-                    let sums = depthwise_sums((conv, ch, x), ch.weight(), &wide, (hw(in_shape(0)), hw(out_shape)));
+                    depthwise_into((conv, ch, x, unit), (ch.weight(), taps.fits_f64), &wide, hws, o);
                     scratch::give_back(wide);
-                    sums
                 }
-            };
-            epilogue(ch, x, &sums, pixels, o, unit);
-            scratch::give_back(sums);
+            }
         }),
         Op::Conv(conv) => conv_layer(conv, channels(), unit, x, (inputs[0], in_shape(0)), (out, out_shape)),
         Op::Dense(dense) => {
@@ -197,34 +195,66 @@ fn append_integer_sums<T: Copy + Into<f64>>(
     )
 }
 
-/// A depthwise layer's taps as `f32`, if every sum of products with inputs of format `x`
-/// stays within f32's 24-bit significand: then the f32 accumulation is exact (in any order,
-/// as the f64 one is), at twice the lanes. Per channel, the sum of its taps' magnitudes (as
-/// integers) times the largest input integer bounds every partial sum.
-fn exact_f32_taps(ch: &FixedChannels, x: Format, taps: usize) -> Option<Vec<f32>> {
-    let max_x = 1u64 << (x.bits.clamp(1, 16) - 1);
-    let fits = ch.weight().chunks(taps.max(1)).zip(ch.weight_frac()).all(|(row, &f)| {
-        let magnitude: u64 = row.iter().map(|&w| (w * pow2(f)).abs() as u64).sum();
-        magnitude.saturating_mul(max_x) < 1 << f32::MANTISSA_DIGITS
-    });
-    fits.then(|| ch.weight().iter().map(|&w| w as f32).collect())
+/// What a depthwise layer's kernel derives from its weights (kept in the plan).
+struct DepthwiseTaps {
+    /// The taps as `f32`, if every sum of products with inputs of the layer's format stays
+    /// within f32's 24-bit significand: then the f32 accumulation is exact (in any order,
+    /// as the f64 one is), at twice the lanes.
+    f32: Option<Vec<f32>>,
+    /// Whether every sum plus its channel's bias stays below 2^51 (as integers), so that
+    /// the epilogue can take the float sums as they are
+    /// ([`ActivationUnit::apply_all_scaled`]).
+    fits_f64: bool,
 }
 
-/// A depthwise conv of one image, accumulated exactly in `T`, as [`integer_sums`] in a
-/// scratch buffer (to be given back).
-fn depthwise_sums<T: super::conv::Element + Into<f64>>(
-    (conv, ch, x): (&Conv, &FixedChannels, Format),
-    taps: &[T],
+impl DepthwiseTaps {
+    /// Per channel, the sum of its taps' magnitudes (as integers) times the largest input
+    /// integer bounds every partial sum.
+    fn new(ch: &FixedChannels, x: Format, taps: usize) -> DepthwiseTaps {
+        let max_x = 1u64 << (x.bits.clamp(1, 16) - 1);
+        let magnitudes: Vec<u64> = ch
+            .weight()
+            .chunks(taps.max(1))
+            .zip(ch.weight_frac())
+            .map(|(row, &f)| row.iter().map(|&w| (w * pow2(f)).abs() as u64).sum::<u64>().saturating_mul(max_x))
+            .collect();
+        let f32 = magnitudes.iter().all(|&m| m < 1 << f32::MANTISSA_DIGITS);
+        let fits_f64 = magnitudes.iter().zip(ch.bias()).all(|(&m, &b)| m.saturating_add(b.unsigned_abs()) < 1 << 51);
+        DepthwiseTaps { f32: f32.then(|| ch.weight().iter().map(|&w| w as f32).collect()), fits_f64 }
+    }
+}
+
+/// A depthwise conv of one image into `out`, accumulated exactly in `T` (`taps` in `T`,
+/// with [`DepthwiseTaps::fits_f64`]), each channel's sums then through the activation
+/// unit: straight from the float sums where the unit allows, else as integers.
+fn depthwise_into<T: super::conv::Element + Into<f64>>(
+    (conv, ch, x, unit): (&Conv, &FixedChannels, Format, &ActivationUnit),
+    (taps, fits_f64): (&[T], bool),
     input: &[T],
     (in_hw, out_hw): ([usize; 2], [usize; 2]),
-) -> Vec<i64> {
+    out: &mut [f32],
+) {
     let pixels = out_hw[0] * out_hw[1];
     let mut acc = scratch::take_len(conv.c_out * pixels, T::zero());
     accumulate(conv, taps, input, in_hw, &mut acc, out_hw);
-    let mut sums = scratch::take();
-    append_integer_sums(ch, x, &acc, pixels, &mut sums);
+    let mut ints = scratch::take();
+    with_simd(
+        #[inline(always)]
+        || {
+            for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
+                let v_frac = x.frac + ch.weight_frac()[c];
+                let bias = ch.bias()[c];
+                if fits_f64 && unit.apply_all_scaled(acc, pow2(v_frac), bias, v_frac, out) {
+                    continue;
+                }
+                ints.clear();
+                ints.extend(acc.iter().map(|&a| (a.into() * pow2(v_frac)) as i64));
+                unit.apply_all(&ints, bias, v_frac, out);
+            }
+        },
+    );
+    scratch::give_back(ints);
     scratch::give_back(acc);
-    sums
 }
 
 /// Output channel `c`'s integer sums of products (at `x.frac + weight_frac[c]`): plus its
@@ -383,14 +413,31 @@ mod tests {
         let full = [-32768.0, -32768.0, -32768.0, -32768.0];
         let small = [1.0, 2.0, 3.0, 4.0];
         let wide = FixedChannels::new([small, full].concat(), vec![0, 0], vec![0, 0]);
-        assert!(exact_f32_taps(&wide, x, 4).is_none());
+        assert!(DepthwiseTaps::new(&wide, x, 4).f32.is_none());
         let last = [-32768.0, -32768.0, -32768.0, -32767.0];
         let fits = FixedChannels::new([small, last].concat(), vec![0, 0], vec![0, 0]);
-        assert_eq!(exact_f32_taps(&fits, x, 4), Some([small, last].concat().iter().map(|&w| w as f32).collect()));
+        assert_eq!(
+            DepthwiseTaps::new(&fits, x, 4).f32,
+            Some([small, last].concat().iter().map(|&w| w as f32).collect())
+        );
         // The binary points do not matter, only the integers: 2^-3 at 3 fractional bits is 1.
         let x16 = Format { bits: 16, frac: 8 }; // down to -2^15: the taps must sum below 2^9
         let channel = |w: f64| FixedChannels::new(vec![w / 8.0], vec![3], vec![0]);
-        assert!(exact_f32_taps(&channel(511.0), x16, 1).is_some());
-        assert!(exact_f32_taps(&channel(512.0), x16, 1).is_none());
+        assert!(DepthwiseTaps::new(&channel(511.0), x16, 1).f32.is_some());
+        assert!(DepthwiseTaps::new(&channel(512.0), x16, 1).f32.is_none());
+    }
+
+    #[test]
+    fn float_sums_feed_the_epilogue_only_where_sum_and_bias_stay_below_2_to_51() {
+        // 16-bit inputs: sums up to 2^15 times the taps' magnitudes.
+        let x = Format { bits: 16, frac: 0 };
+        let taps = |w: f64, bias: i64| FixedChannels::new(vec![w, -w], vec![0], vec![bias]);
+        let limit = 1i64 << 51;
+        // Two taps of 2^34 reach 2^50 in all; the bias takes the rest up to 2^51.
+        let w = (1u64 << 34) as f64;
+        assert!(DepthwiseTaps::new(&taps(w, limit / 2 - 1), x, 2).fits_f64);
+        assert!(!DepthwiseTaps::new(&taps(w, limit / 2), x, 2).fits_f64);
+        assert!(!DepthwiseTaps::new(&taps(w, -limit / 2), x, 2).fits_f64, "the bias's magnitude counts");
+        assert!(DepthwiseTaps::new(&taps(1.0, 0), x, 2).fits_f64);
     }
 }
