@@ -11,12 +11,15 @@
 //! for blocks worth having (16-bit weights times 16-bit inputs), each weight is split into
 //! a low byte (0..=255) and a high part, kept side by side, whose sums add as
 //! `lo + (hi << 8)`: still exact, twice the multiplies (as many as an `f32` FMA kernel),
-//! each input loaded once.
+//! each input loaded once. Where weights and inputs are 8-bit integers and AVX-512 VNNI is
+//! there, `A` and `B` are packed in quads instead and `vpdpbusd` multiplies unsigned input
+//! bytes (`x + 128`) by signed weight bytes, four per lane, 64 multiply-accumulates per
+//! instruction; each row's `128 * sum(w)` comes off before the epilogue.
 //!
 //! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
 //! panels of [`MR`] rows, each k-pair of a row as one 32-bit word per part; `B` (any
 //! [`Columns`](super::unfold::Columns): a matrix, or a convolution's windows read straight from the images) is
-//! packed as the GEMM goes, per block of column panels and chunk of `KC_PAIRS` k-pairs,
+//! packed as the GEMM goes, per block of column panels and chunk of `KC_WORDS` k-pairs,
 //! which every row panel of `A` then passes over (in parallel). Without AVX2 a scalar
 //! kernel computes the same integers; the tests check every kernel the machine has against
 //! it.
@@ -32,24 +35,34 @@ pub const NR: usize = 32;
 const B_BLOCK_BYTES: usize = 256 * 1024;
 /// k-pairs per chunk: a chunk of a row panel of split weights (12 KiB) and of a column
 /// panel (16 KiB) fit a core's L1 cache together.
-const KC_PAIRS: usize = 128;
+const KC_WORDS: usize = 128;
 /// Shortest block (in k-pairs) worth a pass without splitting the weights.
 const MIN_BLOCK_PAIRS: usize = 64;
 
 /// `A` (`m` x `k`, row-major) packed for [`gemm`], against inputs of at most `x_bits` bits.
 ///
-/// Each value enters the products whole, or (`parts == 2`, where a single product is too
-/// wide for blocks worth having) split into its low byte (0..=255) and high part (`v >> 8`),
-/// whose sums add as `lo + (hi << 8)`: twice the multiplies, each input loaded once.
+/// Each 32-bit word holds two 16-bit weights of consecutive k (the pair `vpmaddwd` and
+/// `vpdpwssd` multiply), or, with AVX-512 VNNI where weights and inputs are 8-bit
+/// integers, four (`vpdpbusd`'s quad, twice the multiply-accumulates per instruction).
+/// A pair's values enter the products whole, or (`parts == 2`, where a single product is
+/// too wide for blocks worth having) split into their low byte (0..=255) and high part
+/// (`v >> 8`), whose sums add as `lo + (hi << 8)`: twice the multiplies, each input loaded
+/// once.
 #[derive(Clone, Debug)]
 pub struct PackedA {
-    k_pairs: usize,
+    /// Words per row (and part): `k` in pairs, or in quads.
+    k_words: usize,
+    /// Whether a word holds a quad of 8-bit weights.
+    quads: bool,
     /// 1 (whole values) or 2 (low byte, high part).
     parts: usize,
-    /// Per row panel, per k-pair, per row: `parts` words.
+    /// Per row panel, per word of k, per row: `parts` words.
     panels: Vec<i32>,
-    /// k-pairs a 32-bit lane sums exactly, for every part.
-    block_pairs: usize,
+    /// Words a 32-bit lane sums exactly, for every part.
+    block_words: usize,
+    /// With quads, per row: 128 times the sum of its weights. `vpdpbusd` multiplies
+    /// unsigned bytes by signed ones, so the inputs enter as `x + 128` and this comes off.
+    offsets: Vec<i64>,
 }
 
 /// Two 16-bit values in one 32-bit word, low half first (the pair `vpmaddwd` multiplies).
@@ -58,22 +71,44 @@ fn pair(lo: i16, hi: i16) -> i32 {
     (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
 }
 
+/// Four bytes in one 32-bit word, the first lowest (the quad `vpdpbusd` multiplies).
+#[inline(always)]
+fn quad(bytes: [u8; 4]) -> i32 {
+    i32::from_le_bytes(bytes)
+}
+
 /// k-pairs whose products (at most `max_a * max_x` each) a 32-bit lane sums exactly.
 fn block_pairs(max_a: i64, max_x: i64) -> usize {
     let pair_bound = (2 * max_a * max_x).max(1);
     (((1i64 << 31) - 1) / pair_bound) as usize
 }
 
+/// Whether this process multiplies quads of 8-bit integers (AVX-512 VNNI, not turned off
+/// by `HASS_AVX2_ONLY`): where it does not, nothing is packed in quads.
+fn multiplies_quads() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vnni::available() && !super::avx2_only()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 impl PackedA {
     /// Pack `a` (every value within 16 bits) against inputs of `x_bits` bits.
     pub fn new(a: &[i64], m: usize, k: usize, x_bits: u32) -> PackedA {
         debug_assert!(a.iter().all(|v| (-(1 << 15)..(1 << 15)).contains(v)), "16-bit weights");
+        if x_bits <= 8 && a.iter().all(|v| (-128..128).contains(v)) && multiplies_quads() {
+            return PackedA::quads(a, m, k);
+        }
         let max_x = 1i64 << (x_bits.clamp(1, 16) - 1);
         let max_a = a.iter().fold(0, |m, v| m.max(v.abs()));
-        let k_pairs = k.div_ceil(2);
+        let k_words = k.div_ceil(2);
         let whole = block_pairs(max_a, max_x);
-        let (parts, block_pairs): (usize, _) =
-            if whole >= MIN_BLOCK_PAIRS.min(k_pairs).max(1) { (1, whole) } else { (2, block_pairs(0xff, max_x)) };
+        let (parts, block_words): (usize, _) =
+            if whole >= MIN_BLOCK_PAIRS.min(k_words).max(1) { (1, whole) } else { (2, block_pairs(0xff, max_x)) };
         // Part 0 is the value or its low byte, part 1 its high part (each within 16 bits).
         let part = |v: i64, p: usize| {
             (match (parts, p) {
@@ -82,7 +117,7 @@ impl PackedA {
                 _ => v >> 8,
             }) as i16
         };
-        let stride = k_pairs * MR * parts;
+        let stride = k_words * MR * parts;
         let mut panels = vec![0i32; m.div_ceil(MR) * stride];
         for (p, panel) in panels.chunks_exact_mut(stride).enumerate() {
             for r in 0..MR.min(m - p * MR) {
@@ -95,8 +130,75 @@ impl PackedA {
                 }
             }
         }
-        PackedA { k_pairs, parts, panels, block_pairs }
+        PackedA { k_words, quads: false, parts, panels, block_words, offsets: Vec::new() }
     }
+
+    /// `a`'s 8-bit weights in quads (zeros past `k`).
+    fn quads(a: &[i64], m: usize, k: usize) -> PackedA {
+        let k_words = k.div_ceil(4);
+        let stride = k_words * MR;
+        let mut panels = vec![0i32; m.div_ceil(MR) * stride];
+        for (p, panel) in panels.chunks_exact_mut(stride).enumerate() {
+            for r in 0..MR.min(m - p * MR) {
+                let row = &a[(p * MR + r) * k..][..k];
+                for (j, four) in row.chunks(4).enumerate() {
+                    let mut bytes = [0u8; 4];
+                    bytes.iter_mut().zip(four).for_each(|(b, &v)| *b = v as i8 as u8);
+                    panel[j * MR + r] = quad(bytes);
+                }
+            }
+        }
+        let offsets = a.chunks(k.max(1)).take(m).map(|row| 128 * row.iter().sum::<i64>()).collect();
+        // A quad's four products of at most 255 x 128 each: 2^31 / 130560 quads per block.
+        let block_words = ((1i64 << 31) - 1) as usize / (4 * 255 * 128);
+        PackedA { k_words, quads: true, parts: 1, panels, block_words, offsets }
+    }
+}
+
+/// Words `first..first + words` of the column panels from `panel0` on, as
+/// [`pack_pairs`] or [`pack_quads`] packs them for `a`.
+#[inline(always)]
+fn pack_b(a: &PackedA, b: &impl Columns<i16>, panel0: usize, first: usize, words: usize, out: &mut [i32]) {
+    if a.quads {
+        pack_quads(b, panel0, first, words, out)
+    } else {
+        pack_pairs(b, panel0, first, words, out)
+    }
+}
+
+/// k-quads `first..first + quads` of the column panels from `panel0` on (as many as `out`
+/// holds) of `b` (8-bit integers), packed: per panel, per k-quad, [`NR`] words of four
+/// bytes `x + 128` (128 past the last row or column: their weights are zeros).
+#[inline(always)]
+fn pack_quads(b: &impl Columns<i16>, panel0: usize, first: usize, quads: usize, out: &mut [i32]) {
+    let [k, n] = b.shape();
+    let panels = out.len() / (quads * NR).max(1);
+    let c0 = panel0 * NR;
+    let cols = (panels * NR).min(n - c0);
+    let mut rows = super::scratch::take_len(4 * panels * NR, 0i16);
+    let span = b.span(c0, cols);
+    for j in 0..quads {
+        for (q, row) in rows.chunks_exact_mut(panels * NR).enumerate() {
+            let r = 4 * (first + j) + q;
+            row[cols..].fill(0);
+            if r < k {
+                b.row(&span, r, &mut row[..cols]);
+            } else {
+                row.fill(0);
+            }
+        }
+        let (r0, rest) = rows.split_at(panels * NR);
+        let (r1, rest) = rest.split_at(panels * NR);
+        let (r2, r3) = rest.split_at(panels * NR);
+        for (p, dst) in out.chunks_exact_mut(quads * NR).enumerate() {
+            let dst: &mut [i32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR words");
+            let at = |row: &[i16], c: usize| (row[p * NR + c] + 128) as u8;
+            for (c, d) in dst.iter_mut().enumerate() {
+                *d = quad([at(r0, c), at(r1, c), at(r2, c), at(r3, c)]);
+            }
+        }
+    }
+    super::scratch::give_back(rows);
 }
 
 /// k-pairs `first..first + pairs` of the column panels from `panel0` on (as many as `out`
@@ -104,7 +206,7 @@ impl PackedA {
 /// column). Rows are read across all the panels at once: a convolution's windows then
 /// copy whole runs of an image row.
 #[inline(always)]
-fn pack_b(b: &impl Columns<i16>, panel0: usize, first: usize, pairs: usize, out: &mut [i32]) {
+fn pack_pairs(b: &impl Columns<i16>, panel0: usize, first: usize, pairs: usize, out: &mut [i32]) {
     let [k, n] = b.shape();
     let panels = out.len() / (pairs * NR).max(1);
     let c0 = panel0 * NR;
@@ -145,7 +247,7 @@ pub fn gemm(a: &PackedA, b: &[i16], n: usize, c: &mut [i64]) {
 /// row-major): the layer's epilogue runs on each piece while it is in cache, and no 64-bit
 /// matrix is stored.
 ///
-/// Loops as in GotoBLAS: columns in blocks, k in chunks of `KC_PAIRS`; each chunk of a
+/// Loops as in GotoBLAS: columns in blocks, k in chunks of `KC_WORDS`; each chunk of a
 /// block of `B` is packed once and stays in L2 while every row panel of `A` passes over it,
 /// each row panel's chunk staying in L1 across the block's column panels. `A` is read once
 /// per column block, however large it is. With `parallel`, packing and row panels spread
@@ -158,12 +260,12 @@ pub fn gemm_with<T: Send>(
     parallel: bool,
     finish: impl Fn(usize, &[i64], &mut [T]) + Sync,
 ) {
-    let (k_pairs, parts) = (a.k_pairs, a.parts);
+    let (k_words, parts) = (a.k_words, a.parts);
     let [k, n] = b.shape();
-    debug_assert_eq!(k.div_ceil(2), k_pairs);
-    let kc = KC_PAIRS.min(k_pairs).max(1);
+    debug_assert_eq!(k.div_ceil(if a.quads { 4 } else { 2 }), k_words);
+    let kc = KC_WORDS.min(k_words).max(1);
     let panels = n.div_ceil(NR);
-    let row_panels = a.panels.len() / (k_pairs * MR * parts).max(1);
+    let row_panels = a.panels.len() / (k_words * MR * parts).max(1);
     let per_block = (B_BLOCK_BYTES / (kc * NR * 4)).clamp(1, panels.max(1));
     // Per row panel, its rows' sums over a block's columns, row by row: `finish` then takes
     // a row's run of the whole block at once (per tile, its setup cost more than the
@@ -177,27 +279,31 @@ pub fn gemm_with<T: Send>(
     for first in (0..panels).step_by(per_block) {
         let block_panels = per_block.min(panels - first);
         let (c0, cols) = (first * NR, (block_panels * NR).min(n - first * NR));
-        for start in (0..k_pairs).step_by(kc) {
-            let len = kc.min(k_pairs - start);
+        for start in (0..k_words).step_by(kc) {
+            let len = kc.min(k_words - start);
             let block = &mut packed[..block_panels * len * NR];
             pack_block(
                 block,
                 len * NR,
                 parallel,
                 #[inline(always)]
-                |panel, run| pack_b(b, first + panel, start, len, run),
+                |panel, run| pack_b(a, b, first + panel, start, len, run),
             );
             let block = &*block;
-            let last = start + len == k_pairs;
+            let last = start + len == k_words;
             // Row panels of C are contiguous: one task each.
             let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(MR * block_cols));
             tasks.with_min_len(min_len).enumerate().for_each(|(p, (rows, sums))| {
-                let a_chunk = &a.panels[(p * k_pairs + start) * MR * parts..][..len * MR * parts];
+                let a_chunk = &a.panels[(p * k_words + start) * MR * parts..][..len * MR * parts];
                 for (q, panel) in block.chunks_exact(len * NR).enumerate() {
                     let tile = TileSums { values: &mut sums[q * NR..], ld: block_cols, fresh: start == 0 };
-                    micro_tiles(a_chunk, parts, panel, len, a.block_pairs, tile);
+                    micro_tiles(a_chunk, (a.quads, parts), panel, len, a.block_words, tile);
                 }
                 if last {
+                    // Quads summed `x + 128`: each row's offset comes off.
+                    for (r, &offset) in a.offsets.iter().skip(p * MR).take(MR).enumerate() {
+                        sums[r * block_cols..][..cols].iter_mut().for_each(|v| *v -= offset);
+                    }
                     // Compiled for the widest vectors the processor has, so that `finish`
                     // vectorizes.
                     super::with_simd(
@@ -240,17 +346,22 @@ impl TileSums<'_> {
 
 /// One micro-tile over all k: row `r` of `out` gets `(A_panel · B_panel)[r]`, `A_panel`
 /// holding `parts` words per row and k-pair.
-fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize, mut out: TileSums) {
+fn micro_tiles(a: &[i32], (quads, parts): (bool, usize), b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
     assert!(out.values.len() >= (MR - 1) * out.ld + NR, "a whole tile");
+    #[cfg(target_arch = "x86_64")]
+    if quads {
+        // Packed in quads only where the instructions are there.
+        return vnni::tile_quads(a, b, k_words, block, out);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if vnni::available() && !super::avx2_only() {
             return match parts {
-                1 => vnni::tile::<MR, 1>(a, b, k_pairs, block, 0, out),
+                1 => vnni::tile::<MR, 1>(a, b, k_words, block, 0, out),
                 // Two passes of 6 rows: 24 accumulators, as for whole weights.
                 _ => {
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, 0, out.reborrow(true));
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_pairs, block, MR / 2, out);
+                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_words, block, 0, out.reborrow(true));
+                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_words, block, MR / 2, out);
                 }
             };
         }
@@ -264,11 +375,11 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
                     match parts {
                         1 => pulp::Simd::vectorize(
                             simd,
-                            Avx2Tile::<6, 1> { simd, a, b, k_pairs, block, row0, col0, out },
+                            Avx2Tile::<6, 1> { simd, a, b, k_words, block, row0, col0, out },
                         ),
                         _ => pulp::Simd::vectorize(
                             simd,
-                            Avx2Tile::<3, 2> { simd, a, b, k_pairs, block, row0, col0, out },
+                            Avx2Tile::<3, 2> { simd, a, b, k_words, block, row0, col0, out },
                         ),
                     }
                 }
@@ -276,19 +387,38 @@ fn micro_tiles(a: &[i32], parts: usize, b: &[i32], k_pairs: usize, block: usize,
             return;
         }
     }
-    match parts {
-        1 => tile_scalar::<1>(a, b, k_pairs, block, out),
-        _ => tile_scalar::<2>(a, b, k_pairs, block, out),
+    match (quads, parts) {
+        (true, _) => tile_scalar_quads(a, b, k_words, out),
+        (_, 1) => tile_scalar::<1>(a, b, k_words, block, out),
+        _ => tile_scalar::<2>(a, b, k_words, block, out),
+    }
+}
+
+/// The portable quads kernel (for the tests: quads are packed only where AVX-512 VNNI
+/// multiplies them): unsigned input bytes times signed weight bytes, in 64 bits.
+fn tile_scalar_quads(a: &[i32], b: &[i32], k_words: usize, mut out: TileSums) {
+    let fresh = out.fresh;
+    for r in 0..MR {
+        let row = out.row(r);
+        for (c, o) in row.iter_mut().enumerate() {
+            let sum: i64 = (0..k_words)
+                .map(|j| {
+                    let (w, x) = (a[j * MR + r].to_le_bytes(), b[j * NR + c].to_le_bytes());
+                    w.iter().zip(&x).map(|(&w, &x)| w as i8 as i64 * x as i64).sum::<i64>()
+                })
+                .sum();
+            *o = if fresh { sum } else { *o + sum };
+        }
     }
 }
 
 /// The portable kernel: the same blocks, in wrapping 32-bit sums (exact: each block's sum
 /// fits 32 bits).
-fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_pairs: usize, block: usize, mut out: TileSums) {
+fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
     let half = |w: i32| (w as i16 as i32, (w >> 16) as i16 as i32);
-    for start in (0..k_pairs).step_by(block.max(1)) {
+    for start in (0..k_words).step_by(block.max(1)) {
         let mut acc = [[0i32; MR * NR]; PARTS];
-        for j in start..(start + block).min(k_pairs) {
+        for j in start..(start + block).min(k_words) {
             for r in 0..MR {
                 for (part, acc) in acc.iter_mut().enumerate() {
                     let (a0, a1) = half(a[(j * MR + r) * PARTS + part]);
@@ -321,7 +451,7 @@ struct Avx2Tile<'a, const ROWS: usize, const PARTS: usize> {
     simd: pulp::x86::V3,
     a: &'a [i32],
     b: &'a [i32],
-    k_pairs: usize,
+    k_words: usize,
     block: usize,
     row0: usize,
     col0: usize,
@@ -335,14 +465,14 @@ impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         use std::arch::x86_64::__m256i;
-        let Avx2Tile { simd, a, b, k_pairs, block, row0, col0, mut out } = self;
+        let Avx2Tile { simd, a, b, k_words, block, row0, col0, mut out } = self;
         let load = |words: &[i32]| -> __m256i {
             let lanes: [i32; 8] = words[..8].try_into().expect("8 words");
             pulp::cast(lanes)
         };
         let mut start = 0;
-        while start < k_pairs {
-            let end = (start + block.max(1)).min(k_pairs);
+        while start < k_words {
+            let end = (start + block.max(1)).min(k_words);
             let mut acc = [[[simd.avx._mm256_setzero_si256(); 2]; PARTS]; ROWS];
             let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
             for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
@@ -394,15 +524,15 @@ mod vnni {
     pub(super) fn tile<const ROWS: usize, const PARTS: usize>(
         a: &[i32],
         b: &[i32],
-        k_pairs: usize,
+        k_words: usize,
         block: usize,
         row0: usize,
         mut out: TileSums,
     ) {
-        assert!(available() && a.len() >= k_pairs * MR * PARTS && b.len() >= k_pairs * NR);
+        assert!(available() && a.len() >= k_words * MR * PARTS && b.len() >= k_words * NR);
         assert!(row0 + ROWS <= MR && out.values.len() >= (MR - 1) * out.ld + NR);
-        for start in (0..k_pairs).step_by(block.max(1)) {
-            let end = (start + block.max(1)).min(k_pairs);
+        for start in (0..k_words).step_by(block.max(1)) {
+            let end = (start + block.max(1)).min(k_words);
             let (a, b) = (&a[start * MR * PARTS..end * MR * PARTS], &b[start * NR..end * NR]);
             // SAFETY: the features `kernel` enables were detected just above.
             unsafe { kernel::<ROWS, PARTS>(a, b, row0, out.reborrow(start == 0)) }
@@ -454,6 +584,54 @@ mod vnni {
             }
         }
     }
+
+    /// [`tile`] for quads: `vpdpbusd` (unsigned input bytes times signed weight bytes, four
+    /// per 32-bit lane, 64 multiply-accumulates per instruction), all [`MR`] rows.
+    pub(super) fn tile_quads(a: &[i32], b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
+        assert!(available() && a.len() >= k_words * MR && b.len() >= k_words * NR);
+        assert!(out.values.len() >= (MR - 1) * out.ld + NR);
+        for start in (0..k_words).step_by(block.max(1)) {
+            let end = (start + block.max(1)).min(k_words);
+            let (a, b) = (&a[start * MR..end * MR], &b[start * NR..end * NR]);
+            // SAFETY: the features `quads_kernel` enables were detected just above.
+            unsafe { quads_kernel(a, b, out.reborrow(start == 0)) }
+        }
+    }
+
+    /// One block of quads into `out` (see [`kernel`]).
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+    fn quads_kernel(a: &[i32], b: &[i32], mut out: TileSums) {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR)) {
+            // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
+            let (b0, b1) = unsafe {
+                let p = bj.as_ptr() as *const __m512i;
+                (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
+            };
+            for r in 0..MR {
+                let w = _mm512_set1_epi32(aj[r]);
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, w);
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, w);
+            }
+        }
+        let fresh = out.fresh;
+        for (r, acc) in acc.iter().enumerate() {
+            let out = out.row(r);
+            for (half, &sums) in acc.iter().enumerate() {
+                let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
+                for (quarter, lanes) in lanes.into_iter().enumerate() {
+                    let wide = _mm512_cvtepi32_epi64(lanes);
+                    // SAFETY: `out` holds NR = 32 values; this is the 8 at
+                    // `16 * half + 8 * quarter`.
+                    unsafe {
+                        let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
+                        let sum = if fresh { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
+                        _mm512_storeu_si512(p, sum);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -484,9 +662,9 @@ mod tests {
         gemm(&packed, &b, n, &mut c);
         assert_eq!(c, naive(&a, &b, m, k, n), "{m}x{k}x{n} at {a_bits}x{x_bits} bits");
         // The portable kernel computes the same integers.
-        let mut bp = vec![0i32; packed.k_pairs * NR];
-        pack_b(&Matrix { values: &b, n }, 0, 0, packed.k_pairs, &mut bp);
-        let (kp, block, parts) = (packed.k_pairs, packed.block_pairs, packed.parts);
+        let mut bp = vec![0i32; packed.k_words * NR];
+        pack_b(&packed, &Matrix { values: &b, n }, 0, 0, packed.k_words, &mut bp);
+        let (kp, block, parts) = (packed.k_words, packed.block_words, packed.parts);
         let panel = &packed.panels[..kp * MR * parts];
         // Each kernel into a tile whose rows lie `ld` apart (wider than the tile), over
         // what was there: written when fresh, else added.
@@ -498,24 +676,27 @@ mod tests {
             kernel(TileSums { values: &mut added, ld, fresh: false });
             (fresh, added)
         };
-        let scalar = run(&|out| match parts {
-            1 => tile_scalar::<1>(panel, &bp, kp, block, out),
+        let scalar = run(&|out| match (packed.quads, parts) {
+            (true, _) => tile_scalar_quads(panel, &bp, kp, out),
+            (_, 1) => tile_scalar::<1>(panel, &bp, kp, block, out),
             _ => tile_scalar::<2>(panel, &bp, kp, block, out),
         });
+        // Quads sum `x + 128` (128 in the padding): their rows' offsets are still in.
+        let offset = |r: usize| packed.offsets.get(r).copied().unwrap_or(0);
         for (i, (&fresh, &added)) in scalar.0.iter().zip(&scalar.1).enumerate() {
             let (r, col) = (i / ld, i % ld);
             if col < NR {
-                // The first tile of C; zeros past its last row or column.
-                let want = if r < m && col < n { c[r * n + col] } else { 0 };
+                // The first tile of C; zeros past its last row, nothing past its last column.
+                let want = if r < m && col < n { c[r * n + col] + offset(r) } else { offset(r) };
                 assert_eq!(fresh, want, "row {r} column {col}");
                 assert_eq!(added, fresh + 7);
             } else {
                 assert_eq!((fresh, added), (7, 7), "outside the tile");
             }
         }
-        assert_eq!(run(&|out| micro_tiles(panel, parts, &bp, kp, block, out)), scalar);
+        assert_eq!(run(&|out| micro_tiles(panel, (packed.quads, parts), &bp, kp, block, out)), scalar);
         #[cfg(target_arch = "x86_64")]
-        if let Some(v3) = pulp::x86::V3::try_new() {
+        if let Some(v3) = pulp::x86::V3::try_new().filter(|_| !packed.quads) {
             let avx2 = run(&|mut out| {
                 let rows = if parts == 1 { 6 } else { 3 };
                 for row0 in (0..MR).step_by(rows) {
@@ -524,11 +705,11 @@ mod tests {
                         match parts {
                             1 => pulp::Simd::vectorize(
                                 v3,
-                                Avx2Tile::<6, 1> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
+                                Avx2Tile::<6, 1> { simd: v3, a, b, k_words: kp, block, row0, col0, out },
                             ),
                             _ => pulp::Simd::vectorize(
                                 v3,
-                                Avx2Tile::<3, 2> { simd: v3, a, b, k_pairs: kp, block, row0, col0, out },
+                                Avx2Tile::<3, 2> { simd: v3, a, b, k_words: kp, block, row0, col0, out },
                             ),
                         }
                     }
@@ -546,5 +727,20 @@ mod tests {
         check(1, 1, 1, 2, 2, 4);
         check(20, 1000, 40, 16, 8, 5);
         check(5, 3, 33, 4, 4, 6);
+        // 8-bit weights and inputs: quads where AVX-512 VNNI multiplies them, k past a
+        // multiple of four, extremes of both signs.
+        check(20, 1000, 40, 8, 8, 7);
+        check(13, 147, 37, 8, 8, 8);
+        check(12, 4608, 32, 8, 8, 9);
+        check(3, 5, 70, 8, 6, 10);
+    }
+
+    #[test]
+    fn quads_only_for_8_bit_weights_and_inputs_where_vnni_multiplies_them() {
+        let small: Vec<i64> = (0..24).map(|i| i - 12).collect();
+        assert_eq!(PackedA::new(&small, 4, 6, 8).quads, multiplies_quads());
+        assert!(!PackedA::new(&small, 4, 6, 9).quads, "9-bit inputs");
+        let wide: Vec<i64> = small.iter().map(|v| v * 11).collect();
+        assert!(!PackedA::new(&wide, 4, 6, 8).quads, "weights beyond 8 bits");
     }
 }
