@@ -3,13 +3,12 @@
 //! in `f64` where that is exact: the convolution's and the fully connected layer's
 //! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, in_image_runs, parallel_gemm, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
+use super::conv::{accumulate, in_image_runs, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
 use super::igemm::{gemm_with, PackedA};
 use super::unfold::{Columns, Matrix, Windows};
 use super::{eltwise, pool, scratch, thresholded, with_simd};
 use crate::plan::{Conv, EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// `x`'s integer in format `f` (exact: `x` is a value of that format, at most 16 bits; the
@@ -64,18 +63,27 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
         }),
         Op::Conv(conv) => conv_layer(conv, channels(), unit, x, (inputs[0], in_shape(0)), (out, out_shape)),
         Op::Dense(dense) => {
-            let input: Vec<f64> = thresholded(inputs[0], dense.input_threshold).iter().map(|&v| v as f64).collect();
-            let mut acc = vec![0.0f64; batch * dense.outputs];
-            let xs = ArrayView2::from_shape((batch, dense.inputs), &input).expect("validated input shape");
-            let w = ArrayView2::from_shape((dense.outputs, dense.inputs), channels().weight())
-                .expect("validated weight shape");
-            let ys = ArrayViewMut2::from_shape((batch, dense.outputs), &mut acc[..]).expect("validated output shape");
-            // Y^T = W X^T: one column per image, as the parallel GEMM splits columns.
-            parallel_gemm(w, xs.t(), ys.reversed_axes());
+            // The integer GEMM of the weights (packed once per plan) and one column per
+            // image, each output row finished as a conv's.
             let ch = channels();
-            for (acc, o) in acc.chunks_exact(dense.outputs).zip(out.chunks_exact_mut(dense.outputs)) {
-                epilogue(ch, x, &integer_sums(ch, x, acc, 1), 1, o, unit);
+            let (k, m) = (dense.inputs, dense.outputs);
+            let packed: &PackedA = ch.derived(|| PackedA::new(&integer_weights(ch, k), m, k, x.bits));
+            let mut ints = scratch::take_len(batch * k, 0i16);
+            input_ints(inputs[0], &mut ints, x, dense.input_threshold);
+            let mut columns = scratch::take_len(batch * k, 0i16);
+            for (n, image) in ints.chunks_exact(k).enumerate() {
+                columns.chunks_exact_mut(batch).zip(image).for_each(|(column, &v)| column[n] = v);
             }
+            let mut rows = scratch::take_len(m * batch, 0.0f32);
+            gemm_with(packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
+                finish_channel(unit, ch, x, row, sums, out)
+            });
+            for (n, image) in out.chunks_exact_mut(m).enumerate() {
+                image.iter_mut().zip(rows.chunks_exact(batch)).for_each(|(o, row)| *o = row[n]);
+            }
+            scratch::give_back(rows);
+            scratch::give_back(columns);
+            scratch::give_back(ints);
         }
         Op::ScaleShift { .. } => per_image(out, &|n, o| {
             let ch = channels();
@@ -139,8 +147,14 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let to = unit.out();
             let plane = in_len(0) / o.len();
             for (o, values) in o.iter_mut().zip(image(0, n).chunks_exact(plane)) {
-                let sum: i128 = values.iter().map(|&v| int(v, x)).sum();
-                *o = to.to_f32(average(sum, plane as u32, x.frac, to));
+                // Integers of at most 16 bits (exact in an f32, as their scaled value is): a
+                // plane's sum fits 64 bits, and adds in vectors there.
+                let scale = x.scale() as f32;
+                let sum: i64 = with_simd(
+                    #[inline(always)]
+                    || values.iter().map(|&v| exact_int(v * scale) as i64).sum(),
+                );
+                *o = to.to_f32(average(sum as i128, plane as u32, x.frac, to));
             }
         }),
         Op::Concat => per_image(out, &|n, o| {
@@ -165,34 +179,6 @@ fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
         .zip(ch.weight_frac())
         .flat_map(|(row, &f)| row.iter().map(move |&w| (w * pow2(f)) as i64))
         .collect()
-}
-
-/// Sums accumulated exactly in `f64` (`pixels` per output channel, reals of `x` times
-/// `ch`'s weights) as the integers of their binary points, `x.frac + weight_frac[c]` (exact:
-/// at most 54 bits, see [`FixedChannels`]).
-fn integer_sums(ch: &FixedChannels, x: Format, acc: &[f64], pixels: usize) -> Vec<i64> {
-    let mut sums = Vec::with_capacity(acc.len());
-    append_integer_sums(ch, x, acc, pixels, &mut sums);
-    sums
-}
-
-/// [`integer_sums`] of sums accumulated exactly in `f32` or `f64`, appended to `sums`.
-fn append_integer_sums<T: Copy + Into<f64>>(
-    ch: &FixedChannels,
-    x: Format,
-    acc: &[T],
-    pixels: usize,
-    sums: &mut Vec<i64>,
-) {
-    with_simd(
-        #[inline(always)]
-        || {
-            for (acc, &f) in acc.chunks_exact(pixels).zip(ch.weight_frac()) {
-                let scale = pow2(x.frac + f);
-                sums.extend(acc.iter().map(|&a| (a.into() * scale) as i64));
-            }
-        },
-    )
 }
 
 /// What a depthwise layer's kernel derives from its weights (kept in the plan).
@@ -284,21 +270,7 @@ fn conv_layer(
     let (in_hw, out_hw) = ([in_shape[1], in_shape[2]], [out_shape[1], out_shape[2]]);
     let (in_len, out_len) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
     let (batch, pixels) = (input.len() / in_len.max(1), out_hw[0] * out_hw[1]);
-    // The input's integers (16 bits at most: scaling the f32 by a power of two is exact),
-    // at or below `floor` read as zero (no threshold: below every 16-bit integer).
-    let floor = conv.input_threshold.map_or(i32::MIN, |t| hass_proto::fixed::threshold(t, x) as i32);
-    let scale = pow2(x.frac) as f32; // exact: `frac` lies within f32's exponents
-    let to_ints = |src: &[f32], dst: &mut [i16]| {
-        with_simd(
-            #[inline(always)]
-            || {
-                for (q, &v) in dst.iter_mut().zip(src) {
-                    let i = exact_int(v * scale);
-                    *q = if i <= floor { 0 } else { i as i16 };
-                }
-            },
-        )
-    };
+    let to_ints = |src: &[f32], dst: &mut [i16]| input_ints(src, dst, x, conv.input_threshold);
     if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS {
         in_image_runs(batch, (input, in_len), (out, out_len), |input, out, parallel| {
             let mut ints = scratch::take_len(input.len(), 0i16);
@@ -334,6 +306,23 @@ fn conv_layer(
         }
         scratch::give_back(ints);
     });
+}
+
+/// The integers of `src`, values of format `x` (16 bits at most: scaling the f32 by a
+/// power of two is exact), into `dst`; those at or below `threshold` read as zero.
+fn input_ints(src: &[f32], dst: &mut [i16], x: Format, threshold: Option<f32>) {
+    // No threshold: below every 16-bit integer.
+    let floor = threshold.map_or(i32::MIN, |t| hass_proto::fixed::threshold(t, x) as i32);
+    let scale = pow2(x.frac) as f32; // exact: `frac` lies within f32's exponents
+    with_simd(
+        #[inline(always)]
+        || {
+            for (q, &v) in dst.iter_mut().zip(src) {
+                let i = exact_int(v * scale);
+                *q = if i <= floor { 0 } else { i as i16 };
+            }
+        },
+    )
 }
 
 /// The integer GEMM of a conv group's weights `a` and inputs `b` into `out`, each run of sums
