@@ -109,15 +109,20 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                     }
                 }
                 EltwiseKind::Mul => {
-                    // Products of two 16-bit integers: exact in i64, through the unit's
-                    // vectorized epilogue.
-                    let mut products = scratch::take_len(o.len(), 0i64);
-                    eltwise::broadcast_image(a, b, &mut products, out_shape, |p, q| {
-                        int(p, x) as i64 * int(q, y) as i64
-                    });
+                    // Products of two values of at most 16 bits: exact in f64 (at most 32
+                    // significant bits, far below 2^51 as integers), through the unit's
+                    // vectorized epilogue straight from the floats where it takes them.
+                    let v_frac = x.frac + y.frac;
+                    let mut products = scratch::take_len(o.len(), 0.0f64);
                     with_simd(
                         #[inline(always)]
-                        || unit.apply_all(&products, 0, x.frac + y.frac, o),
+                        || {
+                            eltwise::broadcast_image(a, b, &mut products, out_shape, |p, q| p as f64 * q as f64);
+                            if !unit.apply_all_scaled(&products, pow2(v_frac), 0, v_frac, o) {
+                                let ints: Vec<i64> = products.iter().map(|&v| (v * pow2(v_frac)) as i64).collect();
+                                unit.apply_all(&ints, 0, v_frac, o);
+                            }
+                        },
                     );
                     scratch::give_back(products);
                 }
