@@ -300,17 +300,18 @@ pub fn gemm_with<T: Send>(
                     micro_tiles(a_chunk, (a.quads, parts), panel, len, a.block_words, tile);
                 }
                 if last {
-                    // Quads summed `x + 128`: each row's offset comes off.
-                    for (r, &offset) in a.offsets.iter().skip(p * MR).take(MR).enumerate() {
-                        sums[r * block_cols..][..cols].iter_mut().for_each(|v| *v -= offset);
-                    }
                     // Compiled for the widest vectors the processor has, so that `finish`
                     // vectorizes.
                     super::with_simd(
                         #[inline(always)]
                         || {
                             for r in 0..rows.len() / n.max(1) {
-                                finish(p * MR + r, &sums[r * block_cols..][..cols], &mut rows[r * n + c0..][..cols]);
+                                let row = &mut sums[r * block_cols..][..cols];
+                                // Quads summed `x + 128`: the row's offset comes off.
+                                if let Some(&offset) = a.offsets.get(p * MR + r) {
+                                    row.iter_mut().for_each(|v| *v -= offset);
+                                }
+                                finish(p * MR + r, row, &mut rows[r * n + c0..][..cols]);
                             }
                         },
                     );
