@@ -17,15 +17,22 @@
 //! instruction; each row's `128 * sum(w)` comes off before the epilogue.
 //!
 //! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
-//! panels of [`MR`] rows, each k-pair of a row as one 32-bit word per part; `B` (any
+//! panels of [`MR`] rows, each pair (or quad) of a row's k as one 32-bit word per part; `B` (any
 //! [`Columns`](super::unfold::Columns): a matrix, or a convolution's windows read straight from the images) is
-//! packed as the GEMM goes, per block of column panels and chunk of `KC_WORDS` k-pairs,
+//! packed as the GEMM goes, per block of column panels and chunk of `KC_WORDS` words of k,
 //! which every row panel of `A` then passes over (in parallel). Without AVX2 a scalar
 //! kernel computes the same integers; the tests check every kernel the machine has against
-//! it.
+//! it. The micro-tiles are in `tiles.rs`, the AVX-512 VNNI kernels (the module's `unsafe`)
+//! in `vnni.rs`.
 
 use super::unfold::{pack_block, Columns, Matrix};
 use rayon::prelude::*;
+use tiles::{micro_tiles, TileSums};
+
+mod tiles;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod vnni;
 
 /// Rows of `A` per micro-tile.
 pub const MR: usize = 12;
@@ -33,7 +40,7 @@ pub const MR: usize = 12;
 pub const NR: usize = 32;
 /// Bytes of packed `B` a block of column panels holds (a share of a core's L2 cache).
 const B_BLOCK_BYTES: usize = 256 * 1024;
-/// k-pairs per chunk: a chunk of a row panel of split weights (12 KiB) and of a column
+/// Words of k per chunk: a chunk of a row panel of split weights (12 KiB) and of a column
 /// panel (16 KiB) fit a core's L1 cache together.
 const KC_WORDS: usize = 128;
 /// Shortest block (in k-pairs) worth a pass without splitting the weights.
@@ -88,7 +95,7 @@ fn block_pairs(max_a: i64, max_x: i64) -> usize {
 fn multiplies_quads() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        vnni::available() && !super::avx2_only()
+        vnni::available() && !crate::kernels::avx2_only()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -175,7 +182,7 @@ fn pack_quads(b: &impl Columns<i16>, panel0: usize, first: usize, quads: usize, 
     let panels = out.len() / (quads * NR).max(1);
     let c0 = panel0 * NR;
     let cols = (panels * NR).min(n - c0);
-    let mut rows = super::scratch::take_len(4 * panels * NR, 0i16);
+    let mut rows = crate::kernels::scratch::take_len(4 * panels * NR, 0i16);
     let span = b.span(c0, cols);
     for j in 0..quads {
         for (q, row) in rows.chunks_exact_mut(panels * NR).enumerate() {
@@ -198,7 +205,7 @@ fn pack_quads(b: &impl Columns<i16>, panel0: usize, first: usize, quads: usize, 
             }
         }
     }
-    super::scratch::give_back(rows);
+    crate::kernels::scratch::give_back(rows);
 }
 
 /// k-pairs `first..first + pairs` of the column panels from `panel0` on (as many as `out`
@@ -212,8 +219,8 @@ fn pack_pairs(b: &impl Columns<i16>, panel0: usize, first: usize, pairs: usize, 
     let c0 = panel0 * NR;
     let cols = (panels * NR).min(n - c0);
     // Zero past `cols`; `row` writes the rest.
-    let mut even = super::scratch::take_len(panels * NR, 0i16);
-    let mut odd = super::scratch::take_len(panels * NR, 0i16);
+    let mut even = crate::kernels::scratch::take_len(panels * NR, 0i16);
+    let mut odd = crate::kernels::scratch::take_len(panels * NR, 0i16);
     even[cols..].fill(0);
     odd[cols..].fill(0);
     let span = b.span(c0, cols);
@@ -233,8 +240,8 @@ fn pack_pairs(b: &impl Columns<i16>, panel0: usize, first: usize, pairs: usize, 
             }
         }
     }
-    super::scratch::give_back(odd);
-    super::scratch::give_back(even);
+    crate::kernels::scratch::give_back(odd);
+    crate::kernels::scratch::give_back(even);
 }
 
 /// `C = A · B` into `c` (`A`'s rows x `n`, row-major), `b` being `k` x `n` row-major.
@@ -274,8 +281,8 @@ pub fn gemm_with<T: Send>(
     // Rayon splits no task shorter than this.
     let min_len = if parallel { 1 } else { usize::MAX };
     // `pack_b` writes every word; the first chunk writes every sum.
-    let mut packed = super::scratch::take_len(per_block * kc * NR, 0i32);
-    let mut sums = super::scratch::take_len(row_panels * MR * block_cols, 0i64);
+    let mut packed = crate::kernels::scratch::take_len(per_block * kc * NR, 0i32);
+    let mut sums = crate::kernels::scratch::take_len(row_panels * MR * block_cols, 0i64);
     for first in (0..panels).step_by(per_block) {
         let block_panels = per_block.min(panels - first);
         let (c0, cols) = (first * NR, (block_panels * NR).min(n - first * NR));
@@ -302,7 +309,7 @@ pub fn gemm_with<T: Send>(
                 if last {
                     // Compiled for the widest vectors the processor has, so that `finish`
                     // vectorizes.
-                    super::with_simd(
+                    crate::kernels::with_simd(
                         #[inline(always)]
                         || {
                             for r in 0..rows.len() / n.max(1) {
@@ -319,324 +326,12 @@ pub fn gemm_with<T: Send>(
             });
         }
     }
-    super::scratch::give_back(sums);
-    super::scratch::give_back(packed);
+    crate::kernels::scratch::give_back(sums);
+    crate::kernels::scratch::give_back(packed);
 }
-
-/// Where a micro-tile's sums go: row `r` at `values[r * ld..][..NR]`, added to what is
-/// there or, when `fresh`, written over it.
-struct TileSums<'a> {
-    values: &'a mut [i64],
-    ld: usize,
-    fresh: bool,
-}
-
-impl TileSums<'_> {
-    /// Row `r` of the tile.
-    #[inline(always)]
-    fn row(&mut self, r: usize) -> &mut [i64; NR] {
-        (&mut self.values[r * self.ld..][..NR]).try_into().expect("NR sums")
-    }
-
-    /// The same tile, its later blocks added to the first.
-    #[inline(always)]
-    fn reborrow(&mut self, fresh: bool) -> TileSums<'_> {
-        TileSums { values: &mut *self.values, ld: self.ld, fresh: self.fresh && fresh }
-    }
-}
-
-/// One micro-tile over all k: row `r` of `out` gets `(A_panel · B_panel)[r]`, `A_panel`
-/// holding `parts` words per row and k-pair.
-fn micro_tiles(a: &[i32], (quads, parts): (bool, usize), b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
-    assert!(out.values.len() >= (MR - 1) * out.ld + NR, "a whole tile");
-    #[cfg(target_arch = "x86_64")]
-    if quads {
-        // Packed in quads only where the instructions are there.
-        return vnni::tile_quads(a, b, k_words, block, out);
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if vnni::available() && !super::avx2_only() {
-            return match parts {
-                1 => vnni::tile::<MR, 1>(a, b, k_words, block, 0, out),
-                // Two passes of 6 rows: 24 accumulators, as for whole weights.
-                _ => {
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_words, block, 0, out.reborrow(true));
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_words, block, MR / 2, out);
-                }
-            };
-        }
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            // Sub-tiles of 16 columns and 6 rows (3 of split weights): 12 accumulators fit
-            // AVX2's 16 registers.
-            let rows = if parts == 1 { 6 } else { 3 };
-            for col0 in [0, NR / 2] {
-                for row0 in (0..MR).step_by(rows) {
-                    let out = out.reborrow(true);
-                    match parts {
-                        1 => pulp::Simd::vectorize(
-                            simd,
-                            Avx2Tile::<6, 1> { simd, a, b, k_words, block, row0, col0, out },
-                        ),
-                        _ => pulp::Simd::vectorize(
-                            simd,
-                            Avx2Tile::<3, 2> { simd, a, b, k_words, block, row0, col0, out },
-                        ),
-                    }
-                }
-            }
-            return;
-        }
-    }
-    match (quads, parts) {
-        (true, _) => tile_scalar_quads(a, b, k_words, out),
-        (_, 1) => tile_scalar::<1>(a, b, k_words, block, out),
-        _ => tile_scalar::<2>(a, b, k_words, block, out),
-    }
-}
-
-/// The portable quads kernel (for the tests: quads are packed only where AVX-512 VNNI
-/// multiplies them): unsigned input bytes times signed weight bytes, in 64 bits.
-fn tile_scalar_quads(a: &[i32], b: &[i32], k_words: usize, mut out: TileSums) {
-    let fresh = out.fresh;
-    for r in 0..MR {
-        let row = out.row(r);
-        for (c, o) in row.iter_mut().enumerate() {
-            let sum: i64 = (0..k_words)
-                .map(|j| {
-                    let (w, x) = (a[j * MR + r].to_le_bytes(), b[j * NR + c].to_le_bytes());
-                    w.iter().zip(&x).map(|(&w, &x)| w as i8 as i64 * x as i64).sum::<i64>()
-                })
-                .sum();
-            *o = if fresh { sum } else { *o + sum };
-        }
-    }
-}
-
-/// The portable kernel: the same blocks, in wrapping 32-bit sums (exact: each block's sum
-/// fits 32 bits).
-fn tile_scalar<const PARTS: usize>(a: &[i32], b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
-    let half = |w: i32| (w as i16 as i32, (w >> 16) as i16 as i32);
-    for start in (0..k_words).step_by(block.max(1)) {
-        let mut acc = [[0i32; MR * NR]; PARTS];
-        for j in start..(start + block).min(k_words) {
-            for r in 0..MR {
-                for (part, acc) in acc.iter_mut().enumerate() {
-                    let (a0, a1) = half(a[(j * MR + r) * PARTS + part]);
-                    for c in 0..NR {
-                        let (b0, b1) = half(b[j * NR + c]);
-                        let sum = a0.wrapping_mul(b0).wrapping_add(a1.wrapping_mul(b1));
-                        acc[r * NR + c] = acc[r * NR + c].wrapping_add(sum);
-                    }
-                }
-            }
-        }
-        let fresh = out.fresh && start == 0;
-        for r in 0..MR {
-            let row = out.row(r);
-            for (part, acc) in acc.iter().enumerate() {
-                for (o, &v) in row.iter_mut().zip(&acc[r * NR..][..NR]) {
-                    let v = (v as i64) << (8 * part);
-                    *o = if fresh && part == 0 { v } else { *o + v };
-                }
-            }
-        }
-    }
-}
-
-/// The AVX2 micro-kernel for `ROWS` rows from `row0` and 16 columns from `col0`: per
-/// k-pair, two registers of `B` and one broadcast word of `A` per row and part,
-/// `vpmaddwd` then `vpaddd` into 2 x `ROWS` x `PARTS` accumulators.
-#[cfg(target_arch = "x86_64")]
-struct Avx2Tile<'a, const ROWS: usize, const PARTS: usize> {
-    simd: pulp::x86::V3,
-    a: &'a [i32],
-    b: &'a [i32],
-    k_words: usize,
-    block: usize,
-    row0: usize,
-    col0: usize,
-    out: TileSums<'a>,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl<const ROWS: usize, const PARTS: usize> pulp::WithSimd for Avx2Tile<'_, ROWS, PARTS> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        use std::arch::x86_64::__m256i;
-        let Avx2Tile { simd, a, b, k_words, block, row0, col0, mut out } = self;
-        let load = |words: &[i32]| -> __m256i {
-            let lanes: [i32; 8] = words[..8].try_into().expect("8 words");
-            pulp::cast(lanes)
-        };
-        let mut start = 0;
-        while start < k_words {
-            let end = (start + block.max(1)).min(k_words);
-            let mut acc = [[[simd.avx._mm256_setzero_si256(); 2]; PARTS]; ROWS];
-            let a_words = a[start * MR * PARTS..end * MR * PARTS].chunks_exact(MR * PARTS);
-            for (bj, aj) in b[start * NR..end * NR].chunks_exact(NR).zip(a_words) {
-                let (b0, b1) = (load(&bj[col0..]), load(&bj[col0 + 8..]));
-                // A slice of constant length and constant loops: unrolled, every accumulator
-                // in a register.
-                let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    for (q, acc) in acc.iter_mut().enumerate() {
-                        let w = simd.avx._mm256_set1_epi32(ws[r * PARTS + q]);
-                        acc[0] = simd.avx2._mm256_add_epi32(acc[0], simd.avx2._mm256_madd_epi16(w, b0));
-                        acc[1] = simd.avx2._mm256_add_epi32(acc[1], simd.avx2._mm256_madd_epi16(w, b1));
-                    }
-                }
-            }
-            let fresh = out.fresh && start == 0;
-            for (r, acc) in acc.iter().enumerate() {
-                // Arrays of constant length: the widening adds vectorize.
-                let out: &mut [i64; 16] = (&mut out.row(row0 + r)[col0..][..16]).try_into().expect("16 sums");
-                for (part, acc) in acc.iter().enumerate() {
-                    let lanes: [i32; 16] = pulp::cast([acc[0], acc[1]]);
-                    for (o, &v) in out.iter_mut().zip(&lanes) {
-                        let v = (v as i64) << (8 * part);
-                        *o = if fresh && part == 0 { v } else { *o + v };
-                    }
-                }
-            }
-            start = end;
-        }
-    }
-}
-
-/// The micro-kernel with AVX-512 VNNI's `vpdpwssd` (multiply pairs and add in one
-/// instruction, 32 multiply-accumulates per 512-bit register), for `ROWS` rows from
-/// `row0` and all [`NR`] columns: 2 x `ROWS` x `PARTS` accumulators of AVX-512's 32
-/// registers. `pulp` has no VNNI operations, hence `std::arch` and `unsafe` here.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod vnni {
-    use super::{TileSums, MR, NR};
-    use std::arch::x86_64::*;
-
-    /// Whether this processor has the instructions (detected once, cached by `std`).
-    pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f")
-    }
-
-    /// See [`super::micro_tiles`]; call only when [`available`].
-    pub(super) fn tile<const ROWS: usize, const PARTS: usize>(
-        a: &[i32],
-        b: &[i32],
-        k_words: usize,
-        block: usize,
-        row0: usize,
-        mut out: TileSums,
-    ) {
-        assert!(available() && a.len() >= k_words * MR * PARTS && b.len() >= k_words * NR);
-        assert!(row0 + ROWS <= MR && out.values.len() >= (MR - 1) * out.ld + NR);
-        for start in (0..k_words).step_by(block.max(1)) {
-            let end = (start + block.max(1)).min(k_words);
-            let (a, b) = (&a[start * MR * PARTS..end * MR * PARTS], &b[start * NR..end * NR]);
-            // SAFETY: the features `kernel` enables were detected just above.
-            unsafe { kernel::<ROWS, PARTS>(a, b, row0, out.reborrow(start == 0)) }
-        }
-    }
-
-    /// One block of k-pairs (whose sums fit 32 bits) into `out`. A function of its own:
-    /// with the loop over blocks around it, LLVM kept a third of the accumulators on the
-    /// stack.
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-    fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usize, mut out: TileSums) {
-        let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
-        for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR * PARTS)) {
-            // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
-            let (b0, b1) = unsafe {
-                let p = bj.as_ptr() as *const __m512i;
-                (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
-            };
-            let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
-            // Constant bounds: fully unrolled, every accumulator in a register.
-            for r in 0..ROWS {
-                for q in 0..PARTS {
-                    let w = _mm512_set1_epi32(ws[r * PARTS + q]);
-                    acc[r][q][0] = _mm512_dpwssd_epi32(acc[r][q][0], w, b0);
-                    acc[r][q][1] = _mm512_dpwssd_epi32(acc[r][q][1], w, b1);
-                }
-            }
-        }
-        // The 32-bit sums widened and added into (or, fresh, written over) the 64-bit tile.
-        let fresh = out.fresh;
-        for (r, acc) in acc.iter().enumerate() {
-            let out = out.row(row0 + r);
-            for (q, acc) in acc.iter().enumerate() {
-                let shift = _mm_cvtsi32_si128(8 * q as i32);
-                for (half, &sums) in acc.iter().enumerate() {
-                    let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
-                    for (quarter, lanes) in lanes.into_iter().enumerate() {
-                        let wide = _mm512_sll_epi64(_mm512_cvtepi32_epi64(lanes), shift);
-                        // SAFETY: `out` holds NR = 32 values; this is the 8 at
-                        // `16 * half + 8 * quarter`.
-                        unsafe {
-                            let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
-                            let sum =
-                                if fresh && q == 0 { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
-                            _mm512_storeu_si512(p, sum);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`tile`] for quads: `vpdpbusd` (unsigned input bytes times signed weight bytes, four
-    /// per 32-bit lane, 64 multiply-accumulates per instruction), all [`MR`] rows.
-    pub(super) fn tile_quads(a: &[i32], b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
-        assert!(available() && a.len() >= k_words * MR && b.len() >= k_words * NR);
-        assert!(out.values.len() >= (MR - 1) * out.ld + NR);
-        for start in (0..k_words).step_by(block.max(1)) {
-            let end = (start + block.max(1)).min(k_words);
-            let (a, b) = (&a[start * MR..end * MR], &b[start * NR..end * NR]);
-            // SAFETY: the features `quads_kernel` enables were detected just above.
-            unsafe { quads_kernel(a, b, out.reborrow(start == 0)) }
-        }
-    }
-
-    /// One block of quads into `out` (see [`kernel`]).
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-    fn quads_kernel(a: &[i32], b: &[i32], mut out: TileSums) {
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-        for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR)) {
-            // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
-            let (b0, b1) = unsafe {
-                let p = bj.as_ptr() as *const __m512i;
-                (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
-            };
-            for r in 0..MR {
-                let w = _mm512_set1_epi32(aj[r]);
-                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, w);
-                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, w);
-            }
-        }
-        let fresh = out.fresh;
-        for (r, acc) in acc.iter().enumerate() {
-            let out = out.row(r);
-            for (half, &sums) in acc.iter().enumerate() {
-                let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
-                for (quarter, lanes) in lanes.into_iter().enumerate() {
-                    let wide = _mm512_cvtepi32_epi64(lanes);
-                    // SAFETY: `out` holds NR = 32 values; this is the 8 at
-                    // `16 * half + 8 * quarter`.
-                    unsafe {
-                        let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
-                        let sum = if fresh { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
-                        _mm512_storeu_si512(p, sum);
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::tiles::{tile_scalar, tile_scalar_quads, Avx2Tile};
     use super::*;
     use rand::{RngExt, SeedableRng};
 

@@ -1,0 +1,125 @@
+//! The micro-kernel with AVX-512 VNNI's `vpdpwssd` (multiply pairs and add in one
+//! instruction, 32 multiply-accumulates per 512-bit register), for `ROWS` rows from
+//! `row0` and all [`NR`] columns: 2 x `ROWS` x `PARTS` accumulators of AVX-512's 32
+//! registers. `pulp` has no VNNI operations, hence `std::arch` and `unsafe` here.
+
+use super::tiles::TileSums;
+use super::{MR, NR};
+use std::arch::x86_64::*;
+
+/// Whether this processor has the instructions (detected once, cached by `std`).
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// See [`super::tiles::micro_tiles`]; call only when [`available`].
+pub(super) fn tile<const ROWS: usize, const PARTS: usize>(
+    a: &[i32],
+    b: &[i32],
+    k_words: usize,
+    block: usize,
+    row0: usize,
+    mut out: TileSums,
+) {
+    assert!(available() && a.len() >= k_words * MR * PARTS && b.len() >= k_words * NR);
+    assert!(row0 + ROWS <= MR && out.values.len() >= (MR - 1) * out.ld + NR);
+    for start in (0..k_words).step_by(block.max(1)) {
+        let end = (start + block.max(1)).min(k_words);
+        let (a, b) = (&a[start * MR * PARTS..end * MR * PARTS], &b[start * NR..end * NR]);
+        // SAFETY: the features `kernel` enables were detected just above.
+        unsafe { kernel::<ROWS, PARTS>(a, b, row0, out.reborrow(start == 0)) }
+    }
+}
+
+/// One block of k-pairs (whose sums fit 32 bits) into `out`. A function of its own:
+/// with the loop over blocks around it, LLVM kept a third of the accumulators on the
+/// stack.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usize, mut out: TileSums) {
+    let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
+    for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR * PARTS)) {
+        // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
+        let (b0, b1) = unsafe {
+            let p = bj.as_ptr() as *const __m512i;
+            (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
+        };
+        let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
+        // Constant bounds: fully unrolled, every accumulator in a register.
+        for r in 0..ROWS {
+            for q in 0..PARTS {
+                let w = _mm512_set1_epi32(ws[r * PARTS + q]);
+                acc[r][q][0] = _mm512_dpwssd_epi32(acc[r][q][0], w, b0);
+                acc[r][q][1] = _mm512_dpwssd_epi32(acc[r][q][1], w, b1);
+            }
+        }
+    }
+    // The 32-bit sums widened and added into (or, fresh, written over) the 64-bit tile.
+    let fresh = out.fresh;
+    for (r, acc) in acc.iter().enumerate() {
+        let out = out.row(row0 + r);
+        for (q, acc) in acc.iter().enumerate() {
+            let shift = _mm_cvtsi32_si128(8 * q as i32);
+            for (half, &sums) in acc.iter().enumerate() {
+                let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
+                for (quarter, lanes) in lanes.into_iter().enumerate() {
+                    let wide = _mm512_sll_epi64(_mm512_cvtepi32_epi64(lanes), shift);
+                    // SAFETY: `out` holds NR = 32 values; this is the 8 at
+                    // `16 * half + 8 * quarter`.
+                    unsafe {
+                        let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
+                        let sum = if fresh && q == 0 { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
+                        _mm512_storeu_si512(p, sum);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`tile`] for quads: `vpdpbusd` (unsigned input bytes times signed weight bytes, four
+/// per 32-bit lane, 64 multiply-accumulates per instruction), all [`MR`] rows.
+pub(super) fn tile_quads(a: &[i32], b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
+    assert!(available() && a.len() >= k_words * MR && b.len() >= k_words * NR);
+    assert!(out.values.len() >= (MR - 1) * out.ld + NR);
+    for start in (0..k_words).step_by(block.max(1)) {
+        let end = (start + block.max(1)).min(k_words);
+        let (a, b) = (&a[start * MR..end * MR], &b[start * NR..end * NR]);
+        // SAFETY: the features `quads_kernel` enables were detected just above.
+        unsafe { quads_kernel(a, b, out.reborrow(start == 0)) }
+    }
+}
+
+/// One block of quads into `out` (see [`kernel`]).
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+fn quads_kernel(a: &[i32], b: &[i32], mut out: TileSums) {
+    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+    for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR)) {
+        // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
+        let (b0, b1) = unsafe {
+            let p = bj.as_ptr() as *const __m512i;
+            (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
+        };
+        for r in 0..MR {
+            let w = _mm512_set1_epi32(aj[r]);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, w);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, w);
+        }
+    }
+    let fresh = out.fresh;
+    for (r, acc) in acc.iter().enumerate() {
+        let out = out.row(r);
+        for (half, &sums) in acc.iter().enumerate() {
+            let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
+            for (quarter, lanes) in lanes.into_iter().enumerate() {
+                let wide = _mm512_cvtepi32_epi64(lanes);
+                // SAFETY: `out` holds NR = 32 values; this is the 8 at
+                // `16 * half + 8 * quarter`.
+                unsafe {
+                    let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
+                    let sum = if fresh { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
+                    _mm512_storeu_si512(p, sum);
+                }
+            }
+        }
+    }
+}
