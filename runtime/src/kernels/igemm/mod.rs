@@ -162,86 +162,58 @@ impl PackedA {
     }
 }
 
-/// Words `first..first + words` of the column panels from `panel0` on, as
-/// [`pack_pairs`] or [`pack_quads`] packs them for `a`.
+/// Words `first..first + words` of the column panels from `panel0` on (as many as `out`
+/// holds) of `b`, packed for `a`: per panel, per word of k, [`NR`] words, each the pair
+/// ([`pair`]) or quad (four bytes `x + 128`, [`quad`]) of `b`'s rows for one column. Past
+/// the last row or column the values are zeros (a quad's bytes 128: their weights are
+/// zeros). Rows are read across all the panels at once: a convolution's windows then copy
+/// whole runs of an image row.
 #[inline(always)]
 fn pack_b(a: &PackedA, b: &impl Columns<i16>, panel0: usize, first: usize, words: usize, out: &mut [i32]) {
     if a.quads {
-        pack_quads(b, panel0, first, words, out)
+        let byte = |v: i16| (v + 128) as u8;
+        pack_words::<4>(b, panel0, first, words, out, |[w, x, y, z]| quad([byte(w), byte(x), byte(y), byte(z)]))
     } else {
-        pack_pairs(b, panel0, first, words, out)
+        pack_words::<2>(b, panel0, first, words, out, |[lo, hi]| pair(lo, hi))
     }
 }
 
-/// k-quads `first..first + quads` of the column panels from `panel0` on (as many as `out`
-/// holds) of `b` (8-bit integers), packed: per panel, per k-quad, [`NR`] words of four
-/// bytes `x + 128` (128 past the last row or column: their weights are zeros).
+/// [`pack_b`] with `PER` rows of `b` to a word, `word` making one of `PER` values.
 #[inline(always)]
-fn pack_quads(b: &impl Columns<i16>, panel0: usize, first: usize, quads: usize, out: &mut [i32]) {
+fn pack_words<const PER: usize>(
+    b: &impl Columns<i16>,
+    panel0: usize,
+    first: usize,
+    words: usize,
+    out: &mut [i32],
+    word: impl Fn([i16; PER]) -> i32,
+) {
     let [k, n] = b.shape();
-    let panels = out.len() / (quads * NR).max(1);
+    let panels = out.len() / (words * NR).max(1);
     let c0 = panel0 * NR;
     let cols = (panels * NR).min(n - c0);
-    let mut rows = crate::kernels::scratch::take_len(4 * panels * NR, 0i16);
+    let width = panels * NR;
+    // Zero past `cols`; `row` writes the rest.
+    let mut rows = crate::kernels::scratch::take_len(PER * width, 0i16);
+    rows.chunks_exact_mut(width).for_each(|row| row[cols..].fill(0));
     let span = b.span(c0, cols);
-    for j in 0..quads {
-        for (q, row) in rows.chunks_exact_mut(panels * NR).enumerate() {
-            let r = 4 * (first + j) + q;
-            row[cols..].fill(0);
-            if r < k {
-                b.row(&span, r, &mut row[..cols]);
-            } else {
-                row.fill(0);
+    for j in 0..words {
+        for (q, row) in rows.chunks_exact_mut(width).enumerate() {
+            match PER * (first + j) + q {
+                r if r < k => b.row(&span, r, &mut row[..cols]),
+                _ => row.fill(0),
             }
         }
-        let (r0, rest) = rows.split_at(panels * NR);
-        let (r1, rest) = rest.split_at(panels * NR);
-        let (r2, r3) = rest.split_at(panels * NR);
-        for (p, dst) in out.chunks_exact_mut(quads * NR).enumerate() {
+        for (p, dst) in out.chunks_exact_mut(words * NR).enumerate() {
             let dst: &mut [i32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR words");
-            let at = |row: &[i16], c: usize| (row[p * NR + c] + 128) as u8;
+            let column: [&[i16; NR]; PER] =
+                std::array::from_fn(|q| rows[q * width + p * NR..][..NR].try_into().expect("NR values"));
             for (c, d) in dst.iter_mut().enumerate() {
-                *d = quad([at(r0, c), at(r1, c), at(r2, c), at(r3, c)]);
+                *d = word(std::array::from_fn(|q| column[q][c]));
             }
         }
     }
     crate::kernels::scratch::give_back(rows);
-}
-
-/// k-pairs `first..first + pairs` of the column panels from `panel0` on (as many as `out`
-/// holds) of `b`, packed: per panel, per k-pair, [`NR`] words (zeros past the last row or
-/// column). Rows are read across all the panels at once: a convolution's windows then
-/// copy whole runs of an image row.
-#[inline(always)]
-fn pack_pairs(b: &impl Columns<i16>, panel0: usize, first: usize, pairs: usize, out: &mut [i32]) {
-    let [k, n] = b.shape();
-    let panels = out.len() / (pairs * NR).max(1);
-    let c0 = panel0 * NR;
-    let cols = (panels * NR).min(n - c0);
-    // Zero past `cols`; `row` writes the rest.
-    let mut even = crate::kernels::scratch::take_len(panels * NR, 0i16);
-    let mut odd = crate::kernels::scratch::take_len(panels * NR, 0i16);
-    even[cols..].fill(0);
-    odd[cols..].fill(0);
-    let span = b.span(c0, cols);
-    for j in 0..pairs {
-        let r = 2 * (first + j);
-        b.row(&span, r, &mut even[..cols]);
-        if r + 1 < k {
-            b.row(&span, r + 1, &mut odd[..cols]);
-        } else {
-            odd.fill(0);
-        }
-        for ((dst, e), o) in out.chunks_exact_mut(pairs * NR).zip(even.chunks_exact(NR)).zip(odd.chunks_exact(NR)) {
-            let dst: &mut [i32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR words");
-            let (e, o): (&[i16; NR], &[i16; NR]) = (e.try_into().expect("NR"), o.try_into().expect("NR"));
-            for c in 0..NR {
-                dst[c] = pair(e[c], o[c]);
-            }
-        }
-    }
-    crate::kernels::scratch::give_back(odd);
-    crate::kernels::scratch::give_back(even);
 }
 
 /// `C = A · B` into `c` (`A`'s rows x `n`, row-major), `b` being `k` x `n` row-major.

@@ -42,17 +42,17 @@ pub(super) fn micro_tiles(
     #[cfg(target_arch = "x86_64")]
     if quads {
         // Packed in quads only where the instructions are there.
-        return vnni::tile_quads(a, b, k_words, block, out);
+        return vnni::tile::<MR, 1, true>(a, b, k_words, block, 0, out);
     }
     #[cfg(target_arch = "x86_64")]
     {
         if vnni::available() && !crate::kernels::avx2_only() {
             return match parts {
-                1 => vnni::tile::<MR, 1>(a, b, k_words, block, 0, out),
+                1 => vnni::tile::<MR, 1, false>(a, b, k_words, block, 0, out),
                 // Two passes of 6 rows: 24 accumulators, as for whole weights.
                 _ => {
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_words, block, 0, out.reborrow(true));
-                    vnni::tile::<{ MR / 2 }, 2>(a, b, k_words, block, MR / 2, out);
+                    vnni::tile::<{ MR / 2 }, 2, false>(a, b, k_words, block, 0, out.reborrow(true));
+                    vnni::tile::<{ MR / 2 }, 2, false>(a, b, k_words, block, MR / 2, out);
                 }
             };
         }

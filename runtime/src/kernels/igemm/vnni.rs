@@ -12,8 +12,10 @@ pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f")
 }
 
-/// See [`super::tiles::micro_tiles`]; call only when [`available`].
-pub(super) fn tile<const ROWS: usize, const PARTS: usize>(
+/// See [`super::tiles::micro_tiles`]; call only when [`available`]. With `QUADS`, the
+/// words are quads (`PARTS` 1): `vpdpbusd` multiplies unsigned input bytes by signed
+/// weight bytes, four per 32-bit lane, 64 multiply-accumulates per instruction.
+pub(super) fn tile<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
     a: &[i32],
     b: &[i32],
     k_words: usize,
@@ -27,15 +29,19 @@ pub(super) fn tile<const ROWS: usize, const PARTS: usize>(
         let end = (start + block.max(1)).min(k_words);
         let (a, b) = (&a[start * MR * PARTS..end * MR * PARTS], &b[start * NR..end * NR]);
         // SAFETY: the features `kernel` enables were detected just above.
-        unsafe { kernel::<ROWS, PARTS>(a, b, row0, out.reborrow(start == 0)) }
+        unsafe { kernel::<ROWS, PARTS, QUADS>(a, b, row0, out.reborrow(start == 0)) }
     }
 }
 
-/// One block of k-pairs (whose sums fit 32 bits) into `out`. A function of its own:
-/// with the loop over blocks around it, LLVM kept a third of the accumulators on the
-/// stack.
+/// One block of words (whose sums fit 32 bits) into `out`. A function of its own: with
+/// the loop over blocks around it, LLVM kept a third of the accumulators on the stack.
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usize, mut out: TileSums) {
+fn kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
+    a: &[i32],
+    b: &[i32],
+    row0: usize,
+    mut out: TileSums,
+) {
     let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
     for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR * PARTS)) {
         // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
@@ -48,8 +54,14 @@ fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usi
         for r in 0..ROWS {
             for q in 0..PARTS {
                 let w = _mm512_set1_epi32(ws[r * PARTS + q]);
-                acc[r][q][0] = _mm512_dpwssd_epi32(acc[r][q][0], w, b0);
-                acc[r][q][1] = _mm512_dpwssd_epi32(acc[r][q][1], w, b1);
+                let acc = &mut acc[r][q];
+                if QUADS {
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
+                } else {
+                    acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
+                    acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
+                }
             }
         }
     }
@@ -70,54 +82,6 @@ fn kernel<const ROWS: usize, const PARTS: usize>(a: &[i32], b: &[i32], row0: usi
                         let sum = if fresh && q == 0 { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
                         _mm512_storeu_si512(p, sum);
                     }
-                }
-            }
-        }
-    }
-}
-
-/// [`tile`] for quads: `vpdpbusd` (unsigned input bytes times signed weight bytes, four
-/// per 32-bit lane, 64 multiply-accumulates per instruction), all [`MR`] rows.
-pub(super) fn tile_quads(a: &[i32], b: &[i32], k_words: usize, block: usize, mut out: TileSums) {
-    assert!(available() && a.len() >= k_words * MR && b.len() >= k_words * NR);
-    assert!(out.values.len() >= (MR - 1) * out.ld + NR);
-    for start in (0..k_words).step_by(block.max(1)) {
-        let end = (start + block.max(1)).min(k_words);
-        let (a, b) = (&a[start * MR..end * MR], &b[start * NR..end * NR]);
-        // SAFETY: the features `quads_kernel` enables were detected just above.
-        unsafe { quads_kernel(a, b, out.reborrow(start == 0)) }
-    }
-}
-
-/// One block of quads into `out` (see [`kernel`]).
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-fn quads_kernel(a: &[i32], b: &[i32], mut out: TileSums) {
-    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-    for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR)) {
-        // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
-        let (b0, b1) = unsafe {
-            let p = bj.as_ptr() as *const __m512i;
-            (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
-        };
-        for r in 0..MR {
-            let w = _mm512_set1_epi32(aj[r]);
-            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, w);
-            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, w);
-        }
-    }
-    let fresh = out.fresh;
-    for (r, acc) in acc.iter().enumerate() {
-        let out = out.row(r);
-        for (half, &sums) in acc.iter().enumerate() {
-            let lanes = [_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums)];
-            for (quarter, lanes) in lanes.into_iter().enumerate() {
-                let wide = _mm512_cvtepi32_epi64(lanes);
-                // SAFETY: `out` holds NR = 32 values; this is the 8 at
-                // `16 * half + 8 * quarter`.
-                unsafe {
-                    let p = out.as_mut_ptr().add(16 * half + 8 * quarter) as *mut __m512i;
-                    let sum = if fresh { wide } else { _mm512_add_epi64(_mm512_loadu_si512(p), wide) };
-                    _mm512_storeu_si512(p, sum);
                 }
             }
         }
