@@ -1,9 +1,9 @@
 //! 2-D convolution. On the float datapath, dense and grouped convs run the packed GEMM
 //! ([`super::sgemm`]) over their windows with bias and activation fused, pruned ones their
-//! zero-skipping kernels; elsewhere (the fixed-point datapath's wide accumulators, pruned
-//! layers the zero-skipping kernels decline) im2col + GEMM (ndarray/matrixmultiply);
-//! depthwise ones a direct loop ([`super::depthwise`]). The accumulation is generic over the element type:
-//! `f32` on the float datapath, `f64` on the fixed-point one (where it is exact, see
+//! zero-skipping kernels, or im2col + GEMM (ndarray/matrixmultiply) where those decline;
+//! depthwise ones a direct loop ([`super::depthwise`]). The accumulation is generic over
+//! the element type: `f32` on the float datapath, and on the fixed-point one (whose other
+//! convs run `super::igemm`) `f32` or `f64` for depthwise convs, wherever it is exact (see
 //! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
 use super::sgemm::{self, PackedWeights};

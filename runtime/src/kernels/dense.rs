@@ -58,7 +58,7 @@ fn dot_rows(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) {
 }
 
 /// `yt` ([outputs, batch]) into `out` ([batch, outputs]).
-fn transpose_into(yt: &[f32], batch: usize, out: &mut [f32]) {
+pub(crate) fn transpose_into<T: Copy>(yt: &[T], batch: usize, out: &mut [T]) {
     let outputs = yt.len() / batch.max(1);
     for (o, row) in yt.chunks_exact(batch).enumerate() {
         for (b, &v) in row.iter().enumerate() {

@@ -1,9 +1,10 @@
 //! The fixed-point datapath's layers (ARCHITECTURE.md, "Datapath"). Values arrive as `f32`
 //! holding exact fixed-point numbers of their format; each kernel computes in integers (or
-//! in `f64` where that is exact: the convolution's and the fully connected layer's
-//! accumulation, see [`FixedChannels`]) and writes the exact values of its output format.
+//! in `f32`/`f64` where that is exact: depthwise convolutions' sums and element-wise
+//! products, see [`FixedChannels`]) and writes the exact values of its output format.
 
 use super::conv::{accumulate, in_image_runs, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
+use super::dense::transpose_into;
 use super::igemm::{gemm_with, PackedA};
 use super::unfold::{Columns, Matrix, Windows};
 use super::{eltwise, pool, scratch, thresholded, with_simd};
@@ -71,16 +72,12 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let mut ints = scratch::take_len(batch * k, 0i16);
             input_ints(inputs[0], &mut ints, x, dense.input_threshold);
             let mut columns = scratch::take_len(batch * k, 0i16);
-            for (n, image) in ints.chunks_exact(k).enumerate() {
-                columns.chunks_exact_mut(batch).zip(image).for_each(|(column, &v)| column[n] = v);
-            }
+            transpose_into(&ints, k, &mut columns);
             let mut rows = scratch::take_len(m * batch, 0.0f32);
             gemm_with(packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
                 finish_channel(unit, ch, x, row, sums, out)
             });
-            for (n, image) in out.chunks_exact_mut(m).enumerate() {
-                image.iter_mut().zip(rows.chunks_exact(batch)).for_each(|(o, row)| *o = row[n]);
-            }
+            transpose_into(&rows, batch, out);
             scratch::give_back(rows);
             scratch::give_back(columns);
             scratch::give_back(ints);
@@ -113,17 +110,15 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                     // significant bits, far below 2^51 as integers), through the unit's
                     // vectorized epilogue straight from the floats where it takes them.
                     let v_frac = x.frac + y.frac;
-                    let mut products = scratch::take_len(o.len(), 0.0f64);
+                    let (mut products, mut ints) = (scratch::take_len(o.len(), 0.0f64), scratch::take());
                     with_simd(
                         #[inline(always)]
                         || {
                             eltwise::broadcast_image(a, b, &mut products, out_shape, |p, q| p as f64 * q as f64);
-                            if !unit.apply_all_scaled(&products, pow2(v_frac), 0, v_frac, o) {
-                                let ints: Vec<i64> = products.iter().map(|&v| (v * pow2(v_frac)) as i64).collect();
-                                unit.apply_all(&ints, 0, v_frac, o);
-                            }
+                            finish_float_sums(unit, (&products, true), (0, v_frac), &mut ints, o);
                         },
                     );
+                    scratch::give_back(ints);
                     scratch::give_back(products);
                 }
             }
@@ -234,18 +229,31 @@ fn depthwise_into<T: super::conv::Element + Into<f64>>(
         || {
             for (c, (acc, out)) in acc.chunks_exact(pixels).zip(out.chunks_exact_mut(pixels)).enumerate() {
                 let v_frac = x.frac + ch.weight_frac()[c];
-                let bias = ch.bias()[c];
-                if fits_f64 && unit.apply_all_scaled(acc, pow2(v_frac), bias, v_frac, out) {
-                    continue;
-                }
-                ints.clear();
-                ints.extend(acc.iter().map(|&a| (a.into() * pow2(v_frac)) as i64));
-                unit.apply_all(&ints, bias, v_frac, out);
+                finish_float_sums(unit, (acc, fits_f64), (ch.bias()[c], v_frac), &mut ints, out);
             }
         },
     );
     scratch::give_back(ints);
     scratch::give_back(acc);
+}
+
+/// `sums` (exact reals whose integers lie at `v_frac` fractional bits) plus `bias` through
+/// `unit` into `out`: straight from the floats where `fits_f64` (every sum plus the bias
+/// below 2^51) and the unit takes them, else through their integers in `ints` (a buffer).
+#[inline(always)]
+fn finish_float_sums<T: Copy + Into<f64>>(
+    unit: &ActivationUnit,
+    (sums, fits_f64): (&[T], bool),
+    (bias, v_frac): (i64, i32),
+    ints: &mut Vec<i64>,
+    out: &mut [f32],
+) {
+    if fits_f64 && unit.apply_all_scaled(sums, pow2(v_frac), bias, v_frac, out) {
+        return;
+    }
+    ints.clear();
+    ints.extend(sums.iter().map(|&s| (s.into() * pow2(v_frac)) as i64));
+    unit.apply_all(ints, bias, v_frac, out);
 }
 
 /// Output channel `c`'s integer sums of products (at `x.frac + weight_frac[c]`): plus its
