@@ -6,6 +6,7 @@
 //! the channels are fully parallel (before that, channel lanes are cheaper: no extra line
 //! buffer width or window logic).
 
+use super::lane_pairs::{LanePair, LanePairs, Staircases};
 use crate::hw::cost::{conv_cost_parts, conv_cycles, stage_cost, Folding, Placement};
 use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::stage::StageKind;
@@ -28,6 +29,8 @@ pub struct CostedChoice {
     pub aligned: bool,
     /// Parallel words the stage reads per cycle ([`Network::lanes_in`]; `None` for wiring).
     pub lanes_in: Option<usize>,
+    /// Parallel words it writes per cycle ([`Network::lanes_out`]; `None` for wiring).
+    pub lanes_out: Option<usize>,
 }
 
 /// The distinct minimal factors of a loop of `n` iterations, ascending.
@@ -80,6 +83,7 @@ pub fn enumerate(network: &Network, i: usize, budget: &Budget) -> Vec<CostedChoi
         usage,
         aligned: divides(stage, &choice.folding),
         lanes_in: network.lanes_in(i, &choice),
+        lanes_out: network.lanes_out(i, &choice),
     };
     let push = |out: &mut Vec<CostedChoice>, folding: Folding, placement: Placement| {
         let c = stage_cost(stage, folding, placement, sparsity);
@@ -242,6 +246,9 @@ struct Arranged {
     /// The entries grouped by the input lanes they take ([`CostedChoice::lanes_in`]),
     /// ascending.
     by_lanes: Vec<(usize, Menu)>,
+    /// All entries grouped by the lanes they take and write: what a pick that weighs the
+    /// converters on both sides tells apart ([`StageChoices::cheapest_linking`]).
+    lane_pairs: LanePairs,
     /// The aligned entries only, arranged on first use (under the weights first asked for).
     aligned: OnceLock<StageChoices>,
     /// The prefix minima under the weights most recently asked for, newest last: every
@@ -253,9 +260,17 @@ struct Arranged {
 /// A weighting, as the bits of its weights (what [`Arranged::recent`] looks up).
 type WeightBits = [u64; 5];
 
-/// Prefix minima `[on chip, off chip]` under one weighting, of all entries and then of each
-/// lane count (see [`StageChoices::minima`]).
-type PrefixMinima = Arc<Vec<[Minima; 2]>>;
+/// What a stage answers queries from under one weighting, each part computed on first use.
+#[derive(Debug, Default)]
+struct Weighed {
+    /// Prefix minima `[on chip, off chip]` of all entries, then of each input lane count.
+    menus: Vec<[Minima; 2]>,
+    /// The lane pairs' staircases.
+    staircases: OnceLock<Staircases>,
+}
+
+/// Shared by the clones of a stage under the same weighting.
+type PrefixMinima = Arc<Weighed>;
 
 /// Weightings whose prefix minima a stage keeps ([`Arranged::recent`]).
 const RECENT_WEIGHTS: usize = 16;
@@ -277,7 +292,8 @@ impl Arranged {
             };
             by_lanes[k].1.push(i, e);
         }
-        Arranged { entries, all, by_lanes, aligned: OnceLock::new(), recent: Default::default() }
+        let lane_pairs = LanePairs::new(&entries);
+        Arranged { entries, all, by_lanes, lane_pairs, aligned: OnceLock::new(), recent: Default::default() }
     }
 }
 
@@ -315,39 +331,36 @@ impl StageChoices {
     /// An entry is dropped when another at most as slow and of the same kind needs at most
     /// as much of every resource: no weighting and no interval can prefer it. Most factor
     /// splits go this way (2 x 4 passes against 4 x 2, a wider coarse_out that a stream
-    /// bound keeps from going faster). The kind is what a query may restrict to: the
-    /// placement, alignment (the search may run among aligned entries only) and, for the
-    /// converter-free picks, input lanes.
+    /// bound keeps from going faster). The kind is what a pick may tell apart: the
+    /// placement, alignment (the search may run among aligned entries only), and the input
+    /// and output lanes (which decide the width converters to the neighbours).
     pub fn new(entries: Vec<CostedChoice>, weights: [f64; 5]) -> StageChoices {
-        // Sort one integer key per entry, not the entries: kind, then cycles (non-negative,
-        // so their bits order as the values do), then position.
+        // Sort keys, not the entries: kind, then cycles (non-negative, so their bits order
+        // as the values do), then position.
         let kind = |e: &CostedChoice| {
-            // 29 bits of lanes: far beyond any stage's channels times pixels per cycle.
-            let lanes = e.lanes_in.map_or(0, |l| (l as u128 + 1).min(1 << 29));
-            (e.choice.placement as u128) << 30 | (e.aligned as u128) << 29 | lanes
+            // 30 bits per lane count: far beyond any stage's channels times pixels per cycle.
+            let lanes = |l: Option<usize>| l.map_or(0, |l| (l as u64 + 1).min((1 << 30) - 1));
+            (e.choice.placement as u64) << 61 | (e.aligned as u64) << 60 | lanes(e.lanes_in) << 30 | lanes(e.lanes_out)
         };
-        let mut order: Vec<u128> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| kind(e) << 96 | (e.cycles.to_bits() as u128) << 32 | i as u128)
-            .collect();
+        let mut order: Vec<(u64, u64, u32)> =
+            entries.iter().enumerate().map(|(i, e)| (kind(e), e.cycles.to_bits(), i as u32)).collect();
         order.sort_unstable();
-        let mut kept: Vec<u128> = Vec::with_capacity(entries.len() / 2);
+        let mut kept: Vec<(u64, u32)> = Vec::with_capacity(entries.len() / 2);
         let mut front: Vec<Usage> = Vec::new();
-        for (k, &key) in order.iter().enumerate() {
-            if k == 0 || order[k - 1] >> 96 != key >> 96 {
+        for (k, &(kind, cycles, i)) in order.iter().enumerate() {
+            if k == 0 || order[k - 1].0 != kind {
                 front.clear();
             }
-            let e = &entries[key as u32 as usize];
+            let e = &entries[i as usize];
             // The likeliest to dominate are the last kept: the closest in speed.
             if !front.iter().rev().any(|f| f.at_most(&e.usage)) {
                 front.push(e.usage);
-                kept.push(key & ((1 << 96) - 1));
+                kept.push((cycles, i));
             }
         }
         // By cycles, then position.
         kept.sort_unstable();
-        let entries = kept.into_iter().map(|key| entries[key as u32 as usize]).collect();
+        let entries = kept.into_iter().map(|(_, i)| entries[i as usize]).collect();
         StageChoices::with(Arc::new(Arranged::new(entries)), weights)
     }
 
@@ -364,8 +377,8 @@ impl StageChoices {
                     minima
                 }
                 None => {
-                    let minima: PrefixMinima =
-                        Arc::new((0..=arranged.by_lanes.len()).map(|_| Default::default()).collect());
+                    let menus = (0..=arranged.by_lanes.len()).map(|_| Default::default()).collect();
+                    let minima: PrefixMinima = Arc::new(Weighed { menus, staircases: OnceLock::new() });
                     if recent.len() == RECENT_WEIGHTS {
                         recent.remove(0);
                     }
@@ -402,6 +415,12 @@ impl StageChoices {
         self.arranged.entries.iter()
     }
 
+    /// The entries with at most `ii` cycles, fastest first.
+    pub fn within(&self, ii: f64) -> &[CostedChoice] {
+        let entries = &self.arranged.entries;
+        &entries[..entries.partition_point(|e| e.cycles <= ii)]
+    }
+
     /// The fewest cycles any entry reaches.
     pub fn min_cycles(&self) -> f64 {
         self.arranged.entries.first().map_or(f64::INFINITY, |e| e.cycles)
@@ -417,13 +436,22 @@ impl StageChoices {
         scalar(u, &self.weights) + u.offchip_bits * offchip_weight
     }
 
+    /// The price of entry `e` as [`StageChoices::cheapest`] compares entries: off-chip
+    /// weight bits at `offchip_weight` per bit, the rest on chip alone.
+    pub fn entry_price(&self, e: &CostedChoice, offchip_weight: f64) -> f64 {
+        match e.choice.placement {
+            Placement::OffChip => self.price(&e.usage, offchip_weight),
+            _ => self.price(&e.usage, 0.0),
+        }
+    }
+
     fn cheapest_in(&self, menu: &Menu, minima: &[Minima; 2], ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
         let entries = &self.arranged.entries;
         let on = menu.on_chip.cheapest(ii, &self.weights, &minima[0]).map(|i| &entries[i]);
         let off = menu.off_chip.cheapest(ii, &self.weights, &minima[1]).map(|i| &entries[i]);
         match (on, off) {
             (Some(a), Some(b)) => {
-                Some(if self.price(&a.usage, 0.0) <= self.price(&b.usage, offchip_weight) { a } else { b })
+                Some(if self.entry_price(a, offchip_weight) <= self.entry_price(b, offchip_weight) { a } else { b })
             }
             (a, b) => a.or(b),
         }
@@ -432,13 +460,36 @@ impl StageChoices {
     /// The cheapest entry with at most `ii` cycles, counting off-chip weight bits against
     /// `offchip_weight` per bit.
     pub fn cheapest(&self, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
-        self.cheapest_in(&self.arranged.all, &self.minima[0], ii, offchip_weight)
+        self.cheapest_in(&self.arranged.all, &self.minima.menus[0], ii, offchip_weight)
+    }
+
+    /// The lane pairs the entries take and write, ascending: the groups
+    /// [`StageChoices::cheapest_linking`] answers for.
+    pub fn lane_pairs(&self) -> &[LanePair] {
+        self.arranged.lane_pairs.pairs()
+    }
+
+    /// The cheapest entry of the `group`-th lane pair ([`StageChoices::lane_pairs`]) with
+    /// at most `ii` cycles, as its index among the entries and its
+    /// [`StageChoices::entry_price`]; of equally cheap ones, the first.
+    pub fn cheapest_linking(&self, group: usize, ii: f64, offchip_weight: f64) -> Option<(usize, f64)> {
+        let arranged = &self.arranged;
+        let staircases = self
+            .minima
+            .staircases
+            .get_or_init(|| Staircases::new(&arranged.lane_pairs, &arranged.entries, &self.weights));
+        staircases.cheapest(group, ii, offchip_weight)
+    }
+
+    /// The entry at `index` (as [`StageChoices::cheapest_linking`] names them).
+    pub fn entry(&self, index: usize) -> &CostedChoice {
+        &self.arranged.entries[index]
     }
 
     /// [`StageChoices::cheapest`] among the entries that take `lanes` input lanes.
     pub fn cheapest_taking(&self, lanes: usize, ii: f64, offchip_weight: f64) -> Option<&CostedChoice> {
         let k = self.arranged.by_lanes.binary_search_by_key(&lanes, |(l, _)| *l).ok()?;
-        self.cheapest_in(&self.arranged.by_lanes[k].1, &self.minima[k + 1], ii, offchip_weight)
+        self.cheapest_in(&self.arranged.by_lanes[k].1, &self.minima.menus[k + 1], ii, offchip_weight)
     }
 }
 
@@ -454,7 +505,7 @@ mod tests {
             .map(|_| {
                 let lanes = [1, 2, 3, 4, 6][rng.random_range(0..5)];
                 let placement = [Placement::Bram, Placement::Uram, Placement::OffChip][rng.random_range(0..3)];
-                let folding = Folding { coarse_in: lanes, coarse_out: rng.random_range(1..8), ..Folding::ONE };
+                let folding = Folding { coarse_in: lanes, coarse_out: rng.random_range(1..4), ..Folding::ONE };
                 let mut r = || rng.random_range(0..20) as f64;
                 let usage = Usage {
                     dsp: r(),
@@ -471,6 +522,7 @@ mod tests {
                     usage,
                     aligned: rng.random_bool(0.3),
                     lanes_in: Some(lanes),
+                    lanes_out: Some(folding.coarse_out),
                 }
             })
             .collect()
@@ -511,6 +563,18 @@ mod tests {
                             let expect = brute_force(&entries, &w, ii, offchip_weight, |e| e.lanes_in == Some(lanes));
                             let got = price(arranged.cheapest_taking(lanes, ii, offchip_weight));
                             assert_eq!(got, expect, "lanes {lanes}, seed {seed} ii {ii}");
+                        }
+                        // What a joint pick sees: the cheapest of each pair of lanes is kept.
+                        for (lanes_in, lanes_out) in [(1, 1), (3, 2), (6, 3), (5, 1)] {
+                            let of = |e: &CostedChoice| e.lanes_in == Some(lanes_in) && e.lanes_out == Some(lanes_out);
+                            let expect = brute_force(&entries, &w, ii, offchip_weight, of);
+                            let got = arranged
+                                .within(ii)
+                                .iter()
+                                .filter(|e| of(e))
+                                .map(|e| arranged.entry_price(e, offchip_weight))
+                                .min_by(f64::total_cmp);
+                            assert_eq!(got, expect, "lanes {lanes_in} -> {lanes_out}, seed {seed} ii {ii}");
                         }
                     }
                 }

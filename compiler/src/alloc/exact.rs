@@ -9,9 +9,14 @@
 //! normalised by the budget; after each search the weights of the resources that blocked
 //! the next-lower II are raised and the search repeats, keeping the best design (a few
 //! rounds, each a bisection of a few dozen steps over O(log n) per-stage queries).
-//! Finally the remaining headroom is spent to lower the scarcest resource at the same II.
+//! Those picks see a width converter only between a stage and the producer already picked;
+//! under the winning weights, a last bisection below the interval found picks with every
+//! first-input link's converter weighed ([`super::joint`]: slower per query, exact on the
+//! links), which can only need less at each interval. Finally the remaining headroom is
+//! spent to lower the scarcest resource at the same II.
 
 use super::choices::{enumerate, StageChoices};
+use super::joint::Links;
 use super::{fits, Allocation};
 use crate::hw::cost::Placement;
 use crate::hw::pipeline::{Choice, Folds, Network};
@@ -21,19 +26,32 @@ use rayon::prelude::*;
 /// Re-weighting rounds after the first search.
 const ROUNDS: usize = 6;
 
+/// How close (relative) phase 1b's bisection brackets the interval: its picks cost far
+/// more than phase 1's, and 0.01 % of throughput is below anything the model resolves.
+const JOINT_TOLERANCE: f64 = 1e-4;
+
 struct IntervalSearch<'a> {
     network: &'a Network,
     budget: &'a Budget,
     stage_choices: Vec<StageChoices>,
+    /// Once set, the picks weigh the converters on these links (slower: every lane pair of
+    /// every stage is looked at, not O(log n) per stage).
+    joint: Option<Links>,
     /// Multiplier on the price of off-chip bits (raised when bandwidth is scarce).
     offchip_tilt: f64,
 }
 
 impl IntervalSearch<'_> {
     /// Per stage, the cheapest choice within `ii` cycles, their total usage and the
-    /// interval they need (their slowest stage); `None` if a stage cannot reach `ii`.
+    /// interval they need (their slowest stage); `None` if a stage cannot reach `ii`. Once
+    /// `joint` is set, the picks weigh the converters on the links ([`Links::pick`]).
     fn pick(&self, ii: f64) -> Option<(Vec<Choice>, Usage, f64)> {
         let offchip_weight = self.offchip_tilt / self.budget.offchip_bits_at(ii).max(1.0);
+        if let Some(links) = &self.joint {
+            let (choices, usages, interval) = links.pick(&self.stage_choices, ii, offchip_weight)?;
+            let usage = self.network.total_usage(&choices, usages.into_iter());
+            return Some((choices, usage, interval));
+        }
         let mut choices = Vec::with_capacity(self.stage_choices.len());
         // Summed in stage order, as `Network::total_usage` sums them.
         let mut summed = Usage::default();
@@ -42,9 +60,9 @@ impl IntervalSearch<'_> {
             let mut e = stage.cheapest(ii, offchip_weight)?;
             // A stream arriving at another width needs a converter; a choice that takes it
             // as it comes may be cheaper than the two together.
-            let arriving = self.network.first_input_lanes(i, &choices);
-            let taking = e.lanes_in;
-            if let (Some((j, from)), Some(to)) = (arriving, taking) {
+            let arriving =
+                self.network.first_producer(i).and_then(|j| Some((j, self.network.lanes_out(j, &choices[j])?)));
+            if let (Some((j, from)), Some(to)) = (arriving, e.lanes_in) {
                 if from != to {
                     let converter = self.network.converter(j, from, to);
                     let with_converter = stage.price(&(e.usage + converter), offchip_weight);
@@ -67,14 +85,15 @@ impl IntervalSearch<'_> {
     }
 
     /// The smallest feasible interval in `(lo, hi]`, `hi` feasible, by bisection on the
-    /// value. The answer is always some stage's cycle count, so once the bracket is tighter
-    /// than any two distinct counts the design picked at `hi` is the optimum; its own
+    /// value until the bracket is within `tolerance` (relative). The answer is always some
+    /// stage's cycle count, so once the bracket is tighter than any two distinct counts the
+    /// design picked at `hi` is the optimum; its own
     /// interval (the slowest picked stage) is returned, with the query that picked it: the
     /// per-stage cheapest choices are not monotone in the query (the price of off-chip bits
     /// depends on it), so only that query is sure to pick a feasible design again.
-    fn smallest_feasible(&self, mut lo: f64, mut hi: f64) -> (f64, f64) {
+    fn smallest_feasible(&self, mut lo: f64, mut hi: f64, tolerance: f64) -> (f64, f64) {
         let mut witness = hi;
-        while hi - lo > 1e-6 * hi.max(1.0) {
+        while hi - lo > tolerance * hi.max(1.0) {
             // Halve the ratio while the bracket spans orders of magnitude, then the gap.
             let mid = if hi > 4.0 * lo.max(1.0) { (lo.max(1.0) * hi).sqrt() } else { 0.5 * (lo + hi) };
             match self.feasible(mid) {
@@ -190,8 +209,9 @@ fn allocate_among(network: &Network, budget: &Budget, stage_choices: Vec<StageCh
     let ceiling = slowest * 256.0;
     tracing::info!(stages = stage_choices.len(), floor, ceiling, "searching the initiation interval");
 
-    let mut search = IntervalSearch { network, budget, stage_choices, offchip_tilt: 1.0 };
-    let (ii, mut choices, mut usage) = search.smallest_interval(floor, ceiling)?;
+    let mut search = IntervalSearch { network, budget, stage_choices, joint: None, offchip_tilt: 1.0 };
+    let (mut ii, mut choices, mut usage) = search.smallest_interval(floor, ceiling)?;
+    search.weigh_links(floor, &mut ii, &mut choices, &mut usage);
     let below = ii * (1.0 - 1e-9);
     let binding = if below < floor {
         "folding".to_string()
@@ -214,7 +234,7 @@ impl IntervalSearch<'_> {
         let mut weights = base_weights(self.budget);
         let mut best: Option<((f64, f64), [f64; 5])> = None;
         for round in 0..=ROUNDS {
-            let found = self.feasible(ceiling).map(|_| self.smallest_feasible(floor * (1.0 - 1e-9), ceiling));
+            let found = self.feasible(ceiling).map(|_| self.smallest_feasible(floor * (1.0 - 1e-9), ceiling, 1e-6));
             tracing::debug!(round, ii = found.map(|f| f.0), "bisection done");
             if let Some(ii) = found {
                 if best.is_none_or(|(b, _)| ii.0 < b.0) {
@@ -244,10 +264,40 @@ impl IntervalSearch<'_> {
         }
     }
 
+    /// Phase 1b: from here on, pick with the converters on the links weighed; search below
+    /// `ii` again (under the weights phase 1 left), and at `ii` keep the joint picks when
+    /// they need less. Their weighted price is at most the stage-by-stage picks', so they
+    /// may fit where those did not.
+    fn weigh_links(&mut self, floor: f64, ii: &mut f64, choices: &mut Vec<Choice>, usage: &mut Usage) {
+        // The converters priced under the weights phase 1 left, which stay.
+        self.joint = Some(Links::new(self.network, &self.stage_choices));
+        let below = *ii * (1.0 - 1e-9);
+        if below >= floor && self.feasible(below).is_some() {
+            let (lower, witness) = self.smallest_feasible(floor * (1.0 - 1e-9), below, JOINT_TOLERANCE);
+            // As in phase 1: the query that found the interval is sure to pick a feasible
+            // design again.
+            let found = match self.feasible(lower) {
+                Some((c, u, _)) => Some((lower, c, u)),
+                None => self.feasible(witness).map(|(c, u, _)| (witness, c, u)),
+            };
+            if let Some(found) = found {
+                (*ii, *choices, *usage) = found;
+                return;
+            }
+        }
+        if let Some((c, u, _)) = self.feasible(*ii).filter(|(_, u, _)| lower_profile(u, usage, self.budget, *ii)) {
+            (*choices, *usage) = (c, u);
+        }
+    }
+
     /// Phase 2: at the same interval, re-pick with each resource's weight raised by how full
     /// it is (off-chip bandwidth included), keeping a re-pick when its utilisations, sorted
     /// from the fullest down, are lexicographically lower.
     fn spend_headroom(&mut self, ii: f64, choices: &mut Vec<Choice>, usage: &mut Usage) {
+        // Stage by stage: the tilted weights are new each round, and the joint picks'
+        // tables would be rebuilt for every one of them (most of a sparsity search's
+        // allocation time) for designs at the same interval, alike on the models tried.
+        self.joint = None;
         for _ in 0..4 {
             let u = utilisation(usage, self.budget, ii);
             let base = base_weights(self.budget);

@@ -2,6 +2,10 @@
 //!
 //! - [`choices`]: every sensible folding of a stage, costed once ([`choices::StageChoices`]).
 //! - [`exact`]: the default allocator, a bisection over the initiation interval (REFERENCE §3).
+//! - [`joint`]: its per-stage picks at one interval, weighing the width converters between
+//!   stages.
+//! - [`lane_pairs`]: a stage's cheapest entry per pair of lanes taken and written, for
+//!   those picks.
 //! - [`greedy`]: fpgaConvNet's rule, as a baseline.
 //! - [`partition`]: splitting a network that does not fit one device.
 //!
@@ -11,6 +15,8 @@
 pub mod choices;
 pub mod exact;
 pub mod greedy;
+pub mod joint;
+pub mod lane_pairs;
 pub mod partition;
 
 use crate::hw::pipeline::{Choice, Evaluation, Network};

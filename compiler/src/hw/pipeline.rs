@@ -182,11 +182,15 @@ impl Network {
         input
     }
 
-    /// Stage `i`'s first input as it arrives: its producer and that producer's output lanes
-    /// under `choices` (which must cover the producer).
-    pub fn first_input_lanes(&self, i: usize, choices: &[Choice]) -> Option<(usize, usize)> {
-        let j = self.producer(self.stages[i].inputs.first().copied().flatten())?;
-        Some((j, lanes(&self.stages[j], choices.get(j)?, true)?))
+    /// The stage producing stage `i`'s first input, through reshapes (`None` for the
+    /// graph's input).
+    pub fn first_producer(&self, i: usize) -> Option<usize> {
+        self.producer(self.stages[i].inputs.first().copied().flatten())
+    }
+
+    /// Parallel words stage `i` writes per cycle under `choice` (`None` for wiring).
+    pub fn lanes_out(&self, i: usize, choice: &Choice) -> Option<usize> {
+        lanes(&self.stages[i], choice, true)
     }
 
     /// Parallel words stage `i` reads per cycle under `choice` (`None` for wiring).
