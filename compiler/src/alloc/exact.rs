@@ -15,7 +15,8 @@
 //! links), which can only need less at each interval. Finally the remaining headroom is
 //! spent to lower the scarcest resource at the same II.
 
-use super::choices::{enumerate, StageChoices};
+use super::choices::StageChoices;
+use super::foldings::enumerate;
 use super::joint::Links;
 use super::{fits, Allocation};
 use crate::hw::cost::Placement;

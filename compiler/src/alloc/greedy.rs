@@ -3,7 +3,7 @@
 //! coarse-in and coarse-out, then groups, then pixels) until a resource check fails.
 //! Weights go to URAM, then BRAM (up to half of it), then off-chip, in stage order.
 
-use super::choices::{enumerate, CostedChoice};
+use super::foldings::{enumerate, CostedChoice};
 use super::{fits, Allocation};
 use crate::hw::cost::{Folding, Placement};
 use crate::hw::pipeline::{Choice, Network};

@@ -14,7 +14,8 @@
 //! producer's. Converters on the other inputs (a join's second stream) are counted in the
 //! design's usage but not weighed in the picks.
 
-use super::choices::{CostedChoice, StageChoices};
+use super::choices::StageChoices;
+use super::foldings::CostedChoice;
 use super::lane_pairs::LanePair;
 use crate::hw::pipeline::{Choice, Network};
 use crate::hw::Usage;

@@ -7,7 +7,8 @@
 //! all pairs sit in one array, so a pick reads them in order instead of chasing a ladder
 //! per pair (see [`super::choices`] for the ladders that answer one question at a time).
 
-use super::choices::{scalar, CostedChoice};
+use super::choices::scalar;
+use super::foldings::CostedChoice;
 use crate::hw::cost::Placement;
 
 /// The lanes an entry takes and writes ([`CostedChoice::lanes_in`], `lanes_out`).

@@ -1,6 +1,8 @@
 //! Allocation: which folding (and weight placement) each stage gets under a board's budget.
 //!
-//! - [`choices`]: every sensible folding of a stage, costed once ([`choices::StageChoices`]).
+//! - [`foldings`]: every sensible folding of a stage, costed once.
+//! - [`choices`]: a stage's foldings arranged for "the cheapest within II cycles"
+//!   ([`choices::StageChoices`]).
 //! - [`exact`]: the default allocator, a bisection over the initiation interval (REFERENCE §3).
 //! - [`joint`]: its per-stage picks at one interval, weighing the width converters between
 //!   stages.
@@ -14,6 +16,7 @@
 
 pub mod choices;
 pub mod exact;
+pub mod foldings;
 pub mod greedy;
 pub mod joint;
 pub mod lane_pairs;

@@ -3,7 +3,7 @@
 //! partition grows while its cheapest design still fits; values crossing a cut go through
 //! off-chip memory.
 
-use super::{choices, Allocation, AllocationError, Allocator};
+use super::{foldings, Allocation, AllocationError, Allocator};
 use crate::hw::cost::{stage_cost, Placement};
 use crate::hw::pipeline::{Choice, Folds, Network};
 use crate::hw::{Budget, Usage};
@@ -74,8 +74,8 @@ fn cheapest(network: &Network, i: usize, budget: &Budget) -> Choice {
         share(u.dsp, budget.dsp).max(share(u.lut, budget.lut)).max(share(u.bram18, budget.bram18))
     };
     let factors = match network.folds {
-        Folds::Any => choices::efficient_factors(stage.window_size()),
-        Folds::Divisors => choices::divisors(stage.window_size()),
+        Folds::Any => foldings::efficient_factors(stage.window_size()),
+        Folds::Divisors => foldings::divisors(stage.window_size()),
     };
     factors
         .into_iter()

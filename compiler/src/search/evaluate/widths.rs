@@ -189,7 +189,7 @@ impl Evaluator<'_> {
             }
         }
         // A stage's choices depend on nothing but the stage, its statistics, the folds and
-        // the board (`alloc::choices::enumerate`): where they are as accepted, so are its
+        // the board (`alloc::foldings::enumerate`): where they are as accepted, so are its
         // choices.
         let budget = Budget::of(self.board);
         let choices = tracing::debug_span!("choices");
