@@ -241,6 +241,10 @@ impl Padded {
                 dst[self.left.min(end)..end].copy_from_slice(&src[..end - self.left.min(end)]);
                 continue;
             }
+            if sw == 2 {
+                split_pairs(src, self.left, dst.split_at_mut(phase_len));
+                continue;
+            }
             for (p, phase) in dst.chunks_exact_mut(phase_len).enumerate() {
                 // Padded column `p + i * sw` is input column `p + i * sw - left`.
                 let offset = p as isize - self.left as isize;
@@ -251,6 +255,28 @@ impl Padded {
                 }
             }
         }
+    }
+}
+
+/// Input row `src` into the two phases of a stride-2 padded row (`left` columns of padding
+/// before it; the padding already zero), in one pass: each pair of input values lands in
+/// both phases, one each (a pass per phase read the row twice).
+#[inline(always)]
+fn split_pairs<T: Element>(src: &[T], left: usize, (even, odd): (&mut [T], &mut [T])) {
+    // Padded column `x + left` of input column `x`: phase `(x + left) % 2`, at `(x + left) / 2`.
+    let (first, second) = if left.is_multiple_of(2) { (even, odd) } else { (odd, even) };
+    let (at_first, at_second) = (left / 2, left.div_ceil(2));
+    let len = first.len();
+    // Pairs whose both values land inside the copy.
+    let pairs = (src.len() / 2).min(len.saturating_sub(at_first)).min(len.saturating_sub(at_second));
+    let (a, b) = (&mut first[at_first..][..pairs], &mut second[at_second..][..pairs]);
+    for ((a, b), pair) in a.iter_mut().zip(b.iter_mut()).zip(src.chunks_exact(2)) {
+        *a = pair[0];
+        *b = pair[1];
+    }
+    // An odd last value (or the first past a copy too short for its pair).
+    if 2 * pairs < src.len() && at_first + pairs < len {
+        first[at_first + pairs] = src[2 * pairs];
     }
 }
 
@@ -321,6 +347,11 @@ mod tests {
             (40, 5, 2, 1, [2, 1, 2, 2], 14),
             (33, 3, 2, 2, [2, 0, 1, 3], 11),
             (7, 3, 1, 1, [0; 4], 5),
+            // Stride 2 with even and odd left padding over odd and even widths: where the
+            // pairs of input values split between the phases.
+            (24, 3, 2, 1, [1, 2, 0, 0], 9),
+            (16, 3, 2, 1, [0, 3, 0, 1], 8),
+            (9, 5, 2, 1, [2, 2, 2, 2], 13),
         ] {
             let weight: Vec<f32> = (0..channels * kernel * kernel)
                 .map(
