@@ -231,7 +231,7 @@ impl StageChoices {
         StageChoices { arranged, minima, weights }
     }
 
-    /// The aligned entries only ([`divides`]), arranged under `weights`.
+    /// The aligned entries only ([`super::foldings::divides`]), arranged under `weights`.
     pub fn aligned(&self, weights: [f64; 5]) -> StageChoices {
         // Pruning compared entries of the same alignment only, so the aligned ones that
         // survived are those that would survive among aligned ones alone.
