@@ -88,10 +88,10 @@ impl IntervalSearch<'_> {
     /// The smallest feasible interval in `(lo, hi]`, `hi` feasible, by bisection on the
     /// value until the bracket is within `tolerance` (relative). The answer is always some
     /// stage's cycle count, so once the bracket is tighter than any two distinct counts the
-    /// design picked at `hi` is the optimum; its own
-    /// interval (the slowest picked stage) is returned, with the query that picked it: the
-    /// per-stage cheapest choices are not monotone in the query (the price of off-chip bits
-    /// depends on it), so only that query is sure to pick a feasible design again.
+    /// design picked at `hi` is the optimum; its own interval (the slowest picked stage) is
+    /// returned, with the query that picked it: the per-stage cheapest choices are not
+    /// monotone in the query (the price of off-chip bits depends on it), so only that query
+    /// is sure to pick a feasible design again ([`Self::design_at`]).
     fn smallest_feasible(&self, mut lo: f64, mut hi: f64, tolerance: f64) -> (f64, f64) {
         let mut witness = hi;
         while hi - lo > tolerance * hi.max(1.0) {
@@ -104,6 +104,15 @@ impl IntervalSearch<'_> {
             }
         }
         (hi, witness)
+    }
+
+    /// The design at interval `ii` that [`Self::smallest_feasible`] found with the query
+    /// `witness`: picked at `ii` if that fits, else at `witness`, which is sure to.
+    fn design_at(&self, (ii, witness): (f64, f64)) -> Option<(f64, Vec<Choice>, Usage)> {
+        match self.feasible(ii) {
+            Some((c, u, _)) => Some((ii, c, u)),
+            None => self.feasible(witness).map(|(c, u, _)| (witness, c, u)),
+        }
     }
 
     /// What blocks interval `ii`: the resources over budget, or "folding" if some stage
@@ -255,14 +264,9 @@ impl IntervalSearch<'_> {
             }
             self.stage_choices.iter_mut().for_each(|f| f.reweight(weights));
         }
-        let ((ii, witness), w) = best?;
+        let (found, w) = best?;
         self.stage_choices.iter_mut().for_each(|f| f.reweight(w));
-        match self.feasible(ii) {
-            Some((c, u, _)) => Some((ii, c, u)),
-            // The per-stage picks are not monotone in the query: the one that found the
-            // interval is sure to pick a feasible design again.
-            None => self.feasible(witness).map(|(c, u, _)| (witness, c, u)),
-        }
+        self.design_at(found)
     }
 
     /// Phase 1b: from here on, pick with the converters on the links weighed; search below
@@ -274,14 +278,8 @@ impl IntervalSearch<'_> {
         self.joint = Some(Links::new(self.network, &self.stage_choices));
         let below = *ii * (1.0 - 1e-9);
         if below >= floor && self.feasible(below).is_some() {
-            let (lower, witness) = self.smallest_feasible(floor * (1.0 - 1e-9), below, JOINT_TOLERANCE);
-            // As in phase 1: the query that found the interval is sure to pick a feasible
-            // design again.
-            let found = match self.feasible(lower) {
-                Some((c, u, _)) => Some((lower, c, u)),
-                None => self.feasible(witness).map(|(c, u, _)| (witness, c, u)),
-            };
-            if let Some(found) = found {
+            let found = self.smallest_feasible(floor * (1.0 - 1e-9), below, JOINT_TOLERANCE);
+            if let Some(found) = self.design_at(found) {
                 (*ii, *choices, *usage) = found;
                 return;
             }
