@@ -22,6 +22,12 @@ pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::A
     /// ([`super::sparse_conv`]), if the layer has them for this element type and its
     /// geometry allows it.
     fn sparse_direct(conv: &Conv, input: &[Self], in_hw: [usize; 2], out: &mut [Self], out_hw: [usize; 2]) -> bool;
+
+    /// A depthwise channel's output rows `dst` (`ow` columns each) from its padded copy
+    /// `rows` in explicit vectors, if the processor has a kernel for this element type
+    /// (see [`super::depthwise`]): output `(y, x)` sums `tap * rows[y * row_step + offset +
+    /// x]` over the `(offset, tap)` pairs of `live`, in their order.
+    fn depthwise_rows(live: &[(usize, Self)], rows: &[Self], row_step: usize, dst: &mut [Self], ow: usize) -> bool;
 }
 
 impl Element for f32 {
@@ -35,6 +41,10 @@ impl Element for f32 {
         let Some(sparse) = &conv.sparse_weight else { return false };
         super::sparse_conv::conv_direct(conv, sparse, input, in_hw, out, out_hw)
     }
+
+    fn depthwise_rows(live: &[(usize, f32)], rows: &[f32], row_step: usize, dst: &mut [f32], ow: usize) -> bool {
+        super::depthwise::vector_rows_f32(live, rows, row_step, dst, ow)
+    }
 }
 
 impl Element for f64 {
@@ -44,6 +54,10 @@ impl Element for f64 {
 
     fn sparse_direct(_: &Conv, _: &[f64], _: [usize; 2], _: &mut [f64], _: [usize; 2]) -> bool {
         false
+    }
+
+    fn depthwise_rows(live: &[(usize, f64)], rows: &[f64], row_step: usize, dst: &mut [f64], ow: usize) -> bool {
+        super::depthwise::vector_rows_f64(live, rows, row_step, dst, ow)
     }
 }
 
