@@ -463,6 +463,7 @@ impl Greedy {
                 estimated_gain = moves[best].gain,
                 gain = gain(current, &m),
                 drop = ctx.drop(&m),
+                changed = m.disagreement,
                 divergence = m.divergence,
                 "measured move"
             );

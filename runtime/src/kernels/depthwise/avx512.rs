@@ -127,48 +127,38 @@ fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: u
 #[target_feature(enable = "avx512f")]
 unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize, dst: &mut [T], ow: usize) {
     let oh = dst.len() / ow;
-    let blocks = ow.div_ceil(T::N);
-    // Rows and blocks at once: 8 sums in flight, as many as the additions' latency needs.
+    // Rows and blocks of columns at once: 8 sums in flight, as many as the additions'
+    // latency needs; a tile's blocks past the row's end are masked off whole.
+    let (rows_at_once, blocks) = match ow.div_ceil(T::N) {
+        1 => (4, 1),
+        2 => (4, 2),
+        _ => (2, 4),
+    };
+    let width = blocks * T::N;
     let mut y = 0;
-    match blocks {
-        1 => {
-            while y + 4 <= oh {
-                tile::<T, 4, 1>(live, rows, row_step, dst, ow, y, 0);
-                y += 4;
+    while y + rows_at_once <= oh {
+        for x in (0..ow).step_by(width) {
+            match blocks {
+                1 => tile::<T, 4, 1>(live, rows, row_step, dst, ow, y, x),
+                2 => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
+                _ => tile::<T, 2, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
-        2 => {
-            while y + 4 <= oh {
-                tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, 0);
-                y += 4;
-            }
-        }
-        _ => {
-            while y + 2 <= oh {
-                let mut x = 0;
-                while x + 4 * T::N <= ow {
-                    tile::<T, 2, 4>(live, rows, row_step, dst, ow, y, x);
-                    x += 4 * T::N;
-                }
-                while x < ow {
-                    tile::<T, 2, 1>(live, rows, row_step, dst, ow, y, x);
-                    x += T::N;
-                }
-                y += 2;
-            }
-        }
+        y += rows_at_once;
     }
     for y in y..oh {
-        let mut x = 0;
-        while x < ow {
-            tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, x);
-            x += T::N;
+        for x in (0..ow).step_by(width) {
+            match blocks {
+                1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, x),
+                2 => tile::<T, 1, 2>(live, rows, row_step, dst, ow, y, x),
+                _ => tile::<T, 1, 4>(live, rows, row_step, dst, ow, y, x),
+            }
         }
     }
 }
 
-/// `R` output rows from `y` on, `B` blocks of columns from `x` on (the last possibly short
-/// of the row's end).
+/// `R` output rows from `y` on, `B` blocks of columns from `x` on (those past the row's end
+/// short, or empty).
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
