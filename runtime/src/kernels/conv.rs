@@ -23,11 +23,9 @@ pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::A
     /// geometry allows it.
     fn sparse_direct(conv: &Conv, input: &[Self], in_hw: [usize; 2], out: &mut [Self], out_hw: [usize; 2]) -> bool;
 
-    /// A depthwise channel's output rows `dst` (`ow` columns each) from its padded copy
-    /// `rows` in explicit vectors, if the processor has a kernel for this element type
-    /// (see [`super::depthwise`]): output `(y, x)` sums `tap * rows[y * row_step + offset +
-    /// x]` over the `(offset, tap)` pairs of `live`, in their order.
-    fn depthwise_rows(live: &[(usize, Self)], rows: &[Self], row_step: usize, dst: &mut [Self], ow: usize) -> bool;
+    /// The depthwise kernels in explicit vectors for this element type, if the processor
+    /// has them (see [`super::depthwise::Vectors`]).
+    fn depthwise_vectors() -> Option<super::depthwise::Vectors<Self>>;
 }
 
 impl Element for f32 {
@@ -42,8 +40,8 @@ impl Element for f32 {
         super::sparse_conv::conv_direct(conv, sparse, input, in_hw, out, out_hw)
     }
 
-    fn depthwise_rows(live: &[(usize, f32)], rows: &[f32], row_step: usize, dst: &mut [f32], ow: usize) -> bool {
-        super::depthwise::vector_rows_f32(live, rows, row_step, dst, ow)
+    fn depthwise_vectors() -> Option<super::depthwise::Vectors<f32>> {
+        super::depthwise::vectors_f32()
     }
 }
 
@@ -56,8 +54,8 @@ impl Element for f64 {
         false
     }
 
-    fn depthwise_rows(live: &[(usize, f64)], rows: &[f64], row_step: usize, dst: &mut [f64], ow: usize) -> bool {
-        super::depthwise::vector_rows_f64(live, rows, row_step, dst, ow)
+    fn depthwise_vectors() -> Option<super::depthwise::Vectors<f64>> {
+        super::depthwise::vectors_f64()
     }
 }
 

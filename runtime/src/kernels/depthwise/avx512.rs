@@ -1,12 +1,14 @@
-//! The AVX-512 build of a channel's output rows ([`super::channel`]), in explicit vectors:
-//! left to the compiler, the generic loop's blocks of sums were split into pieces of 8, 4,
-//! 2 and 1 lanes with shuffles between them (0.9 of the time on a 14-column map).
+//! The AVX-512 builds of the depthwise loops, in explicit vectors: a channel's output rows
+//! ([`super::channel`]) and, channels last, a row of output pixels
+//! ([`super::pixel_channels`]). Left to the compiler, the generic loops' blocks of sums were
+//! split into pieces of 8, 4, 2 and 1 lanes with shuffles between them (0.9 of the time on a
+//! 14-column map).
 //!
-//! Each output element is summed exactly as the portable loop sums it: from zero, one
-//! product of each live tap in turn, every product rounded before it is added (no fused
-//! multiply-add). Several rows and blocks of 16 (`f64`: 8) columns are summed at once so
-//! that enough additions are in flight to hide their latency; the last block of a row is
-//! masked, so nothing is read or written beyond the row.
+//! Each output element is summed exactly as the portable loops sum it: from zero, one
+//! product of each tap in turn, every product rounded before it is added (no fused
+//! multiply-add). Several rows, pixels or blocks of 16 (`f64`: 8) lanes are summed at once
+//! so that enough additions are in flight to hide their latency; a last block is masked,
+//! so nothing is read or written beyond a row.
 
 use std::arch::x86_64::*;
 
@@ -28,6 +30,8 @@ trait Lanes: Copy {
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// The first `n` elements of `v` to `p`.
     unsafe fn store(p: *mut Self, v: Self::V, n: usize);
+    /// `p[i * stride]` for the first `n` lanes `i`; the others zero, unread.
+    unsafe fn gather(p: *const Self, stride: usize, n: usize) -> Self::V;
 }
 
 impl Lanes for f32 {
@@ -58,6 +62,13 @@ impl Lanes for f32 {
     unsafe fn store(p: *mut f32, v: __m512, n: usize) {
         if n == 16 { _mm512_storeu_ps(p, v) } else { _mm512_mask_storeu_ps(p, mask16(n), v) }
     }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m512 {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32));
+        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask16(n), at, p)
+    }
 }
 
 impl Lanes for f64 {
@@ -87,6 +98,13 @@ impl Lanes for f64 {
     #[target_feature(enable = "avx512f")]
     unsafe fn store(p: *mut f64, v: __m512d, n: usize) {
         if n == 8 { _mm512_storeu_pd(p, v) } else { _mm512_mask_storeu_pd(p, mask16(n) as __mmask8, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gather(p: *const f64, stride: usize, n: usize) -> __m512d {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let at = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(stride as i32));
+        _mm512_mask_i32gather_pd::<8>(_mm512_setzero_pd(), mask16(n) as __mmask8, at, p)
     }
 }
 
@@ -186,6 +204,131 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
     for (r, sums) in acc.iter().enumerate() {
         for (b, &sum) in sums.iter().enumerate() {
             T::store(out.add((y + r) * ow + x + b * T::N), sum, width(b));
+        }
+    }
+}
+
+/// One output row of the channels-last layout: `dst` holds its pixels' `c` channels each,
+/// and pixel `ox`, channel `ch` sums `by_tap[t * c + ch] * window[ox * step + offsets[t] +
+/// ch]` over the taps in order. Taps of zero weight are summed too: a product of zero adds
+/// nothing to a sum that starts at `+0.0`, so the sums are the portable loop's (which skips
+/// them) for finite inputs. Call only when [`available`].
+pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], c: usize, step: usize, dst: &mut [f32]) {
+    check_pixels(window.len(), by_tap.len(), offsets, c, step, dst.len());
+    assert!(available());
+    // SAFETY: the features `pixels_in` enables were just detected, and `check_pixels`
+    // bounds every index it reads and writes.
+    unsafe { pixels_in(window, by_tap, offsets, c, step, dst) }
+}
+
+/// [`pixels_f32`] in `f64`.
+pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], c: usize, step: usize, dst: &mut [f64]) {
+    check_pixels(window.len(), by_tap.len(), offsets, c, step, dst.len());
+    assert!(available());
+    // SAFETY: as in `pixels_f32`.
+    unsafe { pixels_in(window, by_tap, offsets, c, step, dst) }
+}
+
+/// Every read stays in `window` and `by_tap` and `dst` is whole pixels.
+fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], c: usize, step: usize, dst: usize) {
+    assert!(c > 0 && dst.is_multiple_of(c), "whole pixels");
+    assert!(by_tap >= offsets.len() * c, "a weight per tap and channel");
+    let (pixels, furthest) = (dst / c, offsets.iter().copied().max().unwrap_or(0));
+    assert!(pixels == 0 || (pixels - 1) * step + furthest + c <= window, "taps read inside the padded copy");
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn pixels_in<T: Lanes>(window: &[T], by_tap: &[T], offsets: &[usize], c: usize, step: usize, dst: &mut [T]) {
+    // A block of channels at a time across the row's pixels: its weights and the window
+    // rows it reads stay in L1, and each weight loaded serves up to 8 pixels (a pixel at a
+    // time, every sum read both a weight and an input from L2).
+    let ow = dst.len() / c;
+    let geometry = Pixels { window, by_tap, offsets, c, step };
+    for c0 in (0..c).step_by(T::N) {
+        let mut ox = 0;
+        while ox < ow {
+            ox += match ow - ox {
+                8.. => geometry.sums::<8>(dst, ox, c0),
+                7 => geometry.sums::<7>(dst, ox, c0),
+                6 => geometry.sums::<6>(dst, ox, c0),
+                5 => geometry.sums::<5>(dst, ox, c0),
+                4 => geometry.sums::<4>(dst, ox, c0),
+                3 => geometry.sums::<3>(dst, ox, c0),
+                2 => geometry.sums::<2>(dst, ox, c0),
+                _ => geometry.sums::<1>(dst, ox, c0),
+            };
+        }
+    }
+}
+
+/// What [`pixels_in`] reads.
+struct Pixels<'a, T> {
+    window: &'a [T],
+    by_tap: &'a [T],
+    offsets: &'a [usize],
+    c: usize,
+    step: usize,
+}
+
+impl<T: Lanes> Pixels<'_, T> {
+    /// The block of channels from `c0` on (short at the end of `c`) of `P` output pixels
+    /// from `ox` on; returns `P`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sums<const P: usize>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
+        let n = (self.c - c0).min(T::N);
+        let mut acc = [T::zero(); P];
+        let (x, w) = (self.window.as_ptr().add(ox * self.step + c0), self.by_tap.as_ptr().add(c0));
+        for (t, &offset) in self.offsets.iter().enumerate() {
+            let weights = T::load(w.add(t * self.c), n);
+            for (p, sum) in acc.iter_mut().enumerate() {
+                *sum = T::add_product(*sum, weights, T::load(x.add(p * self.step + offset), n));
+            }
+        }
+        for (p, &sum) in acc.iter().enumerate() {
+            T::store(dst.as_mut_ptr().add((ox + p) * self.c + c0), sum, n);
+        }
+        P
+    }
+}
+
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a
+/// strided transpose, `rows` values at a time gathered down a column. Call only when
+/// [`available`].
+pub(super) fn transpose_f32(src: &[f32], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [f32], dst_stride: usize) {
+    check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
+    assert!(available());
+    // SAFETY: the features `transpose_in` enables were just detected, and
+    // `check_transpose` bounds every index it reads and writes.
+    unsafe { transpose_in(src, (rows, cols, src_stride), dst, dst_stride) }
+}
+
+/// [`transpose_f32`] in `f64`.
+pub(super) fn transpose_f64(src: &[f64], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [f64], dst_stride: usize) {
+    check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
+    assert!(available());
+    // SAFETY: as in `transpose_f32`.
+    unsafe { transpose_in(src, (rows, cols, src_stride), dst, dst_stride) }
+}
+
+/// The last element read and written lies inside `src` and `dst`, and the gathers' 32-bit
+/// offsets hold a block's reach.
+fn check_transpose(src: usize, (rows, cols, src_stride): (usize, usize, usize), dst: usize, dst_stride: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!((rows - 1) * src_stride + cols <= src, "reads inside the source");
+    assert!((cols - 1) * dst_stride + rows <= dst, "writes inside the destination");
+    assert!(src_stride.saturating_mul(16) < i32::MAX as usize, "gather offsets within 32 bits");
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_in<T: Lanes>(src: &[T], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [T], dst_stride: usize) {
+    for i0 in (0..rows).step_by(T::N) {
+        let n = (rows - i0).min(T::N);
+        let from = src.as_ptr().add(i0 * src_stride);
+        for j in 0..cols {
+            T::store(dst.as_mut_ptr().add(j * dst_stride + i0), T::gather(from.add(j), src_stride, n), n);
         }
     }
 }

@@ -10,8 +10,10 @@
 //! pixel sums blocks of channels held in registers across all the taps, and the sums are
 //! put back in `[C, OH, OW]` order.
 //!
-//! Both are compiled for the widest vectors the processor has, and in both every output element
-//! sums its taps in row-major tap order, starting from zero: the same floats either way.
+//! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
+//! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
+//! `avx512.rs`). In every case each output element sums its taps in row-major tap order,
+//! starting from zero: the same floats either way.
 
 use super::conv::Element;
 use super::{scratch, with_simd};
@@ -56,6 +58,7 @@ fn by_channel<T: Element>(
     // Where each tap reads, the same for every channel (worked out once: the integer
     // divisions cost more than a small channel's multiply-adds).
     let offsets: Vec<usize> = (0..kh * kw).map(|t| padded.offset(conv, t / kw, t % kw)).collect();
+    let vectors = T::depthwise_vectors();
     out.par_chunks_mut(per_task * oh * ow).enumerate().for_each(|(task, planes)| {
         let mut live = scratch::take::<(usize, T)>();
         let mut rows = scratch::take_len(padded.len(), T::zero());
@@ -69,7 +72,8 @@ fn by_channel<T: Element>(
                     live.clear();
                     live.extend(offsets.iter().zip(taps).filter(|(_, &w)| w != T::zero()).map(|(&o, &w)| (o, w)));
                     padded.fill(&input[c * h * w..][..h * w], &mut rows);
-                    if T::depthwise_rows(&live, &rows, padded.stride[0] * padded.row_len(), dst, ow) {
+                    if let Some(v) = &vectors {
+                        (v.rows)(&live, &rows, padded.stride[0] * padded.row_len(), dst, ow);
                         continue;
                     }
                     // Two rows of sums fill 4 (f64: 8) AVX2 registers at 16 columns, 8 at 32.
@@ -88,11 +92,15 @@ fn by_channel<T: Element>(
     });
 }
 
-/// Maps at most this many columns wide run channels last: on this machine a 7x7 map's
-/// 5x5 depthwise conv took 0.68x the time of the portable channel-by-channel loop (3x3:
-/// 0.9x), a 14x14 map's 1.5x; the AVX-512 rows ([`vector_rows_f32`]) are on par with
-/// channels last at 7x7 (0.95-1.0x) and twice as fast as the portable loop at 14x14.
+/// Maps at most this many columns wide run channels last. Measured on this machine, one
+/// thread: with the AVX-512 kernels ([`Vectors`]) a 7x7 map took 0.6x the time of the
+/// channel-by-channel loop (3x3 over 960 channels: 0.048 against 0.076 ms; 5x5 over 576:
+/// 0.044 against 0.077), a 14x14 map 1.1-1.25x; the portable loops were 0.68-0.9x at 7x7
+/// and 1.5x at 14x14.
 const CHANNELS_LAST_MAX_WIDTH: usize = 8;
+
+/// Channels per parallel task putting the channels-last sums back in planes.
+const OUT_CHANNELS_PER_TASK: usize = 64;
 
 /// Outputs per parallel task of the channel-by-channel layout, at least.
 const TASK_OUTPUTS: usize = 4096;
@@ -114,10 +122,16 @@ fn channels_last<T: Element>(
     // Every row and column a window reaches.
     let ph = (oh.max(1) - 1) * sh + (kh - 1) * dh + 1;
     let pw = (ow.max(1) - 1) * sw + (kw - 1) * dw + 1;
+    let vectors = T::depthwise_vectors();
     let mut padded = scratch::take_len(ph * pw * c, T::zero());
     padded.par_chunks_mut(pw * c).enumerate().for_each(|(py, row)| {
         row.fill(T::zero());
         let Some(y) = py.checked_sub(top).filter(|&y| y < h) else { return };
+        if let Some(v) = &vectors {
+            // The input row's pixels that land inside the copy, channels side by side.
+            let pixels = w.min(pw.saturating_sub(left));
+            return (v.transpose)(&input[y * w..], (c, pixels, h * w), &mut row[left.min(pw) * c..], c);
+        }
         for (x, pixel) in row.chunks_exact_mut(c).enumerate().skip(left).take(w) {
             for (ch, v) in pixel.iter_mut().enumerate() {
                 *v = input[(ch * h + y) * w + x - left];
@@ -140,6 +154,9 @@ fn channels_last<T: Element>(
         with_simd(
             #[inline(always)]
             || {
+                if let Some(v) = &vectors {
+                    return (v.pixels)(&padded[oy * sh * pw * c..], &by_tap, &offsets, c, sw * c, row);
+                }
                 for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
                     let at = (oy * sh * pw + ox * sw) * c;
                     pixel_channels::<T, 32>(&padded[at..], &by_tap, &offsets, c, 0..whole, pixel);
@@ -149,11 +166,19 @@ fn channels_last<T: Element>(
             },
         )
     });
-    out.par_chunks_exact_mut(oh * ow).enumerate().for_each(|(ch, plane)| {
-        for (p, v) in plane.iter_mut().enumerate() {
-            *v = sums[p * c + ch];
-        }
-    });
+    if let Some(v) = &vectors {
+        // Back to planes, in runs of channels.
+        let (pixels, run) = (oh * ow, OUT_CHANNELS_PER_TASK);
+        out.par_chunks_mut(run * pixels).enumerate().for_each(|(task, planes)| {
+            (v.transpose)(&sums[task * run..], (pixels, planes.len() / pixels.max(1), c), planes, pixels);
+        });
+    } else {
+        out.par_chunks_exact_mut(oh * ow).enumerate().for_each(|(ch, plane)| {
+            for (p, v) in plane.iter_mut().enumerate() {
+                *v = sums[p * c + ch];
+            }
+        });
+    }
     scratch::give_back(sums);
     scratch::give_back(by_tap);
     scratch::give_back(padded);
@@ -287,25 +312,45 @@ fn split_pairs<T: Element>(src: &[T], left: usize, (even, odd): (&mut [T], &mut 
     }
 }
 
-/// [`channel`] in explicit AVX-512 vectors, where the processor has them: `false` (nothing
-/// written) elsewhere. `f32`.
-pub(super) fn vector_rows_f32(live: &[(usize, f32)], rows: &[f32], row_step: usize, dst: &mut [f32], ow: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        avx512::channel_f32(live, rows, row_step, dst, ow);
-        return true;
-    }
-    false
+/// The depthwise loops in explicit vectors for element type `T` ([`avx512`]; the compiler
+/// vectorizes the portable loops poorly): each computes the same floats as the loop it
+/// stands for.
+pub struct Vectors<T> {
+    rows: RowsKernel<T>,
+    pixels: PixelsKernel<T>,
+    transpose: TransposeKernel<T>,
 }
 
-/// [`vector_rows_f32`] in `f64`.
-pub(super) fn vector_rows_f64(live: &[(usize, f64)], rows: &[f64], row_step: usize, dst: &mut [f64], ow: usize) -> bool {
+/// [`channel`]: output `(y, x)` of a channel sums `tap * rows[y * row_step + offset + x]`
+/// over its live `(offset, tap)` pairs, in order, into `dst`'s rows of `ow`:
+/// `(live, rows, row_step, dst, ow)`.
+type RowsKernel<T> = fn(&[(usize, T)], &[T], usize, &mut [T], usize);
+
+/// [`pixel_channels`] for a row of output pixels `step` apart in `window`, `c` channels
+/// each: pixel `ox`, channel `ch` sums `by_tap[t * c + ch] * window[ox * step + offsets[t]
+/// + ch]` over the taps, in order: `(window, by_tap, offsets, c, step, dst)`.
+type PixelsKernel<T> = fn(&[T], &[T], &[usize], usize, usize, &mut [T]);
+
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`:
+/// `(src, (rows, cols, src_stride), dst, dst_stride)`.
+type TransposeKernel<T> = fn(&[T], (usize, usize, usize), &mut [T], usize);
+
+/// The `f32` kernels, with AVX-512.
+pub(super) fn vectors_f32() -> Option<Vectors<f32>> {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        avx512::channel_f64(live, rows, row_step, dst, ow);
-        return true;
+        return Some(Vectors { rows: avx512::channel_f32, pixels: avx512::pixels_f32, transpose: avx512::transpose_f32 });
     }
-    false
+    None
+}
+
+/// The `f64` kernels, with AVX-512.
+pub(super) fn vectors_f64() -> Option<Vectors<f64>> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return Some(Vectors { rows: avx512::channel_f64, pixels: avx512::pixels_f64, transpose: avx512::transpose_f64 });
+    }
+    None
 }
 
 /// One channel's output rows from its padded copy `rows`, two rows at a time (twice the
@@ -425,10 +470,48 @@ mod tests {
                 let mut want = vec![T::zero(); oh * ow];
                 channel::<T, 16>(&live, &rows, &padded, &mut want, ow);
                 let mut got = vec![T::zero(); oh * ow];
-                if !T::depthwise_rows(&live, &rows, row_step, &mut got, ow) {
-                    return;
-                }
+                let Some(v) = T::depthwise_vectors() else { return };
+                (v.rows)(&live, &rows, row_step, &mut got, ow);
                 assert!(want == got, "{oh} x {ow}");
+            }
+        }
+        case::<f32>();
+        case::<f64>();
+    }
+
+    /// The channels-last kernels in explicit vectors compute what the portable loops do:
+    /// channel counts around the blocks of 16 and 8, rows of 1 to 9 pixels and more, pixels
+    /// further apart than their channels; the transpose over strides wider than its block;
+    /// in both element types.
+    #[test]
+    fn vector_pixels_and_transposes_match_the_portable_loops() {
+        fn case<T: Element + From<f32>>() {
+            let Some(v) = T::depthwise_vectors() else { return };
+            let value = |i: usize| T::from((i * 29 % 23) as f32 - 11.0) / T::from(7.0);
+            let shapes = [(1, 1, 1), (3, 2, 5), (7, 3, 7), (8, 6, 8), (24, 7, 24), (16, 8, 32), (24, 9, 24), (40, 5, 80)];
+            for (c, ow, step) in shapes.into_iter().chain([(130, 12, 130), (16, 15, 40), (33, 4, 33)]) {
+                let offsets = [0, c, 3 * c, 7 * step + 2 * c];
+                let window: Vec<T> = (0..(ow + 7) * step + 4 * c).map(value).collect();
+                let by_tap: Vec<T> = (0..offsets.len() * c).map(|i| value(3 * i + 1) / T::from(3.0)).collect();
+                let mut want = vec![T::zero(); ow * c];
+                for (ox, pixel) in want.chunks_exact_mut(c).enumerate() {
+                    pixel_channels::<T, 1>(&window[ox * step..], &by_tap, &offsets, c, 0..c, pixel);
+                }
+                let mut got = vec![T::zero(); ow * c];
+                (v.pixels)(&window, &by_tap, &offsets, c, step, &mut got);
+                assert!(want == got, "{c} channels, {ow} pixels");
+            }
+            for (rows, cols, src_stride, dst_stride) in [(1, 1, 1, 1), (17, 3, 5, 20), (40, 49, 49, 40), (9, 2, 300, 11)] {
+                let src: Vec<T> = (0..rows * src_stride + cols).map(value).collect();
+                let mut got = vec![T::zero(); cols * dst_stride + rows];
+                (v.transpose)(&src, (rows, cols, src_stride), &mut got, dst_stride);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        assert!(got[j * dst_stride + i] == src[i * src_stride + j], "{rows} x {cols}: ({i}, {j})");
+                    }
+                }
+                let written = (0..cols).flat_map(|j| (0..rows).map(move |i| j * dst_stride + i)).collect::<Vec<_>>();
+                assert!(got.iter().enumerate().all(|(k, &x)| written.contains(&k) || x == T::zero()), "nothing else");
             }
         }
         case::<f32>();
