@@ -237,6 +237,20 @@ fn requantize_i64(v: i64, from_frac: i32, to: Format) -> i64 {
 /// `n / d` rounded half to even (`d > 0`): average pooling's division, exact.
 pub fn div_round(n: i128, d: i128) -> i128 {
     debug_assert!(d > 0);
+    // In 64 bits where both fit (a pooled sum and its count always do): a 128-bit
+    // division is a library call, the cost of a global pool's whole plane of additions.
+    const HALF: i128 = 1 << 62;
+    if (-HALF..HALF).contains(&n) && d < HALF {
+        let (n, d) = (n as i64, d as i64);
+        let floor = n.div_euclid(d);
+        let twice_rest = 2 * n.rem_euclid(d);
+        return (floor + ((twice_rest > d) | ((twice_rest == d) & (floor & 1 == 1))) as i64) as i128;
+    }
+    div_round_wide(n, d)
+}
+
+/// [`div_round`] in 128 bits.
+fn div_round_wide(n: i128, d: i128) -> i128 {
     let floor = n.div_euclid(d);
     let twice_rest = 2 * n.rem_euclid(d);
     if twice_rest > d || (twice_rest == d && floor & 1 == 1) {
@@ -781,6 +795,17 @@ mod tests {
         // From frac 4 to frac 0: 40/16 = 2.5 over 1 -> 2.
         assert_eq!(average(40, 1, 4, g), 2);
         assert_eq!(average(1 << 40, 1, 0, g), 32767);
+    }
+
+    #[test]
+    fn the_64_bit_division_rounds_as_the_128_bit_one() {
+        let edge = 1i128 << 62;
+        let numerators = [0, 1, -1, 5, -5, 7, -7, 12, -12, 49 * 3 + 24, edge - 1, -edge, edge, -edge - 1, i128::MAX / 3];
+        for n in numerators.into_iter().chain((0..200).map(|i| (i * 7919 - 700_000) * 131)) {
+            for d in [1, 2, 3, 4, 7, 49, 196, 3136, edge - 1, edge] {
+                assert_eq!(div_round(n, d), div_round_wide(n, d), "{n} / {d}");
+            }
+        }
     }
 
     #[test]

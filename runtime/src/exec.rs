@@ -79,19 +79,25 @@ pub(crate) fn input_values(plan: &Plan, input: &Tensor) -> Vec<f32> {
 }
 
 /// `xs` quantized to `f` and back, as `f.to_f32(f.quantize(x))` computes it, in a form
-/// that vectorizes: in `f64`, scaling by a power of two is exact; the saturating cast
-/// turns NaN into 0 as `quantize` does.
+/// that vectorizes: in `f64`, scaling by a power of two is exact; NaN becomes 0 as in
+/// `quantize`, and `+ 0.0` turns a rounded -0.0 into the integer 0's +0.0 (no conversion to
+/// an integer and back, which does not vectorize). A loop over a buffer rather than
+/// `collect`, whose body is a function of its own, compiled without the wide instructions
+/// (there, rounding was a library call per value).
 fn quantized(f: hass_proto::fixed::Format, xs: &[f32]) -> Vec<f32> {
     let (scale, step) = (f.scale(), hass_proto::fixed::pow2(-f.frac));
     let (min, max) = (f.min() as f64, f.max() as f64);
+    let mut out = vec![0.0f32; xs.len()];
     crate::kernels::with_simd(
         #[inline(always)]
         || {
-            xs.iter()
-                .map(|&x| ((x as f64 * scale).round_ties_even().clamp(min, max) as i64 as f64 * step) as f32)
-                .collect()
+            for (o, &x) in out.iter_mut().zip(xs) {
+                let q = (x as f64 * scale).round_ties_even().clamp(min, max) + 0.0;
+                *o = (if q.is_nan() { 0.0 } else { q } * step) as f32;
+            }
         },
-    )
+    );
+    out
 }
 
 /// For each value, the index of the last layer that reads it (`usize::MAX` for outputs).

@@ -146,16 +146,23 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
         Op::GlobalAveragePool => per_image(out, &|n, o| {
             let to = unit.out();
             let plane = in_len(0) / o.len();
-            for (o, values) in o.iter_mut().zip(image(0, n).chunks_exact(plane)) {
-                // Integers of at most 16 bits (exact in an f32, as their scaled value is): a
-                // plane's sum fits 64 bits, and adds in vectors there.
-                let scale = x.scale() as f32;
-                let sum: i64 = with_simd(
-                    #[inline(always)]
-                    || values.iter().map(|&v| exact_int(v * scale) as i64).sum(),
-                );
-                *o = to.to_f32(average(sum as i128, plane as u32, x.frac, to));
-            }
+            // Integers of at most 16 bits (exact in an f32, as their scaled value is): the
+            // sum of a plane of at most 2^16 of them fits 32-bit lanes (twice as many per
+            // vector as 64-bit ones), a longer plane's 64 bits.
+            let scale = x.scale() as f32;
+            with_simd(
+                #[inline(always)]
+                || {
+                    for (o, values) in o.iter_mut().zip(image(0, n).chunks_exact(plane)) {
+                        let sum: i64 = if plane <= 1 << 16 {
+                            values.iter().map(|&v| exact_int(v * scale)).sum::<i32>() as i64
+                        } else {
+                            values.iter().map(|&v| exact_int(v * scale) as i64).sum()
+                        };
+                        *o = to.to_f32(average(sum as i128, plane as u32, x.frac, to));
+                    }
+                },
+            );
         }),
         Op::Concat => per_image(out, &|n, o| {
             let mut at = 0;
