@@ -22,7 +22,19 @@ use std::borrow::Cow;
 pub fn thresholded(x: &[f32], threshold: Option<f32>) -> Cow<'_, [f32]> {
     match threshold {
         None => Cow::Borrowed(x),
-        Some(t) => Cow::Owned(x.iter().map(|&v| if v <= t { 0.0 } else { v }).collect()),
+        Some(t) => {
+            // A loop over a buffer, compiled wide (`collect`'s body would not be).
+            let mut out = vec![0.0f32; x.len()];
+            with_simd(
+                #[inline(always)]
+                || {
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = if v <= t { 0.0 } else { v };
+                    }
+                },
+            );
+            Cow::Owned(out)
+        }
     }
 }
 

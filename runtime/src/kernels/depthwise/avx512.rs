@@ -20,23 +20,34 @@ pub(super) fn available() -> bool {
 /// The lanes of one element type: what the kernel needs of a 512-bit vector of it.
 trait Lanes: Copy {
     type V: Copy;
+    /// Which lanes an access touches.
+    type Mask: Copy;
     /// Elements per vector.
     const N: usize;
+    /// The first `n` lanes (at most [`Self::N`]).
+    fn mask(n: usize) -> Self::Mask;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(v: Self) -> Self::V;
-    /// The first `n` (at most [`Self::N`]) elements at `p`; the others zero, unread.
-    unsafe fn load(p: *const Self, n: usize) -> Self::V;
+    /// The elements at `p` in the lanes of `m`; the others zero, unread. Always masked:
+    /// a mask costs nothing, where a choice between a whole and a masked access per load
+    /// was a branch in the innermost loop.
+    unsafe fn load(p: *const Self, m: Self::Mask) -> Self::V;
     /// `acc + w * x`, the product rounded first.
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
-    /// The first `n` elements of `v` to `p`.
-    unsafe fn store(p: *mut Self, v: Self::V, n: usize);
-    /// `p[i * stride]` for the first `n` lanes `i`; the others zero, unread.
-    unsafe fn gather(p: *const Self, stride: usize, n: usize) -> Self::V;
+    /// The lanes of `m` of `v` to `p`.
+    unsafe fn store(p: *mut Self, v: Self::V, m: Self::Mask);
+    /// `p[i * stride]` for the lanes `i` of `m`; the others zero, unread.
+    unsafe fn gather(p: *const Self, stride: usize, m: Self::Mask) -> Self::V;
 }
 
 impl Lanes for f32 {
     type V = __m512;
+    type Mask = __mmask16;
     const N: usize = 16;
+    #[inline]
+    fn mask(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn zero() -> __m512 {
@@ -49,8 +60,8 @@ impl Lanes for f32 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn load(p: *const f32, n: usize) -> __m512 {
-        if n == 16 { _mm512_loadu_ps(p) } else { _mm512_maskz_loadu_ps(mask16(n), p) }
+    unsafe fn load(p: *const f32, m: __mmask16) -> __m512 {
+        _mm512_maskz_loadu_ps(m, p)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -59,21 +70,26 @@ impl Lanes for f32 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f32, v: __m512, n: usize) {
-        if n == 16 { _mm512_storeu_ps(p, v) } else { _mm512_mask_storeu_ps(p, mask16(n), v) }
+    unsafe fn store(p: *mut f32, v: __m512, m: __mmask16) {
+        _mm512_mask_storeu_ps(p, m, v)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m512 {
+    unsafe fn gather(p: *const f32, stride: usize, m: __mmask16) -> __m512 {
         let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32));
-        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask16(n), at, p)
+        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, at, p)
     }
 }
 
 impl Lanes for f64 {
     type V = __m512d;
+    type Mask = __mmask8;
     const N: usize = 8;
+    #[inline]
+    fn mask(n: usize) -> __mmask8 {
+        ((1u32 << n) - 1) as __mmask8
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn zero() -> __m512d {
@@ -86,8 +102,8 @@ impl Lanes for f64 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn load(p: *const f64, n: usize) -> __m512d {
-        if n == 8 { _mm512_loadu_pd(p) } else { _mm512_maskz_loadu_pd(mask16(n) as __mmask8, p) }
+    unsafe fn load(p: *const f64, m: __mmask8) -> __m512d {
+        _mm512_maskz_loadu_pd(m, p)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -96,22 +112,16 @@ impl Lanes for f64 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f64, v: __m512d, n: usize) {
-        if n == 8 { _mm512_storeu_pd(p, v) } else { _mm512_mask_storeu_pd(p, mask16(n) as __mmask8, v) }
+    unsafe fn store(p: *mut f64, v: __m512d, m: __mmask8) {
+        _mm512_mask_storeu_pd(p, m, v)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn gather(p: *const f64, stride: usize, n: usize) -> __m512d {
+    unsafe fn gather(p: *const f64, stride: usize, m: __mmask8) -> __m512d {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let at = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(stride as i32));
-        _mm512_mask_i32gather_pd::<8>(_mm512_setzero_pd(), mask16(n) as __mmask8, at, p)
+        _mm512_mask_i32gather_pd::<8>(_mm512_setzero_pd(), m, at, p)
     }
-}
-
-/// The first `n` lanes.
-#[inline(always)]
-fn mask16(n: usize) -> __mmask16 {
-    ((1u32 << n) - 1) as __mmask16
 }
 
 /// `dst` (whole output rows, `ow` columns each) from the padded copy `rows`: output row `y`,
@@ -188,7 +198,7 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
     y: usize,
     x: usize,
 ) {
-    let width = |b: usize| (ow.saturating_sub(x + b * T::N)).min(T::N);
+    let masks: [T::Mask; B] = std::array::from_fn(|b| T::mask(ow.saturating_sub(x + b * T::N).min(T::N)));
     let mut acc = [[T::zero(); B]; R];
     let src = rows.as_ptr();
     for &(offset, tap) in live {
@@ -196,14 +206,14 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
         for (r, sums) in acc.iter_mut().enumerate() {
             let at = src.add((y + r) * row_step + offset + x);
             for (b, sum) in sums.iter_mut().enumerate() {
-                *sum = T::add_product(*sum, w, T::load(at.add(b * T::N), width(b)));
+                *sum = T::add_product(*sum, w, T::load(at.add(b * T::N), masks[b]));
             }
         }
     }
     let out = dst.as_mut_ptr();
     for (r, sums) in acc.iter().enumerate() {
         for (b, &sum) in sums.iter().enumerate() {
-            T::store(out.add((y + r) * ow + x + b * T::N), sum, width(b));
+            T::store(out.add((y + r) * ow + x + b * T::N), sum, masks[b]);
         }
     }
 }
@@ -276,7 +286,7 @@ impl<T: Lanes> Pixels<'_, T> {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn sums<const P: usize>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
-        let n = (self.c - c0).min(T::N);
+        let n = T::mask((self.c - c0).min(T::N));
         let mut acc = [T::zero(); P];
         let (x, w) = (self.window.as_ptr().add(ox * self.step + c0), self.by_tap.as_ptr().add(c0));
         for (t, &offset) in self.offsets.iter().enumerate() {
@@ -325,7 +335,7 @@ fn check_transpose(src: usize, (rows, cols, src_stride): (usize, usize, usize), 
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_in<T: Lanes>(src: &[T], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [T], dst_stride: usize) {
     for i0 in (0..rows).step_by(T::N) {
-        let n = (rows - i0).min(T::N);
+        let n = T::mask((rows - i0).min(T::N));
         let from = src.as_ptr().add(i0 * src_stride);
         for j in 0..cols {
             T::store(dst.as_mut_ptr().add(j * dst_stride + i0), T::gather(from.add(j), src_stride, n), n);
