@@ -119,7 +119,9 @@ fn profile_shows_where_the_time_goes_per_layer_kind() {
     let res = hass_run(&[artifact().to_str().unwrap(), "--bench", "1", "--profile"]);
     assert!(res.status.success());
     let text = String::from_utf8(res.stdout).unwrap();
-    assert!(text.contains("time per layer kind") && text.contains("ms/image"), "{text}");
+    assert!(text.contains("time per layer kind, batch 8") && text.contains("ms/image"), "{text}");
+    let at_one = hass_run(&[artifact().to_str().unwrap(), "--bench", "1", "--profile", "--profile-batch", "1"]);
+    assert!(String::from_utf8(at_one.stdout).unwrap().contains("time per layer kind, batch 1"));
     // One row per kind, the layers of all kinds adding up to the plan's.
     let plan = hass_runtime::load_file(&artifact()).unwrap();
     let rows: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("kind")).skip(1).collect();
@@ -132,6 +134,8 @@ fn profile_shows_where_the_time_goes_per_layer_kind() {
     assert!(rows.iter().any(|l| l.starts_with("conv 3x3")), "{text}");
     // Profiling times the benchmark's runs: it needs --bench.
     assert!(!hass_run(&[artifact().to_str().unwrap(), "--profile"]).status.success());
+    let zero = hass_run(&[artifact().to_str().unwrap(), "--bench", "1", "--profile", "--profile-batch", "0"]);
+    assert!(!zero.status.success());
 }
 
 #[test]

@@ -29,10 +29,14 @@ struct Args {
     /// all runs and in the fastest.
     #[arg(long, value_name = "N")]
     bench: Option<u32>,
-    /// With --bench: then time each layer over the N runs at batch 8 and print where the
-    /// time goes, per kind of layer (ms per image, share).
+    /// With --bench: then time each layer over the N runs at batch 8 (or --profile-batch)
+    /// and print where the time goes, per kind of layer (ms per image, share).
     #[arg(long, requires = "bench")]
     profile: bool,
+    /// The batch --profile runs at: large maps at batch 1 stay in the caches that a batch of
+    /// 8 overflows.
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "profile", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    profile_batch: u32,
     /// Count, on the --input images, the cycles per image each stage of the modelled
     /// accelerator spends (the artifact's folding, zero-skipping where built sparse), and
     /// the pipeline's interval and images/s.
@@ -100,7 +104,7 @@ fn real_main(args: Args) -> Result<()> {
             println!("{}: batch {batch}: {mean:.1} images/s ({runs} runs; best run {best:.1})", plan.model);
         }
         if args.profile {
-            print!("{}", profile(&plan, runs)?);
+            print!("{}", profile(&plan, runs, args.profile_batch as usize)?);
         }
     }
     Ok(())
@@ -145,9 +149,8 @@ fn layer_kind(plan: &Plan, layer: &Layer) -> String {
     }
 }
 
-/// Time each layer over `runs` runs at batch 8 and tabulate the time per layer kind.
-fn profile(plan: &Plan, runs: u32) -> Result<String> {
-    let batch = 8;
+/// Time each layer over `runs` runs at `batch` and tabulate the time per layer kind.
+fn profile(plan: &Plan, runs: u32, batch: usize) -> Result<String> {
     let input = bench_input(plan, batch)?;
     // Per layer, over all runs: each layer's time runs from its call to the next (or to the
     // end of the run).
