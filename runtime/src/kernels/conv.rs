@@ -14,6 +14,10 @@ use rayon::prelude::*;
 
 /// What a convolution accumulates in.
 pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::AddAssign {
+    /// `self * a + b` rounded once (an instruction where the processor has one, which the
+    /// kernels compiled for it use).
+    fn fused_mul_add(self, a: Self, b: Self) -> Self;
+
     /// Multiply group `g` of `conv`'s pruned weights with `b` into `dst` with the
     /// zero-skipping kernel, if the layer has one for this element type.
     fn sparse_group(conv: &Conv, g: usize, b: &[Self], pixels: usize, dst: &mut [Self]) -> bool;
@@ -29,6 +33,11 @@ pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::A
 }
 
 impl Element for f32 {
+    #[inline(always)]
+    fn fused_mul_add(self, a: f32, b: f32) -> f32 {
+        self.mul_add(a, b)
+    }
+
     fn sparse_group(conv: &Conv, g: usize, b: &[f32], pixels: usize, dst: &mut [f32]) -> bool {
         let Some(sparse) = conv.sparse_weight.as_ref().filter(|s| s.product_pays()) else { return false };
         sparse.matmul_rows(g * conv.c_out / conv.groups, b, pixels, dst);
@@ -46,6 +55,11 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
+    #[inline(always)]
+    fn fused_mul_add(self, a: f64, b: f64) -> f64 {
+        self.mul_add(a, b)
+    }
+
     fn sparse_group(_: &Conv, _: usize, _: &[f64], _: usize, _: &mut [f64]) -> bool {
         false
     }

@@ -5,8 +5,7 @@
 //! 14-column map).
 //!
 //! Each output element is summed exactly as the portable loops sum it: from zero, one
-//! product of each tap in turn, every product rounded before it is added (no fused
-//! multiply-add). Several rows, pixels or blocks of 16 (`f64`: 8) lanes are summed at once
+//! product of each tap in turn, each fused with its addition. Several rows, pixels or blocks of 16 (`f64`: 8) lanes are summed at once
 //! so that enough additions are in flight to hide their latency; a last block is masked,
 //! so nothing is read or written beyond a row.
 
@@ -32,7 +31,7 @@ trait Lanes: Copy {
     /// a mask costs nothing, where a choice between a whole and a masked access per load
     /// was a branch in the innermost loop.
     unsafe fn load(p: *const Self, m: Self::Mask) -> Self::V;
-    /// `acc + w * x`, the product rounded first.
+    /// `acc + w * x`, rounded once (a fused multiply-add, as the portable loops').
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// The lanes of `m` of `v` to `p`.
     unsafe fn store(p: *mut Self, v: Self::V, m: Self::Mask);
@@ -66,7 +65,7 @@ impl Lanes for f32 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn add_product(acc: __m512, w: __m512, x: __m512) -> __m512 {
-        _mm512_add_ps(acc, _mm512_mul_ps(w, x))
+        _mm512_fmadd_ps(w, x, acc)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -108,7 +107,7 @@ impl Lanes for f64 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn add_product(acc: __m512d, w: __m512d, x: __m512d) -> __m512d {
-        _mm512_add_pd(acc, _mm512_mul_pd(w, x))
+        _mm512_fmadd_pd(w, x, acc)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]

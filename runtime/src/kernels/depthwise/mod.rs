@@ -13,7 +13,7 @@
 //! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
 //! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
 //! `avx512.rs`). In every case each output element sums its taps in row-major tap order,
-//! starting from zero: the same floats either way.
+//! starting from zero, each product fused with its addition: the same floats either way.
 
 use super::conv::Element;
 use super::{scratch, with_simd};
@@ -62,6 +62,8 @@ fn by_channel<T: Element>(
     out.par_chunks_mut(per_task * oh * ow).enumerate().for_each(|(task, planes)| {
         let mut live = scratch::take::<(usize, T)>();
         let mut rows = scratch::take_len(padded.len(), T::zero());
+        // The padding, which no channel's copy writes.
+        rows.fill(T::zero());
         with_simd(
             #[inline(always)]
             || {
@@ -205,7 +207,7 @@ fn pixel_channels<T: Element, const L: usize>(
             }
             let xs: &[T; L] = window[offset + c0..][..L].try_into().expect("L values");
             for ((a, &w), &x) in acc.iter_mut().zip(ws).zip(xs) {
-                *a += w * x;
+                *a = w.fused_mul_add(x, *a);
             }
         }
         pixel[c0..c0 + L].copy_from_slice(&acc);
@@ -259,12 +261,12 @@ impl Padded {
         dy * self.row_len() + (dx % self.stride[1]) * self.phase_len + dx / self.stride[1]
     }
 
-    /// Copy `plane` into `rows` (every element written: padding zero).
+    /// Copy `plane` into the copy's inside, `rows`. Every plane lands on the same elements,
+    /// so the padding of a buffer zeroed once stays zero from one channel to the next.
     #[inline(always)]
     fn fill<T: Element>(&self, plane: &[T], rows: &mut [T]) {
         let [h, w] = self.hw;
         let (sw, phase_len) = (self.stride[1], self.phase_len);
-        rows.fill(T::zero());
         for (py, dst) in rows.chunks_exact_mut(self.row_len()).take(self.rows).enumerate() {
             let Some(y) = py.checked_sub(self.top).filter(|&y| y < h) else { continue };
             let src = &plane[y * w..][..w];
@@ -370,8 +372,8 @@ fn channel<T: Element, const L: usize>(live: &[(usize, T)], rows: &[T], padded: 
                 let above = &rows[base + offset + x..][..L];
                 let below = &rows[base + row_step + offset + x..][..L];
                 for ((u, l), (&a, &b)) in upper.iter_mut().zip(lower.iter_mut()).zip(above.iter().zip(below)) {
-                    *u += tap * a;
-                    *l += tap * b;
+                    *u = tap.fused_mul_add(a, *u);
+                    *l = tap.fused_mul_add(b, *l);
                 }
             }
             store(&mut top[x..], &upper);
@@ -387,7 +389,7 @@ fn channel<T: Element, const L: usize>(live: &[(usize, T)], rows: &[T], padded: 
         let mut acc = [T::zero(); L];
         for &(offset, tap) in live {
             for (a, &s) in acc.iter_mut().zip(&rows[base + offset + x..][..L]) {
-                *a += tap * s;
+                *a = tap.fused_mul_add(s, *a);
             }
         }
         store(&mut last[x..], &acc);
