@@ -43,18 +43,49 @@ pub fn dense_batch(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) 
 fn dot_rows(dense: &Dense, input: &[f32], batch: usize, out: &mut [f32]) {
     let (inputs, outputs) = (dense.inputs, dense.outputs);
     let mut yt = vec![0.0f32; outputs * batch];
-    yt.par_chunks_mut(batch).zip(dense.weight.par_chunks_exact(inputs)).with_min_len(16).for_each(|(y, w)| {
+    // At batch 1 reading the weights is the cost and one row at a time streams them as
+    // fast (1000 x 1280: 0.10-0.14 ms either way); at batch 8 four rows at once took 0.6x
+    // the time.
+    let four_dots = four_dots().filter(|_| batch > 1);
+    let rows = yt.par_chunks_mut(DOT_ROWS * batch).zip(dense.weight.par_chunks(DOT_ROWS * inputs));
+    rows.with_min_len(4).for_each(|(y, w)| {
         super::with_simd(
             #[inline(always)]
             || {
-                // The row stays in L1 from one image to the next.
-                for (y, image) in y.iter_mut().zip(input.chunks_exact(inputs)) {
-                    *y = dot(w, image);
+                // The rows stay in L1 from one image to the next.
+                for (b, image) in input.chunks_exact(inputs).enumerate() {
+                    if let Some(four_dots) = four_dots.filter(|_| w.len() == DOT_ROWS * inputs) {
+                        for (r, sum) in four_dots(w, image).into_iter().enumerate() {
+                            y[r * batch + b] = sum;
+                        }
+                        continue;
+                    }
+                    for (r, row) in w.chunks_exact(inputs).enumerate() {
+                        y[r * batch + b] = dot(row, image);
+                    }
                 }
             },
         )
     });
     transpose_into(&yt, batch, out);
+}
+
+/// Weight rows whose dot products with an image run together (four chains of additions in
+/// flight where one row's are a single chain).
+const DOT_ROWS: usize = 4;
+
+/// [`dot`] of [`DOT_ROWS`] consecutive rows (of `x.len()` each) with `x`, in explicit
+/// vectors, where the processor has them: the compiler kept the generic form's sums on the
+/// stack, a lane at a time.
+type FourDots = fn(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS];
+
+/// The processor's [`FourDots`], if any.
+fn four_dots() -> Option<FourDots> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return Some(avx512::four_dots);
+    }
+    None
 }
 
 /// `yt` ([outputs, batch]) into `out` ([batch, outputs]).
@@ -79,6 +110,53 @@ fn dot(w: &[f32], x: &[f32]) -> f32 {
     }
     let tail = w[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
     acc.iter().sum::<f32>() + tail
+}
+
+/// The AVX-512 build of [`FourDots`].
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use super::{DOT_LANES, DOT_ROWS};
+    use std::arch::x86_64::*;
+
+    /// Whether this processor has the instructions (detected once, cached by `std`).
+    pub(super) fn available() -> bool {
+        !crate::kernels::avx2_only()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// See [`super::FourDots`]; call only when [`available`].
+    pub(super) fn four_dots(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS] {
+        assert!(available() && w.len() == DOT_ROWS * x.len(), "four rows as long as x");
+        // SAFETY: the features `compiled` enables were detected just above, and it reads
+        // `w` and `x` only within the lengths checked there.
+        unsafe { compiled(w, x) }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn compiled(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS] {
+        let n = x.len();
+        let whole = n / DOT_LANES * DOT_LANES;
+        let (w_at, x_at) = (w.as_ptr(), x.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); DOT_ROWS];
+        for i in (0..whole).step_by(DOT_LANES) {
+            let xs = _mm512_loadu_ps(x_at.add(i));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_loadu_ps(w_at.add(r * n + i)), xs, *acc);
+            }
+        }
+        // The lanes, then the tail, in order, as `dot` adds them.
+        let mut sums = [0.0f32; DOT_ROWS];
+        for (r, (sum, acc)) in sums.iter_mut().zip(acc).enumerate() {
+            let mut lanes = [0.0f32; DOT_LANES];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+            let row = &w[r * n..][..n];
+            let tail = row[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
+            *sum = lanes.iter().sum::<f32>() + tail;
+        }
+        sums
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +210,21 @@ mod tests {
                     assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{inputs} inputs, batch {batch}, {i}: {a} vs {b}");
                 }
             }
+        }
+    }
+
+    /// Four rows at once in explicit vectors give each row's [`dot`] bit for bit: lengths
+    /// around the lanes, with and without a tail. Checks nothing where the processor lacks
+    /// the instructions.
+    #[test]
+    fn four_dots_sum_as_one_dot_each() {
+        let Some(four_dots) = four_dots() else { return };
+        for n in [1, 15, 16, 17, 100, 1280] {
+            let w: Vec<f32> = (0..DOT_ROWS * n).map(|i| ((i * 7919 % 201) as f32 - 100.0) / 7.0).collect();
+            let x: Vec<f32> = (0..n).map(|i| ((i * 104729 % 301) as f32 - 150.0) / 3.0).collect();
+            let want: Vec<u32> = w.chunks_exact(n).map(|row| dot(row, &x).to_bits()).collect();
+            let got: Vec<u32> = four_dots(&w, &x).iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{n} inputs");
         }
     }
 }
