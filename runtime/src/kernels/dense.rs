@@ -119,12 +119,8 @@ mod avx512 {
     use super::{DOT_LANES, DOT_ROWS};
     use std::arch::x86_64::*;
 
-    /// Whether this processor has the instructions (detected once, cached by `std`).
-    pub(super) fn available() -> bool {
-        !crate::kernels::avx2_only()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-    }
+    /// Whether this processor has the instructions (and `HASS_AVX2_ONLY` leaves them in use).
+    pub(super) use crate::kernels::avx512::available;
 
     /// See [`super::FourDots`]; call only when [`available`].
     pub(super) fn four_dots(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS] {

@@ -11,10 +11,8 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this processor has the instructions (detected once, cached by `std`).
-pub(super) fn available() -> bool {
-    !crate::kernels::avx2_only() && std::arch::is_x86_feature_detected!("avx512f")
-}
+/// Whether this processor has the instructions (and `HASS_AVX2_ONLY` leaves them in use).
+pub(super) use crate::kernels::avx512::available;
 
 /// The lanes of one element type: what the kernel needs of a 512-bit vector of it.
 trait Lanes: Copy {

@@ -314,7 +314,7 @@ fn split_pairs<T: Element>(src: &[T], left: usize, (even, odd): (&mut [T], &mut 
     }
 }
 
-/// The depthwise loops in explicit vectors for element type `T` ([`avx512`]; the compiler
+/// The depthwise loops in explicit vectors for element type `T` (`avx512.rs`; the compiler
 /// vectorizes the portable loops poorly): each computes the same floats as the loop it
 /// stands for.
 pub struct Vectors<T> {
