@@ -54,12 +54,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             let hws = (hw(in_shape(0)), hw(out_shape));
             match &taps.f32 {
                 Some(f32_taps) => depthwise_into((conv, ch, x, unit), (f32_taps, taps.fits_f64), &input, hws, o),
-                None => {
-                    let mut wide = scratch::take_len(input.len(), 0.0f64);
-                    wide.iter_mut().zip(input.iter()).for_each(|(d, &v)| *d = v as f64);
-                    depthwise_into((conv, ch, x, unit), (ch.weight(), taps.fits_f64), &wide, hws, o);
-                    scratch::give_back(wide);
-                }
+                None => depthwise_into((conv, ch, x, unit), (ch.weight(), taps.fits_f64), &input, hws, o),
             }
         }),
         Op::Conv(conv) => conv_layer(conv, channels(), unit, x, (inputs[0], in_shape(0)), (out, out_shape)),
@@ -220,16 +215,16 @@ impl DepthwiseTaps {
 /// A depthwise conv of one image into `out`, accumulated exactly in `T` (`taps` in `T`,
 /// with [`DepthwiseTaps::fits_f64`]), each channel's sums then through the activation
 /// unit: straight from the float sums where the unit allows, else as integers.
-fn depthwise_into<T: super::conv::Element + Into<f64>>(
+fn depthwise_into<T: Widened>(
     (conv, ch, x, unit): (&Conv, &FixedChannels, Format, &ActivationUnit),
     (taps, fits_f64): (&[T], bool),
-    input: &[T],
+    input: &[f32],
     (in_hw, out_hw): ([usize; 2], [usize; 2]),
     out: &mut [f32],
 ) {
     let pixels = out_hw[0] * out_hw[1];
     let mut acc = scratch::take_len(conv.c_out * pixels, T::zero());
-    accumulate(conv, taps, input, in_hw, &mut acc, out_hw);
+    T::depthwise(conv, taps, input, (in_hw, out_hw), &mut acc);
     let mut ints = scratch::take();
     with_simd(
         #[inline(always)]
@@ -242,6 +237,24 @@ fn depthwise_into<T: super::conv::Element + Into<f64>>(
     );
     scratch::give_back(ints);
     scratch::give_back(acc);
+}
+
+/// What depthwise convs accumulate in: `f32` where exact, else `f64`, from `f32` inputs.
+trait Widened: super::conv::Element + Into<f64> {
+    /// The depthwise conv of `input` with `taps` into `acc`.
+    fn depthwise(conv: &Conv, taps: &[Self], input: &[f32], hws: ([usize; 2], [usize; 2]), acc: &mut [Self]);
+}
+
+impl Widened for f32 {
+    fn depthwise(conv: &Conv, taps: &[f32], input: &[f32], (in_hw, out_hw): ([usize; 2], [usize; 2]), acc: &mut [f32]) {
+        accumulate(conv, taps, input, in_hw, acc, out_hw);
+    }
+}
+
+impl Widened for f64 {
+    fn depthwise(conv: &Conv, taps: &[f64], input: &[f32], (in_hw, out_hw): ([usize; 2], [usize; 2]), acc: &mut [f64]) {
+        super::depthwise::depthwise_widened(conv, taps, input, in_hw, acc, out_hw);
+    }
 }
 
 /// `sums` (exact reals whose integers lie at `v_frac` fractional bits) plus `bias` through

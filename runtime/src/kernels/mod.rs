@@ -84,7 +84,7 @@ pub(crate) fn activate_into(
 /// `(dst.len() - 1) * stride + 1` values): stride 2 from pairs (`step_by` does not
 /// vectorize), an odd last value on its own.
 #[inline(always)]
-pub(crate) fn each_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize, f: impl Fn(&mut T, T)) {
+pub(crate) fn each_strided<D, T: Copy>(dst: &mut [D], src: &[T], stride: usize, f: impl Fn(&mut D, T)) {
     match stride {
         1 => dst.iter_mut().zip(src).for_each(|(d, &s)| f(d, s)),
         2 => {

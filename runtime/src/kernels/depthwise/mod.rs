@@ -41,11 +41,39 @@ pub fn depthwise<T: Element>(
     }
 }
 
+/// [`depthwise`] summed in `f64` (exact where `f32` is not: the fixed-point path's 16-bit
+/// products) of `f32` input values: the channel-by-channel layout widens each plane as it
+/// copies it (a whole widened copy of a large map first cost as much again as its
+/// multiply-adds), the channels-last one (small maps) widens the image first.
+pub fn depthwise_widened(
+    conv: &Conv,
+    weight: &[f64],
+    input: &[f32],
+    [h, w]: [usize; 2],
+    out: &mut [f64],
+    [oh, ow]: [usize; 2],
+) {
+    if ow <= CHANNELS_LAST_MAX_WIDTH {
+        let mut wide = scratch::take_len(input.len(), 0.0f64);
+        with_simd(
+            #[inline(always)]
+            || {
+                for (d, &v) in wide.iter_mut().zip(input) {
+                    *d = v as f64;
+                }
+            },
+        );
+        channels_last(conv, weight, &wide, [h, w], out, [oh, ow]);
+    } else {
+        by_channel(conv, weight, input, [h, w], out, [oh, ow]);
+    }
+}
+
 /// [`depthwise`] channel by channel, from zero-padded, phase-split copies.
-fn by_channel<T: Element>(
+fn by_channel<T: Element, S: Copy + Into<T> + Sync>(
     conv: &Conv,
     weight: &[T],
-    input: &[T],
+    input: &[S],
     [h, w]: [usize; 2],
     out: &mut [T],
     [oh, ow]: [usize; 2],
@@ -264,7 +292,7 @@ impl Padded {
     /// Copy `plane` into the copy's inside, `rows`. Every plane lands on the same elements,
     /// so the padding of a buffer zeroed once stays zero from one channel to the next.
     #[inline(always)]
-    fn fill<T: Element>(&self, plane: &[T], rows: &mut [T]) {
+    fn fill<T: Element, S: Copy + Into<T>>(&self, plane: &[S], rows: &mut [T]) {
         let [h, w] = self.hw;
         let (sw, phase_len) = (self.stride[1], self.phase_len);
         for (py, dst) in rows.chunks_exact_mut(self.row_len()).take(self.rows).enumerate() {
@@ -272,7 +300,9 @@ impl Padded {
             let src = &plane[y * w..][..w];
             if sw == 1 {
                 let end = (self.left + w).min(phase_len);
-                dst[self.left.min(end)..end].copy_from_slice(&src[..end - self.left.min(end)]);
+                for (d, &v) in dst[self.left.min(end)..end].iter_mut().zip(src) {
+                    *d = v.into();
+                }
                 continue;
             }
             if sw == 2 {
@@ -285,7 +315,7 @@ impl Padded {
                 let (lo, hi) = super::conv::valid_range(phase_len, sw, offset, w);
                 let first = (lo * sw) as isize + offset;
                 if lo < hi {
-                    super::each_strided(&mut phase[lo..hi], &src[first as usize..], sw, |d, v| *d = v);
+                    super::each_strided(&mut phase[lo..hi], &src[first as usize..], sw, |d, v| *d = v.into());
                 }
             }
         }
@@ -296,7 +326,7 @@ impl Padded {
 /// before it; the padding already zero), in one pass: each pair of input values lands in
 /// both phases, one each (a pass per phase read the row twice).
 #[inline(always)]
-fn split_pairs<T: Element>(src: &[T], left: usize, (even, odd): (&mut [T], &mut [T])) {
+fn split_pairs<T: Element, S: Copy + Into<T>>(src: &[S], left: usize, (even, odd): (&mut [T], &mut [T])) {
     // Padded column `x + left` of input column `x`: phase `(x + left) % 2`, at `(x + left) / 2`.
     let (first, second) = if left.is_multiple_of(2) { (even, odd) } else { (odd, even) };
     let (at_first, at_second) = (left / 2, left.div_ceil(2));
@@ -305,12 +335,12 @@ fn split_pairs<T: Element>(src: &[T], left: usize, (even, odd): (&mut [T], &mut 
     let pairs = (src.len() / 2).min(len.saturating_sub(at_first)).min(len.saturating_sub(at_second));
     let (a, b) = (&mut first[at_first..][..pairs], &mut second[at_second..][..pairs]);
     for ((a, b), pair) in a.iter_mut().zip(b.iter_mut()).zip(src.chunks_exact(2)) {
-        *a = pair[0];
-        *b = pair[1];
+        *a = pair[0].into();
+        *b = pair[1].into();
     }
     // An odd last value (or the first past a copy too short for its pair).
     if 2 * pairs < src.len() && at_first + pairs < len {
-        first[at_first + pairs] = src[2 * pairs];
+        first[at_first + pairs] = src[2 * pairs].into();
     }
 }
 
