@@ -6,7 +6,7 @@
 //! convs run `super::igemm`) `f32` or `f64` for depthwise convs, wherever it is exact (see
 //! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
-use super::sgemm::{self, PackedWeights};
+use super::sgemm::{self, narrow, PackedWeights};
 use super::unfold::{Matrix, Windows};
 use crate::plan::Conv;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
@@ -213,14 +213,30 @@ fn packed_group(
 ) {
     let (in_per_group, out_per_group) = (conv.c_in / conv.groups, conv.c_out / conv.groups);
     let k = in_per_group * conv.kernel[0] * conv.kernel[1];
-    let packed: &Vec<PackedWeights> = conv.derived.get_or(|| {
-        conv.weight.chunks_exact(out_per_group * k).map(|group| PackedWeights::new(group, out_per_group, k)).collect()
-    });
+    let packings: &Packings = conv.derived.get_or(Packings::default);
+    let groups = || conv.weight.chunks_exact(out_per_group * k);
     let finish = |row: usize, sums: &[f32], out: &mut [f32]| {
         let bias = conv.bias[g * out_per_group + row];
         super::activate_into(out, sums, |v| v + bias, conv.activation);
     };
+    // Few columns (a 7x7 map at batch 1) over a long `k`: the GEMM turned around.
+    let columns = out.len() / out_per_group.max(1);
+    let narrow = columns <= narrow::NARROW_MAX_COLUMNS && k >= NARROW_MIN_K && narrow::available();
     let pixels = in_hw[0] * in_hw[1];
+    if narrow {
+        let packed = packings.columns.get_or_init(|| {
+            groups().map(|group| narrow::PackedColumns::new(group, out_per_group, k)).collect()
+        });
+        if unfolds(conv) || input.len() > image_len {
+            let windows = Windows::new(conv, (input, image_len), (g * in_per_group, in_per_group), in_hw, out_hw);
+            narrow::gemm_narrow(&packed[g], &windows, out, parallel, finish);
+        } else {
+            let group_in = &input[g * in_per_group * pixels..][..in_per_group * pixels];
+            narrow::gemm_narrow(&packed[g], &Matrix { values: group_in, n: pixels }, out, parallel, finish);
+        }
+        return;
+    }
+    let packed = packings.rows.get_or_init(|| groups().map(|group| PackedWeights::new(group, out_per_group, k)).collect());
     if unfolds(conv) || input.len() > image_len {
         let windows = Windows::new(conv, (input, image_len), (g * in_per_group, in_per_group), in_hw, out_hw);
         sgemm::gemm_with(&packed[g], &windows, out, parallel, finish);
@@ -228,6 +244,18 @@ fn packed_group(
         let group_in = &input[g * in_per_group * pixels..][..in_per_group * pixels];
         sgemm::gemm_with(&packed[g], &Matrix { values: group_in, n: pixels }, out, parallel, finish);
     }
+}
+
+/// Shortest `k` the turned-around GEMM takes: below a chunk of it, the usual one was as
+/// fast or faster (960 x 160 x 49: 0.93x).
+const NARROW_MIN_K: usize = 256;
+
+/// What a conv's packed GEMMs derive from its weights, per group (kept in the plan): the
+/// usual packing, and the turned-around one for few columns, each made when first needed.
+#[derive(Default)]
+struct Packings {
+    rows: std::sync::OnceLock<Vec<PackedWeights>>,
+    columns: std::sync::OnceLock<Vec<narrow::PackedColumns>>,
 }
 
 /// `out` = the convolution of `input` with `weight` (`conv`'s geometry), without bias.

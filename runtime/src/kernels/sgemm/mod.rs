@@ -17,6 +17,8 @@
 use super::unfold::{pack_block, Columns};
 use rayon::prelude::*;
 
+pub mod narrow;
+
 /// Rows of `A` per micro-tile.
 pub const MR: usize = 12;
 /// Columns of `B` per micro-tile (two 16-lane registers).
@@ -188,7 +190,7 @@ fn micro_tile(a: &[f32], b: &[f32], k: usize, fresh: bool, tile: &mut [f32], ld:
     }
     for row0 in (0..MR).step_by(4) {
         for col0 in (0..NR).step_by(8) {
-            sub_tile::<4, 8>(a, b, k, fresh, [row0, col0], tile, ld);
+            sub_tile::<4, 8, MR>(a, b, k, fresh, [row0, col0], tile, ld);
         }
     }
 }
@@ -197,7 +199,7 @@ fn micro_tile(a: &[f32], b: &[f32], k: usize, fresh: bool, tile: &mut [f32], ld:
 /// array of constant size that the compiler holds in registers (compiled for the
 /// caller's instruction set: inline it into a function that enables one).
 #[inline(always)]
-fn sub_tile<const ROWS: usize, const COLS: usize>(
+fn sub_tile<const ROWS: usize, const COLS: usize, const A_STRIDE: usize>(
     a: &[f32],
     b: &[f32],
     k: usize,
@@ -207,7 +209,7 @@ fn sub_tile<const ROWS: usize, const COLS: usize>(
     ld: usize,
 ) {
     let mut acc = [[0.0f32; COLS]; ROWS];
-    for (aj, bj) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
+    for (aj, bj) in a.chunks_exact(A_STRIDE).zip(b.chunks_exact(NR)).take(k) {
         let ws: &[f32; ROWS] = aj[row0..][..ROWS].try_into().expect("ROWS weights");
         let xs: &[f32; COLS] = bj[col0..][..COLS].try_into().expect("COLS inputs");
         for (acc, &w) in acc.iter_mut().zip(ws) {
@@ -298,7 +300,42 @@ mod avx512 {
 
     #[target_feature(enable = "avx2,fma,avx512f")]
     fn compiled(a: &[f32], b: &[f32], k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
-        sub_tile::<MR, NR>(a, b, k, fresh, [0, 0], tile, ld)
+        sub_tile::<MR, NR, MR>(a, b, k, fresh, [0, 0], tile, ld)
+    }
+
+    /// See [`super::narrow`]'s micro-tile: 8 pixels (`row0` on, in panels of `NR`) by `NR`
+    /// channels, in intrinsics (the generic tile, at this stride, compiled to gathers);
+    /// call only when [`available`].
+    pub(super) fn narrow_tile(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, row0: usize, tile: &mut [f32]) {
+        assert!(available());
+        assert!(row0 + 8 <= NR && pixels.len() >= k * NR && weights.len() >= k * NR && tile.len() >= (row0 + 8) * NR);
+        // SAFETY: the features `narrow_compiled` enables were detected just above, and the
+        // lengths checked there bound every access it makes.
+        unsafe { narrow_compiled(pixels, weights, k, fresh, row0, tile) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn narrow_compiled(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, row0: usize, tile: &mut [f32]) {
+        use std::arch::x86_64::*;
+        const ROWS: usize = 8;
+        let (x, w) = (pixels.as_ptr().add(row0), weights.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        for j in 0..k {
+            let (w0, w1) = (_mm512_loadu_ps(w.add(j * NR)), _mm512_loadu_ps(w.add(j * NR + 16)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // The pixel times the weight plus the sum: the product `sub_tile` fuses.
+                let p = _mm512_set1_ps(*x.add(j * NR + r));
+                acc[0] = _mm512_fmadd_ps(p, w0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(p, w1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (h, &sum) in acc.iter().enumerate() {
+                let dst = tile.as_mut_ptr().add((row0 + r) * NR + 16 * h);
+                let sum = if fresh { sum } else { _mm512_add_ps(_mm512_loadu_ps(dst), sum) };
+                _mm512_storeu_ps(dst, sum);
+            }
+        }
     }
 }
 
@@ -384,7 +421,7 @@ mod tests {
         let mut portable = [0.0f32; MR * NR];
         for row0 in (0..MR).step_by(4) {
             for col0 in (0..NR).step_by(8) {
-                sub_tile::<4, 8>(&a, &b, k, true, [row0, col0], &mut portable, NR);
+                sub_tile::<4, 8, MR>(&a, &b, k, true, [row0, col0], &mut portable, NR);
             }
         }
         let mut dispatched = [0.0f32; MR * NR];
