@@ -55,8 +55,8 @@ pub fn available() -> bool {
 }
 
 /// `A · B` as [`super::gemm_with`] computes it, for `B` at most [`NARROW_MAX_COLUMNS`]
-/// wide: `finish(row, sums, out)` for each row of `C`. Output channels' panels spread over
-/// rayon's threads with `parallel`.
+/// wide and `k` at least 1: `finish(row, sums, out)` for each row of `C`. Output channels'
+/// panels spread over rayon's threads with `parallel`.
 pub fn gemm_narrow<T: Send>(
     a: &PackedColumns,
     b: &impl Columns<f32>,
@@ -65,8 +65,8 @@ pub fn gemm_narrow<T: Send>(
     finish: impl Fn(usize, &[f32], &mut [T]) + Sync,
 ) {
     let [k, n] = b.shape();
-    assert!(n <= NARROW_MAX_COLUMNS && k == a.k && c.len() == a.rows * n && available());
-    let (m, kc) = (a.rows, KC.min(k.max(1)));
+    assert!(n <= NARROW_MAX_COLUMNS && k >= 1 && k == a.k && c.len() == a.rows * n && available());
+    let (m, kc) = (a.rows, KC.min(k));
     let pixel_panels = n.div_ceil(NR).max(1);
     let groups = n.div_ceil(ROWS);
     // Per panel of output channels, the turned-around tile's sums: [pixel][NR channels].
