@@ -7,7 +7,7 @@
 //! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
 use super::sgemm::{self, narrow, PackedWeights};
-use super::unfold::{Matrix, Windows};
+use super::unfold::{Columns, Matrix, Windows};
 use crate::plan::Conv;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -123,7 +123,6 @@ pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
                 packed_group(conv, g, (input, in_len), in_hw, &mut sums, out_hw, parallel);
                 put_group_in_images(&sums, g, out_per_group, pixels, out);
             }
-            super::scratch::give_back(sums);
         });
         return;
     }
@@ -222,27 +221,38 @@ fn packed_group(
     // Few columns (a 7x7 map at batch 1) over a long `k`: the GEMM turned around.
     let columns = out.len() / out_per_group.max(1);
     let narrow = columns <= narrow::NARROW_MAX_COLUMNS && k >= NARROW_MIN_K && narrow::available();
-    let pixels = in_hw[0] * in_hw[1];
-    if narrow {
+    let gemm = if narrow {
         let packed = packings.columns.get_or_init(|| {
             groups().map(|group| narrow::PackedColumns::new(group, out_per_group, k)).collect()
         });
-        if unfolds(conv) || input.len() > image_len {
-            let windows = Windows::new(conv, (input, image_len), (g * in_per_group, in_per_group), in_hw, out_hw);
-            narrow::gemm_narrow(&packed[g], &windows, out, parallel, finish);
-        } else {
-            let group_in = &input[g * in_per_group * pixels..][..in_per_group * pixels];
-            narrow::gemm_narrow(&packed[g], &Matrix { values: group_in, n: pixels }, out, parallel, finish);
-        }
-        return;
-    }
-    let packed = packings.rows.get_or_init(|| groups().map(|group| PackedWeights::new(group, out_per_group, k)).collect());
+        GroupGemm::Narrow(&packed[g])
+    } else {
+        let packed = packings.rows.get_or_init(|| groups().map(|group| PackedWeights::new(group, out_per_group, k)).collect());
+        GroupGemm::Rows(&packed[g])
+    };
+    let pixels = in_hw[0] * in_hw[1];
     if unfolds(conv) || input.len() > image_len {
         let windows = Windows::new(conv, (input, image_len), (g * in_per_group, in_per_group), in_hw, out_hw);
-        sgemm::gemm_with(&packed[g], &windows, out, parallel, finish);
+        gemm.run(&windows, out, parallel, finish);
     } else {
         let group_in = &input[g * in_per_group * pixels..][..in_per_group * pixels];
-        sgemm::gemm_with(&packed[g], &Matrix { values: group_in, n: pixels }, out, parallel, finish);
+        gemm.run(&Matrix { values: group_in, n: pixels }, out, parallel, finish);
+    }
+}
+
+/// A conv group's packed weights, for the usual GEMM or the turned-around one.
+enum GroupGemm<'a> {
+    Rows(&'a PackedWeights),
+    Narrow(&'a narrow::PackedColumns),
+}
+
+impl GroupGemm<'_> {
+    /// The group's weights times `b` into `out`, each row finished by `finish`.
+    fn run(&self, b: &impl Columns<f32>, out: &mut [f32], parallel: bool, finish: impl Fn(usize, &[f32], &mut [f32]) + Sync) {
+        match self {
+            GroupGemm::Rows(a) => sgemm::gemm_with(a, b, out, parallel, finish),
+            GroupGemm::Narrow(a) => narrow::gemm_narrow(a, b, out, parallel, finish),
+        }
     }
 }
 

@@ -63,19 +63,19 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
             // image, each output row finished as a conv's.
             let ch = channels();
             let (k, m) = (dense.inputs, dense.outputs);
-            let weights: &DenseWeights = ch.derived(|| {
-                let ints = integer_weights(ch, k);
-                DenseWeights { packed: PackedA::new(&ints, m, k, x.bits), rows: ints.iter().map(|&w| w as i16).collect() }
-            });
+            let weights: &DenseWeights = ch.derived(DenseWeights::default);
             let mut ints = scratch::take_len(batch * k, 0i16);
             input_ints(inputs[0], &mut ints, x, dense.input_threshold);
             let mut rows = scratch::take_len(m * batch, 0.0f32);
             if batch <= DOT_MAX_BATCH {
-                dot_rows(&weights.rows, &ints, batch, &mut rows, |row, sums, out| finish_channel(unit, ch, x, row, sums, out));
+                // Weights of at most 16 bits, as the loader checks.
+                let w = weights.rows.get_or_init(|| integer_weights(ch, k).iter().map(|&w| w as i16).collect());
+                dot_rows(w, &ints, batch, &mut rows, |row, sums, out| finish_channel(unit, ch, x, row, sums, out));
             } else {
+                let packed = weights.packed.get_or_init(|| PackedA::new(&integer_weights(ch, k), m, k, x.bits));
                 let mut columns = scratch::take_len(batch * k, 0i16);
                 transpose_into(&ints, k, &mut columns);
-                gemm_with(&weights.packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
+                gemm_with(packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
                     finish_channel(unit, ch, x, row, sums, out)
                 });
             }
@@ -118,7 +118,6 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                         },
                     );
                     scratch::give_back(ints);
-                    scratch::give_back(products);
                 }
             }
         }),
@@ -193,10 +192,12 @@ fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
 const DOT_MAX_BATCH: usize = 8;
 
 /// What a fully connected layer's kernel derives from its weights (kept in the plan): the
-/// GEMM's packing, and the integer rows the dot products of small batches read.
+/// GEMM's packing, and the integer rows the dot products of small batches read, each made
+/// when first needed.
+#[derive(Default)]
 struct DenseWeights {
-    packed: PackedA,
-    rows: Vec<i16>,
+    packed: std::sync::OnceLock<PackedA>,
+    rows: std::sync::OnceLock<Vec<i16>>,
 }
 
 /// `weights` (rows of `images`' length) times each of `batch` images, as exact integer dot
@@ -273,7 +274,6 @@ fn depthwise_into<T: Widened>(
         },
     );
     scratch::give_back(ints);
-    scratch::give_back(acc);
 }
 
 /// What depthwise convs accumulate in: `f32` where exact, else `f64`, from `f32` inputs.
@@ -352,8 +352,6 @@ fn conv_layer(
                 conv_gemm(a, &windows, &mut sums, parallel, (unit, ch, x, g * out_per_group));
                 put_group_in_images(&sums, g, out_per_group, pixels, out);
             }
-            scratch::give_back(sums);
-            scratch::give_back(ints);
         });
         return;
     }
@@ -374,7 +372,6 @@ fn conv_layer(
                 conv_gemm(a, &Matrix { values: group_in, n: pixels }, o, parallel, (unit, ch, x, first));
             }
         }
-        scratch::give_back(ints);
     });
 }
 

@@ -59,7 +59,6 @@ pub fn max_pool_image(
                 }
             },
         );
-        super::scratch::give_back(rows);
     });
 }
 

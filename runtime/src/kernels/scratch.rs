@@ -41,7 +41,7 @@ pub fn take<T: 'static>() -> Vec<T> {
 /// `len` elements with whatever a buffer of its type given back on this thread held (the
 /// shortest that is long enough, else the longest; `fill` beyond it): for a caller that
 /// writes every element before reading it, which saves zeroing buffers that are about to be
-/// overwritten. Dropped (or [`give_back`]), it goes back to this thread's slot at the full
+/// overwritten. Dropped, it goes back to this thread's slot at the full
 /// length its buffer has had, so that a longer take later need not write the elements a
 /// shorter one left out (a `Vec` truncated to each take's length was filled again on the
 /// next longer one: 3-10 % of a 16-bit mobilenet's time).
@@ -81,34 +81,13 @@ impl<T> std::ops::DerefMut for Scratch<T> {
 
 impl<T: 'static> Drop for Scratch<T> {
     fn drop(&mut self) {
-        keep(std::mem::take(&mut self.buffer));
+        give_back(std::mem::take(&mut self.buffer));
     }
 }
 
-/// What [`give_back`] takes: a `Vec` from [`take`], or a [`Scratch`] (which goes back when
-/// dropped anyway).
-pub trait Kept {
-    /// Keep the memory for a later take on this thread.
-    fn keep(self);
-}
-
-impl<T: 'static> Kept for Vec<T> {
-    fn keep(self) {
-        keep(self)
-    }
-}
-
-impl<T: 'static> Kept for Scratch<T> {
-    fn keep(self) {}
-}
-
-/// Keep `v`'s memory for a later [`take`] or [`take_len`] of its type on this thread.
-pub fn give_back(v: impl Kept) {
-    v.keep()
-}
-
-/// Keep `v` in this thread's slot for its type, if the slot has room.
-fn keep<T: 'static>(v: Vec<T>) {
+/// Keep `v`'s memory for a later [`take`] or [`take_len`] of its type on this thread (a
+/// [`Scratch`] goes back when dropped).
+pub fn give_back<T: 'static>(v: Vec<T>) {
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
         if slots.iter().filter(|b| b.is::<Vec<T>>()).count() < KEPT_PER_TYPE {
@@ -146,10 +125,10 @@ mod tests {
         drop(long);
         let longer = super::take_len(80, 7u8);
         assert_eq!(*longer, [1; 80]);
-        super::give_back(longer);
+        drop(longer);
         // Longer than any: the longest, extended with the fill.
         let longest = super::take_len(120, 7u8);
         assert_eq!((longest[99], longest[100], longest.len()), (1, 7, 120));
-        super::give_back(short);
+        drop(short);
     }
 }

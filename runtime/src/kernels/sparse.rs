@@ -125,7 +125,6 @@ impl SparseRows {
                 }
             }
         });
-        scratch::give_back(tiles);
     }
 }
 
@@ -224,7 +223,6 @@ fn multiply_in<const FUSED: bool>(product: Product, tile: &mut [f32]) {
             }
         }
     }
-    scratch::give_back(packed);
     scratch::give_back(next);
 }
 

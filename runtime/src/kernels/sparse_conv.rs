@@ -217,8 +217,6 @@ fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, ima
             }
         }
     });
-    scratch::give_back(tiles);
-    scratch::give_back(padded);
 }
 
 /// One task: output rows from `first` on, over the block of outputs from `start` on,

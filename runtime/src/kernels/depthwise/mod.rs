@@ -117,7 +117,6 @@ fn by_channel<T: Element, S: Copy + Into<T> + Sync>(
                 }
             },
         );
-        scratch::give_back(rows);
         scratch::give_back(live);
     });
 }
@@ -209,9 +208,6 @@ fn channels_last<T: Element>(
             }
         });
     }
-    scratch::give_back(sums);
-    scratch::give_back(by_tap);
-    scratch::give_back(padded);
 }
 
 /// Channels `range` (a multiple of `L` long) of one output pixel into `pixel`, in blocks of

@@ -213,7 +213,6 @@ fn pack_words<const PER: usize>(
             }
         }
     }
-    crate::kernels::scratch::give_back(rows);
 }
 
 /// `C = A · B` into `c` (`A`'s rows x `n`, row-major), `b` being `k` x `n` row-major.
@@ -298,8 +297,6 @@ pub fn gemm_with<T: Send>(
             });
         }
     }
-    crate::kernels::scratch::give_back(sums);
-    crate::kernels::scratch::give_back(packed);
 }
 #[cfg(test)]
 mod tests {

@@ -43,23 +43,30 @@ pub struct PackedWeights {
 impl PackedWeights {
     /// Pack `a`, `m` rows of `k` values.
     pub fn new(a: &[f32], m: usize, k: usize) -> PackedWeights {
-        debug_assert_eq!(a.len(), m * k);
-        let stride = k * MR;
-        let mut panels = vec![0.0; m.div_ceil(MR) * stride];
-        for (p, panel) in panels.chunks_exact_mut(stride.max(1)).enumerate() {
-            for r in 0..MR.min(m - p * MR) {
-                for (j, &v) in a[(p * MR + r) * k..][..k].iter().enumerate() {
-                    panel[j * MR + r] = v;
-                }
-            }
-        }
-        PackedWeights { rows: m, k, panels }
+        PackedWeights { rows: m, k, panels: row_panels(a, m, k, MR) }
     }
 
     /// Rows of `A`.
     pub fn rows(&self) -> usize {
         self.rows
     }
+}
+
+/// `a` (`m` rows of `k` values) in panels of `width` rows: per panel, per k, the panel's
+/// `width` values (zeros past the last row). [`PackedWeights`] packs in panels of [`MR`],
+/// the narrow GEMM's `A` in panels of [`NR`].
+fn row_panels(a: &[f32], m: usize, k: usize, width: usize) -> Vec<f32> {
+    debug_assert_eq!(a.len(), m * k);
+    let stride = k * width;
+    let mut panels = vec![0.0; m.div_ceil(width) * stride];
+    for (p, panel) in panels.chunks_exact_mut(stride.max(1)).enumerate() {
+        for r in 0..width.min(m - p * width) {
+            for (j, &v) in a[(p * width + r) * k..][..k].iter().enumerate() {
+                panel[j * width + r] = v;
+            }
+        }
+    }
+    panels
 }
 
 /// Rows `first..first + len` of the column panels from `panel0` on (as many as `out`
@@ -83,7 +90,6 @@ fn pack_b(b: &impl Columns<f32>, panel0: usize, first: usize, len: usize, out: &
             *dst = *<&[f32; NR]>::try_from(src).expect("NR values");
         }
     }
-    super::scratch::give_back(row);
 }
 
 /// `A · B` handed over in pieces: `finish(row, sums, out)` for each run of a row's sums,
@@ -166,8 +172,6 @@ pub fn gemm_with<T: Send>(
             });
         }
     }
-    super::scratch::give_back(sums);
-    super::scratch::give_back(packed_buffer);
 }
 
 /// One micro-tile over a chunk of `k`: row `r` of the tile, `tile[r * ld..][..NR]`, = (or,

@@ -6,7 +6,7 @@
 //! Every sum is the one [`super::gemm_with`] forms: from zero in `k` order per chunk of
 //! [`KC`], fused multiply-adds of the same two factors, the chunks added in order.
 
-use super::{pack_b, KC, NR};
+use super::{pack_b, row_panels, KC, NR};
 use crate::kernels::unfold::Columns;
 use rayon::prelude::*;
 
@@ -28,17 +28,7 @@ pub struct PackedColumns {
 impl PackedColumns {
     /// Pack `a`, `m` rows of `k` values.
     pub fn new(a: &[f32], m: usize, k: usize) -> PackedColumns {
-        debug_assert_eq!(a.len(), m * k);
-        let stride = k * NR;
-        let mut panels = vec![0.0; m.div_ceil(NR) * stride];
-        for (p, panel) in panels.chunks_exact_mut(stride.max(1)).enumerate() {
-            for r in 0..NR.min(m - p * NR) {
-                for (j, &v) in a[(p * NR + r) * k..][..k].iter().enumerate() {
-                    panel[j * NR + r] = v;
-                }
-            }
-        }
-        PackedColumns { rows: m, k, panels }
+        PackedColumns { rows: m, k, panels: row_panels(a, m, k, NR) }
     }
 }
 
