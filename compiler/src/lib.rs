@@ -153,7 +153,8 @@ pub fn compile_searched(
     // The widths it chose (the ones it started from when it narrowed none).
     let design = design::DesignOptions { precision: result.config.widths(), ..options.design.clone() };
     let options = CompileOptions { pruning: result.config.clone(), design, ..options.clone() };
-    let compiled = compile_graph_reusing(graph, board, &options, std::mem::take(&mut result.grams))?;
+    let reused = Reused { grams: std::mem::take(&mut result.grams), ranges };
+    let compiled = compile_graph_reusing(graph, board, &options, reused)?;
     // The report's figure: statistics on every calibration image, not the search's sample.
     result.summary.chosen.throughput_fps = compiled.design.throughput_fps();
     if let Some(p) = result.points.iter_mut().find(|p| p.chosen) {
@@ -164,16 +165,27 @@ pub fn compile_searched(
 
 /// Compile a graph fresh from [`load_model`].
 pub fn compile_graph(graph: ir::Graph, board: &board::Board, options: &CompileOptions) -> Result<Compiled> {
-    compile_graph_reusing(graph, board, options, Default::default())
+    compile_graph_reusing(graph, board, options, Reused::default())
 }
 
-/// [`compile_graph`], re-fitting pruned layers from `grams` where it has them (computed on
-/// the same dense graph and images, as a search does).
+/// What a search has worked out that the compile of its choice reads again.
+#[derive(Default)]
+struct Reused {
+    /// Gram matrices of the dense graph on the calibration images, by layer.
+    grams: std::collections::BTreeMap<String, sparsity::reconstruct::Gram>,
+    /// The dense model's activation ranges on them, which the formats come from (else
+    /// measured again).
+    ranges: Option<quantize::MeasuredRanges>,
+}
+
+/// [`compile_graph`], re-fitting pruned layers from the Gram matrices `reused` has where
+/// it has them (computed on the same dense graph and images, as a search does), and taking
+/// its ranges where it has them.
 fn compile_graph_reusing(
     mut graph: ir::Graph,
     board: &board::Board,
     options: &CompileOptions,
-    grams: std::collections::BTreeMap<String, sparsity::reconstruct::Gram>,
+    reused: Reused,
 ) -> Result<Compiled> {
     if graph.layers().is_empty() {
         return Err(CompileError::InvalidModel {
@@ -182,7 +194,16 @@ fn compile_graph_reusing(
         });
     }
     let mut design_options = options.design.clone();
+    let fixed = options.datapath == quantize::Datapath::Fixed;
+    // The formats come from the ranges of the model as given, before pruning, thresholds
+    // and re-fits: the ones a search evaluates its candidates at, so that the artifact of
+    // the knobs it reports computes what it measured.
+    let mut dense_ranges = reused.ranges;
     if options.pruning.any() {
+        if fixed && dense_ranges.is_none() {
+            design_options.precision.check(&graph)?;
+            dense_ranges = Some(quantize::measure_ranges(&graph, board, options.calibration.as_deref())?);
+        }
         let _span = tracing::info_span!("prune").entered();
         let dense = options.pruning.refits().then(|| graph.clone());
         sparsity::prune::apply(&mut graph, &options.pruning)?;
@@ -192,12 +213,12 @@ fn compile_graph_reusing(
                     "reconstruct = true re-fits pruned weights on calibration images: give --calib X.npy".into(),
                 )
             })?;
-            let widths = (options.datapath == quantize::Datapath::Fixed).then_some(&design_options.precision);
-            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images, widths, grams)?;
+            let widths = fixed.then_some(&design_options.precision);
+            sparsity::reconstruct::apply(&mut graph, &dense, &options.pruning, board, images, widths, reused.grams)?;
         }
     }
-    // The ranges are measured on the float model (on the calibration images when given),
-    // the formats chosen from them.
+    // The float model as compiled (on the calibration images when given): what the
+    // datapath's agreement is measured against, and, unpruned, the formats' ranges.
     let ranges = match options.datapath {
         quantize::Datapath::Fixed => {
             design_options.precision.check(&graph)?;
@@ -205,7 +226,8 @@ fn compile_graph_reusing(
         }
         quantize::Datapath::Float => None,
     };
-    let quantization = ranges.as_ref().map(|r| quantize::formats(&graph, &design_options.precision, r));
+    let chosen_from = dense_ranges.as_ref().or(ranges.as_ref());
+    let quantization = chosen_from.map(|r| quantize::formats(&graph, &design_options.precision, r));
     // The pruned model's first output on the calibration images, as it runs on the datapath.
     let mut output = None;
     if let Some(images) = &options.calibration {

@@ -65,6 +65,17 @@ fn the_chosen_design_is_within_budget_faster_and_reproducible_from_its_knobs() {
     let board = Board::resolve("zcu102").unwrap();
     let again = hassc::compile(&model("fmnist_cnn_op13"), &board, &options).unwrap();
     assert_eq!(again.artifact, compiled.artifact);
+    // And that artifact computes what the search measured: its top-1 on the calibration
+    // images is the chosen design's.
+    let (calib, labels) = calibration(200);
+    let plan = hass_runtime::load_bytes(&compiled.artifact).unwrap();
+    let out = hass_runtime::run(&plan, &calib).unwrap().remove(0);
+    let classes = out.data().len() / 200;
+    let right = out.data().chunks(classes).zip(&labels).filter(|(row, &y)| {
+        let top = row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
+        top as i64 == y
+    });
+    assert_eq!(100.0 * right.count() as f64 / 200.0, s.chosen.top1, "{:?}", s.chosen);
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod common;
 
 use common::{test_images as images, testdata};
 use hassc::board::Board;
+use hassc::hw::Precision;
 use hassc::report::{report, DesignReport};
 use hassc::sparsity::{LayerKnobs, SparsityConfig};
 use hassc::CompileOptions;
@@ -160,5 +161,29 @@ fn zero_skipping_kernels_compute_what_the_dense_ones_do() {
         for (p, q) in a.data().iter().zip(b.data()) {
             assert!((p - q).abs() <= 1e-5 * scale, "{model}: {p} vs {q}");
         }
+    }
+}
+
+#[test]
+fn a_pruned_model_takes_its_formats_from_the_model_before_pruning() {
+    // What a search evaluates (formats from the dense model's ranges) is what the artifact
+    // of its knobs computes, however much pruning and thresholds move the ranges.
+    let calib = images(100);
+    let mut pruning = knobs(0.6, Some(0.3));
+    pruning.global.reconstruct = Some(true);
+    let design = hassc::design::DesignOptions {
+        precision: hassc::design::Widths::uniform(Precision { weight_bits: 8, activation_bits: 6 }),
+        ..Default::default()
+    };
+    let options = CompileOptions { pruning, calibration: Some(calib.clone()), design, ..Default::default() };
+    let (_, c) = compile("fmnist_resnet_op13", options.clone());
+    let board = Board::resolve("zcu102").unwrap();
+    let dense = hassc::load_model(&common::model("fmnist_resnet_op13")).unwrap();
+    let ranges = hassc::quantize::measure_ranges(&dense, &board, Some(&calib)).unwrap();
+    let expected = hassc::quantize::formats(&dense, &options.design.precision, &ranges);
+    let q = c.quantization.unwrap();
+    assert_eq!(q.input, expected.input);
+    for (id, formats) in &expected.layers {
+        assert_eq!(q.layers[id], *formats, "{}", dense.node(*id).name);
     }
 }

@@ -253,7 +253,7 @@ fn progress_bar(shown: bool) -> indicatif::ProgressBar {
 /// [`SparsityConfig::widths`] gives the accepted widths back.
 fn config_of(eval: &Evaluator, knobs: &[LayerKnobs]) -> SparsityConfig {
     let refit = |t: usize, k: &LayerKnobs| LayerKnobs {
-        reconstruct: (eval.refits_target(t) && k.prunes()).then_some(true),
+        reconstruct: (eval.refits_target(t) && k.any()).then_some(true),
         weight_bits: None,
         ..*k
     };
@@ -293,15 +293,17 @@ fn layer_choices(eval: &Evaluator, ctx: &Context, chosen: &Candidate) -> Vec<Lay
             let (weight_zeros, input_zeros) = eval.sparsity_of_target(t);
             let share = shares[target.stage];
             let mut reason = format!("{:.0} % of II", 100.0 * share);
-            let reconstructed = eval.refits_target(t) && k.prunes();
+            let reconstructed = eval.refits_target(t) && k.any();
             if k.prunes() {
                 reason += &format!("; weights pruned to {:.0} % zeros", 100.0 * weight_zeros);
             }
-            if reconstructed {
-                reason += ", kept weights and bias re-fitted to the dense outputs";
-            }
             if k.activation_threshold.is_some() {
                 reason += &format!("; inputs thresholded to {:.0} % zeros", 100.0 * input_zeros);
+            }
+            if reconstructed {
+                let what = if k.prunes() { "kept weights" } else { "weights" };
+                let from = if k.activation_threshold.is_some() { " from the thresholded inputs" } else { "" };
+                reason += &format!("; {what} and bias re-fitted to the dense outputs{from}");
             }
             let operands = eval.widths().of_stage(eval.graph(), eval.node_of(t));
             if k.weight_bits.is_some() {

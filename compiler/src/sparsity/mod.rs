@@ -98,7 +98,9 @@ pub struct LayerKnobs {
     /// Inputs at or below this read as 0.
     pub activation_threshold: Option<f32>,
     /// Re-fit the weights pruning keeps, and the bias, to the dense layer's outputs on the
-    /// calibration images ([`reconstruct`]; needs `--calib`).
+    /// calibration images, from the inputs as the layer's threshold leaves them
+    /// ([`reconstruct`]; needs `--calib`). A layer that is thresholded but not pruned is
+    /// re-fitted too.
     pub reconstruct: Option<bool>,
     /// Its weights' width in bits (`None`: the global width). Not a sparsity knob, but set
     /// per layer in the same file.
@@ -151,9 +153,9 @@ impl LayerKnobs {
         self.weight_threshold.is_some() || self.weight_sparsity.is_some()
     }
 
-    /// Whether pruned weights are re-fitted.
+    /// Whether the weights are re-fitted (pruned or thresholded, with reconstruction on).
     pub fn refits(&self) -> bool {
-        self.prunes() && self.reconstruct == Some(true)
+        self.any() && self.reconstruct == Some(true)
     }
 }
 

@@ -8,6 +8,13 @@
 //! with `H = X X^T`. Only `H` (per channel group) is
 //! needed, so the inputs are read once per layer.
 //!
+//! A layer whose input is thresholded reads `X_t` (its inputs at or below the threshold
+//! zeroed), not `X`: its weights, pruned or not, are re-fitted so that the thresholded
+//! inputs give the dense outputs, `(H_t,SS + lambda I) w = (C [W_r, b_r])_S + lambda
+//! [W_r, b_r]_S` with `H_t = X_t X_t^T` and `C = X_t X^T`. Zeroing small inputs removes
+//! a mean from every output (the bias makes up for it) and what correlated neighbours
+//! still carry (the weights do).
+//!
 //! The inputs are the **dense float** model's, on at most [`RECONSTRUCTION_IMAGES`] of the
 //! calibration images (the first ones): a layer's refit then depends on its own knobs alone,
 //! not on the order in which a search pruned the others, and a compile given the same knobs
@@ -25,6 +32,7 @@ use crate::design::Widths;
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, NodeId, Op as IrOp, WeightId};
 use crate::quantize::weight_format;
+use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::{Llt, Solve};
 use faer::{Accum, Mat, Par, Side};
@@ -34,6 +42,7 @@ use hass_runtime::trace::Trace;
 use hass_runtime::Tensor;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Calibration images the Gram matrices are accumulated over (the first ones): second
 /// moments of a few hundred images' patches are well settled, and more only costs time.
@@ -49,24 +58,47 @@ pub const MAX_REFIT_WORK: f64 = 6.9e10;
 /// Patch rows multiplied at a time when accumulating a Gram matrix.
 const PATCH_ROWS_PER_BLOCK: usize = 2048;
 
+/// Parts a Gram matrix's blocks are summed in, in parallel (then added in order).
+const GRAM_PARTS: usize = 8;
+
 /// Ridge term, as a fraction of the mean diagonal of `H_SS` (as GPTQ and SparseGPT damp),
 /// pulling towards the dense weights: keeps the solve well conditioned where inputs are
 /// correlated or always zero, and leaves weights the inputs say nothing about as they were.
 pub const DAMPING: f64 = 0.01;
 
 /// Second moments of one layer's input patches, per channel group, with a constant 1
-/// appended (the bias's input): `(fan_in + 1)` square per group.
+/// appended (the bias's input): `(fan_in + 1)` square per group. At an input threshold
+/// the patches are the ones the layer reads once its input is thresholded, and the
+/// matrices the re-fit needs are two: `X_t X_t^T` (the system) and `X_t X^T` (what the
+/// dense layer computed, seen through the thresholded inputs).
 #[derive(Clone, Debug)]
 pub struct Gram {
     /// Weights per output row (input channels per group times the window).
     fan_in: usize,
     /// Output rows per group.
     rows_per_group: usize,
-    /// One matrix per group.
+    /// One matrix per group: the thresholded patches' second moments.
     groups: Vec<Mat<f64>>,
+    /// Per group, thresholded patches against dense ones; `None` without a threshold
+    /// (then they are `groups`).
+    cross: Option<Vec<Mat<f64>>>,
+    /// The input threshold the patches are read at (inputs at or below it read as zero).
+    threshold: Option<f32>,
+    /// The dense inputs, to work the matrices out at another threshold.
+    source: Arc<Source>,
+}
+
+/// What a [`Gram`] was worked out from.
+#[derive(Debug)]
+struct Source {
+    patches: Patches,
+    /// The first [`RECONSTRUCTION_IMAGES`] images' inputs, one after the other.
+    inputs: Vec<f32>,
+    per_image: usize,
 }
 
 /// Geometry of a layer's patches: what [`Gram::of_layer`] reads of a runtime layer.
+#[derive(Clone, Debug)]
 struct Patches {
     groups: usize,
     channels_per_group: usize,
@@ -156,46 +188,97 @@ impl Patches {
 impl Gram {
     /// The Gram matrices of a conv or fully connected runtime layer `op`, from its input
     /// values `input` (a batch of `input_shape` each, at most [`RECONSTRUCTION_IMAGES`]
-    /// read). `None` for any other op, and for layers beyond [`MAX_REFIT_WORK`].
+    /// read), unthresholded. `None` for any other op, and for layers beyond
+    /// [`MAX_REFIT_WORK`].
     pub fn of_layer(op: &Op, input: &[f32], input_shape: &[usize], output_shape: &[usize]) -> Option<Gram> {
         let patches = Patches::of(op, input_shape, output_shape)?;
         let rows = (patches.rows_per_group * patches.groups) as f64;
         if rows * (patches.fan_in() as f64).powi(3) > MAX_REFIT_WORK {
             return None;
         }
-        let per_image: usize = input_shape.iter().product();
+        let per_image: usize = input_shape.iter().product::<usize>().max(1);
+        let images = (input.len() / per_image).min(RECONSTRUCTION_IMAGES);
+        let source = Arc::new(Source { patches, inputs: input[..images * per_image].to_vec(), per_image });
+        Some(Gram::of_source(source, None))
+    }
+
+    /// The same layer's matrices with its input thresholded at `threshold` (`None`: not
+    /// thresholded); worked out again unless that is the threshold these are at.
+    pub fn at_threshold(&self, threshold: Option<f32>) -> Gram {
+        if threshold.map(f32::to_bits) == self.threshold.map(f32::to_bits) {
+            return self.clone();
+        }
+        let _span = tracing::debug_span!("gram", ?threshold).entered();
+        Gram::of_source(self.source.clone(), threshold)
+    }
+
+    /// The input threshold these matrices are at.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    fn of_source(source: Arc<Source>, threshold: Option<f32>) -> Gram {
+        let patches = &source.patches;
         let n = patches.fan_in() + 1;
-        let images: Vec<&[f32]> = input.chunks_exact(per_image.max(1)).take(RECONSTRUCTION_IMAGES).collect();
+        let images: Vec<&[f32]> = source.inputs.chunks_exact(source.per_image).collect();
         // Patches of several images at a time: one product per block, not one (and one
         // n x n temporary) per image.
         let per_block = (PATCH_ROWS_PER_BLOCK / (patches.out_hw[0] * patches.out_hw[1]).max(1)).max(1);
-        let groups = (0..patches.groups)
-            .map(|g| {
-                // The product is symmetric: its lower half is worked out, then mirrored.
-                let mut h = Mat::<f64>::zeros(n, n);
-                for block in images.chunks(per_block) {
-                    let x = patches.of_images(block, g);
-                    triangular::matmul(
-                        h.as_mut(),
-                        BlockStructure::TriangularLower,
-                        Accum::Add,
-                        x.transpose(),
-                        BlockStructure::Rectangular,
-                        &x,
-                        BlockStructure::Rectangular,
-                        1.0,
-                        Par::Seq,
-                    );
-                }
-                for j in 1..n {
-                    for i in 0..j {
-                        h[(i, j)] = h[(j, i)];
+        let blocks: Vec<&[&[f32]]> = images.chunks(per_block).collect();
+        // Blocks in a fixed number of parts, summed in order: the same sums whatever the
+        // number of threads.
+        let part_len = blocks.len().div_ceil(GRAM_PARTS).max(1);
+        let mut groups = Vec::with_capacity(patches.groups);
+        let mut cross = threshold.map(|_| Vec::with_capacity(patches.groups));
+        for g in 0..patches.groups {
+            let parts: Vec<(Mat<f64>, Option<Mat<f64>>)> = blocks
+                .par_chunks(part_len)
+                .map(|part| {
+                    // The product is symmetric: its lower half is worked out, mirrored below.
+                    let mut h = Mat::<f64>::zeros(n, n);
+                    let mut c = threshold.map(|_| Mat::<f64>::zeros(n, n));
+                    for block in part {
+                        let x = patches.of_images(block, g);
+                        let xt = threshold.map(|t| thresholded(&x, patches.fan_in(), t));
+                        let seen = xt.as_ref().unwrap_or(&x);
+                        triangular::matmul(
+                            h.as_mut(),
+                            BlockStructure::TriangularLower,
+                            Accum::Add,
+                            seen.transpose(),
+                            BlockStructure::Rectangular,
+                            seen,
+                            BlockStructure::Rectangular,
+                            1.0,
+                            Par::Seq,
+                        );
+                        if let (Some(c), Some(xt)) = (c.as_mut(), xt.as_ref()) {
+                            matmul(c.as_mut(), Accum::Add, xt.transpose(), &x, 1.0, Par::Seq);
+                        }
                     }
+                    (h, c)
+                })
+                .collect();
+            let mut parts = parts.into_iter();
+            let (mut h, mut c) =
+                parts.next().unwrap_or_else(|| (Mat::zeros(n, n), threshold.map(|_| Mat::zeros(n, n))));
+            for (ph, pc) in parts {
+                h += ph;
+                if let (Some(c), Some(pc)) = (c.as_mut(), pc) {
+                    *c += pc;
                 }
-                h
-            })
-            .collect();
-        Some(Gram { fan_in: patches.fan_in(), rows_per_group: patches.rows_per_group, groups })
+            }
+            for j in 1..n {
+                for i in 0..j {
+                    h[(i, j)] = h[(j, i)];
+                }
+            }
+            groups.push(h);
+            if let (Some(cross), Some(c)) = (cross.as_mut(), c) {
+                cross.push(c);
+            }
+        }
+        Gram { fan_in: patches.fan_in(), rows_per_group: patches.rows_per_group, groups, cross, threshold, source }
     }
 
     /// Re-fit the weights `pruned` keeps (non-zero) and, when `with_bias`, the bias, so that
@@ -230,14 +313,16 @@ impl Gram {
         let fitted: Vec<Option<(Vec<usize>, FittedRow)>> = (0..rows)
             .into_par_iter()
             .map(|r| {
-                let h = &self.groups[r / self.rows_per_group];
+                let g = r / self.rows_per_group;
+                let h = &self.groups[g];
+                let cross = self.cross.as_ref().map_or(h, |c| &c[g]);
                 let row = r * self.fan_in..(r + 1) * self.fan_in;
                 // The kept positions, and the bias's (index fan_in, last) when it is fitted.
                 let kept: Vec<usize> = (0..self.fan_in)
                     .filter(|&j| pruned[row.start + j] != 0.0)
                     .chain(with_bias.then_some(self.fan_in))
                     .collect();
-                let mut fitted = solve_row(h, &kept, dense, bias, r, self.fan_in)?;
+                let mut fitted = solve_row(h, cross, &kept, dense, bias, r, self.fan_in)?;
                 let kept_weights = kept.len() - usize::from(with_bias);
                 if let Some(bits) = bits {
                     let mut values = pruned[row].to_vec();
@@ -271,6 +356,20 @@ impl Gram {
     }
 }
 
+/// `x` (patches, the constant 1 last) with every input at or below `threshold` zeroed, as
+/// the layer reads it.
+fn thresholded(x: &Mat<f64>, fan_in: usize, threshold: f32) -> Mat<f64> {
+    let t = threshold as f64;
+    Mat::from_fn(x.nrows(), x.ncols(), |i, j| {
+        let v = x[(i, j)];
+        if j < fan_in && v <= t {
+            0.0
+        } else {
+            v
+        }
+    })
+}
+
 /// One row's least-squares answer over its kept positions, with the factor that ranks how
 /// the positions trade error.
 struct FittedRow {
@@ -282,14 +381,23 @@ struct FittedRow {
     factor: Llt<f64>,
 }
 
-/// Solve row `r`'s damped least-squares system over `kept` (positions into `[W_r, b_r]`);
-/// `None` when it is not positive definite.
-fn solve_row(h: &Mat<f64>, kept: &[usize], dense: &[f32], bias: &[f32], r: usize, fan_in: usize) -> Option<FittedRow> {
+/// Solve row `r`'s damped least-squares system over `kept` (positions into `[W_r, b_r]`),
+/// `h` the second moments of the inputs the row reads and `cross` theirs against the
+/// dense inputs; `None` when it is not positive definite.
+fn solve_row(
+    h: &Mat<f64>,
+    cross: &Mat<f64>,
+    kept: &[usize],
+    dense: &[f32],
+    bias: &[f32],
+    r: usize,
+    fan_in: usize,
+) -> Option<FittedRow> {
     let k = kept.len();
     if k == 0 {
         return None;
     }
-    // The dense row's outputs, as seen through H: H [W_r, b_r].
+    // The dense row's outputs, as seen through the inputs the row reads: C [W_r, b_r].
     let target: Vec<f64> =
         dense[r * fan_in..(r + 1) * fan_in].iter().map(|&w| w as f64).chain([bias[r] as f64]).collect();
     let mean_diagonal = kept.iter().map(|&i| h[(i, i)]).sum::<f64>() / k as f64;
@@ -298,7 +406,7 @@ fn solve_row(h: &Mat<f64>, kept: &[usize], dense: &[f32], bias: &[f32], r: usize
     // values, not towards zero: with nothing pruned the answer is the dense row exactly.
     let at = |i: usize| kept[k - 1 - i];
     let rhs = Mat::from_fn(k, 1, |i, _| {
-        (0..=fan_in).map(|j| h[(at(i), j)] * target[j]).sum::<f64>() + damping * target[at(i)]
+        (0..=fan_in).map(|j| cross[(at(i), j)] * target[j]).sum::<f64>() + damping * target[at(i)]
     });
     let system = Mat::from_fn(k, k, |a, b| h[(at(a), at(b))] + if a == b { damping } else { 0.0 });
     let llt = Llt::new(system.as_ref(), Side::Lower).ok()?;
@@ -391,7 +499,10 @@ pub fn apply(
         .into_iter()
         .filter(|&id| matches!(graph.node(id).op, IrOp::Conv(_) | IrOp::Dense(_)))
         .map(|id| (id, graph.node(id).name.clone()))
-        .filter(|(_, name)| config.layers.get(name).copied().unwrap_or_default().or(config.global).refits())
+        .filter(|(id, name)| {
+            let knobs = config.layers.get(name).copied().unwrap_or_default().or(config.global);
+            knobs.reconstruct == Some(true) && (knobs.prunes() || input_threshold(&graph.node(*id).op).is_some())
+        })
         .collect();
     if refitted.is_empty() {
         return Ok(());
@@ -402,11 +513,12 @@ pub fn apply(
         let computed = grams(dense, board, images, missing)?;
         known.extend(computed);
     }
-    let grams = known;
     for (id, name) in refitted {
+        let threshold = input_threshold(&graph.node(id).op);
+        let gram = known.get(&name).ok_or_else(|| CompileError::internal(format!("no inputs for layer {name}")))?;
+        let gram = gram.at_threshold(threshold);
         let (weight, bias) = weight_and_bias(&graph.node(id).op);
         let (dense_weight, dense_bias) = weight_and_bias(&dense.node(id).op);
-        let gram = grams.get(&name).ok_or_else(|| CompileError::internal(format!("no inputs for layer {name}")))?;
         let shape = graph.weights.tensor(weight).shape.clone();
         let rows = shape[0];
         let bias_values =
@@ -430,6 +542,15 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// The threshold [`super::prune::apply`] set on a layer's input.
+fn input_threshold(op: &IrOp) -> Option<f32> {
+    match op {
+        IrOp::Conv(c) => c.input_threshold,
+        IrOp::Dense(d) => d.input_threshold,
+        _ => None,
+    }
 }
 
 fn weight_and_bias(op: &IrOp) -> (WeightId, Option<WeightId>) {
@@ -530,6 +651,58 @@ mod tests {
         let (same, same_bias) = gram.refit(&dense, &bias, &dense, true, None).unwrap();
         let scale = error(&x, inputs, &dense, &bias, &magnitude_pruned(&dense, 0.5), &bias);
         assert!(error(&x, inputs, &dense, &bias, &same, &same_bias) < 1e-3 * scale);
+    }
+
+    #[test]
+    fn a_thresholded_layer_is_re_fitted_from_the_inputs_it_reads() {
+        let (inputs, outputs, n) = (24, 6, 400);
+        // Non-negative inputs, as after a ReLU, with a shared component: what a zeroed input
+        // carried, its neighbours partly still carry.
+        let shared = values(21, n);
+        let noise = values(22, n * inputs);
+        let x: Vec<f32> = (0..n * inputs).map(|i| (0.6 * shared[i / inputs] + 0.5 * noise[i] + 0.3).max(0.0)).collect();
+        let threshold = 0.35;
+        let read: Vec<f32> = x.iter().map(|&v| if v <= threshold { 0.0 } else { v }).collect();
+        let dense = values(23, outputs * inputs);
+        let bias = values(24, outputs);
+        let op = dense_layer(inputs, outputs, &dense, &bias);
+        let plain = Gram::of_layer(&op, &x, &[inputs], &[outputs]).unwrap();
+        let gram = plain.at_threshold(Some(threshold));
+        assert_eq!(gram.threshold(), Some(threshold));
+        // The error against the dense layer on its own inputs, of weights that read `read`.
+        let error_reading = |w: &[f32], b: &[f32]| {
+            (0..n)
+                .map(|i| {
+                    let (xi, ri) = (&x[i * inputs..][..inputs], &read[i * inputs..][..inputs]);
+                    (0..outputs)
+                        .map(|r| {
+                            let dot = |v: &[f32], w: &[f32], b: f32| {
+                                w[r * inputs..][..inputs].iter().zip(v).map(|(a, v)| (a * v) as f64).sum::<f64>()
+                                    + b as f64
+                            };
+                            (dot(xi, &dense, bias[r]) - dot(ri, w, b[r])).powi(2)
+                        })
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+        };
+        let untouched = error_reading(&dense, &bias);
+        // Not pruned: every weight and the bias move to make up for the zeroed inputs.
+        let (w, b) = gram.refit(&dense, &bias, &dense, true, None).unwrap();
+        assert!(error_reading(&w, &b) < 0.7 * untouched, "{} vs {untouched}", error_reading(&w, &b));
+        // Pruned too: better than a re-fit that ignores the threshold.
+        let pruned = magnitude_pruned(&dense, 0.4);
+        let (w, b) = gram.refit(&dense, &bias, &pruned, true, None).unwrap();
+        let (pw, pb) = plain.refit(&dense, &bias, &pruned, true, None).unwrap();
+        assert!(
+            error_reading(&w, &b) < 0.85 * error_reading(&pw, &pb),
+            "{} vs {}",
+            error_reading(&w, &b),
+            error_reading(&pw, &pb)
+        );
+        // Back at no threshold: the plain matrices again.
+        let back = gram.at_threshold(None);
+        assert!(back.groups == plain.groups && back.cross.is_none() && back.threshold().is_none());
     }
 
     #[test]

@@ -164,16 +164,18 @@ pub struct Evaluator<'a> {
     accepted_layers: std::collections::HashMap<usize, hass_runtime::plan::Layer>,
 }
 
-/// What re-fitting pruned targets needs, and what it has computed.
+/// What re-fitting pruned or thresholded targets needs, and what it has computed.
 struct Refits {
     /// Per target, its dense inputs' Gram matrices (`None` where the layer has none).
     grams: Vec<Option<reconstruct::Gram>>,
-    /// Re-fitted weights and biases by target, weight knobs and width: a search revisits them.
+    /// The same at input thresholds, by target and threshold (as bits), once worked out.
+    thresholded: std::collections::HashMap<(usize, u32), Arc<reconstruct::Gram>>,
+    /// Re-fitted weights and biases by target, knobs and width: a search revisits them.
     cache: std::collections::HashMap<RefitKey, Arc<Refitted>>,
 }
 
-/// Target, weight threshold and sparsity (as bits), and width of a re-fit.
-type RefitKey = (usize, Option<u32>, Option<u64>, Option<u32>);
+/// Target, weight threshold and sparsity, input threshold (as bits), and width of a re-fit.
+type RefitKey = (usize, Option<u32>, Option<u64>, Option<u32>, Option<u32>);
 
 /// A target's re-fitted weights and biases.
 struct Refitted {
@@ -220,7 +222,7 @@ impl<'a> Evaluator<'a> {
         let widths = options.precision.clone();
         let refits = grams.map(|mut grams| {
             let grams = targets.iter().map(|t| grams.remove(&t.name)).collect();
-            Refits { grams, cache: Default::default() }
+            Refits { grams, thresholded: Default::default(), cache: Default::default() }
         });
         let knobs = vec![LayerKnobs::default(); targets.len()];
         let stage_choices = tracing::debug_span!("choices").in_scope(|| all_choices(&network, board));
@@ -291,10 +293,18 @@ impl<'a> Evaluator<'a> {
         self.refits.as_ref().is_some_and(|r| r.grams[t].is_some())
     }
 
-    /// The Gram matrices re-fits read (none with reconstruction off), by target name.
+    /// The Gram matrices re-fits read (none with reconstruction off), by target name: at
+    /// the accepted state's input thresholds where worked out.
     pub fn into_grams(self) -> std::collections::BTreeMap<String, reconstruct::Gram> {
-        let Some(refits) = self.refits else { return Default::default() };
-        self.targets.into_iter().zip(refits.grams).filter_map(|(t, g)| Some((t.name, g?))).collect()
+        let Some(Refits { grams, mut thresholded, .. }) = self.refits else { return Default::default() };
+        let knobs = &self.state.knobs;
+        let targets = self.targets.into_iter().zip(grams).enumerate();
+        targets
+            .filter_map(|(i, (target, plain))| {
+                let at = knobs[i].activation_threshold.and_then(|th| thresholded.remove(&(i, th.to_bits())));
+                Some((target.name, at.map_or(plain?, Arc::unwrap_or_clone)))
+            })
+            .collect()
     }
 
     /// The layers whose knobs are searched, in execution order.
@@ -508,9 +518,8 @@ impl<'a> Evaluator<'a> {
                     masks_current[target.layer] = true;
                 }
             }
-            let weights_changed = changed.contains(&t)
-                && (knobs[t].weight_threshold, knobs[t].weight_sparsity)
-                    != (self.state.knobs[t].weight_threshold, self.state.knobs[t].weight_sparsity);
+            let weights_changed =
+                changed.contains(&t) && weights_differ(self.refits_target(t), &self.state.knobs[t], &knobs[t]);
             if new_masks || weights_changed {
                 let m = masks[target.layer].as_ref().expect("masks of every target");
                 let counts = layer_counts(&self.plan, target.layer, m);
@@ -567,9 +576,18 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Whether a target's weights differ between knobs `old` and `new`: its weight knobs
+/// differ, or, when it is `refitted`, its input threshold (the re-fit reads the inputs as
+/// thresholded).
+fn weights_differ(refitted: bool, old: &LayerKnobs, new: &LayerKnobs) -> bool {
+    (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity)
+        || (refitted && new.activation_threshold != old.activation_threshold)
+}
+
 /// Set `plan`'s target layers from knobs `old` to knobs `new`: weights pruned (and re-fitted
-/// when `refits` has the layer) where the weight knobs differ, then quantized at
-/// `weight_bits` on the fixed-point datapath; input thresholds everywhere.
+/// when `refits` has the layer: pruned or thresholded) where they differ (see
+/// [`weights_differ`]), then quantized at `weight_bits` on the fixed-point datapath; input
+/// thresholds everywhere.
 fn apply_knobs(
     plan: &mut Plan,
     targets: &[Target],
@@ -592,10 +610,13 @@ fn apply_knobs(
             _ => unreachable!("targets are conv or fully connected layers"),
         };
         let bits = weight_bits.map(|b| b[t]);
-        if (new.weight_threshold, new.weight_sparsity) != (old.weight_threshold, old.weight_sparsity) {
+        let refitted = refits.as_ref().is_some_and(|r| r.grams[t].is_some());
+        if weights_differ(refitted, &old, &new) {
             let pruned = prune::pruned(&target.weights, &new);
-            let refitted = match (refits.as_mut(), pruned.as_ref()) {
-                (Some(refits), Some(pruned)) => refits.refit(t, target, &new, pruned, bits),
+            let refitted = match refits.as_mut() {
+                Some(refits) if new.any() => {
+                    refits.refit(t, target, &new, pruned.as_deref().unwrap_or(&target.weights), bits)
+                }
                 _ => None,
             };
             let bias = match refitted {
@@ -632,8 +653,9 @@ fn apply_knobs(
 }
 
 impl Refits {
-    /// Target `t`'s weights `pruned` (by `knobs`) re-fitted, and its biases, rounded to
-    /// `bits` on the fixed-point datapath; `None` where the layer has no Gram matrix.
+    /// Target `t`'s weights `pruned` (by `knobs`) re-fitted from its inputs thresholded as
+    /// `knobs` say, and its biases, rounded to `bits` on the fixed-point datapath; `None`
+    /// where the layer has no Gram matrix.
     fn refit(
         &mut self,
         t: usize,
@@ -642,11 +664,20 @@ impl Refits {
         pruned: &[f32],
         bits: Option<u32>,
     ) -> Option<Arc<Refitted>> {
-        let key = (t, knobs.weight_threshold.map(f32::to_bits), knobs.weight_sparsity.map(f64::to_bits), bits);
+        let threshold = knobs.activation_threshold.map(f32::to_bits);
+        let key =
+            (t, knobs.weight_threshold.map(f32::to_bits), knobs.weight_sparsity.map(f64::to_bits), threshold, bits);
         if let Some(hit) = self.cache.get(&key) {
             return Some(hit.clone());
         }
-        let gram = self.grams[t].as_ref()?;
+        let plain = self.grams[t].as_ref()?;
+        let gram = match threshold {
+            None => plain,
+            Some(bits) => &**self
+                .thresholded
+                .entry((t, bits))
+                .or_insert_with(|| Arc::new(plain.at_threshold(knobs.activation_threshold))),
+        };
         let (weights, biases) =
             gram.refit(&target.weights, &target.bias_values, pruned, target.biases > 0, bits).ok()?;
         let refitted = Arc::new(Refitted { weights, biases });

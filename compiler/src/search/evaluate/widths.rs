@@ -181,7 +181,7 @@ impl Evaluator<'_> {
         let (masks, mask_zeros) = tracing::debug_span!("tally")
             .in_scope(|| tally_all(&plan, &trace, &self.targets, pick, &mut network, known));
         for (t, target) in self.targets.iter().enumerate() {
-            if knobs[t].prunes() {
+            if knobs[t].prunes() || (self.refits_target(t) && knobs[t].activation_threshold.is_some()) {
                 let weight = layer_weights(&plan, target.layer);
                 let bits = widths.of(&target.name).weight_bits as u64;
                 network.stages[target.stage].encoded_weight_bits =
