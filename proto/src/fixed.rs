@@ -800,7 +800,8 @@ mod tests {
     #[test]
     fn the_64_bit_division_rounds_as_the_128_bit_one() {
         let edge = 1i128 << 62;
-        let numerators = [0, 1, -1, 5, -5, 7, -7, 12, -12, 49 * 3 + 24, edge - 1, -edge, edge, -edge - 1, i128::MAX / 3];
+        let numerators =
+            [0, 1, -1, 5, -5, 7, -7, 12, -12, 49 * 3 + 24, edge - 1, -edge, edge, -edge - 1, i128::MAX / 3];
         for n in numerators.into_iter().chain((0..200).map(|i| (i * 7919 - 700_000) * 131)) {
             for d in [1, 2, 3, 4, 7, 49, 196, 3136, edge - 1, edge] {
                 assert_eq!(div_round(n, d), div_round_wide(n, d), "{n} / {d}");

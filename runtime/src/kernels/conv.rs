@@ -222,12 +222,13 @@ fn packed_group(
     let columns = out.len() / out_per_group.max(1);
     let narrow = columns <= narrow::NARROW_MAX_COLUMNS && k >= NARROW_MIN_K && narrow::available();
     let gemm = if narrow {
-        let packed = packings.columns.get_or_init(|| {
-            groups().map(|group| narrow::PackedColumns::new(group, out_per_group, k)).collect()
-        });
+        let packed = packings
+            .columns
+            .get_or_init(|| groups().map(|group| narrow::PackedColumns::new(group, out_per_group, k)).collect());
         GroupGemm::Narrow(&packed[g])
     } else {
-        let packed = packings.rows.get_or_init(|| groups().map(|group| PackedWeights::new(group, out_per_group, k)).collect());
+        let packed =
+            packings.rows.get_or_init(|| groups().map(|group| PackedWeights::new(group, out_per_group, k)).collect());
         GroupGemm::Rows(&packed[g])
     };
     let pixels = in_hw[0] * in_hw[1];
@@ -248,7 +249,13 @@ enum GroupGemm<'a> {
 
 impl GroupGemm<'_> {
     /// The group's weights times `b` into `out`, each row finished by `finish`.
-    fn run(&self, b: &impl Columns<f32>, out: &mut [f32], parallel: bool, finish: impl Fn(usize, &[f32], &mut [f32]) + Sync) {
+    fn run(
+        &self,
+        b: &impl Columns<f32>,
+        out: &mut [f32],
+        parallel: bool,
+        finish: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+    ) {
         match self {
             GroupGemm::Rows(a) => sgemm::gemm_with(a, b, out, parallel, finish),
             GroupGemm::Narrow(a) => narrow::gemm_narrow(a, b, out, parallel, finish),

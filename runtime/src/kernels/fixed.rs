@@ -202,7 +202,13 @@ struct DenseWeights {
 
 /// `weights` (rows of `images`' length) times each of `batch` images, as exact integer dot
 /// products, each row's sums (one per image) finished into `out` ([rows, batch]).
-fn dot_rows(weights: &[i16], images: &[i16], batch: usize, out: &mut [f32], finish: impl Fn(usize, &[i64], &mut [f32]) + Sync) {
+fn dot_rows(
+    weights: &[i16],
+    images: &[i16],
+    batch: usize,
+    out: &mut [f32],
+    finish: impl Fn(usize, &[i64], &mut [f32]) + Sync,
+) {
     let k = images.len() / batch.max(1);
     out.par_chunks_mut(batch).zip(weights.par_chunks_exact(k.max(1))).enumerate().with_min_len(16).for_each(
         |(row, (out, w))| {

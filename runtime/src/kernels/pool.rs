@@ -196,7 +196,8 @@ mod tests {
         global_average_image(&[1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0], 2, &mut out);
         assert_eq!(out, vec![2.5, 10.0]);
         // Planes longer than the partial sums, with a tail: 7x7 maps of 0..49 and its negative.
-        let planes: Vec<f32> = (0..49).chain(0..49).enumerate().map(|(i, v)| if i < 49 { v } else { -v } as f32).collect();
+        let planes: Vec<f32> =
+            (0..49).chain(0..49).enumerate().map(|(i, v)| if i < 49 { v } else { -v } as f32).collect();
         global_average_image(&planes, 2, &mut out);
         assert_eq!(out, vec![24.0, -24.0]);
     }

@@ -302,7 +302,12 @@ impl<T: Lanes> Pixels<'_, T> {
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a
 /// strided transpose, `rows` values at a time gathered down a column. Call only when
 /// [`available`].
-pub(super) fn transpose_f32(src: &[f32], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [f32], dst_stride: usize) {
+pub(super) fn transpose_f32(
+    src: &[f32],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
     check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
     assert!(available());
     // SAFETY: the features `transpose_in` enables were just detected, and
@@ -311,7 +316,12 @@ pub(super) fn transpose_f32(src: &[f32], (rows, cols, src_stride): (usize, usize
 }
 
 /// [`transpose_f32`] in `f64`.
-pub(super) fn transpose_f64(src: &[f64], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [f64], dst_stride: usize) {
+pub(super) fn transpose_f64(
+    src: &[f64],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [f64],
+    dst_stride: usize,
+) {
     check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
     assert!(available());
     // SAFETY: as in `transpose_f32`.
@@ -330,7 +340,12 @@ fn check_transpose(src: usize, (rows, cols, src_stride): (usize, usize, usize), 
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_in<T: Lanes>(src: &[T], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [T], dst_stride: usize) {
+unsafe fn transpose_in<T: Lanes>(
+    src: &[T],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [T],
+    dst_stride: usize,
+) {
     for i0 in (0..rows).step_by(T::N) {
         let n = T::mask((rows - i0).min(T::N));
         let from = src.as_ptr().add(i0 * src_stride);

@@ -367,7 +367,11 @@ type TransposeKernel<T> = fn(&[T], (usize, usize, usize), &mut [T], usize);
 pub(super) fn vectors_f32() -> Option<Vectors<f32>> {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        return Some(Vectors { rows: avx512::channel_f32, pixels: avx512::pixels_f32, transpose: avx512::transpose_f32 });
+        return Some(Vectors {
+            rows: avx512::channel_f32,
+            pixels: avx512::pixels_f32,
+            transpose: avx512::transpose_f32,
+        });
     }
     None
 }
@@ -376,7 +380,11 @@ pub(super) fn vectors_f32() -> Option<Vectors<f32>> {
 pub(super) fn vectors_f64() -> Option<Vectors<f64>> {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        return Some(Vectors { rows: avx512::channel_f64, pixels: avx512::pixels_f64, transpose: avx512::transpose_f64 });
+        return Some(Vectors {
+            rows: avx512::channel_f64,
+            pixels: avx512::pixels_f64,
+            transpose: avx512::transpose_f64,
+        });
     }
     None
 }
@@ -516,7 +524,8 @@ mod tests {
         fn case<T: Element + From<f32>>() {
             let Some(v) = T::depthwise_vectors() else { return };
             let value = |i: usize| T::from((i * 29 % 23) as f32 - 11.0) / T::from(7.0);
-            let shapes = [(1, 1, 1), (3, 2, 5), (7, 3, 7), (8, 6, 8), (24, 7, 24), (16, 8, 32), (24, 9, 24), (40, 5, 80)];
+            let shapes =
+                [(1, 1, 1), (3, 2, 5), (7, 3, 7), (8, 6, 8), (24, 7, 24), (16, 8, 32), (24, 9, 24), (40, 5, 80)];
             for (c, ow, step) in shapes.into_iter().chain([(130, 12, 130), (16, 15, 40), (33, 4, 33)]) {
                 let offsets = [0, c, 3 * c, 7 * step + 2 * c];
                 let window: Vec<T> = (0..(ow + 7) * step + 4 * c).map(value).collect();
@@ -529,7 +538,9 @@ mod tests {
                 (v.pixels)(&window, &by_tap, &offsets, c, step, &mut got);
                 assert!(want == got, "{c} channels, {ow} pixels");
             }
-            for (rows, cols, src_stride, dst_stride) in [(1, 1, 1, 1), (17, 3, 5, 20), (40, 49, 49, 40), (9, 2, 300, 11)] {
+            for (rows, cols, src_stride, dst_stride) in
+                [(1, 1, 1, 1), (17, 3, 5, 20), (40, 49, 49, 40), (9, 2, 300, 11)]
+            {
                 let src: Vec<T> = (0..rows * src_stride + cols).map(value).collect();
                 let mut got = vec![T::zero(); cols * dst_stride + rows];
                 (v.transpose)(&src, (rows, cols, src_stride), &mut got, dst_stride);

@@ -82,14 +82,16 @@ pub fn gemm_narrow<T: Send>(
         });
     }
     // Each output channel's sums, gathered from the pixels' rows.
-    c.par_chunks_mut(n.max(1)).with_min_len(if parallel { 16 } else { usize::MAX }).enumerate().for_each(|(row, out)| {
-        let (q, lane) = (row / NR, row % NR);
-        let mut channel = [0.0f32; NARROW_MAX_COLUMNS];
-        for (p, v) in channel[..n].iter_mut().enumerate() {
-            *v = sums[q * panel_sums + p * NR + lane];
-        }
-        finish(row, &channel[..n], out);
-    });
+    c.par_chunks_mut(n.max(1)).with_min_len(if parallel { 16 } else { usize::MAX }).enumerate().for_each(
+        |(row, out)| {
+            let (q, lane) = (row / NR, row % NR);
+            let mut channel = [0.0f32; NARROW_MAX_COLUMNS];
+            for (p, v) in channel[..n].iter_mut().enumerate() {
+                *v = sums[q * panel_sums + p * NR + lane];
+            }
+            finish(row, &channel[..n], out);
+        },
+    );
 }
 
 /// The turned-around micro-tile: `tile[(row0 + r) * NR + col]` = (or, unless `fresh`, +=)
