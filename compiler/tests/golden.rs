@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::argmax;
+
 use hass_runtime::{npy, Tensor};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
@@ -23,10 +25,6 @@ const MODELS: &[&str] = &[
 
 fn testdata() -> PathBuf {
     common::testdata("")
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
 /// Top-1 class of every image, by tract on the ONNX file, one image at a time.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{calibration, model};
+use common::{argmax, calibration, model};
 use hassc::board::Board;
 use hassc::search::{SearchOptions, SearchResult, Stop, Strategy};
 use hassc::{CompileOptions, Compiled};
@@ -71,10 +71,7 @@ fn the_chosen_design_is_within_budget_faster_and_reproducible_from_its_knobs() {
     let plan = hass_runtime::load_bytes(&compiled.artifact).unwrap();
     let out = hass_runtime::run(&plan, &calib).unwrap().remove(0);
     let classes = out.data().len() / 200;
-    let right = out.data().chunks(classes).zip(&labels).filter(|(row, &y)| {
-        let top = row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
-        top as i64 == y
-    });
+    let right = out.data().chunks(classes).zip(&labels).filter(|(row, &y)| argmax(row) as i64 == y);
     assert_eq!(100.0 * right.count() as f64 / 200.0, s.chosen.top1, "{:?}", s.chosen);
 }
 

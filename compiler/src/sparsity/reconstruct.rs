@@ -41,6 +41,7 @@ use hass_runtime::plan::Op;
 use hass_runtime::trace::Trace;
 use hass_runtime::Tensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -203,13 +204,13 @@ impl Gram {
     }
 
     /// The same layer's matrices with its input thresholded at `threshold` (`None`: not
-    /// thresholded); worked out again unless that is the threshold these are at.
-    pub fn at_threshold(&self, threshold: Option<f32>) -> Gram {
+    /// thresholded): these, if that is the threshold they are at, else worked out again.
+    pub fn at_threshold(&self, threshold: Option<f32>) -> Cow<'_, Gram> {
         if threshold.map(f32::to_bits) == self.threshold.map(f32::to_bits) {
-            return self.clone();
+            return Cow::Borrowed(self);
         }
         let _span = tracing::debug_span!("gram", ?threshold).entered();
-        Gram::of_source(self.source.clone(), threshold)
+        Cow::Owned(Gram::of_source(self.source.clone(), threshold))
     }
 
     /// The input threshold these matrices are at.

@@ -12,6 +12,11 @@ pub fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
 }
 
+/// Index of the largest value of `row` (the first of equals): an image's top-1 class.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+}
+
 /// A bundled model by name (`fmnist_cnn_op13`).
 pub fn model(name: &str) -> PathBuf {
     testdata(&format!("models/{name}.onnx"))

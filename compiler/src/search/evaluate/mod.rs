@@ -287,10 +287,10 @@ impl<'a> Evaluator<'a> {
         Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
     }
 
-    /// Whether target `t`'s weights are re-fitted when pruned (reconstruction on, and the
+    /// Whether target `t`'s weights are re-fitted when pruned or thresholded (reconstruction on, and the
     /// layer within [`reconstruct::MAX_REFIT_WORK`]).
     pub fn refits_target(&self, t: usize) -> bool {
-        self.refits.as_ref().is_some_and(|r| r.grams[t].is_some())
+        Refits::covers(&self.refits, t)
     }
 
     /// The Gram matrices re-fits read (none with reconstruction off), by target name: at
@@ -610,8 +610,7 @@ fn apply_knobs(
             _ => unreachable!("targets are conv or fully connected layers"),
         };
         let bits = weight_bits.map(|b| b[t]);
-        let refitted = refits.as_ref().is_some_and(|r| r.grams[t].is_some());
-        if weights_differ(refitted, &old, &new) {
+        if weights_differ(Refits::covers(refits, t), &old, &new) {
             let pruned = prune::pruned(&target.weights, &new);
             let refitted = match refits.as_mut() {
                 Some(refits) if new.any() => {
@@ -653,6 +652,11 @@ fn apply_knobs(
 }
 
 impl Refits {
+    /// Whether target `t` is re-fitted (reconstruction on, and the layer has Gram matrices).
+    fn covers(refits: &Option<Refits>, t: usize) -> bool {
+        refits.as_ref().is_some_and(|r| r.grams[t].is_some())
+    }
+
     /// Target `t`'s weights `pruned` (by `knobs`) re-fitted from its inputs thresholded as
     /// `knobs` say, and its biases, rounded to `bits` on the fixed-point datapath; `None`
     /// where the layer has no Gram matrix.
@@ -676,7 +680,7 @@ impl Refits {
             Some(bits) => &**self
                 .thresholded
                 .entry((t, bits))
-                .or_insert_with(|| Arc::new(plain.at_threshold(knobs.activation_threshold))),
+                .or_insert_with(|| Arc::new(plain.at_threshold(knobs.activation_threshold).into_owned())),
         };
         let (weights, biases) =
             gram.refit(&target.weights, &target.bias_values, pruned, target.biases > 0, bits).ok()?;

@@ -2,7 +2,9 @@
 //! hardware estimate of a change of widths, and its evaluation, which re-quantizes the
 //! whole network (every format downstream of a narrowed stream moves).
 
-use super::{apply_knobs, layer_weights, tally_all, thresholds_differ, Candidate, Evaluator, Metrics, Target};
+use super::{
+    apply_knobs, layer_weights, tally_all, thresholds_differ, weights_differ, Candidate, Evaluator, Metrics, Target,
+};
 use crate::alloc::exact::choices_of_stage;
 use crate::design::{encoded_weight_bits, DesignOptions, Widths};
 use crate::error::Result;
@@ -181,7 +183,7 @@ impl Evaluator<'_> {
         let (masks, mask_zeros) = tracing::debug_span!("tally")
             .in_scope(|| tally_all(&plan, &trace, &self.targets, pick, &mut network, known));
         for (t, target) in self.targets.iter().enumerate() {
-            if knobs[t].prunes() || (self.refits_target(t) && knobs[t].activation_threshold.is_some()) {
+            if weights_differ(self.refits_target(t), &LayerKnobs::default(), &knobs[t]) {
                 let weight = layer_weights(&plan, target.layer);
                 let bits = widths.of(&target.name).weight_bits as u64;
                 network.stages[target.stage].encoded_weight_bits =
