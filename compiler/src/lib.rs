@@ -210,7 +210,7 @@ fn compile_graph_reusing(
         if let Some(dense) = dense {
             let images = options.calibration.as_ref().ok_or_else(|| {
                 CompileError::Options(
-                    "reconstruct = true re-fits pruned weights on calibration images: give --calib X.npy".into(),
+                    "reconstruct = true re-fits the weights of pruned or thresholded layers on calibration images: give --calib X.npy".into(),
                 )
             })?;
             let widths = fixed.then_some(&design_options.precision);
