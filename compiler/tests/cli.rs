@@ -358,6 +358,13 @@ fn widths_set_per_layer_reach_the_artifact_and_the_hardware_model() {
     let datapath = r["datapath"]["layers"].as_array().unwrap();
     let by_name = |name: &str| datapath.iter().find(|l| l["name"] == name).unwrap().clone();
     assert_eq!(by_name("/c1/c1.0/Conv")["output"]["bits"], 8);
+    // A ReLU's output: 8 bits of magnitude, in a 9-bit signed format in the artifact; at 16
+    // bits (c2's) the runtime's integers keep the sign bit.
+    assert_eq!(by_name("/c1/c1.0/Conv")["output"]["unsigned"], true);
+    assert!(by_name("/c2/c2.0/Conv")["output"].get("unsigned").is_none());
+    let schedule = hass_proto::open(&std::fs::read(&artifact).unwrap()).unwrap().schedule;
+    let c1 = schedule.layers.iter().find(|l| l.name == "/c1/c1.0/Conv").unwrap().fixed.clone().unwrap();
+    assert_eq!((c1.output.unwrap().bits, c1.unsigned_output), (9, true));
     assert_eq!(by_name("/c1/c1.0/Conv")["weight_bits"], 16);
     assert_eq!(by_name("/c2/c2.0/Conv")["weight_bits"], 8);
     assert_eq!(by_name("/c2/c2.0/Conv")["output"]["bits"], 16);

@@ -130,6 +130,15 @@ fn qdq_encoding_follows_the_widths() {
     let m = decode(&fixed("fmnist_cnn_op13", 6, SparsityConfig::default()));
     assert_eq!(m.opset_import[0].version, 14);
     assert_eq!(ops(&m, "Clip"), 4);
+    // The ReLUs' outputs (c1, c2) are never negative: 6 bits of magnitude in uint8; the
+    // input and the logits are signed, in int8.
+    let zero_points = |m: &tract_onnx::pb::ModelProto| -> Vec<(String, i32)> {
+        let inits = &m.graph.as_ref().unwrap().initializer;
+        inits.iter().filter(|t| t.name.ends_with("q.zero")).map(|t| (t.name.clone(), t.data_type)).collect()
+    };
+    let unsigned: Vec<String> = zero_points(&m).into_iter().filter(|z| z.1 == 2).map(|z| z.0).collect();
+    assert_eq!(unsigned, ["/c1/c1.0/Conv/out/q.zero", "/c2/c2.0/Conv/out/q.zero"]);
+    assert_eq!(zero_points(&m).len(), 4, "{:?}", zero_points(&m));
     // Mixed widths (the search's per-layer choice): opset 21, and every integer in int16,
     // 8-bit ones too, saturated by a Clip (onnxruntime mis-types an int8 pair it moves past
     // the reshape in an opset-21 model, and refuses the model).

@@ -44,6 +44,18 @@ impl Activation {
         }
     }
 
+    /// Whether no input makes it negative: then the stream it writes is unsigned, and the
+    /// accelerator carries `b` bits of magnitude on a `b`-bit bus, FINN's convention (in the
+    /// artifact, a signed format one bit wider holds the same values exactly).
+    pub fn is_non_negative(self) -> bool {
+        match self {
+            Self::Relu | Self::HardSigmoid { .. } | Self::Sigmoid => true,
+            Self::Clip { min, .. } => min >= 0.0,
+            // Its minimum is -0.375, at x = -1.5.
+            Self::HardSwish => false,
+        }
+    }
+
     /// Apply in place to a slice.
     pub fn apply_slice(self, xs: &mut [f32]) {
         for x in xs {

@@ -181,6 +181,21 @@ impl Op {
             Op::Pool(_) | Op::GlobalAveragePool | Op::Concat | Op::Reshape => None,
         }
     }
+
+    /// Whether no input can make its output negative, given which of its inputs cannot be
+    /// (in order): its activation never outputs a negative value
+    /// ([`Activation::is_non_negative`]), or it pools, reshapes, concatenates, adds or
+    /// multiplies such values alone. The compiler's `quantize::non_negative_values` follows
+    /// the same rule.
+    pub fn output_is_non_negative(&self, inputs_non_negative: impl IntoIterator<Item = bool>) -> bool {
+        match (self, self.activation()) {
+            (_, Some(activation)) => activation.is_non_negative(),
+            (Op::Pool(_) | Op::GlobalAveragePool | Op::Concat | Op::Reshape | Op::Eltwise { .. }, None) => {
+                inputs_non_negative.into_iter().all(|n| n)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The accelerator stage a layer runs on, as the compiler allocated it (used by the cycle
@@ -341,6 +356,16 @@ impl Plan {
         } else {
             self.layers[id - 1].fixed.as_ref().map(|f| f.unit.out())
         }
+    }
+
+    /// Whether no input can make value `id` negative (see [`Op::output_is_non_negative`]):
+    /// the kernels then take its integers as unsigned.
+    pub fn is_non_negative(&self, id: usize) -> bool {
+        let mut non_negative = vec![false; id + 1];
+        for (i, layer) in self.layers.iter().enumerate().take(id) {
+            non_negative[i + 1] = layer.op.output_is_non_negative(layer.inputs.iter().map(|&v| non_negative[v]));
+        }
+        non_negative[id]
     }
 
     /// Per-image shape of value `id`.

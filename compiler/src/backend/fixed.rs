@@ -27,6 +27,7 @@ pub(super) fn lower_op(
     let mut record = pb::FixedPoint {
         output: Some(format(formats.output)),
         pre_activation: formats.pre_activation.map(format),
+        unsigned_output: formats.unsigned,
         ..Default::default()
     };
     let input = q.format_of(graph, graph.inputs_of(id)[0]);

@@ -10,7 +10,7 @@ use crate::board::Board;
 use crate::design::Widths;
 use crate::error::Result;
 use crate::ir::{Activation, Graph, NodeId, Op, PoolKind};
-use hass_proto::fixed::Format;
+use hass_proto::fixed::{Format, MAX_DATA_BITS};
 use hass_runtime::Tensor;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -57,6 +57,9 @@ pub struct LayerFormats {
     pub weight_bits: u32,
     /// The output stream's format.
     pub output: Format,
+    /// The output is never negative and its width's bits are all magnitude: `output` is
+    /// the signed format one bit wider that holds the same values.
+    pub unsigned: bool,
     /// HardSigmoid, HardSwish, Sigmoid: where the activation unit reads its input.
     pub pre_activation: Option<Format>,
 }
@@ -218,22 +221,31 @@ pub fn measure_ranges_and<T>(
     Ok((MeasuredRanges { ranges, source, float_output }, also))
 }
 
+/// A stream's format, and whether it is unsigned (see [`LayerFormats::unsigned`]).
+type StreamFormat = (Format, bool);
+
 /// The formats of `graph` at `widths` (already checked) from ranges `measured` on it.
 pub fn formats(graph: &Graph, widths: &Widths, measured: &MeasuredRanges) -> Quantization {
     let (source, measured) = (measured.source.clone(), &measured.ranges);
     let mut layers: HashMap<NodeId, LayerFormats> = HashMap::new();
     let input = least_error_format(widths.default.activation_bits, &measured.input, HEADROOM, f64::INFINITY);
     let order = graph.layers();
+    let non_negative = non_negative_values(graph);
     // Every stream's own choice, independent of the others, in parallel; `None` where a
     // layer passes its input's values on and keeps its input's format (the contract's rule
     // for Reshape; free for max pools), resolved in order below.
-    let chosen: Vec<(Option<Format>, Option<Format>)> = order
+    let chosen: Vec<(Option<StreamFormat>, Option<Format>)> = order
         .par_iter()
         .enumerate()
         .map(|(i, &id)| {
             let op = &graph.node(id).op;
             let activation = op.activation();
-            let bits = widths.of(&graph.node(id).name).activation_bits;
+            let width = widths.of(&graph.node(id).name).activation_bits;
+            // A stream that is never negative is held unsigned: `width` bits of magnitude,
+            // which a signed format one bit wider holds exactly (below 16 bits, the
+            // runtime's widest).
+            let unsigned = non_negative.contains(&id) && width < MAX_DATA_BITS;
+            let bits = if unsigned { width + 1 } else { width };
             let output = match op {
                 Op::Reshape(_) | Op::Pool(crate::ir::Pool { kind: PoolKind::Max, .. }) => None,
                 // Outputs keep every value: clipping a logit can tie it with another.
@@ -244,25 +256,53 @@ pub fn formats(graph: &Graph, widths: &Widths, measured: &MeasuredRanges) -> Qua
                 _ => Some(least_error_format(bits, &measured.outputs[i], HEADROOM, bound(activation))),
             };
             let pre = match (&measured.pre_activation[i], hass_proto::fixed::reads_pre_activation(activation)) {
-                (Some(seen), true) => Some(least_error_format(bits, seen, HEADROOM, f64::INFINITY)),
+                (Some(seen), true) => Some(least_error_format(width, seen, HEADROOM, f64::INFINITY)),
                 _ => None,
             };
-            (output, pre)
+            (output.map(|f| (f, unsigned)), pre)
         })
         .collect();
     for (&id, &(output, pre_activation)) in order.iter().zip(&chosen) {
         let weight_bits = widths.of(&graph.node(id).name).weight_bits;
-        let output = output.unwrap_or_else(|| {
+        let (output, unsigned) = output.unwrap_or_else(|| {
             let from = graph.inputs_of(id)[0];
             if from == graph.input {
-                input
+                (input, false)
             } else {
-                layers[&from].output
+                (layers[&from].output, layers[&from].unsigned)
             }
         });
-        layers.insert(id, LayerFormats { weight_bits, output, pre_activation });
+        layers.insert(id, LayerFormats { weight_bits, output, unsigned, pre_activation });
     }
     Quantization { input, layers, source }
+}
+
+/// The values of `graph` that no input can make negative: the outputs of an activation that
+/// never outputs a negative value ([`Activation::is_non_negative`]), and what pools,
+/// reshapes, concatenations, sums and products make of such values alone (the runtime's
+/// `Plan::is_non_negative` follows the same rule on the artifact).
+pub fn non_negative_values(graph: &Graph) -> std::collections::HashSet<NodeId> {
+    let mut found = std::collections::HashSet::new();
+    for id in graph.layers() {
+        let op = &graph.node(id).op;
+        let non_negative = match op.activation() {
+            Some(activation) => activation.is_non_negative(),
+            None => {
+                matches!(
+                    op,
+                    Op::Pool(_)
+                        | Op::GlobalAveragePool { .. }
+                        | Op::Reshape(_)
+                        | Op::Concat { .. }
+                        | Op::Eltwise { .. }
+                ) && graph.inputs_of(id).iter().all(|i| found.contains(i))
+            }
+        };
+        if non_negative {
+            found.insert(id);
+        }
+    }
+    found
 }
 
 /// % of images on which the fixed-point model's top-1 is the float model's, from their

@@ -6,23 +6,33 @@ use hass_proto as pb;
 use serde::Serialize;
 
 /// A fixed-point format as hardware people write it: `fixed<W,I>` (as `ap_fixed`), `W` bits
-/// of which `I` are integer bits, sign included (`I = W - frac`).
+/// of which `I` are integer bits, sign included (`I = W - frac`); `ufixed<W,I>` (as
+/// `ap_ufixed`) for a stream no input can make negative, which the artifact holds in a
+/// signed format one bit wider.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct FormatLine {
-    /// Total bits.
+    /// Total bits (of magnitude, when unsigned).
     pub bits: u32,
     /// Fractional bits (the value of an integer `q` is `q * 2^-frac`).
     pub frac: i32,
+    /// Never negative.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
 }
 
 impl std::fmt::Display for FormatLine {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "fixed<{},{}>", self.bits, self.bits as i32 - self.frac)
+        let kind = if self.unsigned { "ufixed" } else { "fixed" };
+        write!(f, "{kind}<{},{}>", self.bits, self.bits as i32 - self.frac)
     }
 }
 
-fn line(f: Option<&pb::FixedFormat>) -> Option<FormatLine> {
-    f.map(|f| FormatLine { bits: f.bits, frac: f.frac })
+/// `f` as written for a stream that is never negative (`unsigned`) or may be.
+fn line(f: Option<&pb::FixedFormat>, unsigned: bool) -> Option<FormatLine> {
+    f.map(|f| match unsigned && f.bits > 1 {
+        true => FormatLine { bits: f.bits - 1, frac: f.frac, unsigned },
+        false => FormatLine { bits: f.bits, frac: f.frac, unsigned: false },
+    })
 }
 
 /// One layer's arithmetic.
@@ -62,7 +72,7 @@ pub struct DatapathReport {
 
 /// The datapath block of a fixed-point artifact's schedule (`None` for a float one).
 pub fn from_schedule(schedule: &pb::Schedule, ranges: String, agreement: Option<f64>) -> Option<DatapathReport> {
-    let input = line(schedule.input_format.as_ref())?;
+    let input = line(schedule.input_format.as_ref(), false)?;
     let layers = schedule
         .layers
         .iter()
@@ -77,8 +87,8 @@ pub fn from_schedule(schedule: &pb::Schedule, ranges: String, agreement: Option<
             let fracs = &fixed.weight_frac;
             Some(LayerDatapath {
                 name: l.name.clone(),
-                output: line(fixed.output.as_ref())?,
-                pre_activation: line(fixed.pre_activation.as_ref()),
+                output: line(fixed.output.as_ref(), fixed.unsigned_output)?,
+                pre_activation: line(fixed.pre_activation.as_ref(), false),
                 weight_bits,
                 weight_frac: fracs.iter().min().zip(fracs.iter().max()).map(|(a, b)| [*a, *b]),
                 accumulator_bits: (fixed.accumulator_bits > 0).then_some(fixed.accumulator_bits),

@@ -110,7 +110,7 @@ mod tests {
     }
 
     fn record(output: Option<pb::FixedFormat>, weight_frac: Vec<i32>, accumulator_bits: u32) -> Option<pb::FixedPoint> {
-        Some(pb::FixedPoint { output, pre_activation: None, weight_frac, accumulator_bits })
+        Some(pb::FixedPoint { output, pre_activation: None, weight_frac, accumulator_bits, unsigned_output: false })
     }
 
     /// Input at (8, 4); conv weights 0.5 at (8, 6), 21-bit accumulator, output (8, 3);
@@ -147,6 +147,27 @@ mod tests {
     }
 
     #[test]
+    fn unsigned_outputs_are_those_no_input_can_make_negative() {
+        let (mut s, w) = valid();
+        // A ReLU on the conv: its output and the reshape of it are never negative, the
+        // dense layer's output can be.
+        match s.layers[0].op.as_mut() {
+            Some(pb::layer::Op::Conv(c)) => {
+                c.activation = Some(pb::Activation { kind: Some(pb::activation::Kind::Relu(pb::Relu {})) })
+            }
+            _ => unreachable!(),
+        }
+        for layer in [0, 1] {
+            s.layers[layer].fixed.as_mut().unwrap().unsigned_output = true;
+        }
+        let plan = load(&s, &w).unwrap();
+        let non_negative: Vec<bool> = (0..4).map(|v| plan.is_non_negative(v)).collect();
+        assert_eq!(non_negative, [false, true, true, false], "input, conv+relu, reshape, dense");
+        s.layers[2].fixed.as_mut().unwrap().unsigned_output = true;
+        assert!(load(&s, &w).unwrap_err().to_string().contains("declares an unsigned output"));
+    }
+
+    #[test]
     fn every_broken_fixed_point_field_is_named() {
         fn fixed(s: &mut pb::Schedule, layer: usize) -> &mut pb::FixedPoint {
             s.layers[layer].fixed.as_mut().unwrap()
@@ -163,6 +184,7 @@ mod tests {
             ("frac range", |s, _| fixed(s, 2).weight_frac[4] = -40, "needs 5 weight fractional-bit counts"),
             ("accumulator", |s, _| fixed(s, 0).accumulator_bits = 32, "records a 32-bit accumulator"),
             ("bias bits", |s, _| fixed(s, 0).accumulator_bits = 20, "records a 20-bit accumulator; 8-bit weights"),
+            ("unsigned", |s, _| fixed(s, 2).unsigned_output = true, "declares an unsigned output, but its inputs"),
             (
                 "float weights",
                 |s, _| match s.layers[0].op.as_mut() {

@@ -38,6 +38,8 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
         None => None,
     };
     let mut formats: Vec<Format> = input_format.into_iter().collect();
+    // Per value: whether no input can make it negative (the input can be).
+    let mut non_negative = vec![false];
     let mut layers = Vec::with_capacity(schedule.layers.len());
     for layer in &schedule.layers {
         let inputs: Vec<usize> = layer.inputs.iter().map(|&i| i as usize).collect();
@@ -62,6 +64,10 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
             input_formats: &input_formats,
         };
         let (op, computed, channels) = lower_op(&l, op)?;
+        non_negative.push(op.output_is_non_negative(inputs.iter().map(|&i| non_negative[i])));
+        if layer.fixed.as_ref().is_some_and(|f| f.unsigned_output) && !non_negative[non_negative.len() - 1] {
+            return Err(invalid(&layer.name, "declares an unsigned output, but its inputs can make it negative"));
+        }
         let fixed = match &layer.fixed {
             Some(record) => Some(fixed_layer(&l, record, &op, channels)?),
             None => None,

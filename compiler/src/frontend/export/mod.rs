@@ -77,14 +77,17 @@ impl Writer<'_> {
         name
     }
 
-    /// `x` narrowed to format `f`: rounded half to even and saturated.
-    fn narrow(&mut self, base: &str, x: String, f: Format) -> String {
+    /// `x` narrowed to format `f`: rounded half to even and saturated. An `unsigned` stream
+    /// (never negative, held in `f` one bit wider than its magnitude) travels in a uint8
+    /// container where the others take int8.
+    fn narrow(&mut self, base: &str, x: String, f: Format, unsigned: bool) -> String {
         let scale = self.constant(format!("{base}/q.scale"), &[], vec![qdq::step(f.frac)]);
         let zero = format!("{base}/q.zero");
-        self.initializers.push(qdq::int_tensor(zero.clone(), &[], self.container, vec![0]));
+        let unsigned = unsigned && self.container == 8;
+        self.initializers.push(qdq::zero_point(zero.clone(), self.container, unsigned));
         let q = self.node("QuantizeLinear", format!("{base}/q"), vec![x, scale.clone(), zero.clone()], vec![]);
         let y = self.node("DequantizeLinear", format!("{base}/dq"), vec![q, scale, zero], vec![]);
-        if qdq::fills_container(f, self.container) {
+        if qdq::fills_container(f, self.container, unsigned) {
             return y;
         }
         let (lo, hi) = qdq::range(f);
@@ -99,7 +102,7 @@ impl Writer<'_> {
         let Some(act) = act else { return x };
         let name = format!("{base}/{}", act.name());
         let x = match pre {
-            Some(f) => self.narrow(&format!("{base}/pre"), x, f),
+            Some(f) => self.narrow(&format!("{base}/pre"), x, f, false),
             None => x,
         };
         // Any output format will do: the gate's constants depend on the input's only.
@@ -302,7 +305,7 @@ pub fn to_onnx(graph: &Graph, q: Option<&Quantization>) -> Result<Vec<u8>, Strin
     let container = q.map_or(16, qdq::container_bits);
     let mut w = Writer { graph, q, container, nodes: Vec::new(), initializers: Vec::new(), names: HashMap::new() };
     let input = match q {
-        Some(q) => w.narrow("input", "input".into(), q.input),
+        Some(q) => w.narrow("input", "input".into(), q.input, false),
         None => "input".to_string(),
     };
     w.names.insert(graph.input, input);
@@ -312,7 +315,8 @@ pub fn to_onnx(graph: &Graph, q: Option<&Quantization>) -> Result<Vec<u8>, Strin
         let passes_on =
             matches!(graph.node(id).op, Op::Reshape(_) | Op::Pool(crate::ir::Pool { kind: PoolKind::Max, .. }));
         if let (Some(q), false) = (q, passes_on) {
-            out = w.narrow(&format!("{}/out", graph.node(id).name), out, q.layers[&id].output);
+            let formats = q.layers[&id];
+            out = w.narrow(&format!("{}/out", graph.node(id).name), out, formats.output, formats.unsigned);
         }
         w.names.insert(id, out);
     }

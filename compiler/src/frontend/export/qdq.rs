@@ -9,7 +9,9 @@
 //! most runtimes and tools read), any other at opset 21, where every value travels in int16.
 //! Widths that are not their container's (below 8 bits at opset 14, below 16 at 21) saturate
 //! with a `Clip` to the format's range after the pair (rounding first, then clamping at integer
-//! bounds, is the contract's order). Weights are stored as the integers the artifact holds,
+//! bounds, is the contract's order). A stream that is never negative, which the artifact holds
+//! in a signed format one bit wider than its magnitude, counts at its magnitude's width and
+//! travels in uint8 at opset 14. Weights are stored as the integers the artifact holds,
 //! with a per-output-channel `DequantizeLinear` (axis 0).
 //!
 //! What stays float in such a model: the runtime's convolution sums, the bias (added as
@@ -21,6 +23,7 @@ use hass_proto::fixed::Format;
 use tract_onnx::pb;
 
 /// ONNX `TensorProto` data types.
+const UINT8: i32 = 2;
 const INT8: i32 = 3;
 const INT16: i32 = 5;
 
@@ -29,7 +32,10 @@ pub(super) fn opset(q: &Quantization) -> i64 {
     let widest = q
         .layers
         .values()
-        .flat_map(|l: &LayerFormats| [Some(l.output.bits), l.pre_activation.map(|f| f.bits), Some(l.weight_bits)])
+        .flat_map(|l: &LayerFormats| {
+            let output = if l.unsigned { l.output.bits - 1 } else { l.output.bits };
+            [Some(output), l.pre_activation.map(|f| f.bits), Some(l.weight_bits)]
+        })
         .flatten()
         .chain([q.input.bits])
         .max()
@@ -65,6 +71,16 @@ pub(super) fn int_tensor(name: String, dims: &[usize], container: u32, values: V
     }
 }
 
+/// The zero point (0) of a value in a `container`-bit integer, unsigned where `unsigned`
+/// (only at 8 bits: opset 21's containers are all int16).
+pub(super) fn zero_point(name: String, container: u32, unsigned: bool) -> pb::TensorProto {
+    let mut zero = int_tensor(name, &[], container, vec![0]);
+    if unsigned {
+        zero.data_type = UINT8;
+    }
+    zero
+}
+
 /// `2^-frac` as f32 (exact: `frac` lies in -32..=40).
 pub(super) fn step(frac: i32) -> f32 {
     hass_proto::fixed::pow2(-frac) as f32
@@ -75,7 +91,12 @@ pub(super) fn range(f: Format) -> (f32, f32) {
     (f.to_f64(f.min()) as f32, f.to_f64(f.max()) as f32)
 }
 
-/// Whether `f`'s saturation is its `container`'s (no `Clip` needed).
-pub(super) fn fills_container(f: Format, container: u32) -> bool {
-    f.bits == container
+/// Whether `f`'s saturation is its `container`'s (no `Clip` needed); an `unsigned` container
+/// holds the non-negative half of `f`, one bit wider.
+pub(super) fn fills_container(f: Format, container: u32, unsigned: bool) -> bool {
+    if unsigned {
+        f.bits == container + 1
+    } else {
+        f.bits == container
+    }
 }

@@ -13,8 +13,9 @@
 //! `lo + (hi << 8)`: still exact, twice the multiplies (as many as an `f32` FMA kernel),
 //! each input loaded once. Where weights and inputs are 8-bit integers and AVX-512 VNNI is
 //! there, `A` and `B` are packed in quads instead and `vpdpbusd` multiplies unsigned input
-//! bytes (`x + 128`) by signed weight bytes, four per lane, 64 multiply-accumulates per
-//! instruction; each row's `128 * sum(w)` comes off before the epilogue.
+//! bytes by signed weight bytes, four per lane, 64 multiply-accumulates per instruction:
+//! inputs that are never negative (0..=255, what a ReLU writes) enter as they are, signed
+//! ones as `x + 128`, and then each row's `128 * sum(w)` comes off before the epilogue.
 //!
 //! Layout and loops, as in GotoBLAS: `A` is packed once ([`PackedA`], kept by the plan) in
 //! panels of [`MR`] rows, each pair (or quad) of a row's k as one 32-bit word per part; `B` (any
@@ -27,6 +28,7 @@
 
 use super::unfold::{pack_block, Columns, Matrix};
 use rayon::prelude::*;
+use std::ops::RangeInclusive;
 use tiles::{micro_tiles, TileSums};
 
 mod tiles;
@@ -46,7 +48,7 @@ const KC_WORDS: usize = 128;
 /// Shortest block (in k-pairs) worth a pass without splitting the weights.
 const MIN_BLOCK_PAIRS: usize = 64;
 
-/// `A` (`m` x `k`, row-major) packed for [`gemm`], against inputs of at most `x_bits` bits.
+/// `A` (`m` x `k`, row-major) packed for [`gemm`], against inputs within a known range.
 ///
 /// Each 32-bit word holds two 16-bit weights of consecutive k (the pair `vpmaddwd` and
 /// `vpdpwssd` multiply), or, with AVX-512 VNNI where weights and inputs are 8-bit
@@ -67,8 +69,10 @@ pub struct PackedA {
     panels: Vec<i32>,
     /// Words a 32-bit lane sums exactly, for every part.
     block_words: usize,
-    /// With quads, per row: 128 times the sum of its weights. `vpdpbusd` multiplies
-    /// unsigned bytes by signed ones, so the inputs enter as `x + 128` and this comes off.
+    /// With quads, what is added to every input to make it an unsigned byte (`vpdpbusd`
+    /// multiplies unsigned bytes by signed ones): 0 for inputs within 0..=255, else 128.
+    x_offset: i16,
+    /// With quads, per row: `x_offset` times the sum of its weights, which comes off.
     offsets: Vec<i64>,
 }
 
@@ -104,13 +108,19 @@ fn multiplies_quads() -> bool {
 }
 
 impl PackedA {
-    /// Pack `a` (every value within 16 bits) against inputs of `x_bits` bits.
-    pub fn new(a: &[i64], m: usize, k: usize, x_bits: u32) -> PackedA {
+    /// Pack `a` (every value within 16 bits) against inputs within `x` (within 16 bits).
+    pub fn new(a: &[i64], m: usize, k: usize, x: RangeInclusive<i64>) -> PackedA {
         debug_assert!(a.iter().all(|v| (-(1 << 15)..(1 << 15)).contains(v)), "16-bit weights");
-        if x_bits <= 8 && a.iter().all(|v| (-128..128).contains(v)) && multiplies_quads() {
-            return PackedA::quads(a, m, k);
+        let byte_weights = || a.iter().all(|v| (-128..128).contains(v));
+        let x_offset = match (*x.start(), *x.end()) {
+            (0.., ..=255) => Some(0),
+            (-128.., ..=127) => Some(128),
+            _ => None,
+        };
+        if let Some(x_offset) = x_offset.filter(|_| byte_weights() && multiplies_quads()) {
+            return PackedA::quads(a, m, k, x_offset);
         }
-        let max_x = 1i64 << (x_bits.clamp(1, 16) - 1);
+        let max_x = x.start().abs().max(x.end().abs()).clamp(1, 1 << 15);
         let max_a = a.iter().fold(0, |m, v| m.max(v.abs()));
         let k_words = k.div_ceil(2);
         let whole = block_pairs(max_a, max_x);
@@ -137,11 +147,12 @@ impl PackedA {
                 }
             }
         }
-        PackedA { k_words, quads: false, parts, panels, block_words, offsets: Vec::new() }
+        PackedA { k_words, quads: false, parts, panels, block_words, x_offset: 0, offsets: Vec::new() }
     }
 
-    /// `a`'s 8-bit weights in quads (zeros past `k`).
-    fn quads(a: &[i64], m: usize, k: usize) -> PackedA {
+    /// `a`'s 8-bit weights in quads (zeros past `k`), against inputs that `x_offset` makes
+    /// unsigned bytes.
+    fn quads(a: &[i64], m: usize, k: usize, x_offset: i16) -> PackedA {
         let k_words = k.div_ceil(4);
         let stride = k_words * MR;
         let mut panels = vec![0i32; m.div_ceil(MR) * stride];
@@ -155,23 +166,23 @@ impl PackedA {
                 }
             }
         }
-        let offsets = a.chunks(k.max(1)).take(m).map(|row| 128 * row.iter().sum::<i64>()).collect();
+        let offsets = a.chunks(k.max(1)).take(m).map(|row| x_offset as i64 * row.iter().sum::<i64>()).collect();
         // A quad's four products of at most 255 x 128 each: 2^31 / 130560 quads per block.
         let block_words = ((1i64 << 31) - 1) as usize / (4 * 255 * 128);
-        PackedA { k_words, quads: true, parts: 1, panels, block_words, offsets }
+        PackedA { k_words, quads: true, parts: 1, panels, block_words, x_offset, offsets }
     }
 }
 
 /// Words `first..first + words` of the column panels from `panel0` on (as many as `out`
 /// holds) of `b`, packed for `a`: per panel, per word of k, [`NR`] words, each the pair
-/// ([`pair`]) or quad (four bytes `x + 128`, [`quad`]) of `b`'s rows for one column. Past
-/// the last row or column the values are zeros (a quad's bytes 128: their weights are
-/// zeros). Rows are read across all the panels at once: a convolution's windows then copy
+/// ([`pair`]) or quad (four bytes `x + x_offset`, [`quad`]) of `b`'s rows for one column.
+/// Past the last row or column the values are zeros (a quad's bytes `x_offset`: their
+/// weights are zeros). Rows are read across all the panels at once: a convolution's windows then copy
 /// whole runs of an image row.
 #[inline(always)]
 fn pack_b(a: &PackedA, b: &impl Columns<i16>, panel0: usize, first: usize, words: usize, out: &mut [i32]) {
     if a.quads {
-        let byte = |v: i16| (v + 128) as u8;
+        let byte = |v: i16| (v + a.x_offset) as u8;
         pack_words::<4>(b, panel0, first, words, out, |[w, x, y, z]| quad([byte(w), byte(x), byte(y), byte(z)]))
     } else {
         pack_words::<2>(b, panel0, first, words, out, |[lo, hi]| pair(lo, hi))
@@ -285,7 +296,7 @@ pub fn gemm_with<T: Send>(
                         || {
                             for r in 0..rows.len() / n.max(1) {
                                 let row = &mut sums[r * block_cols..][..cols];
-                                // Quads summed `x + 128`: the row's offset comes off.
+                                // Quads summed `x + x_offset`: the row's offset comes off.
                                 if let Some(&offset) = a.offsets.get(p * MR + r) {
                                     row.iter_mut().for_each(|v| *v -= offset);
                                 }
@@ -314,18 +325,24 @@ mod tests {
         c
     }
 
-    fn check(m: usize, k: usize, n: usize, a_bits: u32, x_bits: u32, seed: u64) {
+    /// The integers of a signed `bits`-bit format.
+    fn signed(bits: u32) -> RangeInclusive<i64> {
+        -(1 << (bits - 1))..=(1 << (bits - 1)) - 1
+    }
+
+    fn check(m: usize, k: usize, n: usize, a_bits: u32, x: RangeInclusive<i64>, seed: u64) {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-        let (amax, xmax) = (1i64 << (a_bits - 1), 1i64 << (x_bits - 1));
+        let amax = 1i64 << (a_bits - 1);
         // Extremes included: the worst case of every block is what must not overflow.
         let mut a: Vec<i64> = (0..m * k).map(|_| rng.random_range(-amax..amax)).collect();
-        let mut b: Vec<i16> = (0..k * n).map(|_| rng.random_range(-xmax..xmax) as i16).collect();
+        let mut b: Vec<i16> = (0..k * n).map(|_| rng.random_range(x.clone()) as i16).collect();
         a.iter_mut().step_by(3).for_each(|v| *v = -amax);
-        b.iter_mut().step_by(2).for_each(|v| *v = -xmax as i16);
-        let packed = PackedA::new(&a, m, k, x_bits);
+        let extreme = if x.start().abs() >= x.end().abs() { *x.start() } else { *x.end() };
+        b.iter_mut().step_by(2).for_each(|v| *v = extreme as i16);
+        let packed = PackedA::new(&a, m, k, x.clone());
         let mut c = vec![0i64; m * n];
         gemm(&packed, &b, n, &mut c);
-        assert_eq!(c, naive(&a, &b, m, k, n), "{m}x{k}x{n} at {a_bits}x{x_bits} bits");
+        assert_eq!(c, naive(&a, &b, m, k, n), "{m}x{k}x{n} at {a_bits} bits x {x:?}");
         // The portable kernel computes the same integers.
         let mut bp = vec![0i32; packed.k_words * NR];
         pack_b(&packed, &Matrix { values: &b, n }, 0, 0, packed.k_words, &mut bp);
@@ -346,7 +363,7 @@ mod tests {
             (_, 1) => tile_scalar::<1>(panel, &bp, kp, block, out),
             _ => tile_scalar::<2>(panel, &bp, kp, block, out),
         });
-        // Quads sum `x + 128` (128 in the padding): their rows' offsets are still in.
+        // Quads sum `x + x_offset` (`x_offset` in the padding): their rows' offsets are still in.
         let offset = |r: usize| packed.offsets.get(r).copied().unwrap_or(0);
         for (i, (&fresh, &added)) in scalar.0.iter().zip(&scalar.1).enumerate() {
             let (r, col) = (i / ld, i % ld);
@@ -386,26 +403,35 @@ mod tests {
 
     #[test]
     fn exact_at_every_width_and_odd_shape() {
-        check(7, 9, 5, 16, 16, 1); // split weights, tails everywhere
-        check(13, 4608, 37, 16, 16, 2); // resnet's widest fan-in, worst-case values
-        check(6, 300, 16, 8, 16, 3); // one pass
-        check(1, 1, 1, 2, 2, 4);
-        check(20, 1000, 40, 16, 8, 5);
-        check(5, 3, 33, 4, 4, 6);
+        check(7, 9, 5, 16, signed(16), 1); // split weights, tails everywhere
+        check(13, 4608, 37, 16, signed(16), 2); // resnet's widest fan-in, worst-case values
+        check(6, 300, 16, 8, signed(16), 3); // one pass
+        check(1, 1, 1, 2, signed(2), 4);
+        check(20, 1000, 40, 16, signed(8), 5);
+        check(5, 3, 33, 4, signed(4), 6);
         // 8-bit weights and inputs: quads where AVX-512 VNNI multiplies them, k past a
         // multiple of four, extremes of both signs.
-        check(20, 1000, 40, 8, 8, 7);
-        check(13, 147, 37, 8, 8, 8);
-        check(12, 4608, 32, 8, 8, 9);
-        check(3, 5, 70, 8, 6, 10);
+        check(20, 1000, 40, 8, signed(8), 7);
+        check(13, 147, 37, 8, signed(8), 8);
+        check(12, 4608, 32, 8, signed(8), 9);
+        check(3, 5, 70, 8, signed(6), 10);
+        // Unsigned 8-bit inputs (a ReLU's, in a 9-bit signed format): quads without offset.
+        check(20, 1000, 40, 8, 0..=255, 11);
+        check(12, 4608, 32, 8, 0..=255, 12);
+        check(13, 4608, 37, 16, 0..=255, 13);
+        check(7, 9, 5, 8, 0..=511, 14);
     }
 
     #[test]
     fn quads_only_for_8_bit_weights_and_inputs_where_vnni_multiplies_them() {
         let small: Vec<i64> = (0..24).map(|i| i - 12).collect();
-        assert_eq!(PackedA::new(&small, 4, 6, 8).quads, multiplies_quads());
-        assert!(!PackedA::new(&small, 4, 6, 9).quads, "9-bit inputs");
+        assert_eq!(PackedA::new(&small, 4, 6, signed(8)).quads, multiplies_quads());
+        let unsigned = PackedA::new(&small, 4, 6, 0..=255);
+        assert_eq!((unsigned.quads, unsigned.x_offset), (multiplies_quads(), 0), "unsigned bytes as they are");
+        assert!(unsigned.offsets.iter().all(|&o| o == 0));
+        assert!(!PackedA::new(&small, 4, 6, signed(9)).quads, "9-bit inputs");
+        assert!(!PackedA::new(&small, 4, 6, -1..=255).quads, "9-bit inputs");
         let wide: Vec<i64> = small.iter().map(|v| v * 11).collect();
-        assert!(!PackedA::new(&wide, 4, 6, 8).quads, "weights beyond 8 bits");
+        assert!(!PackedA::new(&wide, 4, 6, signed(8)).quads, "weights beyond 8 bits");
     }
 }
