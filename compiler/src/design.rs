@@ -10,7 +10,7 @@ use crate::hw::sparse::{channel_streams, LayerSparsity};
 use crate::hw::stage::{stages, StageKind};
 use crate::hw::{Budget, Precision};
 use crate::ir::{Graph, NodeId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Where the sparsity statistics of the cost model come from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -103,17 +103,6 @@ impl Widths {
             weight_bits: self.of(&graph.node(id).name).weight_bits,
             activation_bits: reads.unwrap_or(self.default.activation_bits),
         }
-    }
-
-    /// Whether every stream layer `id` of `graph` reads is unsigned (ARCHITECTURE.md,
-    /// "Unsigned streams"), `non_negative` being `quantize::non_negative_values(graph)`.
-    pub fn reads_unsigned(&self, graph: &Graph, id: NodeId, non_negative: &HashSet<NodeId>) -> bool {
-        graph.inputs_of(id).iter().all(|&i| {
-            let source = stream_source(graph, i);
-            source != graph.input
-                && non_negative.contains(&source)
-                && self.stream_bits(graph, i) < hass_proto::fixed::MAX_DATA_BITS
-        })
     }
 
     /// Every width is 2 to 16 bits and names a layer of `graph`; weight widths name a layer
@@ -280,10 +269,8 @@ pub fn network(graph: &Graph, options: &DesignOptions) -> Result<Network> {
     let words = |id: NodeId| graph.shape(id).iter().product::<usize>();
     let output_words = graph.outputs.iter().map(|&o| words(o)).sum();
     let mut stages = stages(graph);
-    let non_negative = crate::quantize::non_negative_values(graph);
     for s in &mut stages {
         s.precision = options.precision.of_stage(graph, s.node);
-        s.unsigned_input = options.precision.reads_unsigned(graph, s.node, &non_negative);
         s.encoded_weight_bits = encoded_bits(graph, s.node, s.precision.weight_bits as u64);
     }
     let mut network = Network::new(stages, sparsity, options.precision.default, words(graph.input), output_words);

@@ -286,6 +286,17 @@ pub fn accumulator_bits(weight_bits: u32, input_bits: u32, fan_in: u64) -> u32 {
     weight_bits + input_bits + ceil_log2(fan_in.max(1))
 }
 
+/// The width an input stream of format `f` counts at in [`accumulator_bits`]: an unsigned
+/// stream held in `b + 1` bits counts as `b`, since a product of values below `2^b` with a
+/// signed `w`-bit weight is below `2^(w + b - 1)` in magnitude, as a signed `b`-bit one's.
+pub fn input_width(f: Format, unsigned: bool) -> u32 {
+    if unsigned {
+        f.bits - 1
+    } else {
+        f.bits
+    }
+}
+
 /// The input threshold `t` on values of format `f`: `q * 2^-frac <= t` exactly when
 /// `q <= floor(t * 2^frac)`, so the integer comparison is the real one.
 pub fn threshold(t: f32, f: Format) -> i64 {

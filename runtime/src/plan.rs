@@ -227,6 +227,9 @@ pub struct Fixed {
     pub unit: ActivationUnit,
     /// Conv, Dense, ScaleShift: the per-channel arithmetic.
     pub channels: Option<FixedChannels>,
+    /// The output is declared unsigned (ARCHITECTURE.md, "Unsigned streams"): never
+    /// negative, one bit of its format unused, which the next layer's accumulator omits.
+    pub unsigned_output: bool,
 }
 
 /// The multiply-accumulate side of a fixed-point Conv, Dense or ScaleShift. Built with
@@ -366,6 +369,12 @@ impl Plan {
             non_negative[i + 1] = layer.op.output_is_non_negative(layer.inputs.iter().map(|&v| non_negative[v]));
         }
         non_negative[id]
+    }
+
+    /// Whether value `id` is declared unsigned ([`Fixed::unsigned_output`]; the input never
+    /// is): what the accumulator widths of the layers reading it follow.
+    pub fn value_unsigned(&self, id: usize) -> bool {
+        id > 0 && self.layers[id - 1].fixed.as_ref().is_some_and(|f| f.unsigned_output)
     }
 
     /// Per-image shape of value `id`.

@@ -30,7 +30,7 @@ pub(super) fn lower_op(
         unsigned_output: formats.unsigned,
         ..Default::default()
     };
-    let input = q.format_of(graph, graph.inputs_of(id)[0]);
+    let input = q.stream_of(graph, graph.inputs_of(id)[0]);
     let weighted = match &node.op {
         Op::Conv(c) => Some((c.weight, c.bias)),
         Op::Dense(d) => Some((d.weight, d.bias)),
@@ -52,7 +52,7 @@ fn integer_weights(
     graph: &Graph,
     layer: &str,
     (weight, bias): (WeightId, Option<WeightId>),
-    input: Format,
+    input: (Format, bool),
     bits: u32,
     record: &mut pb::FixedPoint,
     w: &mut pb::WeightsWriter,
@@ -66,7 +66,7 @@ fn integer_weights(
         return Err(CompileError::Options(format!(
             "layer {layer} sums {} products of {bits}-bit weights and {}-bit inputs, which needs a {acc_bits}-bit accumulator; hassc computes up to {MAX_EXACT_ACCUMULATOR_BITS}: lower --weight-bits or --activation-bits",
             t.data.len() / channels.max(1),
-            input.bits
+            hass_proto::fixed::input_width(input.0, input.1)
         )));
     }
     record.weight_frac = q.formats.iter().map(|f| f.frac).collect();

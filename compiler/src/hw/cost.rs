@@ -252,12 +252,7 @@ pub fn conv_cost_parts(stage: &Stage, f: Folding, sparsity: Option<&LayerSparsit
     let (cin_g, cout_g) = (c_in / groups, c_out / groups);
     let data = precision.activation_bits;
     // The fixed-point datapath's accumulator: wide enough that no sum can overflow.
-    // An unsigned `data`-bit input is a signed one a bit wider to the accumulator.
-    let acc = hass_proto::fixed::accumulator_bits(
-        precision.weight_bits,
-        data + stage.unsigned_input as u32,
-        (cin_g * window) as u64,
-    );
+    let acc = hass_proto::fixed::accumulator_bits(precision.weight_bits, data, (cin_g * window) as u64);
     let in_streams = f.coarse_in * f.coarse_group * f.spatial;
     let out_streams = f.coarse_out * f.coarse_group * f.spatial;
     let pair_streams = f.coarse_in * f.coarse_out * f.coarse_group * f.spatial;
@@ -402,7 +397,6 @@ mod tests {
             weights: (c_out * c_in / groups * k * k) as u64,
             encoded_weight_bits: None,
             precision: Precision::default(),
-            unsigned_input: false,
             words_out: c_out * out * out,
             inputs: vec![None],
         }
@@ -529,21 +523,6 @@ mod tests {
             conv_cost(&s, f, Placement::Bram, None).usage.dsp
         };
         assert_eq!((at(16), at(8), at(4)), (48.0, 24.0, 12.0));
-    }
-
-    #[test]
-    fn unsigned_inputs_widen_the_accumulator_not_the_multipliers() {
-        let eight = Precision { weight_bits: 8, activation_bits: 8 };
-        let signed = Stage { precision: eight, ..conv(16, 16, 1, 3, 8, 1) };
-        let unsigned = Stage { unsigned_input: true, ..signed.clone() };
-        // As a signed input one bit wider, but for the multipliers.
-        let nine = Stage { precision: Precision { activation_bits: 9, ..eight }, ..signed.clone() };
-        let f = fold(4, 4, 1, 3, 1);
-        let cost = |s: &Stage| conv_cost(s, f, Placement::Bram, None).usage;
-        let (s, u, n) = (cost(&signed), cost(&unsigned), cost(&nine));
-        assert_eq!(u.dsp, s.dsp, "8-bit multipliers either way");
-        assert!(u.ff > s.ff && u.lut > s.lut, "a wider accumulator: {u:?} vs {s:?}");
-        assert!(n.ff > u.ff, "the 9-bit window and line buffers cost more than the 8-bit ones");
     }
 
     #[test]

@@ -287,7 +287,6 @@ mod tests {
             weights: 0,
             encoded_weight_bits: None,
             precision: Precision::default(),
-            unsigned_input: false,
             words_out: words,
             inputs: vec![input],
         }

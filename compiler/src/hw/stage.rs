@@ -83,9 +83,6 @@ pub struct Stage {
     /// Operand widths: its weights', and the widest stream it reads (set by
     /// `design::network`, which knows the widths; 16 bits until then).
     pub precision: super::Precision,
-    /// Whether every stream it reads is unsigned (ARCHITECTURE.md, "Unsigned streams"): its
-    /// accumulator then holds one more bit of magnitude (set by `design::network`).
-    pub unsigned_input: bool,
     /// Output words per image.
     pub words_out: usize,
     /// Indices (in the stage list) of the stages feeding this one; `None` is the graph input.
@@ -184,7 +181,6 @@ pub fn stages(graph: &Graph) -> Vec<Stage> {
                 weights,
                 encoded_weight_bits: None,
                 precision: super::Precision::default(),
-                unsigned_input: false,
                 words_out: words(&out),
                 inputs: inputs.iter().map(|n| index.get(n).copied()).collect(),
             }

@@ -73,6 +73,15 @@ impl Quantization {
             self.layers[&id].output
         }
     }
+
+    /// The format of value `id` and whether it is unsigned (the input never is).
+    pub fn stream_of(&self, graph: &Graph, id: NodeId) -> (Format, bool) {
+        if id == graph.input {
+            (self.input, false)
+        } else {
+            (self.layers[&id].output, self.layers[&id].unsigned)
+        }
+    }
 }
 
 /// Per output channel of a weight tensor (rows of its first dimension): the format of
@@ -102,17 +111,19 @@ pub struct QuantizedWeights {
     pub accumulator_bits: u32,
 }
 
-/// `weights` (`channels` rows) and `biases` of a layer reading values of format `input`, in
-/// `bits`-wide integers: what the backend writes and the search evaluates.
+/// `weights` (`channels` rows) and `biases` of a layer reading values of format `input`
+/// (`unsigned` where the stream is, see [`LayerFormats::unsigned`]), in `bits`-wide
+/// integers: what the backend writes and the search evaluates.
 pub fn quantize_weights(
     weights: &[f32],
     biases: &[f32],
     channels: usize,
     bits: u32,
-    input: Format,
+    (input, unsigned): (Format, bool),
 ) -> QuantizedWeights {
     let fan_in = weights.len() / channels.max(1);
-    let accumulator_bits = hass_proto::fixed::accumulator_bits(bits, input.bits, fan_in as u64);
+    let input_bits = hass_proto::fixed::input_width(input, unsigned);
+    let accumulator_bits = hass_proto::fixed::accumulator_bits(bits, input_bits, fan_in as u64);
     let formats = weight_formats(weights, channels, bits);
     let mut ints = vec![0; weights.len()];
     ints.par_chunks_mut(fan_in.max(1)).zip(weights.par_chunks(fan_in.max(1))).zip(&formats).for_each(

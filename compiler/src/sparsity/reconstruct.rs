@@ -721,7 +721,7 @@ mod tests {
         for bits in [4, 6, 8] {
             let (w, b) = gram.refit(&dense, &bias, &pruned, true, Some(bits)).unwrap();
             // On the grid: the backend's quantization keeps every value as it is.
-            let q = crate::quantize::quantize_weights(&w, &b, outputs, bits, Format { bits: 16, frac: 12 });
+            let q = crate::quantize::quantize_weights(&w, &b, outputs, bits, (Format { bits: 16, frac: 12 }, false));
             for (row, (ints, f)) in w.chunks(inputs).zip(q.weights.chunks(inputs).zip(&q.formats)) {
                 for (&v, &int) in row.iter().zip(ints) {
                     assert_eq!(v as f64, f.to_f64(int), "{bits} bits: {v} is not on its row's grid");
@@ -729,7 +729,13 @@ mod tests {
             }
             assert!(pruned.iter().zip(&w).all(|(p, v)| *p != 0.0 || *v == 0.0), "pruned weights stay zero");
             // Rounding the float re-fit weight by weight, as the backend would.
-            let q = crate::quantize::quantize_weights(&float_w, &float_b, outputs, bits, Format { bits: 16, frac: 12 });
+            let q = crate::quantize::quantize_weights(
+                &float_w,
+                &float_b,
+                outputs,
+                bits,
+                (Format { bits: 16, frac: 12 }, false),
+            );
             let rounded: Vec<f32> = float_w
                 .chunks(inputs)
                 .zip(q.weights.chunks(inputs).zip(&q.formats))

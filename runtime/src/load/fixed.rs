@@ -59,13 +59,15 @@ pub(super) fn channels(
     if weight_frac.len() != c_out || weight_frac.iter().any(|f| !fixed::FRAC_RANGE.contains(f)) {
         return Err(invalid(l.name, format!("needs {c_out} weight fractional-bit counts in {:?}", fixed::FRAC_RANGE)));
     }
-    let needed = fixed::accumulator_bits(weight_bits, input.bits, fan_in as u64);
+    let input_bits = fixed::input_width(input, l.input_unsigned);
+    let needed = fixed::accumulator_bits(weight_bits, input_bits, fan_in as u64);
     if record.accumulator_bits != needed {
+        let signedness = if l.input_unsigned { "unsigned" } else { "signed" };
         return Err(invalid(
             l.name,
             format!(
-                "records a {}-bit accumulator; {weight_bits}-bit weights, {}-bit inputs and {fan_in} products need {needed}",
-                record.accumulator_bits, input.bits
+                "records a {}-bit accumulator; {weight_bits}-bit weights, {input_bits}-bit {signedness} inputs and {fan_in} products need {needed}",
+                record.accumulator_bits
             ),
         ));
     }
@@ -148,21 +150,45 @@ mod tests {
 
     #[test]
     fn unsigned_outputs_are_those_no_input_can_make_negative() {
-        let (mut s, w) = valid();
-        // A ReLU on the conv: its output and the reshape of it are never negative, the
-        // dense layer's output can be.
-        match s.layers[0].op.as_mut() {
-            Some(pb::layer::Op::Conv(c)) => {
-                c.activation = Some(pb::Activation { kind: Some(pb::activation::Kind::Relu(pb::Relu {})) })
+        // valid()'s network with a ReLU on the conv, whose output (and the reshape of it)
+        // is declared unsigned: 7 bits of magnitude in (8, 3), so the dense layer's
+        // accumulator counts 7-bit inputs, 21 bits (its bias 20).
+        let unsigned = |output, weight_frac, accumulator_bits| {
+            let r = record(output, weight_frac, accumulator_bits).unwrap();
+            Some(pb::FixedPoint { unsigned_output: true, ..r })
+        };
+        let schedule = |dense_accumulator: u32| {
+            let mut w = hass_proto::WeightsWriter::default();
+            let conv = (w.push_ints(&[3, 2, 3, 3], &[32; 54], 8), w.push_ints(&[3], &[0; 3], 20));
+            let dense = (w.push_ints(&[5, 48], &[8; 240], 8), w.push_ints(&[5], &[256; 5], dense_accumulator - 1));
+            let records = [
+                unsigned(format(8, 3), vec![6; 3], 21),
+                unsigned(format(8, 3), vec![], 0),
+                record(format(12, 4), vec![5; 5], dense_accumulator),
+            ];
+            let mut s = super::super::tests::small_network(conv, dense, records);
+            s.input_format = format(8, 4);
+            match s.layers[0].op.as_mut() {
+                Some(pb::layer::Op::Conv(c)) => {
+                    c.activation = Some(pb::Activation { kind: Some(pb::activation::Kind::Relu(pb::Relu {})) })
+                }
+                _ => unreachable!(),
             }
-            _ => unreachable!(),
-        }
-        for layer in [0, 1] {
-            s.layers[layer].fixed.as_mut().unwrap().unsigned_output = true;
-        }
+            (s, w.into_bytes())
+        };
+        let (mut s, w) = schedule(21);
         let plan = load(&s, &w).unwrap();
         let non_negative: Vec<bool> = (0..4).map(|v| plan.is_non_negative(v)).collect();
         assert_eq!(non_negative, [false, true, true, false], "input, conv+relu, reshape, dense");
+        assert_eq!((0..4).map(|v| plan.value_unsigned(v)).collect::<Vec<_>>(), [false, true, true, false]);
+        // Ones in: as valid()'s, the conv's 4, 6 and 9 per pixel being non-negative anyway.
+        let out = crate::run(&plan, &crate::Tensor::new(vec![1, 2, 4, 4], vec![1.0; 32]).unwrap()).unwrap();
+        assert_eq!(out[0].data(), [76.0; 5]);
+        // A signed input's accumulator is a bit too wide for an unsigned one.
+        let (wide, w22) = schedule(22);
+        let err = load(&wide, &w22).unwrap_err().to_string();
+        assert!(err.contains("7-bit unsigned inputs and 48 products need 21"), "{err}");
+        // Only a stream that cannot be negative may be declared unsigned.
         s.layers[2].fixed.as_mut().unwrap().unsigned_output = true;
         assert!(load(&s, &w).unwrap_err().to_string().contains("declares an unsigned output"));
     }

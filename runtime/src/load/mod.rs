@@ -38,8 +38,9 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
         None => None,
     };
     let mut formats: Vec<Format> = input_format.into_iter().collect();
-    // Per value: whether no input can make it negative (the input can be).
-    let mut non_negative = vec![false];
+    // Per value: whether no input can make it negative (the input can be), and whether it
+    // is declared unsigned.
+    let (mut non_negative, mut unsigned) = (vec![false], vec![false]);
     let mut layers = Vec::with_capacity(schedule.layers.len());
     for layer in &schedule.layers {
         let inputs: Vec<usize> = layer.inputs.iter().map(|&i| i as usize).collect();
@@ -62,10 +63,12 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Plan, RuntimeError> {
             weights,
             fixed: layer.fixed.as_ref(),
             input_formats: &input_formats,
+            input_unsigned: inputs.first().is_some_and(|&i| unsigned[i]),
         };
         let (op, computed, channels) = lower_op(&l, op)?;
         non_negative.push(op.output_is_non_negative(inputs.iter().map(|&i| non_negative[i])));
-        if layer.fixed.as_ref().is_some_and(|f| f.unsigned_output) && !non_negative[non_negative.len() - 1] {
+        unsigned.push(layer.fixed.as_ref().is_some_and(|f| f.unsigned_output));
+        if unsigned[unsigned.len() - 1] && !non_negative[non_negative.len() - 1] {
             return Err(invalid(&layer.name, "declares an unsigned output, but its inputs can make it negative"));
         }
         let fixed = match &layer.fixed {
@@ -112,7 +115,7 @@ fn fixed_layer(
     if matches!(op, Op::Conv(_) | Op::Dense(_) | Op::ScaleShift { .. }) != channels.is_some() {
         return Err(invalid(l.name, "has no fixed-point weights"));
     }
-    Ok(Fixed { unit: ActivationUnit::new(activation, pre, out), channels })
+    Ok(Fixed { unit: ActivationUnit::new(activation, pre, out), channels, unsigned_output: record.unsigned_output })
 }
 
 /// The hardware record is not used to compute, but the cycle simulation reads it, so a
@@ -318,6 +321,8 @@ struct LayerIn<'a> {
     fixed: Option<&'a pb::FixedPoint>,
     /// Its inputs' formats (the fixed-point datapath only).
     input_formats: &'a [Format],
+    /// Whether its first input is declared unsigned (its accumulator counts one bit less).
+    input_unsigned: bool,
 }
 
 /// Check one layer's operation against its input shapes and declared output, and decode

@@ -161,7 +161,7 @@ impl Writer<'_> {
         let w = g.weights.tensor(weight);
         let channels = w.shape[0];
         let biases = bias.map(|b| g.weights.tensor(b).data.clone()).unwrap_or_else(|| vec![0.0; channels]);
-        let input = q.format_of(g, g.inputs_of(id)[0]);
+        let input = q.stream_of(g, g.inputs_of(id)[0]);
         let bits = q.layers[&id].weight_bits;
         let qw = crate::quantize::quantize_weights(&w.data, &biases, channels, bits, input);
         let ints = format!("{base}.weight.int");
@@ -181,7 +181,7 @@ impl Writer<'_> {
             .biases
             .iter()
             .zip(&qw.formats)
-            .map(|(&b, f)| (b as f64 * hass_proto::fixed::pow2(-(input.frac + f.frac))) as f32)
+            .map(|(&b, f)| (b as f64 * hass_proto::fixed::pow2(-(input.0.frac + f.frac))) as f32)
             .collect();
         let bias = self.constant(format!("{base}.bias"), &[channels], exact);
         vec![weight, bias]
@@ -262,7 +262,7 @@ impl Writer<'_> {
                 let mut shift = g.weights.tensor(s.shift).data.clone();
                 if let Some(q) = self.q {
                     // Per channel, as weights and biases are: the values the artifact holds.
-                    let input = q.format_of(g, g.inputs_of(id)[0]);
+                    let input = q.stream_of(g, g.inputs_of(id)[0]);
                     let bits = q.layers[&id].weight_bits;
                     let qw = crate::quantize::quantize_weights(&scale, &shift, shape[0], bits, input);
                     scale = qw.weights.iter().zip(&qw.formats).map(|(&v, f)| f.to_f64(v) as f32).collect();
@@ -270,7 +270,7 @@ impl Writer<'_> {
                         .biases
                         .iter()
                         .zip(&qw.formats)
-                        .map(|(&v, f)| f.with_frac(f.frac + input.frac).to_f64(v) as f32)
+                        .map(|(&v, f)| f.with_frac(f.frac + input.0.frac).to_f64(v) as f32)
                         .collect();
                 }
                 let scale = self.constant(format!("{base}.scale"), &dims, scale);

@@ -598,7 +598,8 @@ fn apply_knobs(
 ) {
     for (t, target) in targets.iter().enumerate() {
         let (new, old) = (new[t], old[t]);
-        let input_format = plan.value_format(plan.layers[target.layer].inputs[0]);
+        let input = plan.layers[target.layer].inputs[0];
+        let input_format = plan.value_format(input).map(|f| (f, plan.value_unsigned(input)));
         let layer = &mut plan.layers[target.layer];
         let (w, b, s, th) = match &mut layer.op {
             Op::Conv(c) => {

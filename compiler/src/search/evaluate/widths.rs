@@ -115,12 +115,10 @@ impl Evaluator<'_> {
     pub(super) fn estimate_widths(&self, widths: &Widths) -> Result<Metrics> {
         let mut network = self.state.network.clone();
         let mut changed = Vec::new();
-        let non_negative = crate::quantize::non_negative_values(self.graph);
         for (i, stage) in network.stages.iter_mut().enumerate() {
             let precision = widths.of_stage(self.graph, stage.node);
-            let unsigned = widths.reads_unsigned(self.graph, stage.node, &non_negative);
-            if (precision, unsigned) != (stage.precision, stage.unsigned_input) {
-                (stage.precision, stage.unsigned_input) = (precision, unsigned);
+            if precision != stage.precision {
+                stage.precision = precision;
                 changed.push(i);
             }
         }
