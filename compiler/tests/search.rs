@@ -75,6 +75,30 @@ fn the_chosen_design_is_within_budget_faster_and_reproducible_from_its_knobs() {
     assert_eq!(100.0 * right.count() as f64 / 200.0, s.chosen.top1, "{:?}", s.chosen);
 }
 
+/// Accepted designs after the first that measure as the dense model: the greedy's second
+/// start (`search/hass.rs`) begins there.
+fn restarts(r: &SearchResult) -> usize {
+    let p = &r.points;
+    let dense = |q: &&hassc::search::Point| {
+        q.accepted && q.accuracy_drop == p[0].accuracy_drop && q.throughput_fps == p[0].throughput_fps
+    };
+    p.iter().skip(1).filter(dense).count()
+}
+
+#[test]
+fn on_a_small_model_the_greedy_starts_a_second_time_from_the_dense_model() {
+    let (_, r) = run(Strategy::Hass, 1.0, true, 200);
+    assert_eq!(restarts(&r), 1, "the second start begins where the first did");
+    // The answer is the better of the two runs' last designs (taken back by one more
+    // evaluation when it is the first's).
+    let p = &r.points;
+    let restart = (1..p.len()).find(|&i| p[i].accepted && p[i].throughput_fps == p[0].throughput_fps).unwrap();
+    let chosen = p.iter().position(|q| q.chosen).unwrap();
+    let last_accepted = |range: std::ops::Range<usize>| range.rev().find(|&i| p[i].accepted).unwrap();
+    let (first_end, before_chosen) = (last_accepted(0..restart), last_accepted(restart..chosen));
+    assert!(p[chosen].score >= p[first_end].score && p[chosen].score >= p[before_chosen].score, "{p:?}");
+}
+
 #[test]
 fn a_zero_budget_loses_nothing_and_keeps_the_free_zeros() {
     let (_, r) = run(Strategy::Hass, 0.0, true, 200);
@@ -153,6 +177,7 @@ fn without_the_widths_knob_every_layer_keeps_its_width() {
     let (compiled, r) = hassc::compile_searched(&model("fmnist_cnn_op13"), &board, &options, &search).unwrap();
     assert!(r.summary.layers.iter().all(|l| (l.weight_bits, l.input_bits) == (16, 16)), "{:?}", r.summary.layers);
     assert!(compiled.design.network.stages.iter().all(|s| s.precision == hassc::hw::Precision::default()));
+    assert_eq!(restarts(&r), 0, "without widths, one start");
 }
 
 #[test]
