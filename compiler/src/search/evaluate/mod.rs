@@ -158,6 +158,8 @@ pub struct Evaluator<'a> {
     weight_bits: Option<Vec<u32>>,
     /// With reconstruction on, every pruned target is re-fitted (see [`Refits`]).
     refits: Option<Refits>,
+    /// What [`Self::set_refitting`] set aside.
+    refits_aside: Option<Refits>,
     /// The accepted state's layer of each target the plan holds at other knobs now: coming
     /// back to the accepted knobs (after every candidate) puts it back instead of pruning
     /// and quantizing again.
@@ -254,6 +256,7 @@ impl<'a> Evaluator<'a> {
             probe_ii: 0.0,
             statistics_images,
             estimates: Default::default(),
+            refits_aside: None,
             evaluations: 0,
             weight_bits,
             refits,
@@ -285,6 +288,25 @@ impl<'a> Evaluator<'a> {
             network.sparsity[t.stage] = Some(sparsity);
         }
         Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
+    }
+
+    /// Turn re-fitting off (what it has computed set aside) or back on, for a search start
+    /// without it. Only where nothing accepted is pruned or thresholded: the accepted
+    /// layers are then the same either way.
+    pub fn set_refitting(&mut self, on: bool) {
+        debug_assert!(self.state.knobs.iter().all(|k| !k.any()), "set from a state without knobs");
+        match on {
+            false if self.refits.is_some() => self.refits_aside = self.refits.take(),
+            true if self.refits_aside.is_some() => self.refits = self.refits_aside.take(),
+            _ => return,
+        }
+        // Estimates hold statistics of re-fitted (or not) layers.
+        self.estimates.clear();
+    }
+
+    /// Whether re-fitting is on (see [`Self::set_refitting`]).
+    pub fn refitting(&self) -> bool {
+        self.refits.is_some()
     }
 
     /// Whether target `t`'s weights are re-fitted when pruned or thresholded (reconstruction on, and the
