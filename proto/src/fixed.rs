@@ -286,12 +286,13 @@ pub fn accumulator_bits(weight_bits: u32, input_bits: u32, fan_in: u64) -> u32 {
     weight_bits + input_bits + ceil_log2(fan_in.max(1))
 }
 
-/// The width an input stream of format `f` counts at in [`accumulator_bits`]: an unsigned
-/// stream held in `b + 1` bits counts as `b`, since a product of values below `2^b` with a
-/// signed `w`-bit weight is below `2^(w + b - 1)` in magnitude, as a signed `b`-bit one's.
-pub fn input_width(f: Format, unsigned: bool) -> u32 {
+/// The width a stream of format `f` carries: `f.bits`, or for an unsigned stream (held in a
+/// signed format one bit wider than its magnitude) one bit less. It is also what the
+/// stream counts at in [`accumulator_bits`]: a product of values below `2^b` with a signed
+/// `w`-bit weight is below `2^(w + b - 1)` in magnitude, as a signed `b`-bit one's.
+pub fn stream_width(f: Format, unsigned: bool) -> u32 {
     if unsigned {
-        f.bits - 1
+        f.bits.saturating_sub(1)
     } else {
         f.bits
     }

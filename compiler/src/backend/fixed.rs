@@ -66,7 +66,7 @@ fn integer_weights(
         return Err(CompileError::Options(format!(
             "layer {layer} sums {} products of {bits}-bit weights and {}-bit inputs, which needs a {acc_bits}-bit accumulator; hassc computes up to {MAX_EXACT_ACCUMULATOR_BITS}: lower --weight-bits or --activation-bits",
             t.data.len() / channels.max(1),
-            hass_proto::fixed::input_width(input.0, input.1)
+            hass_proto::fixed::stream_width(input.0, input.1)
         )));
     }
     record.weight_frac = q.formats.iter().map(|f| f.frac).collect();

@@ -67,11 +67,7 @@ pub struct LayerFormats {
 impl Quantization {
     /// The format of value `id` (the input or a layer's output).
     pub fn format_of(&self, graph: &Graph, id: NodeId) -> Format {
-        if id == graph.input {
-            self.input
-        } else {
-            self.layers[&id].output
-        }
+        self.stream_of(graph, id).0
     }
 
     /// The format of value `id` and whether it is unsigned (the input never is).
@@ -122,7 +118,7 @@ pub fn quantize_weights(
     (input, unsigned): (Format, bool),
 ) -> QuantizedWeights {
     let fan_in = weights.len() / channels.max(1);
-    let input_bits = hass_proto::fixed::input_width(input, unsigned);
+    let input_bits = hass_proto::fixed::stream_width(input, unsigned);
     let accumulator_bits = hass_proto::fixed::accumulator_bits(bits, input_bits, fan_in as u64);
     let formats = weight_formats(weights, channels, bits);
     let mut ints = vec![0; weights.len()];

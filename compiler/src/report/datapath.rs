@@ -3,6 +3,7 @@
 //! model's predictions move from the float model's.
 
 use hass_proto as pb;
+use hass_proto::fixed::{stream_width, Format};
 use serde::Serialize;
 
 /// A fixed-point format as hardware people write it: `fixed<W,I>` (as `ap_fixed`), `W` bits
@@ -29,9 +30,12 @@ impl std::fmt::Display for FormatLine {
 
 /// `f` as written for a stream that is never negative (`unsigned`) or may be.
 fn line(f: Option<&pb::FixedFormat>, unsigned: bool) -> Option<FormatLine> {
-    f.map(|f| match unsigned && f.bits > 1 {
-        true => FormatLine { bits: f.bits - 1, frac: f.frac, unsigned },
-        false => FormatLine { bits: f.bits, frac: f.frac, unsigned: false },
+    // Read from an artifact `inspect` has not validated: any width, any flag.
+    let unsigned = unsigned && f.is_some_and(|f| f.bits > 1);
+    f.map(|f| FormatLine {
+        bits: stream_width(Format { bits: f.bits, frac: f.frac }, unsigned),
+        frac: f.frac,
+        unsigned,
     })
 }
 

@@ -47,8 +47,9 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     let hw = |s: &[usize]| [s[1], s[2]];
     let channels = || fixed.channels.as_ref().expect("validated: weighted layers have channels");
     let x = formats[0];
-    // The integers the first input can hold: what the integer GEMM packs its weights for.
-    let x_range = if plan.is_non_negative(layer.inputs[0]) { 0 } else { x.min() }..=x.max();
+    // The integers the first input can hold: what the integer GEMM packs its weights for
+    // (asked once per plan, where the weights are packed).
+    let x_range = || if plan.is_non_negative(layer.inputs[0]) { 0 } else { x.min() }..=x.max();
     match &layer.op {
         Op::Conv(conv) if conv.groups == conv.c_in && conv.groups == conv.c_out => per_image(out, &|n, o| {
             let ch = channels();
@@ -60,7 +61,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                 None => depthwise_into((conv, ch, x, unit), (ch.weight(), taps.fits_f64), &input, hws, o),
             }
         }),
-        Op::Conv(conv) => conv_layer(conv, channels(), unit, (x, x_range), (inputs[0], in_shape(0)), (out, out_shape)),
+        Op::Conv(conv) => conv_layer(conv, channels(), unit, (x, &x_range), (inputs[0], in_shape(0)), (out, out_shape)),
         Op::Dense(dense) => {
             // The integer GEMM of the weights (packed once per plan) and one column per
             // image, each output row finished as a conv's.
@@ -75,8 +76,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                 let w = weights.rows.get_or_init(|| integer_weights(ch, k).iter().map(|&w| w as i16).collect());
                 dot_rows(w, &ints, batch, &mut rows, |row, sums, out| finish_channel(unit, ch, x, row, sums, out));
             } else {
-                let packed =
-                    weights.packed.get_or_init(|| PackedA::new(&integer_weights(ch, k), m, k, x_range.clone()));
+                let packed = weights.packed.get_or_init(|| PackedA::new(&integer_weights(ch, k), m, k, x_range()));
                 let mut columns = scratch::take_len(batch * k, 0i16);
                 transpose_into(&ints, k, &mut columns);
                 gemm_with(packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
@@ -336,7 +336,7 @@ fn conv_layer(
     conv: &Conv,
     ch: &FixedChannels,
     unit: &ActivationUnit,
-    (x, x_range): (Format, RangeInclusive<i64>),
+    (x, x_range): (Format, &dyn Fn() -> RangeInclusive<i64>),
     (input, in_shape): (&[f32], &[usize]),
     (out, out_shape): (&mut [f32], &[usize]),
 ) {
@@ -344,7 +344,7 @@ fn conv_layer(
     let in_per_group = conv.c_in / conv.groups;
     let k = conv.weight.len() / conv.c_out.max(1);
     let packed: &Vec<PackedA> = ch.derived(|| {
-        let ints = integer_weights(ch, k);
+        let (ints, x_range) = (integer_weights(ch, k), x_range());
         ints.chunks_exact(out_per_group * k)
             .map(|group| PackedA::new(group, out_per_group, k, x_range.clone()))
             .collect()

@@ -59,7 +59,7 @@ pub(super) fn channels(
     if weight_frac.len() != c_out || weight_frac.iter().any(|f| !fixed::FRAC_RANGE.contains(f)) {
         return Err(invalid(l.name, format!("needs {c_out} weight fractional-bit counts in {:?}", fixed::FRAC_RANGE)));
     }
-    let input_bits = fixed::input_width(input, l.input_unsigned);
+    let input_bits = fixed::stream_width(input, l.input_unsigned);
     let needed = fixed::accumulator_bits(weight_bits, input_bits, fan_in as u64);
     if record.accumulator_bits != needed {
         let signedness = if l.input_unsigned { "unsigned" } else { "signed" };

@@ -19,7 +19,7 @@
 //! runtime that accumulates in float32 can round a value on the other side of a tie, rarely.
 
 use crate::quantize::{LayerFormats, Quantization};
-use hass_proto::fixed::Format;
+use hass_proto::fixed::{stream_width, Format};
 use tract_onnx::pb;
 
 /// ONNX `TensorProto` data types.
@@ -33,7 +33,7 @@ pub(super) fn opset(q: &Quantization) -> i64 {
         .layers
         .values()
         .flat_map(|l: &LayerFormats| {
-            let output = if l.unsigned { l.output.bits - 1 } else { l.output.bits };
+            let output = stream_width(l.output, l.unsigned);
             [Some(output), l.pre_activation.map(|f| f.bits), Some(l.weight_bits)]
         })
         .flatten()
@@ -94,9 +94,5 @@ pub(super) fn range(f: Format) -> (f32, f32) {
 /// Whether `f`'s saturation is its `container`'s (no `Clip` needed); an `unsigned` container
 /// holds the non-negative half of `f`, one bit wider.
 pub(super) fn fills_container(f: Format, container: u32, unsigned: bool) -> bool {
-    if unsigned {
-        f.bits == container + 1
-    } else {
-        f.bits == container
-    }
+    stream_width(f, unsigned) == container
 }
