@@ -13,7 +13,9 @@ use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 /// What a convolution accumulates in.
-pub trait Element: ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::AddAssign {
+pub trait Element:
+    ndarray::LinalgScalar + Send + Sync + PartialEq + std::ops::AddAssign + super::depthwise::Source<Self>
+{
     /// `self * a + b` rounded once (an instruction where the processor has one, which the
     /// kernels compiled for it use).
     fn fused_mul_add(self, a: Self, b: Self) -> Self;
@@ -172,8 +174,12 @@ pub(crate) fn put_group_in_images(sums: &[f32], g: usize, channels: usize, pixel
 /// Whether the float path runs `conv` on the packed GEMM: every conv but depthwise ones and
 /// pruned ones (their own kernels).
 fn runs_packed(conv: &Conv) -> bool {
-    let depthwise = conv.c_in == conv.groups && conv.c_out == conv.groups;
-    !depthwise && conv.sparse_weight.is_none()
+    !is_depthwise(conv) && conv.sparse_weight.is_none()
+}
+
+/// Whether `conv` has one filter per channel (its own kernel, [`super::depthwise`]).
+fn is_depthwise(conv: &Conv) -> bool {
+    conv.c_in == conv.groups && conv.c_out == conv.groups
 }
 
 /// Convolve one image `input` ([C_in, H, W]) into `out` ([C_out, OH, OW]), bias and
@@ -184,12 +190,18 @@ fn runs_packed(conv: &Conv) -> bool {
 /// run of sums finished while in cache.
 pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2], parallel: bool) {
     let pixels = out_hw[0] * out_hw[1];
+    let finish = |channel: &mut [f32], bias: f32| super::activate_with(channel, |v| v + bias, conv.activation);
+    if is_depthwise(conv) {
+        return super::depthwise::depthwise(conv, &conv.weight, input, in_hw, out, out_hw, |c, plane| {
+            finish(plane, conv.bias[c])
+        });
+    }
     if !runs_packed(conv) {
         accumulate(conv, &conv.weight, input, in_hw, out, out_hw);
         out.par_chunks_mut(pixels)
             .zip(conv.bias.par_iter())
             .with_min_len(if parallel { 1 } else { usize::MAX })
-            .for_each(|(channel, &bias)| super::activate_with(channel, |v| v + bias, conv.activation));
+            .for_each(|(channel, &bias)| finish(channel, bias));
         return;
     }
     let out_per_group = conv.c_out / conv.groups;
@@ -286,8 +298,8 @@ pub fn accumulate<T: Element>(
 ) {
     let in_per_group = conv.c_in / conv.groups;
     let out_per_group = conv.c_out / conv.groups;
-    if in_per_group == 1 && out_per_group == 1 {
-        super::depthwise::depthwise(conv, weight, input, in_hw, out, out_hw);
+    if is_depthwise(conv) {
+        super::depthwise::depthwise(conv, weight, input, in_hw, out, out_hw, |_, _| ());
     } else if !T::sparse_direct(conv, input, in_hw, out, out_hw) {
         let pixels = out_hw[0] * out_hw[1];
         let k = in_per_group * conv.kernel[0] * conv.kernel[1];

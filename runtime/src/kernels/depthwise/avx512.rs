@@ -121,6 +121,56 @@ impl Lanes for f64 {
     }
 }
 
+/// [`super::Padded::fill`] of an `f32` plane, stride 1 or 2, in masked vectors of 16
+/// lanes (stride 2: two loads and two permutes per 16 pairs). The same values land in the
+/// same places. Call only when [`available`].
+pub(super) fn fill_f32(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
+    assert!(available() && padded.stride[1] <= 2);
+    let [h, w] = padded.hw;
+    assert!(plane.len() >= h * w && rows.len() >= padded.rows * padded.row_len(), "whole plane and copy");
+    // SAFETY: the features `fill_in` enables were just detected; it reads input rows
+    // inside `plane` and writes, per padded row, inside that row's `row_len` values (each
+    // run clipped to its phase), which the assertion puts inside `rows`.
+    unsafe { fill_in(padded, plane, rows) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
+    let [h, w] = padded.hw;
+    let (left, len) = (padded.left, padded.phase_len);
+    for py in 0..padded.rows {
+        let Some(y) = py.checked_sub(padded.top).filter(|&y| y < h) else { continue };
+        let (src, dst) = (plane.as_ptr().add(y * w), rows.as_mut_ptr().add(py * padded.row_len()));
+        if padded.stride[1] == 1 {
+            let end = (left + w).min(len);
+            let start = left.min(end);
+            for i in (0..end - start).step_by(16) {
+                let m = f32::mask((end - start - i).min(16));
+                _mm512_mask_storeu_ps(dst.add(start + i), m, _mm512_maskz_loadu_ps(m, src.add(i)));
+            }
+            continue;
+        }
+        // The two phases: even padded columns first, then odd; input column `x` lands in
+        // phase `(x + left) % 2`.
+        let (even, odd) = (dst, dst.add(len));
+        let (first, second) = if left.is_multiple_of(2) { (even, odd) } else { (odd, even) };
+        let (at_first, at_second, pairs) = super::pair_geometry(w, left, len);
+        let lanes_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let lanes_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for i in (0..pairs).step_by(16) {
+            let n = (pairs - i).min(16);
+            let a = _mm512_maskz_loadu_ps(f32::mask((2 * n).min(16)), src.add(2 * i));
+            let b = _mm512_maskz_loadu_ps(f32::mask((2 * n).saturating_sub(16)), src.add(2 * i + 16));
+            _mm512_mask_storeu_ps(first.add(at_first + i), f32::mask(n), _mm512_permutex2var_ps(a, lanes_even, b));
+            _mm512_mask_storeu_ps(second.add(at_second + i), f32::mask(n), _mm512_permutex2var_ps(a, lanes_odd, b));
+        }
+        // An odd last value (or the first past a copy too short for its pair).
+        if 2 * pairs < w && at_first + pairs < len {
+            *first.add(at_first + pairs) = *src.add(2 * pairs);
+        }
+    }
+}
+
 /// `dst` (whole output rows, `ow` columns each) from the padded copy `rows`: output row `y`,
 /// column `x` sums `tap * rows[y * row_step + offset + x]` over `live`. Call only when
 /// [`available`].
