@@ -6,6 +6,7 @@
 //! convs run `super::igemm`) `f32` or `f64` for depthwise convs, wherever it is exact (see
 //! [`crate::plan::FixedChannels`]). Bias and the fused activation follow in place.
 
+use super::direct;
 use super::sgemm::{self, narrow, PackedWeights};
 use super::unfold::{Columns, Matrix, Windows};
 use crate::plan::Conv;
@@ -230,6 +231,11 @@ fn packed_group(
         let bias = conv.bias[g * out_per_group + row];
         super::activate_into(out, sums, |v| v + bias, conv.activation);
     };
+    let direct = conv.kernel != [1, 1] && out_hw[1] >= DIRECT_MIN_WIDTH && input.len() == image_len;
+    if direct && direct::applies(conv) {
+        let weights = packings.direct.get_or_init(|| direct::DirectWeights::new(conv));
+        return direct::conv_direct(conv, weights, input, in_hw, out, out_hw, parallel, finish);
+    }
     // Few columns (a 7x7 map at batch 1) over a long `k`: the GEMM turned around.
     let columns = out.len() / out_per_group.max(1);
     let narrow = columns <= narrow::NARROW_MAX_COLUMNS && k >= NARROW_MIN_K && narrow::available();
@@ -275,6 +281,13 @@ impl GroupGemm<'_> {
     }
 }
 
+/// Narrowest output map a conv runs on the direct kernel ([`direct`]) at: on narrower
+/// ones the positions past each row's end are too large a share. (Pointwise convs stay on
+/// the packed GEMM: their packing is a plain copy, which streams from memory where the
+/// direct kernel's reads, a run from each of `C` planes per tile, did not: mobilenet_v2 at
+/// batch 8 ran at 0.88x.)
+const DIRECT_MIN_WIDTH: usize = 14;
+
 /// Shortest `k` the turned-around GEMM takes: below a chunk of it, the usual one was as
 /// fast or faster (960 x 160 x 49: 0.93x).
 const NARROW_MIN_K: usize = 256;
@@ -283,6 +296,7 @@ const NARROW_MIN_K: usize = 256;
 /// usual packing, and the turned-around one for few columns, each made when first needed.
 #[derive(Default)]
 struct Packings {
+    direct: std::sync::OnceLock<direct::DirectWeights>,
     rows: std::sync::OnceLock<Vec<PackedWeights>>,
     columns: std::sync::OnceLock<Vec<narrow::PackedColumns>>,
 }

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod dense;
 pub mod depthwise;
+pub mod direct;
 pub mod eltwise;
 pub mod fixed;
 pub mod igemm;

@@ -55,7 +55,7 @@ impl PackedWeights {
 /// `a` (`m` rows of `k` values) in panels of `width` rows: per panel, per k, the panel's
 /// `width` values (zeros past the last row). [`PackedWeights`] packs in panels of [`MR`],
 /// the narrow GEMM's `A` in panels of [`NR`].
-fn row_panels(a: &[f32], m: usize, k: usize, width: usize) -> Vec<f32> {
+pub(crate) fn row_panels(a: &[f32], m: usize, k: usize, width: usize) -> Vec<f32> {
     debug_assert_eq!(a.len(), m * k);
     let stride = k * width;
     let mut panels = vec![0.0; m.div_ceil(width) * stride];

@@ -1,0 +1,351 @@
+//! Convolutions of one group (any window, stride, dilation and padding) straight from the
+//! image: no windows packed. The packed GEMM ([`super::sgemm`]) copies each input value
+//! into its panels once per tap, which took an eighth of ResNet-18's time.
+//!
+//! The image is copied once, zero-padded and split into its stride's phases: padded `(py,
+//! px)` goes to phase plane `(py % sy, px % sx)` of its channel, at `(py / sy, px / sx)`
+//! (at stride 1, one plane per channel: the padded image; a pointwise conv without padding
+//! reads the image itself). Outputs are computed at flat positions `p = oy * Wq + ox` of a
+//! phase plane `Wq` wide: tap `(c, ky, kx)` of output `p` reads its phase plane at `p` plus
+//! a fixed offset, so a run of outputs reads one contiguous run per tap, which the
+//! micro-tile loads as it lies. The `Wq - OW` positions past each row's last output are
+//! computed and dropped: 3 % of a 56x56 map padded by one column each side, 12.5 % of a
+//! 14x14 one.
+//!
+//! The micro-tile is [`MR`] output channels by [`NR`] positions, 24 AVX-512 accumulators:
+//! per `k`, three vectors of positions loaded and one weight per channel broadcast. Every
+//! sum starts from zero and adds its products in `k` order (`c`, `ky`, `kx`) with fused
+//! multiply-adds: the same floats on any number of threads. (They are not the packed GEMM's
+//! floats, which adds chunks of `k`.) Without AVX-512 the packed GEMM runs instead.
+
+use crate::plan::Conv;
+use rayon::prelude::*;
+
+/// Output channels per micro-tile (a conv's 64, 128, ... channels fill whole tiles, where
+/// the packed GEMM's 12 rows left 64 channels an eighth of a tile short).
+pub const MR: usize = 8;
+/// Positions per micro-tile: three 16-lane vectors.
+pub const NR: usize = 48;
+
+/// A conv's weights (`[C_out, K]`, `K = C_in * K_h * K_w`) in panels of [`MR`] output
+/// channels: per panel, per `k`, the panel's `MR` weights (zeros past the last channel).
+#[derive(Clone, Debug)]
+pub struct DirectWeights {
+    rows: usize,
+    k: usize,
+    panels: Vec<f32>,
+}
+
+impl DirectWeights {
+    /// Pack `conv`'s weights (one group).
+    pub fn new(conv: &Conv) -> DirectWeights {
+        let k = conv.weight.len() / conv.c_out.max(1);
+        DirectWeights { rows: conv.c_out, k, panels: super::sgemm::row_panels(&conv.weight, conv.c_out, k, MR) }
+    }
+}
+
+/// Whether [`conv_direct`] computes `conv`: one group, dense weights, and a processor with
+/// AVX-512.
+pub fn applies(conv: &Conv) -> bool {
+    conv.groups == 1 && conv.sparse_weight.is_none() && available()
+}
+
+/// Whether the processor has the micro-tile's instructions.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `conv` (where [`applies`]) of one image `input` (`[C_in, H, W]`) into `out` (`[C_out,
+/// OH, OW]`): `finish(channel, sums, out)` for each run of an output row's sums and its
+/// place in `out`. With `parallel`, the output channels' panels spread over rayon's threads.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_direct(
+    conv: &Conv,
+    weights: &DirectWeights,
+    input: &[f32],
+    [h, w]: [usize; 2],
+    out: &mut [f32],
+    [oh, ow]: [usize; 2],
+    parallel: bool,
+    finish: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) {
+    assert!(applies(conv) && weights.rows == conv.c_out && input.len() == conv.c_in * h * w && oh * ow > 0);
+    let (c, [kh, kw], [dh, dw], [sy, sx]) = (conv.c_in, conv.kernel, conv.dilation, conv.stride);
+    // The padded rows and columns the windows reach, and each phase's share of them.
+    let (reach_y, reach_x) = ((oh - 1) * sy + (kh - 1) * dh + 1, (ow - 1) * sx + (kw - 1) * dw + 1);
+    let (hq, wq) = (reach_y.div_ceil(sy), reach_x.div_ceil(sx));
+    let [top, left, ..] = conv.pads;
+    let mut copy = super::scratch::take::<f32>();
+    let padded = if [sy, sx, top, left] == [1, 1, 0, 0] && [hq, wq] == [h, w] {
+        input
+    } else {
+        pad(input, c, [h, w], [top, left], [sy, sx], [hq, wq], parallel, &mut copy);
+        &copy[..]
+    };
+    // Where each `k` reads for position 0: its phase plane, rows and columns down in it.
+    let (plane, phases) = (hq * wq, sy * sx);
+    let taps: Vec<usize> = (0..kh * kw)
+        .map(|t| {
+            let (py, px) = ((t / kw) * dh, (t % kw) * dw);
+            ((py % sy) * sx + px % sx) * plane + (py / sy) * wq + px / sx
+        })
+        .collect();
+    let offsets: Vec<usize> = (0..c).flat_map(|ch| taps.iter().map(move |&t| ch * phases * plane + t)).collect();
+    debug_assert_eq!(offsets.len(), weights.k);
+    let positions = (oh - 1) * wq + ow;
+    let tiles = positions.div_ceil(NR);
+    let panels = conv.c_out.div_ceil(MR);
+    let per_task = if parallel { panels.div_ceil(rayon::current_num_threads()) } else { panels }.max(1);
+    let min_len = if parallel { 1 } else { usize::MAX };
+    let out_plane = oh * ow;
+    out.par_chunks_mut(per_task * MR * out_plane).with_min_len(min_len).enumerate().for_each(|(task, out)| {
+        let mut sums = [[0.0f32; NR]; MR];
+        super::with_simd(
+            #[inline(always)]
+            || {
+                for tile in 0..tiles {
+                    let p0 = tile * NR;
+                    let cols = NR.min(positions - p0);
+                    for (i, out) in out.chunks_mut(MR * out_plane).enumerate() {
+                        let panel = task * per_task + i;
+                        let a = &weights.panels[panel * weights.k * MR..][..weights.k * MR];
+                        micro_tile(a, padded, &offsets, p0, cols, &mut sums);
+                        for (r, out) in out.chunks_exact_mut(out_plane).enumerate() {
+                            finish_runs(panel * MR + r, &sums[r][..cols], p0, [wq, ow], out, &finish);
+                        }
+                    }
+                }
+            },
+        );
+    });
+    super::scratch::give_back(copy);
+}
+
+/// A tile row's sums (positions `p0..p0 + sums.len()`) into `out` (the channel's plane), a
+/// run per output row, the positions past each row's end dropped.
+#[inline(always)]
+fn finish_runs(
+    channel: usize,
+    sums: &[f32],
+    p0: usize,
+    [wp, ow]: [usize; 2],
+    out: &mut [f32],
+    finish: &impl Fn(usize, &[f32], &mut [f32]),
+) {
+    let end = p0 + sums.len();
+    let mut p = p0;
+    while p < end {
+        let (oy, ox) = (p / wp, p % wp);
+        if ox >= ow {
+            p = (oy + 1) * wp;
+            continue;
+        }
+        let run_end = end.min(oy * wp + ow);
+        finish(channel, &sums[p - p0..run_end - p0], &mut out[oy * ow + ox..][..run_end - p]);
+        p = run_end;
+    }
+}
+
+/// `input`'s `c` planes of `[h, w]` into `copy`, zero-padded by `top` rows and `left`
+/// columns and split into `sy * sx` phase planes of `[hq, wq]` per channel: padded `(py,
+/// px)` lands in phase `(py % sy, px % sx)` at `(py / sy, px / sx)`; what lies past
+/// `sy * hq` rows or `sx * wq` columns is read by no window and left out.
+#[allow(clippy::too_many_arguments)]
+fn pad(
+    input: &[f32],
+    c: usize,
+    [h, w]: [usize; 2],
+    [top, left]: [usize; 2],
+    [sy, sx]: [usize; 2],
+    [hq, wq]: [usize; 2],
+    parallel: bool,
+    copy: &mut Vec<f32>,
+) {
+    let block = sy * sx * hq * wq;
+    copy.clear();
+    copy.resize(c * block, 0.0);
+    let min_len = if parallel { 1 } else { usize::MAX };
+    copy.par_chunks_exact_mut(block).zip(input.par_chunks_exact(h * w)).with_min_len(min_len).for_each(|(dst, src)| {
+        for (y, values) in src.chunks_exact(w).enumerate() {
+            let py = y + top;
+            if py >= sy * hq {
+                break;
+            }
+            let row = &mut dst[((py % sy) * sx * hq + py / sy) * wq..];
+            // Input columns that land inside: padded columns below `sx * wq`.
+            let inside = w.min((sx * wq).saturating_sub(left));
+            for fx in 0..sx {
+                // The first input column in phase `fx`, and its place there.
+                let x0 = (fx + sx - left % sx) % sx;
+                if x0 < inside {
+                    let dst = &mut row[fx * hq * wq + (x0 + left) / sx..][..(inside - x0).div_ceil(sx)];
+                    super::each_strided(dst, &values[x0..inside], sx, |d, v| *d = v);
+                }
+            }
+        }
+    });
+}
+
+/// One micro-tile: `sums[r][j]` = the sum over `k` of `a[k * MR + r] * x[offsets[k] + p0 +
+/// j]` for `j < cols` (the rest unspecified).
+#[inline(always)]
+fn micro_tile(a: &[f32], x: &[f32], offsets: &[usize], p0: usize, cols: usize, sums: &mut [[f32; NR]; MR]) {
+    #[cfg(target_arch = "x86_64")]
+    avx512::tile(a, x, offsets, p0, cols, sums);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("conv_direct runs only where `available`");
+}
+
+/// The micro-tile in AVX-512 intrinsics.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    pub(super) use crate::kernels::avx512::available;
+
+    /// See [`super::micro_tile`].
+    #[inline(always)]
+    pub(super) fn tile(a: &[f32], x: &[f32], offsets: &[usize], p0: usize, cols: usize, sums: &mut [[f32; NR]; MR]) {
+        assert!(available() && cols <= NR && a.len() >= offsets.len() * MR);
+        let furthest = offsets.iter().copied().max().unwrap_or(0);
+        assert!(cols == 0 || furthest + p0 + cols <= x.len(), "every read inside the image");
+        // SAFETY: the features `tile_in` enables were detected; it reads `a[..offsets.len()
+        // * MR]` and, per `k`, the first `cols` of the `NR` values at `offsets[k] + p0` of
+        // `x` (masked loads do not touch the lanes they leave out), all checked just above.
+        unsafe { tile_in(a.as_ptr(), x.as_ptr().add(p0), offsets, cols, sums) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_in(a: *const f32, x: *const f32, offsets: &[usize], cols: usize, sums: &mut [[f32; NR]; MR]) {
+        let mask = |v: usize| (((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) & 0xffff) as __mmask16;
+        let (m0, m1, m2) = (mask(0), mask(1), mask(2));
+        let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+        for (k, &offset) in offsets.iter().enumerate() {
+            let at = x.add(offset);
+            let b0 = _mm512_maskz_loadu_ps(m0, at);
+            let b1 = _mm512_maskz_loadu_ps(m1, at.add(16));
+            let b2 = _mm512_maskz_loadu_ps(m2, at.add(32));
+            let weights = a.add(k * MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*weights.add(r));
+                acc[0] = _mm512_fmadd_ps(w, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(w, b1, acc[1]);
+                acc[2] = _mm512_fmadd_ps(w, b2, acc[2]);
+            }
+        }
+        for (sums, acc) in sums.iter_mut().zip(&acc) {
+            for (v, &sum) in acc.iter().enumerate() {
+                _mm512_storeu_ps(sums.as_mut_ptr().add(16 * v), sum);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each output as the kernel sums it: from zero over `(c, ky, kx)` in order, fused
+    /// multiply-adds, padding read as zero.
+    fn reference(conv: &Conv, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<f32> {
+        let ([kh, kw], [sy, sx], [dh, dw]) = (conv.kernel, conv.stride, conv.dilation);
+        let (top, left) = (conv.pads[0] as isize, conv.pads[1] as isize);
+        let mut out = vec![0.0f32; conv.c_out * oh * ow];
+        for (o, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
+            for (p, v) in plane.iter_mut().enumerate() {
+                let (oy, ox) = (p / ow, p % ow);
+                let mut sum = 0.0f32;
+                for c in 0..conv.c_in {
+                    for t in 0..kh * kw {
+                        let y = (oy * sy + (t / kw) * dh) as isize - top;
+                        let x = (ox * sx + (t % kw) * dw) as isize - left;
+                        let inside = (0..h as isize).contains(&y) && (0..w as isize).contains(&x);
+                        let value = if inside { input[(c * h + y as usize) * w + x as usize] } else { 0.0 };
+                        sum = conv.weight[(o * conv.c_in + c) * kh * kw + t].mul_add(value, sum);
+                    }
+                }
+                *v = sum;
+            }
+        }
+        out
+    }
+
+    /// Every geometry sums as the reference, bit for bit, on one thread and on several:
+    /// strides 1 and 2 (and 3), dilation, asymmetric padding, output channels that leave a
+    /// panel short, maps whose positions end inside a tile, a last row's windows that stop
+    /// short of the padded image.
+    #[test]
+    fn every_geometry_sums_as_the_reference() {
+        if !available() {
+            return;
+        }
+        for (c_in, c_out, kernel, stride, dilation, pads, [h, w]) in [
+            (3, 16, 3, 1, 1, [1, 1, 1, 1], [20, 20]),
+            (5, 13, 3, 2, 1, [1, 1, 1, 1], [29, 31]),
+            (3, 8, 7, 2, 1, [3, 3, 3, 3], [40, 36]),
+            (4, 9, 3, 1, 2, [2, 1, 0, 3], [17, 15]),
+            (2, 24, 5, 3, 1, [0, 2, 1, 0], [50, 47]),
+            (6, 7, 3, 2, 1, [0, 0, 0, 0], [16, 16]),
+            (64, 64, 3, 1, 1, [1, 1, 1, 1], [14, 14]),
+            (3, 8, 2, 1, 1, [0; 4], [15, 15]),
+        ] {
+            let weight: Vec<f32> =
+                (0..c_out * c_in * kernel * kernel).map(|i| ((i * 37 % 23) as f32 - 11.0) / 8.0).collect();
+            let conv = Conv {
+                stride: [stride; 2],
+                dilation: [dilation; 2],
+                pads,
+                ..Conv::new(weight, c_in, c_out, [kernel; 2])
+            };
+            let out_hw = [0, 1].map(|a| {
+                hass_proto::geometry::window_output_len(
+                    [h, w][a],
+                    kernel,
+                    stride,
+                    dilation,
+                    pads[a],
+                    pads[a + 2],
+                    false,
+                )
+                .unwrap()
+            });
+            let input: Vec<f32> = (0..c_in * h * w).map(|i| ((i * 13 % 19) as f32 - 9.0) / 4.0).collect();
+            let want = reference(&conv, &input, [h, w], out_hw);
+            let weights = DirectWeights::new(&conv);
+            for parallel in [false, true] {
+                let mut got = vec![f32::NAN; want.len()];
+                conv_direct(&conv, &weights, &input, [h, w], &mut got, out_hw, parallel, |_, sums, out| {
+                    out.copy_from_slice(sums)
+                });
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{c_in} -> {c_out}, kernel {kernel}, stride {stride}, {h} x {w}");
+            }
+        }
+    }
+
+    /// `finish` gets each output row's sums once, with the channel they belong to.
+    #[test]
+    fn each_output_is_finished_once_with_its_channel() {
+        if !available() {
+            return;
+        }
+        let conv = Conv { pads: [1; 4], ..Conv::new(vec![0.0; 11 * 2 * 9], 2, 11, [3, 3]) };
+        let mut out = vec![0.0f32; 11 * 18 * 18];
+        let weights = DirectWeights::new(&conv);
+        conv_direct(&conv, &weights, &vec![1.0; 2 * 18 * 18], [18, 18], &mut out, [18, 18], true, |c, sums, out| {
+            out.iter_mut().zip(sums).for_each(|(o, &s)| *o += s + 1.0 + c as f32)
+        });
+        for (i, &v) in out.iter().enumerate() {
+            assert_eq!(v, 1.0 + (i / (18 * 18)) as f32, "output {i}");
+        }
+    }
+}
