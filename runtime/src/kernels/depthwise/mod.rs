@@ -188,13 +188,16 @@ fn channels_last<T: Element>(
     let vectors = T::depthwise_vectors();
     let mut padded = scratch::take_len(ph * pw * c, T::zero());
     padded.par_chunks_mut(pw * c).enumerate().for_each(|(py, row)| {
-        row.fill(T::zero());
-        let Some(y) = py.checked_sub(top).filter(|&y| y < h) else { return };
+        let Some(y) = py.checked_sub(top).filter(|&y| y < h) else { return row.fill(T::zero()) };
         if let Some(v) = &vectors {
-            // The input row's pixels that land inside the copy, channels side by side.
+            // The input row's pixels that land inside the copy, channels side by side, and
+            // zeros either side of them.
             let pixels = w.min(pw.saturating_sub(left));
+            row[..left.min(pw) * c].fill(T::zero());
+            row[(left + pixels).min(pw) * c..].fill(T::zero());
             return (v.transpose)(&input[y * w..], (c, pixels, h * w), &mut row[left.min(pw) * c..], c);
         }
+        row.fill(T::zero());
         for (x, pixel) in row.chunks_exact_mut(c).enumerate().skip(left).take(w) {
             for (ch, v) in pixel.iter_mut().enumerate() {
                 *v = input[(ch * h + y) * w + x - left];
@@ -204,9 +207,14 @@ fn channels_last<T: Element>(
     // Tap-major weights: each tap's channels side by side.
     let taps = kh * kw;
     let mut by_tap = scratch::take_len(taps * c, T::zero());
-    for (ch, filter) in weight.chunks_exact(taps).enumerate() {
-        for (t, &v) in filter.iter().enumerate() {
-            by_tap[t * c + ch] = v;
+    match &vectors {
+        Some(v) => (v.transpose)(weight, (c, taps, taps), &mut by_tap, c),
+        None => {
+            for (ch, filter) in weight.chunks_exact(taps).enumerate() {
+                for (t, &v) in filter.iter().enumerate() {
+                    by_tap[t * c + ch] = v;
+                }
+            }
         }
     }
     let offsets: Vec<usize> = (0..taps).map(|t| ((t / kw) * dh * pw + (t % kw) * dw) * c).collect();
