@@ -116,7 +116,7 @@ pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
     let (in_len, out_len) = (conv.c_in * in_hw[0] * in_hw[1], conv.c_out * out_hw[0] * out_hw[1]);
     let batch = input.len() / in_len.max(1);
     let pixels = out_hw[0] * out_hw[1];
-    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && runs_packed(conv) {
+    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && runs_packed(conv) && !runs_direct(conv, out_hw) {
         let input = super::thresholded(input, conv.input_threshold);
         in_image_runs(batch, (&input, in_len), (out, out_len), |input, out, parallel| {
             // Per group: [channel][image][pixel], then each image's channels in place.
@@ -231,8 +231,7 @@ fn packed_group(
         let bias = conv.bias[g * out_per_group + row];
         super::activate_into(out, sums, |v| v + bias, conv.activation);
     };
-    let direct = conv.kernel != [1, 1] && out_hw[1] >= DIRECT_MIN_WIDTH && input.len() == image_len;
-    if direct && direct::applies(conv) {
+    if input.len() == image_len && runs_direct(conv, out_hw) {
         let weights = packings.direct.get_or_init(|| direct::DirectWeights::new(conv));
         return direct::conv_direct(conv, weights, input, in_hw, out, out_hw, parallel, finish);
     }
@@ -279,6 +278,12 @@ impl GroupGemm<'_> {
             GroupGemm::Narrow(a) => narrow::gemm_narrow(a, b, out, parallel, finish),
         }
     }
+}
+
+/// Whether the float path runs `conv` (one group of it, one image at a time) on the direct
+/// kernel ([`direct`]), for output maps of `out_hw`.
+fn runs_direct(conv: &Conv, out_hw: [usize; 2]) -> bool {
+    conv.kernel != [1, 1] && out_hw[1] >= DIRECT_MIN_WIDTH && direct::applies(conv)
 }
 
 /// Narrowest output map a conv runs on the direct kernel ([`direct`]) at: on narrower

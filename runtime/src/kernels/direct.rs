@@ -99,6 +99,7 @@ pub fn conv_direct(
         .collect();
     let offsets: Vec<usize> = (0..c).flat_map(|ch| taps.iter().map(move |&t| ch * phases * plane + t)).collect();
     debug_assert_eq!(offsets.len(), weights.k);
+    let reads = Reads::new(padded, &offsets);
     let positions = (oh - 1) * wq + ow;
     let tiles = positions.div_ceil(NR);
     let panels = conv.c_out.div_ceil(MR);
@@ -116,7 +117,9 @@ pub fn conv_direct(
                     for (i, out) in out.chunks_mut(MR * out_plane).enumerate() {
                         let panel = task * per_task + i;
                         let a = &weights.panels[panel * weights.k * MR..][..weights.k * MR];
-                        micro_tile(a, padded, &offsets, p0, cols, &mut sums);
+                        // The first panel over a tile brings the next tile's inputs in.
+                        let ahead = i == 0 && tile + 1 < tiles;
+                        micro_tile(a, &reads, p0, cols, ahead, &mut sums);
                         for (r, out) in out.chunks_exact_mut(out_plane).enumerate() {
                             finish_runs(panel * MR + r, &sums[r][..cols], p0, [wq, ow], out, &finish);
                         }
@@ -193,12 +196,30 @@ fn pad(
     });
 }
 
+/// What the micro-tiles read: the (padded) image `x` and where each `k` reads in it for
+/// position 0, checked once to lie inside it for every position up to `positions`.
+struct Reads<'a> {
+    x: &'a [f32],
+    offsets: &'a [usize],
+    /// Positions whose reads all lie inside `x`.
+    positions: usize,
+}
+
+impl<'a> Reads<'a> {
+    fn new(x: &'a [f32], offsets: &'a [usize]) -> Reads<'a> {
+        let furthest = offsets.iter().copied().max().unwrap_or(0);
+        Reads { x, offsets, positions: x.len().saturating_sub(furthest) }
+    }
+}
+
 /// One micro-tile: `sums[r][j]` = the sum over `k` of `a[k * MR + r] * x[offsets[k] + p0 +
-/// j]` for `j < cols` (the rest unspecified).
+/// j]` for `j < cols` (the rest unspecified). With `ahead`, it also asks for the next
+/// tile's inputs to be brought into cache: a run from each of `C` planes per tile is more
+/// runs than the processor's prefetchers follow.
 #[inline(always)]
-fn micro_tile(a: &[f32], x: &[f32], offsets: &[usize], p0: usize, cols: usize, sums: &mut [[f32; NR]; MR]) {
+fn micro_tile(a: &[f32], reads: &Reads, p0: usize, cols: usize, ahead: bool, sums: &mut [[f32; NR]; MR]) {
     #[cfg(target_arch = "x86_64")]
-    avx512::tile(a, x, offsets, p0, cols, sums);
+    avx512::tile(a, reads, p0, cols, ahead, sums);
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("conv_direct runs only where `available`");
 }
@@ -207,30 +228,45 @@ fn micro_tile(a: &[f32], x: &[f32], offsets: &[usize], p0: usize, cols: usize, s
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx512 {
-    use super::{MR, NR};
+    use super::{Reads, MR, NR};
     use std::arch::x86_64::*;
 
     pub(super) use crate::kernels::avx512::available;
 
     /// See [`super::micro_tile`].
     #[inline(always)]
-    pub(super) fn tile(a: &[f32], x: &[f32], offsets: &[usize], p0: usize, cols: usize, sums: &mut [[f32; NR]; MR]) {
-        assert!(available() && cols <= NR && a.len() >= offsets.len() * MR);
-        let furthest = offsets.iter().copied().max().unwrap_or(0);
-        assert!(cols == 0 || furthest + p0 + cols <= x.len(), "every read inside the image");
+    pub(super) fn tile(a: &[f32], reads: &Reads, p0: usize, cols: usize, ahead: bool, sums: &mut [[f32; NR]; MR]) {
+        assert!(available() && cols <= NR && a.len() >= reads.offsets.len() * MR);
+        assert!(cols == 0 || p0 + cols <= reads.positions, "every read inside the image");
+        let x = reads.x[p0..].as_ptr();
         // SAFETY: the features `tile_in` enables were detected; it reads `a[..offsets.len()
         // * MR]` and, per `k`, the first `cols` of the `NR` values at `offsets[k] + p0` of
-        // `x` (masked loads do not touch the lanes they leave out), all checked just above.
-        unsafe { tile_in(a.as_ptr(), x.as_ptr().add(p0), offsets, cols, sums) }
+        // `x` (masked loads do not touch the lanes they leave out), all checked just above;
+        // a prefetch reads nothing.
+        unsafe { tile_in(a.as_ptr(), x, reads.offsets, cols, ahead, sums) }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_in(a: *const f32, x: *const f32, offsets: &[usize], cols: usize, sums: &mut [[f32; NR]; MR]) {
+    unsafe fn tile_in(
+        a: *const f32,
+        x: *const f32,
+        offsets: &[usize],
+        cols: usize,
+        ahead: bool,
+        sums: &mut [[f32; NR]; MR],
+    ) {
         let mask = |v: usize| (((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) & 0xffff) as __mmask16;
         let (m0, m1, m2) = (mask(0), mask(1), mask(2));
         let mut acc = [[_mm512_setzero_ps(); 3]; MR];
         for (k, &offset) in offsets.iter().enumerate() {
             let at = x.add(offset);
+            if ahead {
+                // The next tile's run for this `k`: three cache lines on.
+                let next = at.wrapping_add(NR).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(next);
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(128));
+            }
             let b0 = _mm512_maskz_loadu_ps(m0, at);
             let b1 = _mm512_maskz_loadu_ps(m1, at.add(16));
             let b2 = _mm512_maskz_loadu_ps(m2, at.add(32));
