@@ -7,9 +7,68 @@ use crate::{RuntimeError, Tensor};
 use rayon::prelude::*;
 
 /// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
+///
+/// A network with more values than weights runs a large batch in runs of a few images
+/// ([`images_per_run`]), the runs spread over rayon's threads: each value of a run is then
+/// still in cache when the next layer reads it. Layer by layer over a whole batch of
+/// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
+/// memory: at batch 8 it ran at 0.8x its speed at batch 1. An image's outputs do not
+/// depend on the run it is in: no kernel's sums depend on the batch.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
-    run_observed(plan, input, &mut |_, _, _| {})
+    let batch = batch_of(plan, input)?;
+    let per_run = images_per_run(plan, batch);
+    if per_run == batch {
+        return run_observed(plan, input, &mut |_, _, _| {});
+    }
+    let image_len = input.data().len() / batch;
+    let runs: Vec<Vec<Tensor>> = input
+        .data()
+        .par_chunks(per_run * image_len)
+        .with_max_len(1)
+        .map(|images| {
+            let mut shape = input.shape().to_vec();
+            shape[0] = images.len() / image_len;
+            run_observed(plan, &Tensor::new(shape, images.to_vec())?, &mut |_, _, _| {})
+        })
+        .collect::<Result<_, _>>()?;
+    // Each output's runs back in one batch.
+    (0..plan.outputs.len())
+        .map(|o| {
+            let mut shape = runs[0][o].shape().to_vec();
+            shape[0] = batch;
+            Tensor::new(shape, runs.iter().flat_map(|outputs| outputs[o].data().iter().copied()).collect())
+        })
+        .collect()
 }
+
+/// How many images of a batch of `batch` [`run`] runs at once. Whatever a run does not
+/// keep in cache it reads from memory once per run: layer by layer over many images, the
+/// values; over few, the weights. So a network whose values per image outnumber its
+/// weights (mobilenet_v2: 7.0M values, 3.5M weights) runs in runs of images whose largest
+/// value fits [`RUN_VALUES_BYTES`], one image at least, and one whose weights outnumber its
+/// values (ResNet-18: 3.6M values, 11.7M weights; in runs of two images it ran at 0.85x)
+/// runs the batch whole.
+pub fn images_per_run(plan: &Plan, batch: usize) -> usize {
+    let weights: usize = plan
+        .layers
+        .iter()
+        .map(|layer| match &layer.op {
+            Op::Conv(conv) => conv.weight.len(),
+            Op::Dense(dense) => dense.weight.len(),
+            _ => 0,
+        })
+        .sum();
+    let sizes = (0..=plan.layers.len()).map(|v| plan.value_shape(v).iter().product::<usize>());
+    let (values, largest) = sizes.fold((0, 0), |(total, largest), n| (total + n, largest.max(n)));
+    if values <= weights {
+        return batch;
+    }
+    (RUN_VALUES_BYTES / (size_of::<f32>() * largest).max(1)).clamp(1, batch)
+}
+
+/// Bytes of a run's largest value, at most (see [`images_per_run`]): a quarter of this
+/// machine's shared L3 cache.
+pub const RUN_VALUES_BYTES: usize = 8 << 20;
 
 /// Called before each layer with its index, the layer and its input batches.
 pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + Send + 'a;
@@ -200,8 +259,31 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut
 
 #[cfg(test)]
 mod tests {
-    use super::quantized;
+    use super::{images_per_run, quantized, run, run_observed};
+    use crate::Tensor;
     use hass_proto::fixed::Format;
+
+    /// A batch larger than a run computes, run by run, what it computes whole: a depthwise
+    /// fixture (more values than weights) over a batch of a few runs and a part.
+    #[test]
+    fn a_batch_in_runs_computes_what_it_does_whole() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixed");
+        let plan = crate::load_file(&dir.join("depthwise_clip_threshold.b16.hass")).unwrap();
+        let per_run = images_per_run(&plan, usize::MAX);
+        let batch = 3 * per_run + 2;
+        assert!(per_run < batch && images_per_run(&plan, batch) == per_run, "runs of {per_run} images");
+        let image: usize = plan.input_shape.iter().product();
+        let values = (0..batch * image).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 250.0).collect();
+        let mut shape = vec![batch];
+        shape.extend_from_slice(&plan.input_shape);
+        let input = Tensor::new(shape, values).unwrap();
+        let bits = |outputs: Vec<Tensor>| -> Vec<Vec<u32>> {
+            outputs.iter().map(|t| t.data().iter().map(|v| v.to_bits()).collect()).collect()
+        };
+        let (in_runs, whole) = (run(&plan, &input).unwrap(), run_observed(&plan, &input, &mut |_, _, _| {}).unwrap());
+        assert_eq!(in_runs[0].shape(), whole[0].shape());
+        assert_eq!(bits(in_runs), bits(whole));
+    }
 
     #[test]
     fn quantized_input_matches_the_format() {
