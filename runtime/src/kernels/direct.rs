@@ -15,8 +15,9 @@
 //! The micro-tile is [`MR`] output channels by [`NR`] positions, 24 AVX-512 accumulators:
 //! per `k`, three vectors of positions loaded and one weight per channel broadcast. Every
 //! sum starts from zero and adds its products in `k` order (`c`, `ky`, `kx`) with fused
-//! multiply-adds: the same floats on any number of threads. (They are not the packed GEMM's
-//! floats, which adds chunks of `k`.) Without AVX-512 the packed GEMM runs instead.
+//! multiply-adds: the same floats on any number of threads and with either instruction set
+//! (with AVX2 and FMA, six passes of 4 channels by 16 positions). (They are not the packed
+//! GEMM's floats, which adds chunks of `k`.) Elsewhere the packed GEMM runs instead.
 
 use crate::plan::Conv;
 use rayon::prelude::*;
@@ -45,16 +46,16 @@ impl DirectWeights {
 }
 
 /// Whether [`conv_direct`] computes `conv`: one group, dense weights, and a processor with
-/// AVX-512.
+/// AVX-512 or AVX2 and FMA.
 pub fn applies(conv: &Conv) -> bool {
     conv.groups == 1 && conv.sparse_weight.is_none() && available()
 }
 
-/// Whether the processor has the micro-tile's instructions.
+/// Whether the processor has the micro-tile's instructions (AVX-512, or AVX2 and FMA).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        avx512::available()
+        avx512::available() || avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -219,9 +220,86 @@ impl<'a> Reads<'a> {
 #[inline(always)]
 fn micro_tile(a: &[f32], reads: &Reads, p0: usize, cols: usize, ahead: bool, sums: &mut [[f32; NR]; MR]) {
     #[cfg(target_arch = "x86_64")]
-    avx512::tile(a, reads, p0, cols, ahead, sums);
+    if avx512::available() {
+        avx512::tile(a, reads, p0, cols, ahead, sums);
+    } else {
+        avx2::tile(a, reads, p0, cols, sums);
+    }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("conv_direct runs only where `available`");
+}
+
+/// The micro-tile with AVX2 and FMA: six passes of 4 channels by 16 positions (8
+/// accumulators of 8 lanes, room to spare in AVX2's 16 registers: at 4 by 24 the
+/// accumulators spilled), each over every `k`. The same floats as the AVX-512 tile.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use super::{Reads, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Whether this processor has the instructions (detected once, cached by `std`).
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// See [`super::micro_tile`].
+    #[inline(always)]
+    pub(super) fn tile(a: &[f32], reads: &Reads, p0: usize, cols: usize, sums: &mut [[f32; NR]; MR]) {
+        assert!(available() && cols <= NR && a.len() >= reads.offsets.len() * MR);
+        assert!(cols == 0 || p0 + cols <= reads.positions, "every read inside the image");
+        let x = reads.x[p0..].as_ptr();
+        for row0 in [0, 4] {
+            for col0 in (0..cols).step_by(16) {
+                let n = (cols - col0).min(16);
+                // SAFETY: the features `pass` enables were detected; it reads
+                // `a[..offsets.len() * MR]` and, per `k`, the `n` values at `offsets[k] + p0 +
+                // col0` of `x` (masked loads past them), inside `x` as checked above.
+                unsafe {
+                    if n == 16 {
+                        pass::<false>(a.as_ptr(), x.add(col0), reads.offsets, (row0, col0, n), sums)
+                    } else {
+                        pass::<true>(a.as_ptr(), x.add(col0), reads.offsets, (row0, col0, n), sums)
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pass<const MASKED: bool>(
+        a: *const f32,
+        x: *const f32,
+        offsets: &[usize],
+        (row0, col0, n): (usize, usize, usize),
+        sums: &mut [[f32; NR]; MR],
+    ) {
+        // (No closures here: a closure is compiled without the function's features, and
+        // its intrinsics became calls.)
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+        let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32 - 8), lanes);
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        for (k, &offset) in offsets.iter().enumerate() {
+            let at = x.add(offset);
+            let b = if MASKED {
+                [_mm256_maskload_ps(at, m0), _mm256_maskload_ps(at.add(8), m1)]
+            } else {
+                [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))]
+            };
+            let weights = a.add(k * MR + row0);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = _mm256_set1_ps(*weights.add(r));
+                acc[0] = _mm256_fmadd_ps(w, b[0], acc[0]);
+                acc[1] = _mm256_fmadd_ps(w, b[1], acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &sum) in acc.iter().enumerate() {
+                _mm256_storeu_ps(sums[row0 + r].as_mut_ptr().add(col0 + 8 * v), sum);
+            }
+        }
+    }
 }
 
 /// The micro-tile in AVX-512 intrinsics.
@@ -364,6 +442,29 @@ mod tests {
                 });
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{c_in} -> {c_out}, kernel {kernel}, stride {stride}, {h} x {w}");
+            }
+        }
+    }
+
+    /// The AVX2 tile sums what the AVX-512 one does, bit for bit, whole and cut short.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_tiles_compute_the_same_floats() {
+        if !(avx512::available() && avx2::available()) {
+            return;
+        }
+        let k = 37;
+        let a: Vec<f32> = (0..k * MR).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.11).cos()).collect();
+        let offsets: Vec<usize> = (0..k).map(|j| j * 97 % 3000).collect();
+        let reads = Reads::new(&x, &offsets);
+        for (p0, cols) in [(0, NR), (5, NR), (100, 30), (7, 17), (0, 1), (3, 24)] {
+            let (mut wide, mut narrow) = ([[f32::NAN; NR]; MR], [[f32::NAN; NR]; MR]);
+            avx512::tile(&a, &reads, p0, cols, false, &mut wide);
+            avx2::tile(&a, &reads, p0, cols, &mut narrow);
+            for (w, n) in wide.iter().zip(&narrow) {
+                let bits = |v: &[f32]| v[..cols].iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(w), bits(n), "p0 {p0}, {cols} columns");
             }
         }
     }
