@@ -203,9 +203,10 @@ fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: u
 unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize, dst: &mut [T], ow: usize) {
     let oh = dst.len() / ow;
     // Rows and blocks of columns at once: 8 sums in flight, as many as the additions'
-    // latency needs; a tile's blocks past the row's end are masked off whole.
+    // latency needs (a map one block wide, 14x14, ran 4 rows at once and its last rows one
+    // by one: its channels waited on their chains of additions); a tile's blocks past the row's end are masked off whole.
     let (rows_at_once, blocks) = match ow.div_ceil(T::N) {
-        1 => (4, 1),
+        1 => (8, 1),
         2 => (4, 2),
         _ => (2, 4),
     };
@@ -214,12 +215,27 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     while y + rows_at_once <= oh {
         for x in (0..ow).step_by(width) {
             match blocks {
-                1 => tile::<T, 4, 1>(live, rows, row_step, dst, ow, y, x),
+                1 => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
                 2 => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 2, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
         y += rows_at_once;
+    }
+    // A single block's rows left over: as many at once as there are, up to 7.
+    if blocks == 1 {
+        let left = oh - y;
+        match left {
+            7 => tile::<T, 7, 1>(live, rows, row_step, dst, ow, y, 0),
+            6 => tile::<T, 6, 1>(live, rows, row_step, dst, ow, y, 0),
+            5 => tile::<T, 5, 1>(live, rows, row_step, dst, ow, y, 0),
+            4 => tile::<T, 4, 1>(live, rows, row_step, dst, ow, y, 0),
+            3 => tile::<T, 3, 1>(live, rows, row_step, dst, ow, y, 0),
+            2 => tile::<T, 2, 1>(live, rows, row_step, dst, ow, y, 0),
+            1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, 0),
+            _ => {}
+        }
+        y = oh;
     }
     for y in y..oh {
         for x in (0..ow).step_by(width) {
