@@ -283,7 +283,7 @@ impl GroupGemm<'_> {
 /// Whether the float path runs `conv` (one group of it, one image at a time) on the direct
 /// kernel ([`direct`]), for output maps of `out_hw`.
 fn runs_direct(conv: &Conv, out_hw: [usize; 2]) -> bool {
-    conv.kernel != [1, 1] && out_hw[1] >= DIRECT_MIN_WIDTH && direct::applies(conv)
+    conv.kernel != [1, 1] && out_hw[0] > 0 && out_hw[1] >= DIRECT_MIN_WIDTH && direct::applies(conv)
 }
 
 /// Narrowest output map a conv runs on the direct kernel ([`direct`]) at: on narrower
