@@ -1,6 +1,7 @@
 //! Where zero-skipping pays: ResNet-18's 3x3 convolutions (one image, stride 1, pad 1, one
-//! per stage) run dense (im2col + SGEMM, `conv::accumulate`; and the float path's packed
-//! GEMM, `conv::conv_image`) and with their weights pruned to several densities at random
+//! per stage) run dense (im2col + SGEMM, `conv::accumulate`; and the float path's own
+//! kernel, `conv::conv_image`: the direct kernel on maps at least 14 wide, the packed GEMM
+//! turned around on 7x7) and with their weights pruned to several densities at random
 //! positions (the direct sparse kernel, `sparse_conv`).
 //!
 //! Run single-threaded, as the crossover in `sparse_rows.rs` was measured:
@@ -34,7 +35,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("conv {channels}ch {side}x{side} dense"), |b| {
             b.iter(|| on_pool(|| accumulate(&dense, &dense.weight, &input, hw, &mut out, hw)))
         });
-        c.bench_function(&format!("conv {channels}ch {side}x{side} dense packed"), |b| {
+        c.bench_function(&format!("conv {channels}ch {side}x{side} dense float path"), |b| {
             b.iter(|| on_pool(|| conv_image(&dense, &input, hw, &mut out, hw, true)))
         });
         for density in DENSITIES {
