@@ -204,7 +204,8 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     let oh = dst.len() / ow;
     // Rows and blocks of columns at once: 8 sums in flight, as many as the additions'
     // latency needs (a map one block wide, 14x14, ran 4 rows at once and its last rows one
-    // by one: its channels waited on their chains of additions); a tile's blocks past the row's end are masked off whole.
+    // by one: its channels waited on their chains of additions); a tile's blocks past the
+    // row's end are masked off whole.
     let (rows_at_once, blocks) = match ow.div_ceil(T::N) {
         1 => (8, 1),
         2 => (4, 2),
@@ -222,10 +223,9 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
         }
         y += rows_at_once;
     }
-    // A single block's rows left over: as many at once as there are, up to 7.
+    // The rows left over: one block wide, all at once; wider, one by one.
     if blocks == 1 {
-        let left = oh - y;
-        match left {
+        match oh - y {
             7 => tile::<T, 7, 1>(live, rows, row_step, dst, ow, y, 0),
             6 => tile::<T, 6, 1>(live, rows, row_step, dst, ow, y, 0),
             5 => tile::<T, 5, 1>(live, rows, row_step, dst, ow, y, 0),
@@ -235,12 +235,11 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
             1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, 0),
             _ => {}
         }
-        y = oh;
+        return;
     }
     for y in y..oh {
         for x in (0..ow).step_by(width) {
             match blocks {
-                1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, x),
                 2 => tile::<T, 1, 2>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 1, 4>(live, rows, row_step, dst, ow, y, x),
             }
