@@ -307,35 +307,46 @@ mod avx512 {
         sub_tile::<MR, NR, MR>(a, b, k, fresh, [0, 0], tile, ld)
     }
 
-    /// See [`super::narrow`]'s micro-tile: 8 pixels (`row0` on, in panels of `NR`) by `NR`
-    /// channels, in intrinsics (the generic tile, at this stride, compiled to gathers);
-    /// call only when [`available`].
-    pub(super) fn narrow_tile(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, row0: usize, tile: &mut [f32]) {
+    /// See [`super::narrow`]'s micro-tile: `ROWS` pixels (packed `ROWS` per `k`) by `NR`
+    /// channels, in intrinsics (the generic tile, at this stride, compiled to gathers); call
+    /// only when [`available`].
+    pub(super) fn narrow_tile<const ROWS: usize>(
+        pixels: &[f32],
+        weights: &[f32],
+        k: usize,
+        fresh: bool,
+        tile: &mut [f32],
+    ) {
         assert!(available());
-        assert!(row0 + 8 <= NR && pixels.len() >= k * NR && weights.len() >= k * NR && tile.len() >= (row0 + 8) * NR);
+        assert!(pixels.len() >= k * ROWS && weights.len() >= k * NR && tile.len() >= ROWS * NR);
         // SAFETY: the features `narrow_compiled` enables were detected just above, and the
         // lengths checked there bound every access it makes.
-        unsafe { narrow_compiled(pixels, weights, k, fresh, row0, tile) }
+        unsafe { narrow_compiled::<ROWS>(pixels, weights, k, fresh, tile) }
     }
 
     #[target_feature(enable = "avx2,fma,avx512f")]
-    unsafe fn narrow_compiled(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, row0: usize, tile: &mut [f32]) {
+    unsafe fn narrow_compiled<const ROWS: usize>(
+        pixels: &[f32],
+        weights: &[f32],
+        k: usize,
+        fresh: bool,
+        tile: &mut [f32],
+    ) {
         use std::arch::x86_64::*;
-        const ROWS: usize = 8;
-        let (x, w) = (pixels.as_ptr().add(row0), weights.as_ptr());
+        let (x, w) = (pixels.as_ptr(), weights.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
         for j in 0..k {
             let (w0, w1) = (_mm512_loadu_ps(w.add(j * NR)), _mm512_loadu_ps(w.add(j * NR + 16)));
             for (r, acc) in acc.iter_mut().enumerate() {
                 // The pixel times the weight plus the sum: the product `sub_tile` fuses.
-                let p = _mm512_set1_ps(*x.add(j * NR + r));
+                let p = _mm512_set1_ps(*x.add(j * ROWS + r));
                 acc[0] = _mm512_fmadd_ps(p, w0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(p, w1, acc[1]);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
             for (h, &sum) in acc.iter().enumerate() {
-                let dst = tile.as_mut_ptr().add((row0 + r) * NR + 16 * h);
+                let dst = tile.as_mut_ptr().add(r * NR + 16 * h);
                 let sum = if fresh { sum } else { _mm512_add_ps(_mm512_loadu_ps(dst), sum) };
                 _mm512_storeu_ps(dst, sum);
             }

@@ -1,20 +1,27 @@
 //! The GEMM of a narrow `B` (a 7x7 map at batch 1: 49 columns) turned around: `C^T = B^T
-//! A^T`, the columns of `B` (pixels) on the broadcast side of the micro-tile in rows of 8
+//! A^T`, the columns of `B` (pixels) on the broadcast side of the micro-tile in rows of 7 or 8
 //! and the rows of `A` (output channels) in its vectors, 32 at a time. The usual tile puts
-//! `B`'s columns in panels of 32, so 49 of them filled 64; here 56.
+//! `B`'s columns in panels of 32, so 49 of them filled 64; here they fill 7 tiles of 7.
 //!
 //! Every sum is the one [`super::gemm_with`] forms: from zero in `k` order per chunk of
 //! [`KC`], fused multiply-adds of the same two factors, the chunks added in order.
 
-use super::{pack_b, row_panels, KC, NR};
+use super::{row_panels, KC, NR};
 use crate::kernels::unfold::Columns;
 use rayon::prelude::*;
 
 /// Columns of `B` at most this many go through [`gemm_narrow`].
 pub const NARROW_MAX_COLUMNS: usize = 56;
 
-/// Pixels (rows of the turned-around tile) per micro-tile.
-const ROWS: usize = 8;
+/// Pixels (rows of the turned-around tile) per micro-tile: 8, or 7 where that pads fewer
+/// (a 7x7 map's 49 pixels: 49 rather than 56).
+fn tile_rows(n: usize) -> usize {
+    if n.div_ceil(7) * 7 < n.div_ceil(8) * 8 {
+        7
+    } else {
+        8
+    }
+}
 
 /// `A` (`m` x `k`, row-major) packed for [`gemm_narrow`]: per panel of [`NR`] rows, per
 /// k, the panel's `NR` values (zeros past the last row).
@@ -57,27 +64,24 @@ pub fn gemm_narrow<T: Send>(
     let [k, n] = b.shape();
     assert!(n <= NARROW_MAX_COLUMNS && k >= 1 && k == a.k && c.len() == a.rows * n && available());
     let (m, kc) = (a.rows, KC.min(k));
-    let pixel_panels = n.div_ceil(NR).max(1);
-    let groups = n.div_ceil(ROWS);
+    let rows = tile_rows(n);
+    let groups = n.div_ceil(rows).max(1);
     // Per panel of output channels, the turned-around tile's sums: [pixel][NR channels].
-    let panel_sums = groups * ROWS * NR;
+    let panel_sums = groups * rows * NR;
     let channel_panels = m.div_ceil(NR);
     // Every sum is written (the first chunk's fresh) before it is read.
     let mut sums = crate::kernels::scratch::take_len(channel_panels * panel_sums, 0.0f32);
-    let mut block = crate::kernels::scratch::take_len(pixel_panels * kc * NR, 0.0f32);
+    let mut block = crate::kernels::scratch::take_len(groups * kc * rows, 0.0f32);
     let min_len = if parallel { 1 } else { usize::MAX };
     for start in (0..k).step_by(kc) {
         let len = kc.min(k - start);
-        let block = &mut block[..pixel_panels * len * NR];
-        pack_b(b, 0, start, len, block);
+        let block = &mut block[..groups * len * rows];
+        pack_groups(b, start, len, rows, block);
         let block = &*block;
         sums.par_chunks_mut(panel_sums).with_min_len(min_len).enumerate().for_each(|(q, sums)| {
             let weights = &a.panels[(q * k + start) * NR..][..len * NR];
-            for g in 0..groups {
-                let (panel, row0) = (g * ROWS / NR, g * ROWS % NR);
-                let pixels = &block[panel * len * NR..][..len * NR];
-                // The tile's rows are `row0..row0 + ROWS` of the pixel panel's.
-                micro_tile(pixels, weights, len, start == 0, row0, &mut sums[panel * NR * NR..]);
+            for (pixels, tile) in block.chunks_exact(len * rows).zip(sums.chunks_exact_mut(rows * NR)) {
+                micro_tile(pixels, weights, len, start == 0, tile);
             }
         });
     }
@@ -94,12 +98,31 @@ pub fn gemm_narrow<T: Send>(
     );
 }
 
-/// The turned-around micro-tile: `tile[(row0 + r) * NR + col]` = (or, unless `fresh`, +=)
-/// the sums over `j` of `pixels[j * NR + row0 + r] * weights[j * NR + col]`, `r < 8`.
-fn micro_tile(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, row0: usize, tile: &mut [f32]) {
+/// Rows `first..first + len` of `b` packed for [`micro_tile`]: per group of `rows` columns
+/// (pixels), per row, the group's `rows` values (zeros past the last column). A
+/// tile's pixels are then one contiguous run (in panels of [`NR`], a tile used a quarter of
+/// each row it read, and with the weights it overflowed L1).
+fn pack_groups(b: &impl Columns<f32>, first: usize, len: usize, rows: usize, out: &mut [f32]) {
+    let n = b.shape()[1];
+    let mut row = crate::kernels::scratch::take_len(out.len() / len.max(1), 0.0f32);
+    row[n..].fill(0.0);
+    let span = b.span(0, n);
+    for j in 0..len {
+        b.row(&span, first + j, &mut row[..n]);
+        for (group, values) in out.chunks_exact_mut(len * rows).zip(row.chunks_exact(rows)) {
+            group[j * rows..][..rows].copy_from_slice(values);
+        }
+    }
+}
+
+/// The turned-around micro-tile of `rows = tile.len() / NR` pixels (7 or 8): the tile's
+/// `[r * NR + col]` = (or, unless `fresh`, +=) the sums over `j` of `pixels[j * rows + r]
+/// * weights[j * NR + col]`.
+fn micro_tile(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, tile: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        super::avx512::narrow_tile(pixels, weights, k, fresh, row0, tile);
+    match tile.len() / NR {
+        7 => super::avx512::narrow_tile::<7>(pixels, weights, k, fresh, tile),
+        _ => super::avx512::narrow_tile::<8>(pixels, weights, k, fresh, tile),
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
