@@ -8,9 +8,10 @@ use rayon::prelude::*;
 
 /// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
 ///
-/// A network with more values than weights runs a large batch in runs of a few images
-/// ([`images_per_run`]), the runs spread over rayon's threads: each value of a run is then
-/// still in cache when the next layer reads it. Layer by layer over a whole batch of
+/// A batch runs in runs of images ([`images_per_run`]), the runs spread over rayon's
+/// threads: at most each thread's share of the batch, and for a network with more values
+/// than weights a few images, so that each value of a run is still in cache when the next
+/// layer reads it. Layer by layer over a whole batch of
 /// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
 /// memory: at batch 8 it ran at 0.8x its speed at batch 1. An image's outputs do not
 /// depend on the run it is in: no kernel's sums depend on the batch.
