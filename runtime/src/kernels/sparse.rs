@@ -15,7 +15,7 @@
 //! Each output sums its row's non-zeros in column order from zero, whatever the threads.
 
 use super::scratch;
-pub use crate::sparse_rows::{SparseRows, PRODUCT_DENSITY, SPARSE_DENSITY};
+pub use crate::sparse_rows::{SparseRows, PRODUCT_DENSITY, SPARSE_DENSITY, SPARSE_MIN_FAN_IN};
 use rayon::prelude::*;
 
 /// Columns per panel with AVX-512: an output row's sums over a panel fill eight registers,
@@ -346,5 +346,20 @@ mod tests {
         assert!(!most.product_pays(), "but not in a product over a whole matrix");
         w[25..40].iter_mut().for_each(|v| *v = 0.0);
         assert!(SparseRows::from_dense(&w, 10).expect("25 %").product_pays());
+    }
+
+    #[test]
+    fn convs_skip_zeros_only_with_a_spatial_kernel_and_a_long_fan_in() {
+        // 30 % non-zeros over 4 output channels.
+        let pruned = |fan_in: usize| -> Vec<f32> {
+            (0..4 * fan_in).map(|i| if i % 10 < 3 { 1.0 + i as f32 } else { 0.0 }).collect()
+        };
+        let long = pruned(SPARSE_MIN_FAN_IN + 4);
+        assert!(SparseRows::for_conv(&long, 4, [3, 3]).is_some(), "a 3x3 with a long fan-in");
+        assert!(SparseRows::for_conv(&long, 4, [1, 1]).is_none(), "pointwise stays dense");
+        let short = pruned(SPARSE_MIN_FAN_IN - 4);
+        assert!(SparseRows::for_conv(&short, 4, [3, 3]).is_none(), "a short fan-in stays dense");
+        let dense: Vec<f32> = (0..4 * 300).map(|i| i as f32 + 1.0).collect();
+        assert!(SparseRows::for_conv(&dense, 4, [3, 3]).is_none(), "no zeros to skip");
     }
 }

@@ -363,7 +363,7 @@ fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
     let input_threshold = finite_threshold(l.name, c.input_threshold)?;
     Ok((
         Op::Conv(Conv {
-            sparse_weight: SparseRows::from_dense(&weight, c_out),
+            sparse_weight: SparseRows::for_conv(&weight, c_out, kernel),
             derived: Default::default(),
             weight,
             bias,

@@ -623,13 +623,13 @@ fn apply_knobs(
         let input = plan.layers[target.layer].inputs[0];
         let input_format = plan.value_format(input).map(|f| (f, plan.value_unsigned(input)));
         let layer = &mut plan.layers[target.layer];
-        let (w, b, s, th) = match &mut layer.op {
+        let (w, b, s, th, kernel) = match &mut layer.op {
             Op::Conv(c) => {
                 // The packed copy of the weights is made again from the new ones.
                 c.derived = Default::default();
-                (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold)
+                (&mut c.weight, &mut c.bias, &mut c.sparse_weight, &mut c.input_threshold, Some(c.kernel))
             }
-            Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold),
+            Op::Dense(d) => (&mut d.weight, &mut d.bias, &mut d.sparse_weight, &mut d.input_threshold, None),
             _ => unreachable!("targets are conv or fully connected layers"),
         };
         let bits = weight_bits.map(|b| b[t]);
@@ -668,7 +668,10 @@ fn apply_knobs(
                 let fracs = q.formats.iter().map(|f| f.frac).collect();
                 *channels = hass_runtime::plan::FixedChannels::new(exact, fracs, q.biases);
             }
-            *s = SparseRows::from_dense(w, target.rows);
+            *s = match kernel {
+                Some(kernel) => SparseRows::for_conv(w, target.rows, kernel),
+                None => SparseRows::from_dense(w, target.rows),
+            };
         }
         *th = new.activation_threshold;
     }
