@@ -1,12 +1,14 @@
 //! Direct sparse convolution (one group, any stride): each non-zero weight adds a shifted
 //! copy of its input channel, scaled, to its output channel, with no unfolded windows.
 //!
-//! The input is copied once into zero-padded planes, one per channel and stride phase
-//! (rows `y % S_h`, columns `x % S_w` of the padded input), whose rows are as long as an
-//! output row plus `(K_w - 1) / S_w`. Computed on that grid (a few junk columns per row,
-//! dropped at the end), output `i` of a channel reads tap `(c, ky, kx)` at
+//! The input is copied into zero-padded planes, one per channel and stride phase (rows
+//! `y % S_h`, columns `x % S_w` of the padded input), whose rows are as long as an output
+//! row plus `(K_w - 1) / S_w`. Computed on that grid (a few junk columns per row, dropped
+//! at the end), output `i` of a channel reads tap `(c, ky, kx)` at
 //! `i + (ky / S_h) * pitch + kx / S_w` of plane `(c, ky % S_h, kx % S_w)`: a constant
-//! offset per weight. A block of outputs then sums, over its row's non-zeros, runs of
+//! offset per weight. Where rows round up to whole vectors cheaply, the planes are copied
+//! once per column shift instead, so that every such offset falls on a cache line
+//! (`Grid::shifts`). A block of outputs then sums, over its row's non-zeros, runs of
 //! consecutive inputs, in registers, reading the padded input in place: no im2col (which
 //! writes nine times the input for a 3x3 kernel) and no packing. Each output sums its
 //! row's non-zeros in column order from zero, whatever the threads.
