@@ -94,21 +94,31 @@ pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Resu
 
 fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
     let last_use = last_uses(plan);
-    let mut values: Vec<Option<Vec<f32>>> = vec![None; plan.layers.len() + 1];
-    values[0] = Some(input_values(plan, input));
-    // Buffers of values no longer read, for later layers' outputs: a fresh allocation of a
-    // large map costs a page fault per 4 KiB on first touch, more than the layer's work on
-    // some (a depthwise conv's).
+    // Each value's buffer, and how many of its values are the value's: a buffer is longer
+    // when it held a larger value before.
+    let mut values: Vec<Option<(Vec<f32>, usize)>> = vec![None; plan.layers.len() + 1];
+    let first = input_values(plan, input);
+    values[0] = Some((first, input.data().len()));
+    // Buffers of values no longer read, for later layers' outputs, whole: a fresh allocation
+    // of a large map costs a page fault per 4 KiB on first touch, more than the layer's work
+    // on some (a depthwise conv's), and zeroing a buffer that had been cut to a smaller
+    // value's length cost 9 % of mobilenet_v2's time.
     let mut spare: Vec<Vec<f32>> = Vec::new();
     for (i, layer) in plan.layers.iter().enumerate() {
-        let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| values[v].as_deref().expect("live value")).collect();
+        let inputs: Vec<&[f32]> = layer
+            .inputs
+            .iter()
+            .map(|&v| values[v].as_ref().map(|(buffer, len)| &buffer[..*len]).expect("live value"))
+            .collect();
         observe(i, layer, &inputs);
         let len = layer.output_shape.iter().product::<usize>() * batch;
-        let out = run_layer_in(plan, layer, &inputs, batch, take_spare(&mut spare, len));
-        values[i + 1] = Some(out);
+        let mut out = take_spare(&mut spare, len);
+        prepare_output(&mut out, len, !writes_every_output(layer));
+        run_layer_in(plan, layer, &inputs, batch, &mut out[..len]);
+        values[i + 1] = Some((out, len));
         for &v in &layer.inputs {
             if last_use[v] == i {
-                spare.extend(values[v].take());
+                spare.extend(values[v].take().map(|(buffer, _)| buffer));
             }
         }
     }
@@ -117,8 +127,8 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
         .map(|&o| {
             let mut shape = vec![batch];
             shape.extend_from_slice(plan.value_shape(o));
-            let data = values[o].clone().expect("outputs are never freed");
-            Tensor::new(shape, data)
+            let (buffer, len) = values[o].as_ref().expect("outputs are never freed");
+            Tensor::new(shape, buffer[..*len].to_vec())
         })
         .collect()
 }
@@ -185,76 +195,84 @@ fn last_uses(plan: &Plan) -> Vec<usize> {
 
 /// The spare buffer that holds `len` values with the least to spare (else a new one).
 fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
-    let fits = (0..spare.len()).filter(|&k| spare[k].capacity() >= len).min_by_key(|&k| spare[k].capacity());
+    let fits = (0..spare.len()).filter(|&k| spare[k].len() >= len).min_by_key(|&k| spare[k].len());
     fits.map_or_else(Vec::new, |k| spare.swap_remove(k))
 }
 
+/// `buffer` made at least `len` long, its first `len` values zero if `zeroed` (else stale
+/// values the layer overwrites). A new buffer comes zeroed from the allocator, page by page
+/// as it is first touched; a spare one is zeroed in parallel (a batch's output can be tens
+/// of megabytes, and zeroing it on one thread stalls the other).
+fn prepare_output(buffer: &mut Vec<f32>, len: usize, zeroed: bool) {
+    if buffer.len() < len {
+        *buffer = vec![0.0; len];
+    } else if zeroed {
+        buffer[..len].par_chunks_mut(ZEROED_PER_TASK).for_each(|chunk| chunk.fill(0.0));
+    }
+}
+
+/// Values per parallel task zeroing an output.
+const ZEROED_PER_TASK: usize = 1 << 16;
+
 /// Whether `layer`'s kernel writes every value of its output without reading it first:
-/// float convs other than pruned ones (the packed GEMM's epilogue, the depthwise loop) and
-/// fully connected layers. The rest get a zeroed output.
+/// every float kernel but the pruned convs' (which add each non-zero's products into their
+/// output). The rest get a zeroed output.
 fn writes_every_output(layer: &Layer) -> bool {
     match &layer.op {
         _ if layer.fixed.is_some() => false,
         Op::Conv(conv) => conv.sparse_weight.is_none(),
-        Op::Dense(_) => true,
-        _ => false,
+        _ => true,
     }
 }
 
 /// Compute `layer` on `inputs` (one batch per input value, in `layer.inputs` order).
 pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize) -> Vec<f32> {
-    run_layer_in(plan, layer, inputs, batch, Vec::new())
+    let mut out = vec![0.0; layer.output_shape.iter().product::<usize>() * batch];
+    run_layer_in(plan, layer, inputs, batch, &mut out);
+    out
 }
 
-/// [`run_layer`] into `out`'s memory (whatever it holds is overwritten).
-fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut out: Vec<f32>) -> Vec<f32> {
+/// [`run_layer`] into `out`, the batch's whole output: zeroed unless
+/// [`writes_every_output`].
+fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, out: &mut [f32]) {
     let input = |k: usize| inputs[k];
     let in_shape = |k: usize| plan.value_shape(layer.inputs[k]);
     let out_len: usize = layer.output_shape.iter().product();
     let in_len = |k: usize| in_shape(k).iter().product::<usize>();
     let out_shape = &layer.output_shape;
-    if writes_every_output(layer) && out.len() >= out_len * batch {
-        // A spare buffer's stale values, each overwritten.
-        out.truncate(out_len * batch);
-    } else {
-        // Zeroed: some kernels accumulate into their output. In parallel: a batch's output
-        // can be tens of megabytes, and zeroing it on one thread stalls the other.
-        out.clear();
-        out.par_extend(rayon::iter::repeat_n(0.0f32, out_len * batch));
-    }
+    debug_assert_eq!(out.len(), out_len * batch);
     if let Some(fixed) = &layer.fixed {
-        crate::kernels::fixed::run_layer(plan, layer, fixed, inputs, batch, &mut out);
-        return out;
+        return crate::kernels::fixed::run_layer(plan, layer, fixed, inputs, batch, out);
     }
-    let per_image = |out: &mut Vec<f32>, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
+    let per_image = |out: &mut [f32], f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
         out.par_chunks_mut(out_len).enumerate().for_each(|(n, o)| f(n, o));
     };
     let hw = |s: &[usize]| [s[1], s[2]];
     match &layer.op {
-        Op::Conv(conv) => conv_batch(conv, input(0), hw(in_shape(0)), &mut out, hw(out_shape)),
-        Op::Dense(dense) => dense_batch(dense, &thresholded(input(0), dense.input_threshold), batch, &mut out),
-        Op::Pool(p) => per_image(&mut out, &|n, o| {
+        Op::Conv(conv) => conv_batch(conv, input(0), hw(in_shape(0)), out, hw(out_shape)),
+        Op::Dense(dense) => dense_batch(dense, &thresholded(input(0), dense.input_threshold), batch, out),
+        Op::Pool(p) => per_image(out, &|n, o| {
             pool::pool_image(p, &input(0)[n * in_len(0)..][..in_len(0)], hw(in_shape(0)), o, hw(out_shape))
         }),
-        Op::GlobalAveragePool => per_image(&mut out, &|n, o| {
-            pool::global_average_image(&input(0)[n * in_len(0)..][..in_len(0)], out_shape[0], o)
-        }),
-        Op::Eltwise { kind, activation } => per_image(&mut out, &|n, o| {
+        Op::GlobalAveragePool => {
+            per_image(out, &|n, o| pool::global_average_image(&input(0)[n * in_len(0)..][..in_len(0)], out_shape[0], o))
+        }
+        Op::Eltwise { kind, activation } => per_image(out, &|n, o| {
             let (a, b) = (&input(0)[n * in_len(0)..][..in_len(0)], &input(1)[n * in_len(1)..][..in_len(1)]);
             eltwise::eltwise_image(*kind, a, in_shape(0), b, in_shape(1), o, out_shape);
             if activation.is_some() {
                 crate::kernels::activate_with(o, |v| v, *activation);
             }
         }),
-        Op::ScaleShift { scale, shift, activation } => per_image(&mut out, &|n, o| {
+        Op::ScaleShift { scale, shift, activation } => per_image(out, &|n, o| {
             o.copy_from_slice(&input(0)[n * out_len..][..out_len]);
             eltwise::scale_shift_image(o, scale, shift, *activation);
         }),
-        Op::Activation(act) => per_image(&mut out, &|n, o| {
+        Op::Activation(act) => per_image(out, &|n, o| {
             o.copy_from_slice(&input(0)[n * out_len..][..out_len]);
             crate::kernels::activate_with(o, |v| v, Some(*act));
         }),
-        Op::Concat => per_image(&mut out, &|n, o| {
+        Op::Concat => per_image(out, &|n, o| {
             let mut at = 0;
             for k in 0..layer.inputs.len() {
                 let len = in_len(k);
@@ -264,7 +282,6 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, mut
         }),
         Op::Reshape => out.copy_from_slice(input(0)),
     }
-    out
 }
 
 #[cfg(test)]
@@ -311,6 +328,26 @@ mod tests {
         assert_eq!(on(2, 8), by_size.min(4));
         assert_eq!(on(3, 8), by_size.min(3));
         assert_eq!(on(4, 1), 1);
+    }
+
+    /// A spare buffer is picked by how many values it holds, the shortest that holds the
+    /// output; kept whole (its tail is another value's past), zeroed only where asked, and a
+    /// buffer too short is replaced by a zeroed one.
+    #[test]
+    fn output_buffers_come_from_the_shortest_spare_that_holds_them() {
+        let mut spare = vec![vec![1.0f32; 10], vec![2.0; 4], vec![3.0; 6]];
+        let mut out = super::take_spare(&mut spare, 5);
+        assert_eq!(out, vec![3.0; 6]);
+        super::prepare_output(&mut out, 5, false);
+        assert_eq!(out, vec![3.0; 6], "stale values the layer overwrites, whole");
+        super::prepare_output(&mut out, 5, true);
+        assert_eq!(out, [0.0, 0.0, 0.0, 0.0, 0.0, 3.0]);
+        assert!(super::take_spare(&mut spare, 11).is_empty(), "none holds 11: a new buffer");
+        let mut short = super::take_spare(&mut spare, 4);
+        assert_eq!(short, vec![2.0; 4]);
+        super::prepare_output(&mut short, 7, false);
+        assert_eq!(short, vec![0.0; 7]);
+        assert_eq!(spare, vec![vec![1.0; 10]]);
     }
 
     #[test]

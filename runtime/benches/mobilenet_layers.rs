@@ -1,0 +1,58 @@
+//! The float path's time on mobilenet_v2's kinds of layer, one image each (`conv::conv_image`,
+//! bias and ReLU6 included): its depthwise 3x3s and its pointwise 1x1s of short and long `k`,
+//! the layers where it trails onnxruntime most (README, "where the rest goes").
+//!
+//! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench mobilenet_layers`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use hass_runtime::kernels::conv::conv_image;
+use hass_runtime::plan::{Activation, Conv};
+use rand::{RngExt, SeedableRng};
+
+/// (channels in, channels out, input side, stride) of pointwise layers.
+const POINTWISE: [(usize, usize, usize, usize); 5] =
+    [(16, 96, 112, 1), (24, 144, 56, 1), (144, 24, 56, 1), (96, 576, 14, 1), (160, 960, 7, 1)];
+/// (channels, input side, stride) of depthwise 3x3 layers.
+const DEPTHWISE: [(usize, usize, usize); 5] = [(96, 112, 2), (144, 56, 1), (32, 112, 1), (384, 14, 1), (960, 7, 1)];
+
+fn on_pool(f: impl FnOnce() + Send) {
+    rayon::scope(|_| f())
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let relu6 = Some(Activation::Clip { min: 0.0, max: 6.0 });
+    for (channels, side, stride) in DEPTHWISE {
+        let input = random(channels * side * side);
+        let conv = Conv {
+            pads: [1; 4],
+            stride: [stride; 2],
+            groups: channels,
+            activation: relu6,
+            ..Conv::new(random(channels * 9), channels, channels, [3, 3])
+        };
+        let o = side.div_ceil(stride);
+        let mut out = vec![0.0f32; channels * o * o];
+        c.bench_function(&format!("depthwise {channels}ch {side}x{side}/{stride}"), |b| {
+            b.iter(|| on_pool(|| conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
+        });
+    }
+    for (c_in, c_out, side, stride) in POINTWISE {
+        let input = random(c_in * side * side);
+        let conv =
+            Conv { stride: [stride; 2], activation: relu6, ..Conv::new(random(c_in * c_out), c_in, c_out, [1, 1]) };
+        let o = side.div_ceil(stride);
+        let mut out = vec![0.0f32; c_out * o * o];
+        c.bench_function(&format!("pointwise {c_in}->{c_out} {side}x{side}"), |b| {
+            b.iter(|| on_pool(|| conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);
