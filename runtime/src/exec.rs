@@ -103,7 +103,7 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
     // of a large map costs a page fault per 4 KiB on first touch, more than the layer's work
     // on some (a depthwise conv's), and zeroing a buffer that had been cut to a smaller
     // value's length cost 9 % of mobilenet_v2's time.
-    let mut spare: Vec<Vec<f32>> = Vec::new();
+    let mut spare: Vec<Vec<f32>> = VALUE_BUFFERS.with(|kept| kept.take());
     for (i, layer) in plan.layers.iter().enumerate() {
         let inputs: Vec<&[f32]> = layer
             .inputs
@@ -122,7 +122,8 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
             }
         }
     }
-    plan.outputs
+    let outputs = plan
+        .outputs
         .iter()
         .map(|&o| {
             let mut shape = vec![batch];
@@ -130,7 +131,32 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
             let (buffer, len) = values[o].as_ref().expect("outputs are never freed");
             Tensor::new(shape, buffer[..*len].to_vec())
         })
-        .collect()
+        .collect();
+    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+    keep_value_buffers(spare);
+    outputs
+}
+
+thread_local! {
+    /// Value buffers a thread kept from its last run, for the next: each run allocating
+    /// afresh had the allocator zero them (and the kernel map their pages), 1-2 % of
+    /// ResNet-18's time at batch 1.
+    static VALUE_BUFFERS: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Value buffers a thread keeps between runs, at most (the largest).
+const KEPT_VALUE_BUFFERS: usize = 8;
+
+/// Keep the largest of `buffers`, with any a run nested on this thread (a rayon worker
+/// that picked up another run while it waited) kept meanwhile.
+fn keep_value_buffers(mut buffers: Vec<Vec<f32>>) {
+    VALUE_BUFFERS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        buffers.append(&mut kept);
+        buffers.sort_by_key(|b| std::cmp::Reverse(b.len()));
+        buffers.truncate(KEPT_VALUE_BUFFERS);
+        *kept = buffers;
+    })
 }
 
 /// The batch size of `input`, once its per-image shape is checked against `plan`'s.
@@ -348,6 +374,20 @@ mod tests {
         super::prepare_output(&mut short, 7, false);
         assert_eq!(short, vec![0.0; 7]);
         assert_eq!(spare, vec![vec![1.0; 10]]);
+    }
+
+    /// A thread keeps the largest value buffers of its runs, those of a nested run included,
+    /// and the next run starts from them.
+    #[test]
+    fn a_thread_keeps_its_largest_value_buffers() {
+        std::thread::spawn(|| {
+            super::keep_value_buffers((1..=6).map(|n| vec![0.0; n]).collect());
+            super::keep_value_buffers((7..=10).map(|n| vec![0.0; n]).collect());
+            let kept: Vec<usize> = super::VALUE_BUFFERS.with(|k| k.take()).iter().map(Vec::len).collect();
+            assert_eq!(kept, (3..=10).rev().collect::<Vec<_>>());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -28,33 +28,34 @@ pub fn max_pool_image(
     let [kh, kw] = pool.kernel;
     let [sh, sw] = pool.stride;
     let [dh, dw] = pool.dilation;
-    let (top, left) = (pool.pads[0] as isize, pool.pads[1] as isize);
-    // Channels in parallel; each input row's maxima over the windows' columns: [H, OW].
+    let (top, left) = (pool.pads[0] as isize, pool.pads[1]);
+    // Padded columns the windows reach, and the input columns among them.
+    let reach = (ow.max(1) - 1) * sw + (kw - 1) * dw + 1;
+    let inside = w.min(reach.saturating_sub(left));
+    // Channels in parallel; per output row, the maxima down its windows' rows, column by
+    // column (contiguous runs: whole vectors), in a row padded with `empty`, then across
+    // each window's columns. Rows first did the strided part on every input row.
     out.par_chunks_exact_mut(oh * ow).zip(input.par_chunks_exact(h * w)).with_min_len(4).for_each(|(dst, plane)| {
-        let mut rows = super::scratch::take_len(h * ow, empty);
+        // The padding, which no row's maxima overwrite.
+        let mut row = super::scratch::take_len(reach, empty);
+        row.fill(empty);
         super::with_simd(
             #[inline(always)]
             || {
-                for (src, row) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
-                    row.fill(empty);
-                    for kx in 0..kw {
-                        let dx = (kx * dw) as isize - left;
-                        let (lo, hi) = super::conv::valid_range(ow, sw, dx, w);
-                        if lo < hi {
-                            let first = ((lo * sw) as isize + dx) as usize;
-                            super::each_strided(&mut row[lo..hi], &src[first..], sw, |m, v| *m = m.max(v));
-                        }
-                    }
-                }
                 for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-                    d.fill(empty);
+                    let maxima = &mut row[left.min(reach)..][..inside];
+                    maxima.fill(empty);
                     for ky in 0..kh {
                         let y = (oy * sh + ky * dh) as isize - top;
                         if (0..h as isize).contains(&y) {
-                            for (m, &v) in d.iter_mut().zip(&rows[y as usize * ow..][..ow]) {
+                            for (m, &v) in maxima.iter_mut().zip(&plane[y as usize * w..][..inside]) {
                                 *m = m.max(v);
                             }
                         }
+                    }
+                    d.fill(empty);
+                    for kx in 0..kw {
+                        super::each_strided(d, &row[kx * dw..], sw, |m, v| *m = m.max(v));
                     }
                 }
             },
@@ -164,29 +165,32 @@ mod tests {
 
     #[test]
     fn max_pool_by_rows_and_columns_is_the_window_maximum() {
-        let input: Vec<f32> = (0..2 * 7 * 9).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
-        for (kernel, stride, dilation, pads) in [
-            ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
-            ([2, 3], [1, 2], [2, 1], [0, 2, 1, 0]),
-            ([3, 2], [3, 1], [1, 2], [2, 0, 2, 1]),
-        ] {
-            let p = Pool {
-                kind: PoolKind::Max,
-                kernel,
-                stride,
-                dilation,
-                pads,
-                ceil_mode: false,
-                count_include_pad: false,
-            };
-            let [oh, ow] = [0, 1].map(|a| {
-                let (h, k, s, d) = ([7, 9][a], kernel[a], stride[a], dilation[a]);
-                hass_proto::geometry::window_output_len(h, k, s, d, pads[a], pads[a + 2], false).unwrap()
-            });
-            let (mut fast, mut slow) = (vec![0.0; 2 * oh * ow], vec![0.0; 2 * oh * ow]);
-            max_pool_image(&p, &input, [7, 9], &mut fast, [oh, ow], f32::MIN);
-            each_window(&p, &input, [7, 9], &mut slow, [oh, ow], |v, _| v.iter().copied().fold(f32::MIN, f32::max));
-            assert_eq!(fast, slow, "{kernel:?} {stride:?} {dilation:?} {pads:?}");
+        for [h, w] in [[7, 9], [20, 37]] {
+            let input: Vec<f32> = (0..2 * h * w).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+            for (kernel, stride, dilation, pads) in [
+                ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+                ([2, 3], [1, 2], [2, 1], [0, 2, 1, 0]),
+                ([3, 2], [3, 1], [1, 2], [2, 0, 2, 1]),
+                ([1, 4], [1, 3], [1, 1], [0, 5, 0, 5]),
+            ] {
+                let p = Pool {
+                    kind: PoolKind::Max,
+                    kernel,
+                    stride,
+                    dilation,
+                    pads,
+                    ceil_mode: false,
+                    count_include_pad: false,
+                };
+                let [oh, ow] = [0, 1].map(|a| {
+                    let (len, k, s, d) = ([h, w][a], kernel[a], stride[a], dilation[a]);
+                    hass_proto::geometry::window_output_len(len, k, s, d, pads[a], pads[a + 2], false).unwrap()
+                });
+                let (mut fast, mut slow) = (vec![0.0; 2 * oh * ow], vec![0.0; 2 * oh * ow]);
+                max_pool_image(&p, &input, [h, w], &mut fast, [oh, ow], f32::MIN);
+                each_window(&p, &input, [h, w], &mut slow, [oh, ow], |v, _| v.iter().copied().fold(f32::MIN, f32::max));
+                assert_eq!(fast, slow, "{h}x{w}: {kernel:?} {stride:?} {dilation:?} {pads:?}");
+            }
         }
     }
 
