@@ -316,12 +316,14 @@ mod avx512 {
         k: usize,
         fresh: bool,
         tile: &mut [f32],
+        ahead: &[f32],
     ) {
         assert!(available());
         assert!(pixels.len() >= k * ROWS && weights.len() >= k * NR && tile.len() >= ROWS * NR);
         // SAFETY: the features `narrow_compiled` enables were detected just above, and the
-        // lengths checked there bound every access it makes.
-        unsafe { narrow_compiled::<ROWS>(pixels, weights, k, fresh, tile) }
+        // lengths checked there bound every access it makes (prefetches of `ahead` only
+        // inside it).
+        unsafe { narrow_compiled::<ROWS>(pixels, weights, k, fresh, tile, ahead) }
     }
 
     #[target_feature(enable = "avx2,fma,avx512f")]
@@ -331,11 +333,17 @@ mod avx512 {
         k: usize,
         fresh: bool,
         tile: &mut [f32],
+        ahead: &[f32],
     ) {
         use std::arch::x86_64::*;
         let (x, w) = (pixels.as_ptr(), weights.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        // A cache line of `ahead` per k, over the first k (the rest after the loop).
+        let lines = ahead.len().div_ceil(16);
         for j in 0..k {
+            if j < lines {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(16 * j).cast());
+            }
             let (w0, w1) = (_mm512_loadu_ps(w.add(j * NR)), _mm512_loadu_ps(w.add(j * NR + 16)));
             for (r, acc) in acc.iter_mut().enumerate() {
                 // The pixel times the weight plus the sum: the product `sub_tile` fuses.
@@ -343,6 +351,9 @@ mod avx512 {
                 acc[0] = _mm512_fmadd_ps(p, w0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(p, w1, acc[1]);
             }
+        }
+        for line in k..lines {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(16 * line).cast());
         }
         for (r, acc) in acc.iter().enumerate() {
             for (h, &sum) in acc.iter().enumerate() {
