@@ -509,6 +509,9 @@ mod tests {
         check(2, 2, 2, 5, 1, 2, [4; 4], 19);
         // 41 rows and columns: pairs of rows and a last one alone, a block of 32 and 9.
         check(2, 2, 2, 3, 1, 1, [1; 4], 41);
+        // 36 output rows at stride 2 in bands of 16, 16 and 4, two rows of padding at
+        // either end: the bands' copies start inside the padding, the input and past it.
+        check(2, 2, 2, 3, 2, 1, [2; 4], 70);
     }
 
     /// A batch of small maps runs as one GEMM over all the images' windows (or one per run

@@ -136,11 +136,16 @@ pub(super) fn fill_f32(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) 
 
 #[target_feature(enable = "avx512f")]
 unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
-    let [h, w] = padded.hw;
+    let w = padded.hw[1];
     let (left, len) = (padded.left, padded.phase_len);
     for py in 0..padded.rows {
-        let Some(y) = py.checked_sub(padded.top).filter(|&y| y < h) else { continue };
-        let (src, dst) = (plane.as_ptr().add(y * w), rows.as_mut_ptr().add(py * padded.row_len()));
+        let dst = rows.as_mut_ptr().add(py * padded.row_len());
+        let Some(y) = padded.input_row(py) else {
+            // Padding, or (in a band) a row of padding where the last band had input.
+            std::ptr::write_bytes(dst, 0, padded.row_len());
+            continue;
+        };
+        let src = plane.as_ptr().add(y * w);
         if padded.stride[1] == 1 {
             let end = (left + w).min(len);
             let start = left.min(end);

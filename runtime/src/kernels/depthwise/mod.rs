@@ -121,10 +121,15 @@ fn by_channel<T: Element, S: Source<T>>(
     // divisions cost more than a small channel's multiply-adds).
     let offsets: Vec<usize> = (0..kh * kw).map(|t| padded.offset(conv, t / kw, t % kw)).collect();
     let vectors = T::depthwise_vectors();
+    // A channel in bands of output rows, each band's padded rows copied just before its
+    // sums: a whole plane's copy (52 KB at 112x112) overflowed L1, and its stores waited on
+    // the input's loads (mobilenet_v2's 3x3/2 layer on 96 channels: 0.55 of its 0.75 ms).
+    let band_rows = BAND_ROWS.min(oh).max(1);
+    let band_len = padded.band(0, band_rows).len();
     out.par_chunks_mut(per_task * oh * ow).enumerate().for_each(|(task, planes)| {
         let mut live = scratch::take::<(usize, T)>();
-        let mut rows = scratch::take_len(padded.len(), T::zero());
-        // The padding, which no channel's copy writes.
+        let mut rows = scratch::take_len(band_len, T::zero());
+        // The padding columns and the slack, which no band's copy writes.
         rows.fill(T::zero());
         with_simd(
             #[inline(always)]
@@ -135,16 +140,19 @@ fn by_channel<T: Element, S: Source<T>>(
                     // Pruned taps are skipped: their multiply-adds are what sparsity saves.
                     live.clear();
                     live.extend(offsets.iter().zip(taps).filter(|(_, &w)| w != T::zero()).map(|(&o, &w)| (o, w)));
-                    padded.fill(&input[c * h * w..][..h * w], &mut rows);
-                    if let Some(v) = &vectors {
-                        (v.rows)(&live, &rows, padded.stride[0] * padded.row_len(), dst, ow);
-                    } else if ow <= 8 {
-                        // Two rows of sums fill 4 (f64: 8) AVX2 registers at 16 columns, 8 at 32.
-                        channel::<T, 8>(&live, &rows, &padded, dst, ow);
-                    } else if ow <= 16 || size_of::<T>() > 4 {
-                        channel::<T, 16>(&live, &rows, &padded, dst, ow);
-                    } else {
-                        channel::<T, 32>(&live, &rows, &padded, dst, ow);
+                    for (b, dst) in dst.chunks_mut(band_rows * ow).enumerate() {
+                        let band = padded.band(b * band_rows, dst.len() / ow);
+                        band.fill(&input[c * h * w..][..h * w], &mut rows);
+                        if let Some(v) = &vectors {
+                            (v.rows)(&live, &rows, band.stride[0] * band.row_len(), dst, ow);
+                        } else if ow <= 8 {
+                            // Two rows of sums fill 4 (f64: 8) AVX2 registers at 16 columns, 8 at 32.
+                            channel::<T, 8>(&live, &rows, &band, dst, ow);
+                        } else if ow <= 16 || size_of::<T>() > 4 {
+                            channel::<T, 16>(&live, &rows, &band, dst, ow);
+                        } else {
+                            channel::<T, 32>(&live, &rows, &band, dst, ow);
+                        }
                     }
                     finish(c, dst);
                 }
@@ -153,6 +161,10 @@ fn by_channel<T: Element, S: Source<T>>(
         scratch::give_back(live);
     });
 }
+
+/// Output rows per band of a channel (a multiple of the vector kernel's 8, 4 and 2 rows
+/// at once): at 112 columns, stride 2, its padded rows take 15 KB.
+const BAND_ROWS: usize = 16;
 
 /// Maps at most this many columns wide run channels last. Measured on this machine, one
 /// thread: with the AVX-512 kernels ([`Vectors`]) a 7x7 map took 0.6x the time of the
@@ -285,13 +297,16 @@ fn pixel_channels<T: Element, const L: usize>(
 }
 
 /// The geometry of a channel's zero-padded, phase-split copy.
+#[derive(Clone, Copy)]
 pub struct Padded {
-    /// The input plane's `[h, w]` and the padding above and to the left of it.
+    /// The input plane's `[h, w]`, the input row of the copy's first row (negative: that
+    /// many rows of padding above the input) and the padding to the left of it.
     hw: [usize; 2],
-    top: usize,
+    first_row: isize,
     left: usize,
-    /// Rows of the copy: every row a window reaches.
+    /// Rows of the copy: every row a window reaches; and the rows one window spans.
     rows: usize,
+    window_rows: usize,
     /// Columns per phase, and the stride (phases per row).
     phase_len: usize,
     stride: [usize; 2],
@@ -308,12 +323,29 @@ impl Padded {
         };
         Padded {
             hw,
-            top: conv.pads[0],
+            first_row: -(conv.pads[0] as isize),
             left: conv.pads[1],
             rows: reach(oh, 0),
+            window_rows: reach(1, 0),
             phase_len: reach(ow, 1).div_ceil(conv.stride[1]),
             stride: conv.stride,
         }
+    }
+
+    /// The copy of the rows that output rows `first..first + outputs` read: the same
+    /// columns and offsets.
+    fn band(&self, first: usize, outputs: usize) -> Padded {
+        Padded {
+            first_row: self.first_row + (first * self.stride[0]) as isize,
+            rows: (outputs.max(1) - 1) * self.stride[0] + self.window_rows,
+            ..*self
+        }
+    }
+
+    /// The input row of the copy's row `py`, if inside the input.
+    fn input_row(&self, py: usize) -> Option<usize> {
+        let y = py as isize + self.first_row;
+        (0..self.hw[0] as isize).contains(&y).then_some(y as usize)
     }
 
     fn row_len(&self) -> usize {
@@ -343,10 +375,14 @@ impl Padded {
     /// [`Padded::fill`] in loops the compiler vectorizes as it can.
     #[inline(always)]
     fn fill_portable<T: Element, S: Source<T>>(&self, plane: &[S], rows: &mut [T]) {
-        let [h, w] = self.hw;
+        let w = self.hw[1];
         let (sw, phase_len) = (self.stride[1], self.phase_len);
         for (py, dst) in rows.chunks_exact_mut(self.row_len()).take(self.rows).enumerate() {
-            let Some(y) = py.checked_sub(self.top).filter(|&y| y < h) else { continue };
+            let Some(y) = self.input_row(py) else {
+                // Padding, or (in a band) a row of padding where the last band had input.
+                dst.fill(T::zero());
+                continue;
+            };
             let src = &plane[y * w..][..w];
             if sw == 1 {
                 let end = (self.left + w).min(phase_len);
@@ -600,7 +636,15 @@ mod tests {
                 let live: Vec<(usize, T)> = [(0, 0.5), (1, -1.25), (row_step + 2, 3.0), (2 * row_step + 5, -0.375)]
                     .map(|(o, w)| (o, T::from(w) / T::from(3.0)))
                     .to_vec();
-                let padded = Padded { hw: [0, 0], top: 0, left: 0, rows: oh + 3, phase_len: row_step, stride: [1, 1] };
+                let padded = Padded {
+                    hw: [0, 0],
+                    first_row: 0,
+                    left: 0,
+                    rows: oh + 3,
+                    window_rows: 4,
+                    phase_len: row_step,
+                    stride: [1, 1],
+                };
                 let mut want = vec![T::zero(); oh * ow];
                 channel::<T, 16>(&live, &rows, &padded, &mut want, ow);
                 let mut got = vec![T::zero(); oh * ow];
