@@ -1,9 +1,10 @@
 //! Depthwise convolution (one filter per channel): a direct loop, in one of two layouts.
 //!
-//! Wide maps, channel by channel: each channel's plane is first copied into a zero-padded
-//! one, its rows split into their `stride` phases (`x % stride`), so that every tap reads a
-//! contiguous run of a row for any run of output columns. An output row is then summed in
-//! blocks of columns held in registers across all the taps.
+//! Wide maps, channel by channel, in bands of output rows: the rows a band reads are copied
+//! into a zero-padded copy that stays in L1, its rows split into their `stride` phases (`x %
+//! stride`), so that every tap reads a contiguous run of a row for any run of output
+//! columns. An output row is then summed in blocks of columns held in registers across all
+//! the taps.
 //!
 //! Small maps (a few rows of a few columns, where a channel alone fills no registers),
 //! channels last: the image is copied into a zero-padded `[H, W, C]` copy, each output
