@@ -98,7 +98,8 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
     // when it held a larger value before.
     let mut values: Vec<Option<(Vec<f32>, usize)>> = vec![None; plan.layers.len() + 1];
     let first = input_values(plan, input);
-    values[0] = Some((first, input.data().len()));
+    let first_len = first.len();
+    values[0] = Some((first, first_len));
     // Buffers of values no longer read, for later layers' outputs, whole: a fresh allocation
     // of a large map costs a page fault per 4 KiB on first touch, more than the layer's work
     // on some (a depthwise conv's), and zeroing a buffer that had been cut to a smaller

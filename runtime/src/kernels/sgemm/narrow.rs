@@ -1,7 +1,8 @@
-//! The GEMM of a narrow `B` (a 7x7 map at batch 1 or 2: 49 or 98 columns) turned around: `C^T = B^T
-//! A^T`, the columns of `B` (pixels) on the broadcast side of the micro-tile in rows of 7 or 8
-//! and the rows of `A` (output channels) in its vectors, 32 at a time. The usual tile puts
-//! `B`'s columns in panels of 32, so 49 of them filled 64; here they fill 7 tiles of 7.
+//! The GEMM of a narrow `B` (a 7x7 map at batch 1 or 2: 49 or 98 columns) turned around:
+//! `C^T = B^T A^T`, the columns of `B` (pixels) on the broadcast side of the micro-tile in
+//! rows of 7 or 8 and the rows of `A` (output channels) in its vectors, 32 at a time. The
+//! usual tile puts `B`'s columns in panels of 32, so 49 of them filled 64; here they fill 7
+//! tiles of 7.
 //!
 //! Every sum is the one [`super::gemm_with`] forms: from zero in `k` order per chunk of
 //! [`KC`], fused multiply-adds of the same two factors, the chunks added in order.
