@@ -10,10 +10,12 @@
 //!
 //! A layer whose input is thresholded reads `X_t` (its inputs at or below the threshold
 //! zeroed), not `X`: its weights, pruned or not, are re-fitted so that the thresholded
-//! inputs give the dense outputs, `(H_t,SS + lambda I) w = (C [W_r, b_r])_S + lambda
-//! [W_r, b_r]_S` with `H_t = X_t X_t^T` and `C = X_t X^T`. Zeroing small inputs removes
-//! a mean from every output (the bias makes up for it) and what correlated neighbours
-//! still carry (the weights do).
+//! inputs give the dense outputs, `(H_t,SS + lambda I) w = (X_t Y_r)_S + lambda
+//! [W_r, b_r]_S` with `H_t = X_t X_t^T` and `Y_r = X^T [W_r, b_r]` the dense row's outputs.
+//! Zeroing small inputs removes a mean from every output (the bias makes up for it) and
+//! what correlated neighbours still carry (the weights do). `X_t Y` is worked out from the
+//! outputs, not as `(X_t X^T) [W, b]^T`: a layer has fewer rows than inputs, and the
+//! product over all the patches is the cost.
 //!
 //! The inputs are the **dense float** model's, on at most [`RECONSTRUCTION_IMAGES`] of the
 //! calibration images (the first ones): a layer's refit then depends on its own knobs alone,
@@ -35,7 +37,7 @@ use crate::quantize::weight_format;
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::{Llt, Solve};
-use faer::{Accum, Mat, Par, Side};
+use faer::{Accum, ColRef, Mat, Par, Side};
 use hass_proto::fixed::Format;
 use hass_runtime::plan::Op;
 use hass_runtime::trace::Trace;
@@ -68,10 +70,10 @@ const GRAM_PARTS: usize = 8;
 pub const DAMPING: f64 = 0.01;
 
 /// Second moments of one layer's input patches, per channel group, with a constant 1
-/// appended (the bias's input): `(fan_in + 1)` square per group. At an input threshold
-/// the patches are the ones the layer reads once its input is thresholded, and the
-/// matrices the re-fit needs are two: `X_t X_t^T` (the system) and `X_t X^T` (what the
-/// dense layer computed, seen through the thresholded inputs).
+/// appended (the bias's input): `(fan_in + 1)` square per group, and what the re-fit aims
+/// at, the dense layer's outputs seen through those patches. At an input threshold the
+/// patches are the ones the layer reads once its input is thresholded: the system is
+/// `X_t X_t^T` and the aim `X_t Y`, `Y` what the dense layer computed on its own inputs.
 #[derive(Clone, Debug)]
 pub struct Gram {
     /// Weights per output row (input channels per group times the window).
@@ -80,9 +82,9 @@ pub struct Gram {
     rows_per_group: usize,
     /// One matrix per group: the thresholded patches' second moments.
     groups: Vec<Mat<f64>>,
-    /// Per group, thresholded patches against dense ones; `None` without a threshold
-    /// (then they are `groups`).
-    cross: Option<Vec<Mat<f64>>>,
+    /// Per group, `(fan_in + 1) x rows_per_group`: column `r` is the thresholded patches
+    /// against the dense row `r`'s outputs, `X_t X^T [W_r, b_r]`.
+    aims: Vec<Mat<f64>>,
     /// The input threshold the patches are read at (inputs at or below it read as zero).
     threshold: Option<f32>,
     /// The dense inputs, to work the matrices out at another threshold.
@@ -93,6 +95,9 @@ pub struct Gram {
 #[derive(Debug)]
 struct Source {
     patches: Patches,
+    /// Per group, the dense layer's rows `[W_r, b_r]` as columns: `(fan_in + 1) x
+    /// rows_per_group`.
+    dense: Vec<Mat<f64>>,
     /// The first [`RECONSTRUCTION_IMAGES`] images' inputs, one after the other.
     inputs: Vec<f32>,
     per_image: usize,
@@ -187,19 +192,33 @@ impl Patches {
 }
 
 impl Gram {
-    /// The Gram matrices of a conv or fully connected runtime layer `op`, from its input
-    /// values `input` (a batch of `input_shape` each, at most [`RECONSTRUCTION_IMAGES`]
-    /// read), unthresholded. `None` for any other op, and for layers beyond
-    /// [`MAX_REFIT_WORK`].
+    /// The Gram matrices of a conv or fully connected runtime layer `op` (the dense one its
+    /// re-fits aim at), from its input values `input` (a batch of `input_shape` each, at
+    /// most [`RECONSTRUCTION_IMAGES`] read), unthresholded. `None` for any other op, and for
+    /// layers beyond [`MAX_REFIT_WORK`].
     pub fn of_layer(op: &Op, input: &[f32], input_shape: &[usize], output_shape: &[usize]) -> Option<Gram> {
         let patches = Patches::of(op, input_shape, output_shape)?;
         let rows = (patches.rows_per_group * patches.groups) as f64;
         if rows * (patches.fan_in() as f64).powi(3) > MAX_REFIT_WORK {
             return None;
         }
+        let (weight, bias) = match op {
+            Op::Conv(c) => (&c.weight, &c.bias),
+            Op::Dense(d) => (&d.weight, &d.bias),
+            _ => return None,
+        };
+        let (fan_in, per_group) = (patches.fan_in(), patches.rows_per_group);
+        let dense = (0..patches.groups)
+            .map(|g| {
+                Mat::from_fn(fan_in + 1, per_group, |j, r| {
+                    let r = g * per_group + r;
+                    f64::from(if j < fan_in { weight[r * fan_in + j] } else { bias[r] })
+                })
+            })
+            .collect();
         let per_image: usize = input_shape.iter().product::<usize>().max(1);
         let images = (input.len() / per_image).min(RECONSTRUCTION_IMAGES);
-        let source = Arc::new(Source { patches, inputs: input[..images * per_image].to_vec(), per_image });
+        let source = Arc::new(Source { patches, dense, inputs: input[..images * per_image].to_vec(), per_image });
         Some(Gram::of_source(source, None))
     }
 
@@ -230,14 +249,14 @@ impl Gram {
         // number of threads.
         let part_len = blocks.len().div_ceil(GRAM_PARTS).max(1);
         let mut groups = Vec::with_capacity(patches.groups);
-        let mut cross = threshold.map(|_| Vec::with_capacity(patches.groups));
-        for g in 0..patches.groups {
+        let mut aims = Vec::with_capacity(patches.groups);
+        for (g, dense) in source.dense.iter().enumerate() {
             let parts: Vec<(Mat<f64>, Option<Mat<f64>>)> = blocks
                 .par_chunks(part_len)
                 .map(|part| {
                     // The product is symmetric: its lower half is worked out, mirrored below.
                     let mut h = Mat::<f64>::zeros(n, n);
-                    let mut c = threshold.map(|_| Mat::<f64>::zeros(n, n));
+                    let mut aim = threshold.map(|_| Mat::<f64>::zeros(n, dense.ncols()));
                     for block in part {
                         let x = patches.of_images(block, g);
                         let xt = threshold.map(|t| thresholded(&x, patches.fan_in(), t));
@@ -253,20 +272,22 @@ impl Gram {
                             1.0,
                             Par::Seq,
                         );
-                        if let (Some(c), Some(xt)) = (c.as_mut(), xt.as_ref()) {
-                            matmul(c.as_mut(), Accum::Add, xt.transpose(), &x, 1.0, Par::Seq);
+                        if let (Some(aim), Some(xt)) = (aim.as_mut(), xt.as_ref()) {
+                            // The dense rows' outputs on these patches, then seen through
+                            // the thresholded ones.
+                            let outputs = &x * dense;
+                            matmul(aim.as_mut(), Accum::Add, xt.transpose(), &outputs, 1.0, Par::Seq);
                         }
                     }
-                    (h, c)
+                    (h, aim)
                 })
                 .collect();
             let mut parts = parts.into_iter();
-            let (mut h, mut c) =
-                parts.next().unwrap_or_else(|| (Mat::zeros(n, n), threshold.map(|_| Mat::zeros(n, n))));
-            for (ph, pc) in parts {
+            let (mut h, mut aim) = parts.next().unwrap_or_else(|| (Mat::zeros(n, n), None));
+            for (ph, pa) in parts {
                 h += ph;
-                if let (Some(c), Some(pc)) = (c.as_mut(), pc) {
-                    *c += pc;
+                if let (Some(aim), Some(pa)) = (aim.as_mut(), pa) {
+                    *aim += pa;
                 }
             }
             for j in 1..n {
@@ -274,18 +295,18 @@ impl Gram {
                     h[(i, j)] = h[(j, i)];
                 }
             }
+            // Unthresholded, the patches the row reads are the dense ones: `H [W_r, b_r]`.
+            let aim = aim.unwrap_or_else(|| &h * dense);
             groups.push(h);
-            if let (Some(cross), Some(c)) = (cross.as_mut(), c) {
-                cross.push(c);
-            }
+            aims.push(aim);
         }
-        Gram { fan_in: patches.fan_in(), rows_per_group: patches.rows_per_group, groups, cross, threshold, source }
+        Gram { fan_in: patches.fan_in(), rows_per_group: patches.rows_per_group, groups, aims, threshold, source }
     }
 
     /// Re-fit the weights `pruned` keeps (non-zero) and, when `with_bias`, the bias, so that
-    /// each row reproduces the `dense` row's outputs (weights `[rows, fan_in]` row-major,
-    /// one bias per row). Pruned positions stay exactly zero. A row whose system cannot be
-    /// solved keeps its pruned weights.
+    /// each row reproduces the dense layer's outputs (the one the matrices were read from;
+    /// weights `[rows, fan_in]` row-major). Pruned positions stay exactly zero. A row whose
+    /// system cannot be solved keeps its pruned weights and its dense bias.
     ///
     /// With `bits` (the fixed-point datapath), the re-fit also absorbs rounding: the kept
     /// weights are rounded to their row's grid (the format [`weight_format`] chooses for
@@ -293,37 +314,30 @@ impl Gram {
     /// rounded, while the later ones and the bias move to make up for it (GPTQ, OBQ). The
     /// weights come back on the grid, so the backend's quantization keeps them as they
     /// are; a weight that rounds to zero is then pruned too.
-    pub fn refit(
-        &self,
-        dense: &[f32],
-        bias: &[f32],
-        pruned: &[f32],
-        with_bias: bool,
-        bits: Option<u32>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn refit(&self, pruned: &[f32], with_bias: bool, bits: Option<u32>) -> Result<(Vec<f32>, Vec<f32>)> {
         let rows = self.rows_per_group * self.groups.len();
-        if dense.len() != rows * self.fan_in || pruned.len() != dense.len() || bias.len() != rows {
+        if pruned.len() != rows * self.fan_in {
             return Err(CompileError::internal(format!(
-                "reconstruction: {} weights and {} biases for {rows} rows of {} inputs",
-                dense.len(),
-                bias.len(),
+                "reconstruction: {} weights for {rows} rows of {} inputs",
+                pruned.len(),
                 self.fan_in
             )));
         }
+        // The dense row `r`, `[W_r, b_r]`.
+        let dense_row = |r: usize| self.source.dense[r / self.rows_per_group].col(r % self.rows_per_group);
         // Rows in parallel: each is its own system.
         let fitted: Vec<Option<(Vec<usize>, FittedRow)>> = (0..rows)
             .into_par_iter()
             .map(|r| {
-                let g = r / self.rows_per_group;
-                let h = &self.groups[g];
-                let cross = self.cross.as_ref().map_or(h, |c| &c[g]);
+                let (g, in_group) = (r / self.rows_per_group, r % self.rows_per_group);
                 let row = r * self.fan_in..(r + 1) * self.fan_in;
                 // The kept positions, and the bias's (index fan_in, last) when it is fitted.
                 let kept: Vec<usize> = (0..self.fan_in)
                     .filter(|&j| pruned[row.start + j] != 0.0)
                     .chain(with_bias.then_some(self.fan_in))
                     .collect();
-                let mut fitted = solve_row(h, cross, &kept, dense, bias, r, self.fan_in)?;
+                let aim = self.aims[g].col(in_group);
+                let mut fitted = solve_row(&self.groups[g], aim.try_as_col_major()?.as_slice(), &kept, dense_row(r))?;
                 let kept_weights = kept.len() - usize::from(with_bias);
                 if let Some(bits) = bits {
                     let mut values = pruned[row].to_vec();
@@ -335,7 +349,8 @@ impl Gram {
                 Some((kept, fitted))
             })
             .collect();
-        let (mut weights, mut biases) = (pruned.to_vec(), bias.to_vec());
+        let mut weights = pruned.to_vec();
+        let mut biases: Vec<f32> = (0..rows).map(|r| dense_row(r)[self.fan_in] as f32).collect();
         for ((r, new_bias), fitted) in biases.iter_mut().enumerate().zip(fitted) {
             let Some((kept, fitted)) = fitted else { continue };
             let row = r * self.fan_in..(r + 1) * self.fan_in;
@@ -360,15 +375,13 @@ impl Gram {
 /// `x` (patches, the constant 1 last) with every input at or below `threshold` zeroed, as
 /// the layer reads it.
 fn thresholded(x: &Mat<f64>, fan_in: usize, threshold: f32) -> Mat<f64> {
-    let t = threshold as f64;
-    Mat::from_fn(x.nrows(), x.ncols(), |i, j| {
-        let v = x[(i, j)];
-        if j < fan_in && v <= t {
-            0.0
-        } else {
-            v
-        }
-    })
+    let t = f64::from(threshold);
+    let mut read = x.clone();
+    // Column by column: the matrix is column-major.
+    for j in 0..fan_in {
+        read.col_as_slice_mut(j).iter_mut().filter(|v| **v <= t).for_each(|v| *v = 0.0);
+    }
+    read
 }
 
 /// One row's least-squares answer over its kept positions, with the factor that ranks how
@@ -382,33 +395,21 @@ struct FittedRow {
     factor: Llt<f64>,
 }
 
-/// Solve row `r`'s damped least-squares system over `kept` (positions into `[W_r, b_r]`),
-/// `h` the second moments of the inputs the row reads and `cross` theirs against the
-/// dense inputs; `None` when it is not positive definite.
-fn solve_row(
-    h: &Mat<f64>,
-    cross: &Mat<f64>,
-    kept: &[usize],
-    dense: &[f32],
-    bias: &[f32],
-    r: usize,
-    fan_in: usize,
-) -> Option<FittedRow> {
+/// Solve one row's damped least-squares system over `kept` (positions into `[W_r, b_r]`):
+/// `h` the second moments of the inputs the row reads, `aim` those inputs against the
+/// dense row's outputs, `dense` the row `[W_r, b_r]`; `None` when it is not positive
+/// definite.
+fn solve_row(h: &Mat<f64>, aim: &[f64], kept: &[usize], dense: ColRef<'_, f64>) -> Option<FittedRow> {
     let k = kept.len();
     if k == 0 {
         return None;
     }
-    // The dense row's outputs, as seen through the inputs the row reads: C [W_r, b_r].
-    let target: Vec<f64> =
-        dense[r * fan_in..(r + 1) * fan_in].iter().map(|&w| w as f64).chain([bias[r] as f64]).collect();
     let mean_diagonal = kept.iter().map(|&i| h[(i, i)]).sum::<f64>() / k as f64;
     let damping = DAMPING * mean_diagonal.max(f64::MIN_POSITIVE);
     // Positions in reverse (see `FittedRow::factor`). The ridge pulls towards the dense
     // values, not towards zero: with nothing pruned the answer is the dense row exactly.
     let at = |i: usize| kept[k - 1 - i];
-    let rhs = Mat::from_fn(k, 1, |i, _| {
-        (0..=fan_in).map(|j| cross[(at(i), j)] * target[j]).sum::<f64>() + damping * target[at(i)]
-    });
+    let rhs = Mat::from_fn(k, 1, |i, _| aim[at(i)] + damping * dense[at(i)]);
     let system = Mat::from_fn(k, k, |a, b| h[(at(a), at(b))] + if a == b { damping } else { 0.0 });
     let llt = Llt::new(system.as_ref(), Side::Lower).ok()?;
     let solution = llt.solve(&rhs);
@@ -519,18 +520,9 @@ pub fn apply(
         let gram = known.get(&name).ok_or_else(|| CompileError::internal(format!("no inputs for layer {name}")))?;
         let gram = gram.at_threshold(threshold);
         let (weight, bias) = weight_and_bias(&graph.node(id).op);
-        let (dense_weight, dense_bias) = weight_and_bias(&dense.node(id).op);
         let shape = graph.weights.tensor(weight).shape.clone();
-        let rows = shape[0];
-        let bias_values =
-            |b: Option<WeightId>, g: &Graph| b.map_or(vec![0.0; rows], |b| g.weights.tensor(b).data.clone());
-        let (w, b) = gram.refit(
-            &dense.weights.tensor(dense_weight).data,
-            &bias_values(dense_bias, dense),
-            &graph.weights.tensor(weight).data,
-            bias.is_some(),
-            widths.map(|w| w.of(&name).weight_bits),
-        )?;
+        let (w, b) =
+            gram.refit(&graph.weights.tensor(weight).data, bias.is_some(), widths.map(|w| w.of(&name).weight_bits))?;
         let new_weight = graph.weights.add(shape, w);
         let new_bias = bias.map(|old| {
             let shape = graph.weights.tensor(old).shape.clone();
@@ -624,7 +616,7 @@ mod tests {
         // Prune the smaller of each pair (half the weights).
         let pruned: Vec<f32> =
             dense.chunks(2).flat_map(|p| if p[0].abs() < p[1].abs() { [0.0, p[1]] } else { [p[0], 0.0] }).collect();
-        let (refit, new_bias) = gram.refit(&dense, &bias, &pruned, true, None).unwrap();
+        let (refit, new_bias) = gram.refit(&pruned, true, None).unwrap();
         for (p, r) in pruned.iter().zip(&refit) {
             assert_eq!(*p == 0.0, *r == 0.0, "the zero pattern is kept");
         }
@@ -643,13 +635,13 @@ mod tests {
         let gram = Gram::of_layer(&dense_layer(inputs, outputs, &dense, &bias), &x, &[inputs], &[outputs]).unwrap();
         for threshold in [0.2, 0.5, 0.9] {
             let pruned = magnitude_pruned(&dense, threshold);
-            let (refit, new_bias) = gram.refit(&dense, &bias, &pruned, true, None).unwrap();
+            let (refit, new_bias) = gram.refit(&pruned, true, None).unwrap();
             let before = error(&x, inputs, &dense, &bias, &pruned, &bias);
             let after = error(&x, inputs, &dense, &bias, &refit, &new_bias);
             assert!(after < before, "threshold {threshold}: {after} vs {before}");
         }
         // Nothing pruned: the dense layer is already the least-squares answer.
-        let (same, same_bias) = gram.refit(&dense, &bias, &dense, true, None).unwrap();
+        let (same, same_bias) = gram.refit(&dense, true, None).unwrap();
         let scale = error(&x, inputs, &dense, &bias, &magnitude_pruned(&dense, 0.5), &bias);
         assert!(error(&x, inputs, &dense, &bias, &same, &same_bias) < 1e-3 * scale);
     }
@@ -689,12 +681,12 @@ mod tests {
         };
         let untouched = error_reading(&dense, &bias);
         // Not pruned: every weight and the bias move to make up for the zeroed inputs.
-        let (w, b) = gram.refit(&dense, &bias, &dense, true, None).unwrap();
+        let (w, b) = gram.refit(&dense, true, None).unwrap();
         assert!(error_reading(&w, &b) < 0.7 * untouched, "{} vs {untouched}", error_reading(&w, &b));
         // Pruned too: better than a re-fit that ignores the threshold.
         let pruned = magnitude_pruned(&dense, 0.4);
-        let (w, b) = gram.refit(&dense, &bias, &pruned, true, None).unwrap();
-        let (pw, pb) = plain.refit(&dense, &bias, &pruned, true, None).unwrap();
+        let (w, b) = gram.refit(&pruned, true, None).unwrap();
+        let (pw, pb) = plain.refit(&pruned, true, None).unwrap();
         assert!(
             error_reading(&w, &b) < 0.85 * error_reading(&pw, &pb),
             "{} vs {}",
@@ -703,7 +695,42 @@ mod tests {
         );
         // Back at no threshold: the plain matrices again.
         let back = gram.at_threshold(None);
-        assert!(back.groups == plain.groups && back.cross.is_none() && back.threshold().is_none());
+        assert!(back.groups == plain.groups && back.aims == plain.aims && back.threshold().is_none());
+    }
+
+    #[test]
+    fn aims_are_the_dense_outputs_seen_through_the_patches_read() {
+        // A grouped conv with padding, more images than one block: each aim against
+        // `X_t X^T [W, b]` and, unthresholded, `X X^T [W, b]`, worked out here.
+        let (c_in, c_out, n) = (4, 6, 150);
+        let conv = Conv {
+            pads: [1; 4],
+            groups: 2,
+            bias: values(31, c_out),
+            ..Conv::new(values(32, c_out * 2 * 9), c_in, c_out, [3, 3])
+        };
+        let op = Op::Conv(conv.clone());
+        let input: Vec<f32> = values(33, n * c_in * 16).iter().map(|v| v.max(0.0)).collect();
+        let plain = Gram::of_layer(&op, &input, &[c_in, 4, 4], &[c_out, 4, 4]).unwrap();
+        let patches = Patches::of(&op, &[c_in, 4, 4], &[c_out, 4, 4]).unwrap();
+        let images: Vec<&[f32]> = input.chunks_exact(c_in * 16).collect();
+        for threshold in [None, Some(0.25)] {
+            let gram = plain.at_threshold(threshold);
+            for g in 0..2 {
+                let x = patches.of_images(&images, g);
+                let xt = threshold.map_or_else(|| x.clone(), |t| thresholded(&x, 18, t));
+                let dense = Mat::from_fn(19, 3, |j, r| {
+                    let r = g * 3 + r;
+                    f64::from(if j < 18 { conv.weight[r * 18 + j] } else { conv.bias[r] })
+                });
+                let expected = xt.transpose() * (&x * &dense);
+                let aim = &gram.aims[g];
+                for (i, j) in (0..19).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                    let (a, e) = (aim[(i, j)], expected[(i, j)]);
+                    assert!((a - e).abs() <= 1e-9 * e.abs().max(1.0), "{threshold:?} group {g} ({i}, {j}): {a} vs {e}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -717,9 +744,9 @@ mod tests {
         let bias = values(14, outputs);
         let gram = Gram::of_layer(&dense_layer(inputs, outputs, &dense, &bias), &x, &[inputs], &[outputs]).unwrap();
         let pruned = magnitude_pruned(&dense, 0.3);
-        let (float_w, float_b) = gram.refit(&dense, &bias, &pruned, true, None).unwrap();
+        let (float_w, float_b) = gram.refit(&pruned, true, None).unwrap();
         for bits in [4, 6, 8] {
-            let (w, b) = gram.refit(&dense, &bias, &pruned, true, Some(bits)).unwrap();
+            let (w, b) = gram.refit(&pruned, true, Some(bits)).unwrap();
             // On the grid: the backend's quantization keeps every value as it is.
             let q = crate::quantize::quantize_weights(&w, &b, outputs, bits, (Format { bits: 16, frac: 12 }, false));
             for (row, (ints, f)) in w.chunks(inputs).zip(q.weights.chunks(inputs).zip(&q.formats)) {
@@ -863,8 +890,7 @@ mod tests {
         for r in 0..c_out {
             pruned[r * 18 + 4] = 0.0;
         }
-        let bias = vec![0.0; c_out];
-        let (refit, _) = gram.refit(&weight, &bias, &pruned, false, None).unwrap();
+        let (refit, _) = gram.refit(&pruned, false, None).unwrap();
         assert!(refit.iter().zip(&pruned).any(|(a, b)| a != b));
         assert!(refit.iter().zip(&pruned).all(|(a, b)| (*a == 0.0) == (*b == 0.0)));
         // The centre tap of output (0, 0) in group 1, its channel 0, reads input channel 2 at (0, 0)
