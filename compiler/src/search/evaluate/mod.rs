@@ -708,8 +708,7 @@ impl Refits {
                 .entry((t, bits))
                 .or_insert_with(|| Arc::new(plain.at_threshold(knobs.activation_threshold).into_owned())),
         };
-        let (weights, biases) =
-            gram.refit(pruned, target.biases > 0, bits).ok()?;
+        let (weights, biases) = gram.refit(pruned, target.biases > 0, bits).ok()?;
         let refitted = Arc::new(Refitted { weights, biases });
         self.cache.insert(key, refitted.clone());
         Some(refitted)
