@@ -95,22 +95,30 @@ pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Resu
 fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
     let last_use = last_uses(plan);
     // Each value's buffer, and how many of its values are the value's: a buffer is longer
-    // when it held a larger value before.
+    // when it held a larger value before. The float datapath reads the input in place
+    // (value 0 has no buffer); the fixed-point one quantizes it into one.
     let mut values: Vec<Option<(Vec<f32>, usize)>> = vec![None; plan.layers.len() + 1];
-    let first = input_values(plan, input);
-    let first_len = first.len();
-    values[0] = Some((first, first_len));
     // Buffers of values no longer read, for later layers' outputs, whole: a fresh allocation
     // of a large map costs a page fault per 4 KiB on first touch, more than the layer's work
     // on some (a depthwise conv's), and zeroing a buffer that had been cut to a smaller
     // value's length cost 9 % of mobilenet_v2's time.
     let mut spare: Vec<Vec<f32>> = VALUE_BUFFERS.with(|kept| kept.take());
+    if let Some(format) = plan.input_format {
+        let len = input.data().len();
+        let mut buffer = take_spare(&mut spare, len);
+        prepare_output(&mut buffer, len, false);
+        quantize_into(format, input.data(), &mut buffer[..len]);
+        values[0] = Some((buffer, len));
+    }
+    fn value<'a>(values: &'a [Option<(Vec<f32>, usize)>], input: &'a Tensor, v: usize) -> &'a [f32] {
+        match &values[v] {
+            Some((buffer, len)) => &buffer[..*len],
+            None if v == 0 => input.data(),
+            None => unreachable!("value {v} read after its last use"),
+        }
+    }
     for (i, layer) in plan.layers.iter().enumerate() {
-        let inputs: Vec<&[f32]> = layer
-            .inputs
-            .iter()
-            .map(|&v| values[v].as_ref().map(|(buffer, len)| &buffer[..*len]).expect("live value"))
-            .collect();
+        let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| value(&values, input, v)).collect();
         observe(i, layer, &inputs);
         let len = layer.output_shape.iter().product::<usize>() * batch;
         let mut out = take_spare(&mut spare, len);
@@ -129,8 +137,7 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
         .map(|&o| {
             let mut shape = vec![batch];
             shape.extend_from_slice(plan.value_shape(o));
-            let (buffer, len) = values[o].as_ref().expect("outputs are never freed");
-            Tensor::new(shape, buffer[..*len].to_vec())
+            Tensor::new(shape, value(&values, input, o).to_vec())
         })
         .collect();
     spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
@@ -179,21 +186,24 @@ pub(crate) fn batch_of(plan: &Plan, input: &Tensor) -> Result<usize, RuntimeErro
 /// to the input format (round half to even, saturating).
 pub(crate) fn input_values(plan: &Plan, input: &Tensor) -> Vec<f32> {
     match plan.input_format {
-        Some(f) => quantized(f, input.data()),
+        Some(f) => {
+            let mut out = vec![0.0f32; input.data().len()];
+            quantize_into(f, input.data(), &mut out);
+            out
+        }
         None => input.data().to_vec(),
     }
 }
 
-/// `xs` quantized to `f` and back, as `f.to_f32(f.quantize(x))` computes it, in a form
-/// that vectorizes: in `f64`, scaling by a power of two is exact; NaN becomes 0 as in
-/// `quantize`, and `+ 0.0` turns a rounded -0.0 into the integer 0's +0.0 (no conversion to
-/// an integer and back, which does not vectorize). A loop over a buffer rather than
+/// `xs` quantized to `f` and back into `out`, as `f.to_f32(f.quantize(x))` computes it, in
+/// a form that vectorizes: in `f64`, scaling by a power of two is exact; NaN becomes 0 as
+/// in `quantize`, and `+ 0.0` turns a rounded -0.0 into the integer 0's +0.0 (no conversion
+/// to an integer and back, which does not vectorize). A loop over a buffer rather than
 /// `collect`, whose body is a function of its own, compiled without the wide instructions
 /// (there, rounding was a library call per value).
-fn quantized(f: hass_proto::fixed::Format, xs: &[f32]) -> Vec<f32> {
+fn quantize_into(f: hass_proto::fixed::Format, xs: &[f32], out: &mut [f32]) {
     let (scale, step) = (f.scale(), hass_proto::fixed::pow2(-f.frac));
     let (min, max) = (f.min() as f64, f.max() as f64);
-    let mut out = vec![0.0f32; xs.len()];
     crate::kernels::with_simd(
         #[inline(always)]
         || {
@@ -203,7 +213,6 @@ fn quantized(f: hass_proto::fixed::Format, xs: &[f32]) -> Vec<f32> {
             }
         },
     );
-    out
 }
 
 /// For each value, the index of the last layer that reads it (`usize::MAX` for outputs).
@@ -313,7 +322,7 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, out
 
 #[cfg(test)]
 mod tests {
-    use super::{images_per_run, quantized, run, run_observed};
+    use super::{images_per_run, quantize_into, run, run_observed};
     use crate::Tensor;
     use hass_proto::fixed::Format;
 
@@ -412,7 +421,8 @@ mod tests {
         for (bits, frac) in [(16, 12), (8, 4), (4, 1), (16, -3), (2, 0)] {
             let f = Format { bits, frac };
             let want: Vec<f32> = xs.iter().map(|&x| f.to_f32(f.quantize(x as f64))).collect();
-            let got = quantized(f, &xs);
+            let mut got = vec![f32::NAN; xs.len()];
+            quantize_into(f, &xs, &mut got);
             assert_eq!(
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -23,6 +23,12 @@ pub trait Columns<T>: Sync {
     fn span(&self, c0: usize, len: usize) -> Self::Span;
     /// Row `r`'s values in `span`'s columns into `dst` (every one written).
     fn row(&self, span: &Self::Span, r: usize, dst: &mut [T]);
+    /// Row `r`'s `len` values from column `c0` on, where they lie side by side in memory
+    /// (a plain matrix): packing then copies them once, not through [`Columns::row`].
+    #[inline(always)]
+    fn contiguous_row(&self, _c0: usize, _r: usize, _len: usize) -> Option<&[T]> {
+        None
+    }
 }
 
 /// Pack a block of column panels (`panel_len` values each) over rayon's threads, a few runs
@@ -69,6 +75,11 @@ impl<T: Copy + Sync> Columns<T> for Matrix<'_, T> {
     #[inline(always)]
     fn row(&self, &c0: &usize, r: usize, dst: &mut [T]) {
         dst.copy_from_slice(&self.values[r * self.n + c0..][..dst.len()]);
+    }
+
+    #[inline(always)]
+    fn contiguous_row(&self, c0: usize, r: usize, len: usize) -> Option<&[T]> {
+        Some(&self.values[r * self.n + c0..][..len])
     }
 }
 

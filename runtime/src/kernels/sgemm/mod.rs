@@ -79,6 +79,24 @@ fn pack_b(b: &impl Columns<f32>, panel0: usize, first: usize, len: usize, out: &
     let panels = out.len() / (len * NR).max(1);
     let c0 = panel0 * NR;
     let cols = (panels * NR).min(n - c0);
+    if b.contiguous_row(c0, first, cols).is_some() {
+        // A plain matrix: each row's runs straight into their panels.
+        let whole = cols / NR;
+        for j in 0..len {
+            let src = b.contiguous_row(c0, first + j, cols).expect("a plain matrix's rows");
+            for (p, dst) in out.chunks_exact_mut(len * NR).enumerate() {
+                let dst: &mut [f32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR values");
+                if p < whole {
+                    *dst = *<&[f32; NR]>::try_from(&src[p * NR..][..NR]).expect("NR values");
+                } else {
+                    let tail = &src[(p * NR).min(cols)..];
+                    dst[..tail.len()].copy_from_slice(tail);
+                    dst[tail.len()..].fill(0.0);
+                }
+            }
+        }
+        return;
+    }
     let mut row = super::scratch::take_len(panels * NR, 0.0f32);
     row[cols..].fill(0.0);
     let span = b.span(c0, cols);
