@@ -47,11 +47,8 @@ pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
 /// values; over few, the weights. So a network whose values per image outnumber its
 /// weights (mobilenet_v2: 7.0M values, 3.5M weights) runs in runs of images whose largest
 /// value fits [`RUN_VALUES_BYTES`], one image at least, and one whose weights outnumber its
-/// values [`WEIGHTS_OVER_VALUES`] times (ResNet-18: 3.6M values, 11.7M weights; in runs of
-/// two images it ran at 0.85x) runs the batch whole. mobilenet_v3_small (about 2M values,
-/// 2.5M weights) ran whole at batch 8 before, its large maps' layers at half their speed
-/// at batch 1 (their inputs read from L3): in runs of two, 384-398 -> 404-417 images/s on
-/// one thread. With several threads a run is at most each thread's share of the
+/// values (ResNet-18: 3.6M values, 11.7M weights; in runs of two images it ran at 0.85x)
+/// runs the batch whole. With several threads a run is at most each thread's share of the
 /// batch, the runs side by side: a small network's layers are too short to split between
 /// threads (mobilenet_v3_small, two threads, batch 8: 536-570 images/s over the batch
 /// whole, 619-656 in two runs of four; ResNet-18 the same either way).
@@ -73,20 +70,15 @@ fn images_per_run_by_size(plan: &Plan, batch: usize) -> usize {
         .sum();
     let sizes = (0..=plan.layers.len()).map(|v| plan.value_shape(v).iter().product::<usize>());
     let (values, largest) = sizes.fold((0, 0), |(total, largest), n| (total + n, largest.max(n)));
-    if values * WEIGHTS_OVER_VALUES <= weights {
+    if values <= weights {
         return batch;
     }
     (RUN_VALUES_BYTES / (size_of::<f32>() * largest).max(1)).clamp(1, batch)
 }
 
-/// Bytes of a run's largest value, at most (see [`images_per_run`]): a core's L2 cache on
-/// the Intel development machine, so that a layer finds its input in the L2 of the core
-/// that wrote it (it was 8 MiB, a quarter of the AMD machine's L3).
-pub const RUN_VALUES_BYTES: usize = 2 << 20;
-
-/// How many times a network's weights outnumber its values for its batch to run whole
-/// (see [`images_per_run`]): each layer's weights then read once per batch.
-const WEIGHTS_OVER_VALUES: usize = 2;
+/// Bytes of a run's largest value, at most (see [`images_per_run`]): a quarter of this
+/// machine's shared L3 cache.
+pub const RUN_VALUES_BYTES: usize = 8 << 20;
 
 /// Called before each layer with its index, the layer and its input batches.
 pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + Send + 'a;
