@@ -61,29 +61,16 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
                 None => depthwise_into((conv, ch, x, unit), (ch.weight(), taps.fits_f64), &input, hws, o),
             }
         }),
+        // A 1x1 conv on a 1x1 map (squeeze-and-excite) is a fully connected layer: the
+        // conv's GEMM would pad its one column per image to a tile of 32.
+        Op::Conv(conv) if is_pointwise_on_a_point(conv, in_shape(0), out_shape) => {
+            let dims = (conv.c_in, conv.c_out);
+            dense_layer(channels(), unit, (x, &x_range), dims, conv.input_threshold, inputs[0], batch, out)
+        }
         Op::Conv(conv) => conv_layer(conv, channels(), unit, (x, &x_range), (inputs[0], in_shape(0)), (out, out_shape)),
         Op::Dense(dense) => {
-            // The integer GEMM of the weights (packed once per plan) and one column per
-            // image, each output row finished as a conv's.
-            let ch = channels();
-            let (k, m) = (dense.inputs, dense.outputs);
-            let weights: &DenseWeights = ch.derived(DenseWeights::default);
-            let mut ints = scratch::take_len(batch * k, 0i16);
-            input_ints(inputs[0], &mut ints, x, dense.input_threshold);
-            let mut rows = scratch::take_len(m * batch, 0.0f32);
-            if batch <= DOT_MAX_BATCH {
-                // Weights of at most 16 bits, as the loader checks.
-                let w = weights.rows.get_or_init(|| integer_weights(ch, k).iter().map(|&w| w as i16).collect());
-                dot_rows(w, &ints, batch, &mut rows, |row, sums, out| finish_channel(unit, ch, x, row, sums, out));
-            } else {
-                let packed = weights.packed.get_or_init(|| PackedA::new(&integer_weights(ch, k), m, k, x_range()));
-                let mut columns = scratch::take_len(batch * k, 0i16);
-                transpose_into(&ints, k, &mut columns);
-                gemm_with(packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
-                    finish_channel(unit, ch, x, row, sums, out)
-                });
-            }
-            transpose_into(&rows, batch, out);
+            let dims = (dense.inputs, dense.outputs);
+            dense_layer(channels(), unit, (x, &x_range), dims, dense.input_threshold, inputs[0], batch, out)
         }
         Op::ScaleShift { .. } => per_image(out, &|n, o| {
             let ch = channels();
@@ -182,6 +169,48 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
 
 /// The weights of `ch` as integers of their channels' formats (`per_channel` each; exact:
 /// each is `q * 2^-frac` with `q` within 16 bits).
+/// Whether `conv` is a dense 1x1 conv on a 1x1 map, from `in_shape` to `out_shape`.
+fn is_pointwise_on_a_point(conv: &Conv, in_shape: &[usize], out_shape: &[usize]) -> bool {
+    conv.kernel == [1, 1]
+        && conv.groups == 1
+        && conv.pads == [0; 4]
+        && in_shape.get(1..) == Some(&[1, 1])
+        && out_shape.get(1..) == Some(&[1, 1])
+}
+
+/// A fully connected layer of `k` inputs and `m` outputs (channels `ch`) over `batch` images
+/// of `input`: the integer GEMM of the weights (packed once per plan) and one column per
+/// image, or dot products for small batches, each output row finished as a conv's.
+#[allow(clippy::too_many_arguments)] // the layer's parts, as `run_layer` holds them
+fn dense_layer(
+    ch: &FixedChannels,
+    unit: &ActivationUnit,
+    (x, x_range): (Format, &dyn Fn() -> RangeInclusive<i64>),
+    (k, m): (usize, usize),
+    threshold: Option<f32>,
+    input: &[f32],
+    batch: usize,
+    out: &mut [f32],
+) {
+    let weights: &DenseWeights = ch.derived(DenseWeights::default);
+    let mut ints = scratch::take_len(batch * k, 0i16);
+    input_ints(input, &mut ints, x, threshold);
+    let mut rows = scratch::take_len(m * batch, 0.0f32);
+    if batch <= DOT_MAX_BATCH {
+        // Weights of at most 16 bits, as the loader checks.
+        let w = weights.rows.get_or_init(|| integer_weights(ch, k).iter().map(|&w| w as i16).collect());
+        dot_rows(w, &ints, batch, &mut rows, |row, sums, out| finish_channel(unit, ch, x, row, sums, out));
+    } else {
+        let packed = weights.packed.get_or_init(|| PackedA::new(&integer_weights(ch, k), m, k, x_range()));
+        let mut columns = scratch::take_len(batch * k, 0i16);
+        transpose_into(&ints, k, &mut columns);
+        gemm_with(packed, &Matrix { values: &columns, n: batch }, &mut rows, true, |row, sums, out| {
+            finish_channel(unit, ch, x, row, sums, out)
+        });
+    }
+    transpose_into(&rows, batch, out);
+}
+
 fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
     ch.weight()
         .chunks(per_channel.max(1))
@@ -471,6 +500,43 @@ fn residual_sum(unit: &ActivationUnit, (a, x): (&[f32], Format), (b, y): (&[f32]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 1x1 conv on a 1x1 map computes, bit for bit, the fully connected layer with its
+    /// weights: the dense fixture with its layer turned into that conv, at batches through
+    /// the dot products (3) and through the GEMM (12), 16 and 8 bits.
+    #[test]
+    fn a_pointwise_conv_on_a_point_computes_its_fully_connected_twin() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixed");
+        for name in ["dense_sigmoid.b16.hass", "dense_sigmoid.b8.hass"] {
+            let dense = crate::load_file(&dir.join(name)).unwrap();
+            let mut conv = crate::load_file(&dir.join(name)).unwrap();
+            let at = conv.layers.iter().position(|l| matches!(l.op, Op::Dense(_))).expect("a dense layer");
+            let Op::Dense(d) = conv.layers[at].op.clone() else { unreachable!() };
+            let source = conv.layers[at].inputs[0];
+            assert_eq!(source, at, "the layer reads the one before it");
+            conv.layers[at - 1].output_shape = vec![d.inputs, 1, 1];
+            conv.layers[at].output_shape = vec![d.outputs, 1, 1];
+            conv.layers[at].op = Op::Conv(Conv {
+                bias: d.bias.clone(),
+                activation: d.activation,
+                input_threshold: d.input_threshold,
+                ..Conv::new(d.weight.clone(), d.inputs, d.outputs, [1, 1])
+            });
+            let Op::Conv(c) = &conv.layers[at].op else { unreachable!() };
+            assert!(is_pointwise_on_a_point(c, conv.value_shape(source), &conv.layers[at].output_shape));
+            let image: usize = dense.input_shape.iter().product();
+            for batch in [3, 12] {
+                let values = (0..batch * image).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 400.0).collect();
+                let mut shape = vec![batch];
+                shape.extend_from_slice(&dense.input_shape);
+                let input = crate::Tensor::new(shape, values).unwrap();
+                let bits = |plan: &Plan| -> Vec<u32> {
+                    crate::exec::run(plan, &input).unwrap()[0].data().iter().map(|v| v.to_bits()).collect()
+                };
+                assert_eq!(bits(&conv), bits(&dense), "{name}, batch {batch}");
+            }
+        }
+    }
 
     #[test]
     fn f32_taps_only_where_every_partial_sum_fits_24_bits() {
