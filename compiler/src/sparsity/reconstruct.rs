@@ -336,8 +336,7 @@ impl Gram {
                     .filter(|&j| pruned[row.start + j] != 0.0)
                     .chain(with_bias.then_some(self.fan_in))
                     .collect();
-                let aim = self.aims[g].col(in_group);
-                let mut fitted = solve_row(&self.groups[g], aim.try_as_col_major()?.as_slice(), &kept, dense_row(r))?;
+                let mut fitted = solve_row(&self.groups[g], self.aims[g].col(in_group), &kept, dense_row(r))?;
                 let kept_weights = kept.len() - usize::from(with_bias);
                 if let Some(bits) = bits {
                     let mut values = pruned[row].to_vec();
@@ -399,7 +398,7 @@ struct FittedRow {
 /// `h` the second moments of the inputs the row reads, `aim` those inputs against the
 /// dense row's outputs, `dense` the row `[W_r, b_r]`; `None` when it is not positive
 /// definite.
-fn solve_row(h: &Mat<f64>, aim: &[f64], kept: &[usize], dense: ColRef<'_, f64>) -> Option<FittedRow> {
+fn solve_row(h: &Mat<f64>, aim: ColRef<'_, f64>, kept: &[usize], dense: ColRef<'_, f64>) -> Option<FittedRow> {
     let k = kept.len();
     if k == 0 {
         return None;

@@ -180,12 +180,14 @@ pub(crate) fn put_group_in_images(sums: &[f32], g: usize, channels: usize, pixel
 /// blocks. The GEMMs padded its one column per image to a panel (32 or 7 of them): 144 ->
 /// 576 channels took 0.04 ms, 8 GB/s of weights.
 fn runs_as_dots(conv: &Conv, in_hw: [usize; 2], out_hw: [usize; 2]) -> bool {
-    conv.kernel == [1, 1]
-        && in_hw == [1, 1]
-        && out_hw == [1, 1]
-        && conv.groups == 1
-        && conv.pads == [0; 4]
-        && runs_packed(conv)
+    is_pointwise_on_a_point(conv, in_hw, out_hw) && runs_packed(conv)
+}
+
+/// Whether `conv` is a fully connected layer in a conv's shape: a 1x1 kernel over one
+/// group, unpadded, from a 1x1 map (`in_hw`) to a 1x1 map (`out_hw`). Both datapaths run
+/// it as one.
+pub(crate) fn is_pointwise_on_a_point(conv: &Conv, in_hw: [usize; 2], out_hw: [usize; 2]) -> bool {
+    conv.kernel == [1, 1] && conv.groups == 1 && conv.pads == [0; 4] && in_hw == [1, 1] && out_hw == [1, 1]
 }
 
 /// `conv` over `batch` images as a fully connected layer (see [`runs_as_dots`]): `[N,

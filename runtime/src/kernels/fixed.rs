@@ -3,7 +3,9 @@
 //! in `f32`/`f64` where that is exact: depthwise convolutions' sums and element-wise
 //! products, see [`FixedChannels`]) and writes the exact values of its output format.
 
-use super::conv::{accumulate, in_image_runs, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS};
+use super::conv::{
+    accumulate, in_image_runs, is_pointwise_on_a_point, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS,
+};
 use super::dense::transpose_into;
 use super::igemm::{gemm_with, PackedA};
 use super::unfold::{Columns, Matrix, Windows};
@@ -63,7 +65,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
         }),
         // A 1x1 conv on a 1x1 map (squeeze-and-excite) is a fully connected layer: the
         // conv's GEMM would pad its one column per image to a tile of 32.
-        Op::Conv(conv) if is_pointwise_on_a_point(conv, in_shape(0), out_shape) => {
+        Op::Conv(conv) if is_pointwise_on_a_point(conv, hw(in_shape(0)), hw(out_shape)) => {
             let dims = (conv.c_in, conv.c_out);
             dense_layer(channels(), unit, (x, &x_range), dims, conv.input_threshold, inputs[0], batch, out)
         }
@@ -167,17 +169,6 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, fixed: &Fixed, inputs: &[&[f
     }
 }
 
-/// The weights of `ch` as integers of their channels' formats (`per_channel` each; exact:
-/// each is `q * 2^-frac` with `q` within 16 bits).
-/// Whether `conv` is a dense 1x1 conv on a 1x1 map, from `in_shape` to `out_shape`.
-fn is_pointwise_on_a_point(conv: &Conv, in_shape: &[usize], out_shape: &[usize]) -> bool {
-    conv.kernel == [1, 1]
-        && conv.groups == 1
-        && conv.pads == [0; 4]
-        && in_shape.get(1..) == Some(&[1, 1])
-        && out_shape.get(1..) == Some(&[1, 1])
-}
-
 /// A fully connected layer of `k` inputs and `m` outputs (channels `ch`) over `batch` images
 /// of `input`: the integer GEMM of the weights (packed once per plan) and one column per
 /// image, or dot products for small batches, each output row finished as a conv's.
@@ -211,6 +202,8 @@ fn dense_layer(
     transpose_into(&rows, batch, out);
 }
 
+/// The weights of `ch` as integers of their channels' formats (`per_channel` each; exact:
+/// each is `q * 2^-frac` with `q` within 16 bits).
 fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
     ch.weight()
         .chunks(per_channel.max(1))
@@ -523,7 +516,8 @@ mod tests {
                 ..Conv::new(d.weight.clone(), d.inputs, d.outputs, [1, 1])
             });
             let Op::Conv(c) = &conv.layers[at].op else { unreachable!() };
-            assert!(is_pointwise_on_a_point(c, conv.value_shape(source), &conv.layers[at].output_shape));
+            let hw = |s: &[usize]| [s[1], s[2]];
+            assert!(is_pointwise_on_a_point(c, hw(conv.value_shape(source)), hw(&conv.layers[at].output_shape)));
             let image: usize = dense.input_shape.iter().product();
             for batch in [3, 12] {
                 let values = (0..batch * image).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 400.0).collect();
