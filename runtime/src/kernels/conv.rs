@@ -49,7 +49,7 @@ impl Element for f32 {
 
     fn sparse_direct(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) -> bool {
         let Some(sparse) = &conv.sparse_weight else { return false };
-        super::sparse_conv::conv_direct(conv, sparse, input, in_hw, out, out_hw)
+        super::sparse_conv::conv_direct(conv, sparse, input, in_hw, out, out_hw, &|_, _| ())
     }
 
     fn depthwise_vectors() -> Option<super::depthwise::Vectors<f32>> {
@@ -227,6 +227,13 @@ pub fn conv_image(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
     }
     if runs_as_dots(conv, in_hw, out_hw) {
         return conv_as_dots(conv, input, 1, out);
+    }
+    if let Some(sparse) = &conv.sparse_weight {
+        // Bias and activation on each channel as the sparse kernel copies it out.
+        let finished = |c: usize, plane: &mut [f32]| finish(plane, conv.bias[c]);
+        if super::sparse_conv::conv_direct(conv, sparse, input, in_hw, out, out_hw, &finished) {
+            return;
+        }
     }
     if !runs_packed(conv) {
         accumulate(conv, &conv.weight, input, in_hw, out, out_hw);

@@ -87,8 +87,9 @@ impl Grid {
 }
 
 /// `out` ([C_out, OH, OW]) = `input` ([C_in, H, W]) convolved with `sparse` (`conv`'s
-/// weights, pruned), without bias, if the layer's geometry allows it (no dilation, one
-/// group); else `false`, and `out` untouched.
+/// weights, pruned), without bias, each output channel then passed to `finish` (its index
+/// and plane) while in cache, if the layer's geometry allows it (no dilation, one group);
+/// else `false`, and `out` untouched.
 pub fn conv_direct(
     conv: &Conv,
     sparse: &SparseRows,
@@ -96,6 +97,7 @@ pub fn conv_direct(
     in_hw: [usize; 2],
     out: &mut [f32],
     out_hw: [usize; 2],
+    finish: &Finish<'_>,
 ) -> bool {
     if conv.groups != 1 || conv.dilation != [1, 1] || conv.stride.contains(&0) || out_hw.contains(&0) {
         return false;
@@ -108,16 +110,21 @@ pub fn conv_direct(
     if planes.saturating_mul(grid.plane) > u32::MAX as usize {
         return false;
     }
-    conv_on(conv, sparse, Image { input, in_hw, out, out_hw }, &grid);
+    conv_on(conv, sparse, Image { input, in_hw, out, out_hw, finish }, &grid);
     true
 }
 
-/// One image's input and output, with their maps' `[h, w]`.
+/// What is done to each output channel's plane once summed (bias and activation), by
+/// channel index.
+pub type Finish<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+
+/// One image's input and output, with their maps' `[h, w]`, and what finishes its output.
 struct Image<'a> {
     input: &'a [f32],
     in_hw: [usize; 2],
     out: &'a mut [f32],
     out_hw: [usize; 2],
+    finish: &'a Finish<'a>,
 }
 
 /// [`conv_direct`] on `grid`, with the layout kept for the layer.
@@ -218,7 +225,7 @@ fn pad_input(conv: &Conv, grid: &Grid, input: &[f32], [h, w]: [usize; 2], padded
 /// [`conv_direct`] with its layout: pad the input, sum every block of every output row
 /// (in parallel over blocks and groups of rows), then copy the outputs off the grid.
 fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, image: Image) {
-    let Image { input, in_hw, out, out_hw: [oh, ow] } = image;
+    let Image { input, in_hw, out, out_hw: [oh, ow], finish } = image;
     let planes = conv.c_in * conv.stride[0] * conv.stride[1] * grid.shifts;
     // Planes from a 64-byte boundary on, so that offsets that are multiples of 16 are too.
     let mut buffer = scratch::take_len(planes * grid.plane + 15, 0.0f32);
@@ -265,6 +272,7 @@ fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, ima
                 (done, i) = (done + run, i + run);
             }
         }
+        finish(r, channel);
     });
 }
 
@@ -405,10 +413,15 @@ mod tests {
                     let sparse = SparseRows::of_dense(&conv.weight, c[1]);
                     let mut got = vec![f32::NAN; want.len()];
                     let grid = Grid::new(&conv, ohw, widest);
-                    conv_on(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw }, &grid);
+                    conv_on(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw, finish: &|_, _| () }, &grid);
                     // Twice: the second run reads the cached layout.
                     let mut again = vec![f32::NAN; want.len()];
-                    conv_on(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut again, out_hw: ohw }, &grid);
+                    conv_on(
+                        &conv,
+                        &sparse,
+                        Image { input: &input, in_hw: hw, out: &mut again, out_hw: ohw, finish: &|_, _| () },
+                        &grid,
+                    );
                     assert_eq!(got, again, "{c:?} {hw:?} {kernel:?}/{stride:?}");
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
@@ -453,9 +466,9 @@ mod tests {
         let sparse = conv.sparse_weight.clone().expect("pruned");
         let mut out = vec![7.0f32; 4 * 36];
         let dilated = Conv { dilation: [2, 2], pads: [2; 4], ..conv.clone() };
-        assert!(!conv_direct(&dilated, &sparse, &input, [6, 6], &mut out, [6, 6]));
+        assert!(!conv_direct(&dilated, &sparse, &input, [6, 6], &mut out, [6, 6], &|_, _| ()));
         let grouped = Conv { groups: 2, ..conv };
-        assert!(!conv_direct(&grouped, &sparse, &input, [6, 6], &mut out, [6, 6]));
+        assert!(!conv_direct(&grouped, &sparse, &input, [6, 6], &mut out, [6, 6], &|_, _| ()));
         assert!(out.iter().all(|&v| v == 7.0), "untouched");
     }
 }
