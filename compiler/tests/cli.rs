@@ -231,6 +231,27 @@ fn boards_lists_and_shows_builtins() {
     assert_fails(&hassc(&["boards", "show", "nope"]), &["nope"]);
 }
 
+/// A reader that stops reading (`hassc ... | head -1`) is no error of hassc's: the
+/// artifact is still written and the exit is clean, without a panic.
+#[test]
+fn a_closed_standard_output_still_writes_the_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.hass");
+    // A pipe whose reading end is closed before hassc starts: its first line fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let model = testdata("models/fmnist_cnn_op13.onnx");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_hassc"))
+        .args([model.to_str().unwrap(), "--target", "zcu102", "-o", out.to_str().unwrap()])
+        .stdout(writer)
+        .output()
+        .expect("hassc runs");
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(hass_runtime::load_file(&out).is_ok());
+}
+
 /// Compile the bundled CNN on zcu102 with the bundled calibration images and `extra`
 /// options into `dir`; returns the report, after checking that hassc succeeded.
 fn compile_calibrated(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {

@@ -31,6 +31,18 @@ pub fn remove_staged_on_interrupt() {
     });
 }
 
+/// Write `text` to standard output. Unlike `print!`, which panics when the reader has
+/// gone (`hass-run ... --bench | head -1`), a closed pipe is not an error: the reader has
+/// what it wanted, and the command goes on to write its files and exit as it would have.
+/// Any other failure to write is returned.
+pub fn print(text: std::fmt::Arguments) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
+}
+
 /// Why an output cannot be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

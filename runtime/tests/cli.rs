@@ -196,3 +196,24 @@ fn outputs_never_replace_the_inputs() {
     assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(testdata("inputs/fmnist_test_1000.npy")).unwrap());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "nothing else written");
 }
+
+/// A reader that stops reading (`hass-run ... | head -1`) is no error of hass-run's: the
+/// output file is still written and the exit is clean, without a panic.
+#[test]
+fn a_closed_standard_output_still_writes_the_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.npy");
+    let images = testdata("inputs/fmnist_test_1000.npy");
+    // A pipe whose reading end is closed before hass-run starts: its first line fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let res = Command::new(env!("CARGO_BIN_EXE_hass-run"))
+        .args([artifact().to_str().unwrap(), "--input", images.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .stdout(writer)
+        .output()
+        .expect("hass-run runs");
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(hass_runtime::npy::read_f32(&out).unwrap().shape(), [1000, 10]);
+}

@@ -309,8 +309,8 @@ pub fn run(args: CompileArgs, quiet: bool) -> Result<()> {
     // Every file at once: the artifact and its report never disagree.
     files.commit()?;
     if !quiet {
-        print!("{}", report.to_table());
-        println!("wrote {} ({} bytes)", out.display(), compiled.artifact.len());
+        hass_runtime::output::print(format_args!("{}", report.to_table()))?;
+        hass_runtime::output::print(format_args!("wrote {} ({} bytes)\n", out.display(), compiled.artifact.len()))?;
     }
     Ok(())
 }

@@ -34,22 +34,22 @@ pub fn run(args: InspectArgs) -> Result<()> {
         let summary =
             hassc::report::summarize_artifact(&bytes).with_context(|| format!("reading {}", args.model.display()))?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            hass_runtime::output::print(format_args!("{}\n", serde_json::to_string_pretty(&summary)?))?;
         } else {
-            print!("{}", summary.to_table());
+            hass_runtime::output::print(format_args!("{}", summary.to_table()))?;
         }
         return Ok(());
     }
     if let Some(stop) = &args.after {
-        print!("{}", hassc::load_model_after(&args.model, stop)?);
+        hass_runtime::output::print(format_args!("{}", hassc::load_model_after(&args.model, stop)?))?;
         return Ok(());
     }
     let graph = hassc::load_model(&args.model)?;
     let summary = hassc::report::summarize(&graph);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        hass_runtime::output::print(format_args!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     } else {
-        print!("{}", summary.to_table());
+        hass_runtime::output::print(format_args!("{}", summary.to_table()))?;
     }
     if let Some(path) = &args.dot {
         let mut files = hass_runtime::output::Outputs::new([&args.model]);

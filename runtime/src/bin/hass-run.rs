@@ -82,10 +82,15 @@ fn real_main(args: Args) -> Result<()> {
         if let Some(path) = &args.output {
             files.stage(path, &npy::to_npy_bytes(&output))?;
         }
-        println!("{}: {} image(s) in {seconds:.3} s, output {:?}", plan.model, input.batch(), output.shape());
+        hass_runtime::output::print(format_args!(
+            "{}: {} image(s) in {seconds:.3} s, output {:?}\n",
+            plan.model,
+            input.batch(),
+            output.shape()
+        ))?;
         if args.simulate {
             let sim = hass_runtime::sim::simulate(&plan, &input)?;
-            print!("{}", simulation_table(&sim));
+            hass_runtime::output::print(format_args!("{}", simulation_table(&sim)))?;
             if let Some(path) = &args.report {
                 files.stage(path, simulation_json(&plan, &sim).as_bytes())?;
             }
@@ -93,7 +98,7 @@ fn real_main(args: Args) -> Result<()> {
     }
     files.commit()?;
     for path in [&args.output, &args.report].into_iter().flatten() {
-        println!("wrote {}", path.display());
+        hass_runtime::output::print(format_args!("wrote {}\n", path.display()))?;
     }
     if let Some(runs) = args.bench {
         if runs == 0 {
@@ -101,10 +106,13 @@ fn real_main(args: Args) -> Result<()> {
         }
         for batch in [1, 8] {
             let (mean, best) = bench(&plan, batch, runs)?;
-            println!("{}: batch {batch}: {mean:.1} images/s ({runs} runs; best run {best:.1})", plan.model);
+            hass_runtime::output::print(format_args!(
+                "{}: batch {batch}: {mean:.1} images/s ({runs} runs; best run {best:.1})\n",
+                plan.model
+            ))?;
         }
         if args.profile {
-            print!("{}", profile(&plan, runs, args.profile_batch as usize)?);
+            hass_runtime::output::print(format_args!("{}", profile(&plan, runs, args.profile_batch as usize)?))?;
         }
     }
     Ok(())

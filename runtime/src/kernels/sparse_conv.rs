@@ -413,7 +413,12 @@ mod tests {
                     let sparse = SparseRows::of_dense(&conv.weight, c[1]);
                     let mut got = vec![f32::NAN; want.len()];
                     let grid = Grid::new(&conv, ohw, widest);
-                    conv_on(&conv, &sparse, Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw, finish: &|_, _| () }, &grid);
+                    conv_on(
+                        &conv,
+                        &sparse,
+                        Image { input: &input, in_hw: hw, out: &mut got, out_hw: ohw, finish: &|_, _| () },
+                        &grid,
+                    );
                     // Twice: the second run reads the cached layout.
                     let mut again = vec![f32::NAN; want.len()];
                     conv_on(
