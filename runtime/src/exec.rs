@@ -8,59 +8,116 @@ use rayon::prelude::*;
 
 /// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
 ///
-/// A batch runs in runs of images ([`images_per_run`]), the runs spread over rayon's
-/// threads: at most each thread's share of the batch, and for a network with more values
-/// than weights a few images, so that each value of a run is still in cache when the next
-/// layer reads it. Layer by layer over a whole batch of
+/// A batch runs in shares, one per rayon thread at most, side by side ([`images_per_share`]:
+/// a small network's layers are too short to split between threads). Within a share the
+/// layers up to the network's tail ([`tail_start`]: the fully connected layers on pooled
+/// features) run over a few images at a time ([`images_per_head_run`]), so that each value
+/// is still in cache when the next layer reads it: layer by layer over a whole batch of
 /// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
-/// memory: at batch 8 it ran at 0.8x its speed at batch 1. An image's outputs do not
-/// depend on the run it is in: no kernel's sums depend on the batch.
+/// memory and ran at 0.8x its speed at batch 1. The tail then runs over the whole share,
+/// its weights read once for all of it. An image's outputs do not depend on the run its
+/// layers before the tail ran in: no kernel's sums there depend on the batch.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
     let batch = batch_of(plan, input)?;
-    let per_run = images_per_run(plan, batch);
-    if per_run == batch {
-        return run_observed(plan, input, &mut |_, _, _| {});
+    let share = images_per_share(batch);
+    let schedule = Schedule::of(plan, share);
+    if share == batch {
+        return run_share(plan, input, &schedule);
     }
     let image_len = input.data().len() / batch;
-    let runs: Vec<Vec<Tensor>> = input
+    let shares: Vec<Vec<Tensor>> = input
         .data()
-        .par_chunks(per_run * image_len)
+        .par_chunks(share * image_len)
         .with_max_len(1)
         .map(|images| {
             let mut shape = input.shape().to_vec();
             shape[0] = images.len() / image_len;
-            run_observed(plan, &Tensor::new(shape, images.to_vec())?, &mut |_, _, _| {})
+            run_share(plan, &Tensor::new(shape, images.to_vec())?, &schedule)
         })
         .collect::<Result<_, _>>()?;
-    // Each output's runs back in one batch.
+    // Each output's shares back in one batch.
     (0..plan.outputs.len())
         .map(|o| {
-            let mut shape = runs[0][o].shape().to_vec();
+            let mut shape = shares[0][o].shape().to_vec();
             shape[0] = batch;
-            Tensor::new(shape, runs.iter().flat_map(|outputs| outputs[o].data().iter().copied()).collect())
+            Tensor::new(shape, shares.iter().flat_map(|outputs| outputs[o].data().iter().copied()).collect())
         })
         .collect()
 }
 
-/// How many images of a batch of `batch` [`run`] runs at once. Whatever a run does not
-/// keep in cache it reads from memory once per run: layer by layer over many images, the
-/// values; over few, the weights. So a network whose values per image outnumber its
-/// weights (mobilenet_v2: 7.0M values, 3.5M weights) runs in runs of images whose largest
-/// value fits [`RUN_VALUES_BYTES`], one image at least, and one whose weights outnumber its
-/// values (ResNet-18: 3.6M values, 11.7M weights; in runs of two images it ran at 0.85x)
-/// runs the batch whole. With several threads a run is at most each thread's share of the
-/// batch, the runs side by side: a small network's layers are too short to split between
-/// threads (mobilenet_v3_small, two threads, batch 8: 536-570 images/s over the batch
-/// whole, 619-656 in two runs of four; ResNet-18 the same either way).
-pub fn images_per_run(plan: &Plan, batch: usize) -> usize {
-    let share = batch.div_ceil(rayon::current_num_threads().max(1));
-    images_per_run_by_size(plan, batch).min(share).max(1)
+/// How a share of a batch runs: the layers before `tail` over `head_run` images at a time,
+/// the rest over the whole share.
+struct Schedule {
+    tail: usize,
+    head_run: usize,
 }
 
-/// [`images_per_run`] on one thread: by the sizes of the network's values and weights.
-fn images_per_run_by_size(plan: &Plan, batch: usize) -> usize {
-    let weights: usize = plan
-        .layers
+impl Schedule {
+    fn of(plan: &Plan, share: usize) -> Schedule {
+        let tail = tail_start(plan);
+        Schedule { tail, head_run: images_per_head_run(plan, tail, share) }
+    }
+}
+
+/// Run `plan` on `input`, one share of a batch, as `schedule` says.
+fn run_share(plan: &Plan, input: &Tensor, schedule: &Schedule) -> Result<Vec<Tensor>, RuntimeError> {
+    let batch = batch_of(plan, input)?;
+    if schedule.head_run >= batch || schedule.tail == 0 {
+        return run_observed(plan, input, &mut |_, _, _| {});
+    }
+    rayon::scope(|_| run_split(plan, input, batch, schedule))
+}
+
+/// [`run_share`] in two parts: the head run by run, the values the tail reads joined into
+/// one batch, then the tail.
+fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> Result<Vec<Tensor>, RuntimeError> {
+    let last_use = last_uses(plan);
+    let tail = schedule.tail;
+    // The values the head computes (or the input) that the tail or the outputs read.
+    let crossing: Vec<usize> = (0..=tail).filter(|&v| last_use[v] >= tail).collect();
+    let len_of = |v: usize| plan.value_shape(v).iter().product::<usize>();
+    let mut joined: Vec<Vec<f32>> = crossing.iter().map(|&v| Vec::with_capacity(len_of(v) * batch)).collect();
+    let mut spare: Vec<Vec<f32>> = VALUE_BUFFERS.with(|kept| kept.take());
+    let image_len = input.data().len() / batch;
+    for images in input.data().chunks(schedule.head_run * image_len) {
+        let run = images.len() / image_len;
+        let mut values = first_values(plan, images, &mut spare);
+        run_range(plan, images, run, 0..tail, &mut values, &mut spare, &mut |_, _, _| {});
+        for (joined, &v) in joined.iter_mut().zip(&crossing) {
+            joined.extend_from_slice(value(&values, images, v));
+        }
+        spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+    }
+    let mut values: Values = vec![None; plan.layers.len() + 1];
+    for (joined, &v) in joined.into_iter().zip(&crossing) {
+        let len = joined.len();
+        values[v] = Some((joined, len));
+    }
+    run_range(plan, input.data(), batch, tail..plan.layers.len(), &mut values, &mut spare, &mut |_, _, _| {});
+    let outputs = outputs_of(plan, &values, input.data(), batch);
+    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+    keep_value_buffers(spare);
+    outputs
+}
+
+/// Where the tail of `plan` starts: the first of the last layers whose outputs are one
+/// value per channel (pooled features and the fully connected layers on them), every later
+/// layer's too. Their weights (mobilenet_v3_small's two fully connected layers: 1.6M of
+/// its 2.5M) are read once per image over one image; over the batch, once for all of it.
+/// `plan.layers.len()` if the last layer's output is a map.
+pub fn tail_start(plan: &Plan) -> usize {
+    let pooled = |layer: &Layer| layer.output_shape.iter().skip(1).product::<usize>() == 1;
+    plan.layers.len() - plan.layers.iter().rev().take_while(|layer| pooled(layer)).count()
+}
+
+/// How many images of a share of `share` the layers before `tail` run over at a time.
+/// Whatever a run does not keep in cache it reads from memory once per run: layer by layer
+/// over many images, the values; over few, the weights. So a head whose values per image
+/// outnumber its weights (mobilenet_v2: 7.0M values, 2.2M weights) runs in runs of images
+/// whose largest value fits [`RUN_VALUES_BYTES`], one image at least, and one whose weights
+/// outnumber its values (ResNet-18: 3.6M values, 11.2M weights) runs the share whole.
+fn images_per_head_run(plan: &Plan, tail: usize, share: usize) -> usize {
+    let weights: usize = plan.layers[..tail]
         .iter()
         .map(|layer| match &layer.op {
             Op::Conv(conv) => conv.weight.len(),
@@ -68,17 +125,27 @@ fn images_per_run_by_size(plan: &Plan, batch: usize) -> usize {
             _ => 0,
         })
         .sum();
-    let sizes = (0..=plan.layers.len()).map(|v| plan.value_shape(v).iter().product::<usize>());
+    let sizes = (0..=tail).map(|v| plan.value_shape(v).iter().product::<usize>());
     let (values, largest) = sizes.fold((0, 0), |(total, largest), n| (total + n, largest.max(n)));
     if values <= weights {
-        return batch;
+        return share;
     }
-    (RUN_VALUES_BYTES / (size_of::<f32>() * largest).max(1)).clamp(1, batch)
+    (RUN_VALUES_BYTES / (size_of::<f32>() * largest).max(1)).clamp(1, share)
 }
 
-/// Bytes of a run's largest value, at most (see [`images_per_run`]): a quarter of this
-/// machine's shared L3 cache.
-pub const RUN_VALUES_BYTES: usize = 8 << 20;
+/// How many images of a batch of `batch` [`run`] gives each thread: its share of the
+/// batch, the shares side by side (mobilenet_v3_small, two threads, batch 8: 536-570
+/// images/s over the batch whole, 619-656 in two shares of four; ResNet-18 the same either
+/// way).
+fn images_per_share(batch: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// Bytes of a head run's largest value, at most (see [`images_per_head_run`]): half of a
+/// core's L2 cache, so that a layer's input and output stay in it. mobilenet_v3_small
+/// (802 KB at 112x112) at batch 8, one thread: 376-380 images/s over the batch whole,
+/// 399-401 two images at a time, 413-421 one at a time.
+pub const RUN_VALUES_BYTES: usize = 1 << 20;
 
 /// Called before each layer with its index, the layer and its input batches.
 pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + Send + 'a;
@@ -92,36 +159,65 @@ pub fn run_observed(plan: &Plan, input: &Tensor, observe: &mut Observer) -> Resu
     rayon::scope(|_| run_layers(plan, input, batch, observe))
 }
 
+/// Each value's buffer, and how many of its values are the value's: a buffer is longer
+/// when it held a larger value before. The float datapath reads the input in place (value
+/// 0 has no buffer); the fixed-point one quantizes it into one.
+type Values = Vec<Option<(Vec<f32>, usize)>>;
+
 fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer) -> Result<Vec<Tensor>, RuntimeError> {
-    let last_use = last_uses(plan);
-    // Each value's buffer, and how many of its values are the value's: a buffer is longer
-    // when it held a larger value before. The float datapath reads the input in place
-    // (value 0 has no buffer); the fixed-point one quantizes it into one.
-    let mut values: Vec<Option<(Vec<f32>, usize)>> = vec![None; plan.layers.len() + 1];
     // Buffers of values no longer read, for later layers' outputs, whole: a fresh allocation
     // of a large map costs a page fault per 4 KiB on first touch, more than the layer's work
     // on some (a depthwise conv's), and zeroing a buffer that had been cut to a smaller
     // value's length cost 9 % of mobilenet_v2's time.
     let mut spare: Vec<Vec<f32>> = VALUE_BUFFERS.with(|kept| kept.take());
+    let mut values = first_values(plan, input.data(), &mut spare);
+    run_range(plan, input.data(), batch, 0..plan.layers.len(), &mut values, &mut spare, observe);
+    let outputs = outputs_of(plan, &values, input.data(), batch);
+    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+    keep_value_buffers(spare);
+    outputs
+}
+
+/// The values before any layer ran on `input`: the input, quantized into a spare buffer on
+/// the fixed-point datapath, read in place on the float one.
+fn first_values(plan: &Plan, input: &[f32], spare: &mut Vec<Vec<f32>>) -> Values {
+    let mut values: Values = vec![None; plan.layers.len() + 1];
     if let Some(format) = plan.input_format {
-        let len = input.data().len();
-        let mut buffer = take_spare(&mut spare, len);
-        prepare_output(&mut buffer, len, false);
-        quantize_into(format, input.data(), &mut buffer[..len]);
-        values[0] = Some((buffer, len));
+        let mut buffer = take_spare(spare, input.len());
+        prepare_output(&mut buffer, input.len(), false);
+        quantize_into(format, input, &mut buffer[..input.len()]);
+        values[0] = Some((buffer, input.len()));
     }
-    fn value<'a>(values: &'a [Option<(Vec<f32>, usize)>], input: &'a Tensor, v: usize) -> &'a [f32] {
-        match &values[v] {
-            Some((buffer, len)) => &buffer[..*len],
-            None if v == 0 => input.data(),
-            None => unreachable!("value {v} read after its last use"),
-        }
+    values
+}
+
+/// Value `v` of `values`, the input (`input`) if it has no buffer.
+fn value<'a>(values: &'a Values, input: &'a [f32], v: usize) -> &'a [f32] {
+    match &values[v] {
+        Some((buffer, len)) => &buffer[..*len],
+        None if v == 0 => input,
+        None => unreachable!("value {v} read after its last use"),
     }
-    for (i, layer) in plan.layers.iter().enumerate() {
-        let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| value(&values, input, v)).collect();
+}
+
+/// Run `layers` of `plan` over `batch` images, reading and writing `values`; a value's
+/// buffer goes to `spare` after its last reader.
+fn run_range(
+    plan: &Plan,
+    input: &[f32],
+    batch: usize,
+    layers: std::ops::Range<usize>,
+    values: &mut Values,
+    spare: &mut Vec<Vec<f32>>,
+    observe: &mut Observer,
+) {
+    let last_use = last_uses(plan);
+    for i in layers {
+        let layer = &plan.layers[i];
+        let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| value(values, input, v)).collect();
         observe(i, layer, &inputs);
         let len = layer.output_shape.iter().product::<usize>() * batch;
-        let mut out = take_spare(&mut spare, len);
+        let mut out = take_spare(spare, len);
         prepare_output(&mut out, len, !writes_every_output(layer));
         run_layer_in(plan, layer, &inputs, batch, &mut out[..len]);
         values[i + 1] = Some((out, len));
@@ -131,18 +227,18 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
             }
         }
     }
-    let outputs = plan
-        .outputs
+}
+
+/// `plan`'s outputs from `values`, batch first.
+fn outputs_of(plan: &Plan, values: &Values, input: &[f32], batch: usize) -> Result<Vec<Tensor>, RuntimeError> {
+    plan.outputs
         .iter()
         .map(|&o| {
             let mut shape = vec![batch];
             shape.extend_from_slice(plan.value_shape(o));
-            Tensor::new(shape, value(&values, input, o).to_vec())
+            Tensor::new(shape, value(values, input, o).to_vec())
         })
-        .collect();
-    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
-    keep_value_buffers(spare);
-    outputs
+        .collect()
 }
 
 thread_local! {
@@ -322,47 +418,69 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, out
 
 #[cfg(test)]
 mod tests {
-    use super::{images_per_run, quantize_into, run, run_observed};
+    use super::{images_per_share, quantize_into, run, run_observed, tail_start, Schedule};
     use crate::Tensor;
     use hass_proto::fixed::Format;
 
-    /// A batch larger than a run computes, run by run, what it computes whole: a depthwise
-    /// fixture (more values than weights) over a batch of a few runs and a part.
-    #[test]
-    fn a_batch_in_runs_computes_what_it_does_whole() {
+    fn fixture(name: &str) -> crate::Plan {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixed");
-        let plan = crate::load_file(&dir.join("depthwise_clip_threshold.b16.hass")).unwrap();
-        let per_run = images_per_run(&plan, usize::MAX);
-        let batch = 3 * per_run + 2;
-        assert!(per_run < batch && images_per_run(&plan, batch) == per_run, "runs of {per_run} images");
-        let image: usize = plan.input_shape.iter().product();
-        let values = (0..batch * image).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 250.0).collect();
-        let mut shape = vec![batch];
-        shape.extend_from_slice(&plan.input_shape);
-        let input = Tensor::new(shape, values).unwrap();
-        let bits = |outputs: Vec<Tensor>| -> Vec<Vec<u32>> {
-            outputs.iter().map(|t| t.data().iter().map(|v| v.to_bits()).collect()).collect()
-        };
-        let (in_runs, whole) = (run(&plan, &input).unwrap(), run_observed(&plan, &input, &mut |_, _, _| {}).unwrap());
-        assert_eq!(in_runs[0].shape(), whole[0].shape());
-        assert_eq!(bits(in_runs), bits(whole));
+        crate::load_file(&dir.join(name)).unwrap()
     }
 
-    /// With several threads a run holds at most each thread's share of the batch; on one,
-    /// only the sizes decide.
+    /// A batch run share by share, each share's head in runs of a few images and its tail
+    /// over the whole share, computes what it computes whole, bit for bit: a network with a
+    /// fully connected tail on pooled features and one without, on one thread and on two,
+    /// over a batch of a few head runs and a part.
     #[test]
-    fn runs_hold_a_thread_s_share_of_the_batch() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixed");
-        let plan = crate::load_file(&dir.join("depthwise_clip_threshold.b16.hass")).unwrap();
+    fn a_batch_in_head_runs_then_a_tail_computes_what_it_does_whole() {
+        for (name, has_tail) in [("fmnist_mobilenet_op13.b16.hass", true), ("depthwise_clip_threshold.b16.hass", false)]
+        {
+            let plan = fixture(name);
+            assert_eq!(tail_start(&plan) < plan.layers.len(), has_tail, "{name}");
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let head_run = Schedule::of(&plan, usize::MAX).head_run;
+                let batch = threads * (3 * head_run + 2);
+                let share = pool.install(|| images_per_share(batch));
+                assert!(head_run < share && Schedule::of(&plan, share).head_run == head_run, "{name}: {head_run}");
+                let image: usize = plan.input_shape.iter().product();
+                let values = (0..batch * image).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 250.0).collect();
+                let mut shape = vec![batch];
+                shape.extend_from_slice(&plan.input_shape);
+                let input = Tensor::new(shape, values).unwrap();
+                let bits = |outputs: Vec<Tensor>| -> Vec<Vec<u32>> {
+                    outputs.iter().map(|t| t.data().iter().map(|v| v.to_bits()).collect()).collect()
+                };
+                let (split, whole) = pool
+                    .install(|| (run(&plan, &input).unwrap(), run_observed(&plan, &input, &mut |_, _, _| {}).unwrap()));
+                assert_eq!(split[0].shape(), whole[0].shape());
+                assert_eq!(bits(split), bits(whole), "{name} on {threads} threads");
+            }
+        }
+    }
+
+    /// The tail is the last layers whose outputs are one value per channel: what follows
+    /// the last map.
+    #[test]
+    fn the_tail_starts_after_the_last_map() {
+        let plan = fixture("fmnist_mobilenet_op13.b16.hass");
+        let tail = tail_start(&plan);
+        let per_channel = |l: &crate::plan::Layer| l.output_shape.iter().skip(1).product::<usize>();
+        assert!(tail > 0 && per_channel(&plan.layers[tail - 1]) > 1);
+        assert!(plan.layers[tail..].iter().all(|l| per_channel(l) == 1));
+    }
+
+    /// Each thread's share of the batch: the whole batch on one thread.
+    #[test]
+    fn shares_are_a_thread_s_part_of_the_batch() {
         let on = |threads: usize, batch: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| images_per_run(&plan, batch))
+            pool.install(|| images_per_share(batch))
         };
-        let by_size = on(1, 1000);
-        assert_eq!(on(1, 1000), super::images_per_run_by_size(&plan, 1000));
-        assert_eq!(on(2, 1000), by_size.min(500));
-        assert_eq!(on(2, 8), by_size.min(4));
-        assert_eq!(on(3, 8), by_size.min(3));
+        assert_eq!(on(1, 1000), 1000);
+        assert_eq!(on(2, 1000), 500);
+        assert_eq!(on(2, 8), 4);
+        assert_eq!(on(3, 8), 3);
         assert_eq!(on(4, 1), 1);
     }
 

@@ -33,8 +33,9 @@ struct Args {
     /// and print where the time goes, per kind of layer (ms per image, share).
     #[arg(long, requires = "bench")]
     profile: bool,
-    /// The batch --profile runs at: large maps at batch 1 stay in the caches that a batch of
-    /// 8 overflows.
+    /// The batch --profile runs at, every layer over the whole batch (a plain run takes the
+    /// layers before a network's pooled tail a few images at a time): large maps at batch 1
+    /// stay in the caches that a batch of 8 overflows.
     #[arg(long, value_name = "N", default_value_t = 8, requires = "profile", value_parser = clap::value_parser!(u32).range(1..=1024))]
     profile_batch: u32,
     /// Count, on the --input images, the cycles per image each stage of the modelled
