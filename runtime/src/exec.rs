@@ -8,10 +8,10 @@ use rayon::prelude::*;
 
 /// Run `plan` on `input` ([batch, ...input_shape]) and return the outputs, batch first.
 ///
-/// A batch runs in shares, one per rayon thread at most, side by side ([`images_per_share`]:
+/// A batch runs in shares, one per rayon thread at most, side by side (`images_per_share`:
 /// a small network's layers are too short to split between threads). Within a share the
 /// layers up to the network's tail ([`tail_start`]: the fully connected layers on pooled
-/// features) run over a few images at a time ([`images_per_head_run`]), so that each value
+/// features) run over a few images at a time (`images_per_head_run`), so that each value
 /// is still in cache when the next layer reads it: layer by layer over a whole batch of
 /// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
 /// memory and ran at 0.8x its speed at batch 1. The tail then runs over the whole share,
@@ -145,7 +145,7 @@ fn images_per_share(batch: usize) -> usize {
 /// core's L2 cache, so that a layer's input and output stay in it. mobilenet_v3_small
 /// (802 KB at 112x112) at batch 8, one thread: 376-380 images/s over the batch whole,
 /// 399-401 two images at a time, 413-421 one at a time.
-pub const RUN_VALUES_BYTES: usize = 1 << 20;
+const RUN_VALUES_BYTES: usize = 1 << 20;
 
 /// Called before each layer with its index, the layer and its input batches.
 pub type Observer<'a> = dyn FnMut(usize, &Layer, &[&[f32]]) + Send + 'a;
