@@ -86,7 +86,7 @@ fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> 
         for (joined, &v) in joined.iter_mut().zip(&crossing) {
             joined.extend_from_slice(value(&values, images, v));
         }
-        spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+        give_back(values, &mut spare);
     }
     let mut values: Values = vec![None; plan.layers.len() + 1];
     for (joined, &v) in joined.into_iter().zip(&crossing) {
@@ -95,7 +95,7 @@ fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> 
     }
     run_range(plan, input.data(), batch, tail..plan.layers.len(), &mut values, &mut spare, &mut |_, _, _| {});
     let outputs = outputs_of(plan, &values, input.data(), batch);
-    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+    give_back(values, &mut spare);
     keep_value_buffers(spare);
     outputs
 }
@@ -173,7 +173,7 @@ fn run_layers(plan: &Plan, input: &Tensor, batch: usize, observe: &mut Observer)
     let mut values = first_values(plan, input.data(), &mut spare);
     run_range(plan, input.data(), batch, 0..plan.layers.len(), &mut values, &mut spare, observe);
     let outputs = outputs_of(plan, &values, input.data(), batch);
-    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
+    give_back(values, &mut spare);
     keep_value_buffers(spare);
     outputs
 }
@@ -198,6 +198,11 @@ fn value<'a>(values: &'a Values, input: &'a [f32], v: usize) -> &'a [f32] {
         None if v == 0 => input,
         None => unreachable!("value {v} read after its last use"),
     }
+}
+
+/// Every buffer of `values` to `spare`.
+fn give_back(values: Values, spare: &mut Vec<Vec<f32>>) {
+    spare.extend(values.into_iter().flatten().map(|(buffer, _)| buffer));
 }
 
 /// Run `layers` of `plan` over `batch` images, reading and writing `values`; a value's

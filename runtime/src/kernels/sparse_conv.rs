@@ -310,16 +310,9 @@ pub(super) fn rows_in<const FUSED: bool>(task: Task, block: usize, rows: &mut [f
     if block <= PAIRED_WIDTH {
         return rows_in_pairs::<FUSED>(task, block, rows);
     }
-    let Layout { offsets, pass_starts, passes, .. } = task.layout;
-    for pass in 0..*passes {
+    for pass in 0..task.layout.passes {
         for (r, dst) in (task.first..).zip(rows.chunks_exact_mut(block)) {
-            let (from, to) = (pass_starts[r * (passes + 1) + pass], pass_starts[r * (passes + 1) + pass + 1]);
-            if from == to && pass > 0 {
-                continue;
-            }
-            let runs =
-                offsets[from..to].iter().zip(&task.values[from..to]).map(|(&o, &a)| (o as usize + task.start, a));
-            add_runs::<FUSED>(block, task.padded, runs, dst, pass == 0);
+            task.add_row::<FUSED>(task.span(r, pass), block, dst, pass);
         }
     }
 }
@@ -328,19 +321,15 @@ pub(super) fn rows_in<const FUSED: bool>(task: Task, block: usize, rows: &mut [f
 /// ([`add_two_rows`]), a last odd one alone.
 #[inline(always)]
 fn rows_in_pairs<const FUSED: bool>(task: Task, block: usize, rows: &mut [f32]) {
-    let Layout { offsets, pass_starts, passes, .. } = task.layout;
+    let Layout { offsets, passes, .. } = task.layout;
     let values = task.values;
-    // Row `r`'s non-zeros in `pass`.
-    let span = |r: usize, pass: usize| pass_starts[r * (passes + 1) + pass]..pass_starts[r * (passes + 1) + pass + 1];
     for pass in 0..*passes {
         for (first, group) in (task.first..).step_by(2).zip(rows.chunks_mut(2 * block)) {
-            let s0 = span(first, pass);
             if group.len() < 2 * block {
-                let runs = offsets[s0.clone()].iter().zip(&values[s0]).map(|(&o, &a)| (o as usize + task.start, a));
-                add_runs::<FUSED>(block, task.padded, runs, group, pass == 0);
+                task.add_row::<FUSED>(task.span(first, pass), block, group, pass);
                 continue;
             }
-            let s1 = span(first + 1, pass);
+            let (s0, s1) = (task.span(first, pass), task.span(first + 1, pass));
             if s0.is_empty() && s1.is_empty() && pass > 0 {
                 continue;
             }
@@ -348,6 +337,27 @@ fn rows_in_pairs<const FUSED: bool>(task: Task, block: usize, rows: &mut [f32]) 
             let rows = [(&offsets[s0.clone()], &values[s0]), (&offsets[s1.clone()], &values[s1])];
             add_two_rows::<FUSED>(block, task.padded, task.start, rows, [d0, d1], pass == 0);
         }
+    }
+}
+
+impl Task<'_> {
+    /// Where row `r`'s non-zeros in `pass` lie among the layer's.
+    #[inline(always)]
+    fn span(&self, r: usize, pass: usize) -> std::ops::Range<usize> {
+        let starts = &self.layout.pass_starts[r * (self.layout.passes + 1) + pass..];
+        starts[0]..starts[1]
+    }
+
+    /// Add one row's non-zeros `span` (of pass `pass`) over the block into `dst`, which the
+    /// first pass sets; later passes without non-zeros leave it as it is.
+    #[inline(always)]
+    fn add_row<const FUSED: bool>(&self, span: std::ops::Range<usize>, block: usize, dst: &mut [f32], pass: usize) {
+        if span.is_empty() && pass > 0 {
+            return;
+        }
+        let offsets = &self.layout.offsets[span.clone()];
+        let runs = offsets.iter().zip(&self.values[span]).map(|(&o, &a)| (o as usize + self.start, a));
+        add_runs::<FUSED>(block, self.padded, runs, dst, pass == 0);
     }
 }
 
