@@ -10,8 +10,16 @@ use hass_runtime::plan::{Activation, Conv};
 use rand::{RngExt, SeedableRng};
 
 /// (channels in, channels out, input side, stride) of pointwise layers.
-const POINTWISE: [(usize, usize, usize, usize); 5] =
-    [(16, 96, 112, 1), (24, 144, 56, 1), (144, 24, 56, 1), (96, 576, 14, 1), (160, 960, 7, 1)];
+const POINTWISE: [(usize, usize, usize, usize); 8] = [
+    (16, 96, 112, 1),
+    (32, 16, 112, 1),
+    (24, 144, 56, 1),
+    (144, 24, 56, 1),
+    (192, 32, 28, 1),
+    (96, 576, 14, 1),
+    (384, 64, 14, 1),
+    (160, 960, 7, 1),
+];
 /// (channels, input side, stride) of depthwise 3x3 layers.
 const DEPTHWISE: [(usize, usize, usize); 5] = [(96, 112, 2), (144, 56, 1), (32, 112, 1), (384, 14, 1), (960, 7, 1)];
 

@@ -29,6 +29,12 @@ pub trait Columns<T>: Sync {
     fn contiguous_row(&self, _c0: usize, _r: usize, _len: usize) -> Option<&[T]> {
         None
     }
+    /// The values, row-major, where `B` is a plain matrix: a GEMM can then read its panels
+    /// in place.
+    #[inline(always)]
+    fn as_matrix(&self) -> Option<&[T]> {
+        None
+    }
 }
 
 /// Pack a block of column panels (`panel_len` values each) over rayon's threads, a few runs
@@ -80,6 +86,11 @@ impl<T: Copy + Sync> Columns<T> for Matrix<'_, T> {
     #[inline(always)]
     fn contiguous_row(&self, c0: usize, r: usize, len: usize) -> Option<&[T]> {
         Some(&self.values[r * self.n + c0..][..len])
+    }
+
+    #[inline(always)]
+    fn as_matrix(&self) -> Option<&[T]> {
+        Some(self.values)
     }
 }
 
