@@ -2,7 +2,8 @@
 //! bias and ReLU6 included): its depthwise 3x3s and its pointwise 1x1s of short and long `k`,
 //! the layers where it trails onnxruntime most (README, "where the rest goes").
 //!
-//! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench mobilenet_layers`.
+//! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench mobilenet_layers` (add
+//! `HASS_BENCH_COLD=1` for layers that find the caches cold).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hass_runtime::kernels::conv::conv_image;
@@ -10,7 +11,7 @@ use hass_runtime::plan::{Activation, Conv};
 use rand::{RngExt, SeedableRng};
 
 /// (channels in, channels out, input side, stride) of pointwise layers.
-const POINTWISE: [(usize, usize, usize, usize); 8] = [
+const POINTWISE: [(usize, usize, usize, usize); 11] = [
     (16, 96, 112, 1),
     (32, 16, 112, 1),
     (24, 144, 56, 1),
@@ -18,32 +19,61 @@ const POINTWISE: [(usize, usize, usize, usize); 8] = [
     (192, 32, 28, 1),
     (96, 576, 14, 1),
     (384, 64, 14, 1),
+    (240, 40, 14, 1),
+    (576, 96, 7, 1),
+    (16, 16, 56, 1),
     (160, 960, 7, 1),
 ];
-/// (channels, input side, stride) of depthwise 3x3 layers.
-const DEPTHWISE: [(usize, usize, usize); 5] = [(96, 112, 2), (144, 56, 1), (32, 112, 1), (384, 14, 1), (960, 7, 1)];
+/// (channels, input side, stride, kernel side) of depthwise layers: mobilenet_v2's 3x3s and
+/// mobilenet_v3_small's 5x5s.
+const DEPTHWISE: [(usize, usize, usize, usize); 7] = [
+    (96, 112, 2, 3),
+    (144, 56, 1, 3),
+    (32, 112, 1, 3),
+    (384, 14, 1, 3),
+    (960, 7, 1, 3),
+    (240, 14, 1, 5),
+    (576, 7, 1, 5),
+];
 
-fn on_pool(f: impl FnOnce() + Send) {
-    rayon::scope(|_| f())
+/// `iters` runs of `f`, timed on one of rayon's threads: a call from outside the pool
+/// would add the pool's wake-up (tens of microseconds) to every run. With
+/// `HASS_BENCH_COLD` set, 8 MiB are written before each run, so that the layer finds its
+/// weights and values outside L2, as it does inside a network.
+fn on_pool(iters: u64, mut f: impl FnMut() + Send) -> std::time::Duration {
+    rayon::scope(move |_| {
+        let cold = std::env::var_os("HASS_BENCH_COLD").is_some();
+        let mut junk = vec![0u8; if cold { 8 << 20 } else { 0 }];
+        let mut total = std::time::Duration::ZERO;
+        for i in 0..iters {
+            if cold {
+                junk.iter_mut().step_by(64).for_each(|b| *b = b.wrapping_add(i as u8));
+            }
+            let start = std::time::Instant::now();
+            f();
+            total += start.elapsed();
+        }
+        total
+    })
 }
 
 fn bench(c: &mut Criterion) {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
     let relu6 = Some(Activation::Clip { min: 0.0, max: 6.0 });
-    for (channels, side, stride) in DEPTHWISE {
+    for (channels, side, stride, kernel) in DEPTHWISE {
         let input = random(channels * side * side);
         let conv = Conv {
-            pads: [1; 4],
+            pads: [kernel / 2; 4],
             stride: [stride; 2],
             groups: channels,
             activation: relu6,
-            ..Conv::new(random(channels * 9), channels, channels, [3, 3])
+            ..Conv::new(random(channels * kernel * kernel), channels, channels, [kernel, kernel])
         };
         let o = side.div_ceil(stride);
         let mut out = vec![0.0f32; channels * o * o];
-        c.bench_function(&format!("depthwise {channels}ch {side}x{side}/{stride}"), |b| {
-            b.iter(|| on_pool(|| conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
+        c.bench_function(&format!("depthwise {kernel}x{kernel} {channels}ch {side}x{side}/{stride}"), |b| {
+            b.iter_custom(|iters| on_pool(iters, || conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
         });
     }
     for (c_in, c_out, side, stride) in POINTWISE {
@@ -53,7 +83,7 @@ fn bench(c: &mut Criterion) {
         let o = side.div_ceil(stride);
         let mut out = vec![0.0f32; c_out * o * o];
         c.bench_function(&format!("pointwise {c_in}->{c_out} {side}x{side}"), |b| {
-            b.iter(|| on_pool(|| conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
+            b.iter_custom(|iters| on_pool(iters, || conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
         });
     }
 }
