@@ -1,10 +1,13 @@
-//! The float path's time on mobilenet_v2's kinds of layer, one image each (`conv::conv_image`,
+//! The float path's time on mobilenet_v2's and mobilenet_v3_small's kinds of layer, one image each (`conv::conv_image`,
 //! bias and ReLU6 included): its depthwise 3x3s and its pointwise 1x1s of short and long `k`,
 //! the layers where it trails onnxruntime most (README, "where the rest goes").
 //!
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench mobilenet_layers` (add
 //! `HASS_BENCH_COLD=1` for layers that find the caches cold).
 
+mod common;
+
+use common::on_pool;
 use criterion::{criterion_group, criterion_main, Criterion};
 use hass_runtime::kernels::conv::conv_image;
 use hass_runtime::plan::{Activation, Conv};
@@ -35,27 +38,6 @@ const DEPTHWISE: [(usize, usize, usize, usize); 7] = [
     (240, 14, 1, 5),
     (576, 7, 1, 5),
 ];
-
-/// `iters` runs of `f`, timed on one of rayon's threads: a call from outside the pool
-/// would add the pool's wake-up (tens of microseconds) to every run. With
-/// `HASS_BENCH_COLD` set, 8 MiB are written before each run, so that the layer finds its
-/// weights and values outside L2, as it does inside a network.
-fn on_pool(iters: u64, mut f: impl FnMut() + Send) -> std::time::Duration {
-    rayon::scope(move |_| {
-        let cold = std::env::var_os("HASS_BENCH_COLD").is_some();
-        let mut junk = vec![0u8; if cold { 8 << 20 } else { 0 }];
-        let mut total = std::time::Duration::ZERO;
-        for i in 0..iters {
-            if cold {
-                junk.iter_mut().step_by(64).for_each(|b| *b = b.wrapping_add(i as u8));
-            }
-            let start = std::time::Instant::now();
-            f();
-            total += start.elapsed();
-        }
-        total
-    })
-}
 
 fn bench(c: &mut Criterion) {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);

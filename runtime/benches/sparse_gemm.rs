@@ -7,6 +7,9 @@
 //! Run single-threaded, as the crossover in `sparse_rows.rs` was measured:
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench sparse_gemm`.
 
+mod common;
+
+use common::on_pool;
 use criterion::{criterion_group, criterion_main, Criterion};
 use hass_runtime::kernels::conv::{accumulate, conv_image};
 use hass_runtime::kernels::sparse::SparseRows;
@@ -17,13 +20,6 @@ use rand::{RngExt, SeedableRng};
 const STAGES: [(usize, usize); 4] = [(64, 56), (128, 28), (256, 14), (512, 7)];
 const DENSITIES: [f64; 5] = [0.1, 0.2, 0.3, 0.4, 0.5];
 
-/// `f` on one of rayon's threads, as `hass-run` runs its layers: from any other thread each
-/// of the kernel's parallel loops would be handed to the pool and waited for, a wake-up
-/// per loop (one per call here).
-fn on_pool(f: impl FnOnce() + Send) {
-    rayon::scope(|_| f())
-}
-
 fn bench(c: &mut Criterion) {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     for (channels, side) in STAGES {
@@ -33,17 +29,17 @@ fn bench(c: &mut Criterion) {
         let hw = [side, side];
         let dense = Conv { pads: [1; 4], ..Conv::new(weight.clone(), channels, channels, [3, 3]) };
         c.bench_function(&format!("conv {channels}ch {side}x{side} dense"), |b| {
-            b.iter(|| on_pool(|| accumulate(&dense, &dense.weight, &input, hw, &mut out, hw)))
+            b.iter_custom(|iters| on_pool(iters, || accumulate(&dense, &dense.weight, &input, hw, &mut out, hw)))
         });
         c.bench_function(&format!("conv {channels}ch {side}x{side} dense float path"), |b| {
-            b.iter(|| on_pool(|| conv_image(&dense, &input, hw, &mut out, hw, true)))
+            b.iter_custom(|iters| on_pool(iters, || conv_image(&dense, &input, hw, &mut out, hw, true)))
         });
         for density in DENSITIES {
             let pruned: Vec<f32> =
                 weight.iter().map(|&w| if rng.random::<f64>() < density { w } else { 0.0 }).collect();
             let sparse = Conv { sparse_weight: Some(SparseRows::of_dense(&pruned, channels)), ..dense.clone() };
             c.bench_function(&format!("conv {channels}ch {side}x{side} sparse {density}"), |b| {
-                b.iter(|| on_pool(|| accumulate(&sparse, &pruned, &input, hw, &mut out, hw)))
+                b.iter_custom(|iters| on_pool(iters, || accumulate(&sparse, &pruned, &input, hw, &mut out, hw)))
             });
         }
     }
