@@ -7,8 +7,9 @@
 //! chunks of [`KC`]; each chunk of a block of `B` is packed once into panels of [`NR`]
 //! columns (a plain matrix's whole panels are read where they lie instead, see `Panel`),
 //! and each column panel in turn stays in L1 while every row panel of `A` ([`MR`] rows)
-//! passes over it, their chunks streaming from L2. The micro-kernel keeps an `MR` x `NR` tile of sums in registers: with AVX-512, 24
-//! registers of 16 lanes at once; with AVX2 and FMA, four passes of 6 x 16 (12 registers).
+//! passes over it, their chunks streaming from L2. The micro-kernel keeps an `MR` x `NR`
+//! tile of sums in registers: with AVX-512, 24 registers of 16 lanes at once; with AVX2
+//! and FMA, four passes of 6 x 16 (12 registers).
 //!
 //! Every kernel computes the same floats: each sum of a chunk starts from zero and adds its
 //! products in k order with fused multiply-adds, and the chunks' sums are added in order.
@@ -356,9 +357,12 @@ mod avx512 {
         unsafe { compiled(a, b, k, fresh, tile, ld) }
     }
 
+    /// In intrinsics: [`sub_tile`] reading rows `stride` apart kept its sums on the stack
+    /// (a tenth of the speed).
     #[target_feature(enable = "avx2,fma,avx512f")]
     fn compiled(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
         use std::arch::x86_64::*;
+        // No products (never from `gemm_with`, which finishes empty sums itself).
         if k == 0 {
             return sub_tile::<MR, NR, MR>(a, b, k, fresh, [0, 0], tile, ld);
         }
@@ -371,7 +375,7 @@ mod avx512 {
             for j in 0..k {
                 let (x0, x1) = (_mm512_loadu_ps(b.add(j * ldb)), _mm512_loadu_ps(b.add(j * ldb + 16)));
                 if fetch_next {
-                    // The next panel's row into L1, the one [`FETCH_FAR`] panels on into L2
+                    // The next panel's row into L1, the one `FETCH_FAR` panels on into L2
                     // (past the matrix's end near its last panel: a prefetch does not fault).
                     let next = b.wrapping_add(j * ldb + NR);
                     _mm_prefetch::<_MM_HINT_T0>(next.cast());
