@@ -1,6 +1,7 @@
-//! The float path's time on mobilenet_v2's and mobilenet_v3_small's kinds of layer, one image each (`conv::conv_image`,
-//! bias and ReLU6 included): its depthwise 3x3s and its pointwise 1x1s of short and long `k`,
-//! the layers where it trails onnxruntime most (README, "where the rest goes").
+//! The float path's time on mobilenet_v2's and mobilenet_v3_small's kinds of layer, one
+//! image each (`conv::conv_image`, bias and ReLU6 included): their depthwise 3x3s and 5x5s
+//! and their pointwise 1x1s of short and long `k`, the layers where it trails onnxruntime
+//! most (README, "where the rest goes").
 //!
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench mobilenet_layers` (add
 //! `HASS_BENCH_COLD=1` for layers that find the caches cold).

@@ -23,14 +23,9 @@ pub trait Columns<T>: Sync {
     fn span(&self, c0: usize, len: usize) -> Self::Span;
     /// Row `r`'s values in `span`'s columns into `dst` (every one written).
     fn row(&self, span: &Self::Span, r: usize, dst: &mut [T]);
-    /// Row `r`'s `len` values from column `c0` on, where they lie side by side in memory
-    /// (a plain matrix): packing then copies them once, not through [`Columns::row`].
-    #[inline(always)]
-    fn contiguous_row(&self, _c0: usize, _r: usize, _len: usize) -> Option<&[T]> {
-        None
-    }
-    /// The values, row-major, where `B` is a plain matrix: a GEMM can then read its panels
-    /// in place.
+    /// The values, row-major (`shape()[1]` per row), where `B` is a plain matrix: a GEMM
+    /// can then read its panels in place, or pack a row's runs with one copy each rather
+    /// than through [`Columns::row`].
     #[inline(always)]
     fn as_matrix(&self) -> Option<&[T]> {
         None
@@ -81,11 +76,6 @@ impl<T: Copy + Sync> Columns<T> for Matrix<'_, T> {
     #[inline(always)]
     fn row(&self, &c0: &usize, r: usize, dst: &mut [T]) {
         dst.copy_from_slice(&self.values[r * self.n + c0..][..dst.len()]);
-    }
-
-    #[inline(always)]
-    fn contiguous_row(&self, c0: usize, r: usize, len: usize) -> Option<&[T]> {
-        Some(&self.values[r * self.n + c0..][..len])
     }
 
     #[inline(always)]

@@ -81,11 +81,11 @@ fn pack_b(b: &impl Columns<f32>, panel0: usize, first: usize, len: usize, out: &
     let panels = out.len() / (len * NR).max(1);
     let c0 = panel0 * NR;
     let cols = (panels * NR).min(n - c0);
-    if b.contiguous_row(c0, first, cols).is_some() {
+    if let Some(values) = b.as_matrix() {
         // A plain matrix: each row's runs straight into their panels.
         let whole = cols / NR;
         for j in 0..len {
-            let src = b.contiguous_row(c0, first + j, cols).expect("a plain matrix's rows");
+            let src = &values[(first + j) * n + c0..][..cols];
             for (p, dst) in out.chunks_exact_mut(len * NR).enumerate() {
                 let dst: &mut [f32; NR] = (&mut dst[j * NR..][..NR]).try_into().expect("NR values");
                 if p < whole {
@@ -147,12 +147,12 @@ pub fn gemm_with<T: Send>(
     let skip = packed_buffer.as_ptr().align_offset(64).min(16);
     let packed = &mut packed_buffer[skip..];
     let mut sums = super::scratch::take_len(row_panels * MR * block_cols, 0.0f32);
+    // A plain matrix's whole panels are read where they lie (see `Panel`); the rest are
+    // packed.
+    let matrix = b.as_matrix();
     for first in (0..panels).step_by(per_block) {
         let block_panels = per_block.min(panels - first);
         let (c0, cols) = (first * NR, (block_panels * NR).min(n - first * NR));
-        // A plain matrix's whole panels are read where they lie (see `Panel`); the rest
-        // are packed.
-        let matrix = b.as_matrix();
         let in_place = if matrix.is_some() { cols / NR } else { 0 };
         for start in (0..k).step_by(kc) {
             let len = kc.min(k - start);
