@@ -331,16 +331,17 @@ mod avx512 {
         unsafe { tile_in(a.as_ptr(), x, reads.offsets, cols, ahead, sums) }
     }
 
-    /// The sums of [`tile_in`] over every `k`: `WHOLE` when the tile's `NR` columns are all
-    /// inside (no masks), `AHEAD` to prefetch the next tile's runs. Safety: `tile_in`'s.
+    /// The sums of [`tile_in`] over every `k`, in the first `V` vectors of each row (the
+    /// rest of the tile's columns past the positions): `WHOLE` when those are all inside
+    /// (no masks), `AHEAD` to prefetch the next tile's runs. Safety: `tile_in`'s.
     #[inline(always)]
-    unsafe fn sweep<const WHOLE: bool, const AHEAD: bool>(
+    unsafe fn sweep<const V: usize, const WHOLE: bool, const AHEAD: bool>(
         a: *const f32,
         x: *const f32,
         offsets: &[usize],
         masks: [__mmask16; 3],
-    ) -> [[__m512; 3]; MR] {
-        let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    ) -> [[__m512; V]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
         // A macro, not a closure: a closure of intrinsics is not always inlined.
         macro_rules! step {
             ($k:expr, $offset:expr) => {{
@@ -353,22 +354,20 @@ mod avx512 {
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64));
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(128));
                 }
-                let (b0, b1, b2) = if WHOLE {
-                    (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)), _mm512_loadu_ps(at.add(32)))
-                } else {
-                    let [m0, m1, m2] = masks;
-                    (
-                        _mm512_maskz_loadu_ps(m0, at),
-                        _mm512_maskz_loadu_ps(m1, at.add(16)),
-                        _mm512_maskz_loadu_ps(m2, at.add(32)),
-                    )
-                };
+                let mut b = [_mm512_setzero_ps(); V];
+                for (v, b) in b.iter_mut().enumerate() {
+                    *b = if WHOLE {
+                        _mm512_loadu_ps(at.add(16 * v))
+                    } else {
+                        _mm512_maskz_loadu_ps(masks[v], at.add(16 * v))
+                    };
+                }
                 let weights = a.add(k * MR);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let w = _mm512_set1_ps(*weights.add(r));
-                    acc[0] = _mm512_fmadd_ps(w, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(w, b1, acc[1]);
-                    acc[2] = _mm512_fmadd_ps(w, b2, acc[2]);
+                    for (acc, &b) in acc.iter_mut().zip(&b) {
+                        *acc = _mm512_fmadd_ps(w, b, *acc);
+                    }
                 }
             }};
         }
@@ -398,12 +397,20 @@ mod avx512 {
         let masks = [mask(0), mask(1), mask(2)];
         // Whole tiles (all but a conv's last) load unmasked: on Intel's cores a masked load
         // takes a slot of the multiply-add ports (a Xeon's 56x56 layers: 10 % of their time).
-        let acc = match (cols == NR, ahead) {
-            (true, true) => sweep::<true, true>(a, x, offsets, masks),
-            (true, false) => sweep::<true, false>(a, x, offsets, masks),
-            (false, true) => sweep::<false, true>(a, x, offsets, masks),
-            (false, false) => sweep::<false, false>(a, x, offsets, masks),
-        };
+        // A last tile sums only the vectors it needs: a 14x14 map's 222 positions are four
+        // whole tiles and two vectors, not three.
+        match (cols.div_ceil(16), cols == NR, ahead) {
+            (3, true, true) => store(sweep::<3, true, true>(a, x, offsets, masks), sums),
+            (3, true, false) => store(sweep::<3, true, false>(a, x, offsets, masks), sums),
+            (3, false, _) => store(sweep::<3, false, false>(a, x, offsets, masks), sums),
+            (2, ..) => store(sweep::<2, false, false>(a, x, offsets, masks), sums),
+            _ => store(sweep::<1, false, false>(a, x, offsets, masks), sums),
+        }
+    }
+
+    /// A tile's sums, `V` vectors per row, into the first `16 * V` of each row of `sums`.
+    #[inline(always)]
+    unsafe fn store<const V: usize>(acc: [[__m512; V]; MR], sums: &mut [[f32; NR]; MR]) {
         for (sums, acc) in sums.iter_mut().zip(&acc) {
             for (v, &sum) in acc.iter().enumerate() {
                 _mm512_storeu_ps(sums.as_mut_ptr().add(16 * v), sum);
