@@ -15,8 +15,10 @@ use rayon::prelude::*;
 /// is still in cache when the next layer reads it: layer by layer over a whole batch of
 /// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
 /// memory and ran at 0.8x its speed at batch 1. The tail then runs over the whole share,
-/// its weights read once for all of it. An image's outputs do not depend on the run its
-/// layers before the tail ran in: no kernel's sums there depend on the batch.
+/// its weights read once for all of it. A head whose weights outnumber its values runs
+/// over the whole share too, but for its front ([`front_end`]). An image's outputs do not
+/// depend on the run its layers before the split ran in: no kernel's sums there depend on
+/// the batch.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
     let batch = batch_of(plan, input)?;
     let share = images_per_share(batch);
@@ -45,24 +47,53 @@ pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
         .collect()
 }
 
-/// How a share of a batch runs: the layers before `tail` over `head_run` images at a time,
+/// How a share of a batch runs: the layers before `split` over `head_run` images at a time,
 /// the rest over the whole share.
 struct Schedule {
-    tail: usize,
+    split: usize,
     head_run: usize,
 }
 
 impl Schedule {
+    /// The head (the layers before the tail) in runs of images, or, where it runs whole,
+    /// its front ([`front_end`]) in runs and the rest whole.
     fn of(plan: &Plan, share: usize) -> Schedule {
         let tail = tail_start(plan);
-        Schedule { tail, head_run: images_per_head_run(plan, tail, share) }
+        let head_run = images_per_head_run(plan, tail, share);
+        let front = front_end(plan, tail);
+        if head_run < share || front == 0 {
+            return Schedule { split: tail, head_run };
+        }
+        Schedule { split: front, head_run: images_per_head_run(plan, front, share) }
+    }
+}
+
+/// Where the front of the head ends: its first layers whose values per image (inputs and
+/// output) outnumber their weights. ResNet-18's stem and first stages (the stem's output:
+/// 3.2 MB per image) have few weights; over a whole batch of 8 each of their values went
+/// out to memory and came back for the next layer (its max pool and residual adds ran at
+/// 0.6x their speed at batch 1).
+fn front_end(plan: &Plan, tail: usize) -> usize {
+    let values = |layer: &Layer| {
+        let inputs: usize = layer.inputs.iter().map(|&v| plan.value_shape(v).iter().product::<usize>()).sum();
+        inputs + layer.output_shape.iter().product::<usize>()
+    };
+    plan.layers[..tail].iter().take_while(|layer| values(layer) >= weights_of(layer)).count()
+}
+
+/// Weights of a layer that has them.
+fn weights_of(layer: &Layer) -> usize {
+    match &layer.op {
+        Op::Conv(conv) => conv.weight.len(),
+        Op::Dense(dense) => dense.weight.len(),
+        _ => 0,
     }
 }
 
 /// Run `plan` on `input`, one share of a batch, as `schedule` says.
 fn run_share(plan: &Plan, input: &Tensor, schedule: &Schedule) -> Result<Vec<Tensor>, RuntimeError> {
     let batch = batch_of(plan, input)?;
-    if schedule.head_run >= batch || schedule.tail == 0 {
+    if schedule.head_run >= batch || schedule.split == 0 {
         return run_observed(plan, input, &mut |_, _, _| {});
     }
     rayon::scope(|_| run_split(plan, input, batch, schedule))
@@ -72,7 +103,7 @@ fn run_share(plan: &Plan, input: &Tensor, schedule: &Schedule) -> Result<Vec<Ten
 /// one batch, then the tail.
 fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> Result<Vec<Tensor>, RuntimeError> {
     let last_use = last_uses(plan);
-    let tail = schedule.tail;
+    let tail = schedule.split;
     // The values the head computes (or the input) that the tail or the outputs read.
     let crossing: Vec<usize> = (0..=tail).filter(|&v| last_use[v] >= tail).collect();
     let len_of = |v: usize| plan.value_shape(v).iter().product::<usize>();
@@ -117,14 +148,7 @@ pub fn tail_start(plan: &Plan) -> usize {
 /// whose largest value fits [`RUN_VALUES_BYTES`], one image at least, and one whose weights
 /// outnumber its values (ResNet-18: 3.6M values, 11.2M weights) runs the share whole.
 fn images_per_head_run(plan: &Plan, tail: usize, share: usize) -> usize {
-    let weights: usize = plan.layers[..tail]
-        .iter()
-        .map(|layer| match &layer.op {
-            Op::Conv(conv) => conv.weight.len(),
-            Op::Dense(dense) => dense.weight.len(),
-            _ => 0,
-        })
-        .sum();
+    let weights: usize = plan.layers[..tail].iter().map(weights_of).sum();
     let sizes = (0..=tail).map(|v| plan.value_shape(v).iter().product::<usize>());
     let (values, largest) = sizes.fold((0, 0), |(total, largest), n| (total + n, largest.max(n)));
     if values <= weights {
@@ -462,6 +486,50 @@ mod tests {
                 assert_eq!(bits(split), bits(whole), "{name} on {threads} threads");
             }
         }
+    }
+
+    /// A head whose weights outnumber its values runs whole but for its front, whose
+    /// values outnumber their weights, in runs of images: and computes what the batch
+    /// computes whole, bit for bit, a value crossing the split included.
+    #[test]
+    fn a_front_in_runs_then_the_rest_whole_computes_what_the_batch_does_whole() {
+        use crate::plan::{Conv, Layer, Op, Plan};
+        // (c_in, c_out, kernel, stride, pad, output side): 3x128x128 -> 8x128x128 (216
+        // weights), -> 64x16x16 (32 K), then two 3x3 convs of 147 K and 590 K weights on 16x16.
+        let convs = [(3, 8, 3, 1, 1, 128), (8, 64, 8, 8, 0, 16), (64, 256, 3, 1, 1, 16), (256, 256, 3, 1, 1, 16)];
+        let layers = convs
+            .iter()
+            .enumerate()
+            .map(|(i, &(c_in, c_out, k, stride, pad, side))| {
+                let weight = (0..c_out * c_in * k * k).map(|j| ((j * 37 + i) % 29) as f32 / 29.0 - 0.5).collect();
+                let conv = Conv {
+                    stride: [stride; 2],
+                    pads: [pad; 4],
+                    activation: Some(crate::plan::Activation::Relu),
+                    ..Conv::new(weight, c_in, c_out, [k, k])
+                };
+                Layer {
+                    name: format!("conv{i}"),
+                    inputs: vec![i],
+                    output_shape: vec![c_out, side, side],
+                    op: Op::Conv(conv),
+                    hardware: Default::default(),
+                    fixed: None,
+                }
+            })
+            .collect();
+        let plan = Plan { layers, outputs: vec![4, 2], ..Plan::one_layer(Op::Reshape, vec![3, 128, 128], vec![]) };
+        let schedule = Schedule::of(&plan, 8);
+        assert_eq!((schedule.split, schedule.head_run), (2, 2), "the front (two convs) in runs of two images");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let values = (0..8 * 3 * 128 * 128).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 250.0).collect();
+        let input = Tensor::new(vec![8, 3, 128, 128], values).unwrap();
+        let bits = |outputs: Vec<Tensor>| -> Vec<Vec<u32>> {
+            outputs.iter().map(|t| t.data().iter().map(|v| v.to_bits()).collect()).collect()
+        };
+        let (split, whole) =
+            pool.install(|| (run(&plan, &input).unwrap(), run_observed(&plan, &input, &mut |_, _, _| {}).unwrap()));
+        assert_eq!(bits(split), bits(whole));
     }
 
     /// The tail is the last layers whose outputs are one value per channel: what follows
