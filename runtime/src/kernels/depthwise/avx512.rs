@@ -9,6 +9,7 @@
 //! so that enough additions are in flight to hide their latency; a last block is masked,
 //! so nothing is read or written beyond a row.
 
+use super::PixelSteps;
 use std::arch::x86_64::*;
 
 /// Whether this processor has the instructions (and `HASS_AVX2_ONLY` leaves them in use).
@@ -25,10 +26,12 @@ trait Lanes: Copy {
     fn mask(n: usize) -> Self::Mask;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(v: Self) -> Self::V;
-    /// The elements at `p` in the lanes of `m`; the others zero, unread. Always masked:
-    /// a mask costs nothing, where a choice between a whole and a masked access per load
-    /// was a branch in the innermost loop.
+    /// The elements at `p` in the lanes of `m`; the others zero, unread.
     unsafe fn load(p: *const Self, m: Self::Mask) -> Self::V;
+    /// The [`Self::N`] elements at `p`, unmasked: on Intel's cores a masked load also takes
+    /// a slot of the multiply-add ports, where a plain one takes none (a 14x14 map's rows,
+    /// every load masked, ran at half the multiply-adds' rate).
+    unsafe fn load_whole(p: *const Self) -> Self::V;
     /// `acc + w * x`, rounded once (a fused multiply-add, as the portable loops').
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// The lanes of `m` of `v` to `p`.
@@ -59,6 +62,11 @@ impl Lanes for f32 {
     #[target_feature(enable = "avx512f")]
     unsafe fn load(p: *const f32, m: __mmask16) -> __m512 {
         _mm512_maskz_loadu_ps(m, p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_whole(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -101,6 +109,11 @@ impl Lanes for f64 {
     #[target_feature(enable = "avx512f")]
     unsafe fn load(p: *const f64, m: __mmask8) -> __m512d {
         _mm512_maskz_loadu_pd(m, p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_whole(p: *const f64) -> __m512d {
+        _mm512_loadu_pd(p)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -180,7 +193,7 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
 /// column `x` sums `tap * rows[y * row_step + offset + x]` over `live`. Call only when
 /// [`available`].
 pub(super) fn channel_f32(live: &[(usize, f32)], rows: &[f32], row_step: usize, dst: &mut [f32], ow: usize) {
-    check(live, rows.len(), row_step, dst.len(), ow);
+    check(live, rows.len(), row_step, dst.len(), ow, f32::N);
     // SAFETY: the features `channel_in` enables were detected (the caller's promise, checked
     // here), and `check` bounds every index it reads and writes.
     assert!(available());
@@ -189,19 +202,21 @@ pub(super) fn channel_f32(live: &[(usize, f32)], rows: &[f32], row_step: usize, 
 
 /// [`channel_f32`] in `f64`.
 pub(super) fn channel_f64(live: &[(usize, f64)], rows: &[f64], row_step: usize, dst: &mut [f64], ow: usize) {
-    check(live, rows.len(), row_step, dst.len(), ow);
+    check(live, rows.len(), row_step, dst.len(), ow, f64::N);
     assert!(available());
     // SAFETY: as in `channel_f32`.
     unsafe { channel_in(live, rows, row_step, dst, ow) }
 }
 
-/// Every read stays in `rows` (the last row's furthest tap's run of `ow` columns ends in
-/// it) and `dst` is whole rows: the kernel reads and writes nothing else.
-fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: usize) {
+/// Every read stays in `rows` (the last row's furthest tap's run of `ow` columns, rounded
+/// up to whole vectors of `lanes`, ends in it) and `dst` is whole rows: the kernel reads
+/// and writes nothing else.
+fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: usize, lanes: usize) {
     assert!(ow > 0 && dst.is_multiple_of(ow), "whole output rows");
     let oh = dst / ow;
     let furthest = live.iter().map(|&(offset, _)| offset).max().unwrap_or(0);
-    assert!(oh == 0 || (oh - 1) * row_step + furthest + ow <= rows, "taps read inside the padded copy");
+    let run = ow.next_multiple_of(lanes);
+    assert!(oh == 0 || (oh - 1) * row_step + furthest + run <= rows, "taps read inside the padded copy");
 }
 
 #[target_feature(enable = "avx512f")]
@@ -220,9 +235,14 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     let mut y = 0;
     while y + rows_at_once <= oh {
         for x in (0..ow).step_by(width) {
-            match blocks {
-                1 => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
-                2 => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
+            // Only the blocks that start inside the row.
+            match (blocks, (ow - x).div_ceil(T::N)) {
+                (1, _) => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
+                (2, 1) => tile::<T, 4, 1>(live, rows, row_step, dst, ow, y, x),
+                (2, _) => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
+                (_, 1) => tile::<T, 2, 1>(live, rows, row_step, dst, ow, y, x),
+                (_, 2) => tile::<T, 2, 2>(live, rows, row_step, dst, ow, y, x),
+                (_, 3) => tile::<T, 2, 3>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 2, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
@@ -244,16 +264,20 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     }
     for y in y..oh {
         for x in (0..ow).step_by(width) {
-            match blocks {
+            match (ow - x).div_ceil(T::N).min(blocks) {
+                1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, x),
                 2 => tile::<T, 1, 2>(live, rows, row_step, dst, ow, y, x),
+                3 => tile::<T, 1, 3>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 1, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
     }
 }
 
-/// `R` output rows from `y` on, `B` blocks of columns from `x` on (those past the row's end
-/// short, or empty).
+/// `R` output rows from `y` on, `B` blocks of columns from `x` on, each starting inside the
+/// row (the last one may end past it). The loads are whole vectors (what a block reads
+/// past the row is the next row's or the copy's slack, and its sums are not stored);
+/// the stores are masked to the row.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
@@ -273,7 +297,7 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
         for (r, sums) in acc.iter_mut().enumerate() {
             let at = src.add((y + r) * row_step + offset + x);
             for (b, sum) in sums.iter_mut().enumerate() {
-                *sum = T::add_product(*sum, w, T::load(at.add(b * T::N), masks[b]));
+                *sum = T::add_product(*sum, w, T::load_whole(at.add(b * T::N)));
             }
         }
     }
@@ -285,55 +309,60 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
     }
 }
 
-/// One output row of the channels-last layout: `dst` holds its pixels' `c` channels each,
-/// and pixel `ox`, channel `ch` sums `by_tap[t * c + ch] * window[ox * step + offsets[t] +
-/// ch]` over the taps in order. Taps of zero weight are summed too: a product of zero adds
-/// nothing to a sum that starts at `+0.0`, so the sums are the portable loop's (which skips
-/// them) for finite inputs. Call only when [`available`].
-pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], c: usize, step: usize, dst: &mut [f32]) {
-    check_pixels(window.len(), by_tap.len(), offsets, c, step, dst.len());
+/// The output rows of the channels-last layout ([`super::PixelsKernel`]). Taps of zero
+/// weight are summed too: a product of zero adds nothing to a sum that starts at `+0.0`,
+/// so the sums are the portable loop's (which skips them) for finite inputs. Call only
+/// when [`available`].
+pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], steps: PixelSteps, dst: &mut [f32]) {
+    check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
     assert!(available());
     // SAFETY: the features `pixels_in` enables were just detected, and `check_pixels`
     // bounds every index it reads and writes.
-    unsafe { pixels_in(window, by_tap, offsets, c, step, dst) }
+    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
 }
 
 /// [`pixels_f32`] in `f64`.
-pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], c: usize, step: usize, dst: &mut [f64]) {
-    check_pixels(window.len(), by_tap.len(), offsets, c, step, dst.len());
+pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], steps: PixelSteps, dst: &mut [f64]) {
+    check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
     assert!(available());
     // SAFETY: as in `pixels_f32`.
-    unsafe { pixels_in(window, by_tap, offsets, c, step, dst) }
+    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
 }
 
-/// Every read stays in `window` and `by_tap` and `dst` is whole pixels.
-fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], c: usize, step: usize, dst: usize) {
-    assert!(c > 0 && dst.is_multiple_of(c), "whole pixels");
+/// Every read stays in `window` and `by_tap` and `dst` is whole rows of whole pixels.
+fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], steps: PixelSteps, dst: usize) {
+    let PixelSteps { c, step, row_step, ow } = steps;
+    assert!(c > 0 && ow > 0 && dst.is_multiple_of(c * ow), "whole rows of whole pixels");
     assert!(by_tap >= offsets.len() * c, "a weight per tap and channel");
-    let (pixels, furthest) = (dst / c, offsets.iter().copied().max().unwrap_or(0));
-    assert!(pixels == 0 || (pixels - 1) * step + furthest + c <= window, "taps read inside the padded copy");
+    let (rows, furthest) = (dst / (c * ow), offsets.iter().copied().max().unwrap_or(0));
+    assert!(
+        rows == 0 || (rows - 1) * row_step + (ow - 1) * step + furthest + c <= window,
+        "taps read inside the padded copy"
+    );
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn pixels_in<T: Lanes>(window: &[T], by_tap: &[T], offsets: &[usize], c: usize, step: usize, dst: &mut [T]) {
+unsafe fn pixels_in<T: Lanes>(window: &[T], by_tap: &[T], offsets: &[usize], steps: PixelSteps, dst: &mut [T]) {
     // A block of channels at a time across the row's pixels: its weights and the window
     // rows it reads stay in L1, and each weight loaded serves up to 8 pixels (a pixel at a
     // time, every sum read both a weight and an input from L2).
-    let ow = dst.len() / c;
-    let geometry = Pixels { window, by_tap, offsets, c, step };
-    for c0 in (0..c).step_by(T::N) {
-        let mut ox = 0;
-        while ox < ow {
-            ox += match ow - ox {
-                8.. => geometry.sums::<8>(dst, ox, c0),
-                7 => geometry.sums::<7>(dst, ox, c0),
-                6 => geometry.sums::<6>(dst, ox, c0),
-                5 => geometry.sums::<5>(dst, ox, c0),
-                4 => geometry.sums::<4>(dst, ox, c0),
-                3 => geometry.sums::<3>(dst, ox, c0),
-                2 => geometry.sums::<2>(dst, ox, c0),
-                _ => geometry.sums::<1>(dst, ox, c0),
-            };
+    let PixelSteps { c, step, row_step, ow } = steps;
+    for (oy, dst) in dst.chunks_exact_mut(c * ow).enumerate() {
+        let geometry = Pixels { window: &window[oy * row_step..], by_tap, offsets, c, step };
+        for c0 in (0..c).step_by(T::N) {
+            let mut ox = 0;
+            while ox < ow {
+                ox += match ow - ox {
+                    8.. => geometry.sums::<8>(dst, ox, c0),
+                    7 => geometry.sums::<7>(dst, ox, c0),
+                    6 => geometry.sums::<6>(dst, ox, c0),
+                    5 => geometry.sums::<5>(dst, ox, c0),
+                    4 => geometry.sums::<4>(dst, ox, c0),
+                    3 => geometry.sums::<3>(dst, ox, c0),
+                    2 => geometry.sums::<2>(dst, ox, c0),
+                    _ => geometry.sums::<1>(dst, ox, c0),
+                };
+            }
         }
     }
 }
@@ -353,13 +382,27 @@ impl<T: Lanes> Pixels<'_, T> {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn sums<const P: usize>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
+        // A whole block loads unmasked (see `Lanes::load_whole`), a last, short one masked.
+        if self.c - c0 >= T::N {
+            self.sums_of::<P, true>(dst, ox, c0)
+        } else {
+            self.sums_of::<P, false>(dst, ox, c0)
+        }
+    }
+
+    /// [`Self::sums`], the block whole (`WHOLE`) or short.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sums_of<const P: usize, const WHOLE: bool>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
         let n = T::mask((self.c - c0).min(T::N));
         let mut acc = [T::zero(); P];
         let (x, w) = (self.window.as_ptr().add(ox * self.step + c0), self.by_tap.as_ptr().add(c0));
         for (t, &offset) in self.offsets.iter().enumerate() {
-            let weights = T::load(w.add(t * self.c), n);
+            let at = w.add(t * self.c);
+            let weights = if WHOLE { T::load_whole(at) } else { T::load(at, n) };
             for (p, sum) in acc.iter_mut().enumerate() {
-                *sum = T::add_product(*sum, weights, T::load(x.add(p * self.step + offset), n));
+                let at = x.add(p * self.step + offset);
+                *sum = T::add_product(*sum, weights, if WHOLE { T::load_whole(at) } else { T::load(at, n) });
             }
         }
         for (p, &sum) in acc.iter().enumerate() {
@@ -380,9 +423,15 @@ pub(super) fn transpose_f32(
 ) {
     check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
     assert!(available());
-    // SAFETY: the features `transpose_in` enables were just detected, and
-    // `check_transpose` bounds every index it reads and writes.
-    unsafe { transpose_in(src, (rows, cols, src_stride), dst, dst_stride) }
+    // SAFETY: the features `transpose_in` and `transpose_squares` enable were just
+    // detected, and `check_transpose` bounds every index they read and write.
+    unsafe {
+        if rows >= 16 && cols >= 16 {
+            transpose_squares(src, (rows, cols, src_stride), dst, dst_stride)
+        } else {
+            transpose_in(src, (rows, cols, src_stride), dst, dst_stride)
+        }
+    }
 }
 
 /// [`transpose_f32`] in `f64`.
@@ -407,6 +456,77 @@ fn check_transpose(src: usize, (rows, cols, src_stride): (usize, usize, usize), 
     assert!((rows - 1) * src_stride + cols <= src, "reads inside the source");
     assert!((cols - 1) * dst_stride + rows <= dst, "writes inside the destination");
     assert!(src_stride.saturating_mul(16) < i32::MAX as usize, "gather offsets within 32 bits");
+}
+
+/// [`transpose_f32`] in squares of 16 x 16, each row of a square one (masked) load and
+/// each column one (masked) store, turned in registers ([`turn16`]): a gather of 16 values
+/// took about 9 cycles, a square's 64 shuffles about as long as 7 of them.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_squares(
+    src: &[f32],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    for i0 in (0..rows).step_by(16) {
+        let ni = (rows - i0).min(16);
+        for j0 in (0..cols).step_by(16) {
+            let nj = (cols - j0).min(16);
+            let (row_mask, column_mask) = (f32::mask(nj), f32::mask(ni));
+            // Rows past the last load nothing (a masked-off load touches no memory).
+            let square: [__m512; 16] = std::array::from_fn(|i| {
+                let mask = if i < ni { row_mask } else { 0 };
+                _mm512_maskz_loadu_ps(mask, src.as_ptr().wrapping_add((i0 + i) * src_stride + j0))
+            });
+            for (j, column) in turn16(square).into_iter().enumerate().take(nj) {
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add((j0 + j) * dst_stride + i0), column_mask, column);
+            }
+        }
+    }
+}
+
+/// The 16 x 16 square of `rows` transposed: lane `i` of vector `j` is lane `j` of row `i`.
+/// Pairs of rows interleaved by values, then by pairs, then their 128-bit lanes gathered.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn turn16(rows: [__m512; 16]) -> [__m512; 16] {
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved (columns 4L, 4L + 1; 4L + 2, 4L + 3
+    // in 128-bit lane L).
+    let t: [__m512; 16] = std::array::from_fn(|k| {
+        let (a, b) = (rows[k & !1], rows[k | 1]);
+        if k % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // u[4g + k]: in lane L, column 4L + k of rows 4g..4g + 4.
+    let u: [__m512; 16] = std::array::from_fn(|n| {
+        let (g, k) = (n / 4, n % 4);
+        let (a, c) = (pd(t[4 * g + k / 2]), pd(t[4 * g + 2 + k / 2]));
+        ps(if k % 2 == 0 { _mm512_unpacklo_pd(a, c) } else { _mm512_unpackhi_pd(a, c) })
+    });
+    // v[8h + k], k < 4: columns k and 8 + k of rows 8h..8h + 8; v[8h + 4 + k]: columns 4 + k
+    // and 12 + k.
+    let v: [__m512; 16] = std::array::from_fn(|n| {
+        let (h, k) = (n / 8, n % 4);
+        let (a, b) = (u[8 * h + k], u[8 * h + 4 + k]);
+        if n % 8 < 4 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    });
+    std::array::from_fn(|j| {
+        let (a, b) = (v[j % 8], v[8 + j % 8]);
+        if j < 8 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    })
 }
 
 #[target_feature(enable = "avx512f")]

@@ -6,10 +6,11 @@
 //! columns. An output row is then summed in blocks of columns held in registers across all
 //! the taps.
 //!
-//! Small maps (a few rows of a few columns, where a channel alone fills no registers),
-//! channels last: the image is copied into a zero-padded `[H, W, C]` copy, each output
-//! pixel sums blocks of channels held in registers across all the taps, and the sums are
-//! put back in `[C, OH, OW]` order.
+//! Small maps (up to 14x14, where a channel's rows fill a vector or less), channels last,
+//! a block of channels at a time: the block's planes are copied into a zero-padded `[H, W,
+//! block]` copy, each output pixel sums the block's channels in registers across all the
+//! taps (whole, aligned vectors: no load across two cache lines), and the sums are put back
+//! in `[C, OH, OW]` order.
 //!
 //! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
 //! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
@@ -38,7 +39,7 @@ pub fn depthwise<T: Element>(
     [oh, ow]: [usize; 2],
     finish: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    if ow <= CHANNELS_LAST_MAX_WIDTH {
+    if ow <= channels_last_max_width::<T>() {
         channels_last(conv, weight, input, [h, w], out, [oh, ow], finish);
     } else {
         by_channel(conv, weight, input, [h, w], out, [oh, ow], finish);
@@ -57,7 +58,7 @@ pub fn depthwise_widened(
     out: &mut [f64],
     [oh, ow]: [usize; 2],
 ) {
-    if ow <= CHANNELS_LAST_MAX_WIDTH {
+    if ow <= channels_last_max_width::<f64>() {
         let mut wide = scratch::take_len(input.len(), 0.0f64);
         with_simd(
             #[inline(always)]
@@ -70,6 +71,15 @@ pub fn depthwise_widened(
         channels_last(conv, weight, &wide, [h, w], out, [oh, ow], |_, _| ());
     } else {
         by_channel(conv, weight, input, [h, w], out, [oh, ow], |_, _| ());
+    }
+}
+
+/// The widest maps that run channels last, for element type `T` on this processor.
+fn channels_last_max_width<T: Element>() -> usize {
+    if T::depthwise_vectors().is_some() {
+        CHANNELS_LAST_MAX_WIDTH
+    } else {
+        PORTABLE_CHANNELS_LAST_MAX_WIDTH
     }
 }
 
@@ -167,21 +177,27 @@ fn by_channel<T: Element, S: Source<T>>(
 /// at once): at 112 columns, stride 2, its padded rows take 15 KB.
 const BAND_ROWS: usize = 16;
 
-/// Maps at most this many columns wide run channels last. Measured on this machine, one
-/// thread: with the AVX-512 kernels ([`Vectors`]) a 7x7 map took 0.6x the time of the
-/// channel-by-channel loop (3x3 over 960 channels: 0.048 against 0.076 ms; 5x5 over 576:
-/// 0.044 against 0.077), a 14x14 map 1.1-1.25x; the portable loops were 0.68-0.9x at 7x7
-/// and 1.5x at 14x14.
-const CHANNELS_LAST_MAX_WIDTH: usize = 8;
+/// Maps at most this many columns wide run channels last with the AVX-512 kernels
+/// ([`Vectors`]). Measured on this machine, one thread, in blocks of [`CHANNEL_BLOCK`]
+/// channels, against the channel-by-channel loop: 3x3 over 960 channels of 7x7 0.051-0.068
+/// against 0.077 ms, 5x5 over 576 of 7x7 0.041-0.044 against 0.077, 3x3 over 384 of 14x14
+/// 0.060 against 0.069, 5x5 over 240 of 14x14 0.053 against 0.078; on 28x28 maps
+/// mobilenet_v2's and mobilenet_v3_small's layers were 1.3x slower.
+const CHANNELS_LAST_MAX_WIDTH: usize = 14;
 
-/// Channels per parallel task putting the channels-last sums back in planes.
-const OUT_CHANNELS_PER_TASK: usize = 64;
+/// [`CHANNELS_LAST_MAX_WIDTH`] for the portable loops: they were 0.68-0.9x the
+/// channel-by-channel loop at 7x7 and 1.5x at 14x14.
+const PORTABLE_CHANNELS_LAST_MAX_WIDTH: usize = 8;
 
 /// Outputs per parallel task of the channel-by-channel layout, at least.
 const TASK_OUTPUTS: usize = 4096;
 
-/// [`depthwise`] channels last: the image copied into a zero-padded `[H, W, C]` copy, each
-/// output pixel's channels summed in blocks across the taps, then put back in `[C, OH, OW]`.
+/// [`depthwise`] channels last, a block of [`CHANNEL_BLOCK`] channels at a time (blocks in
+/// parallel): the block's image copied into a zero-padded `[H, W, block]` copy, each output
+/// pixel's channels summed across the taps, then put back in `[C, OH, OW]`. All of a
+/// block's copies stay in L1: over all the channels at once (576 channels of 7x7, 5x5:
+/// 25 KB per padded row), each block of channels read its window's lines anew from L2, at
+/// a third of the multiply-adds' rate.
 fn channels_last<T: Element>(
     conv: &Conv,
     weight: &[T],
@@ -191,24 +207,75 @@ fn channels_last<T: Element>(
     [oh, ow]: [usize; 2],
     finish: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    let c = conv.c_out;
+    let (taps, pixels) = (conv.kernel[0] * conv.kernel[1], oh * ow);
+    if pixels == 0 {
+        return;
+    }
+    out.par_chunks_mut(CHANNEL_BLOCK * pixels).enumerate().for_each(|(b, planes)| {
+        let (c0, c) = (b * CHANNEL_BLOCK, planes.len() / pixels);
+        let block = Block { weight: &weight[c0 * taps..][..c * taps], input: &input[c0 * h * w..][..c * h * w], c };
+        with_simd(
+            #[inline(always)]
+            || channel_block(conv, block, [h, w], planes, [oh, ow], |i, plane| finish(c0 + i, plane)),
+        )
+    });
+}
+
+/// Channels per block of [`channels_last`]: a vector of `f32`, two of `f64`.
+const CHANNEL_BLOCK: usize = 32;
+
+/// Elements a buffer holds beyond what [`from_line`] takes of it.
+const LINE_SLACK: usize = 16;
+
+/// `len` elements of `buffer` (`len + LINE_SLACK` long) from a 64-byte boundary on: a
+/// block's copies then hold each pixel's channels in one cache line, where a load across
+/// two lines costs two (unaligned, the block kernel ran at a fifth of its multiply-adds'
+/// rate).
+fn from_line<T>(buffer: &mut [T], len: usize) -> &mut [T] {
+    let lead = buffer.as_ptr().align_offset(64).min(buffer.len() - len);
+    &mut buffer[lead..][..len]
+}
+
+/// One block of channels of [`channels_last`]: its weights, its input planes, and how many.
+#[derive(Clone, Copy)]
+struct Block<'a, T> {
+    weight: &'a [T],
+    input: &'a [T],
+    c: usize,
+}
+
+/// [`channels_last`] on one block of channels, into their output planes `out`.
+#[inline(always)]
+fn channel_block<T: Element>(
+    conv: &Conv,
+    Block { weight, input, c }: Block<T>,
+    [h, w]: [usize; 2],
+    out: &mut [T],
+    [oh, ow]: [usize; 2],
+    finish: impl Fn(usize, &mut [T]),
+) {
     let [kh, kw] = conv.kernel;
     let ([sh, sw], [dh, dw]) = (conv.stride, conv.dilation);
     let (top, left) = (conv.pads[0], conv.pads[1]);
     // Every row and column a window reaches.
-    let ph = (oh.max(1) - 1) * sh + (kh - 1) * dh + 1;
-    let pw = (ow.max(1) - 1) * sw + (kw - 1) * dw + 1;
+    let ph = (oh - 1) * sh + (kh - 1) * dh + 1;
+    let pw = (ow - 1) * sw + (kw - 1) * dw + 1;
     let vectors = T::depthwise_vectors();
-    let mut padded = scratch::take_len(ph * pw * c, T::zero());
-    padded.par_chunks_mut(pw * c).enumerate().for_each(|(py, row)| {
-        let Some(y) = py.checked_sub(top).filter(|&y| y < h) else { return row.fill(T::zero()) };
+    let mut padded = scratch::take_len(ph * pw * c + LINE_SLACK, T::zero());
+    let padded = from_line(&mut padded, ph * pw * c);
+    for (py, row) in padded.chunks_exact_mut(pw * c).enumerate() {
+        let Some(y) = py.checked_sub(top).filter(|&y| y < h) else {
+            row.fill(T::zero());
+            continue;
+        };
         if let Some(v) = &vectors {
             // The input row's pixels that land inside the copy, channels side by side, and
             // zeros either side of them.
             let pixels = w.min(pw.saturating_sub(left));
             row[..left.min(pw) * c].fill(T::zero());
             row[(left + pixels).min(pw) * c..].fill(T::zero());
-            return (v.transpose)(&input[y * w..], (c, pixels, h * w), &mut row[left.min(pw) * c..], c);
+            (v.transpose)(&input[y * w..], (c, pixels, h * w), &mut row[left.min(pw) * c..], c);
+            continue;
         }
         row.fill(T::zero());
         for (x, pixel) in row.chunks_exact_mut(c).enumerate().skip(left).take(w) {
@@ -216,12 +283,13 @@ fn channels_last<T: Element>(
                 *v = input[(ch * h + y) * w + x - left];
             }
         }
-    });
+    }
     // Tap-major weights: each tap's channels side by side.
     let taps = kh * kw;
-    let mut by_tap = scratch::take_len(taps * c, T::zero());
+    let mut by_tap = scratch::take_len(taps * c + LINE_SLACK, T::zero());
+    let by_tap = from_line(&mut by_tap, taps * c);
     match &vectors {
-        Some(v) => (v.transpose)(weight, (c, taps, taps), &mut by_tap, c),
+        Some(v) => (v.transpose)(weight, (c, taps, taps), by_tap, c),
         None => {
             for (ch, filter) in weight.chunks_exact(taps).enumerate() {
                 for (t, &v) in filter.iter().enumerate() {
@@ -230,43 +298,38 @@ fn channels_last<T: Element>(
             }
         }
     }
-    let offsets: Vec<usize> = (0..taps).map(|t| ((t / kw) * dh * pw + (t % kw) * dw) * c).collect();
-    // Channels in blocks of 32, then of 8, then one by one.
-    let (whole, eights) = (c / 32 * 32, c / 8 * 8);
-    let mut sums = scratch::take_len(oh * ow * c, T::zero());
-    sums.par_chunks_mut(ow * c).enumerate().for_each(|(oy, row)| {
-        with_simd(
-            #[inline(always)]
-            || {
-                if let Some(v) = &vectors {
-                    return (v.pixels)(&padded[oy * sh * pw * c..], &by_tap, &offsets, c, sw * c, row);
-                }
-                for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
-                    let at = (oy * sh * pw + ox * sw) * c;
-                    pixel_channels::<T, 32>(&padded[at..], &by_tap, &offsets, c, 0..whole, pixel);
-                    pixel_channels::<T, 8>(&padded[at..], &by_tap, &offsets, c, whole..eights, pixel);
-                    pixel_channels::<T, 1>(&padded[at..], &by_tap, &offsets, c, eights..c, pixel);
-                }
-            },
-        )
-    });
+    let mut offsets = scratch::take::<usize>();
+    offsets.extend((0..taps).map(|t| ((t / kw) * dh * pw + (t % kw) * dw) * c));
+    // Channels in blocks of 8, then one by one.
+    let eights = c / 8 * 8;
+    let mut sums = scratch::take_len(oh * ow * c + LINE_SLACK, T::zero());
+    let sums = from_line(&mut sums, oh * ow * c);
     if let Some(v) = &vectors {
-        // Back to planes, in runs of channels.
-        let (pixels, run) = (oh * ow, OUT_CHANNELS_PER_TASK);
-        out.par_chunks_mut(run * pixels).enumerate().for_each(|(task, planes)| {
-            (v.transpose)(&sums[task * run..], (pixels, planes.len() / pixels.max(1), c), planes, pixels);
-            for (i, plane) in planes.chunks_exact_mut(pixels.max(1)).enumerate() {
-                finish(task * run + i, plane);
-            }
-        });
-    } else {
-        out.par_chunks_exact_mut(oh * ow).enumerate().for_each(|(ch, plane)| {
-            for (p, v) in plane.iter_mut().enumerate() {
-                *v = sums[p * c + ch];
-            }
-            finish(ch, plane);
-        });
+        (v.pixels)(padded, by_tap, &offsets, PixelSteps { c, step: sw * c, row_step: sh * pw * c, ow }, sums);
     }
+    for (oy, row) in sums.chunks_exact_mut(ow * c).enumerate().filter(|_| vectors.is_none()) {
+        for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
+            let at = (oy * sh * pw + ox * sw) * c;
+            pixel_channels::<T, 8>(&padded[at..], by_tap, &offsets, c, 0..eights, pixel);
+            pixel_channels::<T, 1>(&padded[at..], by_tap, &offsets, c, eights..c, pixel);
+        }
+    }
+    // Back to planes.
+    let pixels = oh * ow;
+    match &vectors {
+        Some(v) => (v.transpose)(sums, (pixels, c, c), out, pixels),
+        None => {
+            for (ch, plane) in out.chunks_exact_mut(pixels).enumerate() {
+                for (p, v) in plane.iter_mut().enumerate() {
+                    *v = sums[p * c + ch];
+                }
+            }
+        }
+    }
+    for (ch, plane) in out.chunks_exact_mut(pixels).enumerate() {
+        finish(ch, plane);
+    }
+    scratch::give_back(offsets);
 }
 
 /// Channels `range` (a multiple of `L` long) of one output pixel into `pixel`, in blocks of
@@ -451,10 +514,21 @@ pub struct Vectors<T> {
 /// `(live, rows, row_step, dst, ow)`.
 type RowsKernel<T> = fn(&[(usize, T)], &[T], usize, &mut [T], usize);
 
-/// [`pixel_channels`] for a row of output pixels `step` apart in `window`, `c` channels
-/// each: pixel `ox`, channel `ch` sums `by_tap[t * c + ch] * window[ox * step + offsets[t]
-/// + ch]` over the taps, in order: `(window, by_tap, offsets, c, step, dst)`.
-type PixelsKernel<T> = fn(&[T], &[T], &[usize], usize, usize, &mut [T]);
+/// [`pixel_channels`] for rows of output pixels in `window`, `c` channels each: pixel `(oy,
+/// ox)`, channel `ch` sums `by_tap[t * c + ch] * window[oy * row_step + ox * step +
+/// offsets[t] + ch]` over the taps, in order: `(window, by_tap, offsets, steps, dst)`,
+/// `dst` holding rows of `ow` pixels.
+type PixelsKernel<T> = fn(&[T], &[T], &[usize], PixelSteps, &mut [T]);
+
+/// Where [`PixelsKernel`]'s pixels lie: channels per pixel, the steps between pixels of a
+/// row and between rows in the window, and pixels per row.
+#[derive(Clone, Copy)]
+pub(super) struct PixelSteps {
+    c: usize,
+    step: usize,
+    row_step: usize,
+    ow: usize,
+}
 
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`:
 /// `(src, (rows, cols, src_stride), dst, dst_stride)`.
@@ -670,15 +744,17 @@ mod tests {
             let shapes =
                 [(1, 1, 1), (3, 2, 5), (7, 3, 7), (8, 6, 8), (24, 7, 24), (16, 8, 32), (24, 9, 24), (40, 5, 80)];
             for (c, ow, step) in shapes.into_iter().chain([(130, 12, 130), (16, 15, 40), (33, 4, 33)]) {
-                let offsets = [0, c, 3 * c, 7 * step + 2 * c];
-                let window: Vec<T> = (0..(ow + 7) * step + 4 * c).map(value).collect();
+                // Three rows, each a pixel further on than the last one's end.
+                let (offsets, row_step) = ([0, c, 3 * c, 7 * step + 2 * c], ow * step + c);
+                let window: Vec<T> = (0..2 * row_step + (ow + 7) * step + 4 * c).map(value).collect();
                 let by_tap: Vec<T> = (0..offsets.len() * c).map(|i| value(3 * i + 1) / T::from(3.0)).collect();
-                let mut want = vec![T::zero(); ow * c];
-                for (ox, pixel) in want.chunks_exact_mut(c).enumerate() {
-                    pixel_channels::<T, 1>(&window[ox * step..], &by_tap, &offsets, c, 0..c, pixel);
+                let mut want = vec![T::zero(); 3 * ow * c];
+                for (p, pixel) in want.chunks_exact_mut(c).enumerate() {
+                    let at = p / ow * row_step + p % ow * step;
+                    pixel_channels::<T, 1>(&window[at..], &by_tap, &offsets, c, 0..c, pixel);
                 }
-                let mut got = vec![T::zero(); ow * c];
-                (v.pixels)(&window, &by_tap, &offsets, c, step, &mut got);
+                let mut got = vec![T::zero(); 3 * ow * c];
+                (v.pixels)(&window, &by_tap, &offsets, PixelSteps { c, step, row_step, ow }, &mut got);
                 assert!(want == got, "{c} channels, {ow} pixels");
             }
             for (rows, cols, src_stride, dst_stride) in
