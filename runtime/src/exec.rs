@@ -386,6 +386,9 @@ fn writes_every_output(layer: &Layer) -> bool {
     }
 }
 
+/// Values per parallel task of an element-wise operation on operands of one shape.
+const ELTWISE_PER_TASK: usize = 1 << 16;
+
 /// Compute `layer` on `inputs` (one batch per input value, in `layer.inputs` order).
 pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize) -> Vec<f32> {
     let mut out = vec![0.0; layer.output_shape.iter().product::<usize>() * batch];
@@ -417,6 +420,12 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, out
         }),
         Op::GlobalAveragePool => {
             per_image(out, &|n, o| pool::global_average_image(&input(0)[n * in_len(0)..][..in_len(0)], out_shape[0], o))
+        }
+        Op::Eltwise { kind, activation } if in_len(0) == out_len && in_len(1) == out_len => {
+            let (a, b) = (input(0), input(1));
+            out.par_chunks_mut(ELTWISE_PER_TASK)
+                .zip(a.par_chunks(ELTWISE_PER_TASK).zip(b.par_chunks(ELTWISE_PER_TASK)))
+                .for_each(|(o, (a, b))| eltwise::eltwise_whole(*kind, a, b, *activation, o))
         }
         Op::Eltwise { kind, activation } => per_image(out, &|n, o| {
             let (a, b) = (&input(0)[n * in_len(0)..][..in_len(0)], &input(1)[n * in_len(1)..][..in_len(1)]);

@@ -19,6 +19,35 @@ pub fn eltwise_image(
     broadcast_image((a, a_shape), (b, b_shape), out, out_shape, op);
 }
 
+/// `out = activation(a (op) b)` for operands as long as `out` (no broadcasting), in one
+/// pass compiled for the widest vectors: the general loop, then the activation over the
+/// output again, took 0.6-1 % of ResNet-18's time at batch 1 (eight residual adds).
+pub fn eltwise_whole(kind: EltwiseKind, a: &[f32], b: &[f32], activation: Option<Activation>, out: &mut [f32]) {
+    debug_assert!(a.len() == out.len() && b.len() == out.len());
+    match kind {
+        EltwiseKind::Add => pairwise(a, b, out, |x, y| x + y, activation),
+        EltwiseKind::Mul => pairwise(a, b, out, |x, y| x * y, activation),
+    }
+}
+
+/// [`eltwise_whole`] for one operation `op`, the activation's kind known when compiling.
+#[inline(always)]
+fn pairwise(a: &[f32], b: &[f32], out: &mut [f32], op: impl Fn(f32, f32) -> f32 + Copy, act: Option<Activation>) {
+    #[inline(always)]
+    fn each(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+        super::with_simd(
+            #[inline(always)]
+            || out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y)),
+        )
+    }
+    match act {
+        None => each(a, b, out, op),
+        Some(Activation::Relu) => each(a, b, out, |x, y| Activation::Relu.apply(op(x, y))),
+        Some(Activation::Clip { min, max }) => each(a, b, out, |x, y| Activation::Clip { min, max }.apply(op(x, y))),
+        Some(act) => each(a, b, out, |x, y| act.apply(op(x, y))),
+    }
+}
+
 /// `out[i] = op(a[..], b[..])` for one image, with numpy broadcasting of the per-image
 /// shapes; `op` sees its operands in `(a, b)` order.
 pub fn broadcast_image<O>(
@@ -98,6 +127,35 @@ mod tests {
         let mut out = vec![0.0; 3];
         eltwise_image(EltwiseKind::Add, &[1.0, 2.0, 3.0], &[3], &[10.0, 20.0, 30.0], &[3], &mut out, &[3]);
         assert_eq!(out, vec![11.0, 22.0, 33.0]);
+    }
+
+    /// The one-pass form gives the general loop's values, then the activation's, bit for
+    /// bit: both operations, every kind of activation, a length that ends mid-vector.
+    #[test]
+    fn whole_operands_in_one_pass_match_the_general_loop() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) / 3.0).collect();
+        let b: Vec<f32> = (0..37).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
+        let activations = [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Clip { min: -1.0, max: 2.5 }),
+            Some(Activation::HardSwish),
+            Some(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+            Some(Activation::Sigmoid),
+        ];
+        for kind in [EltwiseKind::Add, EltwiseKind::Mul] {
+            for activation in activations {
+                let mut want = vec![0.0; 37];
+                eltwise_image(kind, &a, &[37], &b, &[37], &mut want, &[37]);
+                if let Some(act) = activation {
+                    act.apply_slice(&mut want);
+                }
+                let mut got = vec![f32::NAN; 37];
+                eltwise_whole(kind, &a, &b, activation, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{kind:?} {activation:?}");
+            }
+        }
     }
 
     #[test]
