@@ -113,11 +113,31 @@ pub(crate) const BATCH_GEMM_MAX_PIXELS: usize = 256;
 /// Convolve a batch `input` ([N, C_in, H, W]) into `out` ([N, C_out, OH, OW]), bias and
 /// activation included, `input_threshold` applied.
 pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32], out_hw: [usize; 2]) {
+    conv_batch_then(conv, input, in_hw, out, out_hw, &|_, _| ())
+}
+
+/// What is done to each image's output (its index and values) once computed.
+pub type Then<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+
+/// [`conv_batch`], then `then` on each image's output: where the images run one by one,
+/// right after its conv, while the output is in cache (a residual add: see
+/// `exec::fused_residual`).
+pub fn conv_batch_then(
+    conv: &Conv,
+    input: &[f32],
+    in_hw: [usize; 2],
+    out: &mut [f32],
+    out_hw: [usize; 2],
+    then: &Then,
+) {
     let (in_len, out_len) = (conv.c_in * in_hw[0] * in_hw[1], conv.c_out * out_hw[0] * out_hw[1]);
     let batch = input.len() / in_len.max(1);
     let pixels = out_hw[0] * out_hw[1];
+    // After a conv over the whole batch (its output small), each image in turn.
+    let each_image = |out: &mut [f32]| out.par_chunks_mut(out_len.max(1)).enumerate().for_each(|(n, o)| then(n, o));
     if runs_as_dots(conv, in_hw, out_hw) {
-        return conv_as_dots(conv, &super::thresholded(input, conv.input_threshold), batch, out);
+        conv_as_dots(conv, &super::thresholded(input, conv.input_threshold), batch, out);
+        return each_image(out);
     }
     if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && runs_packed(conv) && !runs_direct(conv, out_hw) {
         let input = super::thresholded(input, conv.input_threshold);
@@ -130,14 +150,15 @@ pub fn conv_batch(conv: &Conv, input: &[f32], in_hw: [usize; 2], out: &mut [f32]
                 put_group_in_images(&sums, g, out_per_group, pixels, out);
             }
         });
-        return;
+        return each_image(out);
     }
     // Images in parallel, each conv on one thread; or, with fewer images than threads, each
     // conv over all of them.
     let parallel = batch < rayon::current_num_threads();
-    out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, image)| {
+    out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).enumerate().for_each(|(n, (o, image))| {
         let x = super::thresholded(image, conv.input_threshold);
-        conv_image(conv, &x, in_hw, o, out_hw, parallel)
+        conv_image(conv, &x, in_hw, o, out_hw, parallel);
+        then(n, o);
     });
 }
 

@@ -30,6 +30,25 @@ pub fn eltwise_whole(kind: EltwiseKind, a: &[f32], b: &[f32], activation: Option
     }
 }
 
+/// `out = activation(out + b)` in place: [`eltwise_whole`]'s sum of `out` and `b`, in either
+/// order (a sum of two floats is the same either way round).
+pub fn add_in_place(out: &mut [f32], b: &[f32], activation: Option<Activation>) {
+    debug_assert_eq!(out.len(), b.len());
+    #[inline(always)]
+    fn each(out: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+        super::with_simd(
+            #[inline(always)]
+            || out.iter_mut().zip(b).for_each(|(o, &y)| *o = f(*o, y)),
+        )
+    }
+    match activation {
+        None => each(out, b, |x, y| x + y),
+        Some(Activation::Relu) => each(out, b, |x, y| Activation::Relu.apply(x + y)),
+        Some(Activation::Clip { min, max }) => each(out, b, |x, y| Activation::Clip { min, max }.apply(x + y)),
+        Some(act) => each(out, b, |x, y| act.apply(x + y)),
+    }
+}
+
 /// [`eltwise_whole`] for one operation `op`, the activation's kind known when compiling.
 #[inline(always)]
 fn pairwise(a: &[f32], b: &[f32], out: &mut [f32], op: impl Fn(f32, f32) -> f32 + Copy, act: Option<Activation>) {
@@ -129,8 +148,9 @@ mod tests {
         assert_eq!(out, vec![11.0, 22.0, 33.0]);
     }
 
-    /// The one-pass form gives the general loop's values, then the activation's, bit for
-    /// bit: both operations, every kind of activation, a length that ends mid-vector.
+    /// The one-pass forms give the general loop's values, then the activation's, bit for
+    /// bit: both operations (and the sum in place, either way round), every kind of
+    /// activation, a length that ends mid-vector.
     #[test]
     fn whole_operands_in_one_pass_match_the_general_loop() {
         let a: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) / 3.0).collect();
@@ -154,6 +174,13 @@ mod tests {
                 eltwise_whole(kind, &a, &b, activation, &mut got);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{kind:?} {activation:?}");
+                if kind == EltwiseKind::Add {
+                    let (mut a_then_b, mut b_then_a) = (a.clone(), b.clone());
+                    add_in_place(&mut a_then_b, &b, activation);
+                    add_in_place(&mut b_then_a, &a, activation);
+                    assert_eq!(bits(&a_then_b), bits(&want), "in place {activation:?}");
+                    assert_eq!(bits(&b_then_a), bits(&want), "in place, the other way round {activation:?}");
+                }
             }
         }
     }
