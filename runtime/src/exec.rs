@@ -17,7 +17,7 @@ use rayon::prelude::*;
 /// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
 /// memory and ran at 0.8x its speed at batch 1. The tail then runs over the whole share,
 /// its weights read once for all of it. A head whose weights outnumber its values runs
-/// over the whole share too, but for its front ([`front_end`]). An image's outputs do not
+/// over the whole share too, but for its opening layers ([`opening_end`]). An image's outputs do not
 /// depend on the run its layers before the split ran in: no kernel's sums there depend on
 /// the batch.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
@@ -57,24 +57,24 @@ struct Schedule {
 
 impl Schedule {
     /// The head (the layers before the tail) in runs of images, or, where it runs whole,
-    /// its front ([`front_end`]) in runs and the rest whole.
+    /// its opening layers ([`opening_end`]) in runs and the rest whole.
     fn of(plan: &Plan, share: usize) -> Schedule {
         let tail = tail_start(plan);
         let head_run = images_per_head_run(plan, tail, share);
-        let front = front_end(plan, tail);
-        if head_run < share || front == 0 {
+        let opening = opening_end(plan, tail);
+        if head_run < share || opening == 0 {
             return Schedule { split: tail, head_run };
         }
-        Schedule { split: front, head_run: images_per_head_run(plan, front, share) }
+        Schedule { split: opening, head_run: images_per_head_run(plan, opening, share) }
     }
 }
 
-/// Where the front of the head ends: its first layers whose values per image (inputs and
-/// output) outnumber their weights. ResNet-18's stem and first stages (the stem's output:
+/// Where the head's opening layers end: its first layers whose values per image (inputs
+/// and output) outnumber their weights. ResNet-18's stem and first stages (the stem's output:
 /// 3.2 MB per image) have few weights; over a whole batch of 8 each of their values went
 /// out to memory and came back for the next layer (its max pool and residual adds ran at
 /// 0.6x their speed at batch 1).
-fn front_end(plan: &Plan, tail: usize) -> usize {
+fn opening_end(plan: &Plan, tail: usize) -> usize {
     let values = |layer: &Layer| {
         let inputs: usize = layer.inputs.iter().map(|&v| plan.value_shape(v).iter().product::<usize>()).sum();
         inputs + layer.output_shape.iter().product::<usize>()
@@ -558,11 +558,11 @@ mod tests {
         }
     }
 
-    /// A head whose weights outnumber its values runs whole but for its front, whose
+    /// A head whose weights outnumber its values runs whole but for its opening layers, whose
     /// values outnumber their weights, in runs of images: and computes what the batch
     /// computes whole, bit for bit, a value crossing the split included.
     #[test]
-    fn a_front_in_runs_then_the_rest_whole_computes_what_the_batch_does_whole() {
+    fn opening_layers_in_runs_then_the_rest_whole_computes_what_the_batch_does_whole() {
         use crate::plan::{Conv, Layer, Op, Plan};
         // (c_in, c_out, kernel, stride, pad, output side): 3x128x128 -> 8x128x128 (216
         // weights), -> 64x16x16 (32 K), then two 3x3 convs of 147 K and 590 K weights on 16x16.
@@ -590,7 +590,7 @@ mod tests {
             .collect();
         let plan = Plan { layers, outputs: vec![4, 2], ..Plan::one_layer(Op::Reshape, vec![3, 128, 128], vec![]) };
         let schedule = Schedule::of(&plan, 8);
-        assert_eq!((schedule.split, schedule.head_run), (2, 2), "the front (two convs) in runs of two images");
+        assert_eq!((schedule.split, schedule.head_run), (2, 2), "the opening layers (two convs) in runs of two images");
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let values = (0..8 * 3 * 128 * 128).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 250.0).collect();
         let input = Tensor::new(vec![8, 3, 128, 128], values).unwrap();
