@@ -17,9 +17,9 @@ use rayon::prelude::*;
 /// mobilenet_v2 (4.8 MB per image in its largest value), each layer read its input from
 /// memory and ran at 0.8x its speed at batch 1. The tail then runs over the whole share,
 /// its weights read once for all of it. A head whose weights outnumber its values runs
-/// over the whole share too, but for its opening layers ([`opening_end`]). An image's outputs do not
-/// depend on the run its layers before the split ran in: no kernel's sums there depend on
-/// the batch.
+/// over the whole share too, but for its opening layers ([`opening_end`]). An image's
+/// outputs do not depend on the run its layers before the split ran in: no kernel's sums
+/// there depend on the batch.
 pub fn run(plan: &Plan, input: &Tensor) -> Result<Vec<Tensor>, RuntimeError> {
     let batch = batch_of(plan, input)?;
     let share = images_per_share(batch);
@@ -70,10 +70,10 @@ impl Schedule {
 }
 
 /// Where the head's opening layers end: its first layers whose values per image (inputs
-/// and output) outnumber their weights. ResNet-18's stem and first stages (the stem's output:
-/// 3.2 MB per image) have few weights; over a whole batch of 8 each of their values went
-/// out to memory and came back for the next layer (its max pool and residual adds ran at
-/// 0.6x their speed at batch 1).
+/// and output) outnumber their weights. ResNet-18's stem and first stages (the stem's
+/// output: 3.2 MB per image) have few weights; over a whole batch of 8 each of their
+/// values went out to memory and came back for the next layer (its max pool and residual
+/// adds ran at 0.6x their speed at batch 1).
 fn opening_end(plan: &Plan, tail: usize) -> usize {
     let values = |layer: &Layer| {
         let inputs: usize = layer.inputs.iter().map(|&v| plan.value_shape(v).iter().product::<usize>()).sum();
@@ -101,13 +101,13 @@ fn run_share(plan: &Plan, input: &Tensor, schedule: &Schedule) -> Result<Vec<Ten
     rayon::scope(|_| run_split(plan, input, batch, schedule))
 }
 
-/// [`run_share`] in two parts: the head run by run, the values the tail reads joined into
-/// one batch, then the tail.
+/// [`run_share`] in two parts: the layers before the split run by run, the values the rest
+/// reads joined into one batch, then the rest.
 fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> Result<Vec<Tensor>, RuntimeError> {
     let last_use = last_uses(plan);
-    let tail = schedule.split;
-    // The values the head computes (or the input) that the tail or the outputs read.
-    let crossing: Vec<usize> = (0..=tail).filter(|&v| last_use[v] >= tail).collect();
+    let split = schedule.split;
+    // The values computed before the split (or the input) that the rest or the outputs read.
+    let crossing: Vec<usize> = (0..=split).filter(|&v| last_use[v] >= split).collect();
     let len_of = |v: usize| plan.value_shape(v).iter().product::<usize>();
     let mut joined: Vec<Vec<f32>> = crossing.iter().map(|&v| Vec::with_capacity(len_of(v) * batch)).collect();
     let mut spare: Vec<Vec<f32>> = VALUE_BUFFERS.with(|kept| kept.take());
@@ -115,7 +115,7 @@ fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> 
     for images in input.data().chunks(schedule.head_run * image_len) {
         let run = images.len() / image_len;
         let mut values = first_values(plan, images, &mut spare);
-        run_range(plan, images, run, 0..tail, &mut values, &mut spare, None);
+        run_range(plan, images, run, 0..split, &mut values, &mut spare, None);
         for (joined, &v) in joined.iter_mut().zip(&crossing) {
             joined.extend_from_slice(value(&values, images, v));
         }
@@ -126,7 +126,7 @@ fn run_split(plan: &Plan, input: &Tensor, batch: usize, schedule: &Schedule) -> 
         let len = joined.len();
         values[v] = Some((joined, len));
     }
-    run_range(plan, input.data(), batch, tail..plan.layers.len(), &mut values, &mut spare, None);
+    run_range(plan, input.data(), batch, split..plan.layers.len(), &mut values, &mut spare, None);
     let outputs = outputs_of(plan, &values, input.data(), batch);
     give_back(values, &mut spare);
     keep_value_buffers(spare);
