@@ -194,10 +194,10 @@ const TASK_OUTPUTS: usize = 4096;
 
 /// [`depthwise`] channels last, a block of [`CHANNEL_BLOCK`] channels at a time (blocks in
 /// parallel): the block's image copied into a zero-padded `[H, W, block]` copy, each output
-/// pixel's channels summed across the taps, then put back in `[C, OH, OW]`. All of a
-/// block's copies stay in L1: over all the channels at once (576 channels of 7x7, 5x5:
-/// 25 KB per padded row), each block of channels read its window's lines anew from L2, at
-/// a third of the multiply-adds' rate.
+/// pixel's channels summed across the taps, then put back in `[C, OH, OW]`. A block's
+/// padded copy is small (7x7, 5x5: 16 KB) and read from L1: over all the channels at once
+/// (576 channels of 7x7, 5x5: 25 KB per padded row), each block of channels read its
+/// window's lines anew from L2, at a third of the multiply-adds' rate.
 fn channels_last<T: Element>(
     conv: &Conv,
     weight: &[T],
@@ -221,14 +221,16 @@ fn channels_last<T: Element>(
     });
 }
 
-/// Channels per block of [`channels_last`]: a vector of `f32`, two of `f64`.
+/// Channels per block of [`channels_last`]: two vectors of `f32`, four of `f64`. Blocks of
+/// 16 spent more on each block's set-up (576 channels of 7x7, 5x5: 50 us against 44), 64
+/// were no faster at 7x7 and overflowed L1 at 14x14.
 const CHANNEL_BLOCK: usize = 32;
 
 /// Elements a buffer holds beyond what [`from_line`] takes of it.
 const LINE_SLACK: usize = 16;
 
 /// `len` elements of `buffer` (`len + LINE_SLACK` long) from a 64-byte boundary on: a
-/// block's copies then hold each pixel's channels in one cache line, where a load across
+/// block's copies then hold each pixel's channels on whole cache lines, where a load across
 /// two lines costs two (unaligned, the block kernel ran at a fifth of its multiply-adds'
 /// rate).
 fn from_line<T>(buffer: &mut [T], len: usize) -> &mut [T] {
