@@ -83,8 +83,9 @@ pub fn conv_direct(
     let (reach_y, reach_x) = ((oh - 1) * sy + (kh - 1) * dh + 1, (ow - 1) * sx + (kw - 1) * dw + 1);
     let (hq, wq) = (reach_y.div_ceil(sy), reach_x.div_ceil(sx));
     let [top, left, ..] = conv.pads;
-    let mut copy = super::scratch::take::<f32>();
-    let padded = if [sy, sx, top, left] == [1, 1, 0, 0] && [hq, wq] == [h, w] {
+    let in_place = [sy, sx, top, left] == [1, 1, 0, 0] && [hq, wq] == [h, w];
+    let mut copy = super::scratch::take_len(if in_place { 0 } else { c * sy * sx * hq * wq }, 0.0f32);
+    let padded = if in_place {
         input
     } else {
         pad(input, c, [h, w], [top, left], [sy, sx], [hq, wq], parallel, &mut copy);
@@ -129,7 +130,6 @@ pub fn conv_direct(
             },
         );
     });
-    super::scratch::give_back(copy);
 }
 
 /// A tile row's sums (positions `p0..p0 + sums.len()`) into `out` (the channel's plane), a
@@ -157,10 +157,13 @@ fn finish_runs(
     }
 }
 
-/// `input`'s `c` planes of `[h, w]` into `copy`, zero-padded by `top` rows and `left`
-/// columns and split into `sy * sx` phase planes of `[hq, wq]` per channel: padded `(py,
-/// px)` lands in phase `(py % sy, px % sx)` at `(py / sy, px / sx)`; what lies past
-/// `sy * hq` rows or `sx * wq` columns is read by no window and left out.
+/// `input`'s `c` planes of `[h, w]` into `copy` (`c` blocks of `sy * sx * hq * wq`, each
+/// value written: stale values from an earlier use are fine), zero-padded by `top` rows and
+/// `left` columns and split into `sy * sx` phase planes of `[hq, wq]` per channel: padded
+/// `(py, px)` lands in phase `(py % sy, px % sx)` at `(py / sy, px / sx)`; what lies past
+/// `sy * hq` rows or `sx * wq` columns is read by no window and left out. Each phase row
+/// is written once, its padding zeroed as it is filled (zeroing the whole copy first wrote
+/// it twice, the first time out to L2: ResNet-18's samples in `memset` 1.65 -> 0.84 %).
 #[allow(clippy::too_many_arguments)]
 fn pad(
     input: &[f32],
@@ -170,38 +173,43 @@ fn pad(
     [sy, sx]: [usize; 2],
     [hq, wq]: [usize; 2],
     parallel: bool,
-    copy: &mut Vec<f32>,
+    copy: &mut [f32],
 ) {
     let block = sy * sx * hq * wq;
-    copy.clear();
-    copy.resize(c * block, 0.0);
     let min_len = if parallel { 1 } else { usize::MAX };
-    copy.par_chunks_exact_mut(block).zip(input.par_chunks_exact(h * w)).with_min_len(min_len).for_each(|(dst, src)| {
-        // Compiled for the widest vectors: the phases' strided copies then vectorize (in
-        // the baseline build they went value by value, a quarter of a stride-2 stem's time).
-        super::with_simd(
-            #[inline(always)]
-            || {
-                for (y, values) in src.chunks_exact(w).enumerate() {
-                    let py = y + top;
-                    if py >= sy * hq {
-                        break;
-                    }
-                    let row = &mut dst[((py % sy) * sx * hq + py / sy) * wq..];
-                    // Input columns that land inside: padded columns below `sx * wq`.
-                    let inside = w.min((sx * wq).saturating_sub(left));
-                    for fx in 0..sx {
-                        // The first input column in phase `fx`, and its place there.
-                        let x0 = (fx + sx - left % sx) % sx;
-                        if x0 < inside {
-                            let dst = &mut row[fx * hq * wq + (x0 + left) / sx..][..(inside - x0).div_ceil(sx)];
-                            super::each_strided(dst, &values[x0..inside], sx, |d, v| *d = v);
+    // Input columns that land inside: padded columns below `sx * wq`.
+    let inside = w.min((sx * wq).saturating_sub(left));
+    copy[..c * block].par_chunks_exact_mut(block).zip(input.par_chunks_exact(h * w)).with_min_len(min_len).for_each(
+        |(dst, src)| {
+            // Compiled for the widest vectors: the phases' strided copies then vectorize (in
+            // the baseline build they went value by value, a quarter of a stride-2 stem's
+            // time).
+            super::with_simd(
+                #[inline(always)]
+                || {
+                    for py in 0..sy * hq {
+                        let row = ((py % sy) * sx * hq + py / sy) * wq;
+                        let values = py.checked_sub(top).filter(|&y| y < h).map(|y| &src[y * w..][..w]);
+                        for fx in 0..sx {
+                            let phase_row = &mut dst[row + fx * hq * wq..][..wq];
+                            // The first input column in phase `fx`, and its place there.
+                            let x0 = (fx + sx - left % sx) % sx;
+                            let Some(values) = values.filter(|_| x0 < inside) else {
+                                phase_row.fill(0.0);
+                                continue;
+                            };
+                            let (start, len) = ((x0 + left) / sx, (inside - x0).div_ceil(sx));
+                            let (before, rest) = phase_row.split_at_mut(start);
+                            let (run, after) = rest.split_at_mut(len);
+                            before.fill(0.0);
+                            after.fill(0.0);
+                            super::each_strided(run, &values[x0..inside], sx, |d, v| *d = v);
                         }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        },
+    );
 }
 
 /// What the micro-tiles read: the (padded) image `x` and where each `k` reads in it for
@@ -498,6 +506,31 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{c_in} -> {c_out}, kernel {kernel}, stride {stride}, {h} x {w}");
             }
+        }
+    }
+
+    /// The padded, phase-split copy holds each input value where the windows read it and
+    /// zero everywhere else, whatever the buffer held before: strides 1 to 3, even and odd
+    /// padding, copies that end before the image does.
+    #[test]
+    fn the_padded_copy_overwrites_every_value() {
+        let (c, [h, w]) = (2, [5, 7]);
+        let input: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();
+        for ([top, left], [sy, sx], [hq, wq]) in
+            [([1, 1], [1, 1], [7, 9]), ([0, 3], [2, 2], [3, 5]), ([2, 1], [2, 3], [4, 3]), ([1, 0], [1, 2], [4, 2])]
+        {
+            let block = sy * sx * hq * wq;
+            let mut copy = vec![f32::NAN; c * block + 3];
+            pad(&input, c, [h, w], [top, left], [sy, sx], [hq, wq], false, &mut copy);
+            for ch in 0..c {
+                for (py, px) in (0..sy * hq).flat_map(|py| (0..sx * wq).map(move |px| (py, px))) {
+                    let at = ch * block + ((py % sy) * sx + px % sx) * hq * wq + (py / sy) * wq + px / sx;
+                    let (y, x) = (py.checked_sub(top).filter(|&y| y < h), px.checked_sub(left).filter(|&x| x < w));
+                    let want = y.zip(x).map_or(0.0, |(y, x)| input[(ch * h + y) * w + x]);
+                    assert_eq!(copy[at], want, "pads {top} {left}, stride {sy} {sx}: ({py}, {px})");
+                }
+            }
+            assert!(copy[c * block..].iter().all(|v| v.is_nan()), "nothing past the copy");
         }
     }
 
