@@ -26,11 +26,13 @@ trait Lanes: Copy {
     fn mask(n: usize) -> Self::Mask;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(v: Self) -> Self::V;
-    /// The elements at `p` in the lanes of `m`; the others zero, unread.
+    /// The elements at `p` in the lanes of `m`; the others zero, unread. The channel rows'
+    /// tiles load every block so (a choice per load between a whole and a masked access
+    /// was a branch in the innermost loop).
     unsafe fn load(p: *const Self, m: Self::Mask) -> Self::V;
     /// The [`Self::N`] elements at `p`, unmasked: on Intel's cores a masked load also takes
-    /// a slot of the multiply-add ports, where a plain one takes none (a 14x14 map's rows,
-    /// every load masked, ran at half the multiply-adds' rate).
+    /// a slot of the ports that multiply and add, where a plain one takes none (the direct
+    /// conv's whole tiles, loaded unmasked, took a tenth off its 56x56 layers).
     unsafe fn load_whole(p: *const Self) -> Self::V;
     /// `acc + w * x`, rounded once (a fused multiply-add, as the portable loops').
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
@@ -193,7 +195,7 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
 /// column `x` sums `tap * rows[y * row_step + offset + x]` over `live`. Call only when
 /// [`available`].
 pub(super) fn channel_f32(live: &[(usize, f32)], rows: &[f32], row_step: usize, dst: &mut [f32], ow: usize) {
-    check(live, rows.len(), row_step, dst.len(), ow, f32::N);
+    check(live, rows.len(), row_step, dst.len(), ow);
     // SAFETY: the features `channel_in` enables were detected (the caller's promise, checked
     // here), and `check` bounds every index it reads and writes.
     assert!(available());
@@ -202,21 +204,19 @@ pub(super) fn channel_f32(live: &[(usize, f32)], rows: &[f32], row_step: usize, 
 
 /// [`channel_f32`] in `f64`.
 pub(super) fn channel_f64(live: &[(usize, f64)], rows: &[f64], row_step: usize, dst: &mut [f64], ow: usize) {
-    check(live, rows.len(), row_step, dst.len(), ow, f64::N);
+    check(live, rows.len(), row_step, dst.len(), ow);
     assert!(available());
     // SAFETY: as in `channel_f32`.
     unsafe { channel_in(live, rows, row_step, dst, ow) }
 }
 
-/// Every read stays in `rows` (the last row's furthest tap's run of `ow` columns, rounded
-/// up to whole vectors of `lanes`, ends in it) and `dst` is whole rows: the kernel reads
-/// and writes nothing else.
-fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: usize, lanes: usize) {
+/// Every read stays in `rows` (the last row's furthest tap's run of `ow` columns ends in
+/// it) and `dst` is whole rows: the kernel reads and writes nothing else.
+fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: usize) {
     assert!(ow > 0 && dst.is_multiple_of(ow), "whole output rows");
     let oh = dst / ow;
     let furthest = live.iter().map(|&(offset, _)| offset).max().unwrap_or(0);
-    let run = ow.next_multiple_of(lanes);
-    assert!(oh == 0 || (oh - 1) * row_step + furthest + run <= rows, "taps read inside the padded copy");
+    assert!(oh == 0 || (oh - 1) * row_step + furthest + ow <= rows, "taps read inside the padded copy");
 }
 
 #[target_feature(enable = "avx512f")]
@@ -235,14 +235,9 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     let mut y = 0;
     while y + rows_at_once <= oh {
         for x in (0..ow).step_by(width) {
-            // Only the blocks that start inside the row.
-            match (blocks, (ow - x).div_ceil(T::N)) {
-                (1, _) => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
-                (2, 1) => tile::<T, 4, 1>(live, rows, row_step, dst, ow, y, x),
-                (2, _) => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
-                (_, 1) => tile::<T, 2, 1>(live, rows, row_step, dst, ow, y, x),
-                (_, 2) => tile::<T, 2, 2>(live, rows, row_step, dst, ow, y, x),
-                (_, 3) => tile::<T, 2, 3>(live, rows, row_step, dst, ow, y, x),
+            match blocks {
+                1 => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
+                2 => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 2, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
@@ -264,20 +259,16 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     }
     for y in y..oh {
         for x in (0..ow).step_by(width) {
-            match (ow - x).div_ceil(T::N).min(blocks) {
-                1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, x),
+            match blocks {
                 2 => tile::<T, 1, 2>(live, rows, row_step, dst, ow, y, x),
-                3 => tile::<T, 1, 3>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 1, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
     }
 }
 
-/// `R` output rows from `y` on, `B` blocks of columns from `x` on, each starting inside the
-/// row (the last one may end past it). The loads are whole vectors (what a block reads
-/// past the row is the next row's or the copy's slack, and its sums are not stored);
-/// the stores are masked to the row.
+/// `R` output rows from `y` on, `B` blocks of columns from `x` on (those past the row's end
+/// short, or empty).
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
@@ -297,7 +288,7 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
         for (r, sums) in acc.iter_mut().enumerate() {
             let at = src.add((y + r) * row_step + offset + x);
             for (b, sum) in sums.iter_mut().enumerate() {
-                *sum = T::add_product(*sum, w, T::load_whole(at.add(b * T::N)));
+                *sum = T::add_product(*sum, w, T::load(at.add(b * T::N), masks[b]));
             }
         }
     }

@@ -306,14 +306,18 @@ fn channel_block<T: Element>(
     let eights = c / 8 * 8;
     let mut sums = scratch::take_len(oh * ow * c + LINE_SLACK, T::zero());
     let sums = from_line(&mut sums, oh * ow * c);
-    if let Some(v) = &vectors {
-        (v.pixels)(padded, by_tap, &offsets, PixelSteps { c, step: sw * c, row_step: sh * pw * c, ow }, sums);
-    }
-    for (oy, row) in sums.chunks_exact_mut(ow * c).enumerate().filter(|_| vectors.is_none()) {
-        for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
-            let at = (oy * sh * pw + ox * sw) * c;
-            pixel_channels::<T, 8>(&padded[at..], by_tap, &offsets, c, 0..eights, pixel);
-            pixel_channels::<T, 1>(&padded[at..], by_tap, &offsets, c, eights..c, pixel);
+    match &vectors {
+        Some(v) => {
+            (v.pixels)(padded, by_tap, &offsets, PixelSteps { c, step: sw * c, row_step: sh * pw * c, ow }, sums)
+        }
+        None => {
+            for (oy, row) in sums.chunks_exact_mut(ow * c).enumerate() {
+                for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
+                    let at = (oy * sh * pw + ox * sw) * c;
+                    pixel_channels::<T, 8>(&padded[at..], by_tap, &offsets, c, 0..eights, pixel);
+                    pixel_channels::<T, 1>(&padded[at..], by_tap, &offsets, c, eights..c, pixel);
+                }
+            }
         }
     }
     // Back to planes.
