@@ -30,9 +30,12 @@ const POINTWISE: [(usize, usize, usize, usize); 11] = [
 ];
 /// (channels, input side, stride, kernel side) of depthwise layers: mobilenet_v2's 3x3s and
 /// mobilenet_v3_small's 5x5s.
-const DEPTHWISE: [(usize, usize, usize, usize); 7] = [
+const DEPTHWISE: [(usize, usize, usize, usize); 10] = [
     (96, 112, 2, 3),
     (144, 56, 1, 3),
+    (144, 56, 2, 3),
+    (192, 28, 1, 3),
+    (192, 28, 2, 3),
     (32, 112, 1, 3),
     (384, 14, 1, 3),
     (960, 7, 1, 3),
@@ -69,6 +72,13 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| on_pool(iters, || conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
         });
     }
+    // The stem, mobilenet_v2's and mobilenet_v3_small's shape: 3x3/2 from 3 channels of 224x224.
+    let input = random(3 * 224 * 224);
+    let conv = Conv { pads: [1; 4], stride: [2; 2], activation: relu6, ..Conv::new(random(32 * 27), 3, 32, [3, 3]) };
+    let mut out = vec![0.0f32; 32 * 112 * 112];
+    c.bench_function("stem 3x3/2 3->32 224x224", |b| {
+        b.iter_custom(|iters| on_pool(iters, || conv_image(&conv, &input, [224, 224], &mut out, [112, 112], true)))
+    });
 }
 
 criterion_group! {
