@@ -104,19 +104,8 @@ pub fn encode(values: &[i64], rows: usize, bits: u32) -> (WeightEncoding, Vec<u8
 /// The bytes each encoding of `values` takes, in the order ties are broken.
 fn encoded_lens(values: &[i64], rows: usize, bits: u32) -> [(WeightEncoding, usize); 4] {
     let nonzero = values.iter().filter(|v| **v != 0).count();
-    // Run-length entries: every non-zero, and a zero wherever 255 zeros have gone by since
-    // the last entry.
-    let mut entries = 0usize;
-    let mut gap = 0usize;
-    for &v in values {
-        if v == 0 && gap < 255 {
-            gap += 1;
-        } else {
-            entries += 1;
-            gap = 0;
-        }
-    }
-    let in_rows = csr_stored(values, rows);
+    let entries = run_length_entries(values).count();
+    let in_rows = csr_rows(values, rows).flatten().filter(|v| **v != 0).count();
     [
         (WeightEncoding::Dense, packed_len(values.len(), bits)),
         (WeightEncoding::Bitmap, values.len().div_ceil(8) + packed_len(nonzero, bits)),
@@ -125,11 +114,23 @@ fn encoded_lens(values: &[i64], rows: usize, bits: u32) -> [(WeightEncoding, usi
     ]
 }
 
-/// The non-zeros [`csr`] stores: those of its whole rows.
-fn csr_stored(values: &[i64], rows: usize) -> usize {
+/// Run-length entries of `values`, as (zeros skipped before it, value): every non-zero, and
+/// a zero wherever 255 zeros have gone by since the last entry.
+fn run_length_entries(values: &[i64]) -> impl Iterator<Item = (u8, i64)> + '_ {
+    let mut gap = 0u8;
+    values.iter().filter_map(move |&v| {
+        if v == 0 && gap < u8::MAX {
+            gap += 1;
+            return None;
+        }
+        Some((std::mem::take(&mut gap), v))
+    })
+}
+
+/// The rows [`csr`] stores: `rows` (at least one) whole rows of `values.len() / rows`.
+fn csr_rows(values: &[i64], rows: usize) -> impl Iterator<Item = &[i64]> {
     let rows = rows.max(1);
-    let cols = values.len() / rows;
-    values.chunks(cols.max(1)).take(rows).flatten().filter(|v| **v != 0).count()
+    values.chunks((values.len() / rows).max(1)).take(rows)
 }
 
 fn bitmap(values: &[i64], bits: u32) -> Vec<u8> {
@@ -145,17 +146,7 @@ fn bitmap(values: &[i64], bits: u32) -> Vec<u8> {
 }
 
 fn run_length(values: &[i64], bits: u32) -> Vec<u8> {
-    let (mut skips, mut stored) = (Vec::new(), Vec::new());
-    let mut gap = 0usize;
-    for &v in values {
-        if v == 0 && gap < 255 {
-            gap += 1;
-            continue;
-        }
-        skips.push(gap as u8);
-        stored.push(v);
-        gap = 0;
-    }
+    let (skips, stored): (Vec<u8>, Vec<i64>) = run_length_entries(values).unzip();
     let mut out = (skips.len() as u32).to_le_bytes().to_vec();
     out.extend(skips);
     out.extend(pack(&stored, bits));
@@ -164,9 +155,8 @@ fn run_length(values: &[i64], bits: u32) -> Vec<u8> {
 
 fn csr(values: &[i64], rows: usize, bits: u32) -> Vec<u8> {
     let rows = rows.max(1);
-    let cols = values.len() / rows;
     let (mut starts, mut columns, mut stored) = (Vec::with_capacity(rows + 1), Vec::new(), Vec::new());
-    for row in values.chunks(cols.max(1)).take(rows) {
+    for row in csr_rows(values, rows) {
         starts.push(columns.len() as u32);
         for (c, &v) in row.iter().enumerate().filter(|(_, v)| **v != 0) {
             columns.push(c as u32);

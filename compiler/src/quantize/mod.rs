@@ -146,6 +146,18 @@ fn bound(activation: Option<Activation>) -> f64 {
     }
 }
 
+/// The formats [`least_error_format`] weighs: the one of `bits` holding `headroom` times
+/// the largest value seen (at most `bound`), and it and the finer ones tried, those whose
+/// fractions the format allows.
+fn candidate_formats(bits: u32, seen: &ranges::Seen, headroom: f64, bound: f64) -> (Format, Vec<Format>) {
+    let holding = Format::for_range(bits, (headroom * seen.max_abs).min(bound));
+    let candidates = (0..=FINER_FORMATS_TRIED)
+        .map(|k| holding.with_frac(holding.frac + k))
+        .filter(|f| hass_proto::fixed::FRAC_RANGE.contains(&f.frac))
+        .collect();
+    (holding, candidates)
+}
+
 /// The format of `bits` for a stream: the one that holds `headroom` times the largest value
 /// seen (at most `bound`), or a finer one if that loses less to rounding than it loses to
 /// clipping, measured as the squared error over the stream's sample scaled by `headroom`
@@ -153,11 +165,7 @@ fn bound(activation: Option<Activation>) -> f64 {
 /// the first one stays; at 8 bits and below, rare outliers are clipped so that every other
 /// value gets finer steps.
 fn least_error_format(bits: u32, seen: &ranges::Seen, headroom: f64, bound: f64) -> Format {
-    let holding = Format::for_range(bits, (headroom * seen.max_abs).min(bound));
-    let candidates: Vec<Format> = (0..=FINER_FORMATS_TRIED)
-        .map(|k| holding.with_frac(holding.frac + k))
-        .filter(|f| hass_proto::fixed::FRAC_RANGE.contains(&f.frac))
-        .collect();
+    let (holding, candidates) = candidate_formats(bits, seen, headroom, bound);
     let Some(&last) = candidates.last() else { return holding };
     // One pass over the sample for every candidate, in f64 only: rounding half to even and
     // clamping to the integer range is what `Format::quantize` does. The candidates sit in
@@ -374,11 +382,7 @@ mod tests {
     fn least_error_formats_are_those_of_one_candidate_at_a_time() {
         // The plain form: each candidate in range, its error summed over the sample in order.
         fn reference(bits: u32, seen: &ranges::Seen, headroom: f64, bound: f64) -> Format {
-            let holding = Format::for_range(bits, (headroom * seen.max_abs).min(bound));
-            let candidates: Vec<Format> = (0..=FINER_FORMATS_TRIED)
-                .map(|k| holding.with_frac(holding.frac + k))
-                .filter(|f| hass_proto::fixed::FRAC_RANGE.contains(&f.frac))
-                .collect();
+            let (holding, candidates) = candidate_formats(bits, seen, headroom, bound);
             let error = |f: &Format| {
                 seen.sample.iter().fold(0f64, |e, &x| {
                     let x = (headroom * x as f64).clamp(-bound, bound);
