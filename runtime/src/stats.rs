@@ -38,10 +38,15 @@ pub struct WindowMasks {
 /// Masks up to this many taps are counted in a dense table, wider ones in a map.
 const DENSE_MASK_BITS: usize = 12;
 
+/// Counts by mask of one channel, for masks wider than [`DENSE_MASK_BITS`]. A fixed-seed
+/// fast hash: a 7x7 stem tallies a new key at most windows, and SipHash made that 20x the
+/// cost of finding the masks.
+type MaskMap = std::collections::HashMap<u128, u64, foldhash::fast::FixedState>;
+
 /// Per-channel mask counts while they are gathered.
 enum MaskTally {
     Dense(Vec<Vec<u64>>),
-    Sparse(Vec<std::collections::HashMap<u128, u64>>),
+    Sparse(Vec<MaskMap>),
 }
 
 impl MaskTally {
@@ -73,7 +78,11 @@ impl MaskTally {
                 a.iter_mut().zip(b).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(p, q)| *p += q))
             }
             (MaskTally::Sparse(a), MaskTally::Sparse(b)) => {
-                for (x, y) in a.iter_mut().zip(b) {
+                for (x, mut y) in a.iter_mut().zip(b) {
+                    // The smaller into the larger.
+                    if x.len() < y.len() {
+                        std::mem::swap(x, &mut y);
+                    }
                     y.into_iter().for_each(|(m, n)| *x.entry(m).or_default() += n);
                 }
             }
@@ -92,7 +101,8 @@ impl MaskTally {
                 .into_iter()
                 .map(|c| {
                     let mut v: Vec<_> = c.into_iter().filter(|&(_, n)| n > 0).collect();
-                    v.sort_unstable();
+                    // Each mask once: by mask alone.
+                    v.sort_unstable_by_key(|&(m, _)| m);
                     v
                 })
                 .collect(),
@@ -170,8 +180,12 @@ pub fn window_masks(plan: &Plan, index: usize, input: &[f32]) -> WindowMasks {
     };
     assert_eq!(input.len() % len, 0, "a whole batch of layer {}'s input", layer.name);
     let window = conv.kernel[0] * conv.kernel[1];
+    // One run of images per thread: a tally is a table per channel (for wide windows, a map
+    // of tens of thousands of masks), and each extra one costs a merge.
+    let per_thread = (input.len() / len).div_ceil(rayon::current_num_threads()).max(1);
     let (tally, zero_inputs) = input
         .par_chunks(len)
+        .with_min_len(per_thread)
         .fold(
             || (MaskTally::new(conv.c_in, window), 0u64),
             |(mut tally, mut zeros), image| {

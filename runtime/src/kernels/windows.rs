@@ -66,6 +66,8 @@ pub fn plane_zero_masks(
     // Input columns that land inside the padded extent the windows read.
     let inside = left.min(cols)..(left + w).min(cols);
     let mut code = vec![0u64; cols];
+    let mut run = Run { mask: 0, windows: 0 };
+    let mut ones = 0u64;
     for oy in 0..oh {
         code.fill(0);
         for ky in 0..kh {
@@ -82,10 +84,51 @@ pub fn plane_zero_masks(
                 *c |= u64::from(v == 0.0) << (ky * kw);
             }
         }
-        for ox in 0..ow {
-            let columns = &code[ox * sw..][..kw];
-            let mask = columns.iter().enumerate().fold(0u64, |m, (kx, &c)| m | c << kx);
-            emit(u128::from(mask), 1);
+        if kh * kw == 1 {
+            // A strided or padded 1x1 conv: its masks are one bit, counted.
+            ones += (0..ow).map(|ox| code[ox * sw]).sum::<u64>();
+            continue;
+        }
+        // The common widths as constants, so that each window's columns unroll.
+        match kw {
+            1 => row_of_windows(&code, 1, sw, ow, &mut run, &mut emit),
+            2 => row_of_windows(&code, 2, sw, ow, &mut run, &mut emit),
+            3 => row_of_windows(&code, 3, sw, ow, &mut run, &mut emit),
+            5 => row_of_windows(&code, 5, sw, ow, &mut run, &mut emit),
+            7 => row_of_windows(&code, 7, sw, ow, &mut run, &mut emit),
+            _ => row_of_windows(&code, kw, sw, ow, &mut run, &mut emit),
+        }
+    }
+    if run.windows > 0 {
+        emit(u128::from(run.mask), run.windows);
+    }
+    if kh * kw == 1 {
+        emit(1, ones);
+        emit(0, (oh * ow) as u64 - ones);
+    }
+}
+
+/// Consecutive windows with the same mask, emitted as one: neighbouring windows share most
+/// of their inputs, and in a map's zero (or busy) patches their masks repeat.
+struct Run {
+    mask: u64,
+    windows: u64,
+}
+
+/// The masks of one row of windows from its columns' `code`s (`kw` columns a window,
+/// `sw` apart), into `run`.
+#[inline(always)]
+fn row_of_windows(code: &[u64], kw: usize, sw: usize, ow: usize, run: &mut Run, emit: &mut impl FnMut(u128, u64)) {
+    for ox in 0..ow {
+        let columns = &code[ox * sw..][..kw];
+        let mask = columns.iter().enumerate().fold(0u64, |m, (kx, &c)| m | c << kx);
+        if mask == run.mask {
+            run.windows += 1;
+        } else {
+            if run.windows > 0 {
+                emit(u128::from(run.mask), run.windows);
+            }
+            *run = Run { mask, windows: 1 };
         }
     }
 }
@@ -105,12 +148,21 @@ mod tests {
             (2, 1, 0, 6, 6),
             (3, 1, 0, 5, 5),
             (3, 3, 2, 10, 10),
+            (1, 2, 0, 7, 9),
+            (1, 2, 1, 8, 8),
             // 81 taps: beyond a 64-bit code, tap by tap.
             (9, 1, 4, 12, 12),
         ];
-        for (k, s, p, h, w) in cases {
+        // Scattered zeros; zero patches (whole rows of windows alike, runs across rows);
+        // all zero.
+        let planes: [fn(usize, usize) -> f32; 3] = [
+            |i, _| if (i * 7919) % 5 < 2 { 0.0 } else { 1.0 },
+            |i, w| if (i / w / 3 + i % w / 4) % 2 == 0 { 0.0 } else { 1.0 },
+            |_, _| 0.0,
+        ];
+        for ((k, s, p, h, w), plane) in cases.into_iter().flat_map(|c| planes.map(|f| (c, f))) {
             let conv = Conv { stride: [s, s], pads: [p; 4], ..Conv::new(Vec::new(), 1, 1, [k, k]) };
-            let plane: Vec<f32> = (0..h * w).map(|i| if (i * 7919) % 5 < 2 { 0.0 } else { 1.0 }).collect();
+            let plane: Vec<f32> = (0..h * w).map(|i| plane(i, w)).collect();
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let mut fast = Vec::new();
             plane_zero_masks(&conv, &plane, [h, w], [oh, ow], |m, n| fast.extend(std::iter::repeat_n(m, n as usize)));
