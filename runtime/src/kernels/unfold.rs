@@ -178,15 +178,15 @@ impl<T: Copy + Default + Sync> Columns<T> for Windows<'_, T> {
             let run = &mut dst[at..][..len];
             let y = (oy * sh) as isize + tap.dy;
             if y < 0 || y >= h as isize {
-                run.fill(T::default());
+                clear(run);
                 continue;
             }
             let src = &self.input[image + tap.plane + y as usize * w..][..w];
             // Output columns ox..ox + len; those in lo..hi read the plane.
             let lo = tap.lo.clamp(ox, ox + len);
             let hi = tap.hi.clamp(lo, ox + len);
-            run[..lo - ox].fill(T::default());
-            run[hi - ox..].fill(T::default());
+            clear(&mut run[..lo - ox]);
+            clear(&mut run[hi - ox..]);
             let first = ((lo * sw) as isize + tap.dx) as usize;
             let inside = &mut run[lo - ox..hi - ox];
             if sw == 1 {
@@ -195,6 +195,21 @@ impl<T: Copy + Default + Sync> Columns<T> for Windows<'_, T> {
                 super::each_strided(inside, &src[first..], sw, |d, v| *d = v);
             }
         }
+    }
+}
+
+/// `dst` set to zeros (`T::default()`). Padding is mostly a column or three at a row's
+/// ends, where a call to `memset` costs more than the stores: those are written in place.
+#[inline(always)]
+fn clear<T: Copy + Default>(dst: &mut [T]) {
+    let zero = T::default();
+    match dst {
+        [] => {}
+        [a] => *a = zero,
+        [a, b] => [*a, *b] = [zero; 2],
+        [a, b, c] => [*a, *b, *c] = [zero; 3],
+        [a, b, c, d] => [*a, *b, *c, *d] = [zero; 4],
+        _ => dst.fill(zero),
     }
 }
 
