@@ -1,7 +1,7 @@
 //! Allocation speed: the exact-II and greedy allocators on torchvision ResNet-50 and
 //! ResNet-18 for u250 (the network model is built once, outside the timing); and the exact
 //! allocator with every stage's choices already costed, as the search calls it thousands of
-//! times, on the bundled Fashion-MNIST models for zcu102.
+//! times, on the bundled Fashion-MNIST models for zcu102 and on ResNet-18 for u250.
 //!
 //! Needs `testdata/torchvision/` (`python3 scripts/export_torchvision.py`); models that are
 //! not there are skipped with a message. Run: `cargo bench --bench allocate`.
@@ -33,13 +33,18 @@ fn bench(c: &mut Criterion) {
 }
 
 fn reallocate(c: &mut Criterion) {
-    let budget = Budget::of(&Board::resolve("zcu102").unwrap());
-    for model in ["fmnist_mobilenet", "fmnist_resnet"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/models/{model}_op13.onnx"));
+    for (model, board) in [("fmnist_mobilenet", "zcu102"), ("fmnist_resnet", "zcu102"), ("resnet18", "u250")] {
+        let budget = Budget::of(&Board::resolve(board).unwrap());
+        let dir = if model == "resnet18" { "torchvision" } else { "models" };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/{dir}/{model}_op13.onnx"));
+        if !path.exists() {
+            eprintln!("skipping {model}: {} is missing (run scripts/export_torchvision.py)", path.display());
+            continue;
+        }
         let graph = hassc::load_model(&path).unwrap();
         let net = network(&graph, &DesignOptions::default()).unwrap();
         let choices: Vec<_> = (0..net.stages.len()).map(|i| choices_of_stage(&net, i, &budget)).collect();
-        c.bench_function(&format!("reallocate {model} zcu102"), |b| {
+        c.bench_function(&format!("reallocate {model} {board}"), |b| {
             b.iter(|| exact::allocate_with(&net, &budget, choices.clone()).unwrap())
         });
     }
