@@ -437,11 +437,12 @@ fn prepare_output(buffer: &mut Vec<f32>, len: usize, zeroed: bool) {
 const ZEROED_PER_TASK: usize = 1 << 16;
 
 /// Whether `layer`'s kernel writes every value of its output without reading it first:
-/// every float kernel but the pruned convs' (which add each non-zero's products into their
+/// every fixed-point kernel (each ends in an epilogue that writes every value) and every
+/// float kernel but the pruned convs' (which add each non-zero's products into their
 /// output). The rest get a zeroed output.
 fn writes_every_output(layer: &Layer) -> bool {
     match &layer.op {
-        _ if layer.fixed.is_some() => false,
+        _ if layer.fixed.is_some() => true,
         Op::Conv(conv) => conv.sparse_weight.is_none(),
         _ => true,
     }
