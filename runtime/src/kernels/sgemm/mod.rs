@@ -182,8 +182,10 @@ pub fn gemm_with<T: Send>(
                         },
                     };
                     for (i, sums) in sums.chunks_exact_mut(MR * block_cols).enumerate() {
-                        let a_chunk = &a.panels[((t * per_task + i) * k + start) * MR..][..len * MR];
-                        micro_tile(a_chunk, panel, len, start == 0, &mut sums[q * NR..], block_cols);
+                        let row_panel = t * per_task + i;
+                        let a_chunk = &a.panels[(row_panel * k + start) * MR..][..len * MR];
+                        let rows = MR.min(a.rows.saturating_sub(row_panel * MR));
+                        micro_tile(a_chunk, panel, len, start == 0, &mut sums[q * NR..], block_cols, rows);
                     }
                 }
                 if last {
@@ -224,12 +226,18 @@ struct Panel<'a> {
 
 /// One micro-tile over a chunk of `k`: row `r` of the tile, `tile[r * ld..][..NR]`, = (or,
 /// unless `fresh`, +=) the sums over `j` of `a[j * MR + r] * b[j * NR + c]`, each summed
-/// from zero in `j` order.
-fn micro_tile(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
+/// from zero in `j` order; for the first `rows` rows at least (a layer's last row panel
+/// may hold fewer than `MR`: the rest of the tile is left as it was or summed, never read).
+fn micro_tile(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize, rows: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512::available() {
-            return avx512::tile(a, b, k, fresh, tile, ld);
+            // Whole groups of 4 rows: a layer of 16 output channels summed 24 before.
+            return match rows {
+                0..=4 => avx512::tile::<4>(a, b, k, fresh, tile, ld),
+                5..=8 => avx512::tile::<8>(a, b, k, fresh, tile, ld),
+                _ => avx512::tile::<MR>(a, b, k, fresh, tile, ld),
+            };
         }
         if let Some(simd) = pulp::x86::V3::try_new() {
             // Four passes of 6 x 16: 12 accumulators fit AVX2's 16 registers.
@@ -350,26 +358,28 @@ mod avx512 {
     /// 0.118 with these fetches, best of three interleaved profiles).
     const FETCH_FAR: usize = 3;
 
-    /// See [`super::micro_tile`]; call only when [`available`].
-    pub(super) fn tile(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
+    /// See [`super::micro_tile`], for the first `ROWS` rows of the tile (at most [`MR`]);
+    /// call only when [`available`].
+    pub(super) fn tile<const ROWS: usize>(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
         assert!(available());
         // SAFETY: the features `compiled` enables were detected just above.
-        unsafe { compiled(a, b, k, fresh, tile, ld) }
+        unsafe { compiled::<ROWS>(a, b, k, fresh, tile, ld) }
     }
 
     /// In intrinsics: [`sub_tile`] reading rows `stride` apart kept its sums on the stack
     /// (a tenth of the speed).
     #[target_feature(enable = "avx2,fma,avx512f")]
-    fn compiled(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
+    fn compiled<const ROWS: usize>(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: usize) {
         use std::arch::x86_64::*;
+        const { assert!(ROWS <= MR) };
         // No products (never from `gemm_with`, which finishes empty sums itself).
         if k == 0 {
-            return sub_tile::<MR, NR, MR>(a, b, k, fresh, [0, 0], tile, ld);
+            return sub_tile::<ROWS, NR, MR>(a, b, k, fresh, [0, 0], tile, ld);
         }
         let (ldb, fetch_next) = (b.stride, b.fetch_next);
-        assert!(a.len() >= k * MR && b.values.len() >= (k - 1) * ldb + NR && tile.len() >= (MR - 1) * ld + NR);
+        assert!(a.len() >= k * MR && b.values.len() >= (k - 1) * ldb + NR && tile.len() >= (ROWS - 1) * ld + NR);
         let (a, b) = (a.as_ptr(), b.values.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
         // SAFETY: the lengths asserted above bound every read and write.
         unsafe {
             for j in 0..k {
@@ -559,8 +569,15 @@ mod tests {
             }
             for panel in panels {
                 let mut dispatched: [f32; MR * NR] = start.clone().try_into().expect("a tile");
-                micro_tile(&a, panel, k, fresh, &mut dispatched, NR);
+                micro_tile(&a, panel, k, fresh, &mut dispatched, NR, MR);
                 assert_eq!(portable.map(f32::to_bits), dispatched.map(f32::to_bits), "stride {}", panel.stride);
+                // A last row panel of fewer rows: those rows the same floats.
+                for rows in [1, 4, 5, 8, 11] {
+                    let mut part: [f32; MR * NR] = start.clone().try_into().expect("a tile");
+                    micro_tile(&a, panel, k, fresh, &mut part, NR, rows);
+                    let (want, got) = (&portable[..rows * NR], &part[..rows * NR]);
+                    assert!(want.iter().zip(got).all(|(w, g)| w.to_bits() == g.to_bits()), "{rows} rows");
+                }
                 let mut general: [f32; MR * NR] = start.clone().try_into().expect("a tile");
                 for row0 in (0..MR).step_by(4) {
                     for col0 in (0..NR).step_by(8) {
