@@ -284,9 +284,10 @@ pub fn gemm_with<T: Send>(
             let tasks = c.par_chunks_mut(MR * n).zip(sums.par_chunks_mut(MR * block_cols));
             tasks.with_min_len(min_len).enumerate().for_each(|(p, (rows, sums))| {
                 let a_chunk = &a.panels[(p * k_words + start) * MR * parts..][..len * MR * parts];
+                let panel_rows = rows.len() / n.max(1);
                 for (q, panel) in block.chunks_exact(len * NR).enumerate() {
                     let tile = TileSums { values: &mut sums[q * NR..], ld: block_cols, fresh: start == 0 };
-                    micro_tiles(a_chunk, (a.quads, parts), panel, len, a.block_words, tile);
+                    micro_tiles(a_chunk, (a.quads, parts), panel, len, a.block_words, tile, panel_rows);
                 }
                 if last {
                     // Compiled for the widest vectors the processor has, so that `finish`
@@ -376,7 +377,17 @@ mod tests {
                 assert_eq!((fresh, added), (7, 7), "outside the tile");
             }
         }
-        assert_eq!(run(&|out| micro_tiles(panel, (packed.quads, parts), &bp, kp, block, out)), scalar);
+        assert_eq!(run(&|out| micro_tiles(panel, (packed.quads, parts), &bp, kp, block, out, MR)), scalar);
+        // A last row panel of fewer rows: those rows the same sums.
+        for rows in [1, 4, 5, 6, 7, 8, 11] {
+            let part = run(&|out| micro_tiles(panel, (packed.quads, parts), &bp, kp, block, out, rows));
+            let rows_of = |t: &Vec<i64>| t[..(rows - 1) * ld + NR].to_vec();
+            let first_rows = |t: &Vec<i64>| -> Vec<i64> {
+                rows_of(t).chunks(ld).flat_map(|r| r[..NR.min(r.len())].to_vec()).collect()
+            };
+            assert_eq!(first_rows(&part.0), first_rows(&scalar.0), "{rows} rows, fresh");
+            assert_eq!(first_rows(&part.1), first_rows(&scalar.1), "{rows} rows, added");
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = pulp::x86::V3::try_new().filter(|_| !packed.quads) {
             let avx2 = run(&|mut out| {

@@ -29,7 +29,9 @@ impl TileSums<'_> {
 }
 
 /// One micro-tile over all k: row `r` of `out` gets `(A_panel · B_panel)[r]`, `A_panel`
-/// holding `parts` words per row and k-pair.
+/// holding `parts` words per row and k-pair; for the first `rows` rows at least (a layer's
+/// last row panel may hold fewer than `MR`: the rest of the tile is left as it was or
+/// summed, never read).
 pub(super) fn micro_tiles(
     a: &[i32],
     (quads, parts): (bool, usize),
@@ -37,22 +39,31 @@ pub(super) fn micro_tiles(
     k_words: usize,
     block: usize,
     mut out: TileSums,
+    rows: usize,
 ) {
     assert!(out.values.len() >= (MR - 1) * out.ld + NR, "a whole tile");
     #[cfg(target_arch = "x86_64")]
     if quads {
-        // Packed in quads only where the instructions are there.
-        return vnni::tile::<MR, 1, true>(a, b, k_words, block, 0, out);
+        // Packed in quads only where the instructions are there; whole groups of 4 rows.
+        return match rows {
+            0..=4 => vnni::tile::<4, 1, true>(a, b, k_words, block, 0, out),
+            5..=8 => vnni::tile::<8, 1, true>(a, b, k_words, block, 0, out),
+            _ => vnni::tile::<MR, 1, true>(a, b, k_words, block, 0, out),
+        };
     }
     #[cfg(target_arch = "x86_64")]
     {
         if vnni::available() && !crate::kernels::avx2_only() {
-            return match parts {
-                1 => vnni::tile::<MR, 1, false>(a, b, k_words, block, 0, out),
+            return match (parts, rows) {
+                (1, 0..=4) => vnni::tile::<4, 1, false>(a, b, k_words, block, 0, out),
+                (1, 5..=8) => vnni::tile::<8, 1, false>(a, b, k_words, block, 0, out),
+                (1, _) => vnni::tile::<MR, 1, false>(a, b, k_words, block, 0, out),
                 // Two passes of 6 rows: 24 accumulators, as for whole weights.
                 _ => {
                     vnni::tile::<{ MR / 2 }, 2, false>(a, b, k_words, block, 0, out.reborrow(true));
-                    vnni::tile::<{ MR / 2 }, 2, false>(a, b, k_words, block, MR / 2, out);
+                    if rows > MR / 2 {
+                        vnni::tile::<{ MR / 2 }, 2, false>(a, b, k_words, block, MR / 2, out);
+                    }
                 }
             };
         }
