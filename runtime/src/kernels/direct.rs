@@ -110,12 +110,16 @@ pub fn conv_direct(
     let out_plane = oh * ow;
     out.par_chunks_mut(per_task * MR * out_plane).with_min_len(min_len).enumerate().for_each(|(task, out)| {
         let mut sums = [[0.0f32; NR]; MR];
+        let mut runs = Vec::with_capacity(NR);
         super::with_simd(
             #[inline(always)]
             || {
                 for tile in 0..tiles {
                     let p0 = tile * NR;
                     let cols = NR.min(positions - p0);
+                    // Where the tile's rows go: the same for every channel (each run's
+                    // place took two integer divisions, per channel and run).
+                    tile_runs(p0, cols, [wq, ow], &mut runs);
                     for (i, out) in out.chunks_mut(MR * out_plane).enumerate() {
                         let panel = task * per_task + i;
                         let a = &weights.panels[panel * weights.k * MR..][..weights.k * MR];
@@ -123,7 +127,9 @@ pub fn conv_direct(
                         let ahead = i == 0 && tile + 1 < tiles;
                         micro_tile(a, &reads, p0, cols, ahead, &mut sums);
                         for (r, out) in out.chunks_exact_mut(out_plane).enumerate() {
-                            finish_runs(panel * MR + r, &sums[r][..cols], p0, [wq, ow], out, &finish);
+                            for &(from, to, at) in &runs {
+                                finish(panel * MR + r, &sums[r][from..to], &mut out[at..][..to - from]);
+                            }
                         }
                     }
                 }
@@ -132,18 +138,13 @@ pub fn conv_direct(
     });
 }
 
-/// A tile row's sums (positions `p0..p0 + sums.len()`) into `out` (the channel's plane), a
-/// run per output row, the positions past each row's end dropped.
-#[inline(always)]
-fn finish_runs(
-    channel: usize,
-    sums: &[f32],
-    p0: usize,
-    [wp, ow]: [usize; 2],
-    out: &mut [f32],
-    finish: &impl Fn(usize, &[f32], &mut [f32]),
-) {
-    let end = p0 + sums.len();
+/// The runs of a tile's positions `p0..p0 + cols` on the padded grid (rows `wp` apart, the
+/// first `ow` of each an output): per output row it touches, the run's sums `from..to` (in
+/// the tile) and where they go in a channel's plane; the positions past each row's end are
+/// dropped.
+fn tile_runs(p0: usize, cols: usize, [wp, ow]: [usize; 2], runs: &mut Vec<(usize, usize, usize)>) {
+    runs.clear();
+    let end = p0 + cols;
     let mut p = p0;
     while p < end {
         let (oy, ox) = (p / wp, p % wp);
@@ -152,7 +153,7 @@ fn finish_runs(
             continue;
         }
         let run_end = end.min(oy * wp + ow);
-        finish(channel, &sums[p - p0..run_end - p0], &mut out[oy * ow + ox..][..run_end - p]);
+        runs.push((p - p0, run_end - p0, oy * ow + ox));
         p = run_end;
     }
 }
