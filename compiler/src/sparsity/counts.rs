@@ -84,8 +84,7 @@ pub fn layer_counts(plan: &Plan, index: usize, masks: &WindowMasks) -> LayerCoun
             let mut h = vec![0u64; per_group_out * bins];
             // Filters whose kernels zero the same taps share a histogram: worked out once
             // per distinct mask (all of them alike in an unpruned layer).
-            let mut first_with: std::collections::HashMap<u128, usize, foldhash::fast::FixedState> =
-                Default::default();
+            let mut first_with: std::collections::HashMap<u128, usize, foldhash::fast::FixedState> = Default::default();
             for f in 0..per_group_out {
                 let w = weight_masks[(g * per_group_out + f) * per_group_in + local];
                 if let Some(&first) = first_with.get(&w) {

@@ -44,20 +44,14 @@ pub(super) fn micro_tiles(
     assert!(out.values.len() >= (MR - 1) * out.ld + NR, "a whole tile");
     #[cfg(target_arch = "x86_64")]
     if quads {
-        // Packed in quads only where the instructions are there; whole groups of 4 rows.
-        return match rows {
-            0..=4 => vnni::tile::<4, 1, true>(a, b, k_words, block, 0, out),
-            5..=8 => vnni::tile::<8, 1, true>(a, b, k_words, block, 0, out),
-            _ => vnni::tile::<MR, 1, true>(a, b, k_words, block, 0, out),
-        };
+        // Packed in quads only where the instructions are there.
+        return whole_weights::<true>(a, b, k_words, block, out, rows);
     }
     #[cfg(target_arch = "x86_64")]
     {
         if vnni::available() && !crate::kernels::avx2_only() {
-            return match (parts, rows) {
-                (1, 0..=4) => vnni::tile::<4, 1, false>(a, b, k_words, block, 0, out),
-                (1, 5..=8) => vnni::tile::<8, 1, false>(a, b, k_words, block, 0, out),
-                (1, _) => vnni::tile::<MR, 1, false>(a, b, k_words, block, 0, out),
+            return match parts {
+                1 => whole_weights::<false>(a, b, k_words, block, out, rows),
                 // Two passes of 6 rows: 24 accumulators, as for whole weights.
                 _ => {
                     vnni::tile::<{ MR / 2 }, 2, false>(a, b, k_words, block, 0, out.reborrow(true));
@@ -70,9 +64,9 @@ pub(super) fn micro_tiles(
         if let Some(simd) = pulp::x86::V3::try_new() {
             // Sub-tiles of 16 columns and 6 rows (3 of split weights): 12 accumulators fit
             // AVX2's 16 registers.
-            let rows = if parts == 1 { 6 } else { 3 };
+            let sub_rows = if parts == 1 { 6 } else { 3 };
             for col0 in [0, NR / 2] {
-                for row0 in (0..MR).step_by(rows) {
+                for row0 in (0..MR).step_by(sub_rows) {
                     let out = out.reborrow(true);
                     match parts {
                         1 => pulp::Simd::vectorize(
@@ -93,6 +87,18 @@ pub(super) fn micro_tiles(
         (true, _) => tile_scalar_quads(a, b, k_words, out),
         (_, 1) => tile_scalar::<1>(a, b, k_words, block, out),
         _ => tile_scalar::<2>(a, b, k_words, block, out),
+    }
+}
+
+/// [`vnni::tile`] of whole weights (in pairs, or in quads with `QUADS`) over the first
+/// `rows` rows of the tile, in whole groups of 4 (a layer of 16 output channels summed 24
+/// rows before).
+#[cfg(target_arch = "x86_64")]
+fn whole_weights<const QUADS: bool>(a: &[i32], b: &[i32], k_words: usize, block: usize, out: TileSums, rows: usize) {
+    match rows {
+        0..=4 => vnni::tile::<4, 1, QUADS>(a, b, k_words, block, 0, out),
+        5..=8 => vnni::tile::<8, 1, QUADS>(a, b, k_words, block, 0, out),
+        _ => vnni::tile::<MR, 1, QUADS>(a, b, k_words, block, 0, out),
     }
 }
 
