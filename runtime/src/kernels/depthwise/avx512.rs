@@ -229,13 +229,15 @@ pub(super) fn channel_f64(live: &[(usize, f64)], rows: &[f64], row_step: usize, 
     unsafe { channel_in(live, rows, row_step, dst, ow) }
 }
 
-/// Every read stays in `rows` (the last row's furthest tap's run of `ow` columns ends in
-/// it) and `dst` is whole rows: the kernel reads and writes nothing else.
-fn check<T>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: usize) {
+/// Every read stays in `rows` (the last row's furthest tap's run of `ow` columns, rounded
+/// up to whole vectors of `T`, ends in it) and `dst` is whole rows: the kernel reads and
+/// writes nothing else.
+fn check<T: Lanes>(live: &[(usize, T)], rows: usize, row_step: usize, dst: usize, ow: usize) {
     assert!(ow > 0 && dst.is_multiple_of(ow), "whole output rows");
     let oh = dst / ow;
     let furthest = live.iter().map(|&(offset, _)| offset).max().unwrap_or(0);
-    assert!(oh == 0 || (oh - 1) * row_step + furthest + ow <= rows, "taps read inside the padded copy");
+    let read = ow.next_multiple_of(T::N);
+    assert!(oh == 0 || (oh - 1) * row_step + furthest + read <= rows, "taps read inside the padded copy");
 }
 
 #[target_feature(enable = "avx512f")]
@@ -254,9 +256,13 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     let mut y = 0;
     while y + rows_at_once <= oh {
         for x in (0..ow).step_by(width) {
-            match blocks {
-                1 => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
-                2 => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
+            // A row's last tile may have fewer blocks (those wholly past its end run not at all).
+            match (blocks, (ow - x).div_ceil(T::N)) {
+                (1, _) => tile::<T, 8, 1>(live, rows, row_step, dst, ow, y, x),
+                (2, _) => tile::<T, 4, 2>(live, rows, row_step, dst, ow, y, x),
+                (_, 1) => tile::<T, 2, 1>(live, rows, row_step, dst, ow, y, x),
+                (_, 2) => tile::<T, 2, 2>(live, rows, row_step, dst, ow, y, x),
+                (_, 3) => tile::<T, 2, 3>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 2, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
@@ -278,16 +284,21 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     }
     for y in y..oh {
         for x in (0..ow).step_by(width) {
-            match blocks {
+            match (ow - x).div_ceil(T::N) {
+                1 => tile::<T, 1, 1>(live, rows, row_step, dst, ow, y, x),
                 2 => tile::<T, 1, 2>(live, rows, row_step, dst, ow, y, x),
+                3 => tile::<T, 1, 3>(live, rows, row_step, dst, ow, y, x),
                 _ => tile::<T, 1, 4>(live, rows, row_step, dst, ow, y, x),
             }
         }
     }
 }
 
-/// `R` output rows from `y` on, `B` blocks of columns from `x` on (those past the row's end
-/// short, or empty).
+/// `R` output rows from `y` on, `B` blocks of columns from `x` on, the last of them maybe
+/// short. Every block loads
+/// whole vectors (see `Lanes::load_whole`: masked loads, one per tap, row and block, held
+/// the tile to half its multiply-adds' rate), reading up to a vector less one past the
+/// row's end; the stores are masked, so the sums of those lanes are dropped.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
@@ -307,7 +318,129 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
         for (r, sums) in acc.iter_mut().enumerate() {
             let at = src.add((y + r) * row_step + offset + x);
             for (b, sum) in sums.iter_mut().enumerate() {
-                *sum = T::add_product(*sum, w, T::load(at.add(b * T::N), masks[b]));
+                *sum = T::add_product(*sum, w, T::load_whole(at.add(b * T::N)));
+            }
+        }
+    }
+    let out = dst.as_mut_ptr();
+    for (r, sums) in acc.iter().enumerate() {
+        for (b, &sum) in sums.iter().enumerate() {
+            T::store(out.add((y + r) * ow + x + b * T::N), sum, masks[b]);
+        }
+    }
+}
+
+/// [`super::channel`] for a filter whose taps are all live, 3x3 or 5x5 without dilation,
+/// output rows `stride` padded rows apart: output row `y`, column `x` sums `taps[ky * k +
+/// kx] * rows[(y * stride + ky) * row_len + cols[kx] + x]` over the taps in row-major
+/// order. Returns `false` (nothing written) for any other filter. Call only when
+/// [`available`].
+pub(super) fn grid_f32(grid: super::Grid<f32>, rows: &[f32], dst: &mut [f32], ow: usize) -> bool {
+    grid_checked(grid, rows, dst, ow)
+}
+
+/// [`grid_f32`] in `f64`.
+pub(super) fn grid_f64(grid: super::Grid<f64>, rows: &[f64], dst: &mut [f64], ow: usize) -> bool {
+    grid_checked(grid, rows, dst, ow)
+}
+
+fn grid_checked<T: Lanes>(grid: super::Grid<T>, rows: &[T], dst: &mut [T], ow: usize) -> bool {
+    let k = grid.cols.len();
+    if !matches!((k, grid.stride), (3 | 5, 1 | 2)) || grid.taps.len() != k * k {
+        return false;
+    }
+    // Every read inside `rows`: the last output row's last tap row, its furthest column,
+    // a run of `ow` rounded up to whole vectors.
+    assert!(ow > 0 && dst.len().is_multiple_of(ow), "whole output rows");
+    let oh = dst.len() / ow;
+    let furthest = grid.cols.iter().copied().max().unwrap_or(0);
+    let last_row = ((oh.max(1) - 1) * grid.stride + k - 1) * grid.row_len;
+    assert!(oh == 0 || last_row + furthest + ow.next_multiple_of(T::N) <= rows.len(), "reads inside the copy");
+    assert!(available());
+    // SAFETY: the features `grid_in` enables were just detected, and the assertions above
+    // bound every index it reads and writes.
+    unsafe {
+        match (k, grid.stride) {
+            (3, 1) => grid_in::<T, 3, 1>(grid, rows, dst, ow),
+            (3, _) => grid_in::<T, 3, 2>(grid, rows, dst, ow),
+            (5, 1) => grid_in::<T, 5, 1>(grid, rows, dst, ow),
+            _ => grid_in::<T, 5, 2>(grid, rows, dst, ow),
+        }
+    }
+    true
+}
+
+/// Output rows summed at once by [`grid_in`]: each padded row loaded serves every one of
+/// them its filter reaches (3x3, stride 1: 6 rows of loads for 4 rows of sums, where
+/// summing a row at a time loaded 12).
+const GRID_ROWS: usize = 4;
+
+#[target_feature(enable = "avx512f")]
+unsafe fn grid_in<T: Lanes, const K: usize, const S: usize>(
+    grid: super::Grid<T>,
+    rows: &[T],
+    dst: &mut [T],
+    ow: usize,
+) {
+    let oh = dst.len() / ow;
+    let width = 2 * T::N;
+    let taps: [[T; K]; K] = std::array::from_fn(|ky| std::array::from_fn(|kx| grid.taps[ky * K + kx]));
+    let grid = Tiles { taps, cols: std::array::from_fn(|kx| grid.cols[kx]), row_len: grid.row_len };
+    let mut y = 0;
+    while y < oh {
+        let r = (oh - y).min(GRID_ROWS);
+        for x in (0..ow).step_by(width) {
+            let two = ow - x > T::N;
+            match (r, two) {
+                (4, true) => grid_tile::<T, K, S, 4, 2>(&grid, rows, dst, ow, y, x),
+                (4, false) => grid_tile::<T, K, S, 4, 1>(&grid, rows, dst, ow, y, x),
+                (3, true) => grid_tile::<T, K, S, 3, 2>(&grid, rows, dst, ow, y, x),
+                (3, false) => grid_tile::<T, K, S, 3, 1>(&grid, rows, dst, ow, y, x),
+                (2, true) => grid_tile::<T, K, S, 2, 2>(&grid, rows, dst, ow, y, x),
+                (2, false) => grid_tile::<T, K, S, 2, 1>(&grid, rows, dst, ow, y, x),
+                (_, true) => grid_tile::<T, K, S, 1, 2>(&grid, rows, dst, ow, y, x),
+                (_, false) => grid_tile::<T, K, S, 1, 1>(&grid, rows, dst, ow, y, x),
+            }
+        }
+        y += r;
+    }
+}
+
+/// A [`super::Grid`] in arrays of the filter's size.
+struct Tiles<T, const K: usize> {
+    taps: [[T; K]; K],
+    cols: [usize; K],
+    row_len: usize,
+}
+
+/// `R` output rows from `y` on, `B` blocks of columns from `x` on (the last maybe short:
+/// whole loads, masked stores, as in [`tile`]). Padded row `q` of the tile is loaded once
+/// per column tap and added to every output row `r` whose filter row `q - r * S` it is: a
+/// sum still takes its taps in row-major order.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn grid_tile<T: Lanes, const K: usize, const S: usize, const R: usize, const B: usize>(
+    grid: &Tiles<T, K>,
+    rows: &[T],
+    dst: &mut [T],
+    ow: usize,
+    y: usize,
+    x: usize,
+) {
+    let masks: [T::Mask; B] = std::array::from_fn(|b| T::mask(ow.saturating_sub(x + b * T::N).min(T::N)));
+    let mut acc = [[T::zero(); B]; R];
+    let top = rows.as_ptr().add(y * S * grid.row_len + x);
+    for q in 0..(R - 1) * S + K {
+        let row = top.add(q * grid.row_len);
+        for kx in 0..K {
+            let at = row.add(grid.cols[kx]);
+            let values: [T::V; B] = std::array::from_fn(|b| T::load_whole(at.add(b * T::N)));
+            for (r, sums) in acc.iter_mut().enumerate() {
+                let Some(ky) = q.checked_sub(r * S).filter(|&ky| ky < K) else { continue };
+                let w = T::splat(grid.taps[ky][kx]);
+                for (sum, &v) in sums.iter_mut().zip(&values) {
+                    *sum = T::add_product(*sum, w, v);
+                }
             }
         }
     }

@@ -131,6 +131,9 @@ fn by_channel<T: Element, S: Source<T>>(
     // Where each tap reads, the same for every channel (worked out once: the integer
     // divisions cost more than a small channel's multiply-adds).
     let offsets: Vec<usize> = (0..kh * kw).map(|t| padded.offset(conv, t / kw, t % kw)).collect();
+    // A filter with every tap live runs as a whole grid (see `GridKernel`), if it may.
+    let cols: Vec<usize> = (0..kw).map(|kx| padded.offset(conv, 0, kx)).collect();
+    let gridded = kh == kw && conv.dilation == [1, 1];
     let vectors = T::depthwise_vectors();
     // A channel in bands of output rows, each band's padded rows copied just before its
     // sums: a whole plane's copy (52 KB at 112x112) overflowed L1, and its stores waited on
@@ -155,7 +158,10 @@ fn by_channel<T: Element, S: Source<T>>(
                         let band = padded.band(b * band_rows, dst.len() / ow);
                         band.fill(&input[c * h * w..][..h * w], &mut rows);
                         if let Some(v) = &vectors {
-                            (v.rows)(&live, &rows, band.stride[0] * band.row_len(), dst, ow);
+                            let grid = Grid { taps, cols: &cols, row_len: band.row_len(), stride: band.stride[0] };
+                            if !(gridded && live.len() == taps.len() && (v.grid)(grid, &rows, dst, ow)) {
+                                (v.rows)(&live, &rows, band.stride[0] * band.row_len(), dst, ow);
+                            }
                         } else if ow <= 8 {
                             // Two rows of sums fill 4 (f64: 8) AVX2 registers at 16 columns, 8 at 32.
                             channel::<T, 8>(&live, &rows, &band, dst, ow);
@@ -511,6 +517,7 @@ fn pair_geometry(w: usize, left: usize, len: usize) -> (usize, usize, usize) {
 /// stands for.
 pub struct Vectors<T> {
     rows: RowsKernel<T>,
+    grid: GridKernel<T>,
     pixels: PixelsKernel<T>,
     transpose: TransposeKernel<T>,
 }
@@ -519,6 +526,22 @@ pub struct Vectors<T> {
 /// over its live `(offset, tap)` pairs, in order, into `dst`'s rows of `ow`:
 /// `(live, rows, row_step, dst, ow)`.
 type RowsKernel<T> = fn(&[(usize, T)], &[T], usize, &mut [T], usize);
+
+/// [`channel`] for a channel whose filter has every tap live (no dilation), each padded row
+/// loaded once for all the output rows it serves; `false` (nothing written) where it has no
+/// build for the filter's size or stride: `(grid, rows, dst, ow)`.
+type GridKernel<T> = fn(Grid<T>, &[T], &mut [T], usize) -> bool;
+
+/// A whole filter over a channel's padded copy: its taps (row-major), where each column of
+/// taps reads in a padded row (`cols[kx]`, for output column 0), the padded rows' length
+/// and the padded rows between output rows.
+#[derive(Clone, Copy)]
+pub(super) struct Grid<'a, T> {
+    taps: &'a [T],
+    cols: &'a [usize],
+    row_len: usize,
+    stride: usize,
+}
 
 /// [`pixel_channels`] for rows of output pixels in `window`, `c` channels each: pixel `(oy,
 /// ox)`, channel `ch` sums `by_tap[t * c + ch] * window[oy * row_step + ox * step +
@@ -546,6 +569,7 @@ pub(super) fn vectors_f32() -> Option<Vectors<f32>> {
     if avx512::available() {
         return Some(Vectors {
             rows: avx512::channel_f32,
+            grid: avx512::grid_f32,
             pixels: avx512::pixels_f32,
             transpose: avx512::transpose_f32,
         });
@@ -559,6 +583,7 @@ pub(super) fn vectors_f64() -> Option<Vectors<f64>> {
     if avx512::available() {
         return Some(Vectors {
             rows: avx512::channel_f64,
+            grid: avx512::grid_f64,
             pixels: avx512::pixels_f64,
             transpose: avx512::transpose_f64,
         });
@@ -733,6 +758,52 @@ mod tests {
                 (v.rows)(&live, &rows, row_step, &mut got, ow);
                 assert!(want == got, "{oh} x {ow}");
             }
+        }
+        case::<f32>();
+        case::<f64>();
+    }
+
+    /// The whole-grid kernel sums exactly as the portable loop over the same taps: 3x3 and
+    /// 5x5, strides 1 and 2, columns of taps in two phases, output rows in fours and every
+    /// leftover count, one and two blocks of columns, a short last block; and it declines
+    /// the filters it has no build for.
+    #[test]
+    fn vector_grids_match_the_portable_loop() {
+        fn case<T: Element + From<f32>>() {
+            let Some(v) = T::depthwise_vectors() else { return };
+            for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+                for (oh, ow) in [(1, 15), (2, 16), (3, 17), (4, 31), (5, 33), (7, 48), (9, 56), (6, 100)] {
+                    // Stride 2: taps `kx` read phase `kx % 2` (`phase` values each) at `kx / 2`.
+                    let phase = ow + k;
+                    let (row_len, cols): (usize, Vec<usize>) = match stride {
+                        1 => (phase, (0..k).collect()),
+                        _ => (2 * phase, (0..k).map(|kx| kx % 2 * phase + kx / 2).collect()),
+                    };
+                    let rows: Vec<T> = (0..((oh - 1) * stride + k) * row_len + SLACK)
+                        .map(|i| T::from((i * 29 % 23) as f32 - 11.0) / T::from(7.0))
+                        .collect();
+                    let taps: Vec<T> = (0..k * k).map(|t| T::from((t * 7 % 13) as f32 - 6.5) / T::from(5.0)).collect();
+                    let live: Vec<(usize, T)> = (0..k * k).map(|t| (t / k * row_len + cols[t % k], taps[t])).collect();
+                    let padded = Padded {
+                        hw: [0, 0],
+                        first_row: 0,
+                        left: 0,
+                        rows: (oh - 1) * stride + k,
+                        window_rows: k,
+                        phase_len: row_len,
+                        stride: [stride, 1],
+                    };
+                    let mut want = vec![T::zero(); oh * ow];
+                    channel::<T, 16>(&live, &rows, &padded, &mut want, ow);
+                    let mut got = vec![T::zero(); oh * ow];
+                    let grid = Grid { taps: &taps, cols: &cols, row_len, stride };
+                    assert!((v.grid)(grid, &rows, &mut got, ow), "{k}x{k}/{stride} has a build");
+                    assert!(want == got, "{k}x{k}/{stride}, {oh} x {ow}");
+                }
+            }
+            let (taps, cols) = ([T::from(1.0); 49], [0, 1, 2, 3, 4, 5, 6]);
+            let grid = Grid { taps: &taps, cols: &cols, row_len: 40, stride: 1 };
+            assert!(!(v.grid)(grid, &[T::zero(); 400], &mut [T::zero(); 16], 16), "no 7x7 build");
         }
         case::<f32>();
         case::<f64>();
