@@ -9,9 +9,9 @@
 /// An element-wise activation, fused into a layer or standing alone.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
-    /// `max(x, 0)`.
+    /// `max(x, 0)` (`+0` for NaN and for `-0`).
     Relu,
-    /// `min(max(x, min), max)` (ReLU6 is `Clip { min: 0, max: 6 }`).
+    /// `min(max(x, min), max)`, `min` for NaN (ReLU6 is `Clip { min: 0, max: 6 }`).
     Clip {
         /// Lower bound.
         min: f32,
@@ -31,13 +31,36 @@ pub enum Activation {
     Sigmoid,
 }
 
+/// `max(x, low)`, `low` for a NaN `x` (as `f32::max`) and for a zero of either sign when
+/// `low` is zero (where `f32::max` leaves the sign unspecified): one x86 `max` per vector,
+/// where `f32::max` compiled to three instructions (ReLU6 after a depthwise conv spent a
+/// sixth of the layer's time on them).
+#[inline(always)]
+fn at_least(x: f32, low: f32) -> f32 {
+    if x > low {
+        x
+    } else {
+        low
+    }
+}
+
+/// `min(x, high)` of a number `x`, as [`at_least`].
+#[inline(always)]
+fn at_most(x: f32, high: f32) -> f32 {
+    if x < high {
+        x
+    } else {
+        high
+    }
+}
+
 impl Activation {
     /// Apply to one value.
     #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            Self::Relu => x.max(0.0),
-            Self::Clip { min, max } => x.max(min).min(max),
+            Self::Relu => at_least(x, 0.0),
+            Self::Clip { min, max } => at_most(at_least(x, min), max),
             Self::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Self::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Self::Sigmoid => 1.0 / (1.0 + (-x).exp()),
@@ -91,4 +114,31 @@ pub enum EltwiseKind {
     Add,
     /// `a * b`.
     Mul,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+
+    /// NaN goes to the lower bound, either zero to `+0` under ReLU, infinities to the bounds.
+    #[test]
+    fn relu_and_clip_at_their_edges() {
+        let bits = |x: f32| x.to_bits();
+        let relu = Activation::Relu;
+        assert_eq!(bits(relu.apply(f32::NAN)), bits(0.0));
+        assert_eq!(bits(relu.apply(-0.0)), bits(0.0));
+        assert_eq!(relu.apply(-3.5), 0.0);
+        assert_eq!(relu.apply(2.25), 2.25);
+        assert_eq!(relu.apply(f32::INFINITY), f32::INFINITY);
+        let relu6 = Activation::Clip { min: 0.0, max: 6.0 };
+        assert_eq!(bits(relu6.apply(f32::NAN)), bits(0.0));
+        assert_eq!(bits(relu6.apply(-0.0)), bits(0.0));
+        for (x, y) in [(-1.0, 0.0), (3.0, 3.0), (6.0, 6.0), (7.5, 6.0), (f32::INFINITY, 6.0), (f32::NEG_INFINITY, 0.0)]
+        {
+            assert_eq!(relu6.apply(x), y, "relu6({x})");
+        }
+        let open = Activation::Clip { min: f32::NEG_INFINITY, max: 1.0 };
+        assert_eq!(open.apply(-1e30), -1e30);
+        assert_eq!(open.apply(f32::NAN), f32::NEG_INFINITY);
+    }
 }
