@@ -1,13 +1,15 @@
 //! The AVX-512 builds of the depthwise loops, in explicit vectors: a channel's output rows
-//! ([`super::channel`]) and, channels last, a row of output pixels
-//! ([`super::pixel_channels`]). Left to the compiler, the generic loops' blocks of sums were
+//! ([`super::channel`]; a whole filter's grid, [`grid_f32`]) and, channels last, a row of
+//! output pixels ([`super::pixel_channels`]). Left to the compiler, the generic loops' blocks of sums were
 //! split into pieces of 8, 4, 2 and 1 lanes with shuffles between them (0.9 of the time on a
 //! 14-column map).
 //!
 //! Each output element is summed exactly as the portable loops sum it: from zero, one
-//! product of each tap in turn, each fused with its addition. Several rows, pixels or blocks of 16 (`f64`: 8) lanes are summed at once
-//! so that enough additions are in flight to hide their latency; a last block is masked,
-//! so nothing is read or written beyond a row.
+//! //! product of each tap in turn, each fused with its addition. Several rows, pixels or
+//! blocks of 16 (`f64`: 8) lanes are summed at once so that enough additions are in flight
+//! to hide their latency. A channel's rows read whole vectors, up to a vector less one past
+//! a row's end (inside the padded copy, whose slack holds them), their stores masked;
+//! channels last, a short block is masked, so nothing is read or written beyond it.
 
 use super::PixelSteps;
 use std::arch::x86_64::*;
@@ -26,9 +28,7 @@ trait Lanes: Copy {
     fn mask(n: usize) -> Self::Mask;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(v: Self) -> Self::V;
-    /// The elements at `p` in the lanes of `m`; the others zero, unread. The channel rows'
-    /// tiles load every block so (a choice per load between a whole and a masked access
-    /// was a branch in the innermost loop).
+    /// The elements at `p` in the lanes of `m`; the others zero, unread.
     unsafe fn load(p: *const Self, m: Self::Mask) -> Self::V;
     /// The [`Self::N`] elements at `p`, unmasked: on Intel's cores a masked load also takes
     /// a slot of the ports that multiply and add, where a plain one takes none (the direct
@@ -245,8 +245,8 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
     let oh = dst.len() / ow;
     // Rows and blocks of columns at once: 8 sums in flight, as many as the additions'
     // latency needs (a map one block wide, 14x14, ran 4 rows at once and its last rows one
-    // by one: its channels waited on their chains of additions); a tile's blocks past the
-    // row's end are masked off whole.
+    // by one: its channels waited on their chains of additions); a row's last tile runs
+    // only the blocks that reach into it.
     let (rows_at_once, blocks) = match ow.div_ceil(T::N) {
         1 => (8, 1),
         2 => (4, 2),
@@ -295,10 +295,9 @@ unsafe fn channel_in<T: Lanes>(live: &[(usize, T)], rows: &[T], row_step: usize,
 }
 
 /// `R` output rows from `y` on, `B` blocks of columns from `x` on, the last of them maybe
-/// short. Every block loads
-/// whole vectors (see `Lanes::load_whole`: masked loads, one per tap, row and block, held
-/// the tile to half its multiply-adds' rate), reading up to a vector less one past the
-/// row's end; the stores are masked, so the sums of those lanes are dropped.
+/// short. Every block loads whole vectors (see `Lanes::load_whole`), reading up to a vector
+/// less one past the row's end; the stores are masked, so the sums of those lanes are
+/// dropped.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
