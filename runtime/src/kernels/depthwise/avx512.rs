@@ -309,7 +309,6 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
     y: usize,
     x: usize,
 ) {
-    let masks: [T::Mask; B] = std::array::from_fn(|b| T::mask(ow.saturating_sub(x + b * T::N).min(T::N)));
     let mut acc = [[T::zero(); B]; R];
     let src = rows.as_ptr();
     for &(offset, tap) in live {
@@ -321,10 +320,24 @@ unsafe fn tile<T: Lanes, const R: usize, const B: usize>(
             }
         }
     }
+    store_tile(&acc, dst, ow, (y, x));
+}
+
+/// A tile's sums, `R` output rows of `B` blocks from `(y, x)` on, into `dst` (rows of
+/// `ow`), each block's lanes past `ow` left out.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile<T: Lanes, const R: usize, const B: usize>(
+    acc: &[[T::V; B]; R],
+    dst: &mut [T],
+    ow: usize,
+    (y, x): (usize, usize),
+) {
     let out = dst.as_mut_ptr();
     for (r, sums) in acc.iter().enumerate() {
         for (b, &sum) in sums.iter().enumerate() {
-            T::store(out.add((y + r) * ow + x + b * T::N), sum, masks[b]);
+            let mask = T::mask(ow.saturating_sub(x + b * T::N).min(T::N));
+            T::store(out.add((y + r) * ow + x + b * T::N), sum, mask);
         }
     }
 }
@@ -426,7 +439,6 @@ unsafe fn grid_tile<T: Lanes, const K: usize, const S: usize, const R: usize, co
     y: usize,
     x: usize,
 ) {
-    let masks: [T::Mask; B] = std::array::from_fn(|b| T::mask(ow.saturating_sub(x + b * T::N).min(T::N)));
     let mut acc = [[T::zero(); B]; R];
     let top = rows.as_ptr().add(y * S * grid.row_len + x);
     for q in 0..(R - 1) * S + K {
@@ -443,12 +455,7 @@ unsafe fn grid_tile<T: Lanes, const K: usize, const S: usize, const R: usize, co
             }
         }
     }
-    let out = dst.as_mut_ptr();
-    for (r, sums) in acc.iter().enumerate() {
-        for (b, &sum) in sums.iter().enumerate() {
-            T::store(out.add((y + r) * ow + x + b * T::N), sum, masks[b]);
-        }
-    }
+    store_tile(&acc, dst, ow, (y, x));
 }
 
 /// The output rows of the channels-last layout ([`super::PixelsKernel`]). Taps of zero
