@@ -33,6 +33,10 @@ pub trait Element:
     /// The depthwise kernels in explicit vectors for this element type, if the processor
     /// has them (see [`super::depthwise::Vectors`]).
     fn depthwise_vectors() -> Option<super::depthwise::Vectors<Self>>;
+
+    /// The depthwise whole-grid kernel for this element type, if the processor has its
+    /// instructions (see [`super::depthwise::GridKernel`]).
+    fn depthwise_grid() -> Option<super::depthwise::GridKernel<Self>>;
 }
 
 impl Element for f32 {
@@ -55,6 +59,10 @@ impl Element for f32 {
     fn depthwise_vectors() -> Option<super::depthwise::Vectors<f32>> {
         super::depthwise::vectors_f32()
     }
+
+    fn depthwise_grid() -> Option<super::depthwise::GridKernel<f32>> {
+        super::depthwise::grid_f32()
+    }
 }
 
 impl Element for f64 {
@@ -73,6 +81,10 @@ impl Element for f64 {
 
     fn depthwise_vectors() -> Option<super::depthwise::Vectors<f64>> {
         super::depthwise::vectors_f64()
+    }
+
+    fn depthwise_grid() -> Option<super::depthwise::GridKernel<f64>> {
+        super::depthwise::grid_f64()
     }
 }
 
