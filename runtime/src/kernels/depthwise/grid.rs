@@ -1,5 +1,5 @@
-//! The whole-grid depthwise kernel ([`super::GridKernel`]), written once for each
-//! instruction set's vectors (`avx512.rs`, `avx2.rs`): a channel whose 3x3 or 5x5 filter
+//! The whole-grid depthwise kernel ([`super::GridKernel`]), written once and instantiated
+//! for each instruction set's vectors (`avx512.rs`, `avx2.rs`): a channel whose 3x3 or 5x5 filter
 //! has every tap live is summed [`GRID_ROWS`] output rows by two vectors of columns at a
 //! time, each padded row loaded once for every output row it serves. Output row `y`,
 //! column `x` sums `taps[ky * k + kx] * rows[(y * stride + ky) * row_len + cols[kx] + x]`
