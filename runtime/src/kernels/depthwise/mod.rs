@@ -543,6 +543,7 @@ pub type GridKernel<T> = fn(Grid<T>, &[T], &mut [T], usize) -> bool;
 /// taps reads in a padded row (`cols[kx]`, for output column 0), the padded rows' length
 /// and the padded rows between output rows.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Only the x86 builds read it.
 pub struct Grid<'a, T> {
     taps: &'a [T],
     cols: &'a [usize],
