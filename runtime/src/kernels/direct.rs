@@ -254,10 +254,7 @@ mod avx2 {
     use super::{Reads, MR, NR};
     use std::arch::x86_64::*;
 
-    /// Whether this processor has the instructions (detected once, cached by `std`).
-    pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
+    pub(super) use crate::kernels::avx2_available as available;
 
     /// See [`super::micro_tile`].
     #[inline(always)]

@@ -99,6 +99,13 @@ pub(crate) fn each_strided<D, T: Copy>(dst: &mut [D], src: &[T], stride: usize, 
     }
 }
 
+/// Whether this processor has AVX2 and FMA, the kernels' 256-bit builds' instructions
+/// (detected once, cached by `std`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// Whether the environment sets `HASS_AVX2_ONLY` (non-empty): the kernels then leave the
 /// processor's AVX-512 unused, to measure here what one without it would do
 /// (`scripts/bench_runtime.sh`). Read once.

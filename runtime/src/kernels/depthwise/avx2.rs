@@ -6,10 +6,7 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this processor has AVX2 and FMA (detected once, cached by `std`).
-pub(super) fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
+pub(super) use crate::kernels::avx2_available as available;
 
 /// What the kernel needs of a 256-bit vector of one element type.
 trait Lanes: Copy + Default {
@@ -103,6 +100,7 @@ unsafe fn store_tile<T: Lanes, const R: usize, const B: usize>(
             if n == T::N {
                 T::store(out.add((y + r) * ow + at), sum);
             } else if n > 0 {
+                // As long as the widest vector here (8 `f32`); `T::N` cannot size an array.
                 let mut lanes = [T::default(); 8];
                 T::store(lanes.as_mut_ptr(), sum);
                 std::ptr::copy_nonoverlapping(lanes.as_ptr(), out.add((y + r) * ow + at), n);

@@ -1,11 +1,11 @@
 //! The AVX-512 builds of the depthwise loops, in explicit vectors: a channel's output rows
 //! ([`super::channel`]; a whole filter's grid, [`grid_f32`]) and, channels last, a row of
-//! output pixels ([`super::pixel_channels`]). Left to the compiler, the generic loops' blocks of sums were
-//! split into pieces of 8, 4, 2 and 1 lanes with shuffles between them (0.9 of the time on a
-//! 14-column map).
+//! output pixels ([`super::pixel_channels`]). Left to the compiler, the generic loops'
+//! blocks of sums were split into pieces of 8, 4, 2 and 1 lanes with shuffles between them
+//! (0.9 of the time on a 14-column map).
 //!
 //! Each output element is summed exactly as the portable loops sum it: from zero, one
-//! //! product of each tap in turn, each fused with its addition. Several rows, pixels or
+//! product of each tap in turn, each fused with its addition. Several rows, pixels or
 //! blocks of 16 (`f64`: 8) lanes are summed at once so that enough additions are in flight
 //! to hide their latency. A channel's rows read whole vectors, up to a vector less one past
 //! a row's end (inside the padded copy, whose slack holds them), their stores masked;

@@ -15,6 +15,8 @@
 /// reaches (3x3, stride 1: 6 rows of loads for 4 rows of sums, where summing a row at a
 /// time loaded 12).
 pub(super) const GRID_ROWS: usize = 4;
+// `grid_in` picks a tile for each row count up to this one.
+const _: () = assert!(GRID_ROWS == 4, "grid_in's tiles are written for 4, 3, 2 and 1 rows");
 
 /// The kernel for the vectors of trait `$lanes` (`N`, `zero`, `splat`, `load_whole`,
 /// `add_product`; and, in scope, `available` and `store_tile`), compiled with `$feature`,
