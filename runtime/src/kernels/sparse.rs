@@ -273,7 +273,7 @@ fn add_runs_of<const W: usize, const FUSED: bool>(
 pub(super) const PAIRED_WIDTH: usize = 64;
 
 /// [`add_runs`] for two output rows at once over the same `data`, `rows[i]` being row `i`'s
-/// non-zeros as (offset from `start`, value): the `j`-th non-zeros of both rows in one
+/// non-zeros as (offset from `start`, value) pairs: the `j`-th non-zeros of both rows in one
 /// step, then the longer row's rest, so that each row still sums its own in their order.
 /// A block of at most [`PAIRED_WIDTH`] outputs fills four registers or fewer, too few
 /// independent multiply-add chains to hide their latency; two rows' chains together do
@@ -283,7 +283,7 @@ pub(super) fn add_two_rows<const FUSED: bool>(
     width: usize,
     data: &[f32],
     start: usize,
-    rows: [(&[u32], &[f32]); 2],
+    rows: [&[(u32, f32)]; 2],
     dst: [&mut [f32]; 2],
     fresh: bool,
 ) {
@@ -300,7 +300,7 @@ pub(super) fn add_two_rows<const FUSED: bool>(
 fn add_two_rows_of<const W: usize, const FUSED: bool>(
     data: &[f32],
     start: usize,
-    rows: [(&[u32], &[f32]); 2],
+    rows: [&[(u32, f32)]; 2],
     dst: [&mut [f32]; 2],
     fresh: bool,
 ) {
@@ -314,17 +314,17 @@ fn add_two_rows_of<const W: usize, const FUSED: bool>(
             *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
         }
     };
-    let [(o0, v0), (o1, v1)] = rows;
-    let both = o0.len().min(o1.len());
-    for j in 0..both {
-        add(&mut a0, o0[j], v0[j]);
-        add(&mut a1, o1[j], v1[j]);
+    let [r0, r1] = rows;
+    let both = r0.len().min(r1.len());
+    for (&(o0, v0), &(o1, v1)) in r0.iter().zip(r1) {
+        add(&mut a0, o0, v0);
+        add(&mut a1, o1, v1);
     }
-    for j in both..o0.len() {
-        add(&mut a0, o0[j], v0[j]);
+    for &(o, v) in &r0[both..] {
+        add(&mut a0, o, v);
     }
-    for j in both..o1.len() {
-        add(&mut a1, o1[j], v1[j]);
+    for &(o, v) in &r1[both..] {
+        add(&mut a1, o, v);
     }
     (*d0, *d1) = (a0, a1);
 }
@@ -398,8 +398,8 @@ mod tests {
     #[test]
     fn two_rows_at_once_sum_what_each_does_alone() {
         let data: Vec<f32> = (0..400).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        let row = |n: usize, seed: u32| -> (Vec<u32>, Vec<f32>) {
-            (0..n as u32).map(|j| ((j * 53 + seed) % 300, 1.0 / (j + seed + 3) as f32 - 0.2)).unzip()
+        let row = |n: usize, seed: u32| -> Vec<(u32, f32)> {
+            (0..n as u32).map(|j| ((j * 53 + seed) % 300, 1.0 / (j + seed + 3) as f32 - 0.2)).collect()
         };
         for width in [16, 32, 48, 64] {
             for (n0, n1) in [(5, 9), (9, 5), (0, 4), (7, 7)] {
@@ -408,13 +408,13 @@ mod tests {
                     let start = 3;
                     let before: Vec<f32> = (0..2 * width).map(|i| i as f32 * 0.25).collect();
                     let mut alone = before.clone();
-                    for ((o, v), dst) in [&r0, &r1].into_iter().zip(alone.chunks_exact_mut(width)) {
-                        let runs = o.iter().zip(v).map(|(&o, &a)| (o as usize + start, a));
+                    for (row, dst) in [&r0, &r1].into_iter().zip(alone.chunks_exact_mut(width)) {
+                        let runs = row.iter().map(|&(o, a)| (o as usize + start, a));
                         add_runs::<true>(width, &data, runs, dst, fresh);
                     }
                     let mut paired = before;
                     let (d0, d1) = paired.split_at_mut(width);
-                    let rows = [(&r0.0[..], &r0.1[..]), (&r1.0[..], &r1.1[..])];
+                    let rows = [&r0[..], &r1[..]];
                     add_two_rows::<true>(width, &data, start, rows, [d0, d1], fresh);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&paired), bits(&alone), "width {width}, rows of {n0} and {n1}, fresh {fresh}");

@@ -20,13 +20,6 @@ use rayon::prelude::*;
 
 /// Output rows per parallel task, at least.
 const MIN_ROWS_PER_TASK: usize = 8;
-/// Bytes of non-zeros (values and offsets) a task's rows hold, about, at most: a task
-/// reads its rows' non-zeros once per pass over the input channels, and they stay in L2
-/// between passes only if they fit beside the input's planes. ResNet-18's 7x7 layers
-/// (708 K non-zeros at 70 % sparsity, one block of outputs) had run as two tasks of 256
-/// rows, each pass streaming 2.8 MB of non-zeros from L3: 2.5 ms per layer, 1.85 ms in
-/// tasks of 16 rows.
-const TASK_WEIGHT_BYTES: usize = 128 * 1024;
 /// Bytes of input a block reads per pass over the rows: half of a core's L1 data cache.
 /// The rows pass over the input channels in groups this large, so that every non-zero's
 /// loads hit L1 (reading all channels at once, a non-zero waited on L2 for its lines).
@@ -133,21 +126,27 @@ fn conv_on(conv: &Conv, sparse: &SparseRows, image: Image, grid: &Grid) {
     if layout.key != grid.key() {
         // Another geometry than the first image's (a plan's layers have one): work it out
         // for this call alone.
-        return conv_with(conv, sparse, &Layout::new(conv, sparse, grid), grid, image);
+        return conv_with(conv, &Layout::new(conv, sparse, grid), grid, image);
     }
-    conv_with(conv, sparse, layout, grid, image)
+    conv_with(conv, layout, grid, image)
 }
 
-/// Where a direct convolution reads: per non-zero, the offset of its first input in the
-/// padded planes; per row, where each pass over the input channels starts among its
-/// non-zeros.
+/// The layer's non-zeros as the direct kernel reads them: per non-zero, the offset of its
+/// first input in the padded planes beside its value; pass after pass over the input
+/// channels, each pass's rows one after another, so that a task's pass reads one stream
+/// however many rows it has. (Kept row by row, a pass began two streams per row, offsets
+/// and values, and ResNet-18's 7x7 layers ran fastest in tasks of 16 rows; now a task
+/// takes all the rows its share of the threads allows: at 70 % sparsity, one thread,
+/// 42.2 -> 44.5 images/s at batch 1, 44.3 -> 47.1 at batch 8.)
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
     /// The grid's pitch, plane length, channels per pass and shifts it was worked out for.
     key: [usize; 4],
-    offsets: Vec<u32>,
-    /// Per row, `passes + 1` indices into the non-zeros.
-    pass_starts: Vec<usize>,
+    runs: Vec<(u32, f32)>,
+    /// Per pass, `rows + 1` indices into `runs`: row `r`'s non-zeros of pass `p` are
+    /// `starts[p * (rows + 1) + r]..starts[p * (rows + 1) + r + 1]`.
+    starts: Vec<usize>,
+    rows: usize,
     passes: usize,
 }
 
@@ -155,26 +154,34 @@ impl Layout {
     fn new(conv: &Conv, sparse: &SparseRows, grid: &Grid) -> Layout {
         let ([kh, kw], [sh, sw]) = (conv.kernel, conv.stride);
         let planes = conv.c_in * sh * sw;
-        let offsets = sparse
-            .cols
-            .iter()
-            .map(|&j| {
-                let j = j as usize;
-                let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
-                let plane = (c * sh + ky % sh) * sw + kx % sw;
-                // Shifted copies: the column within the phase picks the copy.
-                let (copy, column) = if grid.shifts > 1 { (kx / sw, 0) } else { (0, kx / sw) };
-                ((copy * planes + plane) * grid.plane + ky / sh * grid.pitch + column) as u32
-            })
-            .collect();
+        let offset = |j: u32| {
+            let j = j as usize;
+            let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
+            let plane = (c * sh + ky % sh) * sw + kx % sw;
+            // Shifted copies: the column within the phase picks the copy.
+            let (copy, column) = if grid.shifts > 1 { (kx / sw, 0) } else { (0, kx / sw) };
+            ((copy * planes + plane) * grid.plane + ky / sh * grid.pitch + column) as u32
+        };
         let per_pass = grid.channels_per_pass * kh * kw;
         let passes = conv.c_in.div_ceil(grid.channels_per_pass);
-        let mut pass_starts = Vec::with_capacity(conv.c_out * (passes + 1));
-        for r in 0..conv.c_out {
+        let rows = conv.c_out;
+        // Where each row's non-zeros of each pass lie among the layer's (by column, then by
+        // row), then those runs pass by pass.
+        let mut bounds = Vec::with_capacity(rows * (passes + 1));
+        for r in 0..rows {
             let (first, cols) = (sparse.starts[r], &sparse.cols[sparse.starts[r]..sparse.starts[r + 1]]);
-            pass_starts.extend((0..=passes).map(|p| first + cols.partition_point(|&j| (j as usize) < p * per_pass)));
+            bounds.extend((0..=passes).map(|p| first + cols.partition_point(|&j| (j as usize) < p * per_pass)));
         }
-        Layout { key: grid.key(), offsets, pass_starts, passes }
+        let (mut runs, mut starts) = (Vec::with_capacity(sparse.cols.len()), Vec::with_capacity(passes * (rows + 1)));
+        for p in 0..passes {
+            for r in 0..rows {
+                starts.push(runs.len());
+                let span = bounds[r * (passes + 1) + p]..bounds[r * (passes + 1) + p + 1];
+                runs.extend(sparse.cols[span.clone()].iter().zip(&sparse.values[span]).map(|(&j, &a)| (offset(j), a)));
+            }
+            starts.push(runs.len());
+        }
+        Layout { key: grid.key(), runs, starts, rows, passes }
     }
 }
 
@@ -224,7 +231,7 @@ fn pad_input(conv: &Conv, grid: &Grid, input: &[f32], [h, w]: [usize; 2], padded
 
 /// [`conv_direct`] with its layout: pad the input, sum every block of every output row
 /// (in parallel over blocks and groups of rows), then copy the outputs off the grid.
-fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, image: Image) {
+fn conv_with(conv: &Conv, layout: &Layout, grid: &Grid, image: Image) {
     let Image { input, in_hw, out, out_hw: [oh, ow], finish } = image;
     let planes = conv.c_in * conv.stride[0] * conv.stride[1] * grid.shifts;
     // Planes from a 64-byte boundary on, so that offsets that are multiples of 16 are too.
@@ -234,12 +241,7 @@ fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, ima
     pad_input(conv, grid, input, in_hw, padded);
     let blocks = grid.outputs / grid.block;
     let threads = rayon::current_num_threads();
-    let weight_bytes = sparse.values.len() * (size_of::<f32>() + size_of::<u32>());
-    let rows_per_task = conv
-        .c_out
-        .div_ceil((2 * threads).div_ceil(blocks))
-        .min(TASK_WEIGHT_BYTES * conv.c_out / weight_bytes.max(1))
-        .max(MIN_ROWS_PER_TASK);
+    let rows_per_task = conv.c_out.div_ceil((2 * threads).div_ceil(blocks)).max(MIN_ROWS_PER_TASK);
     // Per block, every output channel's sums over it.
     let mut tiles = scratch::take_len(blocks * conv.c_out * grid.block, 0.0f32);
     let padded_ref = &*padded;
@@ -250,13 +252,7 @@ fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, ima
             tile.par_chunks_mut(rows_per_task * grid.block).enumerate().map(move |(t, rows)| (b, t, rows))
         })
         .for_each(|(b, t, rows)| {
-            let task = Task {
-                values: &sparse.values,
-                layout,
-                first: t * rows_per_task,
-                padded: padded_ref,
-                start: b * grid.block,
-            };
+            let task = Task { layout, first: t * rows_per_task, padded: padded_ref, start: b * grid.block };
             run(task, grid.block, rows);
         });
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(r, channel)| {
@@ -279,7 +275,6 @@ fn conv_with(conv: &Conv, sparse: &SparseRows, layout: &Layout, grid: &Grid, ima
 /// One task: output rows from `first` on, over the block of outputs from `start` on,
 /// reading the padded input `padded` where `layout` says.
 pub(super) struct Task<'a> {
-    values: &'a [f32],
     layout: &'a Layout,
     first: usize,
     padded: &'a [f32],
@@ -321,8 +316,7 @@ pub(super) fn rows_in<const FUSED: bool>(task: Task, block: usize, rows: &mut [f
 /// ([`add_two_rows`]), a last odd one alone.
 #[inline(always)]
 fn rows_in_pairs<const FUSED: bool>(task: Task, block: usize, rows: &mut [f32]) {
-    let Layout { offsets, passes, .. } = task.layout;
-    let values = task.values;
+    let Layout { runs, passes, .. } = task.layout;
     for pass in 0..*passes {
         for (first, group) in (task.first..).step_by(2).zip(rows.chunks_mut(2 * block)) {
             if group.len() < 2 * block {
@@ -334,7 +328,7 @@ fn rows_in_pairs<const FUSED: bool>(task: Task, block: usize, rows: &mut [f32]) 
                 continue;
             }
             let (d0, d1) = group.split_at_mut(block);
-            let rows = [(&offsets[s0.clone()], &values[s0]), (&offsets[s1.clone()], &values[s1])];
+            let rows = [&runs[s0], &runs[s1]];
             add_two_rows::<FUSED>(block, task.padded, task.start, rows, [d0, d1], pass == 0);
         }
     }
@@ -344,7 +338,7 @@ impl Task<'_> {
     /// Where row `r`'s non-zeros in `pass` lie among the layer's.
     #[inline(always)]
     fn span(&self, r: usize, pass: usize) -> std::ops::Range<usize> {
-        let starts = &self.layout.pass_starts[r * (self.layout.passes + 1) + pass..];
+        let starts = &self.layout.starts[pass * (self.layout.rows + 1) + r..];
         starts[0]..starts[1]
     }
 
@@ -355,8 +349,7 @@ impl Task<'_> {
         if span.is_empty() && pass > 0 {
             return;
         }
-        let offsets = &self.layout.offsets[span.clone()];
-        let runs = offsets.iter().zip(&self.values[span]).map(|(&o, &a)| (o as usize + self.start, a));
+        let runs = self.layout.runs[span].iter().map(|&(o, a)| (o as usize + self.start, a));
         add_runs::<FUSED>(block, self.padded, runs, dst, pass == 0);
     }
 }
@@ -457,7 +450,7 @@ mod tests {
         let layout = Layout::new(&conv, sparse, &grid);
         let mut padded = vec![0.0f32; 8 * grid.plane];
         padded.iter_mut().enumerate().for_each(|(i, v)| *v = input[i % input.len()]);
-        let task = || Task { values: &sparse.values, layout: &layout, first: 0, padded: &padded, start: 0 };
+        let task = || Task { layout: &layout, first: 0, padded: &padded, start: 0 };
         let mut plain = vec![0.0; 16 * grid.block];
         rows_in::<false>(task(), grid.block, &mut plain);
         let mut builds = vec![vec![0.0; 16 * grid.block]];
