@@ -8,9 +8,9 @@ use std::sync::{Arc, OnceLock};
 /// Largest fraction of non-zero weights for which a layer keeps its non-zeros. A conv then
 /// runs the direct sparse kernel, which beat the float path's own kernels up to about 40 %
 /// non-zeros on ResNet-18's 3x3 layers (`RAYON_NUM_THREADS=1 cargo bench -p hass-runtime
-/// --bench sparse_gemm`, 2026-12-06, Intel Xeon with AVX-512, from 56x56 to 7x7: at 30 %
-/// non-zeros 0.78, 0.62, 0.58 and 0.82x the dense time; at 40 %, 0.87, 0.76, 0.72 and
-/// 1.06x; at 50 %, 0.99, 0.88, 0.85 and 1.30x).
+/// --bench sparse_gemm`, 2026-12-06 evening, Intel Xeon with AVX-512, best of three rounds,
+/// from 56x56 to 7x7: at 30 % non-zeros 0.66, 0.58, 0.56 and 0.80x the dense time; at
+/// 40 %, 0.77, 0.72, 0.80 and 1.07x; at 50 %, 0.92, 0.93, 0.85 and 1.34x).
 pub const SPARSE_DENSITY: f64 = 0.4;
 
 /// Fewest weights per output channel for which a conv skips zeros. Below it, and on
