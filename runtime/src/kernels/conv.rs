@@ -552,8 +552,8 @@ mod tests {
     }
 
     /// A 1x1 conv on a 1x1 map runs as dot products: against the reference, and in a batch
-    /// each image the same floats as alone (a batch of 12 included, where a fully connected
-    /// layer would take the GEMM), threshold, bias and activation included.
+    /// each image the same floats as alone (a batch of 12 included: more than one run of
+    /// dot products), threshold, bias and activation included.
     #[test]
     fn pointwise_on_a_point_is_each_image_s_dot_products() {
         check(37, 21, 1, 1, 1, 1, [0; 4], 1);
