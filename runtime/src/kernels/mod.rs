@@ -106,6 +106,13 @@ pub(crate) fn avx2_available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// Whether this processor has AVX-512F beside AVX2 and FMA, every feature the kernels'
+/// `avx2,fma,avx512f` builds enable, and `HASS_AVX2_ONLY` leaves AVX-512 in use.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512f_available() -> bool {
+    !avx2_only() && std::arch::is_x86_feature_detected!("avx512f") && avx2_available()
+}
+
 /// Whether the environment sets `HASS_AVX2_ONLY` (non-empty): the kernels then leave the
 /// processor's AVX-512 unused, to measure here what one without it would do
 /// (`scripts/bench_runtime.sh`). Read once.

@@ -339,11 +339,7 @@ pub(super) mod avx512 {
 
     /// Whether this processor has the instructions (detected once, cached by `std`).
     pub(super) fn available() -> bool {
-        // Every feature the kernels enable (`avx2,fma,avx512f`).
-        !crate::kernels::avx2_only()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
+        crate::kernels::avx512f_available()
     }
 
     /// See [`super::multiply`]; call only when [`available`].
