@@ -30,8 +30,8 @@ const L1_INPUT_BYTES: usize = 36 * 1024;
 
 /// The geometry of the padded grid for one image.
 struct Grid {
-    /// Length of a plane's row (an output row plus `(K_w - 1) / S_w`, rounded up to whole
-    /// vectors when `shifts > 1`), and its rows.
+    /// Length of a plane's row (an output row plus `(K_w - 1) / S_w`; with `shifts > 1` an
+    /// output row rounded up to whole or half vectors), and its rows.
     pitch: usize,
     rows: usize,
     /// Outputs computed per channel (`oh * pitch`, rounded up to whole blocks) and per
@@ -46,8 +46,10 @@ struct Grid {
     /// with whole-vector rows and planes, a non-zero in column `kx` of its phase reads copy
     /// `kx / S_w` at a multiple of 16, so that no load of its run crosses a cache line (on
     /// Intel's cores a load across two lines takes both their slots: the kernel ran at
-    /// 0.7x). One copy, unaligned, where whole-vector rows would add more than
-    /// [`MAX_ROW_PADDING`] of junk outputs (7x7 maps).
+    /// 0.7x). With rows of half a vector, the runs of even kernel rows start on a line, odd
+    /// ones halfway (copies shifted by a row as well, so that all would, ran slower: twice
+    /// the input per pass). One copy, unaligned, where even half-vector rows would add more
+    /// than [`MAX_ROW_PADDING`] of junk outputs.
     shifts: usize,
 }
 
@@ -63,9 +65,15 @@ impl Grid {
     fn new(conv: &Conv, [oh, ow]: [usize; 2], widest: usize) -> Grid {
         let ([kh, kw], [sh, sw]) = (conv.kernel, conv.stride);
         let (reach_y, reach_x) = ((kh - 1) / sh, (kw - 1) / sw);
-        let aligned_pitch = (ow + reach_x).next_multiple_of(16);
-        let aligned = aligned_pitch as f64 <= (1.0 + MAX_ROW_PADDING) * (ow + reach_x) as f64;
-        let (pitch, shifts) = if aligned { (aligned_pitch, reach_x + 1) } else { (ow + reach_x, 1) };
+        let cheap = |pitch: usize| pitch as f64 <= (1.0 + MAX_ROW_PADDING) * (ow + reach_x) as f64;
+        // Shifted copies hold a row's reach themselves: their rows need only the outputs.
+        // Rows of half a vector start every other row on a cache line (7x7 maps: rows of 8
+        // for 7 + 2; half the loads split, against all of them on rows of 9).
+        let (pitch, shifts) = match [16, 8].map(|v| ow.next_multiple_of(v)) {
+            [whole, _] if cheap(whole) => (whole, reach_x + 1),
+            [_, half] if cheap(half) => (half, reach_x + 1),
+            _ => (ow + reach_x, 1),
+        };
         // A block as wide as the vectors allow, or as the whole map when it is smaller.
         let block = (oh * pitch).next_multiple_of(16).min(widest);
         let outputs = (oh * pitch).next_multiple_of(block);
@@ -409,6 +417,9 @@ mod tests {
             ([6, 9], [20, 30], [3, 3], [2, 2], [1, 1, 1, 1]),
             ([3, 8], [25, 26], [7, 7], [2, 2], [3, 3, 3, 3]),
             ([8, 12], [10, 32], [1, 1], [2, 2], [0; 4]),
+            // Rows of half a vector (7x7 maps, rows of 8): 3x3 and 3x3/2 onto them.
+            ([16, 8], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([6, 8], [14, 14], [3, 3], [2, 2], [1, 1, 1, 1]),
         ];
         for (c, hw, kernel, stride, pads) in cases {
             for density in [0.05, 0.3, 1.0] {
@@ -444,6 +455,19 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rows_round_up_to_whole_or_half_vectors_where_that_is_cheap() {
+        // (output map, kernel, stride) -> (pitch, shifts): 56x56 and 14x14 rows of whole
+        // vectors, 7x7 of half ones (onto 7x7 from a 3x3 or a 3x3/2), 11 columns unshifted.
+        for (out, kernel, stride, want) in
+            [(56, 3, 1, (64, 3)), (14, 3, 1, (16, 3)), (7, 3, 1, (8, 3)), (7, 3, 2, (8, 2)), (11, 3, 1, (13, 1))]
+        {
+            let (conv, _) = case([4, 4], [out, out], [kernel; 2], [stride; 2], [1; 4], 0.5);
+            let grid = Grid::new(&conv, [out, out], 128);
+            assert_eq!((grid.pitch, grid.shifts), want, "{out}x{out}, {kernel}x{kernel}/{stride}");
         }
     }
 
