@@ -159,13 +159,22 @@ impl Patches {
         self.of_images(&[image], g)
     }
 
-    /// Group `g`'s patches of several images, one after the other. Filled a column (one
-    /// channel and tap) at a time: the matrix is column-major, and along a column only the
-    /// output position moves.
+    /// Group `g`'s patches of several images, one after the other.
+    #[cfg(test)]
     fn of_images(&self, images: &[&[f32]], g: usize) -> Mat<f64> {
+        let mut m = Mat::<f64>::zeros(images.len() * self.out_hw[0] * self.out_hw[1], self.fan_in() + 1);
+        self.fill(images, g, &mut m);
+        m
+    }
+
+    /// [`Self::of_images`] into `m`, every value written (a Gram matrix's blocks reuse one
+    /// matrix: fresh ones of a 56x56 layer's patches, 14 MB each, cost more in page faults
+    /// than the products took). Filled a column (one channel and tap) at a time: the
+    /// matrix is column-major, and along a column only the output position moves.
+    fn fill(&self, images: &[&[f32]], g: usize, m: &mut Mat<f64>) {
         let ([h, w], [oh, ow], [kh, kw]) = (self.in_hw, self.out_hw, self.kernel);
         let (fan_in, per_image) = (self.fan_in(), oh * ow);
-        let mut m = Mat::<f64>::zeros(images.len() * per_image, fan_in + 1);
+        assert_eq!(m.shape(), (images.len() * per_image, fan_in + 1), "patch matrix's shape");
         m.col_as_slice_mut(fan_in).fill(1.0);
         // The input row or column a tap at offset `k` reads from output position `o`, if
         // inside the map.
@@ -178,16 +187,16 @@ impl Patches {
             for (image, out) in images.iter().zip(column.chunks_exact_mut(per_image)) {
                 let plane = &image[(g * self.channels_per_group + c) * h * w..][..h * w];
                 for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
-                    let Some(y) = at(oy, ky, 0, h) else { continue };
+                    let Some(y) = at(oy, ky, 0, h) else {
+                        out_row.fill(0.0);
+                        continue;
+                    };
                     for (ox, v) in out_row.iter_mut().enumerate() {
-                        if let Some(x) = at(ox, kx, 1, w) {
-                            *v = plane[y * w + x] as f64;
-                        }
+                        *v = at(ox, kx, 1, w).map_or(0.0, |x| f64::from(plane[y * w + x]));
                     }
                 }
             }
         }
-        m
     }
 }
 
@@ -257,10 +266,21 @@ impl Gram {
                     // The product is symmetric: its lower half is worked out, mirrored below.
                     let mut h = Mat::<f64>::zeros(n, n);
                     let mut aim = threshold.map(|_| Mat::<f64>::zeros(n, dense.ncols()));
+                    // The block's patches, and thresholded, in matrices kept while blocks
+                    // are as long.
+                    let (mut x, mut xt) = (Mat::<f64>::zeros(0, n), threshold.map(|_| Mat::<f64>::zeros(0, n)));
                     for block in part {
-                        let x = patches.of_images(block, g);
-                        let xt = threshold.map(|t| thresholded(&x, patches.fan_in(), t));
-                        let seen = xt.as_ref().unwrap_or(&x);
+                        let rows = block.len() * patches.out_hw[0] * patches.out_hw[1];
+                        if x.nrows() != rows {
+                            x = Mat::zeros(rows, n);
+                            xt = xt.map(|_| Mat::zeros(rows, n));
+                        }
+                        patches.fill(block, g, &mut x);
+                        if let (Some(xt), Some(t)) = (xt.as_mut(), threshold) {
+                            threshold_into(&x, patches.fan_in(), t, xt);
+                        }
+                        let (x, xt) = (&x, xt.as_ref());
+                        let seen = xt.unwrap_or(x);
                         triangular::matmul(
                             h.as_mut(),
                             BlockStructure::TriangularLower,
@@ -275,7 +295,7 @@ impl Gram {
                         if let (Some(aim), Some(xt)) = (aim.as_mut(), xt.as_ref()) {
                             // The dense rows' outputs on these patches, then seen through
                             // the thresholded ones.
-                            let outputs = &x * dense;
+                            let outputs = x * dense;
                             matmul(aim.as_mut(), Accum::Add, xt.transpose(), &outputs, 1.0, Par::Seq);
                         }
                     }
@@ -373,14 +393,25 @@ impl Gram {
 
 /// `x` (patches, the constant 1 last) with every input at or below `threshold` zeroed, as
 /// the layer reads it.
+#[cfg(test)]
 fn thresholded(x: &Mat<f64>, fan_in: usize, threshold: f32) -> Mat<f64> {
-    let t = f64::from(threshold);
-    let mut read = x.clone();
-    // Column by column: the matrix is column-major.
-    for j in 0..fan_in {
-        read.col_as_slice_mut(j).iter_mut().filter(|v| **v <= t).for_each(|v| *v = 0.0);
-    }
+    let mut read = Mat::zeros(x.nrows(), x.ncols());
+    threshold_into(x, fan_in, threshold, &mut read);
     read
+}
+
+/// [`thresholded`] into `read` (as large as `x`), every value written.
+fn threshold_into(x: &Mat<f64>, fan_in: usize, threshold: f32, read: &mut Mat<f64>) {
+    let t = f64::from(threshold);
+    // Column by column: the matrix is column-major.
+    for j in 0..x.ncols() {
+        let (from, to) = (x.col_as_slice(j), read.col_as_slice_mut(j));
+        if j < fan_in {
+            to.iter_mut().zip(from).for_each(|(r, &v)| *r = if v <= t { 0.0 } else { v });
+        } else {
+            to.copy_from_slice(from);
+        }
+    }
 }
 
 /// One row's least-squares answer over its kept positions, with the factor that ranks how
