@@ -6,8 +6,9 @@
 //! row plus `(K_w - 1) / S_w`. Computed on that grid (a few junk columns per row, dropped
 //! at the end), output `i` of a channel reads tap `(c, ky, kx)` at
 //! `i + (ky / S_h) * pitch + kx / S_w` of plane `(c, ky % S_h, kx % S_w)`: a constant
-//! offset per weight. Where rows round up to whole vectors cheaply, the planes are copied
-//! once per column shift instead, so that every such offset falls on a cache line
+//! offset per weight. Where an output row rounds up to whole vectors cheaply, the planes
+//! are copied once per column shift instead, so that every such offset falls on a cache
+//! line, or, on rows of half a vector (7x7 maps), every other kernel row's
 //! (`Grid::shifts`). A block of outputs then sums, over its row's non-zeros, runs of
 //! consecutive inputs, in registers, reading the padded input in place: no im2col (which
 //! writes nine times the input for a 3x3 kernel) and no packing. Each output sums its
