@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 /// non-zeros on ResNet-18's 3x3 layers (`RAYON_NUM_THREADS=1 cargo bench -p hass-runtime
 /// --bench sparse_gemm`, 2026-12-06 evening, Intel Xeon with AVX-512, best of three rounds,
 /// from 56x56 to 7x7: at 30 % non-zeros 0.66, 0.58, 0.56 and 0.80x the dense time; at
-/// 40 %, 0.77, 0.72, 0.80 and 1.07x; at 50 %, 0.92, 0.93, 0.85 and 1.34x).
+/// 40 %, 0.77, 0.72, 0.80 and 1.07x; at 50 %, 0.92, 0.93, 0.85 and 1.34x). Since 7x7 maps
+/// take rows of half a vector, 512 channels of 7x7 read 0.67-0.70, 0.89-0.91 and 1.08-1.12x
+/// (one round, 2026-12-07).
 pub const SPARSE_DENSITY: f64 = 0.4;
 
 /// Fewest weights per output channel for which a conv skips zeros. Below it, and on
