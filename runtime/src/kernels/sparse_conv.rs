@@ -418,6 +418,8 @@ mod tests {
             ([6, 9], [20, 30], [3, 3], [2, 2], [1, 1, 1, 1]),
             ([3, 8], [25, 26], [7, 7], [2, 2], [3, 3, 3, 3]),
             ([8, 12], [10, 32], [1, 1], [2, 2], [0; 4]),
+            // Rows exactly as long as the outputs (16): the shifted copies hold the reach.
+            ([4, 6], [16, 16], [3, 3], [1, 1], [1, 1, 1, 1]),
             // Rows of half a vector (7x7 maps, rows of 8): 3x3 and 3x3/2 onto them.
             ([16, 8], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1]),
             ([6, 8], [14, 14], [3, 3], [2, 2], [1, 1, 1, 1]),
@@ -461,11 +463,16 @@ mod tests {
 
     #[test]
     fn rows_round_up_to_whole_or_half_vectors_where_that_is_cheap() {
-        // (output map, kernel, stride) -> (pitch, shifts): 56x56 and 14x14 rows of whole
-        // vectors, 7x7 of half ones (onto 7x7 from a 3x3 or a 3x3/2), 11 columns unshifted.
-        for (out, kernel, stride, want) in
-            [(56, 3, 1, (64, 3)), (14, 3, 1, (16, 3)), (7, 3, 1, (8, 3)), (7, 3, 2, (8, 2)), (11, 3, 1, (13, 1))]
-        {
+        // (output map, kernel, stride) -> (pitch, shifts): 56x56, 16x16 and 14x14 rows of
+        // whole vectors (16x16's no longer than its outputs), 7x7 of half ones (onto 7x7 from a 3x3 or a 3x3/2), 11 columns unshifted.
+        for (out, kernel, stride, want) in [
+            (56, 3, 1, (64, 3)),
+            (16, 3, 1, (16, 3)),
+            (14, 3, 1, (16, 3)),
+            (7, 3, 1, (8, 3)),
+            (7, 3, 2, (8, 2)),
+            (11, 3, 1, (13, 1)),
+        ] {
             let (conv, _) = case([4, 4], [out, out], [kernel; 2], [stride; 2], [1; 4], 0.5);
             let grid = Grid::new(&conv, [out, out], 128);
             assert_eq!((grid.pitch, grid.shifts), want, "{out}x{out}, {kernel}x{kernel}/{stride}");
