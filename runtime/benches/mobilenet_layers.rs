@@ -1,7 +1,7 @@
 //! The float path's time on mobilenet_v2's and mobilenet_v3_small's kinds of layer, one
-//! image each (`conv::conv_image`, bias and ReLU6 included): their depthwise 3x3s and 5x5s
-//! and their pointwise 1x1s of short and long `k`, the layers where it trails onnxruntime
-//! most (README, "where the rest goes").
+//! image each (`conv::conv_image`, bias and ReLU6 included): their depthwise 3x3s and 5x5s,
+//! their pointwise 1x1s of short and long `k` and their fully connected classifiers, the
+//! layers where it trails onnxruntime most (README, "where the rest goes").
 //!
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench mobilenet_layers` (add
 //! `HASS_BENCH_COLD=1` for layers that find the caches cold).
@@ -11,7 +11,8 @@ mod common;
 use common::on_pool;
 use criterion::{criterion_group, criterion_main, Criterion};
 use hass_runtime::kernels::conv::conv_image;
-use hass_runtime::plan::{Activation, Conv};
+use hass_runtime::kernels::dense::dense_batch;
+use hass_runtime::plan::{Activation, Conv, Dense};
 use rand::{RngExt, SeedableRng};
 
 /// (channels in, channels out, input side, stride) of pointwise layers.
@@ -70,6 +71,24 @@ fn bench(c: &mut Criterion) {
         let mut out = vec![0.0f32; c_out * o * o];
         c.bench_function(&format!("pointwise {c_in}->{c_out} {side}x{side}"), |b| {
             b.iter_custom(|iters| on_pool(iters, || conv_image(&conv, &input, [side, side], &mut out, [o, o], true)))
+        });
+    }
+    // The classifiers: mobilenet_v3_small's two (hardswish between) and mobilenet_v2's one,
+    // one image: a stream of their weights.
+    for (inputs, outputs) in [(576, 1024), (1024, 1000), (1280, 1000)] {
+        let dense = Dense {
+            weight: random(inputs * outputs),
+            bias: random(outputs),
+            inputs,
+            outputs,
+            activation: None,
+            input_threshold: None,
+            sparse_weight: None,
+        };
+        let input = random(inputs);
+        let mut out = vec![0.0f32; outputs];
+        c.bench_function(&format!("fully connected {inputs}->{outputs}"), |b| {
+            b.iter_custom(|iters| on_pool(iters, || dense_batch(&dense, &input, 1, &mut out)))
         });
     }
     // The stem, mobilenet_v2's and mobilenet_v3_small's shape: 3x3/2 from 3 channels of 224x224.

@@ -162,16 +162,16 @@ impl Patches {
     /// Group `g`'s patches of several images, one after the other.
     #[cfg(test)]
     fn of_images(&self, images: &[&[f32]], g: usize) -> Mat<f64> {
-        let mut m = Mat::<f64>::zeros(images.len() * self.out_hw[0] * self.out_hw[1], self.fan_in() + 1);
+        let mut m = Mat::<f32>::zeros(images.len() * self.out_hw[0] * self.out_hw[1], self.fan_in() + 1);
         self.fill(images, g, &mut m);
-        m
+        m.as_ref().map(|&v| f64::from(v))
     }
 
     /// [`Self::of_images`] into `m`, every value written (a Gram matrix's blocks reuse one
     /// matrix: fresh ones of a 56x56 layer's patches, 14 MB each, cost more in page faults
     /// than the products took). Filled a column (one channel and tap) at a time: the
     /// matrix is column-major, and along a column only the output position moves.
-    fn fill(&self, images: &[&[f32]], g: usize, m: &mut Mat<f64>) {
+    fn fill(&self, images: &[&[f32]], g: usize, m: &mut Mat<f32>) {
         let ([h, w], [oh, ow], [kh, kw]) = (self.in_hw, self.out_hw, self.kernel);
         let (fan_in, per_image) = (self.fan_in(), oh * ow);
         assert_eq!(m.shape(), (images.len() * per_image, fan_in + 1), "patch matrix's shape");
@@ -192,7 +192,7 @@ impl Patches {
                         continue;
                     };
                     for (ox, v) in out_row.iter_mut().enumerate() {
-                        *v = at(ox, kx, 1, w).map_or(0.0, |x| f64::from(plane[y * w + x]));
+                        *v = at(ox, kx, 1, w).map_or(0.0, |x| plane[y * w + x]);
                     }
                 }
             }
@@ -260,15 +260,21 @@ impl Gram {
         let mut groups = Vec::with_capacity(patches.groups);
         let mut aims = Vec::with_capacity(patches.groups);
         for (g, dense) in source.dense.iter().enumerate() {
+            // Each block's products in f32 (twice as many lanes as f64), added to the f64
+            // sums: a block is PATCH_ROWS_PER_BLOCK rows, few enough that its f32 sums keep
+            // about six digits, far below the ridge term's damping.
+            let dense32 = Mat::<f32>::from_fn(dense.nrows(), dense.ncols(), |j, r| dense[(j, r)] as f32);
             let parts: Vec<(Mat<f64>, Option<Mat<f64>>)> = blocks
                 .par_chunks(part_len)
                 .map(|part| {
                     // The product is symmetric: its lower half is worked out, mirrored below.
                     let mut h = Mat::<f64>::zeros(n, n);
+                    let mut h_block = Mat::<f32>::zeros(n, n);
                     let mut aim = threshold.map(|_| Mat::<f64>::zeros(n, dense.ncols()));
+                    let mut aim_block = Mat::<f32>::zeros(n, dense.ncols());
                     // The block's patches, and thresholded, in matrices kept while blocks
                     // are as long.
-                    let (mut x, mut xt) = (Mat::<f64>::zeros(0, n), threshold.map(|_| Mat::<f64>::zeros(0, n)));
+                    let (mut x, mut xt) = (Mat::<f32>::zeros(0, n), threshold.map(|_| Mat::<f32>::zeros(0, n)));
                     for block in part {
                         let rows = block.len() * patches.out_hw[0] * patches.out_hw[1];
                         if x.nrows() != rows {
@@ -282,9 +288,9 @@ impl Gram {
                         let (x, xt) = (&x, xt.as_ref());
                         let seen = xt.unwrap_or(x);
                         triangular::matmul(
-                            h.as_mut(),
+                            h_block.as_mut(),
                             BlockStructure::TriangularLower,
-                            Accum::Add,
+                            Accum::Replace,
                             seen.transpose(),
                             BlockStructure::Rectangular,
                             seen,
@@ -292,11 +298,17 @@ impl Gram {
                             1.0,
                             Par::Seq,
                         );
+                        for j in 0..n {
+                            for i in j..n {
+                                h[(i, j)] += f64::from(h_block[(i, j)]);
+                            }
+                        }
                         if let (Some(aim), Some(xt)) = (aim.as_mut(), xt.as_ref()) {
                             // The dense rows' outputs on these patches, then seen through
                             // the thresholded ones.
-                            let outputs = x * dense;
-                            matmul(aim.as_mut(), Accum::Add, xt.transpose(), &outputs, 1.0, Par::Seq);
+                            let outputs = x * &dense32;
+                            matmul(aim_block.as_mut(), Accum::Replace, xt.transpose(), &outputs, 1.0, Par::Seq);
+                            *aim += aim_block.as_ref().map(|&v| f64::from(v));
                         }
                     }
                     (h, aim)
@@ -395,19 +407,17 @@ impl Gram {
 /// the layer reads it.
 #[cfg(test)]
 fn thresholded(x: &Mat<f64>, fan_in: usize, threshold: f32) -> Mat<f64> {
-    let mut read = Mat::zeros(x.nrows(), x.ncols());
-    threshold_into(x, fan_in, threshold, &mut read);
-    read
+    let t = f64::from(threshold);
+    Mat::from_fn(x.nrows(), x.ncols(), |i, j| if j < fan_in && x[(i, j)] <= t { 0.0 } else { x[(i, j)] })
 }
 
 /// [`thresholded`] into `read` (as large as `x`), every value written.
-fn threshold_into(x: &Mat<f64>, fan_in: usize, threshold: f32, read: &mut Mat<f64>) {
-    let t = f64::from(threshold);
+fn threshold_into(x: &Mat<f32>, fan_in: usize, threshold: f32, read: &mut Mat<f32>) {
     // Column by column: the matrix is column-major.
     for j in 0..x.ncols() {
         let (from, to) = (x.col_as_slice(j), read.col_as_slice_mut(j));
         if j < fan_in {
-            to.iter_mut().zip(from).for_each(|(r, &v)| *r = if v <= t { 0.0 } else { v });
+            to.iter_mut().zip(from).for_each(|(r, &v)| *r = if v <= threshold { 0.0 } else { v });
         } else {
             to.copy_from_slice(from);
         }
@@ -589,6 +599,14 @@ mod tests {
     use super::*;
     use hass_runtime::plan::{Conv, Dense};
 
+    /// How far a product summed in f32 over a block (then in f64 over blocks) may be from
+    /// the f64 sum, where `scale` bounds the sum of its terms' magnitudes (by Cauchy-Schwarz,
+    /// the product of the two columns' norms): a rounding of each of a block's additions,
+    /// and of the products feeding them.
+    fn f32_sums_tolerance(scale: f64) -> f64 {
+        (PATCH_ROWS_PER_BLOCK + 64) as f64 * f64::from(f32::EPSILON) * scale
+    }
+
     /// A deterministic pseudo-random sequence in [-1, 1).
     fn values(seed: u64, n: usize) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -753,11 +771,16 @@ mod tests {
                     let r = g * 3 + r;
                     f64::from(if j < 18 { conv.weight[r * 18 + j] } else { conv.bias[r] })
                 });
-                let expected = xt.transpose() * (&x * &dense);
+                let outputs = &x * &dense;
+                let expected = xt.transpose() * &outputs;
                 let aim = &gram.aims[g];
                 for (i, j) in (0..19).flat_map(|i| (0..3).map(move |j| (i, j))) {
                     let (a, e) = (aim[(i, j)], expected[(i, j)]);
-                    assert!((a - e).abs() <= 1e-9 * e.abs().max(1.0), "{threshold:?} group {g} ({i}, {j}): {a} vs {e}");
+                    let scale = xt.col(i).norm_l2() * outputs.col(j).norm_l2();
+                    assert!(
+                        (a - e).abs() <= f32_sums_tolerance(scale),
+                        "{threshold:?} group {g} ({i}, {j}): {a} vs {e}"
+                    );
                 }
             }
         }
@@ -826,7 +849,8 @@ mod tests {
         let h = &gram.groups[0];
         for i in 0..19 {
             for j in 0..19 {
-                assert!((h[(i, j)] - expected[(i, j)]).abs() <= 1e-9 * expected[(i, j)].abs().max(1.0));
+                let scale = (expected[(i, i)] * expected[(j, j)]).sqrt();
+                assert!((h[(i, j)] - expected[(i, j)]).abs() <= f32_sums_tolerance(scale), "({i}, {j})");
             }
         }
         // The bias input's diagonal counts the patches: every image, no more.
