@@ -261,8 +261,9 @@ impl Gram {
         let mut aims = Vec::with_capacity(patches.groups);
         for (g, dense) in source.dense.iter().enumerate() {
             // Each block's products in f32 (twice as many lanes as f64), added to the f64
-            // sums: a block is PATCH_ROWS_PER_BLOCK rows, few enough that its f32 sums keep
-            // about six digits, far below the ridge term's damping.
+            // sums: a block's rows (PATCH_ROWS_PER_BLOCK, or one image's patches where
+            // those are more: 3136 on a 56x56 map) are few enough that its f32 sums keep
+            // about five digits, where the ridge term damps at two.
             let dense32 = Mat::<f32>::from_fn(dense.nrows(), dense.ncols(), |j, r| dense[(j, r)] as f32);
             let parts: Vec<(Mat<f64>, Option<Mat<f64>>)> = blocks
                 .par_chunks(part_len)
