@@ -874,9 +874,15 @@ mod tests {
                 (v.pixels)(&window, &by_tap, &offsets, PixelSteps { c, step, row_step, ow }, &mut got);
                 assert!(want == got, "{c} channels, {ow} pixels");
             }
-            for (rows, cols, src_stride, dst_stride) in
-                [(1, 1, 1, 1), (17, 3, 5, 20), (40, 49, 49, 40), (9, 2, 300, 11), (16, 16, 16, 16), (32, 17, 19, 33)]
-            {
+            for (rows, cols, src_stride, dst_stride) in [
+                (1, 1, 1, 1),
+                (17, 3, 5, 20),
+                (40, 49, 49, 40),
+                (9, 2, 300, 11),
+                (16, 16, 16, 16),
+                (32, 17, 19, 33),
+                (32, 7, 49, 39),
+            ] {
                 let src: Vec<T> = (0..rows * src_stride + cols).map(value).collect();
                 let mut got = vec![T::zero(); cols * dst_stride + rows];
                 (v.transpose)(&src, (rows, cols, src_stride), &mut got, dst_stride);
