@@ -309,7 +309,11 @@ impl Gram {
                             // the thresholded ones.
                             let outputs = x * &dense32;
                             matmul(aim_block.as_mut(), Accum::Replace, xt.transpose(), &outputs, 1.0, Par::Seq);
-                            *aim += aim_block.as_ref().map(|&v| f64::from(v));
+                            for j in 0..aim.ncols() {
+                                for i in 0..n {
+                                    aim[(i, j)] += f64::from(aim_block[(i, j)]);
+                                }
+                            }
                         }
                     }
                     (h, aim)
