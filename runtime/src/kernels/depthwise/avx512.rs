@@ -497,7 +497,13 @@ pub(super) fn transpose_f64(
     check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
     assert!(available());
     // SAFETY: as in `transpose_f32`.
-    unsafe { transpose_in(src, (rows, cols, src_stride), dst, dst_stride) }
+    unsafe {
+        if rows >= 8 {
+            transpose_squares_f64(src, (rows, cols, src_stride), dst, dst_stride)
+        } else {
+            transpose_in(src, (rows, cols, src_stride), dst, dst_stride)
+        }
+    }
 }
 
 /// The last element read and written lies inside `src` and `dst`, and the gathers' 32-bit
@@ -578,6 +584,67 @@ unsafe fn turn16(rows: [__m512; 16]) -> [__m512; 16] {
             _mm512_shuffle_f32x4::<0x88>(a, b)
         } else {
             _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    })
+}
+
+/// [`transpose_squares`] in `f64`, in squares of 8 x 8 ([`turn8`]): the 16-bit
+/// datapath's depthwise layers on small maps widen into `f64` and transpose those.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_squares_f64(
+    src: &[f64],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [f64],
+    dst_stride: usize,
+) {
+    for i0 in (0..rows).step_by(8) {
+        let ni = (rows - i0).min(8);
+        for j0 in (0..cols).step_by(8) {
+            let nj = (cols - j0).min(8);
+            let (row_mask, column_mask) = (f64::mask(nj), f64::mask(ni));
+            // Rows past the last load nothing (a masked-off load touches no memory).
+            let square: [__m512d; 8] = std::array::from_fn(|i| {
+                let mask = if i < ni { row_mask } else { 0 };
+                _mm512_maskz_loadu_pd(mask, src.as_ptr().wrapping_add((i0 + i) * src_stride + j0))
+            });
+            for (j, column) in turn8(square).into_iter().enumerate().take(nj) {
+                _mm512_mask_storeu_pd(dst.as_mut_ptr().add((j0 + j) * dst_stride + i0), column_mask, column);
+            }
+        }
+    }
+}
+
+/// The 8 x 8 square of `rows` transposed: lane `i` of vector `j` is lane `j` of row `i`.
+/// Pairs of rows interleaved, then their 128-bit lanes gathered twice.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn turn8(rows: [__m512d; 8]) -> [__m512d; 8] {
+    // t[2p]: columns 2L of rows 2p, 2p + 1 in 128-bit lane L; t[2p + 1]: columns 2L + 1.
+    let t: [__m512d; 8] = std::array::from_fn(|k| {
+        let (a, b) = (rows[k & !1], rows[k | 1]);
+        if k % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        }
+    });
+    // u[4h + m]: rows 4h..4h + 4 of column c(m) and of c(m) + 4, c = [0, 2, 1, 3].
+    let u: [__m512d; 8] = std::array::from_fn(|n| {
+        let (h, m) = (n / 4, n % 4);
+        let (a, b) = (t[4 * h + m / 2], t[4 * h + 2 + m / 2]);
+        if m % 2 == 0 {
+            _mm512_shuffle_f64x2::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f64x2::<0xdd>(a, b)
+        }
+    });
+    // Column j: rows 0..4 from u[m], rows 4..8 from u[4 + m], the low or high half.
+    std::array::from_fn(|j| {
+        let m = [0, 2, 1, 3][j % 4];
+        if j < 4 {
+            _mm512_shuffle_f64x2::<0x88>(u[m], u[4 + m])
+        } else {
+            _mm512_shuffle_f64x2::<0xdd>(u[m], u[4 + m])
         }
     })
 }
