@@ -40,6 +40,12 @@ trait Lanes: Copy {
     unsafe fn store(p: *mut Self, v: Self::V, m: Self::Mask);
     /// `p[i * stride]` for the lanes `i` of `m`; the others zero, unread.
     unsafe fn gather(p: *const Self, stride: usize, m: Self::Mask) -> Self::V;
+    /// One square of [`transpose_squares`], `n` = `[ni, nj]` (each at most [`Self::N`]):
+    /// `ni` rows of `nj` values at `src`, `src_stride` apart, to `nj` columns of `ni` at
+    /// `dst`, `dst_stride` apart. Each row one masked load, each column one masked store,
+    /// turned in registers ([`turn16`], [`turn8`]); rows past the last load nothing (a
+    /// masked-off load touches no memory).
+    unsafe fn square(src: *const Self, src_stride: usize, dst: *mut Self, dst_stride: usize, n: [usize; 2]);
 }
 
 impl Lanes for f32 {
@@ -87,6 +93,17 @@ impl Lanes for f32 {
         let at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32));
         _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, at, p)
     }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn square(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize, [ni, nj]: [usize; 2]) {
+        let (row, column) = (Self::mask(nj), Self::mask(ni));
+        let rows = std::array::from_fn(|i| {
+            Self::load(src.wrapping_add(i * src_stride), if i < ni { row } else { Self::mask(0) })
+        });
+        for (j, v) in turn16(rows).into_iter().enumerate().take(nj) {
+            Self::store(dst.add(j * dst_stride), v, column);
+        }
+    }
 }
 
 impl Lanes for f64 {
@@ -133,6 +150,17 @@ impl Lanes for f64 {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let at = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(stride as i32));
         _mm512_mask_i32gather_pd::<8>(_mm512_setzero_pd(), m, at, p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn square(src: *const f64, src_stride: usize, dst: *mut f64, dst_stride: usize, [ni, nj]: [usize; 2]) {
+        let (row, column) = (Self::mask(nj), Self::mask(ni));
+        let rows = std::array::from_fn(|i| {
+            Self::load(src.wrapping_add(i * src_stride), if i < ni { row } else { Self::mask(0) })
+        });
+        for (j, v) in turn8(rows).into_iter().enumerate().take(nj) {
+            Self::store(dst.add(j * dst_stride), v, column);
+        }
     }
 }
 
@@ -474,32 +502,31 @@ pub(super) fn transpose_f32(
     dst: &mut [f32],
     dst_stride: usize,
 ) {
-    check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
-    assert!(available());
-    // SAFETY: the features `transpose_in` and `transpose_squares` enable were just
-    // detected, and `check_transpose` bounds every index they read and write.
-    unsafe {
-        if rows >= 16 {
-            transpose_squares(src, (rows, cols, src_stride), dst, dst_stride)
-        } else {
-            transpose_in(src, (rows, cols, src_stride), dst, dst_stride)
-        }
-    }
+    transpose(src, (rows, cols, src_stride), dst, dst_stride)
 }
 
-/// [`transpose_f32`] in `f64`.
+/// [`transpose_f32`] in `f64`: squares of 8 x 8 ([`turn8`]) where there are 8 rows or more
+/// (the 16-bit datapath's depthwise layers on small maps widen into `f64` and transpose
+/// those).
 pub(super) fn transpose_f64(
     src: &[f64],
     (rows, cols, src_stride): (usize, usize, usize),
     dst: &mut [f64],
     dst_stride: usize,
 ) {
+    transpose(src, (rows, cols, src_stride), dst, dst_stride)
+}
+
+/// [`transpose_f32`] for either element type: squares where there are [`Lanes::N`] rows
+/// or more, else gathers.
+fn transpose<T: Lanes>(src: &[T], (rows, cols, src_stride): (usize, usize, usize), dst: &mut [T], dst_stride: usize) {
     check_transpose(src.len(), (rows, cols, src_stride), dst.len(), dst_stride);
     assert!(available());
-    // SAFETY: as in `transpose_f32`.
+    // SAFETY: the features `transpose_in` and `transpose_squares` enable were just
+    // detected, and `check_transpose` bounds every index they read and write.
     unsafe {
-        if rows >= 8 {
-            transpose_squares_f64(src, (rows, cols, src_stride), dst, dst_stride)
+        if rows >= T::N {
+            transpose_squares(src, (rows, cols, src_stride), dst, dst_stride)
         } else {
             transpose_in(src, (rows, cols, src_stride), dst, dst_stride)
         }
@@ -517,29 +544,22 @@ fn check_transpose(src: usize, (rows, cols, src_stride): (usize, usize, usize), 
     assert!(src_stride.saturating_mul(16) < i32::MAX as usize, "gather offsets within 32 bits");
 }
 
-/// [`transpose_f32`] in squares of 16 x 16, each row of a square one (masked) load and
-/// each column one (masked) store, turned in registers ([`turn16`]): a gather of 16 values
-/// took about 9 cycles, a square's 64 shuffles about as long as 7 of them.
+/// [`transpose`] in squares of [`Lanes::N`] x [`Lanes::N`] ([`Lanes::square`]): on Intel's
+/// cores a gather of 16 values took about 9 cycles, a 16 x 16 square's 64 shuffles about
+/// as long as 7 of them.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_squares(
-    src: &[f32],
+unsafe fn transpose_squares<T: Lanes>(
+    src: &[T],
     (rows, cols, src_stride): (usize, usize, usize),
-    dst: &mut [f32],
+    dst: &mut [T],
     dst_stride: usize,
 ) {
-    for i0 in (0..rows).step_by(16) {
-        let ni = (rows - i0).min(16);
-        for j0 in (0..cols).step_by(16) {
-            let nj = (cols - j0).min(16);
-            let (row_mask, column_mask) = (f32::mask(nj), f32::mask(ni));
-            // Rows past the last load nothing (a masked-off load touches no memory).
-            let square: [__m512; 16] = std::array::from_fn(|i| {
-                let mask = if i < ni { row_mask } else { 0 };
-                _mm512_maskz_loadu_ps(mask, src.as_ptr().wrapping_add((i0 + i) * src_stride + j0))
-            });
-            for (j, column) in turn16(square).into_iter().enumerate().take(nj) {
-                _mm512_mask_storeu_ps(dst.as_mut_ptr().add((j0 + j) * dst_stride + i0), column_mask, column);
-            }
+    for i0 in (0..rows).step_by(T::N) {
+        let ni = (rows - i0).min(T::N);
+        for j0 in (0..cols).step_by(T::N) {
+            let nj = (cols - j0).min(T::N);
+            let from = src.as_ptr().wrapping_add(i0 * src_stride + j0);
+            T::square(from, src_stride, dst.as_mut_ptr().add(j0 * dst_stride + i0), dst_stride, [ni, nj]);
         }
     }
 }
@@ -586,32 +606,6 @@ unsafe fn turn16(rows: [__m512; 16]) -> [__m512; 16] {
             _mm512_shuffle_f32x4::<0xdd>(a, b)
         }
     })
-}
-
-/// [`transpose_squares`] in `f64`, in squares of 8 x 8 ([`turn8`]): the 16-bit
-/// datapath's depthwise layers on small maps widen into `f64` and transpose those.
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_squares_f64(
-    src: &[f64],
-    (rows, cols, src_stride): (usize, usize, usize),
-    dst: &mut [f64],
-    dst_stride: usize,
-) {
-    for i0 in (0..rows).step_by(8) {
-        let ni = (rows - i0).min(8);
-        for j0 in (0..cols).step_by(8) {
-            let nj = (cols - j0).min(8);
-            let (row_mask, column_mask) = (f64::mask(nj), f64::mask(ni));
-            // Rows past the last load nothing (a masked-off load touches no memory).
-            let square: [__m512d; 8] = std::array::from_fn(|i| {
-                let mask = if i < ni { row_mask } else { 0 };
-                _mm512_maskz_loadu_pd(mask, src.as_ptr().wrapping_add((i0 + i) * src_stride + j0))
-            });
-            for (j, column) in turn8(square).into_iter().enumerate().take(nj) {
-                _mm512_mask_storeu_pd(dst.as_mut_ptr().add((j0 + j) * dst_stride + i0), column_mask, column);
-            }
-        }
-    }
 }
 
 /// The 8 x 8 square of `rows` transposed: lane `i` of vector `j` is lane `j` of row `i`.
