@@ -464,7 +464,8 @@ mod tests {
     #[test]
     fn rows_round_up_to_whole_or_half_vectors_where_that_is_cheap() {
         // (output map, kernel, stride) -> (pitch, shifts): 56x56, 16x16 and 14x14 rows of
-        // whole vectors (16x16's no longer than its outputs), 7x7 of half ones (onto 7x7 from a 3x3 or a 3x3/2), 11 columns unshifted.
+        // whole vectors (16x16's no longer than its outputs), 7x7 of half ones (onto 7x7
+        // from a 3x3 or a 3x3/2), 11 columns unshifted.
         for (out, kernel, stride, want) in [
             (56, 3, 1, (64, 3)),
             (16, 3, 1, (16, 3)),
