@@ -111,7 +111,8 @@ impl Staircases {
     /// cheap ones, the first.
     pub fn cheapest(&self, group: usize, ii: f64, offchip_weight: f64) -> Option<(usize, f64)> {
         let [on, off, end] = self.bounds[group].map(|b| b as usize);
-        let last_within = |steps: &[Step]| steps.iter().take_while(|s| s.cycles <= ii).last().copied();
+        // Steps go by ascending cycles: the last within `ii` is found by bisection.
+        let last_within = |steps: &[Step]| steps[..steps.partition_point(|s| s.cycles <= ii)].last().copied();
         let on = last_within(&self.steps[on..off]).map(|s| (s.price, s.entry as usize));
         let off =
             last_within(&self.steps[off..end]).map(|s| (s.price + s.offchip_bits * offchip_weight, s.entry as usize));
