@@ -1,7 +1,8 @@
 //! Allocation speed: the exact-II and greedy allocators on torchvision ResNet-50 and
 //! ResNet-18 for u250 (the network model is built once, outside the timing); and the exact
 //! allocator with every stage's choices already costed, as the search calls it thousands of
-//! times, on the bundled Fashion-MNIST models for zcu102 and on ResNet-18 for u250.
+//! times (its rounds over the whole bracket, and below the best as a search's estimates run
+//! them), on the bundled Fashion-MNIST models for zcu102 and on ResNet-18 for u250.
 //!
 //! Needs `testdata/torchvision/` (`python3 scripts/export_torchvision.py`); models that are
 //! not there are skipped with a message. Run: `cargo bench --bench allocate`.
@@ -44,9 +45,11 @@ fn reallocate(c: &mut Criterion) {
         let graph = hassc::load_model(&path).unwrap();
         let net = network(&graph, &DesignOptions::default()).unwrap();
         let choices: Vec<_> = (0..net.stages.len()).map(|i| choices_of_stage(&net, i, &budget)).collect();
-        c.bench_function(&format!("reallocate {model} {board}"), |b| {
-            b.iter(|| exact::allocate_with(&net, &budget, choices.clone()).unwrap())
-        });
+        for (rounds, name) in [(exact::Rounds::Whole, ""), (exact::Rounds::BelowBest, " below-best")] {
+            c.bench_function(&format!("reallocate {model} {board}{name}"), |b| {
+                b.iter(|| exact::allocate_with(&net, &budget, choices.clone(), rounds).unwrap())
+            });
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! From a compiled graph to a hardware design: the stages, their sparsity statistics, the
 //! allocation, and what the design achieves. The glue between `hw`, `search` and `backend`.
 
+use crate::alloc::exact::Rounds;
 use crate::alloc::{Allocation, Allocator};
 use crate::board::Board;
 use crate::error::{CompileError, Result};
@@ -303,20 +304,21 @@ pub fn encoded_weight_bits(weight: &[f32], rows: usize, biases: usize, weight_bi
 
 /// Allocate `graph` on `board`.
 pub fn design(graph: &Graph, board: &Board, options: &DesignOptions) -> Result<Design> {
-    from_network_with(network(graph, options)?, board, options, None)
+    from_network_with(network(graph, options)?, board, options, None, Rounds::Whole)
 }
 
 /// Allocate an analysed `network` on `board` (the search builds networks without a graph),
 /// with the stages' stage_choices already built when given (see
-/// [`crate::alloc::exact::choices_of_stage`]).
+/// [`crate::alloc::exact::choices_of_stage`]), the exact allocator's rounds as `rounds` says.
 pub fn from_network_with(
     network: Network,
     board: &Board,
     options: &DesignOptions,
     stage_choices: Option<Vec<crate::alloc::choices::StageChoices>>,
+    rounds: Rounds,
 ) -> Result<Design> {
     let budget = Budget::of(board);
-    let partitions = crate::alloc::allocate_with(&network, &budget, options.allocator, stage_choices)?;
+    let partitions = crate::alloc::allocate_with(&network, &budget, options.allocator, stage_choices, rounds)?;
     let mut layers = HashMap::new();
     for (p, part) in partitions.iter().enumerate() {
         for (k, choice) in part.choices.iter().enumerate() {

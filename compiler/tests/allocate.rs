@@ -300,3 +300,30 @@ fn sparsity_file_naming_an_unknown_layer_lists_the_valid_ones() {
     assert_eq!(v["layers"][0]["product_sparsity"], 0.6);
     assert!(v["layers"][2]["product_sparsity"].is_null());
 }
+
+#[test]
+fn rounds_bisected_below_the_best_still_give_designs_that_fit() {
+    use hassc::alloc::exact::{self, choices_of_stage, Rounds};
+    use hassc::hw::Budget;
+    for name in MODELS {
+        for board in ["u250", "zcu102", "zcu104"] {
+            let budget = Budget::of(&Board::resolve(board).unwrap());
+            let graph = hassc::load_model(&model(name)).unwrap();
+            for sparsity in [SparsitySource::Dense, SparsitySource::Uniform(0.6)] {
+                let net = hassc::design::network(&graph, &with(Allocator::Exact, sparsity.clone())).unwrap();
+                let choices: Vec<_> = (0..net.stages.len()).map(|i| choices_of_stage(&net, i, &budget)).collect();
+                let whole = exact::allocate_with(&net, &budget, choices.clone(), Rounds::Whole);
+                let below = exact::allocate_with(&net, &budget, choices, Rounds::BelowBest);
+                let (Some(whole), Some(below)) = (whole, below) else {
+                    panic!("{name} on {board}: both allocate or neither");
+                };
+                let e = &below.eval;
+                assert!(hassc::alloc::fits(&budget, &e.usage, e.ii), "{name} on {board}, {sparsity:?}: {e:?}");
+                assert_eq!(e.ii, net.evaluate(&below.choices, &budget).ii);
+                // On these models, dense and 60 % sparse, as fast as rounds over the whole
+                // bracket (on a search's candidates the two can differ either way: see Rounds).
+                assert_eq!(e.throughput_fps, whole.eval.throughput_fps, "{name} on {board}, {sparsity:?}");
+            }
+        }
+    }
+}

@@ -83,20 +83,21 @@ pub fn fits(budget: &Budget, u: &Usage, ii: f64) -> bool {
 
 /// The design for `network` on `budget` with `allocator`, partitioned if it must be.
 pub fn allocate(network: &Network, budget: &Budget, allocator: Allocator) -> Result<Vec<Allocation>, AllocationError> {
-    allocate_with(network, budget, allocator, None)
+    allocate_with(network, budget, allocator, None, exact::Rounds::Whole)
 }
 
 /// [`allocate`], reusing every stage's costed choices (from [`exact::choices_of_stage`]) when given and
-/// the allocator is exact.
+/// the allocator is exact, its re-weighting rounds bisecting as `rounds` says.
 pub fn allocate_with(
     network: &Network,
     budget: &Budget,
     allocator: Allocator,
     stage_choices: Option<Vec<choices::StageChoices>>,
+    rounds: exact::Rounds,
 ) -> Result<Vec<Allocation>, AllocationError> {
     let _span = tracing::info_span!("allocate", allocator = allocator.name()).entered();
     let single = match (allocator, stage_choices) {
-        (Allocator::Exact, Some(stage_choices)) => exact::allocate_with(network, budget, stage_choices),
+        (Allocator::Exact, Some(stage_choices)) => exact::allocate_with(network, budget, stage_choices, rounds),
         (Allocator::Exact, None) => exact::allocate(network, budget),
         (Allocator::Greedy, _) => greedy::allocate(network, budget),
     };

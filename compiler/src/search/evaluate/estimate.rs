@@ -3,7 +3,7 @@
 
 use super::{Evaluator, Metrics};
 use crate::alloc::choices::StageChoices;
-use crate::alloc::exact::choices_of_stage;
+use crate::alloc::exact::{choices_of_stage, Rounds};
 use crate::error::{CompileError, Result};
 use crate::sparsity::LayerKnobs;
 use hass_runtime::stats::WindowMasks;
@@ -170,7 +170,7 @@ impl Evaluator<'_> {
         network.stages[stage].encoded_weight_bits = entry.encoded_weight_bits;
         let mut stage_choices = self.state.stage_choices.clone();
         stage_choices[stage] = entry.choices.clone();
-        let metrics = self.hardware(&network, &stage_choices)?;
+        let metrics = self.hardware(&network, &stage_choices, Rounds::BelowBest)?;
         let s = self.state.metrics;
         Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }

@@ -18,7 +18,7 @@ mod widths;
 
 use super::Objective;
 use crate::alloc::choices::StageChoices;
-use crate::alloc::exact::choices_of_stage;
+use crate::alloc::exact::{choices_of_stage, Rounds};
 use crate::board::Board;
 use crate::design::{encoded_weight_bits, from_network_with, DesignOptions, Widths};
 use crate::error::Result;
@@ -263,7 +263,7 @@ impl<'a> Evaluator<'a> {
             accepted_layers: Default::default(),
         };
         evaluator.set_probe()?;
-        let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices)?;
+        let design = evaluator.hardware(&evaluator.state.network, &evaluator.state.stage_choices, Rounds::Whole)?;
         let (top1, disagreement, divergence) =
             evaluator.accuracy.measure(evaluator.state.trace().value(evaluator.plan.outputs[0]));
         evaluator.state.metrics = Metrics { top1, disagreement, divergence, ..design };
@@ -287,7 +287,7 @@ impl<'a> Evaluator<'a> {
         for (t, sparsity) in self.targets.iter().zip(tallied) {
             network.sparsity[t.stage] = Some(sparsity);
         }
-        Ok(from_network_with(network, self.board, &self.options, None)?.throughput_fps())
+        Ok(from_network_with(network, self.board, &self.options, None, Rounds::Whole)?.throughput_fps())
     }
 
     /// Turn re-fitting off (what it has computed set aside) or back on, for a search start
@@ -346,7 +346,8 @@ impl<'a> Evaluator<'a> {
 
     /// Per stage, its cycles as a fraction of its partition's interval, accepted design.
     pub fn cycle_shares(&self) -> Vec<f64> {
-        let design = self.design(&self.state.network, &self.state.stage_choices).expect("allocated before");
+        let design =
+            self.design(&self.state.network, &self.state.stage_choices, Rounds::Whole).expect("allocated before");
         let mut shares = vec![0.0; self.state.network.stages.len()];
         for p in &design.partitions {
             for (k, c) in p.eval.cycles.iter().enumerate() {
@@ -432,7 +433,7 @@ impl<'a> Evaluator<'a> {
 
     /// Probe the pressure [`PROBE`] below the accepted design's interval.
     fn set_probe(&mut self) -> Result<()> {
-        let design = self.design(&self.state.network, &self.state.stage_choices)?;
+        let design = self.design(&self.state.network, &self.state.stage_choices, Rounds::Whole)?;
         self.probe_ii = match design.partitions.as_slice() {
             [one] => one.eval.ii * (1.0 - PROBE),
             _ => 0.0,
@@ -476,7 +477,7 @@ impl<'a> Evaluator<'a> {
     /// The statistics and design of `knobs` (already applied to the plan) on `trace`.
     fn with_statistics(&self, knobs: &[LayerKnobs], changed: &[usize], trace: Trace) -> Result<Candidate> {
         let mut candidate = self.tallied(knobs, changed, trace);
-        candidate.metrics = self.hardware(&candidate.network, &candidate.stage_choices)?;
+        candidate.metrics = self.hardware(&candidate.network, &candidate.stage_choices, Rounds::Whole)?;
         Ok(candidate)
     }
 
@@ -571,13 +572,20 @@ impl<'a> Evaluator<'a> {
         (candidate, stages)
     }
 
-    fn design(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<crate::design::Design> {
+    fn design(
+        &self,
+        network: &Network,
+        stage_choices: &[Arc<StageChoices>],
+        rounds: Rounds,
+    ) -> Result<crate::design::Design> {
         let stage_choices = stage_choices.iter().map(|f| StageChoices::clone(f)).collect();
-        from_network_with(network.clone(), self.board, &self.options, Some(stage_choices))
+        from_network_with(network.clone(), self.board, &self.options, Some(stage_choices), rounds)
     }
 
-    fn hardware(&self, network: &Network, stage_choices: &[Arc<StageChoices>]) -> Result<Metrics> {
-        let design = self.design(network, stage_choices)?;
+    /// The hardware metrics of `network`, allocated with the exact allocator's `rounds`
+    /// ([`Rounds::BelowBest`] where a move is only ranked, not measured).
+    fn hardware(&self, network: &Network, stage_choices: &[Arc<StageChoices>], rounds: Rounds) -> Result<Metrics> {
+        let design = self.design(network, stage_choices, rounds)?;
         let (fps, latency, gops) = (design.throughput_fps(), design.latency_s(), design.gops_per_dsp());
         let score = match self.objective {
             Objective::Throughput => fps,

@@ -5,7 +5,7 @@
 use super::{
     apply_knobs, layer_weights, tally_all, thresholds_differ, weights_differ, Candidate, Evaluator, Metrics, Target,
 };
-use crate::alloc::exact::choices_of_stage;
+use crate::alloc::exact::{choices_of_stage, Rounds};
 use crate::design::{encoded_weight_bits, DesignOptions, Widths};
 use crate::error::Result;
 use crate::hw::Budget;
@@ -137,7 +137,7 @@ impl Evaluator<'_> {
         for (i, c) in rebuilt {
             stage_choices[i] = c;
         }
-        let metrics = self.hardware(&network, &stage_choices)?;
+        let metrics = self.hardware(&network, &stage_choices, Rounds::BelowBest)?;
         let s = self.state.metrics;
         Ok(Metrics { top1: s.top1, disagreement: s.disagreement, divergence: s.divergence, ..metrics })
     }
@@ -210,7 +210,7 @@ impl Evaluator<'_> {
                 })
                 .collect()
         });
-        let mut metrics = self.hardware(&network, &stage_choices)?;
+        let mut metrics = self.hardware(&network, &stage_choices, Rounds::Whole)?;
         (metrics.top1, metrics.disagreement, metrics.divergence) = self.accuracy.measure(trace.value(plan.outputs[0]));
         Ok(Candidate {
             knobs: knobs.to_vec(),
