@@ -1,5 +1,8 @@
 //! Hardware estimates of candidate knobs without re-running the network, and the cache
-//! that makes re-estimating a one-layer move cost one allocation.
+//! that makes re-estimating a one-layer move cost one allocation. Estimates only rank
+//! moves: the one-layer and width-only ones (nearly all) allocate with
+//! [`Rounds::BelowBest`] (a quarter of the allocator's picks), while measured candidates
+//! get every round over the whole bracket.
 
 use super::{Evaluator, Metrics};
 use crate::alloc::choices::StageChoices;
