@@ -33,10 +33,9 @@ const ROUNDS: usize = 6;
 /// not, and the price of off-chip bits moves with it), so a bisection finds a fitting
 /// interval, not the smallest, and its bracket decides which: the same rounds over the two
 /// brackets reach different designs, neither always the faster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rounds {
     /// Every round over the whole bracket: the allocation a design gets.
-    #[default]
     Whole,
     /// A later round only below the best interval so far, and one pick when nothing below
     /// it fits: a quarter of the picks. For ranking a search's moves, whose measured
@@ -273,14 +272,13 @@ impl IntervalSearch<'_> {
         let mut weights = base_weights(self.budget);
         let mut best: Option<((f64, f64), [f64; 5])> = None;
         for round in 0..=ROUNDS {
+            // Below the best, `top` is where the previous round probed what blocks (the loop
+            // ends when that falls under `floor`), so it is never below the bracket.
             let top = match best {
                 Some(((ii, _), _)) if rounds == Rounds::BelowBest => ii * (1.0 - 1e-9),
                 _ => ceiling,
             };
-            let found = (top >= floor * (1.0 - 1e-9))
-                .then(|| self.feasible(top))
-                .flatten()
-                .map(|_| self.smallest_feasible(floor * (1.0 - 1e-9), top, 1e-6));
+            let found = self.feasible(top).map(|_| self.smallest_feasible(floor * (1.0 - 1e-9), top, 1e-6));
             tracing::debug!(round, ii = found.map(|f| f.0), "bisection done");
             if let Some(ii) = found {
                 if best.is_none_or(|(b, _)| ii.0 < b.0) {
