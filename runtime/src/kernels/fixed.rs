@@ -7,13 +7,17 @@ use super::conv::{
     accumulate, in_image_runs, is_pointwise_on_a_point, put_group_in_images, unfolds, BATCH_GEMM_MAX_PIXELS,
 };
 use super::dense::transpose_into;
-use super::igemm::{gemm_with, PackedA};
+use super::igemm::{
+    direct::{self, DirectA},
+    gemm_with, PackedA,
+};
 use super::unfold::{Columns, Matrix, Windows};
 use super::{eltwise, pool, scratch, thresholded, with_simd};
 use crate::plan::{Conv, EltwiseKind, Fixed, FixedChannels, Format, Layer, Op, Plan, PoolKind};
 use hass_proto::fixed::{average, pow2, requantize, ActivationUnit};
 use rayon::prelude::*;
 use std::ops::RangeInclusive;
+use std::sync::OnceLock;
 
 /// `x`'s integer in format `f` (exact: `x` is a value of that format, at most 16 bits; the
 /// conversion goes through `i64`, one instruction, where `f64 -> i128` is a library call).
@@ -352,8 +356,18 @@ fn finish_channel(unit: &ActivationUnit, ch: &FixedChannels, x: Format, c: usize
     unit.apply_all(sums, ch.bias()[c], x.frac + ch.weight_frac()[c], out);
 }
 
+/// A conv layer's integer weights packed for the kernels that use them, each group's, made
+/// on first use: for the GEMM, and (per-image layers with windows, where the processor has
+/// the kernel) for [`direct::conv`].
+#[derive(Default)]
+struct ConvWeights {
+    gemm: OnceLock<Vec<PackedA>>,
+    direct: OnceLock<Option<Vec<DirectA>>>,
+}
+
 /// A dense or grouped convolution of `input` (a batch of `in_shape` images) into `out`: the
-/// integer GEMM, the weights packed once per plan, the windows packed from the images.
+/// integer GEMM, the weights packed once per plan, the windows packed from the images; or,
+/// image by image, the windows read straight from the image ([`direct::conv`]).
 fn conv_layer(
     conv: &Conv,
     ch: &FixedChannels,
@@ -365,17 +379,21 @@ fn conv_layer(
     let out_per_group = conv.c_out / conv.groups;
     let in_per_group = conv.c_in / conv.groups;
     let k = conv.weight.len() / conv.c_out.max(1);
-    let packed: &Vec<PackedA> = ch.derived(|| {
-        let (ints, x_range) = (integer_weights(ch, k), x_range());
-        ints.chunks_exact(out_per_group * k)
-            .map(|group| PackedA::new(group, out_per_group, k, x_range.clone()))
-            .collect()
-    });
+    let weights: &ConvWeights = ch.derived(ConvWeights::default);
+    let gemm_weights = || {
+        weights.gemm.get_or_init(|| {
+            let (ints, x_range) = (integer_weights(ch, k), x_range());
+            ints.chunks_exact(out_per_group * k)
+                .map(|group| PackedA::new(group, out_per_group, k, x_range.clone()))
+                .collect()
+        })
+    };
     let (in_hw, out_hw) = ([in_shape[1], in_shape[2]], [out_shape[1], out_shape[2]]);
     let (in_len, out_len) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
     let (batch, pixels) = (input.len() / in_len.max(1), out_hw[0] * out_hw[1]);
     let to_ints = |src: &[f32], dst: &mut [i16]| input_ints(src, dst, x, conv.input_threshold);
     if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS {
+        let packed = gemm_weights();
         in_image_runs(batch, (input, in_len), (out, out_len), |input, out, parallel| {
             let mut ints = scratch::take_len(input.len(), 0i16);
             ints.chunks_mut(in_len).zip(input.chunks(in_len)).for_each(|(d, s)| to_ints(s, d));
@@ -389,21 +407,47 @@ fn conv_layer(
         });
         return;
     }
+    // Windows read straight from the image where the kernel takes the weights; a pointwise
+    // conv's input is its GEMM's matrix as it is.
+    let direct = unfolds(conv).then(|| {
+        weights.direct.get_or_init(|| {
+            let (ints, x_range, taps) = (integer_weights(ch, k), x_range(), conv.kernel[0] * conv.kernel[1]);
+            ints.chunks_exact(out_per_group * k)
+                .map(|group| {
+                    DirectA::new(group, out_per_group, (in_per_group, taps), x_range.clone()).filter(DirectA::pays)
+                })
+                .collect()
+        })
+    });
+    let direct = direct.and_then(Option::as_ref);
+    let packed = if direct.is_none() { &gemm_weights()[..] } else { &[] };
     // Images in parallel, each GEMM on one thread; or, with fewer images than threads, each
     // GEMM over all of them.
     let parallel = batch < rayon::current_num_threads();
     out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, image)| {
         let mut ints = scratch::take_len(in_len, 0i16);
         to_ints(image, &mut ints);
-        for (g, a) in packed.iter().enumerate() {
+        for g in 0..conv.groups {
             let o = &mut o[g * out_per_group * pixels..][..out_per_group * pixels];
             let first = g * out_per_group;
-            if unfolds(conv) {
+            let group_in = &ints[g * in_per_group * in_hw[0] * in_hw[1]..][..in_per_group * in_hw[0] * in_hw[1]];
+            if let Some(direct) = direct {
+                direct::conv(
+                    &direct[g],
+                    conv,
+                    group_in,
+                    in_hw,
+                    o,
+                    out_hw,
+                    parallel,
+                    #[inline(always)]
+                    |row, sums, out| finish_channel(unit, ch, x, first + row, sums, out),
+                );
+            } else if unfolds(conv) {
                 let windows = Windows::new(conv, (&ints, in_len), (g * in_per_group, in_per_group), in_hw, out_hw);
-                conv_gemm(a, &windows, o, parallel, (unit, ch, x, first));
+                conv_gemm(&packed[g], &windows, o, parallel, (unit, ch, x, first));
             } else {
-                let group_in = &ints[g * in_per_group * pixels..][..in_per_group * pixels];
-                conv_gemm(a, &Matrix { values: group_in, n: pixels }, o, parallel, (unit, ch, x, first));
+                conv_gemm(&packed[g], &Matrix { values: group_in, n: pixels }, o, parallel, (unit, ch, x, first));
             }
         }
     });

@@ -31,6 +31,7 @@ use rayon::prelude::*;
 use std::ops::RangeInclusive;
 use tiles::{micro_tiles, TileSums};
 
+pub mod direct;
 mod tiles;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -107,17 +108,23 @@ fn multiplies_quads() -> bool {
     }
 }
 
+/// Whether weights `a` against inputs within `x` are packed in quads, and if so what is
+/// added to every input to make it an unsigned byte: where both are 8-bit integers and the
+/// processor multiplies quads.
+fn quad_offset(a: &[i64], x: &RangeInclusive<i64>) -> Option<i16> {
+    let x_offset = match (*x.start(), *x.end()) {
+        (0.., ..=255) => Some(0),
+        (-128.., ..=127) => Some(128),
+        _ => None,
+    };
+    x_offset.filter(|_| multiplies_quads() && a.iter().all(|v| (-128..128).contains(v)))
+}
+
 impl PackedA {
     /// Pack `a` (every value within 16 bits) against inputs within `x` (within 16 bits).
     pub fn new(a: &[i64], m: usize, k: usize, x: RangeInclusive<i64>) -> PackedA {
         debug_assert!(a.iter().all(|v| (-(1 << 15)..(1 << 15)).contains(v)), "16-bit weights");
-        let byte_weights = || a.iter().all(|v| (-128..128).contains(v));
-        let x_offset = match (*x.start(), *x.end()) {
-            (0.., ..=255) => Some(0),
-            (-128.., ..=127) => Some(128),
-            _ => None,
-        };
-        if let Some(x_offset) = x_offset.filter(|_| byte_weights() && multiplies_quads()) {
+        if let Some(x_offset) = quad_offset(a, &x) {
             return PackedA::quads(a, m, k, x_offset);
         }
         let max_x = x.start().abs().max(x.end().abs()).clamp(1, 1 << 15);

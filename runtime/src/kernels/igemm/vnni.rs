@@ -3,6 +3,7 @@
 //! `row0` and all [`NR`] columns: 2 x `ROWS` x `PARTS` accumulators of AVX-512's 32
 //! registers. `pulp` has no VNNI operations, hence `std::arch` and `unsafe` here.
 
+use super::direct::Reads;
 use super::tiles::TileSums;
 use super::{MR, NR};
 use std::arch::x86_64::*;
@@ -36,12 +37,7 @@ pub(super) fn tile<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
 /// One block of words (whose sums fit 32 bits) into `out`. A function of its own: with
 /// the loop over blocks around it, LLVM kept a third of the accumulators on the stack.
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-fn kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
-    a: &[i32],
-    b: &[i32],
-    row0: usize,
-    mut out: TileSums,
-) {
+fn kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(a: &[i32], b: &[i32], row0: usize, out: TileSums) {
     let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
     for (bj, aj) in b.chunks_exact(NR).zip(a.chunks_exact(MR * PARTS)) {
         // SAFETY: `bj` holds NR = 32 words, two unaligned 512-bit loads' worth.
@@ -65,7 +61,79 @@ fn kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
             }
         }
     }
-    // The 32-bit sums widened and added into (or, fresh, written over) the 64-bit tile.
+    widen_into(&acc, row0, out);
+}
+
+/// [`tile`] with the words of `B` read straight from an image: word `j` of the tile's
+/// column `c` at `x[offsets[j] + p0 + c]` (see `super::direct`), not from a packed panel.
+pub(super) fn direct_tile<const ROWS: usize, const QUADS: bool>(
+    a: &[i32],
+    reads: &Reads,
+    p0: usize,
+    block: usize,
+    mut out: TileSums,
+) {
+    let k_words = reads.offsets.len();
+    assert!(available() && a.len() >= k_words * MR && ROWS <= MR);
+    assert!(reads.last_p0.is_some_and(|last| p0 <= last), "every read inside the image");
+    assert!(out.values.len() >= (ROWS - 1) * out.ld + NR);
+    for start in (0..k_words).step_by(block.max(1)) {
+        let end = (start + block.max(1)).min(k_words);
+        // SAFETY: the features `direct_kernel` enables were detected just above; every
+        // read lies inside `x`, as checked.
+        unsafe {
+            direct_kernel::<ROWS, QUADS>(
+                &a[start * MR..end * MR],
+                reads.x.as_ptr().add(p0),
+                &reads.offsets[start..end],
+                out.reborrow(start == 0),
+            )
+        }
+    }
+}
+
+/// [`kernel`] over one block of words read at `x + offsets[j]` (32 words each).
+///
+/// # Safety
+/// Each `offsets[j] + 32` words from `x` must be readable.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn direct_kernel<const ROWS: usize, const QUADS: bool>(
+    a: &[i32],
+    x: *const i32,
+    offsets: &[usize],
+    out: TileSums,
+) {
+    let mut acc = [[[_mm512_setzero_si512(); 2]; 1]; ROWS];
+    for (&offset, aj) in offsets.iter().zip(a.chunks_exact(MR)) {
+        // SAFETY: the caller's promise.
+        let (b0, b1) = unsafe {
+            let p = x.add(offset) as *const __m512i;
+            (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
+        };
+        for r in 0..ROWS {
+            let w = _mm512_set1_epi32(aj[r]);
+            let acc = &mut acc[r][0];
+            if QUADS {
+                acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
+            } else {
+                acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
+                acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
+            }
+        }
+    }
+    widen_into(&acc, 0, out);
+}
+
+/// A block's 32-bit sums `acc` (rows from `row0`, `PARTS` parts of which part `q` weighs
+/// `2^(8q)`) widened and added into (or, fresh, written over) the 64-bit tile.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[inline]
+fn widen_into<const ROWS: usize, const PARTS: usize>(
+    acc: &[[[__m512i; 2]; PARTS]; ROWS],
+    row0: usize,
+    mut out: TileSums,
+) {
     let fresh = out.fresh;
     for (r, acc) in acc.iter().enumerate() {
         let out = out.row(row0 + r);
