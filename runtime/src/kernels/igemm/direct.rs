@@ -1,5 +1,6 @@
-//! Integer convolutions read straight from the image where AVX-512 VNNI multiplies whole
-//! weights (pairs of 16-bit values, or quads of bytes): no windows packed. Packing the
+//! Integer convolutions read straight from the image where AVX-512 VNNI is there (pairs of
+//! 16-bit values, whole or split as [`PackedA`] splits them, or quads of bytes): no
+//! windows packed. Packing the
 //! windows for [`super::gemm_with`] writes every input value once per tap, and on
 //! ResNet-18's 8-bit layers took as long as the multiplies.
 //!
@@ -39,8 +40,7 @@ pub struct DirectA {
 
 impl DirectA {
     /// `a` packed for [`conv`] against inputs within `x`, if this processor has the
-    /// kernel (AVX-512 VNNI, not turned off by `HASS_AVX2_ONLY`) and the weights' products
-    /// need not be split (see [`PackedA`]: 16-bit weights against 16-bit inputs are).
+    /// kernel (AVX-512 VNNI, not turned off by `HASS_AVX2_ONLY`).
     pub fn new(a: &[i64], m: usize, (channels, taps): (usize, usize), x: RangeInclusive<i64>) -> Option<DirectA> {
         if !available() || a.len() != m * channels * taps || m * channels * taps == 0 {
             return None;
@@ -58,7 +58,7 @@ impl DirectA {
         }
         let packed = PackedA::new(&permuted, m, kp, x);
         debug_assert_eq!(packed.quads, per == 4);
-        (packed.parts == 1).then_some(DirectA { packed, per, rows: m, channels, taps })
+        Some(DirectA { packed, per, rows: m, channels, taps })
     }
 }
 
@@ -135,7 +135,7 @@ pub fn conv<T: Send>(
     let reads = Reads::new(&words, &offsets);
     let strip_rows = (STRIP_POSITIONS / wq).clamp(1, oh);
     let ld = ((strip_rows - 1) * wq + ow).div_ceil(NR) * NR;
-    let (k_words, pixels) = (offsets.len(), oh * ow);
+    let (k_words, pixels, parts) = (offsets.len(), oh * ow, a.packed.parts);
     let panels = rows.div_ceil(MR);
     let per_task = if parallel { panels.div_ceil(rayon::current_num_threads()) } else { panels }.max(1);
     let min_len = if parallel { 1 } else { usize::MAX };
@@ -148,7 +148,7 @@ pub fn conv<T: Send>(
                 for (i, out) in out.chunks_mut(MR * pixels).enumerate() {
                     let panel = task * per_task + i;
                     let panel_rows = out.len() / pixels;
-                    let weights = &a.packed.panels[panel * k_words * MR..][..k_words * MR];
+                    let weights = &a.packed.panels[panel * k_words * MR * parts..][..k_words * MR * parts];
                     for oy0 in (0..oh).step_by(strip_rows) {
                         let strip = strip_rows.min(oh - oy0);
                         let (p0, positions) = (oy0 * wq, (strip - 1) * wq + ow);
@@ -193,23 +193,30 @@ impl<'a> Reads<'a> {
 }
 
 /// A tile's sums for the first `rows` rows, in whole groups of 4 (as
-/// `super::tiles::whole_weights` does).
+/// `super::tiles::micro_tiles` does); split weights in two passes of 6 rows (24
+/// accumulators).
 #[inline(always)]
-fn micro_tile(a: &DirectA, weights: &[i32], (reads, p0): (&Reads, usize), out: TileSums, rows: usize) {
+fn micro_tile(a: &DirectA, weights: &[i32], reads: (&Reads, usize), mut out: TileSums, rows: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let block = a.packed.block_words;
-        match (a.per, rows) {
-            (4, 0..=4) => vnni::direct_tile::<4, true>(weights, reads, p0, block, out),
-            (4, 5..=8) => vnni::direct_tile::<8, true>(weights, reads, p0, block, out),
-            (4, _) => vnni::direct_tile::<MR, true>(weights, reads, p0, block, out),
-            (_, 0..=4) => vnni::direct_tile::<4, false>(weights, reads, p0, block, out),
-            (_, 5..=8) => vnni::direct_tile::<8, false>(weights, reads, p0, block, out),
-            _ => vnni::direct_tile::<MR, false>(weights, reads, p0, block, out),
+        match (a.per, a.packed.parts, rows) {
+            (4, _, 0..=4) => vnni::direct_tile::<4, 1, true>(weights, reads, block, 0, out),
+            (4, _, 5..=8) => vnni::direct_tile::<8, 1, true>(weights, reads, block, 0, out),
+            (4, _, _) => vnni::direct_tile::<MR, 1, true>(weights, reads, block, 0, out),
+            (_, 1, 0..=4) => vnni::direct_tile::<4, 1, false>(weights, reads, block, 0, out),
+            (_, 1, 5..=8) => vnni::direct_tile::<8, 1, false>(weights, reads, block, 0, out),
+            (_, 1, _) => vnni::direct_tile::<MR, 1, false>(weights, reads, block, 0, out),
+            _ => {
+                vnni::direct_tile::<{ MR / 2 }, 2, false>(weights, reads, block, 0, out.reborrow(true));
+                if rows > MR / 2 {
+                    vnni::direct_tile::<{ MR / 2 }, 2, false>(weights, reads, block, MR / 2, out);
+                }
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("made only where `available`: {:?}", (a.per, weights.len(), reads.x.len(), p0, out.ld, rows));
+    unreachable!("made only where `available`: {:?}", (a.per, weights.len(), reads.1, out.ld, rows));
 }
 
 /// `input`'s channels, `a.per` to a word, into `words`: per group of channels, `sy * sx`
@@ -295,8 +302,8 @@ mod tests {
 
     /// The direct sums are the GEMM's over the windows, for every geometry: windows,
     /// strides, dilations, padding, channels past a multiple of the word, rows past a
-    /// multiple of the panel, quads (8-bit inputs, signed and unsigned) and pairs (16-bit
-    /// inputs), one thread or several.
+    /// multiple of the panel, quads (8-bit inputs, signed and unsigned), whole pairs
+    /// (8-bit weights, 16-bit inputs) and split ones (16-bit both), one thread or several.
     #[test]
     fn the_same_integers_as_the_gemm_over_the_windows() {
         if !available() {
@@ -312,7 +319,9 @@ mod tests {
             ([5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 2, 30, 6, 40),
             ([1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 8, 12, 3, 5),
         ];
-        let ranges: [RangeInclusive<i64>; 3] = [0..=255, -128..=127, -20000..=20000];
+        // Inputs, and weights: quads, whole pairs, split pairs (16-bit weights and inputs).
+        let ranges: [(RangeInclusive<i64>, i64); 4] =
+            [(0..=255, 128), (-128..=127, 128), (-20000..=20000, 128), (-32768..=32767, 32768)];
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         for (kernel, stride, dilation, pads, c_in, c_out, h, w) in cases {
             let conv = Conv { stride, dilation, pads, ..Conv::new(Vec::new(), c_in, c_out, kernel) };
@@ -321,10 +330,13 @@ mod tests {
                 hass_proto::geometry::window_output_len(n, k, s, dl, pads[d], pads[d + 2], false).unwrap()
             });
             let taps = kernel[0] * kernel[1];
-            for x in ranges.clone() {
-                let a: Vec<i64> = (0..c_out * c_in * taps).map(|_| rng.random_range(-128..128)).collect();
+            for (x, a_max) in ranges.clone() {
+                let mut a: Vec<i64> = (0..c_out * c_in * taps).map(|_| rng.random_range(-a_max..a_max)).collect();
+                // The extremes: what must not overflow a block.
+                a.iter_mut().step_by(5).for_each(|v| *v = -a_max);
                 let input: Vec<i16> = (0..c_in * h * w).map(|_| rng.random_range(x.clone()) as i16).collect();
-                let direct = DirectA::new(&a, c_out, (c_in, taps), x.clone()).expect("8-bit weights");
+                let direct = DirectA::new(&a, c_out, (c_in, taps), x.clone()).expect("VNNI is there");
+                assert_eq!(direct.packed.parts, if a_max > 128 { 2 } else { 1 });
                 let packed = PackedA::new(&a, c_out, c_in * taps, x.clone());
                 let windows = Windows::new(&conv, (&input, input.len()), (0, c_in), [h, w], out_hw);
                 let pixels = out_hw[0] * out_hw[1];
@@ -342,19 +354,13 @@ mod tests {
     }
 
     #[test]
-    fn split_weights_are_left_to_the_gemm() {
-        let wide: Vec<i64> = (0..2 * 9).map(|i| (i - 9) * 3000).collect();
-        assert!(DirectA::new(&wide, 2, (1, 9), -30000..=30000).is_none());
-    }
-
-    #[test]
     fn it_pays_for_windows_over_whole_words_of_channels() {
         if !available() {
             return;
         }
         let pays = |channels: usize, taps: usize, x: RangeInclusive<i64>| {
             let a = vec![1i64; 2 * channels * taps];
-            DirectA::new(&a, 2, (channels, taps), x).expect("8-bit weights").pays()
+            DirectA::new(&a, 2, (channels, taps), x).expect("VNNI is there").pays()
         };
         assert!(pays(64, 9, 0..=255) && pays(8, 25, -128..=127) && pays(30, 9, -1000..=1000));
         assert!(!pays(64, 1, 0..=255), "one tap");

@@ -66,26 +66,27 @@ fn kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(a: &[i32], b
 
 /// [`tile`] with the words of `B` read straight from an image: word `j` of the tile's
 /// column `c` at `x[offsets[j] + p0 + c]` (see `super::direct`), not from a packed panel.
-pub(super) fn direct_tile<const ROWS: usize, const QUADS: bool>(
+pub(super) fn direct_tile<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
     a: &[i32],
-    reads: &Reads,
-    p0: usize,
+    (reads, p0): (&Reads, usize),
     block: usize,
+    row0: usize,
     mut out: TileSums,
 ) {
     let k_words = reads.offsets.len();
-    assert!(available() && a.len() >= k_words * MR && ROWS <= MR);
+    assert!(available() && a.len() >= k_words * MR * PARTS && row0 + ROWS <= MR);
     assert!(reads.last_p0.is_some_and(|last| p0 <= last), "every read inside the image");
-    assert!(out.values.len() >= (ROWS - 1) * out.ld + NR);
+    assert!(out.values.len() >= (row0 + ROWS - 1) * out.ld + NR);
     for start in (0..k_words).step_by(block.max(1)) {
         let end = (start + block.max(1)).min(k_words);
         // SAFETY: the features `direct_kernel` enables were detected just above; every
         // read lies inside `x`, as checked.
         unsafe {
-            direct_kernel::<ROWS, QUADS>(
-                &a[start * MR..end * MR],
+            direct_kernel::<ROWS, PARTS, QUADS>(
+                &a[start * MR * PARTS..end * MR * PARTS],
                 reads.x.as_ptr().add(p0),
                 &reads.offsets[start..end],
+                row0,
                 out.reborrow(start == 0),
             )
         }
@@ -97,32 +98,36 @@ pub(super) fn direct_tile<const ROWS: usize, const QUADS: bool>(
 /// # Safety
 /// Each `offsets[j] + 32` words from `x` must be readable.
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn direct_kernel<const ROWS: usize, const QUADS: bool>(
+unsafe fn direct_kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
     a: &[i32],
     x: *const i32,
     offsets: &[usize],
+    row0: usize,
     out: TileSums,
 ) {
-    let mut acc = [[[_mm512_setzero_si512(); 2]; 1]; ROWS];
-    for (&offset, aj) in offsets.iter().zip(a.chunks_exact(MR)) {
+    let mut acc = [[[_mm512_setzero_si512(); 2]; PARTS]; ROWS];
+    for (&offset, aj) in offsets.iter().zip(a.chunks_exact(MR * PARTS)) {
         // SAFETY: the caller's promise.
         let (b0, b1) = unsafe {
             let p = x.add(offset) as *const __m512i;
             (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
         };
+        let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
         for r in 0..ROWS {
-            let w = _mm512_set1_epi32(aj[r]);
-            let acc = &mut acc[r][0];
-            if QUADS {
-                acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
-            } else {
-                acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
-                acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
+            for q in 0..PARTS {
+                let w = _mm512_set1_epi32(ws[r * PARTS + q]);
+                let acc = &mut acc[r][q];
+                if QUADS {
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
+                } else {
+                    acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
+                    acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
+                }
             }
         }
     }
-    widen_into(&acc, 0, out);
+    widen_into(&acc, row0, out);
 }
 
 /// A block's 32-bit sums `acc` (rows from `row0`, `PARTS` parts of which part `q` weighs
