@@ -392,7 +392,25 @@ fn conv_layer(
     let (in_len, out_len) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
     let (batch, pixels) = (input.len() / in_len.max(1), out_hw[0] * out_hw[1]);
     let to_ints = |src: &[f32], dst: &mut [i16]| input_ints(src, dst, x, conv.input_threshold);
-    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS {
+    // Windows read straight from the image where the kernel takes the weights; a pointwise
+    // conv's input is its GEMM's matrix as it is.
+    let direct = unfolds(conv).then(|| {
+        weights.direct.get_or_init(|| {
+            let (ints, x_range, taps) = (integer_weights(ch, k), x_range(), conv.kernel[0] * conv.kernel[1]);
+            ints.chunks_exact(out_per_group * k)
+                .map(|group| {
+                    DirectA::new(group, out_per_group, (in_per_group, taps), x_range.clone()).filter(DirectA::pays)
+                })
+                .collect()
+        })
+    });
+    let direct = direct.and_then(Option::as_ref);
+    // A batch's small maps in one GEMM: the weights read once for all of them. But quads
+    // packed for it cost more than the multiplies, and read straight from each image they
+    // do not (ResNet-18, 8-bit, one thread, batch 8: its 14x14 layers 2.6 -> 2.0 ms, 7x7
+    // 2.6 -> 2.2; its 16-bit 7x7 and 14x14 layers lose 2-3 % that way).
+    let direct_quads = direct.is_some_and(|d| d.iter().all(DirectA::quads));
+    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && !direct_quads {
         let packed = gemm_weights();
         in_image_runs(batch, (input, in_len), (out, out_len), |input, out, parallel| {
             let mut ints = scratch::take_len(input.len(), 0i16);
@@ -407,19 +425,6 @@ fn conv_layer(
         });
         return;
     }
-    // Windows read straight from the image where the kernel takes the weights; a pointwise
-    // conv's input is its GEMM's matrix as it is.
-    let direct = unfolds(conv).then(|| {
-        weights.direct.get_or_init(|| {
-            let (ints, x_range, taps) = (integer_weights(ch, k), x_range(), conv.kernel[0] * conv.kernel[1]);
-            ints.chunks_exact(out_per_group * k)
-                .map(|group| {
-                    DirectA::new(group, out_per_group, (in_per_group, taps), x_range.clone()).filter(DirectA::pays)
-                })
-                .collect()
-        })
-    });
-    let direct = direct.and_then(Option::as_ref);
     let packed = if direct.is_none() { &gemm_weights()[..] } else { &[] };
     // Images in parallel, each GEMM on one thread; or, with fewer images than threads, each
     // GEMM over all of them.

@@ -72,6 +72,11 @@ impl DirectA {
     pub fn pays(&self) -> bool {
         self.taps > 1 && (self.channels.div_ceil(self.per) * self.per - self.channels) * 8 <= self.channels
     }
+
+    /// Whether a word holds a quad of bytes (8-bit weights and inputs).
+    pub fn quads(&self) -> bool {
+        self.per == 4
+    }
 }
 
 /// Whether this process has [`conv`]'s kernel.
