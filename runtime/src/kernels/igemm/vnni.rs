@@ -45,21 +45,7 @@ fn kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool>(a: &[i32], b
             let p = bj.as_ptr() as *const __m512i;
             (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
         };
-        let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
-        // Constant bounds: fully unrolled, every accumulator in a register.
-        for r in 0..ROWS {
-            for q in 0..PARTS {
-                let w = _mm512_set1_epi32(ws[r * PARTS + q]);
-                let acc = &mut acc[r][q];
-                if QUADS {
-                    acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
-                    acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
-                } else {
-                    acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
-                    acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
-                }
-            }
-        }
+        multiply_word::<ROWS, PARTS, QUADS>(&mut acc, &aj[row0 * PARTS..][..ROWS * PARTS], [b0, b1]);
     }
     widen_into(&acc, row0, out);
 }
@@ -112,22 +98,34 @@ unsafe fn direct_kernel<const ROWS: usize, const PARTS: usize, const QUADS: bool
             let p = x.add(offset) as *const __m512i;
             (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
         };
-        let ws = &aj[row0 * PARTS..][..ROWS * PARTS];
-        for r in 0..ROWS {
-            for q in 0..PARTS {
-                let w = _mm512_set1_epi32(ws[r * PARTS + q]);
-                let acc = &mut acc[r][q];
-                if QUADS {
-                    acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
-                    acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
-                } else {
-                    acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
-                    acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
-                }
+        multiply_word::<ROWS, PARTS, QUADS>(&mut acc, &aj[row0 * PARTS..][..ROWS * PARTS], [b0, b1]);
+    }
+    widen_into(&acc, row0, out);
+}
+
+/// One word of `k`: each row's weight words `ws` (`PARTS` per row) times the tile's 32
+/// input words `b`, added into `acc`. Constant bounds: fully unrolled, every accumulator
+/// in a register.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[inline]
+fn multiply_word<const ROWS: usize, const PARTS: usize, const QUADS: bool>(
+    acc: &mut [[[__m512i; 2]; PARTS]; ROWS],
+    ws: &[i32],
+    [b0, b1]: [__m512i; 2],
+) {
+    for r in 0..ROWS {
+        for q in 0..PARTS {
+            let w = _mm512_set1_epi32(ws[r * PARTS + q]);
+            let acc = &mut acc[r][q];
+            if QUADS {
+                acc[0] = _mm512_dpbusd_epi32(acc[0], b0, w);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], b1, w);
+            } else {
+                acc[0] = _mm512_dpwssd_epi32(acc[0], w, b0);
+                acc[1] = _mm512_dpwssd_epi32(acc[1], w, b1);
             }
         }
     }
-    widen_into(&acc, row0, out);
 }
 
 /// A block's 32-bit sums `acc` (rows from `row0`, `PARTS` parts of which part `q` weighs
