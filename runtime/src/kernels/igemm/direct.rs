@@ -1,8 +1,7 @@
 //! Integer convolutions read straight from the image where AVX-512 VNNI is there (pairs of
 //! 16-bit values, whole or split as [`PackedA`] splits them, or quads of bytes): no
-//! windows packed. Packing the
-//! windows for [`super::gemm_with`] writes every input value once per tap, and on
-//! ResNet-18's 8-bit layers took as long as the multiplies.
+//! windows packed. Packing the windows for [`super::gemm_with`] writes every input value
+//! once per tap, and on ResNet-18's 8-bit layers took as long as the multiplies.
 //!
 //! As in the float kernel ([`crate::kernels::direct`]), the image is copied once,
 //! zero-padded and split into its stride's phases, and outputs are computed at flat
@@ -26,8 +25,8 @@ use std::ops::RangeInclusive;
 const STRIP_POSITIONS: usize = 256;
 
 /// One group's weights (`[m, channels * taps]`, row-major, `k` in the order (channel,
-/// tap)) packed for [`conv`]: `k` reordered (group of [`DirectA::per`] channels, tap,
-/// channel within it), zeros for the channels past the last.
+/// tap)) packed for [`conv`]: `k` reordered (group of `per` channels, tap, channel within
+/// it), zeros for the channels past the last.
 #[derive(Clone, Debug)]
 pub struct DirectA {
     packed: PackedA,
@@ -60,9 +59,7 @@ impl DirectA {
         debug_assert_eq!(packed.quads, per == 4);
         Some(DirectA { packed, per, rows: m, channels, taps })
     }
-}
 
-impl DirectA {
     /// Whether [`conv`] beats the GEMM over packed windows for this layer: not for a window
     /// of one tap (its packed windows are the interleaved image, as many words), nor for
     /// channels far from a multiple of the word, whose padded ones' multiplies are wasted
