@@ -363,6 +363,9 @@ fn finish_channel(unit: &ActivationUnit, ch: &FixedChannels, x: Format, c: usize
 struct ConvWeights {
     gemm: OnceLock<Vec<PackedA>>,
     direct: OnceLock<Option<Vec<DirectA>>>,
+    /// Whether they go in quads (8-bit weights and inputs, where the processor multiplies
+    /// them).
+    quads: OnceLock<bool>,
 }
 
 /// A dense or grouped convolution of `input` (a batch of `in_shape` images) into `out`: the
@@ -392,9 +395,15 @@ fn conv_layer(
     let (in_len, out_len) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
     let (batch, pixels) = (input.len() / in_len.max(1), out_hw[0] * out_hw[1]);
     let to_ints = |src: &[f32], dst: &mut [i16]| input_ints(src, dst, x, conv.input_threshold);
+    // A batch's small maps in one GEMM: the weights read once for all of them. But quads
+    // packed for it cost more than the multiplies, and read straight from each image they
+    // do not (ResNet-18, 8-bit, one thread, batch 8: its 14x14 layers 2.6 -> 2.0 ms, 7x7
+    // 2.6 -> 2.2; its 16-bit 7x7 and 14x14 layers lose 2-3 % that way).
+    let small_maps = batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS;
+    let quads = || *weights.quads.get_or_init(|| super::igemm::packs_quads(&integer_weights(ch, k), &x_range()));
     // Windows read straight from the image where the kernel takes the weights; a pointwise
     // conv's input is its GEMM's matrix as it is.
-    let direct = unfolds(conv).then(|| {
+    let direct = (unfolds(conv) && (!small_maps || quads())).then(|| {
         weights.direct.get_or_init(|| {
             let (ints, x_range, taps) = (integer_weights(ch, k), x_range(), conv.kernel[0] * conv.kernel[1]);
             ints.chunks_exact(out_per_group * k)
@@ -405,12 +414,7 @@ fn conv_layer(
         })
     });
     let direct = direct.and_then(Option::as_ref);
-    // A batch's small maps in one GEMM: the weights read once for all of them. But quads
-    // packed for it cost more than the multiplies, and read straight from each image they
-    // do not (ResNet-18, 8-bit, one thread, batch 8: its 14x14 layers 2.6 -> 2.0 ms, 7x7
-    // 2.6 -> 2.2; its 16-bit 7x7 and 14x14 layers lose 2-3 % that way).
-    let direct_quads = direct.is_some_and(|d| d.iter().all(DirectA::quads));
-    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && !direct_quads {
+    if small_maps && direct.is_none() {
         let packed = gemm_weights();
         in_image_runs(batch, (input, in_len), (out, out_len), |input, out, parallel| {
             let mut ints = scratch::take_len(input.len(), 0i16);

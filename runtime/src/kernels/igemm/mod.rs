@@ -108,6 +108,11 @@ fn multiplies_quads() -> bool {
     }
 }
 
+/// Whether [`PackedA::new`] packs weights `a` against inputs within `x` in quads.
+pub fn packs_quads(a: &[i64], x: &RangeInclusive<i64>) -> bool {
+    quad_offset(a, x).is_some()
+}
+
 /// Whether weights `a` against inputs within `x` are packed in quads, and if so what is
 /// added to every input to make it an unsigned byte: where both are 8-bit integers and the
 /// processor multiplies quads.
