@@ -78,28 +78,19 @@ pub fn conv_direct(
     finish: impl Fn(usize, &[f32], &mut [f32]) + Sync,
 ) {
     assert!(applies(conv) && weights.rows == conv.c_out && input.len() == conv.c_in * h * w && oh * ow > 0);
-    let (c, [kh, kw], [dh, dw], [sy, sx]) = (conv.c_in, conv.kernel, conv.dilation, conv.stride);
-    // The padded rows and columns the windows reach, and each phase's share of them.
-    let (reach_y, reach_x) = ((oh - 1) * sy + (kh - 1) * dh + 1, (ow - 1) * sx + (kw - 1) * dw + 1);
-    let (hq, wq) = (reach_y.div_ceil(sy), reach_x.div_ceil(sx));
+    let (c, [sy, sx]) = (conv.c_in, conv.stride);
+    let grid = PhaseGrid::new(conv, [oh, ow]);
+    let (hq, wq) = (grid.hq, grid.wq);
     let [top, left, ..] = conv.pads;
     let in_place = [sy, sx, top, left] == [1, 1, 0, 0] && [hq, wq] == [h, w];
-    let mut copy = super::scratch::take_len(if in_place { 0 } else { c * sy * sx * hq * wq }, 0.0f32);
+    let mut copy = super::scratch::take_len(if in_place { 0 } else { c * grid.block() }, 0.0f32);
     let padded = if in_place {
         input
     } else {
-        pad(input, c, [h, w], [top, left], [sy, sx], [hq, wq], parallel, &mut copy);
+        pad(input, c, [h, w], &grid, [top, left], parallel, &mut copy);
         &copy[..]
     };
-    // Where each `k` reads for position 0: its phase plane, rows and columns down in it.
-    let (plane, phases) = (hq * wq, sy * sx);
-    let taps: Vec<usize> = (0..kh * kw)
-        .map(|t| {
-            let (py, px) = ((t / kw) * dh, (t % kw) * dw);
-            ((py % sy) * sx + px % sx) * plane + (py / sy) * wq + px / sx
-        })
-        .collect();
-    let offsets: Vec<usize> = (0..c).flat_map(|ch| taps.iter().map(move |&t| ch * phases * plane + t)).collect();
+    let offsets = grid.offsets(c);
     debug_assert_eq!(offsets.len(), weights.k);
     let reads = Reads::new(padded, &offsets);
     let positions = (oh - 1) * wq + ow;
@@ -165,28 +156,85 @@ fn tile_runs(p0: usize, cols: usize, [wp, ow]: [usize; 2], runs: &mut Vec<(usize
     }
 }
 
-/// `input`'s `c` planes of `[h, w]` into `copy` (`c` blocks of `sy * sx * hq * wq`, each
-/// value written: stale values from an earlier use are fine), zero-padded by `top` rows and
-/// `left` columns and split into `sy * sx` phase planes of `[hq, wq]` per channel: padded
-/// `(py, px)` lands in phase `(py % sy, px % sx)` at `(py / sy, px / sx)`; what lies past
-/// `sy * hq` rows or `sx * wq` columns is read by no window and left out. Each phase row
-/// is written once, its padding zeroed as it is filled (zeroing the whole copy first wrote
-/// it twice, the first time out to L2: ResNet-18's samples in `memset` 1.65 -> 0.84 %).
-#[allow(clippy::too_many_arguments)]
+/// Where a conv's windows lie in an image zero-padded and split into its stride's phases
+/// (see the module's docs): the phase planes' shape `[hq, wq]`, and per tap where its read
+/// for position 0 lies in a block of `sy * sx` planes (one channel's here; a pair's or a
+/// quad's in `igemm::direct`).
+pub(crate) struct PhaseGrid {
+    /// Rows and columns of a phase plane: the padded rows and columns the windows reach,
+    /// each phase's share of them.
+    pub(crate) hq: usize,
+    pub(crate) wq: usize,
+    /// The conv's stride: `sy * sx` phases.
+    pub(crate) stride: [usize; 2],
+    /// Per tap (`ky * K_w + kx`): its phase plane's offset in the block, plus its rows and
+    /// columns down in that plane.
+    taps: Vec<usize>,
+}
+
+impl PhaseGrid {
+    /// `conv`'s grid for output maps of `[oh, ow]` (at least one output).
+    pub(crate) fn new(conv: &Conv, [oh, ow]: [usize; 2]) -> PhaseGrid {
+        let ([kh, kw], [dh, dw], [sy, sx]) = (conv.kernel, conv.dilation, conv.stride);
+        let (reach_y, reach_x) = ((oh - 1) * sy + (kh - 1) * dh + 1, (ow - 1) * sx + (kw - 1) * dw + 1);
+        let (hq, wq) = (reach_y.div_ceil(sy), reach_x.div_ceil(sx));
+        let taps = (0..kh * kw)
+            .map(|t| {
+                let (py, px) = ((t / kw) * dh, (t % kw) * dw);
+                ((py % sy) * sx + px % sx) * hq * wq + (py / sy) * wq + px / sx
+            })
+            .collect();
+        PhaseGrid { hq, wq, stride: [sy, sx], taps }
+    }
+
+    /// Values in a block: `sy * sx` phase planes.
+    pub(crate) fn block(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.hq * self.wq
+    }
+
+    /// Where each `k` (block, then tap) reads for position 0, over `blocks` blocks.
+    pub(crate) fn offsets(&self, blocks: usize) -> Vec<usize> {
+        let block = self.block();
+        (0..blocks).flat_map(|b| self.taps.iter().map(move |&t| b * block + t)).collect()
+    }
+
+    /// Per phase plane (`fy * sx + fx`), whether some tap reads it.
+    pub(crate) fn phases_read(&self) -> Vec<bool> {
+        let mut read = vec![false; self.stride[0] * self.stride[1]];
+        self.taps.iter().for_each(|&t| read[t / (self.hq * self.wq)] = true);
+        read
+    }
+
+    /// In a padded row of an image `w` wide padded by `left` columns, the input columns that
+    /// land in column phase `fx`: the first, its place in the phase row, and how many
+    /// (`None`: none do). Columns past `sx * wq` are read by no window and left out.
+    pub(crate) fn phase_columns(&self, fx: usize, w: usize, left: usize) -> Option<[usize; 3]> {
+        let sx = self.stride[1];
+        let inside = w.min((sx * self.wq).saturating_sub(left));
+        let x0 = (fx + sx - left % sx) % sx;
+        (x0 < inside).then(|| [x0, (x0 + left) / sx, (inside - x0).div_ceil(sx)])
+    }
+}
+
+/// `input`'s `c` planes of `[h, w]` into `copy` (`c` blocks of `grid`, each value written:
+/// stale values from an earlier use are fine), zero-padded by `top` rows and `left`
+/// columns and split into the grid's phase planes: padded `(py, px)` lands in phase `(py %
+/// sy, px % sx)` at `(py / sy, px / sx)`; what lies past `sy * hq` rows or `sx * wq`
+/// columns is read by no window and left out. Each phase row is written once, its padding
+/// zeroed as it is filled (zeroing the whole copy first wrote it twice, the first time out
+/// to L2: ResNet-18's samples in `memset` 1.65 -> 0.84 %).
 fn pad(
     input: &[f32],
     c: usize,
     [h, w]: [usize; 2],
+    grid: &PhaseGrid,
     [top, left]: [usize; 2],
-    [sy, sx]: [usize; 2],
-    [hq, wq]: [usize; 2],
     parallel: bool,
     copy: &mut [f32],
 ) {
-    let block = sy * sx * hq * wq;
+    let ([sy, sx], hq, wq, block) = (grid.stride, grid.hq, grid.wq, grid.block());
     let min_len = if parallel { 1 } else { usize::MAX };
-    // Input columns that land inside: padded columns below `sx * wq`.
-    let inside = w.min((sx * wq).saturating_sub(left));
+    let columns: Vec<Option<[usize; 3]>> = (0..sx).map(|fx| grid.phase_columns(fx, w, left)).collect();
     copy[..c * block].par_chunks_exact_mut(block).zip(input.par_chunks_exact(h * w)).with_min_len(min_len).for_each(
         |(dst, src)| {
             // Compiled for the widest vectors: the phases' strided copies then vectorize (in
@@ -198,20 +246,17 @@ fn pad(
                     for py in 0..sy * hq {
                         let row = ((py % sy) * sx * hq + py / sy) * wq;
                         let values = py.checked_sub(top).filter(|&y| y < h).map(|y| &src[y * w..][..w]);
-                        for fx in 0..sx {
+                        for (fx, &columns) in columns.iter().enumerate() {
                             let phase_row = &mut dst[row + fx * hq * wq..][..wq];
-                            // The first input column in phase `fx`, and its place there.
-                            let x0 = (fx + sx - left % sx) % sx;
-                            let Some(values) = values.filter(|_| x0 < inside) else {
+                            let (Some(values), Some([x0, start, len])) = (values, columns) else {
                                 phase_row.fill(0.0);
                                 continue;
                             };
-                            let (start, len) = ((x0 + left) / sx, (inside - x0).div_ceil(sx));
                             let (before, rest) = phase_row.split_at_mut(start);
                             let (run, after) = rest.split_at_mut(len);
                             before.fill(0.0);
                             after.fill(0.0);
-                            super::each_strided(run, &values[x0..inside], sx, |d, v| *d = v);
+                            super::each_strided(run, &values[x0..], sx, |d, v| *d = v);
                         }
                     }
                 },
@@ -526,7 +571,8 @@ mod tests {
         {
             let block = sy * sx * hq * wq;
             let mut copy = vec![f32::NAN; c * block + 3];
-            pad(&input, c, [h, w], [top, left], [sy, sx], [hq, wq], false, &mut copy);
+            let grid = PhaseGrid { hq, wq, stride: [sy, sx], taps: Vec::new() };
+            pad(&input, c, [h, w], &grid, [top, left], false, &mut copy);
             for ch in 0..c {
                 for (py, px) in (0..sy * hq).flat_map(|py| (0..sx * wq).map(move |px| (py, px))) {
                     let at = ch * block + ((py % sy) * sx + px % sx) * hq * wq + (py / sy) * wq + px / sx;

@@ -16,6 +16,7 @@ use super::tiles::TileSums;
 #[cfg(target_arch = "x86_64")]
 use super::vnni;
 use super::{pair, quad, PackedA, MR, NR};
+use crate::kernels::direct::PhaseGrid;
 use crate::plan::Conv;
 use rayon::prelude::*;
 use std::ops::RangeInclusive;
@@ -108,32 +109,14 @@ pub fn conv<T: Send>(
     assert!(available() && a.taps == taps && input.len() == a.channels * h * w && oh * ow > 0);
     let rows = a.rows;
     assert_eq!(out.len(), rows * oh * ow, "one output plane per row of the weights");
-    let ([kh, kw], [dh, dw], [sy, sx]) = (conv.kernel, conv.dilation, conv.stride);
-    // The padded rows and columns the windows reach, and each phase's share of them.
-    let (reach_y, reach_x) = ((oh - 1) * sy + (kh - 1) * dh + 1, (ow - 1) * sx + (kw - 1) * dw + 1);
-    let (hq, wq) = (reach_y.div_ceil(sy), reach_x.div_ceil(sx));
-    let (plane, phases, groups) = (hq * wq, sy * sx, a.channels.div_ceil(a.per));
-    // Past the last plane, a tile's worth of words: the last tile's reads beyond the last
+    let grid = PhaseGrid::new(conv, [oh, ow]);
+    let (wq, groups) = (grid.wq, a.channels.div_ceil(a.per));
+    // Past the last block, a tile's worth of words: the last tile's reads beyond the last
     // position land there.
-    let mut words = crate::kernels::scratch::take_len(groups * phases * plane + NR, 0i32);
-    words[groups * phases * plane..].fill(0);
-    // The phases some tap reads.
-    let mut read = vec![false; phases];
-    for t in 0..taps {
-        let (py, px) = ((t / kw) * dh, (t % kw) * dw);
-        read[(py % sy) * sx + px % sx] = true;
-    }
-    let (pads, strides) = ([conv.pads[0], conv.pads[1]], [sy, sx]);
-    interleave(a, input, [h, w], pads, strides, [hq, wq], &read, parallel, &mut words);
-    // Where word `j` (channel group, tap) reads for position 0.
-    let offsets: Vec<usize> = (0..groups)
-        .flat_map(|g| {
-            (0..taps).map(move |t| {
-                let (py, px) = ((t / kw) * dh, (t % kw) * dw);
-                g * phases * plane + ((py % sy) * sx + px % sx) * plane + (py / sy) * wq + px / sx
-            })
-        })
-        .collect();
+    let mut words = crate::kernels::scratch::take_len(groups * grid.block() + NR, 0i32);
+    words[groups * grid.block()..].fill(0);
+    interleave(a, input, [h, w], &grid, [conv.pads[0], conv.pads[1]], parallel, &mut words);
+    let offsets = grid.offsets(groups);
     let reads = Reads::new(&words, &offsets);
     let strip_rows = (STRIP_POSITIONS / wq).clamp(1, oh);
     let ld = ((strip_rows - 1) * wq + ow).div_ceil(NR) * NR;
@@ -221,30 +204,27 @@ fn micro_tile(a: &DirectA, weights: &[i32], reads: (&Reads, usize), mut out: Til
     unreachable!("made only where `available`: {:?}", (a.per, weights.len(), reads.1, out.ld, rows));
 }
 
-/// `input`'s channels, `a.per` to a word, into `words`: per group of channels, `sy * sx`
-/// phase planes of `[hq, wq]` words, zero-padded by `top` rows and `left` columns; padded
-/// `(py, px)` lands in phase `(py % sy, px % sx)` at `(py / sy, px / sx)`. A quad's bytes
-/// are its values plus the weights' `x_offset` (the GEMM's convention); channels past the
-/// last and padding hold zeros. Only the phases in `read` are written (a 1x1 conv of stride
-/// 2 reads one of four).
-#[allow(clippy::too_many_arguments)]
+/// `input`'s channels, `a.per` to a word, into `words`: per group of channels, a block of
+/// `grid`'s phase planes, zero-padded by `top` rows and `left` columns; padded `(py, px)`
+/// lands in phase `(py % sy, px % sx)` at `(py / sy, px / sx)`. A quad's bytes are its
+/// values plus the weights' `x_offset` (the GEMM's convention); channels past the last and
+/// padding hold zeros. Only the phases some tap reads are written (a 1x1 conv of stride 2
+/// reads one of four).
 fn interleave(
     a: &DirectA,
     input: &[i16],
     [h, w]: [usize; 2],
+    grid: &PhaseGrid,
     [top, left]: [usize; 2],
-    [sy, sx]: [usize; 2],
-    [hq, wq]: [usize; 2],
-    read: &[bool],
     parallel: bool,
     words: &mut [i32],
 ) {
     let (per, channels, x_offset) = (a.per, a.channels, a.packed.x_offset);
-    let block = sy * sx * hq * wq;
+    let ([sy, sx], [hq, wq], block) = (grid.stride, [grid.hq, grid.wq], grid.block());
     let groups = channels.div_ceil(per);
     let min_len = if parallel { 1 } else { usize::MAX };
-    // Input columns that land inside: padded columns below `sx * wq`.
-    let inside = w.min((sx * wq).saturating_sub(left));
+    let read = grid.phases_read();
+    let columns: Vec<Option<[usize; 3]>> = (0..sx).map(|fx| grid.phase_columns(fx, w, left)).collect();
     words[..groups * block].par_chunks_exact_mut(block).enumerate().with_min_len(min_len).for_each(|(g, dst)| {
         let zeros = vec![0i16; w];
         crate::kernels::with_simd(
@@ -257,19 +237,13 @@ fn interleave(
                         Some(y) if i < per && g * per + i < channels => &input[((g * per + i) * h + y) * w..][..w],
                         _ => &zeros[..],
                     });
-                    for fx in 0..sx {
+                    for (fx, &columns) in columns.iter().enumerate() {
                         let phase = (py % sy) * sx + fx;
                         if !read[phase] {
                             continue;
                         }
                         let row = &mut dst[phase * hq * wq + (py / sy) * wq..][..wq];
-                        // The first input column in phase `fx`, and its place there.
-                        let x0 = (fx + sx - left % sx) % sx;
-                        let (start, len) = if y.is_some() && x0 < inside {
-                            ((x0 + left) / sx, (inside - x0).div_ceil(sx))
-                        } else {
-                            (0, 0)
-                        };
+                        let [x0, start, len] = columns.filter(|_| y.is_some()).unwrap_or([0; 3]);
                         let (before, rest) = row.split_at_mut(start);
                         let (run, after) = rest.split_at_mut(len);
                         if per == 4 {
