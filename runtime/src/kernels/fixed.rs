@@ -383,9 +383,12 @@ fn conv_layer(
     let in_per_group = conv.c_in / conv.groups;
     let k = conv.weight.len() / conv.c_out.max(1);
     let weights: &ConvWeights = ch.derived(ConvWeights::default);
+    // The integer weights, worked out at most once here for whichever packings are made.
+    let ints = OnceLock::new();
+    let ints = || ints.get_or_init(|| integer_weights(ch, k));
     let gemm_weights = || {
         weights.gemm.get_or_init(|| {
-            let (ints, x_range) = (integer_weights(ch, k), x_range());
+            let (ints, x_range) = (ints(), x_range());
             ints.chunks_exact(out_per_group * k)
                 .map(|group| PackedA::new(group, out_per_group, k, x_range.clone()))
                 .collect()
@@ -400,12 +403,12 @@ fn conv_layer(
     // do not (ResNet-18, 8-bit, one thread, batch 8: its 14x14 layers 2.6 -> 2.0 ms, 7x7
     // 2.6 -> 2.2; its 16-bit 7x7 and 14x14 layers lose 2-3 % that way).
     let small_maps = batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS;
-    let quads = || *weights.quads.get_or_init(|| super::igemm::packs_quads(&integer_weights(ch, k), &x_range()));
+    let quads = || *weights.quads.get_or_init(|| super::igemm::packs_quads(ints(), &x_range()));
     // Windows read straight from the image where the kernel takes the weights; a pointwise
     // conv's input is its GEMM's matrix as it is.
     let direct = (unfolds(conv) && (!small_maps || quads())).then(|| {
         weights.direct.get_or_init(|| {
-            let (ints, x_range, taps) = (integer_weights(ch, k), x_range(), conv.kernel[0] * conv.kernel[1]);
+            let (ints, x_range, taps) = (ints(), x_range(), conv.kernel[0] * conv.kernel[1]);
             ints.chunks_exact(out_per_group * k)
                 .map(|group| {
                     DirectA::new(group, out_per_group, (in_per_group, taps), x_range.clone()).filter(DirectA::pays)
