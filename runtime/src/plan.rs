@@ -34,6 +34,11 @@ pub struct Conv {
     pub input_threshold: Option<f32>,
     /// The weights' non-zeros by filter, when pruned enough for zero-skipping kernels.
     pub sparse_weight: Option<crate::sparse_rows::SparseRows>,
+    /// Whether the float path may compute it by Winograd's minimal filtering
+    /// ([`crate::kernels::winograd`]), whose sums round differently from a direct sum's
+    /// (by a few parts in ten million): on when running a model, off in the compiler's
+    /// calibration runs ([`Plan::with_direct_sums`]).
+    pub winograd: bool,
     /// What a kernel makes of `weight` once (the float GEMM's packed copy). Whoever
     /// changes `weight` resets it: `conv.derived = Derived::default()`.
     pub derived: Derived,
@@ -57,6 +62,7 @@ impl Conv {
             activation: None,
             input_threshold: None,
             sparse_weight: None,
+            winograd: true,
             derived: Derived::default(),
         }
     }
@@ -319,6 +325,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// This plan with every conv summed directly (none by Winograd's minimal filtering): the
+    /// compiler's calibration runs, whose ranges, dense reference and re-fit targets steer
+    /// the search through near ties, so that a design does not follow which fast kernel
+    /// the runtime picks for a layer (its sums as the accelerator's are, product by product).
+    pub fn with_direct_sums(mut self) -> Plan {
+        for layer in &mut self.layers {
+            if let Op::Conv(conv) = &mut layer.op {
+                conv.winograd = false;
+            }
+        }
+        self
+    }
+
     /// A plan of one convolution of an `[h, w]` map, its output shape worked out: what unit
     /// tests of kernels and of calibration need. `None` when the window does not fit.
     pub fn one_conv(conv: Conv, [h, w]: [usize; 2]) -> Option<Plan> {

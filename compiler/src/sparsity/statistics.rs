@@ -91,7 +91,7 @@ pub fn calibration_plan(
             plan.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         )));
     }
-    Ok(plan)
+    Ok(plan.with_direct_sums())
 }
 
 /// The cost model's statistics of one layer from the runtime's counts.
@@ -112,5 +112,27 @@ pub fn sparsity_of(c: &LayerCounts) -> LayerSparsity {
         filter_histograms: Arc::new(normalise(&c.filter_histograms)),
         pair_cycles: Arc::new(PairCycles::from_counts(&c.pair_histograms, c.window)),
         memo: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hass_runtime::plan::Op;
+
+    /// Calibration runs sum every conv directly, whatever the runtime would pick to run the
+    /// model fast: their floats steer the search.
+    #[test]
+    fn calibration_plans_sum_every_conv_directly() {
+        let (graph, board, images) = crate::testing::fmnist_cnn(2);
+        let plan = super::calibration_plan(&graph, &board, &images, None).unwrap();
+        let convs: Vec<bool> = plan
+            .layers
+            .iter()
+            .filter_map(|l| match &l.op {
+                Op::Conv(conv) => Some(conv.winograd),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(convs, [false, false], "fmnist_cnn's two convs");
     }
 }

@@ -1,5 +1,7 @@
 //! 2-D convolution. On the float datapath, dense and grouped convs run the packed GEMM
-//! ([`super::sgemm`]) over their windows with bias and activation fused, pruned ones their
+//! ([`super::sgemm`]) over their windows with bias and activation fused, or, on maps at
+//! least 14 wide, straight from the image ([`super::direct`]; stride-1 3x3 ones by
+//! Winograd's minimal filtering, [`super::winograd`]), pruned ones their
 //! zero-skipping kernels, or im2col + GEMM (ndarray/matrixmultiply) where those decline;
 //! depthwise ones a direct loop ([`super::depthwise`]). The accumulation is generic over
 //! the element type: `f32` on the float datapath, and on the fixed-point one (whose other
@@ -9,6 +11,7 @@
 use super::direct;
 use super::sgemm::{self, narrow, PackedWeights};
 use super::unfold::{Columns, Matrix, Windows};
+use super::winograd;
 use crate::plan::Conv;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -151,7 +154,7 @@ pub fn conv_batch_then(
         conv_as_dots(conv, &super::thresholded(input, conv.input_threshold), batch, out);
         return each_image(out);
     }
-    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && runs_packed(conv) && !runs_direct(conv, out_hw) {
+    if batch > 1 && pixels <= BATCH_GEMM_MAX_PIXELS && runs_packed(conv) && !runs_per_image(conv, out_hw) {
         let input = super::thresholded(input, conv.input_threshold);
         in_image_runs(batch, (&input, in_len), (out, out_len), |input, out, parallel| {
             // Per group: [channel][image][pixel], then each image's channels in place.
@@ -302,6 +305,10 @@ fn packed_group(
         let bias = conv.bias[g * out_per_group + row];
         super::activate_into(out, sums, |v| v + bias, conv.activation);
     };
+    if input.len() == image_len && runs_winograd(conv, out_hw) {
+        let weights = packings.winograd.get_or_init(|| winograd::WinogradWeights::new(conv));
+        return winograd::conv_winograd(conv, weights, input, in_hw, out, out_hw, parallel, finish);
+    }
     if input.len() == image_len && runs_direct(conv, out_hw) {
         let weights = packings.direct.get_or_init(|| direct::DirectWeights::new(conv));
         return direct::conv_direct(conv, weights, input, in_hw, out, out_hw, parallel, finish);
@@ -353,6 +360,24 @@ impl GroupGemm<'_> {
 
 /// Whether the float path runs `conv` (one group of it, one image at a time) on the direct
 /// kernel ([`direct`]), for output maps of `out_hw`.
+/// Whether the float path runs `conv` by Winograd's minimal filtering ([`winograd`]): a
+/// dense 3x3 conv at stride 1 on a map at least [`WINOGRAD_MIN_WIDTH`] wide.
+fn runs_winograd(conv: &Conv, out_hw: [usize; 2]) -> bool {
+    out_hw[1] >= WINOGRAD_MIN_WIDTH && winograd::applies(conv)
+}
+
+/// Narrowest output map a conv runs on [`winograd`] at. On 7x7 maps its transformed
+/// weights (16/9 of the layer's, 17 MB for 512 channels) come from memory for a few tiles
+/// per image: ResNet-18's 7x7 layers ran no faster (7.5-9.2 ms against 7.6-8.0 at batch 1
+/// or 8, one thread).
+const WINOGRAD_MIN_WIDTH: usize = 14;
+
+/// Whether `conv` runs image by image on a kernel of its own ([`winograd`] or [`direct`])
+/// rather than over a batch's small maps in one GEMM.
+fn runs_per_image(conv: &Conv, out_hw: [usize; 2]) -> bool {
+    runs_winograd(conv, out_hw) || runs_direct(conv, out_hw)
+}
+
 fn runs_direct(conv: &Conv, out_hw: [usize; 2]) -> bool {
     conv.kernel != [1, 1] && out_hw[0] > 0 && out_hw[1] >= DIRECT_MIN_WIDTH && direct::applies(conv)
 }
@@ -373,6 +398,7 @@ const NARROW_MIN_K: usize = 256;
 #[derive(Default)]
 struct Packings {
     direct: std::sync::OnceLock<direct::DirectWeights>,
+    winograd: std::sync::OnceLock<winograd::WinogradWeights>,
     rows: std::sync::OnceLock<Vec<PackedWeights>>,
     columns: std::sync::OnceLock<Vec<narrow::PackedColumns>>,
 }
@@ -539,6 +565,40 @@ mod tests {
     #[test]
     fn dense_3x3_padded() {
         check(3, 8, 1, 3, 1, 1, [1, 1, 1, 1], 9);
+    }
+
+    /// A stride-1 3x3 conv on a wide enough map runs by Winograd's minimal filtering unless
+    /// told not to, then on the direct kernel: each the same floats as that kernel alone,
+    /// in a batch as alone, and both near the reference.
+    #[test]
+    fn a_3x3_conv_at_stride_1_sums_by_winograd_unless_told_not_to() {
+        if !direct::available() {
+            return;
+        }
+        let (c, hw) = (12, 16);
+        let weight: Vec<f32> = (0..c * c * 9).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
+        let input: Vec<f32> = (0..2 * c * hw * hw).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
+        let image = &input[..c * hw * hw];
+        for winograd in [true, false] {
+            let conv = Conv { pads: [1; 4], winograd, ..Conv::new(weight.clone(), c, c, [3, 3]) };
+            let mut alone = vec![f32::NAN; c * hw * hw];
+            let copy = |_: usize, sums: &[f32], out: &mut [f32]| out.copy_from_slice(sums);
+            if winograd {
+                let weights = winograd::WinogradWeights::new(&conv);
+                winograd::conv_winograd(&conv, &weights, image, [hw, hw], &mut alone, [hw, hw], false, copy);
+            } else {
+                let weights = direct::DirectWeights::new(&conv);
+                direct::conv_direct(&conv, &weights, image, [hw, hw], &mut alone, [hw, hw], false, copy);
+            }
+            let mut batch = vec![f32::NAN; 2 * c * hw * hw];
+            conv_batch(&conv, &input, [hw, hw], &mut batch, [hw, hw]);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&batch[..alone.len()]), bits(&alone), "winograd {winograd}");
+            let expected = reference(&conv, image, [hw, hw], [hw, hw]);
+            for (i, (a, b)) in alone.iter().zip(&expected).enumerate() {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "winograd {winograd}, element {i}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

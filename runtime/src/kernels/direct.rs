@@ -267,7 +267,7 @@ fn pad(
 
 /// What the micro-tiles read: the (padded) image `x` and where each `k` reads in it for
 /// position 0, checked once to lie inside it for every position up to `positions`.
-struct Reads<'a> {
+pub(crate) struct Reads<'a> {
     x: &'a [f32],
     offsets: &'a [usize],
     /// Positions whose reads all lie inside `x`.
@@ -275,7 +275,7 @@ struct Reads<'a> {
 }
 
 impl<'a> Reads<'a> {
-    fn new(x: &'a [f32], offsets: &'a [usize]) -> Reads<'a> {
+    pub(crate) fn new(x: &'a [f32], offsets: &'a [usize]) -> Reads<'a> {
         let furthest = offsets.iter().copied().max().unwrap_or(0);
         Reads { x, offsets, positions: x.len().saturating_sub(furthest) }
     }
@@ -286,7 +286,7 @@ impl<'a> Reads<'a> {
 /// tile's inputs to be brought into cache: a run from each of `C` planes per tile is more
 /// runs than the processor's prefetchers follow.
 #[inline(always)]
-fn micro_tile(a: &[f32], reads: &Reads, p0: usize, cols: usize, ahead: bool, sums: &mut [[f32; NR]; MR]) {
+pub(crate) fn micro_tile(a: &[f32], reads: &Reads, p0: usize, cols: usize, ahead: bool, sums: &mut [[f32; NR]; MR]) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         avx512::tile(a, reads, p0, cols, ahead, sums);

@@ -15,6 +15,7 @@ pub mod sparse;
 pub mod sparse_conv;
 pub mod unfold;
 pub mod windows;
+pub mod winograd;
 
 use std::borrow::Cow;
 

@@ -364,6 +364,7 @@ fn lower_conv(l: &LayerIn, c: &pb::Conv) -> Lowered {
     Ok((
         Op::Conv(Conv {
             sparse_weight: SparseRows::for_conv(&weight, c_out, kernel),
+            winograd: true,
             derived: Default::default(),
             weight,
             bias,
