@@ -192,26 +192,30 @@ fn transform_inputs(
     v: &mut [f32],
 ) {
     let channels = input.len() / (h * w);
-    // A run's four input rows (zero-padded), then `B^T d` down each column of them, its
-    // columns split into even and odd ones.
-    let mut rows = [[0.0f32; 2 * NR + 2]; 4];
+    // `B^T d` down each column of a run's four input rows, read in place (a padding row
+    // as `zeros`, padding columns left zero), its columns then split into even and odd.
+    let zeros = vec![0.0f32; w];
     let mut down = [[0.0f32; 2 * NR + 2]; 4];
     let (mut even, mut odd) = ([[0.0f32; NR + 1]; 4], [[0.0f32; NR + 1]; 4]);
     for [ty, tx, len, at] in grid.runs(group) {
         let width = 2 * len + 2;
+        // The run's padded columns `0..width` are input columns `x0..`; those inside the
+        // image are `start..end`.
         let x0 = (2 * tx) as isize - left as isize;
+        let start = (-x0).clamp(0, width as isize) as usize;
+        let end = (w as isize - x0).clamp(start as isize, width as isize) as usize;
+        for row in &mut down {
+            row[..start].fill(0.0);
+            row[end..width].fill(0.0);
+        }
         for c in 0..channels {
             let plane = &input[c * h * w..][..h * w];
-            for (i, row) in rows.iter_mut().enumerate() {
+            let [d0, d1, d2, d3] = [0, 1, 2, 3].map(|i| {
                 let y = (2 * ty + i) as isize - top as isize;
-                let source = (0..h as isize).contains(&y).then(|| &plane[y as usize * w..][..w]);
-                padded_run(source, x0, &mut row[..width]);
-            }
-            let [d0, d1, d2, d3] = rows.each_ref().map(|row| &row[..width]);
-            let each = |dst: &mut [f32], a: &[f32], b: &[f32], f: fn(f32, f32) -> f32| {
-                dst.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (&a, &b))| *d = f(a, b))
-            };
-            let [e0, e1, e2, e3] = down.each_mut().map(|row| &mut row[..width]);
+                let row = if (0..h as isize).contains(&y) { &plane[y as usize * w..][..w] } else { &zeros[..] };
+                &row[(x0 + start as isize).max(0) as usize..][..end - start]
+            });
+            let [e0, e1, e2, e3] = down.each_mut().map(|row| &mut row[start..end]);
             each(e0, d0, d2, |a, b| a - b);
             each(e1, d1, d2, |a, b| a + b);
             each(e2, d2, d1, |a, b| a - b);
@@ -238,17 +242,10 @@ fn transform_inputs(
     }
 }
 
-/// `row` = columns `x0..x0 + row.len()` of an image row `source` (`None`: a padding row),
-/// zero outside it.
+/// `dst[i] = f(a[i], b[i])`.
 #[inline(always)]
-fn padded_run(source: Option<&[f32]>, x0: isize, row: &mut [f32]) {
-    let Some(source) = source else { return row.fill(0.0) };
-    let len = row.len() as isize;
-    let start = (-x0).clamp(0, len) as usize;
-    let end = (source.len() as isize - x0).clamp(start as isize, len) as usize;
-    row[..start].fill(0.0);
-    row[start..end].copy_from_slice(&source[(x0 + start as isize) as usize..][..end - start]);
-    row[end..].fill(0.0);
+fn each(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    dst.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (&a, &b))| *d = f(a, b))
 }
 
 /// One output channel's sums of group `group`'s tiles (`m[ξ][j]`: point `ξ` of the
