@@ -463,6 +463,12 @@ fn fixed_point_formats_are_reported_and_weights_shrink_with_the_width() {
     let inspect = hassc(&["inspect", artifact.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&inspect.stdout).contains("fixed<8,"));
 
+    // Pruned, the formats come from the dense model's ranges; the agreement is still
+    // measured, against the pruned model's float outputs.
+    let pruned: Vec<&str> = eight.iter().copied().chain(["--weight-sparsity", "0.5"]).collect();
+    let (_, pruned, _) = compile("pruned8", &pruned);
+    let agreement = pruned["datapath"]["top1_agreement_with_float"].as_f64().unwrap();
+    assert!((90.0..=100.0).contains(&agreement), "{}", pruned["datapath"]);
     let (bytes16, r16, _) = compile("b16", &[]);
     assert!(r16["datapath"]["top1_agreement_with_float"].is_null(), "no --calib, no agreement");
     let (bytes_float, float, _) = compile("float", &["--datapath", "float"]);

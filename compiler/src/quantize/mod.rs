@@ -244,6 +244,14 @@ pub fn measure_ranges_and<T>(
     Ok((MeasuredRanges { ranges, source, float_output }, also))
 }
 
+/// The first output of `graph` run in float on `images`, as the compiler's calibration
+/// runs compute it ([`crate::sparsity::statistics::calibration_plan`]).
+pub fn float_output(graph: &Graph, board: &Board, images: &Tensor) -> Result<Tensor> {
+    let _span = tracing::info_span!("float-output").entered();
+    let plan = crate::sparsity::statistics::calibration_plan(graph, board, images, None)?;
+    Ok(hass_runtime::run(&plan, images)?.swap_remove(0))
+}
+
 /// A stream's format, and whether it is unsigned (see [`LayerFormats::unsigned`]).
 type StreamFormat = (Format, bool);
 
