@@ -11,7 +11,7 @@
 //! [C_out, C_in] · V_ξ [C_in, tiles]`, `U = G g G^T` worked out once from the weights and
 //! `V = B^T d B` per image. Those GEMMs run on the direct conv's micro-tile (its reads are
 //! a run of [`NR`] tiles per channel of `V`); a tile's 16 sums are turned back into its
-//! outputs and finished (bias, activation) while in registers' reach.
+//! outputs and finished (bias, activation) while in L1.
 //!
 //! Tiles go in groups of [`NR`] (in order, row by row), each group's `V` contiguous: per
 //! point, per channel, the group's tiles. The transforms add and subtract in `f32`; the
