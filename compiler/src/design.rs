@@ -295,7 +295,7 @@ fn encoded_bits(graph: &Graph, node: NodeId, weight_bits: u64) -> Option<u64> {
 /// Bits of `weight` (`rows` filters) plus `biases` dense biases as the artifact encodes them
 /// at `weight_bits`, when that encoding is not dense (`None`: dense).
 pub fn encoded_weight_bits(weight: &[f32], rows: usize, biases: usize, weight_bits: u64) -> Option<u64> {
-    let (encoding, _) = hass_proto::encoding::encode(weight, rows);
+    let (encoding, _) = hass_proto::encoding::smallest(weight, rows);
     if encoding == hass_proto::WeightEncoding::Dense {
         return None;
     }

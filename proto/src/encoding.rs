@@ -17,19 +17,62 @@ use crate::WeightEncoding;
 /// Encode `values` (a tensor whose first dimension has `rows` entries) in the smallest
 /// encoding.
 pub fn encode(values: &[f32], rows: usize) -> (WeightEncoding, Vec<u8>) {
+    let (encoding, _) = smallest(values, rows);
+    let bytes = match encoding {
+        WeightEncoding::Dense => dense(values),
+        WeightEncoding::Bitmap => bitmap(values),
+        WeightEncoding::RunLength => run_length(values),
+        WeightEncoding::Csr => csr(values, rows),
+    };
+    (encoding, bytes)
+}
+
+/// The encoding [`encode`] writes `values` in and its length in bytes, worked out without
+/// writing any: the memory model asks this of a layer's weights at every move of a search
+/// (writing all four encodings to compare them was most of a move's statistics).
+pub fn smallest(values: &[f32], rows: usize) -> (WeightEncoding, usize) {
     // Every sparse encoding spends at least 4 bytes per non-zero plus n / 8 bytes (bitmap)
     // or more: with fewer than 1/32 zeros, dense wins without trying the others.
-    let nnz = values.iter().filter(|v| **v != 0.0).count();
-    if nnz * 32 > values.len() * 31 {
-        return (WeightEncoding::Dense, dense(values));
+    let n = values.len();
+    let nnz = non_zeros(values);
+    if nnz * 32 > n * 31 {
+        return (WeightEncoding::Dense, 4 * n);
     }
-    let candidates = [
-        (WeightEncoding::Dense, dense(values)),
-        (WeightEncoding::Bitmap, bitmap(values)),
-        (WeightEncoding::RunLength, run_length(values)),
-        (WeightEncoding::Csr, csr(values, rows)),
-    ];
-    candidates.into_iter().min_by_key(|(_, b)| b.len()).expect("four candidates")
+    lengths(values, rows, nnz).into_iter().min_by_key(|&(_, len)| len).expect("four candidates")
+}
+
+/// Each encoding's length in bytes for `values` (`nnz` of them non-zero), in the order
+/// ties are broken.
+fn lengths(values: &[f32], rows: usize, nnz: usize) -> [(WeightEncoding, usize); 4] {
+    let n = values.len();
+    let rows = rows.max(1);
+    // The rows' values only (a length that is not a multiple of `rows` leaves the rest out).
+    let in_rows = non_zeros(&values[..rows * (n / rows)]);
+    [
+        (WeightEncoding::Dense, 4 * n),
+        (WeightEncoding::Bitmap, n.div_ceil(8) + 4 * nnz),
+        (WeightEncoding::RunLength, 4 + 5 * run_length_entries(values)),
+        (WeightEncoding::Csr, 4 * (rows + 1) + 8 * in_rows),
+    ]
+}
+
+fn non_zeros(values: &[f32]) -> usize {
+    values.iter().filter(|v| **v != 0.0).count()
+}
+
+/// Entries of the run-length encoding: one per non-zero, and one per zero that ends a gap
+/// of 255 zeros.
+fn run_length_entries(values: &[f32]) -> usize {
+    let (mut entries, mut gap) = (0usize, 0usize);
+    for &v in values {
+        if v == 0.0 && gap < 255 {
+            gap += 1;
+        } else {
+            entries += 1;
+            gap = 0;
+        }
+    }
+    entries
 }
 
 fn put_f32(out: &mut Vec<u8>, v: f32) {
@@ -207,10 +250,7 @@ pub fn hardware_bits(values: &[f32], rows: usize, encoding: WeightEncoding, weig
     match encoding {
         WeightEncoding::Dense => n * weight_bits,
         WeightEncoding::Bitmap => n + nnz * weight_bits,
-        WeightEncoding::RunLength => {
-            let entries = (run_length(values).len() as u64 - 4) / 5;
-            entries * (8 + weight_bits)
-        }
+        WeightEncoding::RunLength => run_length_entries(values) as u64 * (8 + weight_bits),
         WeightEncoding::Csr => {
             let cols = (n / rows.max(1) as u64).max(1);
             let index_bits = 64 - (cols - 1).leading_zeros() as u64;
@@ -247,6 +287,22 @@ mod tests {
             prop_assert_eq!(decode(enc, &bytes, values.len(), rows).unwrap(), values);
         }
 
+        /// The lengths worked out without writing are the encodings' lengths, and the
+        /// encoding chosen is the first of the shortest.
+        #[test]
+        fn lengths_are_the_written_encodings((values, rows) in sparse_vec()) {
+            let written = [dense(&values).len(), bitmap(&values).len(), run_length(&values).len(), csr(&values, rows).len()];
+            let worked_out = lengths(&values, rows, non_zeros(&values)).map(|(_, len)| len);
+            prop_assert_eq!(worked_out, written);
+            let (enc, bytes) = encode(&values, rows);
+            let first_shortest = (0..4).find(|&i| written[i] == *written.iter().min().unwrap()).unwrap();
+            let all = [WeightEncoding::Dense, WeightEncoding::Bitmap, WeightEncoding::RunLength, WeightEncoding::Csr];
+            if non_zeros(&values) * 32 <= values.len() * 31 {
+                prop_assert_eq!(enc, all[first_shortest]);
+            }
+            prop_assert_eq!(smallest(&values, rows), (enc, bytes.len()));
+        }
+
         #[test]
         fn damaged_tensors_never_panic((values, rows) in sparse_vec(), flip in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
             let (enc, mut bytes) = encode(&values, rows);
@@ -268,6 +324,7 @@ mod tests {
         // 599 zeros: two explicit zeros after 255-gaps (positions 255 and 511), then 87 more.
         assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()), 3);
         assert_eq!(decode(WeightEncoding::RunLength, &bytes, 600, 1).unwrap(), values);
+        assert_eq!(lengths(&values, 1, 1)[2], (WeightEncoding::RunLength, bytes.len()));
     }
 
     #[test]
