@@ -47,7 +47,8 @@ fn lengths(values: &[f32], rows: usize, nnz: usize) -> [(WeightEncoding, usize);
     let n = values.len();
     let rows = rows.max(1);
     // The rows' values only (a length that is not a multiple of `rows` leaves the rest out).
-    let in_rows = non_zeros(&values[..rows * (n / rows)]);
+    let whole = rows * (n / rows);
+    let in_rows = if whole == n { nnz } else { non_zeros(&values[..whole]) };
     [
         (WeightEncoding::Dense, 4 * n),
         (WeightEncoding::Bitmap, n.div_ceil(8) + 4 * nnz),

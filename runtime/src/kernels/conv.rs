@@ -358,8 +358,6 @@ impl GroupGemm<'_> {
     }
 }
 
-/// Whether the float path runs `conv` (one group of it, one image at a time) on the direct
-/// kernel ([`direct`]), for output maps of `out_hw`.
 /// Whether the float path runs `conv` by Winograd's minimal filtering ([`winograd`]): a
 /// dense 3x3 conv at stride 1 on a map at least [`WINOGRAD_MIN_WIDTH`] wide.
 fn runs_winograd(conv: &Conv, out_hw: [usize; 2]) -> bool {
@@ -378,6 +376,8 @@ fn runs_per_image(conv: &Conv, out_hw: [usize; 2]) -> bool {
     runs_winograd(conv, out_hw) || runs_direct(conv, out_hw)
 }
 
+/// Whether the float path runs `conv` (one group of it, one image at a time) on the direct
+/// kernel ([`direct`]), for output maps of `out_hw`.
 fn runs_direct(conv: &Conv, out_hw: [usize; 2]) -> bool {
     conv.kernel != [1, 1] && out_hw[0] > 0 && out_hw[1] >= DIRECT_MIN_WIDTH && direct::applies(conv)
 }

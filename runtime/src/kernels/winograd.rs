@@ -248,6 +248,12 @@ fn each(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     dst.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (&a, &b))| *d = f(a, b))
 }
 
+/// `dst[i] = f(a[i], b[i], c[i])`.
+#[inline(always)]
+fn each3(dst: &mut [f32], [a, b, c]: [&[f32]; 3], f: impl Fn(f32, f32, f32) -> f32) {
+    dst.iter_mut().zip(a.iter().zip(b).zip(c)).for_each(|(d, ((&a, &b), &c))| *d = f(a, b, c))
+}
+
 /// One output channel's sums of group `group`'s tiles (`m[ξ][j]`: point `ξ` of the
 /// group's tile `j`) turned into outputs, `A^T m A` with `A^T = [1 1 1 0; 0 1 -1 -1]`:
 /// `finish(values, at)` per run of an output row's values and its place in the plane.
@@ -265,17 +271,17 @@ fn transform_outputs(
     let mut across = [[0.0f32; NR]; 2];
     for [ty, tx, len, at] in grid.runs(group) {
         let point = |yx: usize| &m[yx][at..at + len];
-        for x in 0..4 {
-            let [s0, s1] = &mut s;
+        let [s0, s1] = &mut s;
+        for (x, (s0, s1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
             let (m0, m1, m2, m3) = (point(x), point(4 + x), point(8 + x), point(12 + x));
-            s0[x][..len].iter_mut().zip(m0.iter().zip(m1).zip(m2)).for_each(|(s, ((&a, &b), &c))| *s = a + b + c);
-            s1[x][..len].iter_mut().zip(m1.iter().zip(m2).zip(m3)).for_each(|(s, ((&a, &b), &c))| *s = a - b - c);
+            each3(&mut s0[..len], [m0, m1, m2], |a, b, c| a + b + c);
+            each3(&mut s1[..len], [m1, m2, m3], |a, b, c| a - b - c);
         }
         for (row, s) in rows.iter_mut().zip(&s) {
             let [y0, y1] = &mut across;
             let (s0, s1, s2, s3) = (&s[0][..len], &s[1][..len], &s[2][..len], &s[3][..len]);
-            y0[..len].iter_mut().zip(s0.iter().zip(s1).zip(s2)).for_each(|(y, ((&a, &b), &c))| *y = a + b + c);
-            y1[..len].iter_mut().zip(s1.iter().zip(s2).zip(s3)).for_each(|(y, ((&a, &b), &c))| *y = a - b - c);
+            each3(&mut y0[..len], [s0, s1, s2], |a, b, c| a + b + c);
+            each3(&mut y1[..len], [s1, s2, s3], |a, b, c| a - b - c);
             row[..2 * len].chunks_exact_mut(2).zip(y0[..len].iter().zip(&y1[..len])).for_each(|(pair, (&a, &b))| {
                 pair[0] = a;
                 pair[1] = b;
