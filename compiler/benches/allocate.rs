@@ -9,6 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hassc::alloc::exact::{self, choices_of_stage};
+use hassc::alloc::joint::Links;
 use hassc::alloc::{allocate, Allocator};
 use hassc::board::Board;
 use hassc::design::{network, DesignOptions};
@@ -53,9 +54,30 @@ fn reallocate(c: &mut Criterion) {
     }
 }
 
+/// The joint picks' inner step ([`Links::pick`], most of a search's allocation time) on
+/// ResNet-18 for u250: one pick at each of 16 intervals from the fastest every stage can
+/// reach to eight times that.
+fn joint_picks(c: &mut Criterion) {
+    let budget = Budget::of(&Board::resolve("u250").unwrap());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/torchvision/resnet18_op13.onnx");
+    if !path.exists() {
+        eprintln!("skipping joint picks: {} is missing (run scripts/export_torchvision.py)", path.display());
+        return;
+    }
+    let graph = hassc::load_model(&path).unwrap();
+    let net = network(&graph, &DesignOptions::default()).unwrap();
+    let choices: Vec<_> = (0..net.stages.len()).map(|i| choices_of_stage(&net, i, &budget)).collect();
+    let links = Links::new(&net, &choices);
+    let floor = choices.iter().map(|c| c.min_cycles()).fold(1.0, f64::max);
+    let intervals: Vec<f64> = (0..16).map(|k| floor * 8f64.powf(k as f64 / 15.0)).collect();
+    c.bench_function("joint picks resnet18 u250 (16 intervals)", |b| {
+        b.iter(|| intervals.iter().filter(|&&ii| links.pick(&choices, ii, 1e-9).is_some()).count())
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = bench, reallocate
+    targets = bench, reallocate, joint_picks
 }
 criterion_main!(benches);

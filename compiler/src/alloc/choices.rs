@@ -88,7 +88,7 @@ struct Arranged {
     /// ascending.
     by_lanes: Vec<(usize, Menu)>,
     /// All entries grouped by the lanes they take and write: what a pick that weighs the
-    /// converters on both sides tells apart ([`StageChoices::cheapest_linking`]).
+    /// converters on both sides tells apart ([`StageChoices::each_cheapest_linking`]).
     lane_pairs: LanePairs,
     /// The aligned entries only, arranged on first use (under the weights first asked for).
     aligned: OnceLock<StageChoices>,
@@ -305,24 +305,25 @@ impl StageChoices {
     }
 
     /// The lane pairs the entries take and write, ascending: the groups
-    /// [`StageChoices::cheapest_linking`] answers for.
+    /// [`StageChoices::each_cheapest_linking`] answers for.
     pub fn lane_pairs(&self) -> &[LanePair] {
         self.arranged.lane_pairs.pairs()
     }
 
-    /// The cheapest entry of the `group`-th lane pair ([`StageChoices::lane_pairs`]) with
-    /// at most `ii` cycles, as its index among the entries and its
-    /// [`StageChoices::entry_price`]; of equally cheap ones, the first.
-    pub fn cheapest_linking(&self, group: usize, ii: f64, offchip_weight: f64) -> Option<(usize, f64)> {
+    /// Of each lane pair ([`StageChoices::lane_pairs`]) in turn that has an entry with at
+    /// most `ii` cycles, the cheapest: `visit(pair, entry, price)`, with the entry's index
+    /// among the entries and its [`StageChoices::entry_price`]; of equally cheap ones, the
+    /// first.
+    pub fn each_cheapest_linking(&self, ii: f64, offchip_weight: f64, visit: impl FnMut(usize, usize, f64)) {
         let arranged = &self.arranged;
         let staircases = self
             .minima
             .staircases
             .get_or_init(|| Staircases::new(&arranged.lane_pairs, &arranged.entries, &self.weights));
-        staircases.cheapest(group, ii, offchip_weight)
+        staircases.each_cheapest(ii, offchip_weight, visit);
     }
 
-    /// The entry at `index` (as [`StageChoices::cheapest_linking`] names them).
+    /// The entry at `index` (as [`StageChoices::each_cheapest_linking`] names them).
     pub fn entry(&self, index: usize) -> &CostedChoice {
         &self.arranged.entries[index]
     }

@@ -132,18 +132,26 @@ impl Links {
         let mut by_taken: Vec<Vec<(f64, usize)>> = vec![Vec::new(); n];
         let mut taking: Vec<Vec<(f64, usize)>> = vec![Vec::new(); n];
         let mut given_input: Vec<Vec<f64>> = vec![Vec::new(); n];
+        // Per lane count stage `i` writes, its consumers' cheapest subtrees summed.
+        let mut below_by_written: Vec<f64> = Vec::new();
         for i in (0..n).rev() {
             let stage = &stage_choices[i];
             let mut best = vec![(f64::INFINITY, usize::MAX); self.lanes[i].taken.len().max(1)];
-            for (group, &[taken, written]) in self.positions[i].iter().enumerate() {
-                let Some((k, price)) = stage.cheapest_linking(group, ii, offchip_weight) else { continue };
-                let below: f64 = self.consumers[i].iter().map(|&c| given_input[c][written as usize]).sum();
+            below_by_written.clear();
+            below_by_written.extend(
+                (0..self.lanes[i].written.len().max(1))
+                    .map(|w| self.consumers[i].iter().map(|&c| given_input[c][w]).sum::<f64>()),
+            );
+            let positions = &self.positions[i];
+            stage.each_cheapest_linking(ii, offchip_weight, |group, k, price| {
+                let [taken, written] = positions[group];
+                let below = below_by_written[written as usize];
                 // Of equally cheap entries, the first (the fastest, as entries go by cycles).
                 let slot = &mut best[taken as usize];
                 if (price + below, k) < *slot {
                     *slot = (price + below, k);
                 }
-            }
+            });
             if let Some(j) = self.producer[i] {
                 let mut sorted: Vec<(f64, usize)> =
                     best.iter().enumerate().filter(|(_, b)| b.0.is_finite()).map(|(t, b)| (b.0, t)).collect();

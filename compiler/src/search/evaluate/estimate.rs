@@ -111,6 +111,7 @@ impl Evaluator<'_> {
         });
         self.estimates.extend(costed);
         let this = &*self;
+        let _allocating = tracing::debug_span!("allocate-all", candidates = kinds.len()).entered();
         kinds
             .par_iter()
             .zip(candidates)
