@@ -80,15 +80,25 @@ pub struct Gram {
     fan_in: usize,
     /// Output rows per group.
     rows_per_group: usize,
+    /// Worked out on the first re-fit: a search keeps every layer's Gram matrices at hand,
+    /// and re-fits most layers only at an input threshold (matrices of their own, from
+    /// `source`), so many layers' plain ones are never read (ResNet-18's capped search:
+    /// 12 of 21).
+    matrices: std::sync::OnceLock<Matrices>,
+    /// The input threshold the patches are read at (inputs at or below it read as zero).
+    threshold: Option<f32>,
+    /// The dense inputs, to work the matrices out at another threshold.
+    source: Arc<Source>,
+}
+
+/// A [`Gram`]'s matrices.
+#[derive(Clone, Debug)]
+struct Matrices {
     /// One matrix per group: the thresholded patches' second moments.
     groups: Vec<Mat<f64>>,
     /// Per group, `(fan_in + 1) x rows_per_group`: column `r` is the thresholded patches
     /// against the dense row `r`'s outputs, `X_t X^T [W_r, b_r]`.
     aims: Vec<Mat<f64>>,
-    /// The input threshold the patches are read at (inputs at or below it read as zero).
-    threshold: Option<f32>,
-    /// The dense inputs, to work the matrices out at another threshold.
-    source: Arc<Source>,
 }
 
 /// What a [`Gram`] was worked out from.
@@ -231,13 +241,20 @@ impl Gram {
         Some(Gram::of_source(source, None))
     }
 
+    /// The matrices at the patches' threshold, worked out on first use.
+    fn matrices(&self) -> &Matrices {
+        self.matrices.get_or_init(|| {
+            let _span = tracing::debug_span!("gram", threshold = ?self.threshold).entered();
+            Matrices::of_source(&self.source, self.threshold)
+        })
+    }
+
     /// The same layer's matrices with its input thresholded at `threshold` (`None`: not
     /// thresholded): these, if that is the threshold they are at, else worked out again.
     pub fn at_threshold(&self, threshold: Option<f32>) -> Cow<'_, Gram> {
         if threshold.map(f32::to_bits) == self.threshold.map(f32::to_bits) {
             return Cow::Borrowed(self);
         }
-        let _span = tracing::debug_span!("gram", ?threshold).entered();
         Cow::Owned(Gram::of_source(self.source.clone(), threshold))
     }
 
@@ -246,7 +263,16 @@ impl Gram {
         self.threshold
     }
 
+    /// The matrices of `source`'s patches read at `threshold`, not yet worked out.
     fn of_source(source: Arc<Source>, threshold: Option<f32>) -> Gram {
+        let (fan_in, rows_per_group) = (source.patches.fan_in(), source.patches.rows_per_group);
+        Gram { fan_in, rows_per_group, matrices: std::sync::OnceLock::new(), threshold, source }
+    }
+}
+
+impl Matrices {
+    /// The matrices of `source`'s patches read at `threshold`.
+    fn of_source(source: &Source, threshold: Option<f32>) -> Matrices {
         let patches = &source.patches;
         let n = patches.fan_in() + 1;
         let images: Vec<&[f32]> = source.inputs.chunks_exact(source.per_image).collect();
@@ -337,9 +363,11 @@ impl Gram {
             groups.push(h);
             aims.push(aim);
         }
-        Gram { fan_in: patches.fan_in(), rows_per_group: patches.rows_per_group, groups, aims, threshold, source }
+        Matrices { groups, aims }
     }
+}
 
+impl Gram {
     /// Re-fit the weights `pruned` keeps (non-zero) and, when `with_bias`, the bias, so that
     /// each row reproduces the dense layer's outputs (the one the matrices were read from;
     /// weights `[rows, fan_in]` row-major). Pruned positions stay exactly zero. A row whose
@@ -352,7 +380,7 @@ impl Gram {
     /// weights come back on the grid, so the backend's quantization keeps them as they
     /// are; a weight that rounds to zero is then pruned too.
     pub fn refit(&self, pruned: &[f32], with_bias: bool, bits: Option<u32>) -> Result<(Vec<f32>, Vec<f32>)> {
-        let rows = self.rows_per_group * self.groups.len();
+        let rows = self.rows_per_group * self.source.patches.groups;
         if pruned.len() != rows * self.fan_in {
             return Err(CompileError::internal(format!(
                 "reconstruction: {} weights for {rows} rows of {} inputs",
@@ -360,6 +388,7 @@ impl Gram {
                 self.fan_in
             )));
         }
+        let Matrices { groups, aims } = self.matrices();
         // The dense row `r`, `[W_r, b_r]`.
         let dense_row = |r: usize| self.source.dense[r / self.rows_per_group].col(r % self.rows_per_group);
         // Rows in parallel: each is its own system.
@@ -373,7 +402,7 @@ impl Gram {
                     .filter(|&j| pruned[row.start + j] != 0.0)
                     .chain(with_bias.then_some(self.fan_in))
                     .collect();
-                let mut fitted = solve_row(&self.groups[g], self.aims[g].col(in_group), &kept, dense_row(r))?;
+                let mut fitted = solve_row(&groups[g], aims[g].col(in_group), &kept, dense_row(r))?;
                 let kept_weights = kept.len() - usize::from(with_bias);
                 if let Some(bits) = bits {
                     let mut values = pruned[row].to_vec();
@@ -748,7 +777,8 @@ mod tests {
         );
         // Back at no threshold: the plain matrices again.
         let back = gram.at_threshold(None);
-        assert!(back.groups == plain.groups && back.aims == plain.aims && back.threshold().is_none());
+        assert!(back.matrices().groups == plain.matrices().groups && back.matrices().aims == plain.matrices().aims);
+        assert!(back.threshold().is_none());
     }
 
     #[test]
@@ -778,7 +808,7 @@ mod tests {
                 });
                 let outputs = &x * &dense;
                 let expected = xt.transpose() * &outputs;
-                let aim = &gram.aims[g];
+                let aim = &gram.matrices().aims[g];
                 for (i, j) in (0..19).flat_map(|i| (0..3).map(move |j| (i, j))) {
                     let (a, e) = (aim[(i, j)], expected[(i, j)]);
                     let scale = xt.col(i).norm_l2() * outputs.col(j).norm_l2();
@@ -851,7 +881,7 @@ mod tests {
             let x = patches.of_image(image, 0);
             expected += x.transpose() * &x;
         }
-        let h = &gram.groups[0];
+        let h = &gram.matrices().groups[0];
         for i in 0..19 {
             for j in 0..19 {
                 let scale = (expected[(i, i)] * expected[(j, j)]).sqrt();
@@ -943,7 +973,7 @@ mod tests {
         let input = values(5, 20 * c_in * hw[0] * hw[1]);
         let op = Op::Conv(conv);
         let gram = Gram::of_layer(&op, &input, &[c_in, hw[0], hw[1]], &[c_out, 4, 4]).unwrap();
-        assert_eq!((gram.fan_in, gram.rows_per_group, gram.groups.len()), (18, 2, 2));
+        assert_eq!((gram.fan_in, gram.rows_per_group, gram.matrices().groups.len()), (18, 2, 2));
         // Prune one weight per row: the refit moves the rest to make up for it.
         let mut pruned = weight.clone();
         for r in 0..c_out {
@@ -973,12 +1003,12 @@ mod tests {
         assert_eq!(own.len(), 3, "two convs and the classifier");
         assert_eq!(own.keys().collect::<Vec<_>>(), shared.keys().collect::<Vec<_>>());
         for (name, gram) in &own {
-            assert!(gram.groups == shared[name].groups, "{name}");
+            assert!(gram.matrices().groups == shared[name].matrices().groups, "{name}");
         }
         // And a run on other images does not give the same.
         let (_, _, fewer) = crate::testing::fmnist_cnn(RECONSTRUCTION_IMAGES / 2);
         let other = grams(&graph, &board, &fewer, |_| true).unwrap();
         let first = own.keys().next().expect("three");
-        assert!(other[first].groups != own[first].groups);
+        assert!(other[first].matrices().groups != own[first].matrices().groups);
     }
 }
