@@ -433,6 +433,18 @@ fn prepare_output(buffer: &mut Vec<f32>, len: usize, zeroed: bool) {
     }
 }
 
+/// `len` zeros, written in parallel: the allocator keeps freed memory for reuse
+/// ([`crate::memory::keep_freed_memory`]) and clears reused memory on the calling thread,
+/// which for a batch's output (hundreds of megabytes in a search) stalls the other cores.
+fn zeroed(len: usize) -> Vec<f32> {
+    if len <= ZEROED_PER_TASK {
+        return vec![0.0; len];
+    }
+    let mut zeros = Vec::with_capacity(len);
+    zeros.par_extend(rayon::iter::repeat_n(0.0f32, len).with_min_len(ZEROED_PER_TASK));
+    zeros
+}
+
 /// Values per parallel task zeroing an output.
 const ZEROED_PER_TASK: usize = 1 << 16;
 
@@ -453,7 +465,7 @@ const ELTWISE_PER_TASK: usize = 1 << 16;
 
 /// Compute `layer` on `inputs` (one batch per input value, in `layer.inputs` order).
 pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize) -> Vec<f32> {
-    let mut out = vec![0.0; layer.output_shape.iter().product::<usize>() * batch];
+    let mut out = zeroed(layer.output_shape.iter().product::<usize>() * batch);
     run_layer_in(plan, layer, inputs, batch, &mut out);
     out
 }
@@ -518,9 +530,19 @@ fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, out
 
 #[cfg(test)]
 mod tests {
-    use super::{images_per_share, quantize_into, run, run_observed, tail_start, Schedule};
+    use super::{images_per_share, quantize_into, run, run_observed, tail_start, zeroed, Schedule, ZEROED_PER_TASK};
     use crate::Tensor;
     use hass_proto::fixed::Format;
+
+    #[test]
+    fn zeroed_outputs_are_zeros_however_long() {
+        // Below, at and past the length zeroed in parallel, ending inside a task's share.
+        for len in [0, 5, ZEROED_PER_TASK, ZEROED_PER_TASK + 1, 5 * ZEROED_PER_TASK + 77] {
+            let z = zeroed(len);
+            assert_eq!(z.len(), len);
+            assert!(z.iter().all(|&v| v.to_bits() == 0), "len {len}");
+        }
+    }
 
     fn fixture(name: &str) -> crate::Plan {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixed");

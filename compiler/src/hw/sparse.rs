@@ -3,6 +3,7 @@
 //! all-zero window none. The statistic is, per input channel c, the histogram `h_c[j]`: the
 //! fraction of (window, filter) pairs whose K*K products hold exactly j zeros.
 
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Sparsity of one conv stage's products.
@@ -162,14 +163,13 @@ impl PairCycles {
         if pairs.any(|h| h.iter().sum::<u64>() != windows) {
             return PairCycles::default();
         }
+        // A search asks this of every tallied layer, thousands of pairs each: the fine
+        // factors side by side, each with its cycles per bin worked out once.
         let cycles = (1..=window)
+            .into_par_iter()
             .map(|fine| {
-                counts
-                    .chunks_exact(window + 1)
-                    .map(|h| {
-                        h.iter().take(window).enumerate().map(|(j, &n)| (window - j).div_ceil(fine) as u64 * n).sum()
-                    })
-                    .collect()
+                let per_window: Vec<u64> = (0..window).map(|j| (window - j).div_ceil(fine) as u64).collect();
+                counts.chunks_exact(window + 1).map(|h| h.iter().zip(&per_window).map(|(&n, &c)| c * n).sum()).collect()
             })
             .collect();
         PairCycles { cycles, windows }
