@@ -411,18 +411,24 @@ impl Greedy {
                 })
                 .collect();
             let estimates = eval.estimate_all(&candidates);
-            let mut further = Vec::new();
+            let (mut paying, mut further) = (Vec::new(), Vec::new());
             for ((&(t, kind, to), knobs), estimate) in pending.iter().zip(&candidates).zip(estimates) {
                 let gain = gain(current, &estimate?);
                 if gain > MIN_GAIN {
-                    let now = &knobs_at(&self.ladders, &self.levels)[t];
-                    let proxy = removed_energy(eval, &self.noise, t, kind, &knobs[t])
-                        - removed_energy(eval, &self.noise, t, kind, now);
-                    moves.push(Move { target: t, kind, to, gain, proxy, measured: None });
+                    paying.push((t, kind, to, gain, knobs));
                 } else if to < self.ladders[t][kind].len().min(self.levels[t][kind] + LOOKAHEAD) {
                     further.push((t, kind, to + 1));
                 }
             }
+            // The damage stand-ins read a layer's weights or a sample of its inputs each:
+            // side by side.
+            let now = knobs_at(&self.ladders, &self.levels);
+            let eval = &*eval;
+            moves.par_extend(paying.into_par_iter().map(|(t, kind, to, gain, knobs)| {
+                let proxy = removed_energy(eval, &self.noise, t, kind, &knobs[t])
+                    - removed_energy(eval, &self.noise, t, kind, &now[t]);
+                Move { target: t, kind, to, gain, proxy, measured: None }
+            }));
             pending = further;
         }
         // In knob order, as one knob at a time would find them.

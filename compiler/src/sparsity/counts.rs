@@ -100,18 +100,23 @@ pub fn layer_counts(plan: &Plan, index: usize, masks: &WindowMasks) -> LayerCoun
             h
         })
         .collect();
-    let mut histograms = vec![vec![0; bins]; conv.c_in];
-    let mut filter_histograms = vec![vec![0; bins]; conv.c_out];
-    for (c, h) in pairs.iter().enumerate() {
-        let g = c / per_group_in;
-        for (f, hf) in h.chunks_exact(bins).enumerate() {
-            let filter = &mut filter_histograms[g * per_group_out + f];
-            for j in 0..bins {
-                histograms[c][j] += hf[j];
-                filter[j] += hf[j];
-            }
-        }
-    }
+    // Summed per channel over its filters, and per filter over its group's channels, each
+    // on its own (a 512-channel layer has 262144 pairs).
+    let sum = |hs: &mut dyn Iterator<Item = &[u64]>| {
+        hs.fold(vec![0; bins], |mut total, h| {
+            total.iter_mut().zip(h).for_each(|(t, &n)| *t += n);
+            total
+        })
+    };
+    let histograms: Vec<Vec<u64>> = pairs.par_iter().map(|h| sum(&mut h.chunks_exact(bins))).collect();
+    let filter_histograms: Vec<Vec<u64>> = (0..conv.c_out)
+        .into_par_iter()
+        .map(|filter| {
+            let (g, f) = (filter / per_group_out, filter % per_group_out);
+            let group = &pairs[g * per_group_in..][..per_group_in];
+            sum(&mut group.iter().map(|h| &h[f * bins..][..bins]))
+        })
+        .collect();
     let keep_pairs = conv.c_in * per_group_out <= PAIR_LIMIT;
     LayerCounts {
         layer: index,

@@ -209,10 +209,11 @@ fn dense_layer(
 /// The weights of `ch` as integers of their channels' formats (`per_channel` each; exact:
 /// each is `q * 2^-frac` with `q` within 16 bits).
 fn integer_weights(ch: &FixedChannels, per_channel: usize) -> Vec<i64> {
+    // Channels side by side: a search re-quantizes every layer's weights, millions each.
     ch.weight()
-        .chunks(per_channel.max(1))
+        .par_chunks(per_channel.max(1))
         .zip(ch.weight_frac())
-        .flat_map(|(row, &f)| row.iter().map(move |&w| (w * pow2(f)) as i64))
+        .flat_map_iter(|(row, &f)| row.iter().map(move |&w| (w * pow2(f)) as i64))
         .collect()
 }
 

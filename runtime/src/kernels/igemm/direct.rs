@@ -49,13 +49,13 @@ impl DirectA {
         let k = channels * taps;
         let kp = channels.div_ceil(per) * taps * per;
         let mut permuted = vec![0i64; m * kp];
-        for (row, dst) in a.chunks_exact(k).zip(permuted.chunks_exact_mut(kp)) {
+        permuted.par_chunks_exact_mut(kp).zip(a.par_chunks_exact(k)).for_each(|(dst, row)| {
             for (c, taps_of_c) in row.chunks_exact(taps).enumerate() {
                 for (t, &v) in taps_of_c.iter().enumerate() {
                     dst[((c / per) * taps + t) * per + c % per] = v;
                 }
             }
-        }
+        });
         let packed = PackedA::new(&permuted, m, kp, x);
         debug_assert_eq!(packed.quads, per == 4);
         Some(DirectA { packed, per, rows: m, channels, taps })

@@ -148,7 +148,8 @@ impl PackedA {
         };
         let stride = k_words * MR * parts;
         let mut panels = vec![0i32; m.div_ceil(MR) * stride];
-        for (p, panel) in panels.chunks_exact_mut(stride).enumerate() {
+        // Panels side by side: a search packs every layer again each time it re-quantizes.
+        panels.par_chunks_exact_mut(stride).enumerate().for_each(|(p, panel)| {
             for r in 0..MR.min(m - p * MR) {
                 let row = &a[(p * MR + r) * k..][..k];
                 for (j, two) in row.chunks(2).enumerate() {
@@ -158,7 +159,7 @@ impl PackedA {
                     }
                 }
             }
-        }
+        });
         PackedA { k_words, quads: false, parts, panels, block_words, x_offset: 0, offsets: Vec::new() }
     }
 
@@ -168,7 +169,7 @@ impl PackedA {
         let k_words = k.div_ceil(4);
         let stride = k_words * MR;
         let mut panels = vec![0i32; m.div_ceil(MR) * stride];
-        for (p, panel) in panels.chunks_exact_mut(stride).enumerate() {
+        panels.par_chunks_exact_mut(stride).enumerate().for_each(|(p, panel)| {
             for r in 0..MR.min(m - p * MR) {
                 let row = &a[(p * MR + r) * k..][..k];
                 for (j, four) in row.chunks(4).enumerate() {
@@ -177,7 +178,7 @@ impl PackedA {
                     panel[j * MR + r] = quad(bytes);
                 }
             }
-        }
+        });
         let offsets = a.chunks(k.max(1)).take(m).map(|row| x_offset as i64 * row.iter().sum::<i64>()).collect();
         // A quad's four products of at most 255 x 128 each: 2^31 / 130560 quads per block.
         let block_words = ((1i64 << 31) - 1) as usize / (4 * 255 * 128);
