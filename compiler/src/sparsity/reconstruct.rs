@@ -250,7 +250,8 @@ impl Gram {
     }
 
     /// The same layer's matrices with its input thresholded at `threshold` (`None`: not
-    /// thresholded): these, if that is the threshold they are at, else worked out again.
+    /// thresholded): these, if that is the threshold they are at, else matrices of their own
+    /// (worked out on their first re-fit).
     pub fn at_threshold(&self, threshold: Option<f32>) -> Cow<'_, Gram> {
         if threshold.map(f32::to_bits) == self.threshold.map(f32::to_bits) {
             return Cow::Borrowed(self);
