@@ -76,10 +76,6 @@ pub const DAMPING: f64 = 0.01;
 /// `X_t X_t^T` and the aim `X_t Y`, `Y` what the dense layer computed on its own inputs.
 #[derive(Clone, Debug)]
 pub struct Gram {
-    /// Weights per output row (input channels per group times the window).
-    fan_in: usize,
-    /// Output rows per group.
-    rows_per_group: usize,
     /// Worked out on the first re-fit: a search keeps every layer's Gram matrices at hand,
     /// and re-fits most layers only at an input threshold (matrices of their own, from
     /// `source`), so many layers' plain ones are never read (ResNet-18's capped search:
@@ -266,8 +262,7 @@ impl Gram {
 
     /// The matrices of `source`'s patches read at `threshold`, not yet worked out.
     fn of_source(source: Arc<Source>, threshold: Option<f32>) -> Gram {
-        let (fan_in, rows_per_group) = (source.patches.fan_in(), source.patches.rows_per_group);
-        Gram { fan_in, rows_per_group, matrices: std::sync::OnceLock::new(), threshold, source }
+        Gram { matrices: std::sync::OnceLock::new(), threshold, source }
     }
 }
 
@@ -381,28 +376,28 @@ impl Gram {
     /// weights come back on the grid, so the backend's quantization keeps them as they
     /// are; a weight that rounds to zero is then pruned too.
     pub fn refit(&self, pruned: &[f32], with_bias: bool, bits: Option<u32>) -> Result<(Vec<f32>, Vec<f32>)> {
-        let rows = self.rows_per_group * self.source.patches.groups;
-        if pruned.len() != rows * self.fan_in {
+        // Weights per output row (input channels per group times the window), rows per group.
+        let (fan_in, rows_per_group) = (self.source.patches.fan_in(), self.source.patches.rows_per_group);
+        let rows = rows_per_group * self.source.patches.groups;
+        if pruned.len() != rows * fan_in {
             return Err(CompileError::internal(format!(
                 "reconstruction: {} weights for {rows} rows of {} inputs",
                 pruned.len(),
-                self.fan_in
+                fan_in
             )));
         }
         let Matrices { groups, aims } = self.matrices();
         // The dense row `r`, `[W_r, b_r]`.
-        let dense_row = |r: usize| self.source.dense[r / self.rows_per_group].col(r % self.rows_per_group);
+        let dense_row = |r: usize| self.source.dense[r / rows_per_group].col(r % rows_per_group);
         // Rows in parallel: each is its own system.
         let fitted: Vec<Option<(Vec<usize>, FittedRow)>> = (0..rows)
             .into_par_iter()
             .map(|r| {
-                let (g, in_group) = (r / self.rows_per_group, r % self.rows_per_group);
-                let row = r * self.fan_in..(r + 1) * self.fan_in;
+                let (g, in_group) = (r / rows_per_group, r % rows_per_group);
+                let row = r * fan_in..(r + 1) * fan_in;
                 // The kept positions, and the bias's (index fan_in, last) when it is fitted.
-                let kept: Vec<usize> = (0..self.fan_in)
-                    .filter(|&j| pruned[row.start + j] != 0.0)
-                    .chain(with_bias.then_some(self.fan_in))
-                    .collect();
+                let kept: Vec<usize> =
+                    (0..fan_in).filter(|&j| pruned[row.start + j] != 0.0).chain(with_bias.then_some(fan_in)).collect();
                 let mut fitted = solve_row(&groups[g], aims[g].col(in_group), &kept, dense_row(r))?;
                 let kept_weights = kept.len() - usize::from(with_bias);
                 if let Some(bits) = bits {
@@ -416,16 +411,16 @@ impl Gram {
             })
             .collect();
         let mut weights = pruned.to_vec();
-        let mut biases: Vec<f32> = (0..rows).map(|r| dense_row(r)[self.fan_in] as f32).collect();
+        let mut biases: Vec<f32> = (0..rows).map(|r| dense_row(r)[fan_in] as f32).collect();
         for ((r, new_bias), fitted) in biases.iter_mut().enumerate().zip(fitted) {
             let Some((kept, fitted)) = fitted else { continue };
-            let row = r * self.fan_in..(r + 1) * self.fan_in;
+            let row = r * fan_in..(r + 1) * fan_in;
             for (&j, &v) in kept.iter().zip(&fitted.values) {
                 let v = v as f32;
                 if !v.is_finite() {
                     continue;
                 }
-                if j == self.fan_in {
+                if j == fan_in {
                     *new_bias = v;
                 } else if v != 0.0 || bits.is_some() {
                     // (Without rounding, an exact zero would read as pruned: the position
@@ -974,7 +969,8 @@ mod tests {
         let input = values(5, 20 * c_in * hw[0] * hw[1]);
         let op = Op::Conv(conv);
         let gram = Gram::of_layer(&op, &input, &[c_in, hw[0], hw[1]], &[c_out, 4, 4]).unwrap();
-        assert_eq!((gram.fan_in, gram.rows_per_group, gram.matrices().groups.len()), (18, 2, 2));
+        let patches = &gram.source.patches;
+        assert_eq!((patches.fan_in(), patches.rows_per_group, gram.matrices().groups.len()), (18, 2, 2));
         // Prune one weight per row: the refit moves the rest to make up for it.
         let mut pruned = weight.clone();
         for r in 0..c_out {
