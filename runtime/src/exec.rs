@@ -421,14 +421,14 @@ fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     fits.map_or_else(Vec::new, |k| spare.swap_remove(k))
 }
 
-/// `buffer` made at least `len` long, its first `len` values zero if `zeroed` (else stale
-/// values the layer overwrites). A new buffer comes zeroed from the allocator, page by page
-/// as it is first touched; a spare one is zeroed in parallel (a batch's output can be tens
-/// of megabytes, and zeroing it on one thread stalls the other).
-fn prepare_output(buffer: &mut Vec<f32>, len: usize, zeroed: bool) {
+/// `buffer` made at least `len` long, its first `len` values zero if `zero` (else stale
+/// values the layer overwrites). A new buffer and a spare one alike are zeroed in parallel
+/// (a batch's output can be tens of megabytes, and zeroing it on one thread stalls the
+/// other; see [`zeroed`]).
+fn prepare_output(buffer: &mut Vec<f32>, len: usize, zero: bool) {
     if buffer.len() < len {
-        *buffer = vec![0.0; len];
-    } else if zeroed {
+        *buffer = zeroed(len);
+    } else if zero {
         buffer[..len].par_chunks_mut(ZEROED_PER_TASK).for_each(|chunk| chunk.fill(0.0));
     }
 }
