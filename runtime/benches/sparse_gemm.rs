@@ -4,6 +4,9 @@
 //! turned around on 7x7) and with their weights pruned to several densities at random
 //! positions (the direct sparse kernel, `sparse_conv`).
 //!
+//! Then convs with a short fan-in, dense and pruned (`-- "fan-in"`: where zero-skipping
+//! starts to pay, `SPARSE_MIN_FAN_IN`).
+//!
 //! Run single-threaded, as the crossover in `sparse_rows.rs` was measured:
 //! `RAYON_NUM_THREADS=1 cargo bench -p hass-runtime --bench sparse_gemm`.
 
@@ -45,9 +48,41 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// (channels in and out, map side, kernel, stride) of convs with a short fan-in: a 3x3/2 stem
+/// on 3 channels (27), a 3x3 on 8 channels (72), 16 (144) and 32 (288), ResNet-18's 7x7/2
+/// stem (147).
+const SHORT_FAN_INS: [([usize; 2], usize, usize, usize); 5] =
+    [([3, 32], 224, 3, 2), ([8, 32], 112, 3, 1), ([16, 32], 56, 3, 1), ([32, 32], 28, 3, 1), ([3, 64], 224, 7, 2)];
+
+/// Where zero-skipping starts to pay by fan-in (`SPARSE_MIN_FAN_IN`): the float path's own
+/// kernel dense, and the direct sparse kernel at 30 and 40 % non-zeros.
+fn bench_fan_in(c: &mut Criterion) {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    for ([c_in, c_out], side, k, s) in SHORT_FAN_INS {
+        let input: Vec<f32> = (0..c_in * side * side).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let weight: Vec<f32> = (0..c_out * c_in * k * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (hw, out_side) = ([side, side], (side + 2 * (k / 2) - k) / s + 1);
+        let out_hw = [out_side, out_side];
+        let mut out = vec![0.0f32; c_out * out_side * out_side];
+        let dense = Conv { pads: [k / 2; 4], stride: [s, s], ..Conv::new(weight.clone(), c_in, c_out, [k, k]) };
+        let name = format!("fan-in {} ({c_in} -> {c_out}, {k}x{k}/{s} on {side}x{side})", c_in * k * k);
+        c.bench_function(&format!("{name} dense"), |b| {
+            b.iter_custom(|iters| on_pool(iters, || conv_image(&dense, &input, hw, &mut out, out_hw, true)))
+        });
+        for density in [0.3, 0.4] {
+            let pruned: Vec<f32> =
+                weight.iter().map(|&w| if rng.random::<f64>() < density { w } else { 0.0 }).collect();
+            let sparse = Conv { sparse_weight: Some(SparseRows::of_dense(&pruned, c_out)), ..dense.clone() };
+            c.bench_function(&format!("{name} sparse {density}"), |b| {
+                b.iter_custom(|iters| on_pool(iters, || conv_image(&sparse, &input, hw, &mut out, out_hw, true)))
+            });
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(2));
-    targets = bench
+    targets = bench, bench_fan_in
 }
 criterion_main!(benches);

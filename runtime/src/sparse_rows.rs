@@ -15,13 +15,18 @@ use std::sync::{Arc, OnceLock};
 /// (one round, 2026-12-07).
 pub const SPARSE_DENSITY: f64 = 0.4;
 
-/// Fewest weights per output channel for which a conv skips zeros. Below it, and on
-/// pointwise convs, the dense kernels won at any density a pruned layer keeps: mobilenet_v2
-/// at 70 % sparsity, one thread, batch 1, sparse over dense time per layer: 1x1 convs
-/// 1.1-1.85x at 16-144 inputs, 0.87-1.13x at 160-960 (the packed GEMM's packing is a plain
-/// copy, and a row of a short `k` holds a few non-zeros per pass); the 3x3/2 stem (27)
-/// 1.25x, ResNet-18's 7x7/2 stem (147) 1.1-1.2x; ResNet-18's 3x3s (576-4608) 0.6-0.8x.
-pub const SPARSE_MIN_FAN_IN: usize = 256;
+/// Fewest weights per output channel for which a conv skips zeros. On pointwise convs the
+/// dense kernels won at any density a pruned layer keeps: mobilenet_v2 at 70 % sparsity,
+/// one thread, batch 1, sparse over dense time per layer: 1x1 convs 1.1-1.85x at 16-144
+/// inputs, 0.87-1.13x at 160-960 (the packed GEMM's packing is a plain copy, and a row of a
+/// short `k` holds a few non-zeros per pass). Spatial kernels skip zeros from a fan-in of
+/// 64 on: at 30 / 40 % non-zeros, sparse over dense time (`RAYON_NUM_THREADS=1 cargo bench
+/// -p hass-runtime --bench sparse_gemm -- "fan-in"` and a run alike, AMD EPYC Zen 4,
+/// 2026-12-07, a noisy host) was 0.47-0.49 / 0.62-0.68x at a fan-in of 72 (3x3, 8 -> 32
+/// channels on 112x112), 0.51-0.66 / 0.45-0.86x at 144-288, 0.60-0.63 / 0.69-0.71x for
+/// ResNet-18's 7x7/2 stem (147; 1.1-1.2x when first measured, before this kernel's later
+/// changes); a 3x3/2 stem on 3 channels (27) did not gain, 0.92-1.13 / 0.98x.
+pub const SPARSE_MIN_FAN_IN: usize = 64;
 
 /// Largest fraction of non-zero weights for which the sparse product over a whole matrix
 /// ([`SparseRows::matmul_rows`]: fully connected layers, and grouped or dilated convs over

@@ -229,7 +229,7 @@ fn multiply_in<const FUSED: bool>(product: Product, tile: &mut [f32]) {
 /// Add `sum a * data[at..at + width]` over the `(at, a)` of `runs` to `dst` (`width` long),
 /// or set `dst` to it when `fresh`: one output row's sums over a block of outputs, held in
 /// registers, in the order of `runs`. The inner loop of both zero-skipping kernels; `width`
-/// is a multiple of 16 up to 128.
+/// is a multiple of 16 up to 128, or of 8 up to 64 (vectors of 16 and a last one of 8).
 #[inline(always)]
 pub(super) fn add_runs<const FUSED: bool>(
     width: usize,
@@ -244,9 +244,14 @@ pub(super) fn add_runs<const FUSED: bool>(
         96 => add_runs_of::<96, FUSED>(data, runs, dst, fresh),
         80 => add_runs_of::<80, FUSED>(data, runs, dst, fresh),
         64 => add_runs_of::<64, FUSED>(data, runs, dst, fresh),
+        56 => add_runs_of::<56, FUSED>(data, runs, dst, fresh),
         48 => add_runs_of::<48, FUSED>(data, runs, dst, fresh),
+        40 => add_runs_of::<40, FUSED>(data, runs, dst, fresh),
         32 => add_runs_of::<32, FUSED>(data, runs, dst, fresh),
-        _ => add_runs_of::<16, FUSED>(data, runs, dst, fresh),
+        24 => add_runs_of::<24, FUSED>(data, runs, dst, fresh),
+        16 => add_runs_of::<16, FUSED>(data, runs, dst, fresh),
+        8 => add_runs_of::<8, FUSED>(data, runs, dst, fresh),
+        _ => unreachable!("blocks are multiples of 16 up to 128, or of 8 up to 64: not {width}"),
     }
 }
 
@@ -269,6 +274,52 @@ fn add_runs_of<const W: usize, const FUSED: bool>(
     *dst = acc;
 }
 
+/// Row widths [`add_runs_rows_apart`] takes: 56x56 maps' rows of 64 (56 outputs, 8 junk).
+pub(super) const ROWS_APART: [usize; 1] = [56];
+
+/// [`add_runs`] over two runs of `width` outputs, `pitch` apart (two rows of a map, their
+/// junk columns between them left out): `dst` holds the first run's sums, then the second's.
+#[inline(always)]
+pub(super) fn add_runs_rows_apart<const FUSED: bool>(
+    width: usize,
+    pitch: usize,
+    data: &[f32],
+    runs: impl Iterator<Item = (usize, f32)>,
+    dst: &mut [f32],
+    fresh: bool,
+) {
+    match width {
+        56 => add_runs_apart_of::<56, FUSED>(pitch, data, runs, dst, fresh),
+        _ => unreachable!("rows apart are {ROWS_APART:?} wide: not {width}"),
+    }
+}
+
+/// [`add_runs_rows_apart`] for a width known when compiling.
+#[inline(always)]
+fn add_runs_apart_of<const W: usize, const FUSED: bool>(
+    pitch: usize,
+    data: &[f32],
+    runs: impl Iterator<Item = (usize, f32)>,
+    dst: &mut [f32],
+    fresh: bool,
+) {
+    let (d0, d1) = dst.split_at_mut(W);
+    let (d0, d1): (&mut [f32; W], &mut [f32; W]) =
+        (d0.try_into().expect("a block of two rows"), d1.try_into().expect("a block of two rows"));
+    let (mut a0, mut a1) = if fresh { ([0.0f32; W], [0.0f32; W]) } else { (*d0, *d1) };
+    for (at, a) in runs {
+        let s0: &[f32; W] = data[at..][..W].try_into().expect("W long");
+        let s1: &[f32; W] = data[at + pitch..][..W].try_into().expect("W long");
+        for (acc, &x) in a0.iter_mut().zip(s0) {
+            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
+        }
+        for (acc, &x) in a1.iter_mut().zip(s1) {
+            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
+        }
+    }
+    (*d0, *d1) = (a0, a1);
+}
+
 /// Blocks at most this wide sum two output rows at once ([`add_two_rows`]).
 pub(super) const PAIRED_WIDTH: usize = 64;
 
@@ -289,9 +340,14 @@ pub(super) fn add_two_rows<const FUSED: bool>(
 ) {
     match width {
         64 => add_two_rows_of::<64, FUSED>(data, start, rows, dst, fresh),
+        56 => add_two_rows_of::<56, FUSED>(data, start, rows, dst, fresh),
         48 => add_two_rows_of::<48, FUSED>(data, start, rows, dst, fresh),
+        40 => add_two_rows_of::<40, FUSED>(data, start, rows, dst, fresh),
         32 => add_two_rows_of::<32, FUSED>(data, start, rows, dst, fresh),
-        _ => add_two_rows_of::<16, FUSED>(data, start, rows, dst, fresh),
+        24 => add_two_rows_of::<24, FUSED>(data, start, rows, dst, fresh),
+        16 => add_two_rows_of::<16, FUSED>(data, start, rows, dst, fresh),
+        8 => add_two_rows_of::<8, FUSED>(data, start, rows, dst, fresh),
+        _ => unreachable!("paired blocks are multiples of 8 up to 64: not {width}"),
     }
 }
 
