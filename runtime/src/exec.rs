@@ -217,7 +217,7 @@ fn first_values(plan: &Plan, input: &[f32], spare: &mut Vec<Vec<f32>>) -> Values
     let mut values: Values = vec![None; plan.layers.len() + 1];
     if let Some(format) = plan.input_format {
         let mut buffer = take_spare(spare, input.len());
-        prepare_output(&mut buffer, input.len(), false);
+        prepare_output(&mut buffer, input.len());
         quantize_into(format, input, &mut buffer[..input.len()]);
         values[0] = Some((buffer, input.len()));
     }
@@ -258,7 +258,7 @@ fn run_range(
         let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&v| value(values, input, v)).collect();
         let len = layer.output_shape.iter().product::<usize>() * batch;
         let mut out = take_spare(spare, len);
-        prepare_output(&mut out, len, !writes_every_output(layer));
+        prepare_output(&mut out, len);
         let fused = observe.is_none().then(|| fused_residual(plan, i, layers.end, &last_use)).flatten();
         let ran = match (fused, &layer.op) {
             (Some((residual, activation)), Op::Conv(conv)) => {
@@ -421,15 +421,14 @@ fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     fits.map_or_else(Vec::new, |k| spare.swap_remove(k))
 }
 
-/// `buffer` made at least `len` long, its first `len` values zero if `zero` (else stale
-/// values the layer overwrites). A new buffer and a spare one alike are zeroed in parallel
-/// (a batch's output can be tens of megabytes, and zeroing it on one thread stalls the
-/// other; see [`zeroed`]).
-fn prepare_output(buffer: &mut Vec<f32>, len: usize, zero: bool) {
+/// `buffer` made at least `len` long: stale values, which the layer overwrites (every
+/// kernel writes every value of its output without reading it first: the pruned convs'
+/// too, each copying its sums off its grid), or, a buffer too short, a zeroed one in
+/// parallel (a batch's output can be tens of megabytes, and zeroing it on one thread
+/// stalls the other; see [`zeroed`]).
+fn prepare_output(buffer: &mut Vec<f32>, len: usize) {
     if buffer.len() < len {
         *buffer = zeroed(len);
-    } else if zero {
-        buffer[..len].par_chunks_mut(ZEROED_PER_TASK).for_each(|chunk| chunk.fill(0.0));
     }
 }
 
@@ -448,18 +447,6 @@ fn zeroed(len: usize) -> Vec<f32> {
 /// Values per parallel task zeroing an output.
 const ZEROED_PER_TASK: usize = 1 << 16;
 
-/// Whether `layer`'s kernel writes every value of its output without reading it first:
-/// every fixed-point kernel (each ends in an epilogue that writes every value) and every
-/// float kernel but the pruned convs' (which add each non-zero's products into their
-/// output). The rest get a zeroed output.
-fn writes_every_output(layer: &Layer) -> bool {
-    match &layer.op {
-        _ if layer.fixed.is_some() => true,
-        Op::Conv(conv) => conv.sparse_weight.is_none(),
-        _ => true,
-    }
-}
-
 /// Values per parallel task of an element-wise operation on operands of one shape.
 const ELTWISE_PER_TASK: usize = 1 << 16;
 
@@ -470,8 +457,7 @@ pub(crate) fn run_layer(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: us
     out
 }
 
-/// [`run_layer`] into `out`, the batch's whole output: zeroed unless
-/// [`writes_every_output`].
+/// [`run_layer`] into `out`, the batch's whole output (every value written).
 fn run_layer_in(plan: &Plan, layer: &Layer, inputs: &[&[f32]], batch: usize, out: &mut [f32]) {
     let input = |k: usize| inputs[k];
     let in_shape = |k: usize| plan.value_shape(layer.inputs[k]);
@@ -689,21 +675,19 @@ mod tests {
     }
 
     /// A spare buffer is picked by how many values it holds, the shortest that holds the
-    /// output; kept whole (its tail is another value's past), zeroed only where asked, and a
-    /// buffer too short is replaced by a zeroed one.
+    /// output; kept whole (its tail is another value's past) and not zeroed, and a buffer
+    /// too short is replaced by a zeroed one.
     #[test]
     fn output_buffers_come_from_the_shortest_spare_that_holds_them() {
         let mut spare = vec![vec![1.0f32; 10], vec![2.0; 4], vec![3.0; 6]];
         let mut out = super::take_spare(&mut spare, 5);
         assert_eq!(out, vec![3.0; 6]);
-        super::prepare_output(&mut out, 5, false);
+        super::prepare_output(&mut out, 5);
         assert_eq!(out, vec![3.0; 6], "stale values the layer overwrites, whole");
-        super::prepare_output(&mut out, 5, true);
-        assert_eq!(out, [0.0, 0.0, 0.0, 0.0, 0.0, 3.0]);
         assert!(super::take_spare(&mut spare, 11).is_empty(), "none holds 11: a new buffer");
         let mut short = super::take_spare(&mut spare, 4);
         assert_eq!(short, vec![2.0; 4]);
-        super::prepare_output(&mut short, 7, false);
+        super::prepare_output(&mut short, 7);
         assert_eq!(short, vec![0.0; 7]);
         assert_eq!(spare, vec![vec![1.0; 10]]);
     }

@@ -496,6 +496,7 @@ fn im2col<T: Element>(conv: &Conv, input: &[T], [h, w]: [usize; 2], [oh, ow]: [u
 mod tests {
     use super::*;
     use crate::plan::Activation;
+    use crate::sparse_rows::SparseRows;
 
     /// A straightforward reference convolution, to check the fast paths against.
     fn reference(conv: &Conv, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<f32> {
@@ -559,6 +560,38 @@ mod tests {
         let expected = reference(&conv, &input, [hw, hw], [oh, ow]);
         for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "element {i}: {a} vs {b}");
+        }
+    }
+
+    /// Pruned convs write every value of their output whichever kernel runs them (the
+    /// runtime hands layers stale buffers): the direct sparse kernel, and for a grouped or
+    /// dilated conv the sparse product over unfolded windows or, denser, the GEMM.
+    #[test]
+    fn pruned_convs_write_every_output() {
+        // (groups, dilation, one weight in `keep` kept): 1/3 is too dense for the product.
+        for (groups, dilation, keep) in [(1, 1, 3), (2, 1, 5), (2, 1, 3), (1, 2, 5)] {
+            let (c_in, c_out, hw) = (8, 6, 9);
+            let weight: Vec<f32> = (0..c_out * c_in / groups * 9)
+                .map(|i| if i % keep == 0 { ((i * 37 % 11) as f32 - 5.0) / 7.0 } else { 0.0 })
+                .collect();
+            let conv = Conv {
+                bias: (0..c_out).map(|i| i as f32 * 0.1).collect(),
+                dilation: [dilation; 2],
+                pads: [dilation; 4],
+                groups,
+                sparse_weight: Some(SparseRows::of_dense(&weight, c_out)),
+                ..Conv::new(weight, c_in, c_out, [3, 3])
+            };
+            let input: Vec<f32> = (0..c_in * hw * hw).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
+            let mut out = vec![f32::NAN; c_out * hw * hw];
+            conv_image(&conv, &input, [hw, hw], &mut out, [hw, hw], true);
+            let expected = reference(&conv, &input, [hw, hw], [hw, hw]);
+            for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{groups} groups, dilation {dilation}, {i}: {a} vs {b}"
+                );
+            }
         }
     }
 
