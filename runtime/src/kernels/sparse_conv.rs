@@ -88,7 +88,13 @@ impl Grid {
             // AVX-512, blocks of one row (paired output channels) ran 3 % slower than blocks
             // of 128 with the junk, two rows of 56 3 % faster (64 channels of 56x56, 30 %
             // non-zeros, one thread).
-            row if row + 8 <= pitch && 2 * row <= widest && ROWS_APART.contains(&row) => (2 * pitch, 2 * row, 2),
+            // (Wider than `PAIRED_WIDTH`: the paired kernel reads one run per block.)
+            row if row + 8 <= pitch
+                && (PAIRED_WIDTH + 1..=widest).contains(&(2 * row))
+                && ROWS_APART.contains(&row) =>
+            {
+                (2 * pitch, 2 * row, 2)
+            }
             row if row + 8 <= pitch && row <= PAIRED_WIDTH.min(widest) => (pitch, row, 1),
             // Else as few blocks as the vectors allow, each as wide as its share of the map
             // needs: 14x14's 224 outputs are two blocks of 112, 7x7's 56 one of 56.
