@@ -266,12 +266,19 @@ fn add_runs_of<const W: usize, const FUSED: bool>(
     let dst: &mut [f32; W] = dst.try_into().expect("a row as wide as its block");
     let mut acc = if fresh { [0.0f32; W] } else { *dst };
     for (at, a) in runs {
-        let src: &[f32; W] = data[at..][..W].try_into().expect("W long");
-        for (acc, &x) in acc.iter_mut().zip(src) {
-            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
-        }
+        add_scaled::<W, FUSED>(&mut acc, a, &data[at..]);
     }
     *dst = acc;
+}
+
+/// `acc += a * data[..W]`: one non-zero's products over a block of sums, the step every
+/// zero-skipping kernel repeats.
+#[inline(always)]
+fn add_scaled<const W: usize, const FUSED: bool>(acc: &mut [f32; W], a: f32, data: &[f32]) {
+    let src: &[f32; W] = data[..W].try_into().expect("W long");
+    for (acc, &x) in acc.iter_mut().zip(src) {
+        *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
+    }
 }
 
 /// Row widths [`add_runs_rows_apart`] takes: 56x56 maps' rows of 64 (56 outputs, 8 junk).
@@ -308,14 +315,8 @@ fn add_runs_apart_of<const W: usize, const FUSED: bool>(
         (d0.try_into().expect("a block of two rows"), d1.try_into().expect("a block of two rows"));
     let (mut a0, mut a1) = if fresh { ([0.0f32; W], [0.0f32; W]) } else { (*d0, *d1) };
     for (at, a) in runs {
-        let s0: &[f32; W] = data[at..][..W].try_into().expect("W long");
-        let s1: &[f32; W] = data[at + pitch..][..W].try_into().expect("W long");
-        for (acc, &x) in a0.iter_mut().zip(s0) {
-            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
-        }
-        for (acc, &x) in a1.iter_mut().zip(s1) {
-            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
-        }
+        add_scaled::<W, FUSED>(&mut a0, a, &data[at..]);
+        add_scaled::<W, FUSED>(&mut a1, a, &data[at + pitch..]);
     }
     (*d0, *d1) = (a0, a1);
 }
@@ -364,12 +365,7 @@ fn add_two_rows_of<const W: usize, const FUSED: bool>(
     let (d0, d1): (&mut [f32; W], &mut [f32; W]) =
         (d0.try_into().expect("a row as wide as its block"), d1.try_into().expect("a row as wide as its block"));
     let (mut a0, mut a1) = if fresh { ([0.0f32; W], [0.0f32; W]) } else { (*d0, *d1) };
-    let add = |acc: &mut [f32; W], at: u32, a: f32| {
-        let src: &[f32; W] = data[at as usize + start..][..W].try_into().expect("W long");
-        for (acc, &x) in acc.iter_mut().zip(src) {
-            *acc = if FUSED { a.mul_add(x, *acc) } else { *acc + a * x };
-        }
-    };
+    let add = |acc: &mut [f32; W], at: u32, a: f32| add_scaled::<W, FUSED>(acc, a, &data[at as usize + start..]);
     let [r0, r1] = rows;
     let both = r0.len().min(r1.len());
     for (&(o0, v0), &(o1, v1)) in r0.iter().zip(r1) {

@@ -287,6 +287,7 @@ fn conv_with(conv: &Conv, layout: &Layout, grid: &Grid, image: Image) {
     // Per block, every output channel's sums over it.
     let mut tiles = scratch::take_len(blocks * conv.c_out * grid.block, 0.0f32);
     let padded_ref = &*padded;
+    let apart = (grid.block_rows > 1).then_some(grid.pitch);
     tiles[..blocks * conv.c_out * grid.block]
         .par_chunks_mut(conv.c_out * grid.block)
         .enumerate()
@@ -294,17 +295,16 @@ fn conv_with(conv: &Conv, layout: &Layout, grid: &Grid, image: Image) {
             tile.par_chunks_mut(rows_per_task * grid.block).enumerate().map(move |(t, rows)| (b, t, rows))
         })
         .for_each(|(b, t, rows)| {
-            let apart = (grid.block_rows > 1).then_some(grid.pitch);
             let task = Task { layout, first: t * rows_per_task, padded: padded_ref, start: b * grid.stride, apart };
             run(task, grid.block, rows);
         });
+    let width = grid.block / grid.block_rows;
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(r, channel)| {
         // Output row `oy` is grid run `oy * pitch..` (its first `ow`), which may cross blocks
         // (and is never in a block's gap: blocks with one are a row each).
         for (oy, row) in channel.chunks_exact_mut(ow).enumerate() {
             let mut i = oy * grid.pitch;
             let mut done = 0;
-            let width = grid.block / grid.block_rows;
             while done < ow {
                 let (b, within) = (i / grid.stride, i % grid.stride);
                 // A block of rows apart holds each row's outputs `width` apart, a whole
@@ -526,8 +526,9 @@ mod tests {
 
     #[test]
     fn blocks_compute_no_junk_a_vector_wide() {
-        // (map side, kernel, stride, widest vector run) -> (stride, block): a row each where
-        // its junk columns fill a vector of 8 (56x56 onto rows of 64), else blocks as wide
+        // (map side, kernel, stride, widest vector run) -> (stride, block): whole rows, their
+        // outputs only, where their junk columns fill a vector of 8 (56x56 onto rows of 64:
+        // two rows of 56 with AVX-512, one with AVX2), else blocks as wide
         // as their share (14x14: two of 112; 7x7: one of 56; 28x28: rows of 32, seven
         // blocks of 128; the 7x7/2 stem's rows of 112 have no junk: its shifted copies hold
         // the reach).
