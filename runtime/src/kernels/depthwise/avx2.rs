@@ -1,9 +1,11 @@
-//! The AVX2 and FMA build of the whole-grid depthwise kernel ([`super::GridKernel`],
-//! written in `grid.rs`), for processors without AVX-512, at stride 1 only: at stride 2 it
+//! The AVX2 and FMA builds of the depthwise loops, for processors without AVX-512: the
+//! channels-last layout's rows of output pixels ([`pixels_f32`]) and its transposes, and the
+//! whole-grid kernel ([`super::GridKernel`], written in `grid.rs`) at stride 1 only: at stride 2 it
 //! ran at 0.8x the row-at-a-time loop (3x3/2 over 144 channels of 56x56, one thread: 0.37
 //! against 0.28 ms); at stride 1, 3x3 over 384 channels of 14x14 0.156 -> 0.123 ms and 5x5
 //! over 240 of 14x14 0.155 -> 0.132, wider maps unchanged.
 
+use super::PixelSteps;
 use std::arch::x86_64::*;
 
 pub(super) use crate::kernels::avx2_available as available;
@@ -15,6 +17,12 @@ trait Lanes: Copy + Default {
     const N: usize;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(v: Self) -> Self::V;
+    /// The first `n` lanes (at most [`Self::N`]), as `maskload` and `maskstore` take them.
+    unsafe fn mask(n: usize) -> __m256i;
+    /// The elements at `p` in the lanes of `m`; the others zero, unread.
+    unsafe fn load(p: *const Self, m: __m256i) -> Self::V;
+    /// The lanes of `m` of `v` to `p`.
+    unsafe fn store_masked(p: *mut Self, v: Self::V, m: __m256i);
     /// The [`Self::N`] elements at `p`.
     unsafe fn load_whole(p: *const Self) -> Self::V;
     /// `acc + w * x`, rounded once.
@@ -35,6 +43,21 @@ impl Lanes for f32 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn splat(v: f32) -> __m256 {
         _mm256_set1_ps(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mask(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(p: *const f32, m: __m256i) -> __m256 {
+        _mm256_maskload_ps(p, m)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_masked(p: *mut f32, v: __m256, m: __m256i) {
+        _mm256_maskstore_ps(p, m, v)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -65,6 +88,21 @@ impl Lanes for f64 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn splat(v: f64) -> __m256d {
         _mm256_set1_pd(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mask(n: usize) -> __m256i {
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(p: *const f64, m: __m256i) -> __m256d {
+        _mm256_maskload_pd(p, m)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_masked(p: *mut f64, v: __m256d, m: __m256i) {
+        _mm256_maskstore_pd(p, m, v)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -120,3 +158,126 @@ pub(super) fn grid_f64(grid: super::Grid<f64>, rows: &[f64], dst: &mut [f64], ow
 }
 
 grid_kernels!("avx2,fma", Lanes, 1);
+
+/// The output rows of the channels-last layout ([`super::PixelsKernel`]), as the AVX-512
+/// build computes them: a vector of channels across up to 8 pixels of a row at once (each
+/// weight loaded once for all of them, 8 sums in flight), taps of zero weight summed too.
+/// The portable loop summed 8 channels of one pixel at a time, one chain of dependent
+/// additions, and looked for zero weights before every tap. Call only when [`available`].
+pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], steps: PixelSteps, dst: &mut [f32]) {
+    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
+    assert!(available());
+    // SAFETY: the features `pixels_in` enables were just detected, and `check_pixels`
+    // bounds every index it reads and writes.
+    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
+}
+
+/// [`pixels_f32`] in `f64`.
+pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], steps: PixelSteps, dst: &mut [f64]) {
+    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
+    assert!(available());
+    // SAFETY: as in `pixels_f32`.
+    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pixels_in<T: Lanes>(window: &[T], by_tap: &[T], offsets: &[usize], steps: PixelSteps, dst: &mut [T]) {
+    let PixelSteps { c, step, row_step, ow } = steps;
+    for (oy, dst) in dst.chunks_exact_mut(c * ow).enumerate() {
+        let geometry = Pixels { window: &window[oy * row_step..], by_tap, offsets, c, step };
+        for c0 in (0..c).step_by(T::N) {
+            let mut ox = 0;
+            while ox < ow {
+                ox += match ow - ox {
+                    8.. => geometry.sums::<8>(dst, ox, c0),
+                    7 => geometry.sums::<7>(dst, ox, c0),
+                    6 => geometry.sums::<6>(dst, ox, c0),
+                    5 => geometry.sums::<5>(dst, ox, c0),
+                    4 => geometry.sums::<4>(dst, ox, c0),
+                    3 => geometry.sums::<3>(dst, ox, c0),
+                    2 => geometry.sums::<2>(dst, ox, c0),
+                    _ => geometry.sums::<1>(dst, ox, c0),
+                };
+            }
+        }
+    }
+}
+
+/// What [`pixels_in`] reads.
+struct Pixels<'a, T> {
+    window: &'a [T],
+    by_tap: &'a [T],
+    offsets: &'a [usize],
+    c: usize,
+    step: usize,
+}
+
+impl<T: Lanes> Pixels<'_, T> {
+    /// The block of channels from `c0` on (short at the end of `c`) of `P` output pixels
+    /// from `ox` on; returns `P`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sums<const P: usize>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
+        if self.c - c0 >= T::N {
+            self.sums_of::<P, true>(dst, ox, c0)
+        } else {
+            self.sums_of::<P, false>(dst, ox, c0)
+        }
+    }
+
+    /// [`Self::sums`], the block whole (`WHOLE`: plain loads and stores) or short (masked).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sums_of<const P: usize, const WHOLE: bool>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
+        let n = T::mask((self.c - c0).min(T::N));
+        let mut acc = [T::zero(); P];
+        let (x, w) = (self.window.as_ptr().add(ox * self.step + c0), self.by_tap.as_ptr().add(c0));
+        for (t, &offset) in self.offsets.iter().enumerate() {
+            let at = w.add(t * self.c);
+            let weights = if WHOLE { T::load_whole(at) } else { T::load(at, n) };
+            for (p, sum) in acc.iter_mut().enumerate() {
+                let at = x.add(p * self.step + offset);
+                *sum = T::add_product(*sum, weights, if WHOLE { T::load_whole(at) } else { T::load(at, n) });
+            }
+        }
+        for (p, &sum) in acc.iter().enumerate() {
+            let at = dst.as_mut_ptr().add((ox + p) * self.c + c0);
+            if WHOLE {
+                T::store(at, sum);
+            } else {
+                T::store_masked(at, sum, n);
+            }
+        }
+        P
+    }
+}
+
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`
+/// ([`super::TransposeKernel`]): the portable loop, compiled for AVX2 (called through a
+/// pointer, it would otherwise be compiled for the baseline). Call only when [`available`].
+pub(super) fn transpose_f32(src: &[f32], shape: (usize, usize, usize), dst: &mut [f32], dst_stride: usize) {
+    assert!(available());
+    // SAFETY: the features were just detected; the loop indexes with bounds checks.
+    unsafe { transpose_in(src, shape, dst, dst_stride) }
+}
+
+/// [`transpose_f32`] in `f64`.
+pub(super) fn transpose_f64(src: &[f64], shape: (usize, usize, usize), dst: &mut [f64], dst_stride: usize) {
+    assert!(available());
+    // SAFETY: as in `transpose_f32`.
+    unsafe { transpose_in(src, shape, dst, dst_stride) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_in<T: Copy>(
+    src: &[T],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [T],
+    dst_stride: usize,
+) {
+    for i in 0..rows {
+        for (j, &v) in src[i * src_stride..][..cols].iter().enumerate() {
+            dst[j * dst_stride + i] = v;
+        }
+    }
+}

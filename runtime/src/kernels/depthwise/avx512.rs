@@ -391,7 +391,7 @@ grid_kernels!("avx512f", Lanes, 1 | 2);
 /// so the sums are the portable loop's (which skips them) for finite inputs. Call only
 /// when [`available`].
 pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], steps: PixelSteps, dst: &mut [f32]) {
-    check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
+    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
     assert!(available());
     // SAFETY: the features `pixels_in` enables were just detected, and `check_pixels`
     // bounds every index it reads and writes.
@@ -400,22 +400,10 @@ pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], step
 
 /// [`pixels_f32`] in `f64`.
 pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], steps: PixelSteps, dst: &mut [f64]) {
-    check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
+    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
     assert!(available());
     // SAFETY: as in `pixels_f32`.
     unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
-}
-
-/// Every read stays in `window` and `by_tap` and `dst` is whole rows of whole pixels.
-fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], steps: PixelSteps, dst: usize) {
-    let PixelSteps { c, step, row_step, ow } = steps;
-    assert!(c > 0 && ow > 0 && dst.is_multiple_of(c * ow), "whole rows of whole pixels");
-    assert!(by_tap >= offsets.len() * c, "a weight per tap and channel");
-    let (rows, furthest) = (dst / (c * ow), offsets.iter().copied().max().unwrap_or(0));
-    assert!(
-        rows == 0 || (rows - 1) * row_step + (ow - 1) * step + furthest + c <= window,
-        "taps read inside the padded copy"
-    );
 }
 
 #[target_feature(enable = "avx512f")]

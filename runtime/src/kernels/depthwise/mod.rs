@@ -168,8 +168,8 @@ fn by_channel<T: Element, S: Source<T>>(
                         let whole = gridded && live.len() == taps.len();
                         if whole && grid_kernel.is_some_and(|kernel| kernel(grid, &rows, dst, ow)) {
                             // Summed as a whole grid.
-                        } else if let Some(v) = &vectors {
-                            (v.rows)(&live, &rows, band.stride[0] * band.row_len(), dst, ow);
+                        } else if let Some(kernel) = vectors.as_ref().and_then(|v| v.rows) {
+                            kernel(&live, &rows, band.stride[0] * band.row_len(), dst, ow);
                         } else if ow <= 8 {
                             // Two rows of sums fill 4 (f64: 8) AVX2 registers at 16 columns, 8 at 32.
                             channel::<T, 8>(&live, &rows, &band, dst, ow);
@@ -520,11 +520,12 @@ fn pair_geometry(w: usize, left: usize, len: usize) -> (usize, usize, usize) {
     (at_first, at_second, (w / 2).min(len.saturating_sub(at_first)).min(len.saturating_sub(at_second)))
 }
 
-/// The depthwise loops in explicit vectors for element type `T` (`avx512.rs`; the compiler
+/// The depthwise loops in explicit vectors for element type `T` (`avx512.rs`, `avx2.rs`; the compiler
 /// vectorizes the portable loops poorly): each computes the same floats as the loop it
 /// stands for.
 pub struct Vectors<T> {
-    rows: RowsKernel<T>,
+    /// A channel's rows: AVX-512 only (with AVX2, [`channel`]'s loops, compiled wide).
+    rows: Option<RowsKernel<T>>,
     pixels: PixelsKernel<T>,
     transpose: TransposeKernel<T>,
 }
@@ -567,6 +568,19 @@ pub(super) struct PixelSteps {
     ow: usize,
 }
 
+/// Every read stays in `window` and `by_tap` and `dst` is whole rows of whole pixels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Only the x86 builds call it.
+pub(super) fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], steps: PixelSteps, dst: usize) {
+    let PixelSteps { c, step, row_step, ow } = steps;
+    assert!(c > 0 && ow > 0 && dst.is_multiple_of(c * ow), "whole rows of whole pixels");
+    assert!(by_tap >= offsets.len() * c, "a weight per tap and channel");
+    let (rows, furthest) = (dst / (c * ow), offsets.iter().copied().max().unwrap_or(0));
+    assert!(
+        rows == 0 || (rows - 1) * row_step + (ow - 1) * step + furthest + c <= window,
+        "taps read inside the padded copy"
+    );
+}
+
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`:
 /// `(src, (rows, cols, src_stride), dst, dst_stride)`.
 type TransposeKernel<T> = fn(&[T], (usize, usize, usize), &mut [T], usize);
@@ -600,28 +614,38 @@ pub(super) fn grid_f64() -> Option<GridKernel<f64>> {
     None
 }
 
-/// The `f32` kernels, with AVX-512.
+/// The `f32` kernels, with AVX-512, else AVX2 (channels last only).
 pub(super) fn vectors_f32() -> Option<Vectors<f32>> {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return Some(Vectors {
-            rows: avx512::channel_f32,
-            pixels: avx512::pixels_f32,
-            transpose: avx512::transpose_f32,
-        });
+    {
+        if avx512::available() {
+            return Some(Vectors {
+                rows: Some(avx512::channel_f32),
+                pixels: avx512::pixels_f32,
+                transpose: avx512::transpose_f32,
+            });
+        }
+        if avx2::available() {
+            return Some(Vectors { rows: None, pixels: avx2::pixels_f32, transpose: avx2::transpose_f32 });
+        }
     }
     None
 }
 
-/// The `f64` kernels, with AVX-512.
+/// The `f64` kernels, with AVX-512, else AVX2 (channels last only).
 pub(super) fn vectors_f64() -> Option<Vectors<f64>> {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return Some(Vectors {
-            rows: avx512::channel_f64,
-            pixels: avx512::pixels_f64,
-            transpose: avx512::transpose_f64,
-        });
+    {
+        if avx512::available() {
+            return Some(Vectors {
+                rows: Some(avx512::channel_f64),
+                pixels: avx512::pixels_f64,
+                transpose: avx512::transpose_f64,
+            });
+        }
+        if avx2::available() {
+            return Some(Vectors { rows: None, pixels: avx2::pixels_f64, transpose: avx2::transpose_f64 });
+        }
     }
     None
 }
@@ -789,8 +813,8 @@ mod tests {
                 let mut want = vec![T::zero(); oh * ow];
                 channel::<T, 16>(&live, &rows, &padded, &mut want, ow);
                 let mut got = vec![T::zero(); oh * ow];
-                let Some(v) = T::depthwise_vectors() else { return };
-                (v.rows)(&live, &rows, row_step, &mut got, ow);
+                let Some(kernel) = T::depthwise_vectors().and_then(|v| v.rows) else { return };
+                kernel(&live, &rows, row_step, &mut got, ow);
                 assert!(want == got, "{oh} x {ow}");
             }
         }
