@@ -42,11 +42,12 @@ impl PackedColumns {
     }
 }
 
-/// Whether the processor has the micro-tile this needs (elsewhere [`super::gemm_with`]).
+/// Whether the processor has a micro-tile this needs, AVX-512's or AVX2's (elsewhere
+/// [`super::gemm_with`]).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::avx512::available()
+        super::avx512::available() || avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -134,13 +135,99 @@ fn pack_groups(b: &impl Columns<f32>, first: usize, len: usize, rows: usize, out
 /// * weights[j * NR + col]`; `ahead` fetched into L2 meanwhile.
 fn micro_tile(pixels: &[f32], weights: &[f32], k: usize, fresh: bool, tile: &mut [f32], ahead: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    match tile.len() / NR {
-        7 => super::avx512::narrow_tile::<7>(pixels, weights, k, fresh, tile, ahead),
-        _ => super::avx512::narrow_tile::<8>(pixels, weights, k, fresh, tile, ahead),
+    match (tile.len() / NR, super::avx512::available()) {
+        (7, true) => super::avx512::narrow_tile::<7>(pixels, weights, k, fresh, tile, ahead),
+        (_, true) => super::avx512::narrow_tile::<8>(pixels, weights, k, fresh, tile, ahead),
+        (7, false) => avx2::tile::<7>(pixels, weights, k, fresh, tile, ahead),
+        (_, false) => avx2::tile::<8>(pixels, weights, k, fresh, tile, ahead),
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         unreachable!("gemm_narrow runs only where available()")
+    }
+}
+
+/// The turned-around micro-tile with AVX2 and FMA: four passes, each over every `k`, of 4
+/// (or the last 3) pixels by 16 channels, 8 accumulators (the whole tile's 32 channels of 8
+/// pixels would take 32 of AVX2's 16 registers). Both pixel passes over one half of the
+/// channels before the other half: that half of the weights' chunk (16 KB at k of 256)
+/// is still in L1 for the second. The same floats as the AVX-512 tile.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    pub(super) use crate::kernels::avx2_available as available;
+
+    /// Pixels per pass.
+    const PIXELS: usize = 4;
+
+    /// See [`super::micro_tile`]; call only when [`available`].
+    pub(super) fn tile<const ROWS: usize>(
+        pixels: &[f32],
+        weights: &[f32],
+        k: usize,
+        fresh: bool,
+        tile: &mut [f32],
+        ahead: &[f32],
+    ) {
+        assert!(available());
+        assert!(pixels.len() >= k * ROWS && weights.len() >= k * NR && tile.len() >= ROWS * NR);
+        for half in 0..2 {
+            for first in (0..ROWS).step_by(PIXELS) {
+                // The prefetches of `ahead` ride along the first pass.
+                let ahead = if half == 0 && first == 0 { ahead } else { &[] };
+                // SAFETY: the features `pass` enables were detected just above; the lengths
+                // checked there bound every access it makes (prefetches only inside
+                // `ahead`).
+                unsafe {
+                    if ROWS - first >= PIXELS {
+                        pass::<ROWS, PIXELS>(pixels, weights, k, fresh, tile, ahead, [first, 16 * half]);
+                    } else {
+                        pass::<ROWS, 3>(pixels, weights, k, fresh, tile, ahead, [first, 16 * half]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pixels `first..first + P` by channels `col..col + 16` of the tile.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pass<const ROWS: usize, const P: usize>(
+        pixels: &[f32],
+        weights: &[f32],
+        k: usize,
+        fresh: bool,
+        tile: &mut [f32],
+        ahead: &[f32],
+        [first, col]: [usize; 2],
+    ) {
+        let (x, w) = (pixels.as_ptr().add(first), weights.as_ptr().add(col));
+        let mut acc = [[_mm256_setzero_ps(); 2]; P];
+        let lines = ahead.len().div_ceil(16);
+        for j in 0..k {
+            if j < lines {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(16 * j).cast());
+            }
+            let (w0, w1) = (_mm256_loadu_ps(w.add(j * NR)), _mm256_loadu_ps(w.add(j * NR + 8)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // The pixel times the weight plus the sum: the product `sub_tile` fuses.
+                let p = _mm256_set1_ps(*x.add(j * ROWS + r));
+                acc[0] = _mm256_fmadd_ps(p, w0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(p, w1, acc[1]);
+            }
+        }
+        for line in k..lines {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(16 * line).cast());
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (h, &sum) in acc.iter().enumerate() {
+                let dst = tile.as_mut_ptr().add((first + r) * NR + col + 8 * h);
+                let sum = if fresh { sum } else { _mm256_add_ps(_mm256_loadu_ps(dst), sum) };
+                _mm256_storeu_ps(dst, sum);
+            }
+        }
     }
 }
 
