@@ -88,8 +88,13 @@ type FourDots = fn(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS];
 /// The processor's [`FourDots`], if any.
 fn four_dots() -> Option<FourDots> {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return Some(avx512::four_dots);
+    {
+        if avx512::available() {
+            return Some(avx512::four_dots);
+        }
+        if avx2::available() {
+            return Some(avx2::four_dots);
+        }
     }
     None
 }
@@ -153,6 +158,52 @@ mod avx512 {
         for (r, (sum, acc)) in sums.iter_mut().zip(acc).enumerate() {
             let mut lanes = [0.0f32; DOT_LANES];
             _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+            let row = &w[r * n..][..n];
+            let tail = row[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
+            *sum = lanes.iter().sum::<f32>() + tail;
+        }
+        sums
+    }
+}
+
+/// The AVX2 and FMA build of [`FourDots`]: each row's [`DOT_LANES`] partial sums in two
+/// registers of 8, the same floats as the AVX-512 build's one of 16.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use super::{DOT_LANES, DOT_ROWS};
+    use std::arch::x86_64::*;
+
+    pub(super) use crate::kernels::avx2_available as available;
+
+    /// See [`super::FourDots`]; call only when [`available`].
+    pub(super) fn four_dots(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS] {
+        assert!(available() && w.len() == DOT_ROWS * x.len(), "four rows as long as x");
+        // SAFETY: the features `compiled` enables were detected just above, and it reads
+        // `w` and `x` only within the lengths checked there.
+        unsafe { compiled(w, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn compiled(w: &[f32], x: &[f32]) -> [f32; DOT_ROWS] {
+        let n = x.len();
+        let whole = n / DOT_LANES * DOT_LANES;
+        let (w_at, x_at) = (w.as_ptr(), x.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 2]; DOT_ROWS];
+        for i in (0..whole).step_by(DOT_LANES) {
+            let xs = [_mm256_loadu_ps(x_at.add(i)), _mm256_loadu_ps(x_at.add(i + 8))];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(w_at.add(r * n + i + 8 * h)), xs[h], *acc);
+                }
+            }
+        }
+        // The lanes, then the tail, in order, as `dot` adds them.
+        let mut sums = [0.0f32; DOT_ROWS];
+        for (r, (sum, acc)) in sums.iter_mut().zip(acc).enumerate() {
+            let mut lanes = [0.0f32; DOT_LANES];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[1]);
             let row = &w[r * n..][..n];
             let tail = row[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
             *sum = lanes.iter().sum::<f32>() + tail;

@@ -240,8 +240,13 @@ fn micro_tile(a: &[f32], b: Panel, k: usize, fresh: bool, tile: &mut [f32], ld: 
             };
         }
         if let Some(simd) = pulp::x86::V3::try_new() {
-            // Four passes of 6 x 16: 12 accumulators fit AVX2's 16 registers.
+            // Four passes of 6 x 16: 12 accumulators fit AVX2's 16 registers; the second
+            // half of the rows only if the panel has some there (a layer of 16 or 40 output
+            // channels ends in a panel of 4).
             for (row0, col0) in [(0, 0), (0, 16), (6, 0), (6, 16)] {
+                if row0 >= rows {
+                    continue;
+                }
                 let tile = &mut *tile;
                 pulp::Simd::vectorize(simd, Avx2Tile { simd, a, b, k, fresh, at: [row0, col0], tile, ld });
             }
