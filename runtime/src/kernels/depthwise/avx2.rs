@@ -5,7 +5,6 @@
 //! against 0.28 ms); at stride 1, 3x3 over 384 channels of 14x14 0.156 -> 0.123 ms and 5x5
 //! over 240 of 14x14 0.155 -> 0.132, wider maps unchanged.
 
-use super::PixelSteps;
 use std::arch::x86_64::*;
 
 pub(super) use crate::kernels::avx2_available as available;
@@ -28,7 +27,7 @@ trait Lanes: Copy + Default {
     /// `acc + w * x`, rounded once.
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// The [`Self::N`] elements of `v` to `p`.
-    unsafe fn store(p: *mut Self, v: Self::V);
+    unsafe fn store_whole(p: *mut Self, v: Self::V);
 }
 
 impl Lanes for f32 {
@@ -71,7 +70,7 @@ impl Lanes for f32 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(p: *mut f32, v: __m256) {
+    unsafe fn store_whole(p: *mut f32, v: __m256) {
         _mm256_storeu_ps(p, v)
     }
 }
@@ -116,7 +115,7 @@ impl Lanes for f64 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(p: *mut f64, v: __m256d) {
+    unsafe fn store_whole(p: *mut f64, v: __m256d) {
         _mm256_storeu_pd(p, v)
     }
 }
@@ -136,11 +135,11 @@ unsafe fn store_tile<T: Lanes, const R: usize, const B: usize>(
         for (b, &sum) in sums.iter().enumerate() {
             let (at, n) = (x + b * T::N, ow.saturating_sub(x + b * T::N).min(T::N));
             if n == T::N {
-                T::store(out.add((y + r) * ow + at), sum);
+                T::store_whole(out.add((y + r) * ow + at), sum);
             } else if n > 0 {
                 // As long as the widest vector here (8 `f32`); `T::N` cannot size an array.
                 let mut lanes = [T::default(); 8];
-                T::store(lanes.as_mut_ptr(), sum);
+                T::store_whole(lanes.as_mut_ptr(), sum);
                 std::ptr::copy_nonoverlapping(lanes.as_ptr(), out.add((y + r) * ow + at), n);
             }
         }
@@ -159,98 +158,7 @@ pub(super) fn grid_f64(grid: super::Grid<f64>, rows: &[f64], dst: &mut [f64], ow
 
 grid_kernels!("avx2,fma", Lanes, 1);
 
-/// The output rows of the channels-last layout ([`super::PixelsKernel`]), as the AVX-512
-/// build computes them: a vector of channels across up to 8 pixels of a row at once (each
-/// weight loaded once for all of them, 8 sums in flight), taps of zero weight summed too.
-/// The portable loop summed 8 channels of one pixel at a time, one chain of dependent
-/// additions, and looked for zero weights before every tap. Call only when [`available`].
-pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], steps: PixelSteps, dst: &mut [f32]) {
-    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
-    assert!(available());
-    // SAFETY: the features `pixels_in` enables were just detected, and `check_pixels`
-    // bounds every index it reads and writes.
-    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
-}
-
-/// [`pixels_f32`] in `f64`.
-pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], steps: PixelSteps, dst: &mut [f64]) {
-    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
-    assert!(available());
-    // SAFETY: as in `pixels_f32`.
-    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pixels_in<T: Lanes>(window: &[T], by_tap: &[T], offsets: &[usize], steps: PixelSteps, dst: &mut [T]) {
-    let PixelSteps { c, step, row_step, ow } = steps;
-    for (oy, dst) in dst.chunks_exact_mut(c * ow).enumerate() {
-        let geometry = Pixels { window: &window[oy * row_step..], by_tap, offsets, c, step };
-        for c0 in (0..c).step_by(T::N) {
-            let mut ox = 0;
-            while ox < ow {
-                ox += match ow - ox {
-                    8.. => geometry.sums::<8>(dst, ox, c0),
-                    7 => geometry.sums::<7>(dst, ox, c0),
-                    6 => geometry.sums::<6>(dst, ox, c0),
-                    5 => geometry.sums::<5>(dst, ox, c0),
-                    4 => geometry.sums::<4>(dst, ox, c0),
-                    3 => geometry.sums::<3>(dst, ox, c0),
-                    2 => geometry.sums::<2>(dst, ox, c0),
-                    _ => geometry.sums::<1>(dst, ox, c0),
-                };
-            }
-        }
-    }
-}
-
-/// What [`pixels_in`] reads.
-struct Pixels<'a, T> {
-    window: &'a [T],
-    by_tap: &'a [T],
-    offsets: &'a [usize],
-    c: usize,
-    step: usize,
-}
-
-impl<T: Lanes> Pixels<'_, T> {
-    /// The block of channels from `c0` on (short at the end of `c`) of `P` output pixels
-    /// from `ox` on; returns `P`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn sums<const P: usize>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
-        if self.c - c0 >= T::N {
-            self.sums_of::<P, true>(dst, ox, c0)
-        } else {
-            self.sums_of::<P, false>(dst, ox, c0)
-        }
-    }
-
-    /// [`Self::sums`], the block whole (`WHOLE`: plain loads and stores) or short (masked).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn sums_of<const P: usize, const WHOLE: bool>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
-        let n = T::mask((self.c - c0).min(T::N));
-        let mut acc = [T::zero(); P];
-        let (x, w) = (self.window.as_ptr().add(ox * self.step + c0), self.by_tap.as_ptr().add(c0));
-        for (t, &offset) in self.offsets.iter().enumerate() {
-            let at = w.add(t * self.c);
-            let weights = if WHOLE { T::load_whole(at) } else { T::load(at, n) };
-            for (p, sum) in acc.iter_mut().enumerate() {
-                let at = x.add(p * self.step + offset);
-                *sum = T::add_product(*sum, weights, if WHOLE { T::load_whole(at) } else { T::load(at, n) });
-            }
-        }
-        for (p, &sum) in acc.iter().enumerate() {
-            let at = dst.as_mut_ptr().add((ox + p) * self.c + c0);
-            if WHOLE {
-                T::store(at, sum);
-            } else {
-                T::store_masked(at, sum, n);
-            }
-        }
-        P
-    }
-}
+pixels_kernels!("avx2,fma", Lanes);
 
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`
 /// ([`super::TransposeKernel`]): the portable loop, compiled for AVX2 (called through a

@@ -11,7 +11,6 @@
 //! a row's end (inside the padded copy, whose slack holds them), their stores masked;
 //! channels last, a short block is masked, so nothing is read or written beyond it.
 
-use super::PixelSteps;
 use std::arch::x86_64::*;
 
 /// Whether this processor has the instructions (and `HASS_AVX2_ONLY` leaves them in use).
@@ -37,7 +36,9 @@ trait Lanes: Copy {
     /// `acc + w * x`, rounded once (a fused multiply-add, as the portable loops').
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// The lanes of `m` of `v` to `p`.
-    unsafe fn store(p: *mut Self, v: Self::V, m: Self::Mask);
+    unsafe fn store_masked(p: *mut Self, v: Self::V, m: Self::Mask);
+    /// The [`Self::N`] elements of `v` to `p`.
+    unsafe fn store_whole(p: *mut Self, v: Self::V);
     /// `p[i * stride]` for the lanes `i` of `m`; the others zero, unread.
     unsafe fn gather(p: *const Self, stride: usize, m: Self::Mask) -> Self::V;
     /// One square of [`transpose_squares`], `n` = `[ni, nj]` (each at most [`Self::N`]):
@@ -83,8 +84,13 @@ impl Lanes for f32 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f32, v: __m512, m: __mmask16) {
+    unsafe fn store_masked(p: *mut f32, v: __m512, m: __mmask16) {
         _mm512_mask_storeu_ps(p, m, v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_whole(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -101,7 +107,7 @@ impl Lanes for f32 {
             Self::load(src.wrapping_add(i * src_stride), if i < ni { row } else { Self::mask(0) })
         });
         for (j, v) in turn16(rows).into_iter().enumerate().take(nj) {
-            Self::store(dst.add(j * dst_stride), v, column);
+            Self::store_masked(dst.add(j * dst_stride), v, column);
         }
     }
 }
@@ -141,8 +147,13 @@ impl Lanes for f64 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f64, v: __m512d, m: __mmask8) {
+    unsafe fn store_masked(p: *mut f64, v: __m512d, m: __mmask8) {
         _mm512_mask_storeu_pd(p, m, v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_whole(p: *mut f64, v: __m512d) {
+        _mm512_storeu_pd(p, v)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -159,7 +170,7 @@ impl Lanes for f64 {
             Self::load(src.wrapping_add(i * src_stride), if i < ni { row } else { Self::mask(0) })
         });
         for (j, v) in turn8(rows).into_iter().enumerate().take(nj) {
-            Self::store(dst.add(j * dst_stride), v, column);
+            Self::store_masked(dst.add(j * dst_stride), v, column);
         }
     }
 }
@@ -365,7 +376,7 @@ unsafe fn store_tile<T: Lanes, const R: usize, const B: usize>(
     for (r, sums) in acc.iter().enumerate() {
         for (b, &sum) in sums.iter().enumerate() {
             let mask = T::mask(ow.saturating_sub(x + b * T::N).min(T::N));
-            T::store(out.add((y + r) * ow + x + b * T::N), sum, mask);
+            T::store_masked(out.add((y + r) * ow + x + b * T::N), sum, mask);
         }
     }
 }
@@ -386,96 +397,7 @@ pub(super) fn grid_f64(grid: super::Grid<f64>, rows: &[f64], dst: &mut [f64], ow
 
 grid_kernels!("avx512f", Lanes, 1 | 2);
 
-/// The output rows of the channels-last layout ([`super::PixelsKernel`]). Taps of zero
-/// weight are summed too: a product of zero adds nothing to a sum that starts at `+0.0`,
-/// so the sums are the portable loop's (which skips them) for finite inputs. Call only
-/// when [`available`].
-pub(super) fn pixels_f32(window: &[f32], by_tap: &[f32], offsets: &[usize], steps: PixelSteps, dst: &mut [f32]) {
-    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
-    assert!(available());
-    // SAFETY: the features `pixels_in` enables were just detected, and `check_pixels`
-    // bounds every index it reads and writes.
-    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
-}
-
-/// [`pixels_f32`] in `f64`.
-pub(super) fn pixels_f64(window: &[f64], by_tap: &[f64], offsets: &[usize], steps: PixelSteps, dst: &mut [f64]) {
-    super::check_pixels(window.len(), by_tap.len(), offsets, steps, dst.len());
-    assert!(available());
-    // SAFETY: as in `pixels_f32`.
-    unsafe { pixels_in(window, by_tap, offsets, steps, dst) }
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn pixels_in<T: Lanes>(window: &[T], by_tap: &[T], offsets: &[usize], steps: PixelSteps, dst: &mut [T]) {
-    // A block of channels at a time across the row's pixels: its weights and the window
-    // rows it reads stay in L1, and each weight loaded serves up to 8 pixels (a pixel at a
-    // time, every sum read both a weight and an input from L2).
-    let PixelSteps { c, step, row_step, ow } = steps;
-    for (oy, dst) in dst.chunks_exact_mut(c * ow).enumerate() {
-        let geometry = Pixels { window: &window[oy * row_step..], by_tap, offsets, c, step };
-        for c0 in (0..c).step_by(T::N) {
-            let mut ox = 0;
-            while ox < ow {
-                ox += match ow - ox {
-                    8.. => geometry.sums::<8>(dst, ox, c0),
-                    7 => geometry.sums::<7>(dst, ox, c0),
-                    6 => geometry.sums::<6>(dst, ox, c0),
-                    5 => geometry.sums::<5>(dst, ox, c0),
-                    4 => geometry.sums::<4>(dst, ox, c0),
-                    3 => geometry.sums::<3>(dst, ox, c0),
-                    2 => geometry.sums::<2>(dst, ox, c0),
-                    _ => geometry.sums::<1>(dst, ox, c0),
-                };
-            }
-        }
-    }
-}
-
-/// What [`pixels_in`] reads.
-struct Pixels<'a, T> {
-    window: &'a [T],
-    by_tap: &'a [T],
-    offsets: &'a [usize],
-    c: usize,
-    step: usize,
-}
-
-impl<T: Lanes> Pixels<'_, T> {
-    /// The block of channels from `c0` on (short at the end of `c`) of `P` output pixels
-    /// from `ox` on; returns `P`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn sums<const P: usize>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
-        // A whole block loads unmasked (see `Lanes::load_whole`), a last, short one masked.
-        if self.c - c0 >= T::N {
-            self.sums_of::<P, true>(dst, ox, c0)
-        } else {
-            self.sums_of::<P, false>(dst, ox, c0)
-        }
-    }
-
-    /// [`Self::sums`], the block whole (`WHOLE`) or short.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn sums_of<const P: usize, const WHOLE: bool>(&self, dst: &mut [T], ox: usize, c0: usize) -> usize {
-        let n = T::mask((self.c - c0).min(T::N));
-        let mut acc = [T::zero(); P];
-        let (x, w) = (self.window.as_ptr().add(ox * self.step + c0), self.by_tap.as_ptr().add(c0));
-        for (t, &offset) in self.offsets.iter().enumerate() {
-            let at = w.add(t * self.c);
-            let weights = if WHOLE { T::load_whole(at) } else { T::load(at, n) };
-            for (p, sum) in acc.iter_mut().enumerate() {
-                let at = x.add(p * self.step + offset);
-                *sum = T::add_product(*sum, weights, if WHOLE { T::load_whole(at) } else { T::load(at, n) });
-            }
-        }
-        for (p, &sum) in acc.iter().enumerate() {
-            T::store(dst.as_mut_ptr().add((ox + p) * self.c + c0), sum, n);
-        }
-        P
-    }
-}
+pixels_kernels!("avx512f", Lanes);
 
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a
 /// strided transpose, in squares of 16 x 16 (fewer columns masked off) where there are 16
@@ -642,7 +564,7 @@ unsafe fn transpose_in<T: Lanes>(
         let n = T::mask((rows - i0).min(T::N));
         let from = src.as_ptr().add(i0 * src_stride);
         for j in 0..cols {
-            T::store(dst.as_mut_ptr().add(j * dst_stride + i0), T::gather(from.add(j), src_stride, n), n);
+            T::store_masked(dst.as_mut_ptr().add(j * dst_stride + i0), T::gather(from.add(j), src_stride, n), n);
         }
     }
 }

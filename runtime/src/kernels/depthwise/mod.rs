@@ -26,6 +26,9 @@ use rayon::prelude::*;
 #[macro_use]
 mod grid;
 #[cfg(target_arch = "x86_64")]
+#[macro_use]
+mod pixels;
+#[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
