@@ -161,8 +161,8 @@ grid_kernels!("avx2,fma", Lanes, 1);
 pixels_kernels!("avx2,fma", Lanes);
 
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`
-/// ([`super::TransposeKernel`]): the portable loop, compiled for AVX2 (called through a
-/// pointer, it would otherwise be compiled for the baseline). Call only when [`available`].
+/// ([`super::TransposeKernel`]): [`super::transpose_portable`] compiled for AVX2 (called
+/// through a pointer, it would be compiled for the baseline). Call only when [`available`].
 pub(super) fn transpose_f32(src: &[f32], shape: (usize, usize, usize), dst: &mut [f32], dst_stride: usize) {
     assert!(available());
     // SAFETY: the features were just detected; the loop indexes with bounds checks.
@@ -177,15 +177,6 @@ pub(super) fn transpose_f64(src: &[f64], shape: (usize, usize, usize), dst: &mut
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transpose_in<T: Copy>(
-    src: &[T],
-    (rows, cols, src_stride): (usize, usize, usize),
-    dst: &mut [T],
-    dst_stride: usize,
-) {
-    for i in 0..rows {
-        for (j, &v) in src[i * src_stride..][..cols].iter().enumerate() {
-            dst[j * dst_stride + i] = v;
-        }
-    }
+unsafe fn transpose_in<T: Copy>(src: &[T], shape: (usize, usize, usize), dst: &mut [T], dst_stride: usize) {
+    super::transpose_portable(src, shape, dst, dst_stride)
 }

@@ -280,6 +280,7 @@ fn channel_block<T: Element>(
     let ph = (oh - 1) * sh + (kh - 1) * dh + 1;
     let pw = (ow - 1) * sw + (kw - 1) * dw + 1;
     let vectors = T::depthwise_vectors();
+    let transpose = vectors.as_ref().map_or(transpose_portable::<T> as TransposeKernel<T>, |v| v.transpose);
     let mut padded = scratch::take_len(ph * pw * c + LINE_SLACK, T::zero());
     let padded = from_line(&mut padded, ph * pw * c);
     for (py, row) in padded.chunks_exact_mut(pw * c).enumerate() {
@@ -287,36 +288,18 @@ fn channel_block<T: Element>(
             row.fill(T::zero());
             continue;
         };
-        if let Some(v) = &vectors {
-            // The input row's pixels that land inside the copy, channels side by side, and
-            // zeros either side of them.
-            let pixels = w.min(pw.saturating_sub(left));
-            row[..left.min(pw) * c].fill(T::zero());
-            row[(left + pixels).min(pw) * c..].fill(T::zero());
-            (v.transpose)(&input[y * w..], (c, pixels, h * w), &mut row[left.min(pw) * c..], c);
-            continue;
-        }
-        row.fill(T::zero());
-        for (x, pixel) in row.chunks_exact_mut(c).enumerate().skip(left).take(w) {
-            for (ch, v) in pixel.iter_mut().enumerate() {
-                *v = input[(ch * h + y) * w + x - left];
-            }
-        }
+        // The input row's pixels that land inside the copy, channels side by side, and zeros
+        // either side of them.
+        let pixels = w.min(pw.saturating_sub(left));
+        row[..left.min(pw) * c].fill(T::zero());
+        row[(left + pixels).min(pw) * c..].fill(T::zero());
+        transpose(&input[y * w..], (c, pixels, h * w), &mut row[left.min(pw) * c..], c);
     }
     // Tap-major weights: each tap's channels side by side.
     let taps = kh * kw;
     let mut by_tap = scratch::take_len(taps * c + LINE_SLACK, T::zero());
     let by_tap = from_line(&mut by_tap, taps * c);
-    match &vectors {
-        Some(v) => (v.transpose)(weight, (c, taps, taps), by_tap, c),
-        None => {
-            for (ch, filter) in weight.chunks_exact(taps).enumerate() {
-                for (t, &v) in filter.iter().enumerate() {
-                    by_tap[t * c + ch] = v;
-                }
-            }
-        }
-    }
+    transpose(weight, (c, taps, taps), by_tap, c);
     let mut offsets = scratch::take::<usize>();
     offsets.extend((0..taps).map(|t| ((t / kw) * dh * pw + (t % kw) * dw) * c));
     // Channels in blocks of 8, then one by one.
@@ -339,16 +322,7 @@ fn channel_block<T: Element>(
     }
     // Back to planes.
     let pixels = oh * ow;
-    match &vectors {
-        Some(v) => (v.transpose)(sums, (pixels, c, c), out, pixels),
-        None => {
-            for (ch, plane) in out.chunks_exact_mut(pixels).enumerate() {
-                for (p, v) in plane.iter_mut().enumerate() {
-                    *v = sums[p * c + ch];
-                }
-            }
-        }
-    }
+    transpose(sums, (pixels, c, c), out, pixels);
     for (ch, plane) in out.chunks_exact_mut(pixels).enumerate() {
         finish(ch, plane);
     }
@@ -523,8 +497,8 @@ fn pair_geometry(w: usize, left: usize, len: usize) -> (usize, usize, usize) {
     (at_first, at_second, (w / 2).min(len.saturating_sub(at_first)).min(len.saturating_sub(at_second)))
 }
 
-/// The depthwise loops in explicit vectors for element type `T` (`avx512.rs`, `avx2.rs`; the compiler
-/// vectorizes the portable loops poorly): each computes the same floats as the loop it
+/// The depthwise loops in explicit vectors for element type `T` (`avx512.rs`, `avx2.rs`;
+/// the compiler vectorizes the portable loops poorly): each computes the same floats as the loop it
 /// stands for.
 pub struct Vectors<T> {
     /// A channel's rows: AVX-512 only (with AVX2, [`channel`]'s loops, compiled wide).
@@ -587,6 +561,22 @@ pub(super) fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], step
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`:
 /// `(src, (rows, cols, src_stride), dst, dst_stride)`.
 type TransposeKernel<T> = fn(&[T], (usize, usize, usize), &mut [T], usize);
+
+/// [`TransposeKernel`] in plain loops: where there are no explicit vectors, and, inlined
+/// into a function compiled for AVX2, that build's.
+#[inline(always)]
+pub(super) fn transpose_portable<T: Copy>(
+    src: &[T],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [T],
+    dst_stride: usize,
+) {
+    for i in 0..rows {
+        for (j, &v) in src[i * src_stride..][..cols].iter().enumerate() {
+            dst[j * dst_stride + i] = v;
+        }
+    }
+}
 
 /// The whole-grid kernel for `f32` on this processor: AVX-512's, else AVX2's (stride 1),
 /// else none.
@@ -911,15 +901,22 @@ mod tests {
                 (32, 7, 49, 39),
             ] {
                 let src: Vec<T> = (0..rows * src_stride + cols).map(value).collect();
-                let mut got = vec![T::zero(); cols * dst_stride + rows];
-                (v.transpose)(&src, (rows, cols, src_stride), &mut got, dst_stride);
-                for i in 0..rows {
-                    for j in 0..cols {
-                        assert!(got[j * dst_stride + i] == src[i * src_stride + j], "{rows} x {cols}: ({i}, {j})");
+                // The build's kernel and the plain loops the other paths use.
+                for transpose in [v.transpose, transpose_portable::<T>] {
+                    let mut got = vec![T::zero(); cols * dst_stride + rows];
+                    transpose(&src, (rows, cols, src_stride), &mut got, dst_stride);
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            assert!(got[j * dst_stride + i] == src[i * src_stride + j], "{rows} x {cols}: ({i}, {j})");
+                        }
                     }
+                    let written =
+                        (0..cols).flat_map(|j| (0..rows).map(move |i| j * dst_stride + i)).collect::<Vec<_>>();
+                    assert!(
+                        got.iter().enumerate().all(|(k, &x)| written.contains(&k) || x == T::zero()),
+                        "nothing else"
+                    );
                 }
-                let written = (0..cols).flat_map(|j| (0..rows).map(move |i| j * dst_stride + i)).collect::<Vec<_>>();
-                assert!(got.iter().enumerate().all(|(k, &x)| written.contains(&k) || x == T::zero()), "nothing else");
             }
         }
         case::<f32>();
