@@ -119,8 +119,16 @@ fn dot(w: &[f32], x: &[f32]) -> f32 {
             *s = w.mul_add(x, *s);
         }
     }
-    let tail = w[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
-    acc.iter().sum::<f32>() + tail
+    lanes_then_tail(&acc, &w[whole..], &x[whole..])
+}
+
+/// A dot product's end, the same in every build: its [`DOT_LANES`] partial sums added in
+/// lane order, then the products of the values past the last whole block of lanes
+/// (`w_tail`, `x_tail`), fused in order from zero, added to that.
+#[inline(always)]
+fn lanes_then_tail(lanes: &[f32; DOT_LANES], w_tail: &[f32], x_tail: &[f32]) -> f32 {
+    let tail = w_tail.iter().zip(x_tail).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The AVX-512 build of [`FourDots`].
@@ -153,14 +161,11 @@ mod avx512 {
                 *acc = _mm512_fmadd_ps(_mm512_loadu_ps(w_at.add(r * n + i)), xs, *acc);
             }
         }
-        // The lanes, then the tail, in order, as `dot` adds them.
         let mut sums = [0.0f32; DOT_ROWS];
         for (r, (sum, acc)) in sums.iter_mut().zip(acc).enumerate() {
             let mut lanes = [0.0f32; DOT_LANES];
             _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
-            let row = &w[r * n..][..n];
-            let tail = row[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
-            *sum = lanes.iter().sum::<f32>() + tail;
+            *sum = super::lanes_then_tail(&lanes, &w[r * n + whole..][..n - whole], &x[whole..]);
         }
         sums
     }
@@ -198,15 +203,12 @@ mod avx2 {
                 }
             }
         }
-        // The lanes, then the tail, in order, as `dot` adds them.
         let mut sums = [0.0f32; DOT_ROWS];
         for (r, (sum, acc)) in sums.iter_mut().zip(acc).enumerate() {
             let mut lanes = [0.0f32; DOT_LANES];
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[1]);
-            let row = &w[r * n..][..n];
-            let tail = row[whole..].iter().zip(&x[whole..]).fold(0.0f32, |s, (&w, &x)| w.mul_add(x, s));
-            *sum = lanes.iter().sum::<f32>() + tail;
+            *sum = super::lanes_then_tail(&lanes, &w[r * n + whole..][..n - whole], &x[whole..]);
         }
         sums
     }
