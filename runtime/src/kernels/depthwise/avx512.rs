@@ -443,14 +443,9 @@ fn transpose<T: Lanes>(src: &[T], (rows, cols, src_stride): (usize, usize, usize
     }
 }
 
-/// The last element read and written lies inside `src` and `dst`, and the gathers' 32-bit
-/// offsets hold a block's reach.
+/// [`super::check_transpose`], and the gathers' 32-bit offsets hold a block's reach.
 fn check_transpose(src: usize, (rows, cols, src_stride): (usize, usize, usize), dst: usize, dst_stride: usize) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    assert!((rows - 1) * src_stride + cols <= src, "reads inside the source");
-    assert!((cols - 1) * dst_stride + rows <= dst, "writes inside the destination");
+    super::check_transpose(src, (rows, cols, src_stride), dst, dst_stride);
     assert!(src_stride.saturating_mul(16) < i32::MAX as usize, "gather offsets within 32 bits");
 }
 

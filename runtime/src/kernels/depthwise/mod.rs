@@ -14,7 +14,7 @@
 //!
 //! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
 //! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
-//! `avx512.rs`). In every case each output element sums its taps in row-major tap order,
+//! `avx512.rs`); with AVX2 the channels-last layout's sums and copies do (`avx2.rs`). In every case each output element sums its taps in row-major tap order,
 //! starting from zero, each product fused with its addition: the same floats either way.
 
 use super::conv::Element;
@@ -562,8 +562,24 @@ pub(super) fn check_pixels(window: usize, by_tap: usize, offsets: &[usize], step
 /// `(src, (rows, cols, src_stride), dst, dst_stride)`.
 type TransposeKernel<T> = fn(&[T], (usize, usize, usize), &mut [T], usize);
 
-/// [`TransposeKernel`] in plain loops: where there are no explicit vectors, and, inlined
-/// into a function compiled for AVX2, that build's.
+/// The last element a [`TransposeKernel`] reads and writes lies inside `src` and `dst`
+/// (lengths): what the explicit-vector builds check before they index without bounds.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Only the x86 builds call it.
+pub(super) fn check_transpose(
+    src: usize,
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: usize,
+    dst_stride: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!((rows - 1) * src_stride + cols <= src, "reads inside the source");
+    assert!((cols - 1) * dst_stride + rows <= dst, "writes inside the destination");
+}
+
+/// [`TransposeKernel`] in plain loops: where there are no explicit vectors, and for the
+/// AVX2 build's last rows short of a square.
 #[inline(always)]
 pub(super) fn transpose_portable<T: Copy>(
     src: &[T],
