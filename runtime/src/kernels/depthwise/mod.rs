@@ -14,8 +14,9 @@
 //!
 //! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
 //! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
-//! `avx512.rs`); with AVX2 the channels-last layout's sums and copies do (`avx2.rs`). In every case each output element sums its taps in row-major tap order,
-//! starting from zero, each product fused with its addition: the same floats either way.
+//! `avx512.rs`); with AVX2 the channels-last layout's sums and copies do (`avx2.rs`). In
+//! every case each output element sums its taps in row-major tap order, starting from
+//! zero, each product fused with its addition: the same floats either way.
 
 use super::conv::Element;
 use super::{scratch, with_simd};
@@ -498,8 +499,8 @@ fn pair_geometry(w: usize, left: usize, len: usize) -> (usize, usize, usize) {
 }
 
 /// The depthwise loops in explicit vectors for element type `T` (`avx512.rs`, `avx2.rs`;
-/// the compiler vectorizes the portable loops poorly): each computes the same floats as the loop it
-/// stands for.
+/// the compiler vectorizes the portable loops poorly): each computes the same floats as the
+/// loop it stands for.
 pub struct Vectors<T> {
     /// A channel's rows: AVX-512 only (with AVX2, [`channel`]'s loops, compiled wide).
     rows: Option<RowsKernel<T>>,
