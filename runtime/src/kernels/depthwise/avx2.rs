@@ -1,9 +1,17 @@
 //! The AVX2 and FMA builds of the depthwise loops, for processors without AVX-512: the
-//! channels-last layout's rows of output pixels ([`pixels_f32`]) and its transposes, and the
-//! whole-grid kernel ([`super::GridKernel`], written in `grid.rs`) at stride 1 only: at stride 2 it
-//! ran at 0.8x the row-at-a-time loop (3x3/2 over 144 channels of 56x56, one thread: 0.37
-//! against 0.28 ms); at stride 1, 3x3 over 384 channels of 14x14 0.156 -> 0.123 ms and 5x5
-//! over 240 of 14x14 0.155 -> 0.132, wider maps unchanged.
+//! channels-last layout's rows of output pixels ([`pixels_f32`]) and its transposes, the
+//! channel-by-channel layout's padded copies ([`fill_f32`]), and the whole-grid kernel
+//! ([`super::GridKernel`], written in `grid.rs`) at stride 1 only: at stride 2 it ran at
+//! 0.8x the row-at-a-time loop (3x3/2 over 144 channels of 56x56, one thread: 0.37 against
+//! 0.28 ms; with one vector of columns per tile, no faster than it); at stride 1, 3x3 over
+//! 384 channels of 14x14 0.156 -> 0.123 ms and 5x5 over 240 of 14x14 0.155 -> 0.132.
+//!
+//! Its tiles are one vector of columns wide: two (8 sums, the 9 taps of a 3x3 and the
+//! loaded values) overflowed AVX2's 16 registers, and the compiler kept the taps and sums on
+//! the stack. One thread, AMD's Zen 3, 3x3 over 16 channels of 56x56 (in L2), both
+//! changes to this file together (the copies and the tiles): 2.81 -> 2.18 us per channel,
+//! 28x28 0.93 -> 0.67, 112x112 9.7 -> 7.2; at stride 2 (the copies alone) 56x56 1.91 ->
+//! 1.49, 112x112 5.1 -> 4.7.
 
 use std::arch::x86_64::*;
 
@@ -28,6 +36,11 @@ trait Lanes: Copy + Default {
     unsafe fn add_product(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// The [`Self::N`] elements of `v` to `p`.
     unsafe fn store_whole(p: *mut Self, v: Self::V);
+    /// The first `n` elements of `v` (fewer than [`Self::N`]) to `p`, in stores of halves,
+    /// quarters and eighths of the vector: a masked store is slow on AMD's cores, and a copy
+    /// through a buffer of a length known only at run time was a call to `memmove` (a fifth
+    /// of a 3x3/2 layer's time on 56x56 maps).
+    unsafe fn store_first(p: *mut Self, v: Self::V, n: usize);
     /// One square of [`transpose_squares`]: [`Self::N`] rows of `nj` values (at most
     /// [`Self::N`]) at `src`, `src_stride` apart, to `nj` columns of [`Self::N`] at `dst`,
     /// `dst_stride` apart. A short row is one masked load (AVX2's masked loads are cheap
@@ -77,6 +90,22 @@ impl Lanes for f32 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn store_whole(p: *mut f32, v: __m256) {
         _mm256_storeu_ps(p, v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_first(mut p: *mut f32, v: __m256, mut n: usize) {
+        let mut part = _mm256_castps256_ps128(v);
+        if n >= 4 {
+            _mm_storeu_ps(p, part);
+            (p, n, part) = (p.add(4), n - 4, _mm256_extractf128_ps::<1>(v));
+        }
+        if n >= 2 {
+            _mm_store_sd(p.cast(), _mm_castps_pd(part));
+            (p, n, part) = (p.add(2), n - 2, _mm_movehl_ps(part, part));
+        }
+        if n == 1 {
+            _mm_store_ss(p, part);
+        }
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -165,6 +194,18 @@ impl Lanes for f64 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_first(mut p: *mut f64, v: __m256d, mut n: usize) {
+        let mut part = _mm256_castpd256_pd128(v);
+        if n >= 2 {
+            _mm_storeu_pd(p, part);
+            (p, n, part) = (p.add(2), n - 2, _mm256_extractf128_pd::<1>(v));
+        }
+        if n == 1 {
+            _mm_store_sd(p, part);
+        }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn square(src: *const f64, src_stride: usize, dst: *mut f64, dst_stride: usize, nj: usize) {
         let m = Self::mask(nj);
         let r: [__m256d; 4] = std::array::from_fn(|i| {
@@ -195,7 +236,8 @@ impl Lanes for f64 {
 }
 
 /// A tile's sums, `R` output rows of `B` vectors from `(y, x)` on, into `dst` (rows of
-/// `ow`): whole vectors stored as they are, a row's last, short one through a buffer.
+/// `ow`): whole vectors stored as they are, a row's last, short one in parts
+/// ([`Lanes::store_first`]).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store_tile<T: Lanes, const R: usize, const B: usize>(
@@ -211,10 +253,7 @@ unsafe fn store_tile<T: Lanes, const R: usize, const B: usize>(
             if n == T::N {
                 T::store_whole(out.add((y + r) * ow + at), sum);
             } else if n > 0 {
-                // As long as the widest vector here (8 `f32`); `T::N` cannot size an array.
-                let mut lanes = [T::default(); 8];
-                T::store_whole(lanes.as_mut_ptr(), sum);
-                std::ptr::copy_nonoverlapping(lanes.as_ptr(), out.add((y + r) * ow + at), n);
+                T::store_first(out.add((y + r) * ow + at), sum, n);
             }
         }
     }
@@ -230,9 +269,84 @@ pub(super) fn grid_f64(grid: super::Grid<f64>, rows: &[f64], dst: &mut [f64], ow
     grid_checked(grid, rows, dst, ow)
 }
 
-grid_kernels!("avx2,fma", Lanes, 1);
+grid_kernels!("avx2,fma", Lanes, 1, 1);
 
 pixels_kernels!("avx2,fma", Lanes);
+
+/// See `avx512::fill_f32`: each input row into its padded row (stride 1) or split into the
+/// two phases (stride 2) eight values at a time, where the compiled loop moved 4 or 1 at a
+/// time (a 56-value row: one run of 32, six of 4) and took a third of a 3x3 layer's time.
+/// Call only when [`available`].
+pub(super) fn fill_f32(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
+    assert!(available() && padded.stride[1] <= 2);
+    let [h, w] = padded.hw;
+    assert!(plane.len() >= h * w && rows.len() >= padded.rows * padded.row_len() + 8, "whole plane and copy");
+    // SAFETY: the features `fill_in` enables were just detected; it reads input rows inside
+    // `plane` (whole vectors only where they stay inside it) and writes, per padded row,
+    // inside that row's `row_len` values and at most 8 past them (zeros, see there), which
+    // the assertion puts inside `rows`.
+    unsafe { fill_in(padded, plane, rows) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
+    let w = padded.hw[1];
+    let (left, len) = (padded.left, padded.phase_len);
+    for py in 0..padded.rows {
+        let dst = rows.as_mut_ptr().add(py * padded.row_len());
+        let Some(y) = padded.input_row(py) else {
+            // Padding, or (in a band) a row of padding where the last band had input.
+            std::ptr::write_bytes(dst, 0, padded.row_len());
+            continue;
+        };
+        let src = plane.as_ptr().add(y * w);
+        let readable = plane.len() - y * w;
+        if padded.stride[1] == 1 {
+            // Whole stores throughout: the last one's lanes past the row's values are zeros
+            // (a masked load), stored over the row's right padding (zeros) and at most into
+            // the next row's first values, which are written after it.
+            let end = (left + w).min(len);
+            let start = left.min(end);
+            for i in (0..end - start).step_by(8) {
+                let n = end - start - i;
+                let v = if n >= 8 { _mm256_loadu_ps(src.add(i)) } else { f32::load(src.add(i), f32::mask(n)) };
+                _mm256_storeu_ps(dst.add(start + i), v);
+            }
+            continue;
+        }
+        // Input column `x` lands in phase `(x + left) % 2`: even padded columns first.
+        let (even, odd) = (dst, dst.add(len));
+        let (first, second) = if left.is_multiple_of(2) { (even, odd) } else { (odd, even) };
+        let (at_first, at_second, pairs) = super::pair_geometry(w, left, len);
+        for i in (0..pairs).step_by(8) {
+            let n = (pairs - i).min(8);
+            let (a, b) = if 2 * i + 16 <= readable {
+                (_mm256_loadu_ps(src.add(2 * i)), _mm256_loadu_ps(src.add(2 * i + 8)))
+            } else {
+                (
+                    f32::load(src.add(2 * i), f32::mask((2 * n).min(8))),
+                    f32::load(src.add(2 * i + 8), f32::mask((2 * n).saturating_sub(8))),
+                )
+            };
+            // Per 128-bit lane, the even (odd) values of `a` then of `b`; then the lanes'
+            // halves put in order.
+            let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            let even_lanes = order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+            let odd_lanes = order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
+            if n == 8 {
+                _mm256_storeu_ps(first.add(at_first + i), even_lanes);
+                _mm256_storeu_ps(second.add(at_second + i), odd_lanes);
+            } else {
+                f32::store_first(first.add(at_first + i), even_lanes, n);
+                f32::store_first(second.add(at_second + i), odd_lanes, n);
+            }
+        }
+        // An odd last value (or the first past a copy too short for its pair).
+        if 2 * pairs < w && at_first + pairs < len {
+            *first.add(at_first + pairs) = *src.add(2 * pairs);
+        }
+    }
+}
 
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`
 /// ([`super::TransposeKernel`]): squares of 8 x 8 ([`Lanes::square`]), the last rows short

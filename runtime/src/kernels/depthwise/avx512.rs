@@ -395,7 +395,7 @@ pub(super) fn grid_f64(grid: super::Grid<f64>, rows: &[f64], dst: &mut [f64], ow
     grid_checked(grid, rows, dst, ow)
 }
 
-grid_kernels!("avx512f", Lanes, 1 | 2);
+grid_kernels!("avx512f", Lanes, 1 | 2, 2);
 
 pixels_kernels!("avx512f", Lanes);
 

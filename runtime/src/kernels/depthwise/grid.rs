@@ -1,6 +1,6 @@
 //! The whole-grid depthwise kernel ([`super::GridKernel`]), written once and instantiated
 //! for each instruction set's vectors (`avx512.rs`, `avx2.rs`): a channel whose 3x3 or 5x5 filter
-//! has every tap live is summed [`GRID_ROWS`] output rows by two vectors of columns at a
+//! has every tap live is summed [`GRID_ROWS`] output rows by one or two vectors of columns at a
 //! time, each padded row loaded once for every output row it serves. Output row `y`,
 //! column `x` sums `taps[ky * k + kx] * rows[(y * stride + ky) * row_len + cols[kx] + x]`
 //! over the taps in row-major order, from zero, each product fused with its addition: the
@@ -20,9 +20,10 @@ const _: () = assert!(GRID_ROWS == 4, "grid_in's tiles are written for 4, 3, 2 a
 
 /// The kernel for the vectors of trait `$lanes` (`N`, `zero`, `splat`, `load_whole`,
 /// `add_product`; and, in scope, `available` and `store_tile`), compiled with `$feature`,
-/// for the strides `$strides`: `grid_checked(grid, rows, dst, ow)`.
+/// for the strides `$strides`, its tiles `$blocks` vectors of columns wide (1 or 2):
+/// `grid_checked(grid, rows, dst, ow)`.
 macro_rules! grid_kernels {
-    ($feature:literal, $lanes:ident, $strides:pat) => {
+    ($feature:literal, $lanes:ident, $strides:pat, $blocks:literal) => {
         fn grid_checked<T: $lanes>(grid: super::Grid<T>, rows: &[T], dst: &mut [T], ow: usize) -> bool {
             let k = grid.cols.len();
             if !matches!((k, grid.stride), (3 | 5, $strides)) || grid.taps.len() != k * k {
@@ -57,14 +58,14 @@ macro_rules! grid_kernels {
             ow: usize,
         ) {
             let oh = dst.len() / ow;
-            let width = 2 * T::N;
+            let width = $blocks * T::N;
             let taps: [[T; K]; K] = std::array::from_fn(|ky| std::array::from_fn(|kx| grid.taps[ky * K + kx]));
             let grid = Tiles { taps, cols: std::array::from_fn(|kx| grid.cols[kx]), row_len: grid.row_len };
             let mut y = 0;
             while y < oh {
                 let r = (oh - y).min(super::grid::GRID_ROWS);
                 for x in (0..ow).step_by(width) {
-                    let two = ow - x > T::N;
+                    let two = $blocks == 2 && ow - x > T::N;
                     match (r, two) {
                         (4, true) => grid_tile::<T, K, S, 4, 2>(&grid, rows, dst, ow, y, x),
                         (4, false) => grid_tile::<T, K, S, 4, 1>(&grid, rows, dst, ow, y, x),

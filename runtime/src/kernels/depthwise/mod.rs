@@ -14,8 +14,8 @@
 //!
 //! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
 //! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
-//! `avx512.rs`); with AVX2 the channels-last layout's sums and copies do (`avx2.rs`). In
-//! every case each output element sums its taps in row-major tap order, starting from
+//! `avx512.rs`); with AVX2 the channels-last layout's sums and copies, the padded copies
+//! and the whole-grid sums at stride 1 do (`avx2.rs`). In every case each output element sums its taps in row-major tap order, starting from
 //! zero, each product fused with its addition: the same floats either way.
 
 use super::conv::Element;
@@ -97,7 +97,7 @@ fn channels_last_max_width<T: Element>() -> usize {
 /// as `T`.
 pub trait Source<T>: Copy + Into<T> + Sync {
     /// Fill `rows` from `plane` as [`Padded::fill`] does, in explicit vectors, if there are
-    /// some for this pair of types (`f32` with AVX-512) and the stride (1 or 2); else
+    /// some for this pair of types (`f32`, with AVX-512 or AVX2) and the stride (1 or 2); else
     /// `false`, nothing written. A small map's row is shorter than the compiled loop's
     /// vector steps, which left most of it to a scalar remainder (on mobilenet_v2 the copies
     /// took a third of its depthwise layers' time).
@@ -113,6 +113,11 @@ impl Source<f32> for f32 {
         #[cfg(target_arch = "x86_64")]
         if avx512::available() && padded.stride[1] <= 2 {
             avx512::fill_f32(padded, plane, rows);
+            return true;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if padded.stride[1] <= 2 && avx2::available() {
+            avx2::fill_f32(padded, plane, rows);
             return true;
         }
         false
