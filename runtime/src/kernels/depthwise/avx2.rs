@@ -293,14 +293,8 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
     let w = padded.hw[1];
     let (left, len) = (padded.left, padded.phase_len);
     for py in 0..padded.rows {
-        let dst = rows.as_mut_ptr().add(py * padded.row_len());
-        let Some(y) = padded.input_row(py) else {
-            // Padding, or (in a band) a row of padding where the last band had input.
-            std::ptr::write_bytes(dst, 0, padded.row_len());
-            continue;
-        };
-        let src = plane.as_ptr().add(y * w);
-        let readable = plane.len() - y * w;
+        let Some((dst, src)) = padded.row_source(plane, rows, py) else { continue };
+        let (dst, src, readable) = (dst.as_mut_ptr(), src.as_ptr(), src.len());
         if padded.stride[1] == 1 {
             // Whole stores throughout: the last one's lanes past the row's values are zeros
             // (a masked load), stored over the row's right padding (zeros) and at most into

@@ -193,13 +193,8 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
     let w = padded.hw[1];
     let (left, len) = (padded.left, padded.phase_len);
     for py in 0..padded.rows {
-        let dst = rows.as_mut_ptr().add(py * padded.row_len());
-        let Some(y) = padded.input_row(py) else {
-            // Padding, or (in a band) a row of padding where the last band had input.
-            std::ptr::write_bytes(dst, 0, padded.row_len());
-            continue;
-        };
-        let src = plane.as_ptr().add(y * w);
+        let Some((dst, src)) = padded.row_source(plane, rows, py) else { continue };
+        let (dst, src, readable) = (dst.as_mut_ptr(), src.as_ptr(), src.len());
         if padded.stride[1] == 1 {
             let end = (left + w).min(len);
             let start = left.min(end);
@@ -219,7 +214,6 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
         // loads stalled on their masks; one thread, mobilenet_v2's 3x3/2 over 96 channels
         // of 112x112 0.35-0.37 -> 0.33-0.35 ms, over 144 of 56x56 0.129-0.131 ->
         // 0.122-0.127). At stride 1 whole loads were no faster.
-        let readable = plane.len() - y * w;
         let lanes_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let lanes_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         for i in (0..pairs).step_by(16) {

@@ -415,6 +415,21 @@ impl Padded {
         (0..self.hw[0] as isize).contains(&y).then_some(y as usize)
     }
 
+    /// For the explicit-vector copies: copy row `py`'s place in `rows` and the rest of the
+    /// buffer after it, with the rest of `plane` from its input row on; or, for a row of
+    /// padding (or, in a band, a row of padding where the last band had input), `None`,
+    /// the row zeroed here.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn row_source<'a>(&self, plane: &'a [f32], rows: &'a mut [f32], py: usize) -> Option<(&'a mut [f32], &'a [f32])> {
+        let dst = &mut rows[py * self.row_len()..];
+        let Some(y) = self.input_row(py) else {
+            dst[..self.row_len()].fill(0.0);
+            return None;
+        };
+        Some((dst, &plane[y * self.hw[1]..]))
+    }
+
     fn row_len(&self) -> usize {
         self.stride[1] * self.phase_len
     }
