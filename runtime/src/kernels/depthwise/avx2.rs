@@ -8,10 +8,10 @@
 //!
 //! Its tiles are one vector of columns wide: two (8 sums, the 9 taps of a 3x3 and the
 //! loaded values) overflowed AVX2's 16 registers, and the compiler kept the taps and sums on
-//! the stack. One thread, AMD's Zen 3, 3x3 over 16 channels of 56x56 (in L2), both
-//! changes to this file together (the copies and the tiles): 2.81 -> 2.18 us per channel,
-//! 28x28 0.93 -> 0.67, 112x112 9.7 -> 7.2; at stride 2 (the copies alone) 56x56 1.91 ->
-//! 1.49, 112x112 5.1 -> 4.7.
+//! the stack. One thread, AMD's Zen 3, 3x3 over 16 channels of 56x56 (in L2), the copies,
+//! the tiles and the short stores ([`Lanes::store_first`]) together: 2.81 -> 1.9 us per
+//! channel, 28x28 0.93 -> 0.58, 112x112 9.7 -> 7.2; at stride 2 (the copies and short
+//! stores) 56x56 1.91 -> 1.31, 112x112 5.1 -> 4.5.
 
 use std::arch::x86_64::*;
 
