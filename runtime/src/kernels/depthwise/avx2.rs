@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 pub(super) use crate::kernels::avx2_available as available;
 
 /// What the kernel needs of a 256-bit vector of one element type.
-trait Lanes: Copy + Default {
+trait Lanes: Copy {
     type V: Copy;
     /// Elements per vector.
     const N: usize;
@@ -299,8 +299,7 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
             // Whole stores throughout: the last one's lanes past the row's values are zeros
             // (a masked load), stored over the row's right padding (zeros) and at most into
             // the next row's first values, which are written after it.
-            let end = (left + w).min(len);
-            let start = left.min(end);
+            let std::ops::Range { start, end } = padded.unit_stride_run();
             for i in (0..end - start).step_by(8) {
                 let n = end - start - i;
                 let v = if n >= 8 { _mm256_loadu_ps(src.add(i)) } else { f32::load(src.add(i), f32::mask(n)) };

@@ -196,8 +196,7 @@ unsafe fn fill_in(padded: &super::Padded, plane: &[f32], rows: &mut [f32]) {
         let Some((dst, src)) = padded.row_source(plane, rows, py) else { continue };
         let (dst, src, readable) = (dst.as_mut_ptr(), src.as_ptr(), src.len());
         if padded.stride[1] == 1 {
-            let end = (left + w).min(len);
-            let start = left.min(end);
+            let std::ops::Range { start, end } = padded.unit_stride_run();
             for i in (0..end - start).step_by(16) {
                 let m = f32::mask((end - start - i).min(16));
                 _mm512_mask_storeu_ps(dst.add(start + i), m, _mm512_maskz_loadu_ps(m, src.add(i)));

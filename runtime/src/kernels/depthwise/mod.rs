@@ -15,8 +15,9 @@
 //! Both are compiled for the widest vectors the processor has, and with AVX-512 their inner
 //! loops and the channels-last layout's copies run in explicit vectors ([`Vectors`], in
 //! `avx512.rs`); with AVX2 the channels-last layout's sums and copies, the padded copies
-//! and the whole-grid sums at stride 1 do (`avx2.rs`). In every case each output element sums its taps in row-major tap order, starting from
-//! zero, each product fused with its addition: the same floats either way.
+//! and the whole-grid sums at stride 1 do (`avx2.rs`). In every case each output element
+//! sums its taps in row-major tap order, starting from zero, each product fused with its
+//! addition: the same floats either way.
 
 use super::conv::Element;
 use super::{scratch, with_simd};
@@ -430,6 +431,14 @@ impl Padded {
         Some((dst, &plane[y * self.hw[1]..]))
     }
 
+    /// At stride 1, the columns of a padded row that take the input row's values, its first
+    /// value at the first of them (none past the copy's end: the input may be wider than the
+    /// windows reach).
+    fn unit_stride_run(&self) -> std::ops::Range<usize> {
+        let end = (self.left + self.hw[1]).min(self.phase_len);
+        self.left.min(end)..end
+    }
+
     fn row_len(&self) -> usize {
         self.stride[1] * self.phase_len
     }
@@ -467,8 +476,7 @@ impl Padded {
             };
             let src = &plane[y * w..][..w];
             if sw == 1 {
-                let end = (self.left + w).min(phase_len);
-                for (d, &v) in dst[self.left.min(end)..end].iter_mut().zip(src) {
+                for (d, &v) in dst[self.unit_stride_run()].iter_mut().zip(src) {
                     *d = v.into();
                 }
                 continue;
