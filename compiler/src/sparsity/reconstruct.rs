@@ -187,8 +187,20 @@ impl Patches {
         let at = |o: usize, k: usize, axis: usize, size: usize| {
             (o * self.stride[axis] + k * self.dilation[axis]).checked_sub(self.pad[axis]).filter(|&v| v < size)
         };
+        // Per tap column `kx`, the outputs whose column lies inside the map (a run: the
+        // column grows with the output's) and the first one's column. Copied as runs, not
+        // value by value with a bounds check each (2 % of the ResNet-18 search's samples).
+        let columns: Vec<(std::ops::Range<usize>, usize)> = (0..kw)
+            .map(|kx| {
+                let first = (0..ow).find(|&ox| at(ox, kx, 1, w).is_some()).unwrap_or(ow);
+                let end = (first..ow).find(|&ox| at(ox, kx, 1, w).is_none()).unwrap_or(ow);
+                (first..end, at(first, kx, 1, w).unwrap_or(0))
+            })
+            .collect();
+        let sx = self.stride[1];
         for j in 0..fan_in {
             let (c, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
+            let (inside, x0) = columns[kx].clone();
             let column = m.col_as_slice_mut(j);
             for (image, out) in images.iter().zip(column.chunks_exact_mut(per_image)) {
                 let plane = &image[(g * self.channels_per_group + c) * h * w..][..h * w];
@@ -197,8 +209,15 @@ impl Patches {
                         out_row.fill(0.0);
                         continue;
                     };
-                    for (ox, v) in out_row.iter_mut().enumerate() {
-                        *v = at(ox, kx, 1, w).map_or(0.0, |x| plane[y * w + x]);
+                    let (before, rest) = out_row.split_at_mut(inside.start);
+                    let (run, after) = rest.split_at_mut(inside.len());
+                    before.fill(0.0);
+                    after.fill(0.0);
+                    let row = &plane[y * w..][..w];
+                    if sx == 1 {
+                        run.copy_from_slice(&row[x0..][..run.len()]);
+                    } else {
+                        run.iter_mut().zip(row[x0..].iter().step_by(sx)).for_each(|(v, &x)| *v = x);
                     }
                 }
             }
@@ -986,6 +1005,48 @@ mod tests {
         assert_eq!(first[(0, 4)], input[2 * 49] as f64);
         assert_eq!(first[(0, 0)], 0.0, "padding reads zero");
         assert_eq!(first[(0, 18)], 1.0, "the bias input");
+    }
+
+    /// Each patch value is the input its tap reads, or zero where the tap falls in the
+    /// padding: strides, dilations, padding on one side or both, windows wider than the map.
+    #[test]
+    fn patches_read_each_tap_s_input_or_zero() {
+        let cases = [
+            // kernel, stride, dilation, pads [top, left, bottom, right], input h, w
+            ([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 5, 6),
+            ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 7, 7),
+            ([7, 7], [2, 2], [1, 1], [3, 3, 3, 3], 9, 11),
+            ([3, 2], [1, 3], [2, 1], [2, 0, 1, 2], 6, 9),
+            ([5, 5], [1, 1], [1, 1], [4, 4, 0, 0], 3, 3),
+            ([1, 1], [2, 2], [1, 1], [0; 4], 8, 5),
+        ];
+        let c_in = 2;
+        for (kernel, stride, dilation, pads, h, w) in cases {
+            let out_hw = [0, 1].map(|d| {
+                let (n, k, s, dl) = ([h, w][d], kernel[d], stride[d], dilation[d]);
+                hass_proto::geometry::window_output_len(n, k, s, dl, pads[d], pads[d + 2], false).unwrap()
+            });
+            let conv = Conv {
+                stride,
+                dilation,
+                pads,
+                ..Conv::new(values(9, 3 * c_in * kernel[0] * kernel[1]), c_in, 3, kernel)
+            };
+            let patches = Patches::of(&Op::Conv(conv), &[c_in, h, w], &[3, out_hw[0], out_hw[1]]).unwrap();
+            let images = [values(10, c_in * h * w), values(11, c_in * h * w)];
+            let m = patches.of_images(&[&images[0], &images[1]], 0);
+            let [oh, ow] = out_hw;
+            for (n, image) in images.iter().enumerate() {
+                for (o, j) in (0..oh * ow).flat_map(|o| (0..c_in * kernel[0] * kernel[1]).map(move |j| (o, j))) {
+                    let (c, ky, kx) = (j / (kernel[0] * kernel[1]), j / kernel[1] % kernel[0], j % kernel[1]);
+                    let (y, x) = ((o / ow * stride[0] + ky * dilation[0]), (o % ow * stride[1] + kx * dilation[1]));
+                    let inside = y >= pads[0] && y - pads[0] < h && x >= pads[1] && x - pads[1] < w;
+                    let want = if inside { image[(c * h + y - pads[0]) * w + x - pads[1]] } else { 0.0 };
+                    assert_eq!(m[(n * oh * ow + o, j)], f64::from(want), "{kernel:?} {stride:?} {pads:?}: {o}, {j}");
+                }
+                assert!((0..oh * ow).all(|o| m[(n * oh * ow + o, c_in * kernel[0] * kernel[1])] == 1.0), "bias input");
+            }
+        }
     }
 
     #[test]
